@@ -1,0 +1,81 @@
+// Writing safetensors checkpoints with bounded memory. The layout of every shard is planned up front from the
+// tensor specs (names, dtypes, shapes), so headers are written first and tensor data can then be written in
+// any order, from any thread, straight to its final offset (pwrite). Space is reserved at creation
+// (posix_fallocate), so a full disk is reported before the long work starts, not at the end.
+// StagedDir makes a whole output directory appear atomically: everything is written under
+// "<dst>.partial-<pid>" and renamed to <dst> only by commit(); an uncommitted stage is removed on destruction.
+#pragma once
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace hlwq {
+
+struct TensorSpec {
+  std::string name;
+  DType dtype;
+  Shape shape;
+  uint64_t nbytes() const { return uint64_t(shape_numel(shape)) * dtype_size(dtype); }
+};
+
+class CheckpointWriter {
+ public:
+  // Tensors go to shards in the given order; a new shard starts when the next tensor would push the current one
+  // past max_shard_bytes. One shard is named model.safetensors, several model-0000i-of-0000K.safetensors plus
+  // model.safetensors.index.json (HF's convention).
+  CheckpointWriter(std::filesystem::path dir, std::vector<TensorSpec> specs, uint64_t max_shard_bytes,
+                   std::map<std::string, std::string> metadata = {{"format", "pt"}});
+  ~CheckpointWriter();
+  CheckpointWriter(const CheckpointWriter&) = delete;
+  CheckpointWriter& operator=(const CheckpointWriter&) = delete;
+
+  // Writes the bytes of one planned tensor; nbytes must equal the planned size. Thread-safe.
+  void write(const std::string& name, const void* data, size_t nbytes);
+  // Checks every tensor was written once, syncs and closes the shards, writes the index. Returns shard names.
+  std::vector<std::string> finish();
+  size_t n_shards() const { return shards_.size(); }
+  uint64_t total_bytes() const { return total_bytes_; }
+
+ private:
+  struct Slot {
+    size_t shard;
+    uint64_t offset;  // absolute file offset
+    uint64_t nbytes;
+    bool written = false;
+  };
+  struct Shard {
+    std::string file_name;
+    int fd = -1;
+  };
+  std::filesystem::path dir_;
+  std::vector<Shard> shards_;
+  std::map<std::string, Slot> slots_;
+  uint64_t total_bytes_ = 0;
+  std::mutex mu_;
+};
+
+// Writes a whole small file (config, index, copied tokenizer files); throws with the path and errno on failure.
+void write_file(const std::filesystem::path& path, const std::string& content);
+
+class StagedDir {
+ public:
+  // Fails if dst exists and force is false. The stage lives beside dst (same filesystem, so rename is atomic).
+  StagedDir(std::filesystem::path dst, bool force);
+  ~StagedDir();
+  StagedDir(const StagedDir&) = delete;
+  StagedDir& operator=(const StagedDir&) = delete;
+
+  const std::filesystem::path& path() const { return stage_; }
+  void commit();  // moves the stage to dst (replacing an existing dst when forced)
+
+ private:
+  std::filesystem::path dst_, stage_;
+  bool force_, committed_ = false;
+};
+
+}  // namespace hlwq

@@ -1,0 +1,27 @@
+// MappedFile: a read-only mmap of a whole file (RAII). Checkpoint tensors are views into it, so the file
+// must outlive every TensorView taken from it.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace hlwq {
+
+class MappedFile {
+ public:
+  explicit MappedFile(const std::string& path);  // throws hlwq::Error naming the path and errno text
+  ~MappedFile();
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+
+  const uint8_t* data() const { return data_; }
+  size_t size() const { return size_; }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+  const uint8_t* data_ = nullptr;
+  size_t size_ = 0;
+};
+
+}  // namespace hlwq
