@@ -15,7 +15,7 @@ Progress::Progress(std::string label, std::string unit, int64_t total_items, int
       total_items_(total_items),
       total_bytes_(total_bytes),
       out_(out),
-      tty_(isatty(fileno(out)) != 0),
+      tty_(out != nullptr && isatty(fileno(out)) != 0),
       start_(std::chrono::steady_clock::now()),
       last_draw_(start_) {}
 

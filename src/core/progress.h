@@ -12,7 +12,8 @@ namespace hlwq {
 
 class Progress {
  public:
-  // label: what is being done ("quantize"); unit: what items are ("tensors"); total_bytes may be 0.
+  // label: what is being done ("quantize"); unit: what items are ("tensors"); total_bytes may be 0;
+  // out == nullptr disables drawing.
   Progress(std::string label, std::string unit, int64_t total_items, int64_t total_bytes, FILE* out = stderr);
   void add(int64_t items, int64_t bytes);
   void finish();  // draws the final line (on a terminal) and ends it with a newline

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -30,6 +31,13 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
   } else {
     ::close(fd);
   }
+}
+
+void MappedFile::release(size_t offset, size_t len) const {
+  const size_t page = size_t(::sysconf(_SC_PAGESIZE));
+  size_t begin = (offset + page - 1) / page * page;
+  size_t end = std::min(offset + len, size_) / page * page;
+  if (data_ && end > begin) ::madvise(const_cast<uint8_t*>(data_) + begin, end - begin, MADV_DONTNEED);
 }
 
 MappedFile::~MappedFile() {

@@ -17,6 +17,9 @@ class MappedFile {
   const uint8_t* data() const { return data_; }
   size_t size() const { return size_; }
   const std::string& path() const { return path_; }
+  // Drops the resident pages of [offset, offset + len) (rounded inward to pages): streaming through a model
+  // larger than RAM then keeps the resident set bounded. The data stays readable (it is re-read on access).
+  void release(size_t offset, size_t len) const;
 
  private:
   std::string path_;

@@ -119,6 +119,10 @@ TensorView SafetensorsFile::view(const std::string& name) const {
   return view(*e);
 }
 
+void SafetensorsFile::release(const TensorEntry& e) const {
+  file_.release(size_t(buffer_ - file_.data()) + e.begin, e.end - e.begin);
+}
+
 Checkpoint::Checkpoint(const std::string& dir) : dir_(dir) {
   HLWQ_CHECK(fs::is_directory(dir), "{}: not a directory", dir);
   const fs::path index = fs::path(dir) / "model.safetensors.index.json";
@@ -186,6 +190,11 @@ const std::string& Checkpoint::file_of(const std::string& name) const {
   auto it = where_.find(name);
   HLWQ_CHECK(it != where_.end(), "{}: checkpoint has no tensor '{}'", dir_, name);
   return files_[it->second.first]->path();
+}
+
+void Checkpoint::release(const std::string& name) const {
+  auto it = where_.find(name);
+  if (it != where_.end()) files_[it->second.first]->release(*it->second.second);
 }
 
 uint64_t Checkpoint::total_bytes() const {

@@ -31,6 +31,7 @@ class SafetensorsFile {
   const TensorEntry* find(const std::string& name) const;
   TensorView view(const TensorEntry& e) const;
   TensorView view(const std::string& name) const;  // throws if absent
+  void release(const TensorEntry& e) const;        // drop its resident pages (MappedFile::release)
 
  private:
   MappedFile file_;
@@ -52,6 +53,7 @@ class Checkpoint {
   TensorView view(const std::string& name) const;
   const std::string& file_of(const std::string& name) const;
   uint64_t total_bytes() const;  // sum of tensor bytes
+  void release(const std::string& name) const;  // drop the tensor's resident pages after streaming it
 
  private:
   std::string dir_;

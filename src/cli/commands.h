@@ -1,0 +1,22 @@
+// Subcommand registration: each cmd_*.cpp adds its subcommand to the CLI11 app and returns the function that
+// runs it once parsing succeeded. main() owns the app and turns hlwq::Error into one line and exit code 1.
+#pragma once
+#include <functional>
+
+#include <CLI/CLI.hpp>
+
+namespace hlwq::cli {
+
+using Runner = std::function<int()>;
+struct Command {
+  CLI::App* sub;
+  Runner run;
+};
+
+Command add_quantize(CLI::App& app);
+Command add_inspect(CLI::App& app);
+
+// "5GB", "500MB", "1.5GiB", "123" (bytes) -> bytes; throws hlwq::Error on anything else.
+uint64_t parse_size(const std::string& s);
+
+}  // namespace hlwq::cli

@@ -1,0 +1,26 @@
+#include <cmath>
+#include <cstdlib>
+
+#include "cli/commands.h"
+#include "core/error.h"
+
+namespace hlwq::cli {
+
+uint64_t parse_size(const std::string& s) {
+  char* end = nullptr;
+  const double v = std::strtod(s.c_str(), &end);
+  HLWQ_CHECK(end != s.c_str() && v > 0 && std::isfinite(v), "size '{}' is not a positive number with a unit", s);
+  const std::string unit = end;
+  double mul = 0;
+  if (unit.empty() || unit == "B") mul = 1;
+  else if (unit == "kB" || unit == "KB") mul = 1e3;
+  else if (unit == "MB") mul = 1e6;
+  else if (unit == "GB") mul = 1e9;
+  else if (unit == "KiB") mul = 1024.0;
+  else if (unit == "MiB") mul = 1024.0 * 1024;
+  else if (unit == "GiB") mul = 1024.0 * 1024 * 1024;
+  else fail("size '{}': unknown unit '{}' (B, kB, MB, GB, KiB, MiB, GiB)", s, unit);
+  return uint64_t(v * mul);
+}
+
+}  // namespace hlwq::cli

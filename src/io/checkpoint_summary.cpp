@@ -1,0 +1,139 @@
+#include "io/checkpoint_summary.h"
+
+#include <algorithm>
+#include <regex>
+
+#include <fmt/format.h>
+
+#include "core/progress.h"
+
+namespace hlwq {
+namespace {
+
+constexpr int64_t kCacheSizes[] = {1, 2, 4, 8, 16, 32, 64};
+
+std::string kind_of(const std::string& n) {
+  auto has = [&](const char* s) { return n.find(s) != std::string::npos; };
+  if (n.rfind("model.visual.", 0) == 0 || n.rfind("visual.", 0) == 0) return "visual";
+  if (n.rfind("mtp.", 0) == 0) return "mtp";
+  if (has(".mlp.experts.")) return "routed experts";
+  if (has(".shared_expert.") || has("shared_expert_gate")) return "shared expert";
+  if (has(".mlp.gate.")) return "router";
+  if (has(".self_attn.")) return "attention";
+  if (has(".linear_attn.")) return "linear attention (GDN)";
+  if (has("embed_tokens")) return "embeddings";
+  if (n.rfind("lm_head", 0) == 0) return "lm_head";
+  if (has("norm")) return "norms";
+  if (has(".mlp.")) return "dense mlp";
+  return "other";
+}
+
+}  // namespace
+
+uint64_t CheckpointSummary::resident_with_cache(int64_t slots) const {
+  const int64_t s = std::min(slots, n_experts);
+  return resident_bytes + uint64_t(s) * uint64_t(n_moe_layers) * expert_bytes;
+}
+
+CheckpointSummary summarize_checkpoint(const ModelConfig& cfg, const Checkpoint& ck) {
+  CheckpointSummary s;
+  static const std::regex kExpert(R"(\.layers\.(\d+)\.mlp\.experts\.(\d+)\.)");
+  static const std::regex kFused(R"(\.layers\.(\d+)\.mlp\.experts\.(gate_up_proj|down_proj)$)");
+  std::map<std::pair<int64_t, int64_t>, uint64_t> per_expert;  // (layer, expert) -> bytes
+  std::map<int64_t, uint64_t> fused_per_layer;
+  for (const auto& name : ck.names()) {
+    const TensorEntry& e = ck.entry(name);
+    const uint64_t b = e.end - e.begin;
+    const std::string k = kind_of(name);
+    s.kinds[k].n_tensors++;
+    s.kinds[k].bytes += b;
+    s.total_bytes += b;
+    std::smatch m;
+    if (std::regex_search(name, m, kExpert)) {
+      per_expert[{std::stoll(m[1]), std::stoll(m[2])}] += b;
+    } else if (std::regex_search(name, m, kFused)) {
+      fused_per_layer[std::stoll(m[1])] += b;
+    } else if (k != "visual" && k != "mtp") {
+      s.resident_bytes += b;
+    }
+  }
+  s.n_experts = cfg.n_experts;
+  std::map<int64_t, bool> moe_layers;
+  for (const auto& [key, b] : per_expert) {
+    s.expert_bytes = std::max(s.expert_bytes, b);
+    moe_layers[key.first] = true;
+  }
+  for (const auto& [layer, b] : fused_per_layer) {
+    s.expert_bytes = std::max(s.expert_bytes, b / uint64_t(std::max<int64_t>(cfg.n_experts, 1)));
+    moe_layers[layer] = true;
+  }
+  s.n_moe_layers = int64_t(moe_layers.size());
+  s.kv_bytes_per_1k_tokens =
+      uint64_t(cfg.n_full_attention_layers() * 2 * cfg.n_kv_heads * cfg.head_dim * 2) * 1000;
+  const int64_t conv_dim = 2 * cfg.linear_n_key_heads * cfg.linear_key_head_dim +
+                           cfg.linear_n_value_heads * cfg.linear_value_head_dim;
+  s.recurrent_state_bytes = uint64_t(cfg.n_linear_attention_layers()) *
+                            uint64_t(cfg.linear_n_value_heads * cfg.linear_key_head_dim * cfg.linear_value_head_dim +
+                                     conv_dim * std::max<int64_t>(cfg.linear_conv_kernel - 1, 0)) *
+                            4;
+  s.scheme = cfg.quant ? fmt::format("{} {} int{} group {} symmetric", cfg.quant->quant_method, cfg.quant->format,
+                                     cfg.quant->num_bits, cfg.quant->group_size)
+                       : "unquantized";
+  return s;
+}
+
+std::string format_checkpoint_summary(const ModelConfig& cfg, const CheckpointSummary& s) {
+  std::string o;
+  o += fmt::format("architecture   {} ({}), {} layers: {} Gated DeltaNet + {} full attention\n",
+                   model_arch_name(cfg.arch), cfg.model_type, cfg.n_layers, cfg.n_linear_attention_layers(),
+                   cfg.n_full_attention_layers());
+  o += fmt::format("sizes          hidden {}, vocab {}, heads {}/{} kv, head_dim {}, rotary {}\n", cfg.hidden_size,
+                   cfg.vocab_size, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.rotary_dim());
+  o += fmt::format("experts        {} routed ({} active, width {}), shared width {}\n", cfg.n_experts,
+                   cfg.n_experts_active, cfg.moe_intermediate, cfg.shared_expert_intermediate);
+  o += fmt::format("quantization   {}\n\n", s.scheme);
+  o += fmt::format("{:<26} {:>9} {:>12}\n", "kind", "tensors", "bytes");
+  for (const auto& [k, st] : s.kinds)
+    o += fmt::format("{:<26} {:>9} {:>12}\n", k, st.n_tensors, format_bytes(double(st.bytes)));
+  o += fmt::format("{:<26} {:>9} {:>12}\n\n", "total", "", format_bytes(double(s.total_bytes)));
+  o += fmt::format("memory plan (weights resident on the GPU; experts per MoE layer cached, the rest in host RAM)\n");
+  o += fmt::format("  one expert {}, {} MoE layers, non-expert resident set {}\n", format_bytes(double(s.expert_bytes)),
+                   s.n_moe_layers, format_bytes(double(s.resident_bytes)));
+  o += fmt::format("  {:>16} {:>14}\n", "expert cache", "resident");
+  for (int64_t c : kCacheSizes)
+    if (c < s.n_experts) o += fmt::format("  {:>16} {:>14}\n", c, format_bytes(double(s.resident_with_cache(c))));
+  o += fmt::format("  {:>16} {:>14}\n", fmt::format("all ({})", s.n_experts),
+                   format_bytes(double(s.resident_with_cache(s.n_experts))));
+  o += fmt::format("  KV cache (bf16) per 1k tokens {}; recurrent state per sequence {} (fp32)\n",
+                   format_bytes(double(s.kv_bytes_per_1k_tokens)), format_bytes(double(s.recurrent_state_bytes)));
+  return o;
+}
+
+nlohmann::json checkpoint_summary_json(const ModelConfig& cfg, const CheckpointSummary& s) {
+  nlohmann::json kinds = nlohmann::json::object();
+  for (const auto& [k, st] : s.kinds) kinds[k] = {{"tensors", st.n_tensors}, {"bytes", st.bytes}};
+  nlohmann::json plan = nlohmann::json::object();
+  for (int64_t c : kCacheSizes)
+    if (c < s.n_experts) plan[std::to_string(c)] = s.resident_with_cache(c);
+  plan["all"] = s.resident_with_cache(s.n_experts);
+  return {{"architecture", model_arch_name(cfg.arch)},
+          {"model_type", cfg.model_type},
+          {"layers", {{"total", cfg.n_layers},
+                      {"linear_attention", cfg.n_linear_attention_layers()},
+                      {"full_attention", cfg.n_full_attention_layers()}}},
+          {"hidden_size", cfg.hidden_size},
+          {"vocab_size", cfg.vocab_size},
+          {"experts", {{"routed", cfg.n_experts}, {"active", cfg.n_experts_active},
+                       {"intermediate", cfg.moe_intermediate}, {"shared_intermediate", cfg.shared_expert_intermediate}}},
+          {"quantization", s.scheme},
+          {"kinds", kinds},
+          {"total_bytes", s.total_bytes},
+          {"memory_plan", {{"expert_bytes", s.expert_bytes},
+                           {"moe_layers", s.n_moe_layers},
+                           {"non_expert_resident_bytes", s.resident_bytes},
+                           {"resident_bytes_by_expert_cache_size", plan},
+                           {"kv_cache_bytes_per_1k_tokens_bf16", s.kv_bytes_per_1k_tokens},
+                           {"recurrent_state_bytes_per_sequence", s.recurrent_state_bytes}}}};
+}
+
+}  // namespace hlwq

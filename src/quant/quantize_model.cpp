@@ -1,0 +1,187 @@
+#include "quant/quantize_model.h"
+
+#include <omp.h>
+#include <sys/resource.h>
+
+#include <cmath>
+#include <filesystem>
+#include <mutex>
+
+#include "core/error.h"
+#include "core/progress.h"
+#include "io/checkpoint_writer.h"
+#include "io/compressed_tensors.h"
+#include "quant/int4_pack.h"
+
+namespace hlwq {
+namespace fs = std::filesystem;
+
+namespace {
+
+// Items this large are quantized one at a time with all threads on their rows; smaller ones run many at once
+// with one thread each (a 35B MoE has ~30k small expert matrices).
+constexpr int64_t kBigItemElems = int64_t(8) << 20;
+
+// Files copied verbatim when present: tokenizer, chat template, generation and preprocessing settings.
+constexpr const char* kSideFiles[] = {"generation_config.json", "tokenizer.json", "tokenizer_config.json",
+                                      "special_tokens_map.json", "chat_template.jinja", "chat_template.json",
+                                      "vocab.json", "merges.txt", "preprocessor_config.json",
+                                      "video_preprocessor_config.json", "added_tokens.json"};
+
+uint64_t peak_rss() {
+  struct rusage ru {};
+  getrusage(RUSAGE_SELF, &ru);
+  return uint64_t(ru.ru_maxrss) * 1024;
+}
+
+struct Executor {
+  const QuantizeOptions& opt;
+  const Checkpoint& ck;
+  CheckpointWriter& writer;
+  Progress& progress;
+  QuantizeReport& report;
+  std::mutex mu;
+
+  void account(const PlanItem& it, uint64_t bytes_out, int n_out, const WeightError& err) {
+    std::lock_guard<std::mutex> lock(mu);
+    RoleStats& rs = report.roles[it.role];
+    RoleStats& as = it.action == PlanAction::quantize ? report.quantized : report.kept;
+    for (RoleStats* s : {&rs, &as}) {
+      s->n_in += 1;
+      s->n_out += n_out;
+      s->bytes_in += it.src_bytes;
+      s->bytes_out += bytes_out;
+      s->error += err;
+    }
+    report.error += err;
+  }
+
+  void run(const PlanItem& it) {
+    const TensorView src = ck.view(it.src_name);
+    const uint8_t* base = static_cast<const uint8_t*>(src.data) + it.src_offset;
+    if (it.action == PlanAction::copy) {
+      writer.write(it.out_name, base, it.src_bytes);
+      account(it, it.src_bytes, 1, {});
+    } else {
+      const int64_t out = it.out_shape[0], in = it.out_shape[1];
+      std::vector<float> w(size_t(out * in));  // [out, in]
+      convert_to_f32(it.src_dtype, base, w.data(), w.size());
+      for (float v : w)
+        HLWQ_CHECK(std::isfinite(v), "{}: tensor {} holds a non-finite value; refusing to quantize it",
+                   ck.file_of(it.src_name), it.src_name);
+      Int4Result q = quantize_int4(opt.method, w.data(), out, in);
+      const int64_t shape[2] = {out, in};
+      writer.write(ct_packed_name(it.out_name), q.packed.data(), q.packed.size() * 4);
+      writer.write(ct_scale_name(it.out_name), q.scale.data(), q.scale.size() * 2);
+      writer.write(ct_shape_name(it.out_name), shape, sizeof shape);
+      account(it, q.packed.size() * 4 + q.scale.size() * 2 + sizeof shape, 3, q.error);
+    }
+    progress.add(1, int64_t(it.src_bytes));
+  }
+};
+
+}  // namespace
+
+QuantizeReport quantize_model(const QuantizeOptions& opt) {
+  QuantizeReport report;
+  const ModelConfig cfg = load_model_config(opt.src);
+  Checkpoint ck(opt.src);
+  const CtPlan plan = plan_ct_int4(cfg, ck, opt.plan);
+  report.n_dropped_visual = plan.n_dropped_visual;
+  report.n_dropped_mtp = plan.n_dropped_mtp;
+
+  StagedDir stage(opt.dst, opt.force);
+  const std::vector<TensorSpec> specs = ct_output_specs(plan);
+  CheckpointWriter writer(stage.path(), specs, opt.max_shard_bytes);
+
+  std::vector<const PlanItem*> big, small;
+  uint64_t work_bytes = 0;
+  for (const auto& it : plan.items) {
+    if (it.action == PlanAction::drop) {
+      RoleStats& d = report.dropped;
+      d.n_in++;
+      d.bytes_in += it.src_bytes;
+      report.bytes_in += it.src_bytes;
+      continue;
+    }
+    work_bytes += it.src_bytes;
+    (shape_numel(it.out_shape) >= kBigItemElems ? big : small).push_back(&it);
+  }
+  report.threads = opt.threads > 0 ? opt.threads : omp_get_num_procs();
+  omp_set_num_threads(report.threads);
+  Progress progress("quantize", "tensors", int64_t(big.size() + small.size()), int64_t(work_bytes),
+                    opt.progress ? stderr : nullptr);
+  Executor ex{opt, ck, writer, progress, report, {}};
+
+  for (const PlanItem* it : big) {  // all threads inside each item (quantize_int4 parallelizes rows)
+    ex.run(*it);
+    ck.release(it->src_name);
+  }
+  std::exception_ptr first_error;
+  std::mutex err_mu;
+#pragma omp parallel for schedule(dynamic, 1)
+  for (size_t i = 0; i < small.size(); ++i) {
+    try {
+      ex.run(*small[i]);
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(err_mu);
+      if (!first_error) first_error = std::current_exception();
+    }
+  }
+  if (first_error) std::rethrow_exception(first_error);
+  progress.finish();
+
+  writer.finish();
+  report.n_shards = int(writer.n_shards());
+  // config.json: the source config plus the quantization_config block vLLM reads.
+  nlohmann::json config = cfg.raw;
+  config["quantization_config"] = ct_quantization_config(plan.extra_ignore, opt.plan.quantize_lm_head);
+  write_file(stage.path() / "config.json", config.dump(2) + "\n");
+  for (const char* f : kSideFiles) {
+    const fs::path p = fs::path(opt.src) / f;
+    if (!fs::exists(p)) continue;
+    std::error_code ec;
+    fs::copy_file(p, stage.path() / f, ec);
+    HLWQ_CHECK(!ec, "{}: cannot copy to {}: {}", p.string(), stage.path().string(), ec.message());
+  }
+  stage.commit();
+
+  report.bytes_in += report.quantized.bytes_in + report.kept.bytes_in;
+  report.bytes_out = report.quantized.bytes_out + report.kept.bytes_out;
+  report.seconds = progress.elapsed_s();
+  report.peak_rss_bytes = peak_rss();
+  return report;
+}
+
+std::string format_quantize_report(const QuantizeReport& r, const QuantizeOptions& opt) {
+  std::string s = fmt::format("quantized {} -> {} (ct-int4, method {}, {} threads, {} shard{})\n", opt.src,
+                              opt.dst, int4_method_name(opt.method), r.threads, r.n_shards,
+                              r.n_shards == 1 ? "" : "s");
+  s += fmt::format("{:<26} {:>8} {:>8} {:>12} {:>12} {:>7} {:>12}\n", "kind", "in", "out", "bytes in",
+                   "bytes out", "ratio", "rel. MSE");
+  auto row = [&](std::string_view name, const RoleStats& st, bool has_err) {
+    s += fmt::format("{:<26} {:>8} {:>8} {:>12} {:>12} {:>6.2f}x {:>12}\n", name, st.n_in, st.n_out,
+                     format_bytes(double(st.bytes_in)), format_bytes(double(st.bytes_out)),
+                     st.bytes_out ? double(st.bytes_in) / double(st.bytes_out) : 0.0,
+                     has_err ? fmt::format("{:.6f}", st.error.rel()) : std::string("-"));
+  };
+  for (const auto& [role, st] : r.roles) row(tensor_role_name(role), st, st.error.sq_ref > 0);
+  row("= quantized to int4", r.quantized, true);
+  row("= kept as stored", r.kept, false);
+  if (r.dropped.n_in) row("= dropped", r.dropped, false);
+  RoleStats total = r.quantized;
+  total.n_in += r.kept.n_in + r.dropped.n_in;
+  total.n_out += r.kept.n_out;
+  total.bytes_in = r.bytes_in;
+  total.bytes_out = r.bytes_out;
+  row("total", total, true);
+  if (r.n_dropped_visual || r.n_dropped_mtp)
+    s += fmt::format("--language-model-only dropped {} visual and {} mtp tensors\n", r.n_dropped_visual,
+                     r.n_dropped_mtp);
+  s += fmt::format("time {} ({:.2f} GB/s of input), peak RSS {}\n", format_duration(r.seconds),
+                   r.seconds > 0 ? double(r.bytes_in) / r.seconds / 1e9 : 0.0,
+                   format_bytes(double(r.peak_rss_bytes)));
+  return s;
+}
+
+}  // namespace hlwq

@@ -1,0 +1,165 @@
+// `hlwq quantize` on bad input: one clear error line, exit code 1, and no DST (nor a stage) left behind.
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "cli_run.h"
+#include "test_paths.h"
+
+using hlwq::test::run_hlwq;
+namespace fs = std::filesystem;
+
+namespace {
+
+// A writable copy of the small bf16 fixture to corrupt.
+fs::path copy_small(const std::string& test) {
+  fs::path src = hlwq::test::source_dir() / "testdata" / "tiny-random-small-bf16";
+  if (!fs::exists(src)) src = hlwq::test::shared_dir() / "fixtures" / "tiny-random-small-bf16";
+  const fs::path dir = hlwq::test::scratch_dir(test) / "src";
+  fs::copy(src, dir, fs::copy_options::recursive);
+  for (const auto& e : fs::recursive_directory_iterator(dir))
+    fs::permissions(e.path(), fs::perms::owner_write, fs::perm_options::add);
+  return dir;
+}
+
+// Runs quantize SRC DST and checks the failure contract.
+void expect_quantize_fails(const fs::path& src, const std::string& needle, const std::string& extra = "",
+                           const std::string& prefix = "") {
+  const fs::path dst = src.parent_path() / "dst";
+  auto r = run_hlwq("quantize -q " + src.string() + " " + dst.string() + " " + extra, prefix);
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_NE(r.out.find("hlwq: error: "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(needle), std::string::npos) << "want '" << needle << "' in: " << r.out;
+  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << "one line expected: " << r.out;
+  for (const auto& e : fs::directory_iterator(src.parent_path()))
+    EXPECT_TRUE(e.path().filename() == "src" || (fs::exists(dst) && e.path() == dst))
+        << "left behind: " << e.path();
+}
+
+void overwrite(const fs::path& p, size_t offset, const std::string& bytes) {
+  std::fstream f(p, std::ios::in | std::ios::out | std::ios::binary);
+  f.seekp(std::streamoff(offset));
+  f.write(bytes.data(), std::streamsize(bytes.size()));
+}
+
+const char* kShard1 = "model-00001-of-00003.safetensors";
+
+}  // namespace
+
+TEST(QuantizeCli, MissingConfig) {
+  fs::path src = copy_small("qc_noconfig");
+  fs::remove(src / "config.json");
+  expect_quantize_fails(src, "missing config.json");
+}
+
+TEST(QuantizeCli, GarbageConfig) {
+  fs::path src = copy_small("qc_garbage");
+  std::ofstream(src / "config.json") << "{\"model_type\": qwen";
+  expect_quantize_fails(src, "config.json: not valid JSON");
+}
+
+TEST(QuantizeCli, UnsupportedArchitecture) {
+  fs::path src = copy_small("qc_arch");
+  std::ofstream(src / "config.json") << R"({"model_type": "llama", "hidden_size": 128})";
+  expect_quantize_fails(src, "model_type 'llama' is not supported");
+}
+
+TEST(QuantizeCli, TruncatedShard) {
+  fs::path src = copy_small("qc_trunc");
+  fs::resize_file(src / kShard1, fs::file_size(src / kShard1) - 100);
+  expect_quantize_fails(src, "run past the data buffer");
+}
+
+TEST(QuantizeCli, HeaderLengthBeyondFile) {
+  fs::path src = copy_small("qc_hlen");
+  overwrite(src / kShard1, 0, std::string("\xff\xff\xff\x00\x00\x00\x00\x00", 8));
+  expect_quantize_fails(src, "header length");
+}
+
+TEST(QuantizeCli, OffsetsOverlapping) {
+  // Rewrite the first tensor's end offset inside the header so it overlaps the next one (same digit count).
+  fs::path src = copy_small("qc_overlap");
+  std::string bytes;
+  {
+    std::ifstream f(src / kShard1, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(f), {});
+  }
+  const size_t pos = bytes.find("\"data_offsets\":[0,");
+  ASSERT_NE(pos, std::string::npos);
+  const size_t num = pos + std::string("\"data_offsets\":[0,").size();
+  bytes[num] = bytes[num] == '9' ? '8' : char(bytes[num] + 1);  // end offset grows or shrinks: not tiled
+  std::ofstream(src / kShard1, std::ios::binary) << bytes;
+  expect_quantize_fails(src, kShard1);
+}
+
+TEST(QuantizeCli, DtypeShapeSizeMismatch) {
+  fs::path src = copy_small("qc_dtype");
+  std::string bytes;
+  {
+    std::ifstream f(src / kShard1, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(f), {});
+  }
+  const size_t pos = bytes.find("\"BF16\"");
+  ASSERT_NE(pos, std::string::npos);
+  bytes.replace(pos, 6, "\"F32\" ");  // same length, 4-byte elements: sizes no longer match
+  std::ofstream(src / kShard1, std::ios::binary) << bytes;
+  expect_quantize_fails(src, "needs");
+}
+
+TEST(QuantizeCli, MissingShard) {
+  fs::path src = copy_small("qc_shard");
+  fs::remove(src / "model-00002-of-00003.safetensors");
+  expect_quantize_fails(src, "shard 'model-00002-of-00003.safetensors' named in model.safetensors.index.json is missing");
+}
+
+TEST(QuantizeCli, WrongExpertShapeForConfig) {
+  fs::path src = copy_small("qc_shape");
+  std::string cfg;
+  {
+    std::ifstream f(src / "config.json");
+    cfg.assign(std::istreambuf_iterator<char>(f), {});
+  }
+  const size_t pos = cfg.find("\"moe_intermediate_size\": 128");
+  ASSERT_NE(pos, std::string::npos);
+  cfg.replace(pos, 28, "\"moe_intermediate_size\": 256");
+  std::ofstream(src / "config.json") << cfg;
+  expect_quantize_fails(src, "expected [128, 256] for model.language_model.layers.0.mlp.experts.0.down_proj.weight (from config.json), got [128, 128]");
+}
+
+TEST(QuantizeCli, DstExistsWithoutForce) {
+  fs::path src = copy_small("qc_exists");
+  const fs::path dst = src.parent_path() / "dst";
+  fs::create_directories(dst);
+  std::ofstream(dst / "keep.txt") << "precious";
+  expect_quantize_fails(src, "already exists (pass --force");
+  EXPECT_TRUE(fs::exists(dst / "keep.txt"));
+  auto r = run_hlwq("quantize -q --force " + src.string() + " " + dst.string());
+  EXPECT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_FALSE(fs::exists(dst / "keep.txt"));
+  EXPECT_TRUE(fs::exists(dst / "config.json"));
+}
+
+TEST(QuantizeCli, WriteFailureLeavesNothing) {
+  // A 64 KiB file-size limit makes the output writes fail like a full disk does.
+  fs::path src = copy_small("qc_full");
+  expect_quantize_fails(src, "cannot reserve", "", "ulimit -f 64;");
+}
+
+TEST(QuantizeCli, UnknownMethodAndFormat) {
+  fs::path src = copy_small("qc_method");
+  expect_quantize_fails(src, "unknown", "--method gptq-magic");
+  auto r = run_hlwq("quantize " + src.string() + " /tmp/never --format gguf");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_FALSE(fs::exists("/tmp/never"));
+}
+
+TEST(QuantizeCli, SummaryOnDemoModel) {
+  const fs::path dst = hlwq::test::scratch_dir("qc_demo") / "out";
+  auto r = run_hlwq("quantize -q " + (hlwq::test::source_dir() / "models/tiny-moe-dev").string() + " " +
+                    dst.string() + " --method mse --threads 2");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  for (const char* s : {"routed experts", "= quantized to int4", "rel. MSE", "peak RSS", "GB/s"})
+    EXPECT_NE(r.out.find(s), std::string::npos) << s << " in " << r.out;
+  EXPECT_TRUE(fs::exists(dst / "tokenizer.json"));
+  EXPECT_TRUE(fs::exists(dst / "tokenizer_config.json"));
+}
