@@ -89,25 +89,36 @@ CheckpointWriter::~CheckpointWriter() {
 }
 
 void CheckpointWriter::write(const std::string& name, const void* data, size_t nbytes) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = slots_.find(name);
+    HLWQ_CHECK(it != slots_.end(), "checkpoint writer: tensor '{}' was not planned", name);
+    HLWQ_CHECK(nbytes == it->second.nbytes, "checkpoint writer: tensor '{}' planned as {} bytes, got {}", name,
+               it->second.nbytes, nbytes);
+  }
+  write_part(name, 0, data, nbytes);
+}
+
+void CheckpointWriter::write_part(const std::string& name, uint64_t offset, const void* data, size_t nbytes) {
   Slot* slot;
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = slots_.find(name);
     HLWQ_CHECK(it != slots_.end(), "checkpoint writer: tensor '{}' was not planned", name);
     slot = &it->second;
-    HLWQ_CHECK(!slot->written, "checkpoint writer: tensor '{}' written twice", name);
-    HLWQ_CHECK(nbytes == slot->nbytes, "checkpoint writer: tensor '{}' planned as {} bytes, got {}", name,
-               slot->nbytes, nbytes);
-    slot->written = true;
+    HLWQ_CHECK(slot->done + nbytes <= slot->nbytes && offset + nbytes <= slot->nbytes,
+               "checkpoint writer: tensor '{}' written twice or past its {} bytes", name, slot->nbytes);
+    slot->done += nbytes;
   }
   const Shard& sh = shards_[slot->shard];
-  pwrite_all(sh.fd, data, nbytes, slot->offset, dir_ / sh.file_name);
+  pwrite_all(sh.fd, data, nbytes, slot->offset + offset, dir_ / sh.file_name);
 }
 
 std::vector<std::string> CheckpointWriter::finish() {
   json weight_map = json::object();
   for (const auto& [name, slot] : slots_) {
-    HLWQ_CHECK(slot.written, "checkpoint writer: tensor '{}' was planned but never written", name);
+    HLWQ_CHECK(slot.done == slot.nbytes, "checkpoint writer: tensor '{}' was planned as {} bytes but {} were written",
+               name, slot.nbytes, slot.done);
     weight_map[name] = shards_[slot.shard].file_name;
   }
   std::vector<std::string> names;

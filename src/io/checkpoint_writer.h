@@ -36,6 +36,9 @@ class CheckpointWriter {
 
   // Writes the bytes of one planned tensor; nbytes must equal the planned size. Thread-safe.
   void write(const std::string& name, const void* data, size_t nbytes);
+  // Writes bytes [offset, offset + nbytes) of a planned tensor, so a large tensor can be streamed in pieces.
+  // The tensor counts as written once its pieces add up to its size; pieces must not overlap.
+  void write_part(const std::string& name, uint64_t offset, const void* data, size_t nbytes);
   // Checks every tensor was written once, syncs and closes the shards, writes the index. Returns shard names.
   std::vector<std::string> finish();
   size_t n_shards() const { return shards_.size(); }
@@ -46,7 +49,7 @@ class CheckpointWriter {
     size_t shard;
     uint64_t offset;  // absolute file offset
     uint64_t nbytes;
-    bool written = false;
+    uint64_t done = 0;  // bytes written so far
   };
   struct Shard {
     std::string file_name;

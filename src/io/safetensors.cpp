@@ -119,8 +119,8 @@ TensorView SafetensorsFile::view(const std::string& name) const {
   return view(*e);
 }
 
-void SafetensorsFile::release(const TensorEntry& e) const {
-  file_.release(size_t(buffer_ - file_.data()) + e.begin, e.end - e.begin);
+void SafetensorsFile::release(const TensorEntry& e, uint64_t offset, uint64_t len) const {
+  file_.release(size_t(buffer_ - file_.data()) + e.begin + offset, std::min(len, e.end - e.begin - offset));
 }
 
 Checkpoint::Checkpoint(const std::string& dir) : dir_(dir) {
@@ -194,7 +194,12 @@ const std::string& Checkpoint::file_of(const std::string& name) const {
 
 void Checkpoint::release(const std::string& name) const {
   auto it = where_.find(name);
-  if (it != where_.end()) files_[it->second.first]->release(*it->second.second);
+  if (it != where_.end()) release(name, 0, it->second.second->end - it->second.second->begin);
+}
+
+void Checkpoint::release(const std::string& name, uint64_t offset, uint64_t len) const {
+  auto it = where_.find(name);
+  if (it != where_.end()) files_[it->second.first]->release(*it->second.second, offset, len);
 }
 
 uint64_t Checkpoint::total_bytes() const {

@@ -31,7 +31,8 @@ class SafetensorsFile {
   const TensorEntry* find(const std::string& name) const;
   TensorView view(const TensorEntry& e) const;
   TensorView view(const std::string& name) const;  // throws if absent
-  void release(const TensorEntry& e) const;        // drop its resident pages (MappedFile::release)
+  // Drops the resident pages of bytes [offset, offset + len) of a tensor (MappedFile::release).
+  void release(const TensorEntry& e, uint64_t offset, uint64_t len) const;
 
  private:
   MappedFile file_;
@@ -53,7 +54,9 @@ class Checkpoint {
   TensorView view(const std::string& name) const;
   const std::string& file_of(const std::string& name) const;
   uint64_t total_bytes() const;  // sum of tensor bytes
-  void release(const std::string& name) const;  // drop the tensor's resident pages after streaming it
+  // Drops the resident pages of a tensor (or of bytes [offset, offset + len) of it) after streaming it.
+  void release(const std::string& name) const;
+  void release(const std::string& name, uint64_t offset, uint64_t len) const;
 
  private:
   std::string dir_;

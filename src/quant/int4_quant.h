@@ -22,7 +22,7 @@ enum class Int4Method : uint8_t { rtn, rtn_ct, mse, hlwq_cascade, hlwq_cascade_l
 Int4Method parse_int4_method(std::string_view name);
 std::string_view int4_method_name(Int4Method m);
 
-// Group quantizers: g[128] → q[128]; return the bf16 scale bits.
+// Group quantizers: g[128] (finite) → q[128]; return the bf16 scale bits.
 uint16_t int4_rtn_group(const float* g, int8_t* q);
 uint16_t int4_rtn_ct_group(const float* g, int8_t* q);
 uint16_t int4_mse_group(const float* g, int8_t* q);

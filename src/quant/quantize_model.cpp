@@ -3,6 +3,7 @@
 #include <omp.h>
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <mutex>
@@ -21,6 +22,7 @@ namespace {
 // Items this large are quantized one at a time with all threads on their rows; smaller ones run many at once
 // with one thread each (a 35B MoE has ~30k small expert matrices).
 constexpr int64_t kBigItemElems = int64_t(8) << 20;
+constexpr uint64_t kCopyChunkBytes = uint64_t(64) << 20;
 
 // Files copied verbatim when present: tokenizer, chat template, generation and preprocessing settings.
 constexpr const char* kSideFiles[] = {"generation_config.json", "tokenizer.json", "tokenizer_config.json",
@@ -60,7 +62,12 @@ struct Executor {
     const TensorView src = ck.view(it.src_name);
     const uint8_t* base = static_cast<const uint8_t*>(src.data) + it.src_offset;
     if (it.action == PlanAction::copy) {
-      writer.write(it.out_name, base, it.src_bytes);
+      // In pieces, releasing each: a 1 GB embedding must not sit in the resident set.
+      for (uint64_t off = 0; off < it.src_bytes; off += kCopyChunkBytes) {
+        const uint64_t n = std::min(kCopyChunkBytes, it.src_bytes - off);
+        writer.write_part(it.out_name, off, base + off, n);
+        ck.release(it.src_name, it.src_offset + off, n);
+      }
       account(it, it.src_bytes, 1, {});
     } else {
       const int64_t out = it.out_shape[0], in = it.out_shape[1];
@@ -76,6 +83,7 @@ struct Executor {
       writer.write(ct_shape_name(it.out_name), shape, sizeof shape);
       account(it, q.packed.size() * 4 + q.scale.size() * 2 + sizeof shape, 3, q.error);
     }
+    ck.release(it.src_name, it.src_offset, it.src_bytes);
     progress.add(1, int64_t(it.src_bytes));
   }
 };
@@ -113,10 +121,7 @@ QuantizeReport quantize_model(const QuantizeOptions& opt) {
                     opt.progress ? stderr : nullptr);
   Executor ex{opt, ck, writer, progress, report, {}};
 
-  for (const PlanItem* it : big) {  // all threads inside each item (quantize_int4 parallelizes rows)
-    ex.run(*it);
-    ck.release(it->src_name);
-  }
+  for (const PlanItem* it : big) ex.run(*it);  // all threads inside each item (quantize_int4 parallelizes rows)
   std::exception_ptr first_error;
   std::mutex err_mu;
 #pragma omp parallel for schedule(dynamic, 1)

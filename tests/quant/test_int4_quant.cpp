@@ -120,6 +120,29 @@ TEST(Int4RtnCt, ClampsBeforeRounding) {
   EXPECT_EQ(q[4], -7);
 }
 
+TEST(Int4Mse, NoWorseThanAnyGridScale) {
+  // The chosen bf16 scale must reconstruct at least as well as every candidate of quality_ref.py's grid
+  // (α ∈ linspace(0.55, 1.15, 49) × amax/7, bf16-rounded), measured exactly with q = clamp(round(g/s)).
+  const auto w = test::heavy_tailed_values(64 * kG, 15);
+  for (int g = 0; g < 64; ++g) {
+    const float* grp = &w[g * kG];
+    auto err_of = [&](const int8_t* q, float s) {
+      double e = 0;
+      for (int j = 0; j < kG; ++j) e += std::pow(double(float(q[j]) * s) - grp[j], 2);
+      return e;
+    };
+    int8_t q[kG], qc[kG];
+    const double chosen = err_of(q, bf16_to_f32(int4_mse_group(grp, q)));
+    float amax = 0;
+    for (int j = 0; j < kG; ++j) amax = std::max(amax, std::fabs(grp[j]));
+    for (int i = 0; i < 49; ++i) {
+      const float s = bf16_to_f32(f32_to_bf16(amax / 7.0f * (0.55f + 0.6f * float(i) / 48.0f)));
+      for (int j = 0; j < kG; ++j) qc[j] = int8_t(std::clamp(std::nearbyint(grp[j] / s), -8.0f, 7.0f));
+      ASSERT_LE(chosen, err_of(qc, s) * (1 + 1e-6)) << "group " << g << " candidate " << i;
+    }
+  }
+}
+
 TEST(Int4Methods, ErrorSumsMatchDequant) {
   const int64_t out = 16, in = 256;
   const auto w = test::gaussian_values(out * in, 4, 0.03f);

@@ -8,7 +8,7 @@ namespace fs = std::filesystem;
 
 fs::path source_dir() { return HLWQ_SOURCE_DIR; }
 fs::path binary_dir() { return HLWQ_BINARY_DIR; }
-fs::path hlwq_binary() { return binary_dir() / "src" / "cli" / "hlwq"; }
+fs::path hlwq_binary() { return binary_dir() / "hlwq"; }
 
 fs::path shared_dir() {
   if (const char* env = std::getenv("HLWQ_SHARED")) return env;

@@ -9,7 +9,7 @@ namespace hlwq::test {
 std::filesystem::path source_dir();   // repository root
 std::filesystem::path shared_dir();   // ../shared (or $HLWQ_SHARED)
 std::filesystem::path binary_dir();   // CMake build directory
-std::filesystem::path hlwq_binary();  // build/src/cli/hlwq
+std::filesystem::path hlwq_binary();  // build/hlwq
 // A fresh empty directory under the build tree, unique per test; removed at the start of the next run.
 std::filesystem::path scratch_dir(const std::string& name);
 // True when ../shared/fixtures/<rel> exists; otherwise the caller should GTEST_SKIP() with shared_skip_message().
