@@ -13,7 +13,9 @@ int main(int argc, char** argv) {
   CLI::App app{"hlwq: quantize, run and serve Mixture-of-Experts models on small GPUs"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "hlwq 0.1.0");
-  const std::vector<hlwq::cli::Command> commands = {hlwq::cli::add_quantize(app), hlwq::cli::add_inspect(app)};
+  const std::vector<hlwq::cli::Command> commands = {hlwq::cli::add_quantize(app), hlwq::cli::add_inspect(app),
+                                                    hlwq::cli::add_run(app),      hlwq::cli::add_chat(app),
+                                                    hlwq::cli::add_eval(app)};
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,125 @@
+// AVX2+FMA kernels. Each function carries __attribute__((target("avx2,fma"))) so the file builds without
+// -mavx2 and the rest of the library stays portable; cpu_kernels() hands these out only after
+// __builtin_cpu_supports confirms the instructions exist.
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "model/cpu/kernels.h"
+
+#define HLWQ_AVX2 __attribute__((target("avx2,fma")))
+
+namespace hlwq {
+namespace {
+
+HLWQ_AVX2 inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+HLWQ_AVX2 void bf16_to_f32_avx2(const uint16_t* src, float* dst, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    __m256i u = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i)));
+    _mm256_storeu_ps(dst + i, _mm256_castsi256_ps(_mm256_slli_epi32(u, 16)));
+  }
+  for (; i < n; ++i) {
+    uint16_t h;
+    std::memcpy(&h, src + i, 2);
+    uint32_t u = uint32_t(h) << 16;
+    std::memcpy(dst + i, &u, 4);
+  }
+}
+
+HLWQ_AVX2 void u4b8_row_to_f32_avx2(const uint8_t* packed, const float* scale, float* dst, int64_t in) {
+  const __m256i shifts = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
+  const __m256i mask = _mm256_set1_epi32(0xF), eight = _mm256_set1_epi32(8);
+  for (int64_t j = 0; j < in / 8; ++j) {
+    int32_t w;
+    std::memcpy(&w, packed + 4 * j, 4);
+    __m256i q = _mm256_sub_epi32(_mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(w), shifts), mask), eight);
+    _mm256_storeu_ps(dst + 8 * j, _mm256_mul_ps(_mm256_cvtepi32_ps(q), _mm256_set1_ps(scale[j / 16])));
+  }
+}
+
+HLWQ_AVX2 float dot_avx2(const float* a, const float* b, int64_t n) {
+  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+  }
+  for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+  float s = hsum(_mm256_add_ps(s0, s1));
+  for (; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+HLWQ_AVX2 void axpy_avx2(float a, const float* x, float* y, int64_t n) {
+  const __m256 va = _mm256_set1_ps(a);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+  for (; i < n; ++i) y[i] += a * x[i];
+}
+
+HLWQ_AVX2 inline void store_row(float* y, __m256 lo, __m256 hi, int64_t nr) {
+  if (nr == kPanelRows) {
+    _mm256_storeu_ps(y, lo);
+    _mm256_storeu_ps(y + 8, hi);
+    return;
+  }
+  alignas(32) float tmp[kPanelRows];
+  _mm256_store_ps(tmp, lo);
+  _mm256_store_ps(tmp + 8, hi);
+  std::memcpy(y, tmp, size_t(nr) * sizeof(float));
+}
+
+// NT tokens × 16 rows. The 2·NT accumulators are named scalars, not an array: GCC keeps an array of __m256
+// in memory and stores it every iteration, which halves the FMA rate.
+template <int NT>
+HLWQ_AVX2 void gemm_panel_tile(const float* P, const float* X, int64_t ldx, int64_t in, float* Y, int64_t ldy,
+                               int64_t nr) {
+  __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00,
+         c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+  for (int64_t k = 0; k < in; ++k) {
+    const __m256 w0 = _mm256_loadu_ps(P + k * kPanelRows), w1 = _mm256_loadu_ps(P + k * kPanelRows + 8);
+#define HLWQ_STEP(t)                                              \
+  if constexpr (NT > t) {                                         \
+    const __m256 xb = _mm256_broadcast_ss(X + t * ldx + k);       \
+    c##t##0 = _mm256_fmadd_ps(xb, w0, c##t##0);                   \
+    c##t##1 = _mm256_fmadd_ps(xb, w1, c##t##1);                   \
+  }
+    HLWQ_STEP(0) HLWQ_STEP(1) HLWQ_STEP(2) HLWQ_STEP(3) HLWQ_STEP(4) HLWQ_STEP(5)
+#undef HLWQ_STEP
+  }
+  store_row(Y, c00, c01, nr);
+  if constexpr (NT > 1) store_row(Y + 1 * ldy, c10, c11, nr);
+  if constexpr (NT > 2) store_row(Y + 2 * ldy, c20, c21, nr);
+  if constexpr (NT > 3) store_row(Y + 3 * ldy, c30, c31, nr);
+  if constexpr (NT > 4) store_row(Y + 4 * ldy, c40, c41, nr);
+  if constexpr (NT > 5) store_row(Y + 5 * ldy, c50, c51, nr);
+}
+
+HLWQ_AVX2 void gemm_panel_avx2(const float* P, const float* X, int64_t ldx, int64_t nt, int64_t in, float* Y,
+                               int64_t ldy, int64_t nr) {
+  switch (nt) {
+    case 1: return gemm_panel_tile<1>(P, X, ldx, in, Y, ldy, nr);
+    case 2: return gemm_panel_tile<2>(P, X, ldx, in, Y, ldy, nr);
+    case 3: return gemm_panel_tile<3>(P, X, ldx, in, Y, ldy, nr);
+    case 4: return gemm_panel_tile<4>(P, X, ldx, in, Y, ldy, nr);
+    case 5: return gemm_panel_tile<5>(P, X, ldx, in, Y, ldy, nr);
+    default: return gemm_panel_tile<6>(P, X, ldx, in, Y, ldy, nr);
+  }
+}
+
+}  // namespace
+
+const CpuKernels& cpu_kernels_avx2() {
+  static constexpr CpuKernels k{"avx2", bf16_to_f32_avx2, u4b8_row_to_f32_avx2, dot_avx2, axpy_avx2,
+                                gemm_panel_avx2};
+  return k;
+}
+
+}  // namespace hlwq

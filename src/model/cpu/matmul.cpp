@@ -1,0 +1,108 @@
+// linear_forward: panel-packed GEMM over the CpuKernels micro-kernels (see matmul.h).
+#include "model/cpu/matmul.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "core/dtype.h"
+#include "core/error.h"
+
+namespace hlwq {
+
+// Below ~1M multiply-adds (≈ 50 µs on one core) a matmul runs on the calling thread: a fork-join costs
+// microseconds on idle cores but up to a scheduler tick when the cores are shared, and decode of a small
+// model is hundreds of tiny matmuls.
+constexpr int64_t kParallelMinMacs = int64_t(1) << 20;
+
+void linear_decode_rows(const CpuKernels& k, const LinearWeight& w, int64_t r0, int64_t nr, float* dst) {
+  const int64_t in = w.in;
+  if (w.format == LinearFormat::dense) {
+    const size_t es = dtype_size(w.weight.dtype);
+    const uint8_t* src = static_cast<const uint8_t*>(w.weight.data) + size_t(r0 * in) * es;
+    if (w.weight.dtype == DType::BF16) k.bf16_to_f32(reinterpret_cast<const uint16_t*>(src), dst, nr * in);
+    else convert_to_f32(w.weight.dtype, src, dst, size_t(nr * in));
+    return;
+  }
+  const int64_t ng = in / 128;
+  const size_t ss = dtype_size(w.scale.dtype);
+  float scale_row[4096];  // in / 128 scales; in ≤ 524288 covers every real model
+  HLWQ_CHECK(ng <= 4096, "{}: in = {} is too wide for the INT4 kernel", w.name, in);
+  for (int64_t r = 0; r < nr; ++r) {
+    const int64_t row = r0 + r;
+    convert_to_f32(w.scale.dtype, static_cast<const uint8_t*>(w.scale.data) + size_t(row * ng) * ss, scale_row,
+                   size_t(ng));
+    k.u4b8_row_to_f32(static_cast<const uint8_t*>(w.packed.data) + size_t(row * (in / 8)) * 4, scale_row,
+                      dst + r * in, in);
+  }
+}
+
+void gemm_f32(const CpuKernels& k, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
+              int64_t ldb, bool b_trans, float* C, int64_t ldc) {
+  if (M <= 0 || N <= 0) return;
+  std::vector<float> panel(size_t(K * kPanelRows));  // [K, 16] columns n0 .. n0+15 of B, zero-padded
+  for (int64_t n0 = 0; n0 < N; n0 += kPanelRows) {
+    const int64_t nc = std::min(kPanelRows, N - n0);
+    if (nc < kPanelRows) std::fill(panel.begin(), panel.end(), 0.f);
+    for (int64_t kk = 0; kk < K; ++kk)
+      for (int64_t c = 0; c < nc; ++c)
+        panel[size_t(kk * kPanelRows + c)] = b_trans ? B[(n0 + c) * ldb + kk] : B[kk * ldb + n0 + c];
+    for (int64_t m = 0; m < M; m += kPanelTokens)
+      k.gemm_panel(panel.data(), A + m * lda, lda, std::min(kPanelTokens, M - m), K, C + m * ldc + n0, ldc, nc);
+  }
+}
+
+namespace {
+
+// Few tokens (decode): decode a row block, then one dot product per (row, token).
+void linear_forward_rows(const CpuKernels& k, const LinearWeight& w, const float* x, int64_t T, float* y) {
+  const int64_t in = w.in, out = w.out, nrb = (out + kPanelRows - 1) / kPanelRows;
+  const bool par = out * in * T >= kParallelMinMacs;
+#pragma omp parallel if (par)
+  {
+    std::vector<float> rows(size_t(kPanelRows * in));
+#pragma omp for schedule(static)
+    for (int64_t rb = 0; rb < nrb; ++rb) {
+      const int64_t r0 = rb * kPanelRows, nr = std::min(kPanelRows, out - r0);
+      linear_decode_rows(k, w, r0, nr, rows.data());
+      for (int64_t r = 0; r < nr; ++r)
+        for (int64_t t = 0; t < T; ++t) y[t * out + r0 + r] = k.dot(rows.data() + r * in, x + t * in, in);
+    }
+  }
+}
+
+}  // namespace
+
+void linear_forward(const CpuKernels& k, const LinearWeight& w, const float* x, int64_t T, float* y) {
+  if (T <= 0) return;
+  if (T < 4) return linear_forward_rows(k, w, x, T, y);
+  const int64_t in = w.in, out = w.out, nrb = (out + kPanelRows - 1) / kPanelRows;
+  const int nth = omp_get_max_threads();
+  // Split tokens too when there are too few row panels to feed every thread (router, in_proj_a/b).
+  int64_t ntb = std::max<int64_t>(1, (2 * nth + nrb - 1) / nrb);
+  ntb = std::min(ntb, (T + 4 * kPanelTokens - 1) / (4 * kPanelTokens));
+  const int64_t tchunk = (T + ntb - 1) / ntb;
+  const bool par = out * in * T >= kParallelMinMacs;
+#pragma omp parallel if (par)
+  {
+    std::vector<float> rows(size_t(kPanelRows * in)), panel(size_t(kPanelRows * in));
+#pragma omp for collapse(2) schedule(dynamic)
+    for (int64_t rb = 0; rb < nrb; ++rb)
+      for (int64_t tb = 0; tb < ntb; ++tb) {
+        const int64_t r0 = rb * kPanelRows, nr = std::min(kPanelRows, out - r0);
+        const int64_t t0 = tb * tchunk, t1 = std::min(T, t0 + tchunk);
+        if (t0 >= t1) continue;
+        linear_decode_rows(k, w, r0, nr, rows.data());
+        // panel [in, kPanelRows]: row r of W becomes column r, missing rows are zero
+        std::fill(panel.begin(), panel.end(), 0.f);
+        for (int64_t r = 0; r < nr; ++r)
+          for (int64_t c = 0; c < in; ++c) panel[size_t(c * kPanelRows + r)] = rows[size_t(r * in + c)];
+        for (int64_t t = t0; t < t1; t += kPanelTokens)
+          k.gemm_panel(panel.data(), x + t * in, in, std::min(kPanelTokens, t1 - t), in, y + t * out + r0, out, nr);
+      }
+  }
+}
+
+}  // namespace hlwq

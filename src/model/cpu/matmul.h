@@ -1,0 +1,24 @@
+// y = x Wᵀ for every LinearWeight format (dense BF16/F16/F32, INT4 u4b8_g128), fp32 activations.
+// Weights are decoded to fp32 a panel of kPanelRows rows at a time and reused across all tokens of the call,
+// so a prefill of T tokens reads each weight once per token chunk, not once per token.
+// Dimension legend: T tokens, in = W columns, out = W rows.
+#pragma once
+#include <cstdint>
+
+#include "model/cpu/kernels.h"
+#include "model/weights.h"
+
+namespace hlwq {
+
+// y [T, out] = x [T, in] · Wᵀ. Parallel (OpenMP) over row panels and token chunks.
+void linear_forward(const CpuKernels& k, const LinearWeight& w, const float* x, int64_t T, float* y);
+
+// C [M, N] = A [M, K] · B, fp32, single-threaded (callers parallelize over heads). B is [K, N] with row stride
+// ldb, or with b_trans the transpose of a [N, K] matrix with row stride ldb (e.g. cached keys for Q Kᵀ).
+void gemm_f32(const CpuKernels& k, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
+              int64_t ldb, bool b_trans, float* C, int64_t ldc);
+
+// dst [nr, in] = fp32 rows [r0, r0 + nr) of W (dequantized for INT4).
+void linear_decode_rows(const CpuKernels& k, const LinearWeight& w, int64_t r0, int64_t nr, float* dst);
+
+}  // namespace hlwq

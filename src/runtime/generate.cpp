@@ -1,0 +1,73 @@
+#include "runtime/generate.h"
+
+#include <chrono>
+
+#include "core/error.h"
+#include "runtime/stop_condition.h"
+#include "runtime/utf8_stream.h"
+
+namespace hlwq {
+
+std::string_view finish_reason_name(FinishReason r) {
+  switch (r) {
+    case FinishReason::length:
+    case FinishReason::context: return "length";
+    case FinishReason::eos:
+    case FinishReason::stop_string: return "stop";
+  }
+  return "?";
+}
+
+GenerateResult generate(const Model& model, const Tokenizer& tok, SequenceState& st,
+                        const std::vector<int32_t>& prompt, const GenerateOptions& opt,
+                        const std::function<void(const std::string&)>& on_text) {
+  using clock = std::chrono::steady_clock;
+  HLWQ_CHECK(!prompt.empty(), "empty prompt: give at least one token of text");
+  HLWQ_CHECK(st.pos + int64_t(prompt.size()) <= st.max_ctx,
+             "prompt of {} tokens does not fit the context: {} tokens already used of {}", prompt.size(), st.pos,
+             st.max_ctx);
+  const int64_t V = model.config().vocab_size;
+  for (int32_t id : prompt) HLWQ_CHECK(id >= 0 && id < V, "prompt token id {} is outside the vocabulary of {}", id, V);
+  GenerateResult res;
+  res.n_prompt = int64_t(prompt.size());
+  std::vector<float> logits(static_cast<size_t>(V));  // [V] of the last token
+  auto t0 = clock::now();
+  model.forward(prompt.data(), int64_t(prompt.size()), st, logits.data());
+  res.prefill_s = std::chrono::duration<double>(clock::now() - t0).count();
+
+  Sampler sampler(opt.sampler);
+  StreamingDetokenizer detok(tok);
+  StopChecker stop(opt.eos_ids, opt.stop_strings);
+  std::vector<int32_t> history = prompt;
+  auto emit = [&](const std::string& s) {
+    if (s.empty()) return;
+    res.text += s;
+    if (on_text) on_text(s);
+  };
+  auto t1 = clock::now();
+  for (int64_t i = 0; i < opt.max_new_tokens; ++i) {
+    const int32_t next = sampler.sample(logits, history);
+    res.tokens.push_back(next);
+    history.push_back(next);
+    if (stop.is_eos(next)) {
+      res.finish = FinishReason::eos;
+      break;
+    }
+    emit(stop.push(detok.feed(next)));
+    if (stop.stopped()) {
+      res.finish = FinishReason::stop_string;
+      break;
+    }
+    if (i + 1 == opt.max_new_tokens) break;  // no forward for a token nobody will read
+    if (st.pos >= st.max_ctx) {
+      res.finish = FinishReason::context;
+      break;
+    }
+    model.forward(&next, 1, st, logits.data());
+  }
+  if (!stop.stopped()) emit(stop.push(detok.flush()) + stop.flush());
+  res.decode_s = std::chrono::duration<double>(clock::now() - t1).count();
+  return res;
+}
+
+}  // namespace hlwq

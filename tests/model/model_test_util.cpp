@@ -1,0 +1,61 @@
+// Implementation of the model-test helpers (see model_test_util.h).
+#include "model_test_util.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/error.h"
+#include "io/safetensors.h"
+
+namespace hlwq::test {
+namespace fs = std::filesystem;
+
+std::vector<float> golden_f32(const fs::path& file, const std::string& name) {
+  SafetensorsFile f(file.string());
+  return tensor_to_f32(f.view(name));
+}
+
+std::vector<int32_t> golden_tokens(const fs::path& file, const std::string& name) {
+  SafetensorsFile f(file.string());
+  TensorView t = f.view(name);
+  HLWQ_CHECK(t.dtype == DType::I64, "{} in {}: expected I64 token ids, got {}", name, file.string(), t.desc());
+  std::vector<int32_t> out(size_t(t.numel()));
+  for (size_t i = 0; i < out.size(); ++i) out[i] = int32_t(t.as<int64_t>()[i]);
+  return out;
+}
+
+LogitsDiff compare_logits(const std::vector<float>& got, const std::vector<float>& ref, int64_t V) {
+  HLWQ_CHECK(got.size() == ref.size(), "logits sizes differ: {} vs {}", got.size(), ref.size());
+  LogitsDiff d;
+  for (size_t i = 0; i < got.size(); ++i) {
+    d.max_abs_err = std::max(d.max_abs_err, double(std::fabs(got[i] - ref[i])));
+    d.max_abs_ref = std::max(d.max_abs_ref, double(std::fabs(ref[i])));
+  }
+  for (size_t r = 0; r < got.size() / size_t(V); ++r) {
+    auto g = got.begin() + long(r * V), f = ref.begin() + long(r * V);
+    d.argmax_mismatches += std::max_element(g, g + V) - g != std::max_element(f, f + V) - f;
+  }
+  return d;
+}
+
+void write_edited_checkpoint(const fs::path& src, const fs::path& dst, const std::function<bool(EditedTensor&)>& edit,
+                             const std::vector<EditedTensor>& extra) {
+  Checkpoint ck(src.string());
+  std::vector<EditedTensor> ts;
+  for (const auto& n : ck.names()) {
+    TensorView v = ck.view(n);
+    EditedTensor t{{n, v.dtype, v.shape}, {}};
+    t.bytes.assign(static_cast<const uint8_t*>(v.data), static_cast<const uint8_t*>(v.data) + v.nbytes());
+    if (edit(t)) ts.push_back(std::move(t));
+  }
+  for (const auto& e : extra) ts.push_back(e);
+  fs::create_directories(dst);
+  fs::copy_file(src / "config.json", dst / "config.json", fs::copy_options::overwrite_existing);
+  std::vector<TensorSpec> specs;
+  for (const auto& t : ts) specs.push_back(t.spec);
+  CheckpointWriter w(dst, specs, uint64_t(1) << 30);
+  for (const auto& t : ts) w.write(t.spec.name, t.bytes.data(), t.bytes.size());
+  w.finish();
+}
+
+}  // namespace hlwq::test

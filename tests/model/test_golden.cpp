@@ -1,0 +1,139 @@
+// Goldens: logits (and per-layer hidden states) of transformers 5.17 in fp32 on the fixtures
+// (../shared/tools/fixtures/fixture_random.py, train_tiny.py). The small random fixtures are bundled in
+// testdata/, tiny-moe-dev in models/; the larger ones come from ../shared/fixtures.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <map>
+
+#include "model/model.h"
+#include "model_test_util.h"
+#include "test_paths.h"
+
+namespace hlwq {
+namespace {
+namespace fs = std::filesystem;
+using test::compare_logits;
+
+// The brief's acceptance bound: both sides are fp32 on identical bf16/INT4 weights; the measured error is
+// ~1e-5 relative (different summation orders and the chunked delta rule), so 1e-3 leaves a wide margin.
+constexpr double kLogitsRelTol = 1e-3;
+// Hidden states: same computation, compared per capture point relative to that point's largest magnitude.
+constexpr double kHiddenRelTol = 1e-3;
+
+fs::path testdata(const std::string& rel) { return test::source_dir() / "testdata" / rel; }
+fs::path shared_fixture(const std::string& rel) { return test::shared_dir() / "fixtures" / rel; }
+
+std::vector<float> run_logits(const Model& m, const std::vector<int32_t>& tokens) {
+  SequenceState st = m.new_state(int64_t(tokens.size()));
+  std::vector<float> logits(tokens.size() * size_t(m.config().vocab_size));
+  m.forward(tokens.data(), int64_t(tokens.size()), st, logits.data(), forward_all_logits());
+  return logits;
+}
+
+void expect_logits_golden(const Model& m, const fs::path& golden, const std::string& which) {
+  const auto tokens = test::golden_tokens(golden, "tokens_" + which);
+  const auto ref = test::golden_f32(golden, "logits_" + which);
+  const auto d = compare_logits(run_logits(m, tokens), ref, m.config().vocab_size);
+  EXPECT_TRUE(d.within(kLogitsRelTol)) << golden.filename() << " logits_" << which << ": max abs err "
+                                       << d.max_abs_err << " vs max |logit| " << d.max_abs_ref << ", "
+                                       << d.argmax_mismatches << " argmax mismatches";
+  ::testing::Test::RecordProperty("logits_" + which + "_rel_err", std::to_string(d.max_abs_err / d.max_abs_ref));
+}
+
+void expect_hidden_golden(const Model& m, const fs::path& golden) {
+  const auto tokens = test::golden_tokens(golden, "tokens_a");
+  const int L = int(m.config().n_layers);
+  std::map<int, std::vector<float>> got;
+  SequenceState st = m.new_state(int64_t(tokens.size()));
+  ForwardOptions opt;
+  opt.hidden_hook = [&](int slot, const float* h, int64_t n) {
+    got[slot].assign(h, h + n * m.config().hidden_size);
+  };
+  m.forward(tokens.data(), int64_t(tokens.size()), st, nullptr, opt);
+  for (int i = 0; i <= L; ++i) {
+    const auto ref = test::golden_f32(golden, "hidden_a." + std::to_string(i));
+    const auto& h = got.at(hf_hidden_state_slot(i, L));
+    ASSERT_EQ(h.size(), ref.size()) << "hidden_a." << i;
+    double err = 0, mag = 0;
+    for (size_t j = 0; j < h.size(); ++j) {
+      err = std::max(err, double(std::fabs(h[j] - ref[j])));
+      mag = std::max(mag, double(std::fabs(ref[j])));
+    }
+    EXPECT_LE(err, kHiddenRelTol * mag) << golden.filename() << " hidden_a." << i << ": max abs err " << err
+                                        << " vs max |h| " << mag;
+    ::testing::Test::RecordProperty("hidden_a." + std::to_string(i) + "_rel_err", std::to_string(err / mag));
+  }
+}
+
+TEST(Golden, TinyRandomSmallBf16) {
+  const Model m = Model::load(testdata("tiny-random-small-bf16"));
+  const fs::path g = testdata("tiny-random-small-golden.safetensors");
+  expect_logits_golden(m, g, "a");
+  expect_logits_golden(m, g, "b");
+  expect_hidden_golden(m, g);
+}
+
+TEST(Golden, TinyRandomSmallCtInt4) {
+  const Model m = Model::load(testdata("tiny-random-small-ct-int4"));
+  ASSERT_EQ(m.weights().layers[0].gdn.in_proj_qkv.format, LinearFormat::u4b8_g128);
+  const fs::path g = testdata("tiny-random-small-ct-int4-golden.safetensors");
+  expect_logits_golden(m, g, "a");
+  expect_logits_golden(m, g, "b");
+}
+
+TEST(Golden, TinyRandomBf16) {
+  HLWQ_REQUIRE_SHARED("tiny-random-bf16");
+  const Model m = Model::load(shared_fixture("tiny-random-bf16"));
+  const fs::path g = shared_fixture("tiny-random-golden.safetensors");
+  expect_logits_golden(m, g, "a");
+  expect_logits_golden(m, g, "b");
+  expect_hidden_golden(m, g);
+}
+
+TEST(Golden, TinyRandomCtInt4) {
+  HLWQ_REQUIRE_SHARED("tiny-random-ct-int4");
+  const Model m = Model::load(shared_fixture("tiny-random-ct-int4"));
+  const fs::path g = shared_fixture("tiny-random-ct-int4-golden.safetensors");
+  expect_logits_golden(m, g, "a");
+  expect_logits_golden(m, g, "b");
+}
+
+TEST(Golden, TinyMoeDev) {
+  HLWQ_REQUIRE_SHARED("tiny-moe-dev-golden.safetensors");
+  const Model m = Model::load(test::source_dir() / "models" / "tiny-moe-dev");
+  const fs::path g = shared_fixture("tiny-moe-dev-golden.safetensors");
+  expect_logits_golden(m, g, "a");
+  expect_logits_golden(m, g, "b");
+}
+
+// Negative case: an exporter that writes each INT4 scale matrix transposed (same bytes count, declared shape
+// unchanged) must produce logits that fail the golden comparison. Needs in/128 ≥ 2, i.e. the larger fixture
+// (in the small one every quantized matrix has in = 128, where the transpose is the identity).
+TEST(Golden, TransposedInt4ScalesFailTheComparison) {
+  HLWQ_REQUIRE_SHARED("tiny-random-ct-int4");
+  const fs::path dir = test::scratch_dir("transposed-scales") / "ckpt";
+  int n_transposed = 0;
+  test::write_edited_checkpoint(shared_fixture("tiny-random-ct-int4"), dir, [&](test::EditedTensor& t) {
+    if (!t.spec.name.ends_with(".weight_scale") || t.spec.shape[1] < 2) return true;
+    const int64_t rows = t.spec.shape[0], cols = t.spec.shape[1];
+    const size_t es = dtype_size(t.spec.dtype);
+    std::vector<uint8_t> tr(t.bytes.size());
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < cols; ++c)
+        std::memcpy(&tr[size_t(c * rows + r) * es], &t.bytes[size_t(r * cols + c) * es], es);
+    t.bytes = std::move(tr);
+    ++n_transposed;
+    return true;
+  });
+  ASSERT_GT(n_transposed, 0);
+  const Model m = Model::load(dir);
+  const fs::path g = shared_fixture("tiny-random-ct-int4-golden.safetensors");
+  const auto d = compare_logits(run_logits(m, test::golden_tokens(g, "tokens_a")), test::golden_f32(g, "logits_a"),
+                                m.config().vocab_size);
+  EXPECT_FALSE(d.within(kLogitsRelTol)) << "transposed scales went unnoticed: max abs err " << d.max_abs_err;
+}
+
+}  // namespace
+}  // namespace hlwq
