@@ -10,7 +10,10 @@
 namespace hlwq::test {
 
 CliResult run_hlwq(const std::string& args, const std::string& prefix) {
-  const std::string cmd = "bash -c '" + prefix + " exec " + hlwq_binary().string() + " " + args + "' 2>&1";
+  std::string script = prefix + " exec " + hlwq_binary().string() + " " + args;
+  std::string quoted;  // single-quote the script for bash -c: ' becomes '\''
+  for (char ch : script) quoted += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
+  const std::string cmd = "bash -c '" + quoted + "' 2>&1";
   CliResult r;
   FILE* p = popen(cmd.c_str(), "r");
   if (!p) return r;
