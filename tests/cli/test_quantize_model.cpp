@@ -2,7 +2,10 @@
 // ../shared/tools/fixtures/common.py (torch) tensor for tensor: same keys, shapes, dtypes and bytes.
 #include <gtest/gtest.h>
 
+#include <fstream>
+
 #include "core/error.h"
+#include "io/checkpoint_writer.h"
 #include "io/hf_config.h"
 #include "io/safetensors.h"
 #include "quant/quantize_model.h"
@@ -100,6 +103,45 @@ TEST(QuantizeModel, LanguageModelOnlyDropsVisual) {
   EXPECT_EQ(r.n_dropped_visual, 21);
   Checkpoint out(dst.string());
   for (const auto& n : out.names()) EXPECT_EQ(n.find("visual"), std::string::npos) << n;
+}
+
+TEST(QuantizeModel, MtpTensorsKeptOrDropped) {
+  // A flat-prefix source (the demo model) with an mtp head added: kept in bf16 by default, dropped and
+  // counted with --language-model-only.
+  const fs::path demo = hlwq::test::source_dir() / "models" / "tiny-moe-dev";
+  const fs::path root = hlwq::test::scratch_dir("qm_mtp");
+  const fs::path src = root / "src";
+  fs::copy(demo, src, fs::copy_options::recursive);
+  for (const auto& e : fs::recursive_directory_iterator(src))
+    fs::permissions(e.path(), fs::perms::owner_write, fs::perm_options::add);
+  {
+    // a third shard holding two mtp tensors, registered in the index
+    fs::create_directories(root / "mtp");
+    std::vector<float> w(256 * 256, 0.01f);
+    CheckpointWriter wr(root / "mtp", {{"mtp.fc.weight", DType::F32, {256, 256}}, {"mtp.norm.weight", DType::F32, {256}}},
+                        1 << 30);
+    wr.write("mtp.fc.weight", w.data(), w.size() * 4);
+    wr.write("mtp.norm.weight", w.data(), 256 * 4);
+    wr.finish();
+  }
+  fs::copy_file(root / "mtp" / "model.safetensors", src / "mtp.safetensors");
+  auto index = read_json_file((src / "model.safetensors.index.json").string());
+  index["weight_map"]["mtp.fc.weight"] = "mtp.safetensors";
+  index["weight_map"]["mtp.norm.weight"] = "mtp.safetensors";
+  std::ofstream(src / "model.safetensors.index.json") << index.dump();
+
+  QuantizeReport kept = quantize_model(rtn_options(src, root / "kept"));
+  EXPECT_EQ(kept.n_dropped_mtp, 0);
+  Checkpoint k((root / "kept").string());
+  EXPECT_EQ(k.entry("mtp.fc.weight").dtype, DType::F32);  // never quantized, kept as stored
+  EXPECT_TRUE(k.has("model.layers.0.mlp.experts.3.up_proj.weight_packed"));
+  EXPECT_TRUE(k.has("model.embed_tokens.weight"));
+
+  QuantizeOptions o = rtn_options(src, root / "dropped");
+  o.plan.language_model_only = true;
+  QuantizeReport dropped = quantize_model(o);
+  EXPECT_EQ(dropped.n_dropped_mtp, 2);
+  EXPECT_FALSE(Checkpoint((root / "dropped").string()).has("mtp.fc.weight"));
 }
 
 TEST(QuantizeModel, FusedExpertsAreSplitPerExpert) {
