@@ -4,7 +4,6 @@
 #include <sys/resource.h>
 
 #include <algorithm>
-#include <cmath>
 #include <filesystem>
 #include <mutex>
 
@@ -73,10 +72,12 @@ struct Executor {
       const int64_t out = it.out_shape[0], in = it.out_shape[1];
       std::vector<float> w(size_t(out * in));  // [out, in]
       convert_to_f32(it.src_dtype, base, w.data(), w.size());
-      for (float v : w)
-        HLWQ_CHECK(std::isfinite(v), "{}: tensor {} holds a non-finite value; refusing to quantize it",
-                   ck.file_of(it.src_name), it.src_name);
-      Int4Result q = quantize_int4(opt.method, w.data(), out, in);
+      Int4Result q;
+      try {
+        q = quantize_int4(opt.method, w.data(), out, in);
+      } catch (const Error& e) {  // e.g. a non-finite weight: say which tensor of which file
+        fail("{}: tensor {}: {}", ck.file_of(it.src_name), it.src_name, e.what());
+      }
       const int64_t shape[2] = {out, in};
       writer.write(ct_packed_name(it.out_name), q.packed.data(), q.packed.size() * 4);
       writer.write(ct_scale_name(it.out_name), q.scale.data(), q.scale.size() * 2);

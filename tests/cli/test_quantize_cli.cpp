@@ -4,6 +4,7 @@
 #include <fstream>
 
 #include "cli_run.h"
+#include "io/safetensors.h"
 #include "test_paths.h"
 
 using hlwq::test::run_hlwq;
@@ -104,6 +105,23 @@ TEST(QuantizeCli, DtypeShapeSizeMismatch) {
   bytes.replace(pos, 6, "\"F32\" ");  // same length, 4-byte elements: sizes no longer match
   std::ofstream(src / kShard1, std::ios::binary) << bytes;
   expect_quantize_fails(src, "needs");
+}
+
+TEST(QuantizeCli, NonFiniteWeightNamesTheTensor) {
+  fs::path src = copy_small("qc_nan");
+  const std::string name = "model.language_model.layers.0.linear_attn.in_proj_z.weight";
+  uint64_t at = 0;
+  {
+    hlwq::SafetensorsFile f((src / kShard1).string());
+    const hlwq::TensorEntry* e = f.find(name);
+    ASSERT_NE(e, nullptr);
+    uint64_t hlen = 0;
+    std::ifstream in(src / kShard1, std::ios::binary);
+    in.read(reinterpret_cast<char*>(&hlen), 8);
+    at = 8 + hlen + e->begin + 2 * 37;  // element 37 of the tensor
+  }
+  overwrite(src / kShard1, at, std::string("\xc0\x7f", 2));  // bf16 NaN
+  expect_quantize_fails(src, "tensor " + name + ": ");
 }
 
 TEST(QuantizeCli, MissingShard) {
