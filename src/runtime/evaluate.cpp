@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <exception>
 
 #include "core/error.h"
 #include "core/progress.h"
@@ -68,15 +69,31 @@ PplResult eval_ppl(const Model& model, const std::vector<int32_t>& ids, const Ev
   PplResult r;
   r.n_tokens = int64_t(ids.size());
   Progress prog("ppl", "windows", nw, nw * ctx * int64_t(sizeof(int32_t)), opt.progress ? stderr : nullptr);
-  std::vector<float> lp;
-  for (int64_t w = 0; w < nw; ++w) {
-    const int32_t* win = ids.data() + w * ctx;
-    window_logprobs(model, win, ctx, lp);
-    for (int64_t t = 0; t + 1 < ctx; ++t) r.nll_sum -= double(lp[size_t(t * V + win[t + 1])]);
-    r.n_scored += ctx - 1;
-    r.n_windows++;
-    prog.add(1, ctx * int64_t(sizeof(int32_t)));
+  // Windows are independent: one per thread (the forward's own parallel regions then run on the calling thread),
+  // which keeps every core busy on small models. Per-window sums are added in window order, so the result does
+  // not depend on the thread count.
+  std::vector<double> nll(static_cast<size_t>(nw), 0.0);
+  std::exception_ptr error;
+#pragma omp parallel
+  {
+    std::vector<float> lp;  // [ctx, V] per thread
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t w = 0; w < nw; ++w) {
+      try {
+        const int32_t* win = ids.data() + w * ctx;
+        window_logprobs(model, win, ctx, lp);
+        for (int64_t t = 0; t + 1 < ctx; ++t) nll[size_t(w)] -= double(lp[size_t(t * V + win[t + 1])]);
+        prog.add(1, ctx * int64_t(sizeof(int32_t)));
+      } catch (...) {
+#pragma omp critical(hlwq_eval_error)
+        if (!error) error = std::current_exception();
+      }
+    }
   }
+  if (error) std::rethrow_exception(error);
+  for (double x : nll) r.nll_sum += x;
+  r.n_scored = nw * (ctx - 1);
+  r.n_windows = nw;
   prog.finish();
   r.seconds = prog.elapsed_s();
   return r;
@@ -89,27 +106,50 @@ KldResult eval_kld(const Model& model, const Model& base, const std::vector<int3
   const int64_t nw = n_windows_of(ids, opt), V = model.config().vocab_size, ctx = opt.ctx;
   KldResult r;
   Progress prog("kld", "windows", nw, nw * ctx * int64_t(sizeof(int32_t)), opt.progress ? stderr : nullptr);
-  std::vector<float> lp, lb;
-  for (int64_t w = 0; w < nw; ++w) {
-    const int32_t* win = ids.data() + w * ctx;
-    window_logprobs(model, win, ctx, lp);
-    window_logprobs(base, win, ctx, lb);
-    for (int64_t t = 0; t + 1 < ctx; ++t) {
-      const float* p = lp.data() + t * V;
-      const float* b = lb.data() + t * V;
-      double kl = 0;
-      for (int64_t i = 0; i < V; ++i) kl += std::exp(double(b[i])) * (double(b[i]) - double(p[i]));
-      r.kld_sum += kl;
-      r.top1_agree += argmax(p, V) == argmax(b, V);
-      r.model.nll_sum -= double(p[win[t + 1]]);
-      r.base.nll_sum -= double(b[win[t + 1]]);
+  struct WindowStats {
+    double kld = 0, nll_model = 0, nll_base = 0;
+    int64_t agree = 0;
+  };
+  std::vector<WindowStats> ws(static_cast<size_t>(nw));  // one per window, reduced in order (thread-count independent)
+  std::exception_ptr error;
+#pragma omp parallel
+  {
+    std::vector<float> lp, lb;  // [ctx, V] log-probabilities of model and base
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t w = 0; w < nw; ++w) {
+      try {
+        const int32_t* win = ids.data() + w * ctx;
+        window_logprobs(model, win, ctx, lp);
+        window_logprobs(base, win, ctx, lb);
+        WindowStats& s = ws[size_t(w)];
+        for (int64_t t = 0; t + 1 < ctx; ++t) {
+          const float* p = lp.data() + t * V;
+          const float* b = lb.data() + t * V;
+          double kl = 0;
+          for (int64_t i = 0; i < V; ++i) kl += std::exp(double(b[i])) * (double(b[i]) - double(p[i]));
+          s.kld += kl;
+          s.agree += argmax(p, V) == argmax(b, V);
+          s.nll_model -= double(p[win[t + 1]]);
+          s.nll_base -= double(b[win[t + 1]]);
+        }
+        prog.add(1, ctx * int64_t(sizeof(int32_t)));
+      } catch (...) {
+#pragma omp critical(hlwq_eval_error)
+        if (!error) error = std::current_exception();
+      }
     }
-    for (PplResult* x : {&r.model, &r.base}) {
-      x->n_scored += ctx - 1;
-      x->n_windows++;
-      x->n_tokens = int64_t(ids.size());
-    }
-    prog.add(1, ctx * int64_t(sizeof(int32_t)));
+  }
+  if (error) std::rethrow_exception(error);
+  for (const WindowStats& s : ws) {
+    r.kld_sum += s.kld;
+    r.top1_agree += s.agree;
+    r.model.nll_sum += s.nll_model;
+    r.base.nll_sum += s.nll_base;
+  }
+  for (PplResult* x : {&r.model, &r.base}) {
+    x->n_scored = nw * (ctx - 1);
+    x->n_windows = nw;
+    x->n_tokens = int64_t(ids.size());
   }
   prog.finish();
   r.model.seconds = r.base.seconds = prog.elapsed_s();

@@ -51,6 +51,22 @@ TEST(EvalCli, PerplexityMatchesTransformersOnWikiText) {
   expect_ppl_matches("wiki_test.txt", "wiki_test");
 }
 
+TEST(EvalCli, PerplexityDoesNotDependOnThreadCount) {
+  // Windows run in parallel; their sums are reduced in window order, so the figure is bit-identical.
+  const fs::path text = hlwq::test::scratch_dir("ppl_threads") / "t.txt";
+  {
+    std::ofstream f(text);
+    for (int i = 0; i < 60; ++i) f << "A list is a mutable sequence; item " << i << " goes at the end.\n\n";
+  }
+  std::string ppl[2];
+  for (int t : {1, 2}) {
+    auto r = run_hlwq("eval ppl " + demo() + " --text " + text.string() + " --ctx 64 --json -t " + std::to_string(t));
+    ASSERT_EQ(r.exit_code, 0) << r.out;
+    ppl[t - 1] = nlohmann::json::parse(r.out)["ppl"].dump();
+  }
+  EXPECT_EQ(ppl[0], ppl[1]);
+}
+
 TEST(EvalCli, KldOfAModelAgainstItselfIsZero) {
   const fs::path text = hlwq::test::scratch_dir("kld_self") / "t.txt";
   {
