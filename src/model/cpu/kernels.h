@@ -3,8 +3,8 @@
 // The tables are immutable constants; callers hold a `const CpuKernels&` (the Model keeps one), so tests can
 // run both sets side by side. Every kernel reads weights with unaligned loads: safetensors offsets are only
 // byte-aligned in general.
-// Dimension legend: in = input features (K of the matmul), nt = tokens in a micro-tile (≤ kPanelTokens),
-// nr = weight rows in a panel (≤ kPanelRows).
+// Dimension legend: in = input features (K of the matmul), nt = tokens in a micro-tile (≤ kPanelTokens, or
+// ≤ kGemvTokens for the gemv kernels), nr = weight rows in a panel (≤ kPanelRows).
 #pragma once
 #include <cstdint>
 
@@ -12,6 +12,7 @@ namespace hlwq {
 
 inline constexpr int64_t kPanelRows = 16;   // weight rows per packed panel (two AVX2 registers)
 inline constexpr int64_t kPanelTokens = 6;  // tokens per micro-tile (6×2 accumulators + 2 weights + 1 broadcast)
+inline constexpr int64_t kGemvTokens = 3;   // most tokens per gemv call (AVX2 tiles keep rows × tokens sums in registers)
 
 struct CpuKernels {
   const char* isa;  // "scalar" or "avx2"
@@ -26,6 +27,16 @@ struct CpuKernels {
   // P [in, kPanelRows] (weight rows interleaved, zero-padded), X [nt, in] with row stride ldx, Y row stride ldy.
   void (*gemm_panel)(const float* P, const float* X, int64_t ldx, int64_t nt, int64_t in, float* Y, int64_t ldy,
                      int64_t nr);
+  // Fused matrix-vector products for few tokens (decode), reading weights as stored: each weight is widened to
+  // fp32 in registers and used at once, never written out. Y[t, r] = Σ_k X[t, k] · W[r, k] for t < nt ≤
+  // kGemvTokens, r < nr; X [nt, in] with row stride ldx, Y row stride ldy.
+  // W: bf16 rows [nr, in], contiguous; any in.
+  void (*gemv_bf16)(const uint16_t* W, const float* X, int64_t ldx, int64_t nt, int64_t in, float* Y, int64_t ldy,
+                    int64_t nr);
+  // W: u4b8_g128 rows, packed [nr, in/8] little-endian words (as u4b8_row_to_f32), scale [nr, in/128] fp32;
+  // in % 128 == 0.
+  void (*gemv_u4b8)(const uint8_t* packed, const float* scale, const float* X, int64_t ldx, int64_t nt, int64_t in,
+                    float* Y, int64_t ldy, int64_t nr);
 };
 
 enum class CpuIsa : uint8_t { auto_detect, scalar, avx2 };

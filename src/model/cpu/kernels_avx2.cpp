@@ -114,11 +114,149 @@ HLWQ_AVX2 void gemm_panel_avx2(const float* P, const float* X, int64_t ldx, int6
   }
 }
 
+// ---- fused gemv (few tokens): R weight rows × NT tokens per tile, all sums in registers ----
+// The row and token loops below have compile-time bounds and are fully unrolled, so GCC keeps acc[][] in
+// registers (checked: the bf16 tile streams at the memory ceiling, see BENCHMARKS.md "CPU inference").
+
+// 8 bf16 → 8 fp32: zero-extend to 32 bits and shift into the high half (bf16 is the top half of an fp32).
+HLWQ_AVX2 inline __m256 load_bf16x8(const uint16_t* p) {
+  const __m256i u = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(u, 16));
+}
+
+template <int NT, int R>
+HLWQ_AVX2 void gemv_bf16_tile(const uint16_t* W, const float* X, int64_t ldx, int64_t in, float* Y, int64_t ldy) {
+  __m256 acc[R][NT];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int t = 0; t < NT; ++t) acc[r][t] = _mm256_setzero_ps();
+  int64_t k = 0;
+  for (; k + 8 <= in; k += 8) {
+    __m256 xv[NT];
+#pragma GCC unroll 4
+    for (int t = 0; t < NT; ++t) xv[t] = _mm256_loadu_ps(X + t * ldx + k);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const __m256 w = load_bf16x8(W + r * in + k);
+#pragma GCC unroll 4
+      for (int t = 0; t < NT; ++t) acc[r][t] = _mm256_fmadd_ps(w, xv[t], acc[r][t]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int t = 0; t < NT; ++t) {
+      float s = hsum(acc[r][t]);
+      for (int64_t kk = k; kk < in; ++kk) {
+        uint16_t h;
+        std::memcpy(&h, W + r * in + kk, 2);
+        const uint32_t u = uint32_t(h) << 16;
+        float wf;
+        std::memcpy(&wf, &u, 4);
+        s += wf * X[t * ldx + kk];
+      }
+      Y[t * ldy + r] = s;
+    }
+}
+
+// R rows at a time while they last, then single rows. R shrinks as NT grows to stay within 16 ymm registers.
+template <int NT>
+HLWQ_AVX2 void gemv_bf16_rows(const uint16_t* W, const float* X, int64_t ldx, int64_t in, float* Y, int64_t ldy,
+                              int64_t nr) {
+  constexpr int R = NT == 3 ? 2 : 4;
+  int64_t r = 0;
+  for (; r + R <= nr; r += R) gemv_bf16_tile<NT, R>(W + r * in, X, ldx, in, Y + r, ldy);
+  for (; r < nr; ++r) gemv_bf16_tile<NT, 1>(W + r * in, X, ldx, in, Y + r, ldy);
+}
+
+HLWQ_AVX2 void gemv_bf16_avx2(const uint16_t* W, const float* X, int64_t ldx, int64_t nt, int64_t in, float* Y,
+                              int64_t ldy, int64_t nr) {
+  switch (nt) {
+    case 1: return gemv_bf16_rows<1>(W, X, ldx, in, Y, ldy, nr);
+    case 2: return gemv_bf16_rows<2>(W, X, ldx, in, Y, ldy, nr);
+    default: return gemv_bf16_rows<3>(W, X, ldx, in, Y, ldy, nr);
+  }
+}
+
+// INT4: word j of a row (8 nibbles, lowest first) becomes 8 fp32 values q − 8 by broadcast, per-lane shift and
+// mask. Each group of 128 inputs is summed unscaled, then multiplied by its scale once:
+// Σ_g s_g · Σ_{k∈g} (q_k − 8) x_k, the same products as the reference up to rounding order.
+template <int NT, int R>
+HLWQ_AVX2 void gemv_u4b8_tile(const uint8_t* packed, const float* scale, const float* X, int64_t ldx, int64_t in,
+                              float* Y, int64_t ldy) {
+  const __m256i shifts = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
+  const __m256i mask = _mm256_set1_epi32(0xF), eight = _mm256_set1_epi32(8);
+  const int64_t ng = in / 128, row_bytes = in / 2;
+  __m256 acc[R][NT];
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int t = 0; t < NT; ++t) acc[r][t] = _mm256_setzero_ps();
+  for (int64_t g = 0; g < ng; ++g) {
+    __m256 gacc[R][NT];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+      for (int t = 0; t < NT; ++t) gacc[r][t] = _mm256_setzero_ps();
+    // Prefetch the next tile's group (R·64 bytes, as much as this group reads): the hardware prefetcher alone
+    // leaves decode and memory time adding up instead of overlapping (measured +40% from DRAM on Zen 3).
+    const uint8_t* ahead = packed + R * row_bytes + g * R * 64;
+#pragma GCC unroll 4
+    for (int l = 0; l < R; ++l) _mm_prefetch(reinterpret_cast<const char*>(ahead + 64 * l), _MM_HINT_T0);
+#pragma GCC unroll 4
+    for (int64_t j = 0; j < 16; ++j) {
+      const int64_t k = g * 128 + 8 * j;
+      __m256 xv[NT];
+#pragma GCC unroll 4
+      for (int t = 0; t < NT; ++t) xv[t] = _mm256_loadu_ps(X + t * ldx + k);
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) {
+        int32_t word;
+        std::memcpy(&word, packed + r * row_bytes + k / 2, 4);
+        const __m256i q = _mm256_sub_epi32(_mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(word), shifts), mask), eight);
+        const __m256 w = _mm256_cvtepi32_ps(q);
+#pragma GCC unroll 4
+        for (int t = 0; t < NT; ++t) gacc[r][t] = _mm256_fmadd_ps(w, xv[t], gacc[r][t]);
+      }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      const __m256 s = _mm256_set1_ps(scale[r * ng + g]);
+#pragma GCC unroll 4
+      for (int t = 0; t < NT; ++t) acc[r][t] = _mm256_fmadd_ps(gacc[r][t], s, acc[r][t]);
+    }
+  }
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int t = 0; t < NT; ++t) Y[t * ldy + r] = hsum(acc[r][t]);
+}
+
+template <int NT>
+HLWQ_AVX2 void gemv_u4b8_rows(const uint8_t* packed, const float* scale, const float* X, int64_t ldx, int64_t in,
+                              float* Y, int64_t ldy, int64_t nr) {
+  constexpr int R = NT == 1 ? 4 : NT == 2 ? 2 : 1;  // 2·R·NT sums + NT inputs + 4 constants/temporaries ≤ 16
+  const int64_t ng = in / 128, row_bytes = in / 2;
+  int64_t r = 0;
+  for (; r + R <= nr; r += R) gemv_u4b8_tile<NT, R>(packed + r * row_bytes, scale + r * ng, X, ldx, in, Y + r, ldy);
+  for (; r < nr; ++r) gemv_u4b8_tile<NT, 1>(packed + r * row_bytes, scale + r * ng, X, ldx, in, Y + r, ldy);
+}
+
+HLWQ_AVX2 void gemv_u4b8_avx2(const uint8_t* packed, const float* scale, const float* X, int64_t ldx, int64_t nt,
+                              int64_t in, float* Y, int64_t ldy, int64_t nr) {
+  switch (nt) {
+    case 1: return gemv_u4b8_rows<1>(packed, scale, X, ldx, in, Y, ldy, nr);
+    case 2: return gemv_u4b8_rows<2>(packed, scale, X, ldx, in, Y, ldy, nr);
+    default: return gemv_u4b8_rows<3>(packed, scale, X, ldx, in, Y, ldy, nr);
+  }
+}
+
 }  // namespace
 
 const CpuKernels& cpu_kernels_avx2() {
-  static constexpr CpuKernels k{"avx2", bf16_to_f32_avx2, u4b8_row_to_f32_avx2, dot_avx2, axpy_avx2,
-                                gemm_panel_avx2};
+  static constexpr CpuKernels k{"avx2",          bf16_to_f32_avx2, u4b8_row_to_f32_avx2, dot_avx2, axpy_avx2,
+                                gemm_panel_avx2, gemv_bf16_avx2,   gemv_u4b8_avx2};
   return k;
 }
 

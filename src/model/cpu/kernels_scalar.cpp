@@ -49,11 +49,42 @@ void gemm_panel_scalar(const float* P, const float* X, int64_t ldx, int64_t nt, 
   }
 }
 
+// The reference of the fused kernels: each weight decoded exactly as bf16_to_f32 / u4b8_row_to_f32 do
+// (INT4: (q − 8) · scale), then summed in input order.
+void gemv_bf16_scalar(const uint16_t* W, const float* X, int64_t ldx, int64_t nt, int64_t in, float* Y, int64_t ldy,
+                      int64_t nr) {
+  for (int64_t r = 0; r < nr; ++r)
+    for (int64_t t = 0; t < nt; ++t) {
+      float s = 0.f;
+      for (int64_t k = 0; k < in; ++k) {
+        uint16_t h;
+        std::memcpy(&h, W + r * in + k, 2);
+        s += bf16_to_f32(h) * X[t * ldx + k];
+      }
+      Y[t * ldy + r] = s;
+    }
+}
+
+void gemv_u4b8_scalar(const uint8_t* packed, const float* scale, const float* X, int64_t ldx, int64_t nt, int64_t in,
+                      float* Y, int64_t ldy, int64_t nr) {
+  for (int64_t r = 0; r < nr; ++r)
+    for (int64_t t = 0; t < nt; ++t) {
+      float s = 0.f;
+      for (int64_t j = 0; j < in / 8; ++j) {
+        uint32_t w;
+        std::memcpy(&w, packed + 4 * (r * (in / 8) + j), 4);
+        const float sc = scale[r * (in / 128) + j / 16];
+        for (int i = 0; i < 8; ++i) s += float(int((w >> (4 * i)) & 0xFu) - 8) * sc * X[t * ldx + 8 * j + i];
+      }
+      Y[t * ldy + r] = s;
+    }
+}
+
 }  // namespace
 
 const CpuKernels& cpu_kernels_scalar() {
-  static constexpr CpuKernels k{"scalar", bf16_to_f32_scalar, u4b8_row_to_f32_scalar, dot_scalar, axpy_scalar,
-                                gemm_panel_scalar};
+  static constexpr CpuKernels k{"scalar",          bf16_to_f32_scalar, u4b8_row_to_f32_scalar, dot_scalar, axpy_scalar,
+                                gemm_panel_scalar, gemv_bf16_scalar,   gemv_u4b8_scalar};
   return k;
 }
 

@@ -56,19 +56,42 @@ void gemm_f32(const CpuKernels& k, int64_t M, int64_t N, int64_t K, const float*
 
 namespace {
 
-// Few tokens (decode): decode a row block, then one dot product per (row, token).
+// Few tokens (decode): per block of kPanelRows rows, a fused gemv for BF16 and INT4 weights (widened in
+// registers, so each weight byte is read once and nothing is written back); other dtypes decode the block to
+// fp32, then one dot product per (row, token). Decode is bound by reading the weights: the lm_head alone is
+// V·H bf16 per token.
 void linear_forward_rows(const CpuKernels& k, const LinearWeight& w, const float* x, int64_t T, float* y) {
-  const int64_t in = w.in, out = w.out, nrb = (out + kPanelRows - 1) / kPanelRows;
+  const int64_t in = w.in, out = w.out, nrb = (out + kPanelRows - 1) / kPanelRows, ng = in / 128;
   const bool par = out * in * T >= kParallelMinMacs;
+  const bool bf16 = w.format == LinearFormat::dense && w.weight.dtype == DType::BF16;
+  const bool int4 = w.format == LinearFormat::u4b8_g128;
+  const size_t ss = int4 ? dtype_size(w.scale.dtype) : 0;
 #pragma omp parallel if (par)
   {
-    std::vector<float> rows(size_t(kPanelRows * in));
-#pragma omp for schedule(static)
+    // int4: scales [kPanelRows, in/128] in fp32; other non-bf16: rows [kPanelRows, in]
+    std::vector<float> buf(size_t(bf16 ? 0 : int4 ? kPanelRows * ng : kPanelRows * in));
+    // Dynamic chunks of 4 blocks: when the cores are shared, a thread that is not scheduled leaves its rows to
+    // the others instead of holding the whole call up (a static half would wait for it).
+#pragma omp for schedule(dynamic, 4)
     for (int64_t rb = 0; rb < nrb; ++rb) {
       const int64_t r0 = rb * kPanelRows, nr = std::min(kPanelRows, out - r0);
-      linear_decode_rows(k, w, r0, nr, rows.data());
-      for (int64_t r = 0; r < nr; ++r)
-        for (int64_t t = 0; t < T; ++t) y[t * out + r0 + r] = k.dot(rows.data() + r * in, x + t * in, in);
+      if (bf16) {
+        const uint16_t* rows = static_cast<const uint16_t*>(w.weight.data) + r0 * in;  // [nr, in]
+        for (int64_t t = 0; t < T; t += kGemvTokens)
+          k.gemv_bf16(rows, x + t * in, in, std::min(kGemvTokens, T - t), in, y + t * out + r0, out, nr);
+      } else if (int4) {
+        // scale rows are contiguous: the block's [nr, in/128] scales convert in one call
+        convert_to_f32(w.scale.dtype, static_cast<const uint8_t*>(w.scale.data) + size_t(r0 * ng) * ss, buf.data(),
+                       size_t(nr * ng));
+        const uint8_t* packed = static_cast<const uint8_t*>(w.packed.data) + size_t(r0 * in / 2);  // [nr, in/8] words
+        for (int64_t t = 0; t < T; t += kGemvTokens)
+          k.gemv_u4b8(packed, buf.data(), x + t * in, in, std::min(kGemvTokens, T - t), in, y + t * out + r0, out,
+                      nr);
+      } else {
+        linear_decode_rows(k, w, r0, nr, buf.data());
+        for (int64_t r = 0; r < nr; ++r)
+          for (int64_t t = 0; t < T; ++t) y[t * out + r0 + r] = k.dot(buf.data() + r * in, x + t * in, in);
+      }
     }
   }
 }
@@ -77,7 +100,7 @@ void linear_forward_rows(const CpuKernels& k, const LinearWeight& w, const float
 
 void linear_forward(const CpuKernels& k, const LinearWeight& w, const float* x, int64_t T, float* y) {
   if (T <= 0) return;
-  if (T < 4) return linear_forward_rows(k, w, x, T, y);
+  if (T <= kGemvTokens) return linear_forward_rows(k, w, x, T, y);
   const int64_t in = w.in, out = w.out, nrb = (out + kPanelRows - 1) / kPanelRows;
   const int nth = omp_get_max_threads();
   // Split tokens too when there are too few row panels to feed every thread (router, in_proj_a/b).

@@ -1,6 +1,8 @@
 // y = x Wᵀ for every LinearWeight format (dense BF16/F16/F32, INT4 u4b8_g128), fp32 activations.
-// Weights are decoded to fp32 a panel of kPanelRows rows at a time and reused across all tokens of the call,
-// so a prefill of T tokens reads each weight once per token chunk, not once per token.
+// Many tokens (prefill): weights are decoded to fp32 a panel of kPanelRows rows at a time and reused across all
+// tokens of the call, so a prefill of T tokens reads each weight once per token chunk, not once per token.
+// Few tokens (T ≤ kGemvTokens, decode): BF16 and INT4 weights go through the fused gemv kernels, which widen
+// each weight in registers and read it exactly once.
 // Dimension legend: T tokens, in = W columns, out = W rows.
 #pragma once
 #include <cstdint>

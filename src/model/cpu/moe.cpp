@@ -68,14 +68,16 @@ void moe_forward(const CpuKernels& k, const MoeWeights& w, int64_t n_active, con
 
   // Routed experts: one parallel region, one expert per work item (its three matmuls run single-threaded
   // inside it, as nested regions are inactive). Few long regions instead of 3·E short ones: barriers are what
-  // hurts when the cores are shared. Busiest experts first for balance.
+  // hurts when the cores are shared. Busiest experts first for balance. Decode (T = 1) too, once the
+  // n_active experts are worth a fork: one region instead of 3·n_active parallel matmuls.
   std::vector<int64_t> off(size_t(E + 1), 0);  // expert e's rows of ye start at off[e]
   for (int64_t e = 0; e < E; ++e) off[size_t(e + 1)] = off[size_t(e)] + int64_t(tok[size_t(e)].size());
   std::vector<float> ye(size_t(off[size_t(E)] * H));  // [T·k, H] expert outputs, grouped by expert
   std::vector<int> order(static_cast<size_t>(E));
   std::iota(order.begin(), order.end(), 0);
   std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return tok[size_t(a)].size() > tok[size_t(b)].size(); });
-  const bool par = T > 1;
+  const int64_t I = w.experts.empty() ? 0 : w.experts[0].gate_proj.out;
+  const bool par = T * n_active * 3 * I * H >= (int64_t(1) << 20);  // multiply-adds of all routed experts
 #pragma omp parallel if (par)
   {
     std::vector<float> xe;
