@@ -82,3 +82,37 @@ TEST(HfConfig, QuantConfigOtherThanW4A16Group128IsAnError) {
   j["quantization_config"]["quant_method"] = "gptq";
   expect_config_error(j, "quant_method 'gptq'");
 }
+
+TEST(HfConfig, Qwen3NextAndQwen3Moe) {
+  // Field values as in the public Qwen3-Next-80B-A3B and Qwen3-30B-A3B configs.
+  json next = json::parse(R"({"model_type":"qwen3_next","vocab_size":151936,"hidden_size":2048,
+     "num_hidden_layers":48,"num_attention_heads":16,"num_key_value_heads":2,"head_dim":256,
+     "linear_num_key_heads":16,"linear_num_value_heads":32,"linear_key_head_dim":128,"linear_value_head_dim":128,
+     "linear_conv_kernel_dim":4,"num_experts":512,"num_experts_per_tok":10,"moe_intermediate_size":512,
+     "shared_expert_intermediate_size":512,"full_attention_interval":4,"rope_theta":10000000,
+     "partial_rotary_factor":0.25,"hidden_act":"silu","norm_topk_prob":true,"eos_token_id":151645})");
+  ModelConfig n = parse_model_config(next);
+  EXPECT_EQ(n.arch, ModelArch::qwen3_next);
+  EXPECT_EQ(n.n_full_attention_layers(), 12);
+  EXPECT_EQ(n.layer_types[3], LayerKind::full_attention);
+  EXPECT_EQ(n.rotary_dim(), 64);
+  EXPECT_EQ(n.n_experts_active, 10);
+
+  json moe = json::parse(R"({"model_type":"qwen3_moe","vocab_size":151936,"hidden_size":2048,
+     "num_hidden_layers":48,"num_attention_heads":32,"num_key_value_heads":4,"head_dim":128,"num_experts":128,
+     "num_experts_per_tok":8,"moe_intermediate_size":768,"norm_topk_prob":true,"decoder_sparse_step":1,
+     "mlp_only_layers":[],"rope_theta":1000000.0,"rope_scaling":null,"hidden_act":"silu","attention_bias":false})");
+  ModelConfig m = parse_model_config(moe);
+  EXPECT_EQ(m.arch, ModelArch::qwen3_moe);
+  EXPECT_EQ(m.n_linear_attention_layers(), 0);
+  EXPECT_EQ(m.shared_expert_intermediate, 0);
+  EXPECT_TRUE(m.norm_topk_prob);
+  moe["mlp_only_layers"] = json::array({0});
+  expect_config_error(moe, "mlp_only_layers");
+  moe["mlp_only_layers"] = json::array();
+  moe["decoder_sparse_step"] = 2;
+  expect_config_error(moe, "decoder_sparse_step");
+  moe["decoder_sparse_step"] = 1;
+  moe["rope_scaling"] = json::parse(R"({"type":"yarn","factor":4})");
+  expect_config_error(moe, "rope_scaling");
+}
