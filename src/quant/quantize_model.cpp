@@ -160,9 +160,9 @@ QuantizeReport quantize_model(const QuantizeOptions& opt) {
 }
 
 std::string format_quantize_report(const QuantizeReport& r, const QuantizeOptions& opt) {
-  std::string s = fmt::format("quantized {} -> {} (ct-int4, method {}, {} threads, {} shard{})\n", opt.src,
-                              opt.dst, int4_method_name(opt.method), r.threads, r.n_shards,
-                              r.n_shards == 1 ? "" : "s");
+  std::string s = fmt::format("quantized {} -> {} (ct-int4, method {}, {} thread{}, {} shard{})\n", opt.src,
+                              opt.dst, int4_method_name(opt.method), r.threads, r.threads == 1 ? "" : "s",
+                              r.n_shards, r.n_shards == 1 ? "" : "s");
   s += fmt::format("{:<26} {:>8} {:>8} {:>12} {:>12} {:>7} {:>12}\n", "kind", "in", "out", "bytes in",
                    "bytes out", "ratio", "rel. MSE");
   auto row = [&](std::string_view name, const RoleStats& st, bool has_err) {
