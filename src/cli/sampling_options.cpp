@@ -55,6 +55,8 @@ GenerateOptions make_generate_options(const GenerationArgs& a, const LoadedModel
   for (const char* t : {"<|im_end|>", "<|endoftext|>"})
     if (auto id = m.tok.token_id(t)) o.eos_ids.push_back(*id);
   o.stop_strings = a.stop;
+  // load_model_dir allows a tokenizer smaller than the (padded) embedding: never sample an id it cannot print.
+  o.n_valid_tokens = m.tok.vocab_size();
   return o;
 }
 

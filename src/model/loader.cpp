@@ -7,6 +7,7 @@
 #include <set>
 
 #include "core/error.h"
+#include "model/cpu/matmul.h"
 #include "model/tensor_names.h"
 
 namespace hlwq {
@@ -21,6 +22,10 @@ class Loader {
   ModelWeights load() {
     HLWQ_CHECK(c_.arch == ModelArch::qwen3_5_moe, "{}: arch {} is not yet supported (hlwq runs qwen3_5_moe)",
                ck_.dir(), model_arch_name(c_.arch));
+    // moe_forward always renormalizes the top-k routing weights, as Qwen3.5/3.6 do; a config asking for raw
+    // softmax weights would silently get different math.
+    HLWQ_CHECK(c_.norm_topk_prob, "{}: norm_topk_prob = false is not supported (hlwq always renormalizes the top-k "
+               "routing weights, as Qwen3.5 does)", ck_.dir());
     const int64_t H = c_.hidden_size, V = c_.vocab_size;
     ModelWeights w;
     w.embed = float_tensor(prefix_ + kEmbedTokens, {V, H});
@@ -82,6 +87,9 @@ class Loader {
     HLWQ_CHECK(ck_.has(base + ".weight_packed"), "{}: missing tensor {}.weight (or {}.weight_packed)", ck_.dir(),
                base, base);
     HLWQ_CHECK(in % 128 == 0, "{}.weight_packed: INT4 group-128 needs in % 128 == 0, but in = {}", base, in);
+    // Checked here, not in the kernels: they run inside OpenMP regions, where a throw would terminate.
+    HLWQ_CHECK(in / 128 <= kMaxInt4Groups, "{}.weight_packed: in = {} is too wide for the INT4 kernels (at most {})",
+               base, in, kMaxInt4Groups * 128);
     lw.format = LinearFormat::u4b8_g128;
     lw.packed = exact_tensor(base + ".weight_packed", {out, in / 8}, DType::I32);
     lw.scale = float_tensor(base + ".weight_scale", {out, in / 128});

@@ -31,10 +31,20 @@ using HiddenHook = std::function<void(int slot, const float* h, int64_t n)>;
 
 inline int hf_hidden_state_slot(int hf_index, int n_layers) { return hf_index < n_layers ? hf_index : n_layers + 1; }
 
+// Longest piece of a prompt one forward pass runs at once when only the last token's logits are wanted.
+// Activation scratch grows linearly with the tokens of a pass (MoE expert outputs alone are n·k·H floats:
+// 64 MiB per 1024 tokens at H = 2048, k = 8), so a 256k-token prompt in one pass would need tens of GB.
+// 1024 tokens still feed every row panel of the prefill GEMM (kPanelTokens) many times over, so chunking
+// costs next to no throughput.
+constexpr int64_t kDefaultMaxForwardChunk = 1024;
+
 struct ForwardOptions {
   bool all_logits = false;   // logits [n, V] for every token; otherwise [V] for the last token only
   HiddenHook hidden_hook;    // optional
   GdnMode gdn_mode = GdnMode::auto_select;  // tests force one form of the delta rule
+  // Without all_logits and hidden_hook, a longer call runs as consecutive passes of at most this many tokens,
+  // continuing the state (same result up to summation order). Tests shrink it.
+  int64_t max_chunk = kDefaultMaxForwardChunk;
 };
 
 // Options for a whole-window run (perplexity, goldens): logits for every token.
@@ -60,11 +70,16 @@ class Model {
   SequenceState new_state(int64_t max_ctx) const;
 
   // Runs tokens [n] from st.pos on, advancing st. logits: [n, V] with all_logits, else [V] (may be null).
+  // st must come from this model's new_state(): its shapes are checked before anything runs.
   void forward(const int32_t* tokens, int64_t n, SequenceState& st, float* logits,
                const ForwardOptions& opt = {}) const;
 
  private:
   Model() = default;
+  void check_state(const SequenceState& st) const;
+  // One pass over tokens [n] (already validated), advancing st.
+  void forward_pass(const int32_t* tokens, int64_t n, SequenceState& st, float* logits,
+                    const ForwardOptions& opt) const;
   ModelConfig cfg_;
   std::unique_ptr<Checkpoint> ckpt_;  // owns the mmaps the weights point into
   ModelWeights w_;

@@ -1,6 +1,7 @@
 #include "runtime/generate.h"
 
 #include <chrono>
+#include <span>
 
 #include "core/error.h"
 #include "runtime/stop_condition.h"
@@ -28,6 +29,9 @@ GenerateResult generate(const Model& model, const Tokenizer& tok, SequenceState&
              st.max_ctx);
   const int64_t V = model.config().vocab_size;
   for (int32_t id : prompt) HLWQ_CHECK(id >= 0 && id < V, "prompt token id {} is outside the vocabulary of {}", id, V);
+  HLWQ_CHECK(opt.n_valid_tokens >= 0 && opt.n_valid_tokens <= V, "n_valid_tokens {} is outside [0, vocab size {}]",
+             opt.n_valid_tokens, V);
+  const int64_t n_valid = opt.n_valid_tokens > 0 ? opt.n_valid_tokens : V;
   GenerateResult res;
   res.n_prompt = int64_t(prompt.size());
   std::vector<float> logits(static_cast<size_t>(V));  // [V] of the last token
@@ -38,7 +42,10 @@ GenerateResult generate(const Model& model, const Tokenizer& tok, SequenceState&
   Sampler sampler(opt.sampler);
   StreamingDetokenizer detok(tok);
   StopChecker stop(opt.eos_ids, opt.stop_strings);
-  std::vector<int32_t> history = prompt;
+  // Ids the sampler may penalise: only those it can draw (it sees logits [n_valid] and rejects larger ids).
+  std::vector<int32_t> history;
+  for (int32_t id : prompt)
+    if (id < n_valid) history.push_back(id);
   auto emit = [&](const std::string& s) {
     if (s.empty()) return;
     res.text += s;
@@ -46,7 +53,9 @@ GenerateResult generate(const Model& model, const Tokenizer& tok, SequenceState&
   };
   auto t1 = clock::now();
   for (int64_t i = 0; i < opt.max_new_tokens; ++i) {
-    const int32_t next = sampler.sample(logits, history);
+    // The sampler sees only logits [0, n_valid): the same as masking the padded ids to -inf, except that a -inf
+    // candidate could still come back from the sampler's rounding-slack fallback (its last candidate).
+    const int32_t next = sampler.sample(std::span<const float>(logits).first(size_t(n_valid)), history);
     res.tokens.push_back(next);
     history.push_back(next);
     if (stop.is_eos(next)) {

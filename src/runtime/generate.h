@@ -17,6 +17,9 @@ struct GenerateOptions {
   SamplerConfig sampler;
   std::vector<int32_t> eos_ids;
   std::vector<std::string> stop_strings;
+  // Ids [n_valid_tokens, vocab_size) are never sampled: checkpoints pad the embedding past the tokenizer's last id
+  // (Qwen rounds it up), and a padded id has no text. 0: every id of the model's vocabulary may be drawn.
+  int64_t n_valid_tokens = 0;
 };
 
 enum class FinishReason { length, eos, stop_string, context };

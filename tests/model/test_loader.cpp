@@ -7,6 +7,7 @@
 
 #include "core/dtype.h"
 #include "core/error.h"
+#include "model/loader.h"
 #include "model/model.h"
 #include "model_test_util.h"
 #include "test_paths.h"
@@ -121,13 +122,30 @@ TEST(Loader, FusedExpertsEqualPerExpert) {
 }
 
 TEST(Loader, UnsupportedArchIsNamed) {
-  const fs::path dir = test::scratch_dir("loader-arch");
+  // The arch is checked by the weight loader, so the directory needs the tensors too.
+  const fs::path dir = test::scratch_dir("loader-arch") / "ckpt";
+  test::write_edited_checkpoint(testdata("tiny-random-small-bf16"), dir, [](test::EditedTensor&) { return true; });
   nlohmann::json cfg = read_json_file((testdata("tiny-random-small-bf16") / "config.json").string());
   nlohmann::json text = cfg["text_config"];
   text["model_type"] = "qwen3_next";
   write_file(dir / "config.json", text.dump());
   const std::string err = load_error(dir);
   EXPECT_NE(err.find("qwen3_next is not yet supported"), std::string::npos) << err;
+}
+
+TEST(Loader, UnnormalizedTopkRoutingIsRefused) {
+  // hf_config always sets norm_topk_prob for qwen3_5_moe; a config that did not would get different routing
+  // weights than moe_forward computes, so the loader refuses it.
+  const fs::path dir = testdata("tiny-random-small-bf16");
+  ModelConfig cfg = load_model_config(dir.string());
+  cfg.norm_topk_prob = false;
+  const Checkpoint ck(dir.string());
+  try {
+    load_model_weights(ck, cfg);
+    FAIL() << "loaded with norm_topk_prob = false";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("norm_topk_prob"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 // bit-identical; the state refuses to grow past max_ctx.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/error.h"
@@ -109,6 +110,76 @@ TEST(SequenceState, RefusesToPassMaxCtxAndBadTokens) {
   }
   const int32_t bad = int32_t(m.config().vocab_size);
   EXPECT_THROW(m.forward(&bad, 1, st, nullptr), Error);
+}
+
+TEST(SequenceState, ChunkedPromptEqualsOnePass) {
+  // A long prompt runs as passes of at most max_chunk tokens: 43 = 6·7 + 1 also exercises a one-token last pass.
+  constexpr int64_t kChunk = 7, kPrompt = 43;
+  const Model m = Model::load(small_bf16());
+  const int64_t V = m.config().vocab_size;
+  const auto tok = some_tokens(kPrompt + 1, V);
+  auto run = [&](int64_t max_chunk) {
+    SequenceState st = m.new_state(kPrompt + 1);
+    ForwardOptions opt;
+    opt.max_chunk = max_chunk;
+    std::vector<float> logits(size_t(2 * V));  // prompt's last token, then one decode step
+    m.forward(tok.data(), kPrompt, st, logits.data(), opt);
+    EXPECT_EQ(st.pos, kPrompt);
+    m.forward(tok.data() + kPrompt, 1, st, logits.data() + V, opt);
+    return logits;
+  };
+  const auto whole = run(kPrompt), chunked = run(kChunk);
+  expect_same_logits(std::vector<float>(chunked.begin(), chunked.begin() + V),
+                     std::vector<float>(whole.begin(), whole.begin() + V), V, kSplitRelTol, "prompt in chunks of 7");
+  expect_same_logits(std::vector<float>(chunked.begin() + V, chunked.end()),
+                     std::vector<float>(whole.begin() + V, whole.end()), V, kSplitRelTol, "decode after chunks");
+  SequenceState st = m.new_state(kPrompt);
+  ForwardOptions bad;
+  bad.max_chunk = 0;
+  EXPECT_THROW(m.forward(tok.data(), kPrompt, st, nullptr, bad), Error);
+}
+
+TEST(SequenceState, BadTokenLateInAChunkedPromptLeavesStateUntouched) {
+  const Model m = Model::load(small_bf16());
+  auto tok = some_tokens(20, m.config().vocab_size);
+  tok.back() = int32_t(m.config().vocab_size);
+  SequenceState st = m.new_state(20);
+  ForwardOptions opt;
+  opt.max_chunk = 4;
+  EXPECT_THROW(m.forward(tok.data(), 20, st, nullptr, opt), Error);
+  EXPECT_EQ(st.pos, 0);
+}
+
+std::string forward_error(const Model& m, SequenceState& st, const std::vector<int32_t>& tok) {
+  try {
+    m.forward(tok.data(), int64_t(tok.size()), st, nullptr);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(ran without error)";
+}
+
+TEST(SequenceState, MismatchedLayerStateIsRefused) {
+  const Model m = Model::load(small_bf16());
+  const auto& types = m.config().layer_types;
+  const auto gdn_layer = std::find(types.begin(), types.end(), LayerKind::linear_attention) - types.begin();
+  const auto attn_layer = std::find(types.begin(), types.end(), LayerKind::full_attention) - types.begin();
+  ASSERT_LT(size_t(gdn_layer), types.size());
+  ASSERT_LT(size_t(attn_layer), types.size());
+  const auto tok = some_tokens(4, m.config().vocab_size);
+
+  SequenceState st = m.new_state(16);
+  st.layers[size_t(gdn_layer)].gdn.S.resize(st.layers[size_t(gdn_layer)].gdn.S.size() / 2);
+  EXPECT_NE(forward_error(m, st, tok).find("GDN state"), std::string::npos) << forward_error(m, st, tok);
+  st = m.new_state(16);
+  st.layers[size_t(gdn_layer)].gdn.conv.push_back(0.f);
+  EXPECT_NE(forward_error(m, st, tok).find("GDN state"), std::string::npos) << forward_error(m, st, tok);
+
+  st = m.new_state(16);
+  m.forward(tok.data(), 2, st, nullptr);
+  st.layers[size_t(attn_layer)].kv.v.pop_back();  // keys and values must both cover st.pos positions
+  EXPECT_NE(forward_error(m, st, tok).find("KV cache"), std::string::npos) << forward_error(m, st, tok);
+  EXPECT_EQ(st.pos, 2);
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include "core/error.h"
 #include "model/cpu/matmul.h"
 #include "model/cpu/norm.h"
+#include "model/cpu/parallel_errors.h"
 
 namespace hlwq {
 
@@ -61,14 +62,18 @@ void attention_forward(const CpuKernels& k, const AttentionWeights& w, const Att
   std::vector<float> attn(size_t(T * Hq * D));  // [T, Hq, D]
   const float scale = 1.f / std::sqrt(float(D));
   // Queries in blocks of Tb rows per head: scores [Tb, P] = Q Kᵀ and out = softmax(scores) V as matmuls.
-  // Tb bounds the score block at ~4M floats whatever the context length.
-  const int64_t P = pos0 + T, Tb = std::clamp<int64_t>((int64_t(1) << 22) / P, 1, 64), nqb = (T + Tb - 1) / Tb;
+  // Tb bounds the score block at ~4M floats whatever the context length, and never exceeds T: a decode step
+  // (T = 1) needs one score row, not 64.
+  const int64_t P = pos0 + T, Tb = std::min(T, std::clamp<int64_t>((int64_t(1) << 22) / P, 1, 64));
+  const int64_t nqb = (T + Tb - 1) / Tb;
+  ParallelErrors errs;  // a bad_alloc of the score block must reach the caller, not std::terminate
 #pragma omp parallel if (T * P * D * Hq >= (int64_t(1) << 18))
   {
-    std::vector<float> sc(size_t(Tb * P));  // [Tb, P]
+    std::vector<float> sc;  // [Tb, P]
+    errs.run([&] { sc.resize(size_t(Tb * P)); });
 #pragma omp for collapse(2) schedule(dynamic)
     for (int64_t h = 0; h < Hq; ++h)
-      for (int64_t qb = 0; qb < nqb; ++qb) {
+      for (int64_t qb = 0; qb < nqb; ++qb) errs.run([&] {
         const int64_t t0 = qb * Tb, nt = std::min(Tb, T - t0), np = pos0 + t0 + nt;  // keys [0, np)
         const float* Q = qg.data() + (t0 * Hq + h) * 2 * D;                        // row stride Hq·2D
         const float* Kh = kv.k.data() + (h / rep) * D;                              // [np, D], row stride `row`
@@ -103,8 +108,9 @@ void attention_forward(const CpuKernels& k, const AttentionWeights& w, const Att
           const float* gate = Q + i * Hq * 2 * D + D;
           for (int64_t c = 0; c < D; ++c) O[i * Hq * D + c] *= sigmoid(gate[c]);
         }
-      }
+      });
   }
+  errs.rethrow();
   linear_forward(k, w.o_proj, attn.data(), T, out);
 }
 

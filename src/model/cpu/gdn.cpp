@@ -15,6 +15,7 @@
 
 #include "model/cpu/matmul.h"
 #include "model/cpu/norm.h"
+#include "model/cpu/parallel_errors.h"
 
 namespace hlwq {
 
@@ -25,8 +26,8 @@ GdnDims GdnDims::from(const ModelConfig& c) {
 
 GdnState gdn_state_new(const GdnDims& d) {
   GdnState s;
-  s.conv.assign(size_t((d.K - 1) * d.C()), 0.f);
-  s.S.assign(size_t(d.Hv * d.dk * d.dv), 0.f);
+  s.conv.assign(size_t(d.conv_state_floats()), 0.f);
+  s.S.assign(size_t(d.recurrent_state_floats()), 0.f);
   return s;
 }
 
@@ -133,8 +134,9 @@ void gdn_forward(const CpuKernels& kern, const GdnWeights& w, const GdnDims& d, 
   std::vector<float> o(size_t(T * Hv * dv));  // [T, Hv·dv]
   const bool chunked = mode == GdnMode::chunked || (mode == GdnMode::auto_select && T >= 8);
   const float qscale = 1.f / std::sqrt(float(dk));
+  ParallelErrors errs;  // a bad_alloc of the per-head buffers must reach the caller, not std::terminate
 #pragma omp parallel for schedule(dynamic) if (T * dk * dv * Hv >= (int64_t(1) << 18))
-  for (int64_t h = 0; h < Hv; ++h) {
+  for (int64_t h = 0; h < Hv; ++h) errs.run([&] {
     const int64_t kh = h / rep;
     std::vector<float> qh(size_t(T * dk)), khv(size_t(T * dk)), vh(size_t(T * dv)), gh(static_cast<size_t>(T)), bh(static_cast<size_t>(T)),
         oh(size_t(T * dv));
@@ -154,7 +156,8 @@ void gdn_forward(const CpuKernels& kern, const GdnWeights& w, const GdnDims& d, 
     if (chunked) gdn_core_chunked(kern, T, dk, dv, qh.data(), khv.data(), vh.data(), gh.data(), bh.data(), S, oh.data());
     else gdn_core_recurrent(kern, T, dk, dv, qh.data(), khv.data(), vh.data(), gh.data(), bh.data(), S, oh.data());
     for (int64_t t = 0; t < T; ++t) std::copy(oh.begin() + t * dv, oh.begin() + (t + 1) * dv, o.begin() + (t * Hv + h) * dv);
-  }
+  });
+  errs.rethrow();
   rmsnorm_gated(o.data(), z.data(), w.norm.data(), T * Hv, dv, d.eps);
   linear_forward(kern, w.out_proj, o.data(), T, out);
 }

@@ -22,6 +22,8 @@ struct GdnDims {
   int64_t H, Hk, Hv, dk, dv, K;
   float eps;
   int64_t C() const { return 2 * Hk * dk + Hv * dv; }
+  int64_t conv_state_floats() const { return (K - 1) * C(); }  // GdnState::conv [K-1, C]
+  int64_t recurrent_state_floats() const { return Hv * dk * dv; }  // GdnState::S [Hv, dk, dv]
   static GdnDims from(const ModelConfig& c);
 };
 

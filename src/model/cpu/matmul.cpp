@@ -4,11 +4,13 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cassert>
 #include <cstring>
 #include <vector>
 
 #include "core/dtype.h"
 #include "core/error.h"
+#include "model/cpu/parallel_errors.h"
 
 namespace hlwq {
 
@@ -28,8 +30,10 @@ void linear_decode_rows(const CpuKernels& k, const LinearWeight& w, int64_t r0, 
   }
   const int64_t ng = in / 128;
   const size_t ss = dtype_size(w.scale.dtype);
-  float scale_row[4096];  // in / 128 scales; in ≤ 524288 covers every real model
-  HLWQ_CHECK(ng <= 4096, "{}: in = {} is too wide for the INT4 kernel", w.name, in);
+  // Runs inside parallel regions, where a throw would terminate: the loader has already rejected wider
+  // tensors by name (see kMaxInt4Groups), so this only guards hand-built weights in debug builds.
+  assert(ng <= kMaxInt4Groups && "INT4 linear wider than kMaxInt4Groups: the loader should have refused it");
+  float scale_row[kMaxInt4Groups];  // this row's in / 128 scales in fp32
   for (int64_t r = 0; r < nr; ++r) {
     const int64_t row = r0 + r;
     convert_to_f32(w.scale.dtype, static_cast<const uint8_t*>(w.scale.data) + size_t(row * ng) * ss, scale_row,
@@ -66,14 +70,16 @@ void linear_forward_rows(const CpuKernels& k, const LinearWeight& w, const float
   const bool bf16 = w.format == LinearFormat::dense && w.weight.dtype == DType::BF16;
   const bool int4 = w.format == LinearFormat::u4b8_g128;
   const size_t ss = int4 ? dtype_size(w.scale.dtype) : 0;
+  ParallelErrors errs;  // a bad_alloc of the scratch below must reach the caller, not std::terminate
 #pragma omp parallel if (par)
   {
     // int4: scales [kPanelRows, in/128] in fp32; other non-bf16: rows [kPanelRows, in]
-    std::vector<float> buf(size_t(bf16 ? 0 : int4 ? kPanelRows * ng : kPanelRows * in));
+    std::vector<float> buf;
+    errs.run([&] { buf.resize(size_t(bf16 ? 0 : int4 ? kPanelRows * ng : kPanelRows * in)); });
     // Dynamic chunks of 4 blocks: when the cores are shared, a thread that is not scheduled leaves its rows to
     // the others instead of holding the whole call up (a static half would wait for it).
 #pragma omp for schedule(dynamic, 4)
-    for (int64_t rb = 0; rb < nrb; ++rb) {
+    for (int64_t rb = 0; rb < nrb; ++rb) errs.run([&] {
       const int64_t r0 = rb * kPanelRows, nr = std::min(kPanelRows, out - r0);
       if (bf16) {
         const uint16_t* rows = static_cast<const uint16_t*>(w.weight.data) + r0 * in;  // [nr, in]
@@ -92,8 +98,9 @@ void linear_forward_rows(const CpuKernels& k, const LinearWeight& w, const float
         for (int64_t r = 0; r < nr; ++r)
           for (int64_t t = 0; t < T; ++t) y[t * out + r0 + r] = k.dot(buf.data() + r * in, x + t * in, in);
       }
-    }
+    });
   }
+  errs.rethrow();
 }
 
 }  // namespace
@@ -102,21 +109,28 @@ void linear_forward(const CpuKernels& k, const LinearWeight& w, const float* x, 
   if (T <= 0) return;
   if (T <= kGemvTokens) return linear_forward_rows(k, w, x, T, y);
   const int64_t in = w.in, out = w.out, nrb = (out + kPanelRows - 1) / kPanelRows;
-  const int nth = omp_get_max_threads();
+  // Inside an enclosing parallel region (MoE experts, attention heads) the region below is inactive and runs on
+  // one thread, yet omp_get_max_threads() still reports the team size: size the split for the threads we get.
+  const int nth = omp_in_parallel() ? 1 : omp_get_max_threads();
   // Split tokens too when there are too few row panels to feed every thread (router, in_proj_a/b).
   int64_t ntb = std::max<int64_t>(1, (2 * nth + nrb - 1) / nrb);
   ntb = std::min(ntb, (T + 4 * kPanelTokens - 1) / (4 * kPanelTokens));
   const int64_t tchunk = (T + ntb - 1) / ntb;
   const bool par = out * in * T >= kParallelMinMacs;
+  ParallelErrors errs;  // a bad_alloc of the scratch below must reach the caller, not std::terminate
 #pragma omp parallel if (par)
   {
-    std::vector<float> rows(size_t(kPanelRows * in)), panel(size_t(kPanelRows * in));
+    std::vector<float> rows, panel;  // [kPanelRows, in] each
+    errs.run([&] {
+      rows.resize(size_t(kPanelRows * in));
+      panel.resize(size_t(kPanelRows * in));
+    });
 #pragma omp for collapse(2) schedule(dynamic)
     for (int64_t rb = 0; rb < nrb; ++rb)
-      for (int64_t tb = 0; tb < ntb; ++tb) {
+      for (int64_t tb = 0; tb < ntb; ++tb) errs.run([&] {
         const int64_t r0 = rb * kPanelRows, nr = std::min(kPanelRows, out - r0);
         const int64_t t0 = tb * tchunk, t1 = std::min(T, t0 + tchunk);
-        if (t0 >= t1) continue;
+        if (t0 >= t1) return;
         linear_decode_rows(k, w, r0, nr, rows.data());
         // panel [in, kPanelRows]: row r of W becomes column r, missing rows are zero
         std::fill(panel.begin(), panel.end(), 0.f);
@@ -124,8 +138,9 @@ void linear_forward(const CpuKernels& k, const LinearWeight& w, const float* x, 
           for (int64_t c = 0; c < in; ++c) panel[size_t(c * kPanelRows + r)] = rows[size_t(r * in + c)];
         for (int64_t t = t0; t < t1; t += kPanelTokens)
           k.gemm_panel(panel.data(), x + t * in, in, std::min(kPanelTokens, t1 - t), in, y + t * out + r0, out, nr);
-      }
+      });
   }
+  errs.rethrow();
 }
 
 }  // namespace hlwq

@@ -12,6 +12,12 @@
 
 namespace hlwq {
 
+// Widest INT4 (u4b8_g128) linear the CPU kernels take, in groups of 128 columns: linear_decode_rows converts one
+// row's scales into a stack buffer of this many floats (16 KiB). 4096 groups = in ≤ 524288 columns, far past any
+// real model (linear inputs are hidden, expert or head widths: thousands to tens of thousands); the loader
+// rejects wider tensors by name, so the kernels only assert it.
+constexpr int64_t kMaxInt4Groups = 4096;
+
 // y [T, out] = x [T, in] · Wᵀ. Parallel (OpenMP) over row panels and token chunks.
 void linear_forward(const CpuKernels& k, const LinearWeight& w, const float* x, int64_t T, float* y);
 
@@ -20,7 +26,7 @@ void linear_forward(const CpuKernels& k, const LinearWeight& w, const float* x, 
 void gemm_f32(const CpuKernels& k, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
               int64_t ldb, bool b_trans, float* C, int64_t ldc);
 
-// dst [nr, in] = fp32 rows [r0, r0 + nr) of W (dequantized for INT4).
+// dst [nr, in] = fp32 rows [r0, r0 + nr) of W (dequantized for INT4; needs in / 128 ≤ kMaxInt4Groups).
 void linear_decode_rows(const CpuKernels& k, const LinearWeight& w, int64_t r0, int64_t nr, float* dst);
 
 }  // namespace hlwq

@@ -8,6 +8,7 @@
 
 #include "model/cpu/matmul.h"
 #include "model/cpu/norm.h"
+#include "model/cpu/parallel_errors.h"
 
 namespace hlwq {
 namespace {
@@ -35,15 +36,23 @@ void moe_forward(const CpuKernels& k, const MoeWeights& w, int64_t n_active, con
   std::vector<int> idx(static_cast<size_t>(E));
   std::vector<float> p(static_cast<size_t>(E));
   for (int64_t t = 0; t < T; ++t) {
-    const float* l = logits.data() + t * E;
+    float* l = logits.data() + t * E;
+    // A NaN router logit (overflowed activations, a corrupt checkpoint) loses every comparison: as -inf it gets
+    // weight 0 here instead of poisoning max_element and the softmax of the whole row.
+    for (int64_t e = 0; e < E; ++e)
+      if (std::isnan(l[e])) l[e] = -INFINITY;
     const float m = *std::max_element(l, l + E);
     float s = 0.f;
     for (int64_t e = 0; e < E; ++e) s += p[size_t(e)] = std::exp(l[e] - m);
     for (auto& v : p) v /= s;
     std::iota(idx.begin(), idx.end(), 0);
-    // ties resolve to the lower expert index, as torch.topk does on CPU
+    // p can still be NaN (a row of all -inf or +inf logits); partial_sort needs a strict weak order, which NaN
+    // breaks (undefined behaviour), so NaN ranks as -inf. Ties resolve to the lower expert index, as torch.topk
+    // does on CPU.
+    auto key = [&](int e) { return std::isnan(p[size_t(e)]) ? -INFINITY : p[size_t(e)]; };
     std::partial_sort(idx.begin(), idx.begin() + n_active, idx.end(),
-                      [&](int a, int b) { return p[size_t(a)] > p[size_t(b)] || (p[size_t(a)] == p[size_t(b)] && a < b); });
+                      [&](int a, int b) { return key(a) > key(b) || (key(a) == key(b) && a < b); });
+    // Always renormalizes the selected weights (norm_topk_prob): the loader refuses configs that say otherwise.
     float sel = 0.f;
     for (int64_t j = 0; j < n_active; ++j) sel += p[size_t(idx[size_t(j)])];
     for (int64_t j = 0; j < n_active; ++j) {
@@ -78,20 +87,22 @@ void moe_forward(const CpuKernels& k, const MoeWeights& w, int64_t n_active, con
   std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return tok[size_t(a)].size() > tok[size_t(b)].size(); });
   const int64_t I = w.experts.empty() ? 0 : w.experts[0].gate_proj.out;
   const bool par = T * n_active * 3 * I * H >= (int64_t(1) << 20);  // multiply-adds of all routed experts
+  ParallelErrors errs;  // a bad_alloc in an expert's buffers must reach the caller, not std::terminate
 #pragma omp parallel if (par)
   {
     std::vector<float> xe;
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t oi = 0; oi < E; ++oi) {
+    for (int64_t oi = 0; oi < E; ++oi) errs.run([&] {
       const int e = order[size_t(oi)];
       const auto& te = tok[size_t(e)];
       const int64_t n = int64_t(te.size());
-      if (n == 0) continue;
+      if (n == 0) return;
       xe.resize(size_t(n * H));
       for (int64_t i = 0; i < n; ++i) std::copy(x + te[size_t(i)] * H, x + (te[size_t(i)] + 1) * H, xe.begin() + i * H);
       expert_mlp(k, w.experts[size_t(e)], xe.data(), n, ye.data() + off[size_t(e)] * H);
-    }
+    });
   }
+  errs.rethrow();
   // weighted sum per token, experts in index order: the result does not depend on the thread count
   std::vector<int64_t> cursor(off.begin(), off.end() - 1);
   for (int64_t e = 0; e < E; ++e)
