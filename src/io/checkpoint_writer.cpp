@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -29,6 +30,23 @@ void pwrite_all(int fd, const void* data, size_t n, uint64_t offset, const fs::p
   }
 }
 
+// fsyncs a directory, so renames and file creations inside it survive a crash.
+void fsync_dir(const fs::path& dir) {
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  HLWQ_CHECK(fd >= 0, "{}: cannot open directory to sync it: {}", dir.string(), std::strerror(errno));
+  const int rc = ::fsync(fd);
+  const int err = errno;
+  ::close(fd);
+  HLWQ_CHECK(rc == 0, "{}: fsync of the directory failed: {}", dir.string(), std::strerror(err));
+}
+
+bool is_ancestor_or_same(const fs::path& a, const fs::path& b) {  // both canonical
+  auto ia = a.begin(), ib = b.begin();
+  for (; ia != a.end(); ++ia, ++ib)
+    if (ib == b.end() || *ia != *ib) return false;
+  return true;
+}
+
 }  // namespace
 
 CheckpointWriter::CheckpointWriter(fs::path dir, std::vector<TensorSpec> specs, uint64_t max_shard_bytes,
@@ -47,6 +65,27 @@ CheckpointWriter::CheckpointWriter(fs::path dir, std::vector<TensorSpec> specs, 
     groups.back().push_back(&s);
     cur += s.nbytes();
   }
+  // Within a shard, order tensors by element size (largest first), then name. The header is padded to 8
+  // bytes, so every tensor then starts at a multiple of its element size, which SafetensorsFile requires
+  // (e.g. a BF16 [2] A_log before an I64 weight_shape would misalign the I64). Shard membership is unchanged.
+  for (auto& g : groups)
+    std::sort(g.begin(), g.end(), [](const TensorSpec* a, const TensorSpec* b) {
+      const size_t sa = dtype_size(a->dtype), sb = dtype_size(b->dtype);
+      return sa != sb ? sa > sb : a->name < b->name;
+    });
+  // The destructor does not run when the constructor throws, so close the shards opened so far by hand.
+  try {
+    plan_shards(groups, std::move(metadata));
+  } catch (...) {
+    for (auto& sh : shards_)
+      if (sh.fd >= 0) ::close(sh.fd);
+    shards_.clear();
+    throw;
+  }
+}
+
+void CheckpointWriter::plan_shards(const std::vector<std::vector<const TensorSpec*>>& groups,
+                                   std::map<std::string, std::string> metadata) {
   const size_t k = groups.size();
   for (size_t gi = 0; gi < k; ++gi) {
     Shard sh;
@@ -70,9 +109,10 @@ CheckpointWriter::CheckpointWriter(fs::path dir, std::vector<TensorSpec> specs, 
       slot.offset = 8 + hlen + header[s->name]["data_offsets"][0].get<uint64_t>();
     }
     const fs::path path = dir_ / sh.file_name;
-    sh.fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    HLWQ_CHECK(sh.fd >= 0, "{}: cannot create: {}", path.string(), std::strerror(errno));
+    // Registered before open, so that every fd that exists is in shards_ for the cleanup above.
     shards_.push_back(sh);
+    sh.fd = shards_.back().fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    HLWQ_CHECK(sh.fd >= 0, "{}: cannot create: {}", path.string(), std::strerror(errno));
     if (file_size > 0) {
       int rc = ::posix_fallocate(sh.fd, 0, off_t(file_size));
       HLWQ_CHECK(rc == 0, "{}: cannot reserve {} bytes: {}", path.string(), file_size, std::strerror(rc));
@@ -125,8 +165,11 @@ std::vector<std::string> CheckpointWriter::finish() {
   for (auto& sh : shards_) {
     const fs::path path = dir_ / sh.file_name;
     HLWQ_CHECK(::fsync(sh.fd) == 0, "{}: fsync failed: {}", path.string(), std::strerror(errno));
-    HLWQ_CHECK(::close(sh.fd) == 0, "{}: close failed: {}", path.string(), std::strerror(errno));
+    // close() releases the fd even when it reports an error; forget it first so the destructor does not
+    // close a number that may by then belong to another file.
+    const int fd = sh.fd;
     sh.fd = -1;
+    HLWQ_CHECK(::close(fd) == 0, "{}: close failed: {}", path.string(), std::strerror(errno));
     names.push_back(sh.file_name);
   }
   if (shards_.size() > 1) {
@@ -141,6 +184,8 @@ void write_file(const fs::path& path, const std::string& content) {
   HLWQ_CHECK(fd >= 0, "{}: cannot create: {}", path.string(), std::strerror(errno));
   try {
     pwrite_all(fd, content.data(), content.size(), 0, path);
+    // Synced like the shards: a config.json lost in a crash after commit would leave an unusable model.
+    HLWQ_CHECK(::fsync(fd) == 0, "{}: fsync failed: {}", path.string(), std::strerror(errno));
   } catch (...) {
     ::close(fd);
     throw;
@@ -148,15 +193,40 @@ void write_file(const fs::path& path, const std::string& content) {
   HLWQ_CHECK(::close(fd) == 0, "{}: close failed: {}", path.string(), std::strerror(errno));
 }
 
-StagedDir::StagedDir(fs::path dst, bool force) : dst_(std::move(dst)), force_(force) {
+StagedDir::StagedDir(fs::path dst, bool force, const std::vector<fs::path>& protect)
+    : dst_(std::move(dst)), force_(force) {
   while (!dst_.empty() && !dst_.has_filename()) dst_ = dst_.parent_path();  // "out/" -> "out"
   HLWQ_CHECK(!dst_.empty(), "output path is empty");
-  HLWQ_CHECK(force_ || !fs::exists(dst_), "{}: already exists (pass --force to replace it)", dst_.string());
+  std::error_code ec;
+  // --force removes dst at commit, so it must never be (or contain) the input: `quantize SRC SRC --force` or
+  // `quantize SRC SRC/.. --force` would delete the model being read. Canonical paths see through "..", "."
+  // and symlinks.
+  const fs::path dst_canon = fs::weakly_canonical(dst_, ec);
+  HLWQ_CHECK(!ec, "{}: cannot resolve the output path: {}", dst_.string(), ec.message());
+  for (const fs::path& p : protect) {
+    const fs::path pc = fs::weakly_canonical(p, ec);
+    HLWQ_CHECK(!ec, "{}: cannot resolve the path: {}", p.string(), ec.message());
+    HLWQ_CHECK(!is_ancestor_or_same(dst_canon, pc), "{}: output is {} or a directory containing it; refusing",
+               dst_.string(), p.string());
+  }
+  const fs::file_status st = fs::symlink_status(dst_, ec);
+  if (fs::exists(st)) {
+    HLWQ_CHECK(force_, "{}: already exists (pass --force to replace it)", dst_.string());
+    // --force replaces a previous output, nothing else: a file, or a non-empty directory without a config.json
+    // (a home directory, a source tree), is refused rather than deleted.
+    HLWQ_CHECK(fs::is_directory(st), "{}: exists and is not a directory; refusing to replace it even with --force",
+               dst_.string());
+    const bool empty = fs::is_empty(dst_, ec);
+    HLWQ_CHECK(!ec, "{}: cannot list: {}", dst_.string(), ec.message());
+    HLWQ_CHECK(empty || fs::exists(dst_ / "config.json"),
+               "{}: exists, is not empty and has no config.json, so it does not look like a model directory; "
+               "refusing to replace it even with --force",
+               dst_.string());
+  }
   const fs::path parent = dst_.has_parent_path() ? dst_.parent_path() : fs::path(".");
   HLWQ_CHECK(fs::is_directory(parent), "{}: parent directory {} does not exist", dst_.string(), parent.string());
   stage_ = dst_;
   stage_ += fmt::format(".partial-{}", ::getpid());
-  std::error_code ec;
   fs::remove_all(stage_, ec);
   fs::create_directory(stage_, ec);
   HLWQ_CHECK(!ec, "{}: cannot create the staging directory: {}", stage_.string(), ec.message());
@@ -171,8 +241,10 @@ StagedDir::~StagedDir() {
 
 void StagedDir::commit() {
   std::error_code ec;
+  // The files are synced; sync the stage's entries too before its rename makes it the output.
+  fsync_dir(stage_);
   fs::path old;
-  if (fs::exists(dst_)) {
+  if (fs::exists(fs::symlink_status(dst_, ec))) {
     HLWQ_CHECK(force_, "{}: appeared while writing; not replacing it without --force", dst_.string());
     old = dst_;
     old += fmt::format(".old-{}", ::getpid());
@@ -180,9 +252,17 @@ void StagedDir::commit() {
     HLWQ_CHECK(!ec, "{}: cannot move the old output aside: {}", dst_.string(), ec.message());
   }
   fs::rename(stage_, dst_, ec);
-  HLWQ_CHECK(!ec, "{}: cannot move {} into place: {}", dst_.string(), stage_.string(), ec.message());
+  if (ec) {
+    // Put the previous output back, so a failed commit leaves dst as it was (the stage is removed later).
+    std::error_code ec2;
+    if (!old.empty()) fs::rename(old, dst_, ec2);
+    fail("{}: cannot move {} into place: {}{}", dst_.string(), stage_.string(), ec.message(),
+         ec2 ? fmt::format("; the previous output is left at {} ({})", old.string(), ec2.message()) : "");
+  }
   committed_ = true;
   if (!old.empty()) fs::remove_all(old, ec);
+  const fs::path parent = dst_.has_parent_path() ? dst_.parent_path() : fs::path(".");
+  fsync_dir(parent);  // make the rename itself durable
 }
 
 }  // namespace hlwq

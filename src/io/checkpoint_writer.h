@@ -26,7 +26,8 @@ struct TensorSpec {
 class CheckpointWriter {
  public:
   // Tensors go to shards in the given order; a new shard starts when the next tensor would push the current one
-  // past max_shard_bytes. One shard is named model.safetensors, several model-0000i-of-0000K.safetensors plus
+  // past max_shard_bytes. Inside a shard, tensors are laid out by dtype size descending, then name, so every
+  // tensor is aligned to its dtype (SafetensorsFile refuses misaligned ones). One shard is named model.safetensors, several model-0000i-of-0000K.safetensors plus
   // model.safetensors.index.json (HF's convention).
   CheckpointWriter(std::filesystem::path dir, std::vector<TensorSpec> specs, uint64_t max_shard_bytes,
                    std::map<std::string, std::string> metadata = {{"format", "pt"}});
@@ -55,6 +56,9 @@ class CheckpointWriter {
     std::string file_name;
     int fd = -1;
   };
+  // Lays out each group as one shard file and writes its header; the constructor closes fds if it throws.
+  void plan_shards(const std::vector<std::vector<const TensorSpec*>>& groups,
+                   std::map<std::string, std::string> metadata);
   std::filesystem::path dir_;
   std::vector<Shard> shards_;
   std::map<std::string, Slot> slots_;
@@ -67,14 +71,17 @@ void write_file(const std::filesystem::path& path, const std::string& content);
 
 class StagedDir {
  public:
-  // Fails if dst exists and force is false. The stage lives beside dst (same filesystem, so rename is atomic).
-  StagedDir(std::filesystem::path dst, bool force);
+  // Fails if dst exists and force is false. With force, dst may only be replaced when it is an empty directory
+  // or one holding config.json (a previous output), and never when it is, or contains, a path in `protect`
+  // (the source). The stage lives beside dst (same filesystem, so rename is atomic).
+  StagedDir(std::filesystem::path dst, bool force, const std::vector<std::filesystem::path>& protect = {});
   ~StagedDir();
   StagedDir(const StagedDir&) = delete;
   StagedDir& operator=(const StagedDir&) = delete;
 
   const std::filesystem::path& path() const { return stage_; }
-  void commit();  // moves the stage to dst (replacing an existing dst when forced)
+  // Moves the stage to dst (replacing an existing dst when forced); on failure dst is left as it was.
+  void commit();
 
  private:
   std::filesystem::path dst_, stage_;

@@ -19,13 +19,15 @@ inline std::string ct_scale_name(const std::string& base) { return base + ".weig
 inline std::string ct_shape_name(const std::string& base) { return base + ".weight_shape"; }
 
 // True for tensors SPEC §3 keeps in the model dtype whatever their shape: embeddings, lm_head (unless
-// quantize_lm_head), router gates, in_proj_a/b, conv1d, A_log, dt_bias, norms, visual and mtp tensors.
+// quantize_lm_head), router gates, in_proj_a/b/ba, conv1d, A_log, dt_bias, norms, visual and mtp tensors.
 bool ct_name_is_kept(const std::string& name, bool quantize_lm_head = false);
 // Marlin's shape rule: out % 64 == 0 and in % 128 == 0.
 bool ct_shape_is_marlin(int64_t out, int64_t in);
 
 // The quantization_config object; extra_ignore lists module names (no ".weight") of Linears that had to stay
-// unquantized (shape rule), so vLLM does not expect packed weights for them.
-nlohmann::json ct_quantization_config(const std::vector<std::string>& extra_ignore, bool quantize_lm_head = false);
+// unquantized (shape rule), so vLLM does not expect packed weights for them. extra_patterns are "re:" ignore
+// patterns appended after the seed's fixed ones, for keep-listed Linears of other architectures (in_proj_ba).
+nlohmann::json ct_quantization_config(const std::vector<std::string>& extra_ignore, bool quantize_lm_head = false,
+                                      const std::vector<std::string>& extra_patterns = {});
 
 }  // namespace hlwq

@@ -2,8 +2,10 @@
 
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 
 #include "core/error.h"
+#include "io/json_util.h"
 
 namespace hlwq {
 using json = nlohmann::json;
@@ -18,10 +20,13 @@ std::string_view model_arch_name(ModelArch a) {
 }
 
 json read_json_file(const std::string& path) {
-  std::ifstream f(path);
+  std::ifstream f(path, std::ios::binary);
   HLWQ_CHECK(f.good(), "{}: cannot open", path);
+  const std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  // Config files nest a few levels; refusing absurd depth keeps copies and messages of the value non-recursive.
+  json_check_depth(text.data(), text.data() + text.size(), 128, path);
   try {
-    return json::parse(f);
+    return json::parse(text);
   } catch (const json::exception& ex) {
     fail("{}: not valid JSON: {}", path, ex.what());
   }
@@ -36,7 +41,7 @@ struct Reader {
   bool has(const char* k) const { return j.contains(k) && !j[k].is_null(); }
   int64_t int_(const char* k) const {
     HLWQ_CHECK(has(k), "{}: missing required field '{}'", where, k);
-    HLWQ_CHECK(j[k].is_number_integer(), "{}: field '{}' must be an integer, got {}", where, k, j[k].dump());
+    HLWQ_CHECK(j[k].is_number_integer(), "{}: field '{}' must be an integer, got {}", where, k, json_brief(j[k]));
     int64_t v = j[k].get<int64_t>();
     HLWQ_CHECK(v >= 0, "{}: field '{}' must be non-negative, got {}", where, k, v);
     return v;
@@ -44,18 +49,18 @@ struct Reader {
   int64_t int_or(const char* k, int64_t d) const { return has(k) ? int_(k) : d; }
   double num(const char* k) const {
     HLWQ_CHECK(has(k), "{}: missing required field '{}'", where, k);
-    HLWQ_CHECK(j[k].is_number(), "{}: field '{}' must be a number, got {}", where, k, j[k].dump());
+    HLWQ_CHECK(j[k].is_number(), "{}: field '{}' must be a number, got {}", where, k, json_brief(j[k]));
     return j[k].get<double>();
   }
   double num_or(const char* k, double d) const { return has(k) ? num(k) : d; }
   bool bool_or(const char* k, bool d) const {
     if (!has(k)) return d;
-    HLWQ_CHECK(j[k].is_boolean(), "{}: field '{}' must be true/false, got {}", where, k, j[k].dump());
+    HLWQ_CHECK(j[k].is_boolean(), "{}: field '{}' must be true/false, got {}", where, k, json_brief(j[k]));
     return j[k].get<bool>();
   }
   std::string str_or(const char* k, const std::string& d) const {
     if (!has(k)) return d;
-    HLWQ_CHECK(j[k].is_string(), "{}: field '{}' must be a string, got {}", where, k, j[k].dump());
+    HLWQ_CHECK(j[k].is_string(), "{}: field '{}' must be a string, got {}", where, k, json_brief(j[k]));
     return j[k].get<std::string>();
   }
   // A field that must have one specific value if present (anything else changes the math).
@@ -63,7 +68,7 @@ struct Reader {
   void require_if_present(const char* k, const T& want) const {
     if (!has(k)) return;
     HLWQ_CHECK(j[k] == json(want), "{}: field '{}' = {} is not supported (hlwq implements {})", where, k,
-               j[k].dump(), json(want).dump());
+               json_brief(j[k]), json(want).dump());
   }
 };
 
@@ -94,7 +99,7 @@ QuantConfig parse_quant_config(const json& q, const std::string& where) {
     HLWQ_CHECK(!w.bool_or("dynamic", false), "{}: dynamic quantization is not supported", w.where);
     if (w.has("actorder"))
       HLWQ_CHECK(w.j["actorder"] == "static" || w.j["actorder"] == false,
-                 "{}: actorder {} reorders groups, which hlwq does not read", w.where, w.j["actorder"].dump());
+                 "{}: actorder {} reorders groups, which hlwq does not read", w.where, json_brief(w.j["actorder"]));
     HLWQ_CHECK(!it.value().contains("input_activations") || it.value()["input_activations"].is_null(),
                "{}: activation quantization is not supported (hlwq reads W4A16)", gw);
   }
@@ -158,7 +163,7 @@ ModelConfig parse_model_config(const json& top, const std::string& where) {
   c.tie_word_embeddings = r.bool_or("tie_word_embeddings", Reader{top, where}.bool_or("tie_word_embeddings", false));
   r.require_if_present("hidden_act", std::string("silu"));
   r.require_if_present("attention_bias", false);
-  HLWQ_CHECK(!r.has("rope_scaling"), "{}: rope_scaling {} is not supported", twhere, (*tj)["rope_scaling"].dump());
+  HLWQ_CHECK(!r.has("rope_scaling"), "{}: rope_scaling {} is not supported", twhere, json_brief((*tj)["rope_scaling"]));
   HLWQ_CHECK(c.hidden_size > 0 && c.n_layers > 0 && c.vocab_size > 0 && c.n_heads > 0 && c.n_kv_heads > 0 &&
                  c.head_dim > 0,
              "{}: hidden_size, num_hidden_layers, vocab_size and head counts must be positive", twhere);
@@ -209,9 +214,9 @@ ModelConfig parse_model_config(const json& top, const std::string& where) {
     if (r.has("layer_types")) {
       const json& lt = (*tj)["layer_types"];
       HLWQ_CHECK(lt.is_array() && int64_t(lt.size()) == c.n_layers,
-                 "{}: layer_types must list {} layers, got {}", twhere, c.n_layers, lt.dump());
+                 "{}: layer_types must list {} layers, got {}", twhere, c.n_layers, json_brief(lt));
       for (const auto& t : lt) {
-        HLWQ_CHECK(t.is_string(), "{}: layer_types entry {} is not a string", twhere, t.dump());
+        HLWQ_CHECK(t.is_string(), "{}: layer_types entry {} is not a string", twhere, json_brief(t));
         const std::string s = t.get<std::string>();
         if (s == "linear_attention") c.layer_types.push_back(LayerKind::linear_attention);
         else if (s == "full_attention") c.layer_types.push_back(LayerKind::full_attention);

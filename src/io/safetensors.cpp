@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "io/json_util.h"
 
 namespace hlwq {
 namespace fs = std::filesystem;
@@ -19,6 +20,10 @@ namespace {
 // Upper bound on the JSON header; real headers of 70 GB models are a few MB. Refusing absurd values keeps a
 // hostile length from driving a huge allocation.
 constexpr uint64_t kMaxHeaderBytes = 256ull << 20;
+
+// A valid header nests 3 levels (object, entry, shape/offsets array); the cap refuses [[[[...]]]] bombs before
+// parsing, so nothing downstream (copies, error messages) can recurse deeply on them.
+constexpr size_t kMaxHeaderDepth = 64;
 
 uint64_t checked_mul(uint64_t a, uint64_t b, const std::string& what) {
   HLWQ_CHECK(b == 0 || a <= std::numeric_limits<uint64_t>::max() / b, "{}: size overflows 64 bits", what);
@@ -39,7 +44,7 @@ TensorEntry parse_entry(const std::string& path, const std::string& name, const 
   uint64_t numel = 1;
   for (const auto& d : v["shape"]) {
     HLWQ_CHECK(d.is_number_unsigned() || (d.is_number_integer() && d.get<int64_t>() >= 0),
-               "{}: shape dimension {} is not a non-negative integer", where, d.dump());
+               "{}: shape dimension {} is not a non-negative integer", where, json_brief(d));
     uint64_t x = d.get<uint64_t>();
     HLWQ_CHECK(x <= (1ull << 48), "{}: shape dimension {} is absurd", where, x);
     numel = checked_mul(numel, x, where);
@@ -47,7 +52,7 @@ TensorEntry parse_entry(const std::string& path, const std::string& name, const 
   }
   for (const auto& o : v["data_offsets"])
     HLWQ_CHECK(o.is_number_unsigned() || (o.is_number_integer() && o.get<int64_t>() >= 0),
-               "{}: data_offsets entry {} is not a non-negative integer", where, o.dump());
+               "{}: data_offsets entry {} is not a non-negative integer", where, json_brief(o));
   e.begin = v["data_offsets"][0].get<uint64_t>();
   e.end = v["data_offsets"][1].get<uint64_t>();
   HLWQ_CHECK(e.begin <= e.end, "{}: data_offsets [{}, {}] are reversed", where, e.begin, e.end);
@@ -71,6 +76,8 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : file_(path) {
              kMaxHeaderBytes);
   HLWQ_CHECK(n <= size - 8, "{}: header length {} runs past the end of the {}-byte file (truncated?)", path, n,
              size);
+  json_check_depth(reinterpret_cast<const char*>(file_.data()) + 8,
+                   reinterpret_cast<const char*>(file_.data()) + 8 + n, kMaxHeaderDepth, path + ": header");
   json h;
   try {
     h = json::parse(file_.data() + 8, file_.data() + 8 + n);
@@ -100,6 +107,13 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : file_(path) {
                e.name, e.begin, e.end, pos);
     HLWQ_CHECK(e.begin == pos, "{}: gap of {} bytes before tensor '{}' at offset {}", path, e.begin - pos, e.name,
                e.begin);
+    // Consumers cast the view to uint16_t*/int32_t*/... and vectorise over it, so a tensor whose absolute file
+    // offset is not a multiple of its element size would be UB. The mapping is page-aligned, so the absolute
+    // offset decides. The safetensors library and CheckpointWriter both lay files out so this holds.
+    const uint64_t abs = 8 + n + e.begin;
+    const size_t esz = dtype_size(e.dtype);
+    HLWQ_CHECK(abs % esz == 0, "{}: tensor '{}' at offset {} is not aligned to its {}-byte dtype {}", path, e.name,
+               abs, esz, dtype_name(e.dtype));
     pos = e.end;
   }
   HLWQ_CHECK(pos == buf_size, "{}: tensors cover {} bytes but the data buffer holds {}", path, pos, buf_size);

@@ -65,8 +65,11 @@ CtPlan plan_ct_int4(const ModelConfig& cfg, const Checkpoint& ck, const PlanOpti
       plan.items.push_back({name, PlanAction::drop, role, "", e.dtype, e.shape, 0, e.end - e.begin, ""});
       continue;
     }
-    const bool fused_gate_up = ends_with(name, ".mlp.experts.gate_up_proj");
-    const bool fused_down = ends_with(name, ".mlp.experts.down_proj");
+    // Only the text model's fused experts are split and quantized: SPEC §3 never quantizes mtp/visual, so theirs
+    // fall through to the copy below (or were dropped above with --language-model-only).
+    const bool text = role != TensorRole::visual && role != TensorRole::mtp;
+    const bool fused_gate_up = text && ends_with(name, ".mlp.experts.gate_up_proj");
+    const bool fused_down = text && ends_with(name, ".mlp.experts.down_proj");
     if (fused_gate_up || fused_down) {
       const Shape want = fused_gate_up ? Shape{E, 2 * I, H} : Shape{E, H, I};
       HLWQ_CHECK(e.shape == want, "{}: expected {} for {} (from config.json), got {}", ck.file_of(name),
@@ -90,6 +93,8 @@ CtPlan plan_ct_int4(const ModelConfig& cfg, const Checkpoint& ck, const PlanOpti
       }
       continue;
     }
+    if (text && name.find(".in_proj_ba.") != std::string::npos && plan.extra_ignore_patterns.empty())
+      plan.extra_ignore_patterns.push_back("re:.*\\.in_proj_ba$");
     PlanItem it{name, PlanAction::copy, role, name, e.dtype, e.shape, 0, e.end - e.begin, ""};
     if (role != TensorRole::visual && role != TensorRole::mtp && e.shape.size() == 2 && ends_with(name, ".weight") &&
         is_float(e.dtype) && !ct_name_is_kept(name, opt.quantize_lm_head)) {

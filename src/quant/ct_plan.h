@@ -41,6 +41,9 @@ struct PlanOptions {
 struct CtPlan {
   std::vector<PlanItem> items;
   std::vector<std::string> extra_ignore;  // Linear modules kept unquantized by the shape rule
+  // Ignore patterns for keep-listed Linears only some architectures have (Qwen3-Next's in_proj_ba); added only
+  // when such a tensor exists, so other models' quantization_config stays exactly the seed's.
+  std::vector<std::string> extra_ignore_patterns;
   int64_t n_dropped_visual = 0, n_dropped_mtp = 0;
 };
 

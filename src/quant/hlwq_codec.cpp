@@ -102,6 +102,7 @@ HlwqCodes hlwq_encode(const float* w, int64_t out, int64_t in, const HlwqCodeboo
   r.n_blocks = (in + kB - 1) / kB;
   r.codes.resize(size_t(out * r.n_blocks * kB));
   r.scales.resize(size_t(out * r.n_blocks));
+  // Nothing in this region allocates or throws (stack buffer, block codec), so no exception can escape it.
 #pragma omp parallel for schedule(static)
   for (int64_t o = 0; o < out; ++o) {
     alignas(64) float buf[kB];
@@ -125,6 +126,7 @@ void hlwq_decode(const HlwqCodes& codes, const HlwqCodebook& cb, float* w) {
   const int n_levels = cb.n_levels();
   for (const uint8_t c : codes.codes)
     HLWQ_CHECK(c < n_levels, "hlwq_decode: code {} out of range for a {}-level table", c, n_levels);
+  // As in hlwq_encode: validated above, so the region neither allocates nor throws.
 #pragma omp parallel for schedule(static)
   for (int64_t o = 0; o < codes.out; ++o) {
     alignas(64) float buf[kB];

@@ -3,6 +3,8 @@
 // ±9 before rounding then to [−8, 7] after equals torch.round(x).clamp(−8, 7) for every finite x.
 #include "quant/int4_quant.h"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -179,9 +181,15 @@ Int4Result quantize_int4(Int4Method m, const float* w, int64_t out, int64_t in) 
   r.scale.resize(size_t(out * (in / kG)));
   std::vector<WeightError> row_err(static_cast<size_t>(out));  // summed in row order below: thread-count independent
   int64_t first_bad_row = out;
-#pragma omp parallel
+  // Per-thread scratch is allocated here, not inside the parallel region: an exception (bad_alloc) escaping an
+  // OpenMP region is std::terminate. num_threads pins the team to at most nt, so every thread has a slice.
+  // Called from quantize_model's per-item parallel loop the region is nested and inactive (one thread): size
+  // for that, or 128 concurrent items would each allocate scratch for 128 threads.
+  const int nt = omp_get_active_level() >= omp_get_max_active_levels() ? 1 : std::max(1, omp_get_max_threads());
+  std::vector<float> scratch_all(cascade ? size_t(in) * size_t(nt) : 0);
+#pragma omp parallel num_threads(nt)
   {
-    std::vector<float> scratch(cascade ? size_t(in) : 0);
+    float* scratch = cascade ? scratch_all.data() + size_t(omp_get_thread_num()) * size_t(in) : nullptr;
 #pragma omp for schedule(static) reduction(min : first_bad_row)
     for (int64_t o = 0; o < out; ++o) {
       const float* row = w + o * in;
@@ -191,7 +199,7 @@ Int4Result quantize_int4(Int4Method m, const float* w, int64_t out, int64_t in) 
         first_bad_row = std::min(first_bad_row, o);
         continue;
       }
-      row_err[size_t(o)] = quantize_row(m, row, in, cb ? &*cb : nullptr, scratch.data(),
+      row_err[size_t(o)] = quantize_row(m, row, in, cb ? &*cb : nullptr, scratch,
                                         r.packed.data() + o * (in / kInt4PerWord), r.scale.data() + o * (in / kG));
     }
   }

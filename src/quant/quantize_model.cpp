@@ -4,6 +4,7 @@
 #include <sys/resource.h>
 
 #include <algorithm>
+#include <atomic>
 #include <filesystem>
 #include <mutex>
 
@@ -99,7 +100,8 @@ QuantizeReport quantize_model(const QuantizeOptions& opt) {
   report.n_dropped_visual = plan.n_dropped_visual;
   report.n_dropped_mtp = plan.n_dropped_mtp;
 
-  StagedDir stage(opt.dst, opt.force);
+  // The source is protected: with --force, DST being SRC (or a parent of it) would delete the input.
+  StagedDir stage(opt.dst, opt.force, {fs::path(opt.src)});
   const std::vector<TensorSpec> specs = ct_output_specs(plan);
   CheckpointWriter writer(stage.path(), specs, opt.max_shard_bytes);
 
@@ -125,11 +127,16 @@ QuantizeReport quantize_model(const QuantizeOptions& opt) {
   for (const PlanItem* it : big) ex.run(*it);  // all threads inside each item (quantize_int4 parallelizes rows)
   std::exception_ptr first_error;
   std::mutex err_mu;
+  // After the first failure the output is discarded anyway, so the remaining items are skipped rather than
+  // spending minutes quantizing them (an OpenMP loop cannot be broken out of).
+  std::atomic<bool> failed{false};
 #pragma omp parallel for schedule(dynamic, 1)
   for (size_t i = 0; i < small.size(); ++i) {
+    if (failed.load(std::memory_order_relaxed)) continue;
     try {
       ex.run(*small[i]);
     } catch (...) {
+      failed.store(true, std::memory_order_relaxed);
       std::lock_guard<std::mutex> lock(err_mu);
       if (!first_error) first_error = std::current_exception();
     }
@@ -141,7 +148,8 @@ QuantizeReport quantize_model(const QuantizeOptions& opt) {
   report.n_shards = int(writer.n_shards());
   // config.json: the source config plus the quantization_config block vLLM reads.
   nlohmann::json config = cfg.raw;
-  config["quantization_config"] = ct_quantization_config(plan.extra_ignore, opt.plan.quantize_lm_head);
+  config["quantization_config"] =
+      ct_quantization_config(plan.extra_ignore, opt.plan.quantize_lm_head, plan.extra_ignore_patterns);
   write_file(stage.path() / "config.json", config.dump(2) + "\n");
   for (const char* f : kSideFiles) {
     const fs::path p = fs::path(opt.src) / f;

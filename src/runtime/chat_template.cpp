@@ -36,7 +36,8 @@ std::string token_string(const ojson& cfg, const char* key, const std::string& f
   const ojson& v = cfg[key];
   if (v.is_string()) return v.get<std::string>();
   if (v.is_object() && v.contains("content") && v["content"].is_string()) return v["content"].get<std::string>();
-  fail("{}: field {} must be a string, null or {{\"content\": ...}}, got {}", file, key, v.dump());
+  // type_name, not dump(): dumping an attacker's deeply nested value would recurse without bound.
+  fail("{}: field {} must be a string, null or {{\"content\": ...}}, got {}", file, key, v.type_name());
 }
 
 }  // namespace
@@ -79,9 +80,14 @@ ChatTemplate ChatTemplate::from_model_dir(const std::filesystem::path& dir) {
     if (ct.is_string()) {
       src.emplace(ct.get<std::string>(), file + ": chat_template");
     } else if (ct.is_array()) {
-      for (const ojson& e : ct)
-        if (e.is_object() && e.value("name", "") == "default" && e.contains("template"))
-          src.emplace(e["template"].get<std::string>(), file + ": chat_template[default]");
+      for (const ojson& e : ct) {
+        // Checked, not get<>(): a non-string name or template must name the file, not leak a raw nlohmann error.
+        if (!e.is_object() || !e.contains("name") || !e["name"].is_string() || e["name"] != "default") continue;
+        if (!e.contains("template") || !e["template"].is_string())
+          fail("{}: chat_template entry \"default\" must have a string \"template\", got {}", file,
+               e.contains("template") ? e["template"].type_name() : "none");
+        src.emplace(e["template"].get<std::string>(), file + ": chat_template[default]");
+      }
       if (!src) fail("{}: chat_template is a list without a \"default\" entry", file);
     } else {
       fail("{}: chat_template must be a string or a list of {{name, template}}, got {}", file, ct.type_name());

@@ -21,8 +21,9 @@ inline constexpr std::string_view kGpt2SplitPattern =
 class RegexSplitter {
  public:
   // `where` names the origin (file and field) for compile errors. literal=true matches `pattern` verbatim
-  // (HF's Split with {"String": ...}).
-  RegexSplitter(const std::string& pattern, bool literal, const std::string& where);
+  // (HF's Split with {"String": ...}). use_jit=false forces PCRE2's interpreter, as on builds without JIT
+  // support (tests compare both paths).
+  RegexSplitter(const std::string& pattern, bool literal, const std::string& where, bool use_jit = true);
   // Appends the Isolated split of `text` to `out` (views into `text`).
   void split_isolated(std::string_view text, std::vector<std::string_view>& out) const;
 

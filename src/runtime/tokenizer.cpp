@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "io/json_util.h"
 #include "runtime/byte_level.h"
 #include "runtime/pretokenizer.h"
 #include "runtime/utf8_stream.h"
@@ -44,10 +45,20 @@ bool is_word_byte(unsigned char c) { return std::isalnum(c) || c == '_' || c >= 
 
 constexpr size_t kWordCacheLimit = 1 << 18;  // entries; the cache is dropped wholesale past this
 
+// Token ids index id_bytes, which set_id() grows to the largest id, so an id read from the file must be bounded
+// before it is used: ids are dense in practice (vocab then added tokens), so anything beyond their count plus
+// some slack for holes is hostile, and no real vocabulary comes near kMaxTokenId.
+constexpr int64_t kTokenIdSlack = 1 << 16;
+constexpr int64_t kMaxTokenId = 1 << 24;
+
+// No real tokenizer.json nests beyond ~10 levels; the cap keeps recursive json copies/dumps off a hostile file.
+constexpr size_t kMaxJsonDepth = 128;
+
 }  // namespace
 
 struct Tokenizer::Impl {
   std::string origin;
+  int64_t id_limit = 0;  // ids must be < id_limit (see kTokenIdSlack)
   bool nfc = false;
   std::vector<PreStep> steps;
   std::unordered_map<uint64_t, MergeTarget> merges;
@@ -108,7 +119,7 @@ void load_pre_step(const json& p, const std::string& field, Tokenizer::Impl& t) 
     } else if (pat.contains("String")) {
       step.regex.emplace(pat["String"].get<std::string>(), true, t.origin + ": " + field + ".pattern.String");
     } else {
-      fail("{}: {}.pattern must hold Regex or String, got {}", t.origin, field, pat.dump());
+      fail("{}: {}.pattern must hold Regex or String, got {}", t.origin, field, json_brief(pat));
     }
   } else if (type == "ByteLevel") {
     step.kind = PreStep::Kind::ByteLevel;
@@ -136,6 +147,19 @@ void load_pre_tokenizer(const json& p, Tokenizer::Impl& t) {
   if (!byte_level) fail("{}: pre_tokenizer has no ByteLevel step; only byte-level BPE is supported", t.origin);
 }
 
+// Reads a token id as int64 (get<int32_t> would silently wrap 2^32+5 to 5) and bounds it by t.id_limit.
+int32_t read_id(const json& v, const Tokenizer::Impl& t, const std::string& field, std::string_view token) {
+  int64_t id = -1;  // non-integers (floats, strings, arrays) stay -1 and are refused below
+  if (v.is_number_unsigned())
+    id = int64_t(std::min<uint64_t>(v.get<uint64_t>(), uint64_t(kMaxTokenId)));
+  else if (v.is_number_integer())
+    id = v.get<int64_t>();
+  if (id < 0 || id >= t.id_limit)
+    fail("{}: {} (token {}) must be an integer id in [0, {}), got {}", t.origin, field,
+         json_brief(json(std::string(token))), t.id_limit, json_brief(v));
+  return int32_t(id);
+}
+
 void set_id(Tokenizer::Impl& t, int32_t id, std::string bytes) {
   if (size_t(id) >= t.id_bytes.size()) {
     t.id_bytes.resize(size_t(id) + 1);
@@ -159,9 +183,7 @@ void load_model(const json& m, Tokenizer::Impl& t) {
   std::unordered_map<std::string, int32_t> str_to_id;
   str_to_id.reserve(vocab.size());
   for (auto it = vocab.begin(); it != vocab.end(); ++it) {
-    if (!it.value().is_number_integer() || it.value().get<int64_t>() < 0)
-      fail("{}: model.vocab['{}'] must be a non-negative integer id, got {}", t.origin, it.key(), it.value().dump());
-    auto id = it.value().get<int32_t>();
+    const int32_t id = read_id(it.value(), t, "model.vocab entry", it.key());
     str_to_id.emplace(it.key(), id);
     set_id(t, id, byte_level_decode(it.key()));
   }
@@ -184,18 +206,18 @@ void load_model(const json& m, Tokenizer::Impl& t) {
       const auto& s = e.get_ref<const std::string&>();
       size_t sp = s.find(' ');
       if (sp == std::string::npos || sp == 0 || sp + 1 == s.size() || s.find(' ', sp + 1) != std::string::npos)
-        fail("{}: model.merges[{}] = {} is not of the form \"left right\"", t.origin, i, e.dump());
+        fail("{}: model.merges[{}] = {} is not of the form \"left right\"", t.origin, i, json_brief(e));
       a = s.substr(0, sp);
       b = s.substr(sp + 1);
     } else if (e.is_array() && e.size() == 2 && e[0].is_string() && e[1].is_string()) {
       a = e[0].get<std::string>();
       b = e[1].get<std::string>();
     } else {
-      fail("{}: model.merges[{}] = {} is neither \"left right\" nor [left, right]", t.origin, i, e.dump());
+      fail("{}: model.merges[{}] = {} is neither \"left right\" nor [left, right]", t.origin, i, json_brief(e));
     }
     auto ia = str_to_id.find(a), ib = str_to_id.find(b), im = str_to_id.find(a + b);
     if (ia == str_to_id.end() || ib == str_to_id.end() || im == str_to_id.end())
-      fail("{}: model.merges[{}] = {}: '{}' is not in model.vocab", t.origin, i, e.dump(),
+      fail("{}: model.merges[{}] = {}: '{}' is not in model.vocab", t.origin, i, json_brief(e),
            ia == str_to_id.end() ? a : ib == str_to_id.end() ? b : a + b);
     // A repeated pair keeps its first (best) rank, as HF does when it builds its merge map.
     t.merges.emplace(pair_key(ia->second, ib->second), MergeTarget{int32_t(i), im->second});
@@ -209,8 +231,8 @@ void load_added(const json& list, Tokenizer::Impl& t) {
     const json& e = list[i];
     std::string field = fmt::format("added_tokens[{}]", i);
     AddedToken a;
-    a.id = require(e, "id", t.origin, field).get<int32_t>();
     a.content = require(e, "content", t.origin, field).get<std::string>();
+    a.id = read_id(require(e, "id", t.origin, field), t, field + ".id", a.content);
     if (a.content.empty() || utf8_first_invalid(a.content) != a.content.size())
       fail("{}: {}.content must be non-empty valid UTF-8", t.origin, field);
     a.special = e.value("special", false);
@@ -244,6 +266,7 @@ Tokenizer Tokenizer::from_file(const std::filesystem::path& path) {
 Tokenizer Tokenizer::from_json_text(std::string_view json_text, const std::string& origin) {
   auto t = std::make_shared<Impl>();
   t->origin = origin;
+  json_check_depth(json_text.data(), json_text.data() + json_text.size(), kMaxJsonDepth, origin);
   json j;
   try {
     j = json::parse(json_text);
@@ -252,6 +275,12 @@ Tokenizer Tokenizer::from_json_text(std::string_view json_text, const std::strin
   }
   try {
     if (!j.is_object()) fail("{}: top level must be a JSON object", origin);
+    // Bound ids by what the file declares (vocab entries + added tokens), before any id is used as an index.
+    size_t n_ids = 0;
+    if (j.contains("model") && j["model"].is_object() && j["model"].contains("vocab"))
+      n_ids += j["model"]["vocab"].size();
+    if (j.contains("added_tokens") && j["added_tokens"].is_array()) n_ids += j["added_tokens"].size();
+    t->id_limit = std::min<int64_t>(int64_t(n_ids) + kTokenIdSlack, kMaxTokenId);
     load_model(require(j, "model", origin, "<root>"), *t);
     load_added(j.value("added_tokens", json()), *t);
     load_normalizer(j.value("normalizer", json()), *t);

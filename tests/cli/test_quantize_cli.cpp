@@ -1,6 +1,7 @@
 // `hlwq quantize` on bad input: one clear error line, exit code 1, and no DST (nor a stage) left behind.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <fstream>
 
 #include "cli_run.h"
@@ -151,10 +152,37 @@ TEST(QuantizeCli, DstExistsWithoutForce) {
   std::ofstream(dst / "keep.txt") << "precious";
   expect_quantize_fails(src, "already exists (pass --force");
   EXPECT_TRUE(fs::exists(dst / "keep.txt"));
+  // --force does not delete a directory of unrelated files...
+  expect_quantize_fails(src, "does not look like a model directory", "--force");
+  EXPECT_TRUE(fs::exists(dst / "keep.txt"));
+  // ...but replaces a previous output (it has a config.json).
+  std::ofstream(dst / "config.json") << "{}";
   auto r = run_hlwq("quantize -q --force " + src.string() + " " + dst.string());
   EXPECT_EQ(r.exit_code, 0) << r.out;
   EXPECT_FALSE(fs::exists(dst / "keep.txt"));
   EXPECT_TRUE(fs::exists(dst / "config.json"));
+}
+
+// `quantize SRC SRC --force` or `quantize SRC <parent of SRC> --force` would delete the input at commit: both
+// are refused up front, and SRC is left intact.
+TEST(QuantizeCli, ForceNeverReplacesTheSourceOrItsParent) {
+  fs::path src = copy_small("qc_self");
+  std::vector<std::string> before;
+  for (const auto& e : fs::directory_iterator(src)) before.push_back(e.path().filename().string());
+  std::sort(before.begin(), before.end());
+  for (const fs::path& dst : {src, src.parent_path(), src / ".." / "src" / ""}) {
+    auto r = run_hlwq("quantize -q --force " + src.string() + " " + dst.string());
+    EXPECT_EQ(r.exit_code, 1) << r.out;
+    EXPECT_NE(r.out.find("or a directory containing it; refusing"), std::string::npos) << r.out;
+    std::vector<std::string> after;
+    for (const auto& e : fs::directory_iterator(src)) after.push_back(e.path().filename().string());
+    std::sort(after.begin(), after.end());
+    EXPECT_EQ(after, before) << dst;
+  }
+  for (const auto& e : fs::directory_iterator(src.parent_path()))
+    EXPECT_EQ(e.path().filename(), "src") << "left behind: " << e.path();
+  hlwq::Checkpoint ck(src.string());  // still opens
+  EXPECT_FALSE(ck.names().empty());
 }
 
 TEST(QuantizeCli, WriteFailureLeavesNothing) {

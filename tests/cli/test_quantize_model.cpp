@@ -2,10 +2,12 @@
 // ../shared/tools/fixtures/common.py (torch) tensor for tensor: same keys, shapes, dtypes and bytes.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <fstream>
 
 #include "core/error.h"
 #include "io/checkpoint_writer.h"
+#include "io/compressed_tensors.h"
 #include "io/hf_config.h"
 #include "io/safetensors.h"
 #include "quant/quantize_model.h"
@@ -184,4 +186,67 @@ TEST(QuantizeModel, FusedExpertsAreSplitPerExpert) {
   const fs::path dst = root / "out";
   quantize_model(rtn_options(fused, dst));
   EXPECT_EQ(diff_checkpoints(want.string(), dst.string()), "");
+}
+
+TEST(QuantizeModel, FusedMtpExpertsAndInProjBaAreNeverQuantized) {
+  // SPEC §3: mtp tensors are never quantized, fused experts included (the fused branch used to run before the
+  // role check). Qwen3-Next's fused in_proj_ba is keep-listed like in_proj_a/b, and its ignore pattern is added
+  // to quantization_config only when the model has one.
+  EXPECT_TRUE(ct_name_is_kept("model.layers.0.linear_attn.in_proj_ba.weight"));
+  EXPECT_EQ(ct_quantization_config({}, false, {"re:x"})["ignore"].back(), "re:x");
+  EXPECT_EQ(ct_quantization_config({})["ignore"], ct_quantization_config({}, false, {})["ignore"]);
+
+  const fs::path demo = hlwq::test::source_dir() / "models" / "tiny-moe-dev";
+  const fs::path root = hlwq::test::scratch_dir("qm_mtp_fused");
+  const fs::path src = root / "src";
+  fs::copy(demo, src, fs::copy_options::recursive);
+  for (const auto& e : fs::recursive_directory_iterator(src))
+    fs::permissions(e.path(), fs::perms::owner_write, fs::perm_options::add);
+  const ModelConfig cfg = load_model_config(src.string());
+  const int64_t E = cfg.n_experts, I = cfg.moe_intermediate, H = cfg.hidden_size;
+  const std::string gu = "mtp.layers.0.mlp.experts.gate_up_proj", dn = "mtp.layers.0.mlp.experts.down_proj";
+  const std::string ba = "model.layers.0.linear_attn.in_proj_ba.weight";
+  const std::vector<TensorSpec> extra = {
+      {gu, DType::BF16, {E, 2 * I, H}}, {dn, DType::BF16, {E, H, I}}, {ba, DType::BF16, {64, H}}};
+  {
+    fs::create_directories(root / "extra");
+    CheckpointWriter wr(root / "extra", extra, 1 << 30);
+    for (const auto& s : extra) {
+      std::vector<uint16_t> v(s.nbytes() / 2, 0x3c23);  // bf16 0.01
+      wr.write(s.name, v.data(), s.nbytes());
+    }
+    wr.finish();
+  }
+  fs::copy_file(root / "extra" / "model.safetensors", src / "extra.safetensors");
+  auto index = read_json_file((src / "model.safetensors.index.json").string());
+  for (const auto& s : extra) index["weight_map"][s.name] = "extra.safetensors";
+  std::ofstream(src / "model.safetensors.index.json") << index.dump();
+
+  quantize_model(rtn_options(src, root / "kept"));
+  Checkpoint k((root / "kept").string());
+  for (const auto& s : extra) {
+    ASSERT_TRUE(k.has(s.name)) << s.name;  // copied under its own name, unchanged
+    EXPECT_EQ(k.entry(s.name).dtype, DType::BF16) << s.name;
+    EXPECT_EQ(k.entry(s.name).shape, s.shape) << s.name;
+  }
+  for (const auto& n : k.names())
+    EXPECT_FALSE(n.rfind("mtp.", 0) == 0 && n.find("weight_packed") != std::string::npos) << n;
+  auto cfg_out = read_json_file(((root / "kept") / "config.json").string());
+  const auto& ignore = cfg_out["quantization_config"]["ignore"];
+  EXPECT_NE(std::find(ignore.begin(), ignore.end(), "re:.*\\.in_proj_ba$"), ignore.end()) << ignore.dump();
+
+  QuantizeOptions o = rtn_options(src, root / "dropped");
+  o.plan.language_model_only = true;
+  QuantizeReport dropped = quantize_model(o);
+  EXPECT_EQ(dropped.n_dropped_mtp, 2);
+  Checkpoint d((root / "dropped").string());
+  EXPECT_FALSE(d.has(gu));
+  EXPECT_FALSE(d.has(dn));
+  EXPECT_TRUE(d.has(ba));
+
+  // Without an in_proj_ba tensor the ignore list is exactly the seed's (no extra pattern).
+  quantize_model(rtn_options(demo, root / "plain"));
+  auto plain_cfg = read_json_file(((root / "plain") / "config.json").string());
+  const auto& plain_ignore = plain_cfg["quantization_config"]["ignore"];
+  EXPECT_EQ(std::find(plain_ignore.begin(), plain_ignore.end(), "re:.*\\.in_proj_ba$"), plain_ignore.end());
 }

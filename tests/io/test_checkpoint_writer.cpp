@@ -2,6 +2,7 @@
 #include <sys/resource.h>
 
 #include <csignal>
+#include <fstream>
 #include <numeric>
 
 #include "core/error.h"
@@ -90,6 +91,7 @@ TEST(StagedDir, CommitIsAtomicAndAbandonedStageIsRemoved) {
   {
     StagedDir s(dst, false);
     write_file(s.path() / "a.txt", "v1");
+    write_file(s.path() / "config.json", "{}");  // looks like a model directory, so --force may replace it
     s.commit();
   }
   EXPECT_TRUE(fs::exists(dst / "a.txt"));
@@ -102,4 +104,92 @@ TEST(StagedDir, CommitIsAtomicAndAbandonedStageIsRemoved) {
   EXPECT_FALSE(fs::exists(dst / "a.txt"));
   EXPECT_TRUE(fs::exists(dst / "b.txt"));
   for (const auto& e : fs::directory_iterator(root)) EXPECT_EQ(e.path().filename(), "out");
+}
+
+namespace {
+size_t open_fd_count() {
+  size_t n = 0;
+  for ([[maybe_unused]] const auto& e : fs::directory_iterator("/proc/self/fd")) ++n;
+  return n;
+}
+}  // namespace
+
+// Tensors planned in an order that would misalign them (BF16 [1], then I64, I32, F64) come out aligned: the
+// writer lays each shard out by dtype size, and the reader (which checks alignment) opens every shard.
+TEST(CheckpointWriter, MixedDtypesAreLaidOutAligned) {
+  auto dir = hlwq::test::scratch_dir("cw_align");
+  std::vector<TensorSpec> specs = {{"a.A_log", DType::BF16, {1}},  {"a.weight_shape", DType::I64, {2}},
+                                   {"b.u8", DType::U8, {3}},         {"b.weight_packed", DType::I32, {3}},
+                                   {"c.f64", DType::F64, {1}},        {"d.scale", DType::BF16, {3}},
+                                   {"e.weight_shape", DType::I64, {2}}};
+  for (uint64_t shard_bytes : {uint64_t(1) << 20, uint64_t(20)}) {  // one shard, then several
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+    CheckpointWriter w(dir, specs, shard_bytes);
+    for (const auto& s : specs) {
+      std::vector<uint8_t> v(s.nbytes());
+      std::iota(v.begin(), v.end(), uint8_t(s.name[0]));
+      w.write(s.name, v.data(), v.size());
+    }
+    w.finish();
+    Checkpoint c(dir.string());  // throws if any tensor is misaligned
+    ASSERT_EQ(c.names().size(), specs.size());
+    for (const auto& s : specs) {
+      TensorView v = c.view(s.name);
+      EXPECT_EQ(reinterpret_cast<uintptr_t>(v.data) % dtype_size(s.dtype), 0u) << s.name;
+      EXPECT_EQ(static_cast<const uint8_t*>(v.data)[0], uint8_t(s.name[0])) << s.name;
+    }
+  }
+}
+
+// A failure while creating a later shard must not leak the fds of the shards already opened.
+TEST(CheckpointWriter, FailedConstructionClosesOpenedShards) {
+  auto dir = hlwq::test::scratch_dir("cw_fdleak");
+  struct rlimit old {};
+  getrlimit(RLIMIT_FSIZE, &old);
+  auto prev = std::signal(SIGXFSZ, SIG_IGN);
+  const size_t before = open_fd_count();
+  struct rlimit lim = old;
+  lim.rlim_cur = 4096;
+  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &lim), 0);
+  // Three small shards, then one too big for the file-size limit.
+  std::vector<TensorSpec> specs = {{"a", DType::F32, {64}}, {"b", DType::F32, {64}}, {"c", DType::F32, {64}},
+                                   {"d", DType::F32, {1 << 16}}};
+  EXPECT_THROW(CheckpointWriter(dir, specs, 300), Error);
+  setrlimit(RLIMIT_FSIZE, &old);
+  std::signal(SIGXFSZ, prev);
+  EXPECT_EQ(open_fd_count(), before);
+}
+
+// --force replaces a previous output only: not a file, not a directory of unrelated files, never the source
+// or a directory containing it.
+TEST(StagedDir, ForceRefusesWhatIsNotAPreviousOutput) {
+  auto root = hlwq::test::scratch_dir("staged_force");
+  const fs::path src = root / "models" / "src";
+  fs::create_directories(src);
+  write_file(src / "config.json", "{}");
+  auto expect_refused = [](const fs::path& dst, const std::vector<fs::path>& protect, const std::string& needle) {
+    try {
+      StagedDir s(dst, true, protect);
+      ADD_FAILURE() << "expected " << dst << " to be refused";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  expect_refused(src, {src}, "or a directory containing it");
+  expect_refused(root / "models", {src}, "or a directory containing it");
+  expect_refused(src / ".." / ".." / "models" / "", {src}, "or a directory containing it");
+  const fs::path junk = root / "junk";
+  fs::create_directories(junk);
+  write_file(junk / "notes.txt", "precious");
+  expect_refused(junk, {src}, "does not look like a model directory");
+  EXPECT_TRUE(fs::exists(junk / "notes.txt"));
+  write_file(root / "file", "x");
+  expect_refused(root / "file", {src}, "is not a directory");
+  EXPECT_TRUE(fs::exists(src / "config.json"));
+  // An empty directory, or a previous output (config.json), may be replaced.
+  fs::create_directories(root / "empty");
+  { StagedDir s(root / "empty", true, {src}); s.commit(); }
+  { StagedDir s(root / "empty", true, {src}); write_file(s.path() / "config.json", "{}"); s.commit(); }
+  { StagedDir s(root / "empty", true, {src}); s.commit(); }
 }

@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include <fstream>
+
 #include "core/error.h"
 #include "io/hf_config.h"
 #include "test_paths.h"
@@ -115,4 +117,23 @@ TEST(HfConfig, Qwen3NextAndQwen3Moe) {
   moe["decoder_sparse_step"] = 1;
   moe["rope_scaling"] = json::parse(R"({"type":"yarn","factor":4})");
   expect_config_error(moe, "rope_scaling");
+}
+
+// Wrong-typed values are quoted briefly (bounded depth and length), and a config.json nested absurdly deep is
+// refused before parsing: dump() of such a value in an error message would recurse once per level.
+TEST(HfConfig, NestedValuesInErrorsAreBounded) {
+  json j = demo();
+  j["hidden_size"] = json::array({json::array({json::array({json::array({1})})})});
+  expect_config_error(j, "field 'hidden_size' must be an integer, got [[[[...]]]]");
+  j = demo();
+  j["rope_scaling"] = {{"type", std::string(1000, 'y')}};
+  expect_config_error(j, "rope_scaling {\"type\": \"yyyy");
+  const std::filesystem::path p = hlwq::test::scratch_dir("hf_deep") / "config.json";
+  std::ofstream(p) << R"({"model_type": )" << std::string(100000, '[') << std::string(100000, ']') << "}";
+  try {
+    read_json_file(p.string());
+    ADD_FAILURE() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("nests deeper than 128 levels"), std::string::npos) << e.what();
+  }
 }

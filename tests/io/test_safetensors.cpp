@@ -147,3 +147,33 @@ TEST(Checkpoint, OpensBundledDemoModel) {
   EXPECT_EQ(c.entry("model.embed_tokens.weight").shape, (Shape{8192, 256}));
   EXPECT_EQ(c.entry("model.embed_tokens.weight").dtype, DType::BF16);
 }
+
+// Consumers read BF16 through uint16_t*: a tensor at an odd absolute offset must be refused, not mapped.
+TEST(Safetensors, RejectsTensorMisalignedForItsDtype) {
+  auto dir = hlwq::test::scratch_dir("st_misaligned");
+  std::string h = R"({"a":{"dtype":"BF16","shape":[2],"data_offsets":[0,4]}})";
+  if ((8 + h.size()) % 2 == 0) h += ' ';  // make the buffer start at an odd offset
+  write_raw_safetensors(dir / "x.safetensors", h, std::string(4, '\0'), -1, /*pad=*/false);
+  expect_error([&] { SafetensorsFile f((dir / "x.safetensors").string()); },
+               fmt::format("tensor 'a' at offset {} is not aligned to its 2-byte dtype", 8 + h.size()));
+  // A U8 tensor before it shifts an aligned buffer by one byte: the second tensor is the misaligned one.
+  const std::string h2 =
+      R"({"b":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"c":{"dtype":"I32","shape":[1],"data_offsets":[1,5]}})";
+  write_raw_safetensors(dir / "y.safetensors", h2, std::string(5, '\0'));
+  expect_error([&] { SafetensorsFile f((dir / "y.safetensors").string()); }, "tensor 'c' at offset");
+}
+
+// A shape nested 100000 deep must give a clean error: no recursion (parse, dump in the message) on its depth.
+TEST(Safetensors, DeeplyNestedHeaderIsACleanError) {
+  auto dir = hlwq::test::scratch_dir("st_deep");
+  const size_t depth = 100000;
+  const std::string h = R"({"a":{"dtype":"U8","shape":)" + std::string(depth, '[') + std::string(depth, ']') +
+                        R"(,"data_offsets":[0,0]}})";
+  write_raw_safetensors(dir / "x.safetensors", h, "");
+  expect_error([&] { SafetensorsFile f((dir / "x.safetensors").string()); }, "nests deeper than 64 levels");
+  // Within the depth cap, a nested dimension is quoted briefly, not dumped in full.
+  const std::string h2 = R"({"a":{"dtype":"U8","shape":[[[[[[7]]]]]],"data_offsets":[0,0]}})";
+  write_raw_safetensors(dir / "y.safetensors", h2, "");
+  expect_error([&] { SafetensorsFile f((dir / "y.safetensors").string()); },
+               "shape dimension [[[[...]]]] is not a non-negative integer");
+}

@@ -202,3 +202,27 @@ TEST(Int4Methods, RejectsBadShapesAndNonFinite) {
   w[300] = INFINITY;
   EXPECT_THROW(quantize_int4(Int4Method::mse, w.data(), 2, 256), Error);
 }
+
+// The cascade's per-thread scratch is sliced from one buffer allocated before the parallel region (an
+// allocation failure inside it would terminate). Each thread must get its own slice: results are identical
+// with many threads, and when called from inside another parallel region (as quantize_model does), where the
+// inner region runs on one thread.
+TEST(Int4Methods, CascadeScratchPerThreadAndNested) {
+  const int64_t out = 64, in = 384;
+  const auto w = test::heavy_tailed_values(out * in, 15);
+  const int saved = omp_get_max_threads();
+  omp_set_num_threads(1);
+  const auto ref = quantize_int4(Int4Method::hlwq_cascade_lm5, w.data(), out, in);
+  omp_set_num_threads(7);
+  const auto many = quantize_int4(Int4Method::hlwq_cascade_lm5, w.data(), out, in);
+  EXPECT_EQ(many.packed, ref.packed);
+  EXPECT_EQ(many.scale, ref.scale);
+  std::vector<Int4Result> nested(4);
+#pragma omp parallel for num_threads(4)
+  for (int i = 0; i < 4; ++i) nested[size_t(i)] = quantize_int4(Int4Method::hlwq_cascade_lm5, w.data(), out, in);
+  omp_set_num_threads(saved);
+  for (const auto& r : nested) {
+    EXPECT_EQ(r.packed, ref.packed);
+    EXPECT_EQ(r.scale, ref.scale);
+  }
+}

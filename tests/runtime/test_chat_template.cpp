@@ -207,5 +207,22 @@ TEST(Jinja, ErrorsNameConstructAndPosition) {
   EXPECT_NE(e.find("chat_template.jinja"), std::string::npos) << e;
 }
 
+// A list-form chat_template whose "default" entry has a non-string template (or name) must be an hlwq::Error
+// naming tokenizer_config.json, not a raw nlohmann type_error.
+TEST(ChatTemplate, MalformedTemplateListNamesTheFile) {
+  fs::path dir = test::scratch_dir("bad_template_list");
+  std::ofstream(dir / "tokenizer_config.json") << R"({"chat_template": [{"name": "default", "template": 42}]})";
+  std::string e = error_of([&] { ChatTemplate::from_model_dir(dir); });
+  EXPECT_NE(e.find("tokenizer_config.json"), std::string::npos) << e;
+  EXPECT_NE(e.find("must have a string \"template\", got number"), std::string::npos) << e;
+  std::ofstream(dir / "tokenizer_config.json") << R"({"chat_template": [{"name": 7, "template": "x"}]})";
+  e = error_of([&] { ChatTemplate::from_model_dir(dir); });
+  EXPECT_NE(e.find("without a \"default\" entry"), std::string::npos) << e;
+  std::ofstream(dir / "tokenizer_config.json") << R"({"eos_token": [[[["x"]]]]})";
+  e = error_of([&] { ChatTemplate::from_model_dir(dir); });
+  EXPECT_NE(e.find("field eos_token must be a string, null or {\"content\": ...}, got array"), std::string::npos)
+      << e;
+}
+
 }  // namespace
 }  // namespace hlwq

@@ -4,6 +4,7 @@
 // the real Qwen3 tokenizer is read from ../shared and skipped loudly when absent.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -252,6 +253,62 @@ TEST(TokenizerSynthetic, LoaderErrors) {
   std::string full = tiny_tokenizer(extra, json::array({"a b"})).dump();
   expect_load_error(full.substr(0, full.size() / 2), "not valid JSON");
   EXPECT_THROW(Tokenizer::from_file("/nonexistent/tokenizer.json"), Error);
+}
+
+// Ids from the file index id_bytes: a negative id used to write out of bounds and a huge one to resize to
+// gigabytes. Both must be refused with the file and token named, for vocab and added_tokens alike.
+TEST(TokenizerSynthetic, OutOfRangeIdsAreRefused) {
+  for (int64_t bad : {int64_t(-1), int64_t(2000000000), int64_t(1) << 32}) {
+    json j = tiny_tokenizer({"ab"}, json::array());
+    j["model"]["vocab"]["ab"] = bad;
+    expect_load_error(j.dump(), "model.vocab entry (token \"ab\") must be an integer id in [0, ");
+    j = tiny_tokenizer({}, json::array());
+    j["added_tokens"] = json::array({{{"id", bad}, {"content", "<evil>"}, {"special", true}}});
+    expect_load_error(j.dump(), "added_tokens[0].id (token \"<evil>\") must be an integer id");
+  }
+  json j = tiny_tokenizer({}, json::array());
+  j["added_tokens"] = json::array({{{"id", 1.5}, {"content", "<f>"}}});
+  expect_load_error(j.dump(), "got 1.5");
+  // A sparse but sane id (a hole below it) still loads.
+  j = tiny_tokenizer({}, json::array());
+  j["added_tokens"] = json::array({{{"id", 1000}, {"content", "<far>"}}});
+  EXPECT_EQ(Tokenizer::from_json_text(j.dump(), "<t>").vocab_size(), 1001);
+}
+
+// Deeply nested values must give a clean error, neither a stack overflow in a recursive dump nor in parsing.
+TEST(TokenizerSynthetic, DeepNestingIsRefused) {
+  std::string deep = std::string(100000, '[') + std::string(100000, ']');
+  std::string text = tiny_tokenizer({"ab"}, json::array()).dump();
+  text.insert(text.size() - 1, ",\"x\":" + deep);
+  expect_load_error(text, "nests deeper than");
+  json j = tiny_tokenizer({"ab"}, json::parse("[[[[[[1]]]]]]"));  // merges[0] nests 5 deep
+  expect_load_error(j.dump(), "model.merges[0] = [[[[...]]]] is neither");
+}
+
+// Without JIT (PCRE2 built without it, forced here) no JIT stack is created and the interpreter gives the same
+// pieces; the 100k-space run needs the grown JIT stack on the JIT path. Many threads share one splitter (and
+// its pool of match states) without interfering.
+TEST(RegexSplitter, InterpreterMatchesJitAndIsThreadSafe) {
+  const RegexSplitter jit(std::string(kGpt2SplitPattern), false, "<jit>");
+  const RegexSplitter interp(std::string(kGpt2SplitPattern), false, "<interp>", /*use_jit=*/false);
+  std::vector<std::string> texts = {"Hello world's 123 tests!!  \n\n  end", "日本語のテキスト, 😀 ok",
+                                    "a" + std::string(100000, ' ') + "b", ""};
+  for (const std::string& t : texts) {
+    std::vector<std::string_view> a, b;
+    jit.split_isolated(t, a);
+    interp.split_isolated(t, b);
+    EXPECT_EQ(a, b) << t.substr(0, 40);
+  }
+  std::vector<std::string_view> want;
+  jit.split_isolated(texts[0], want);
+  std::vector<int> ok(64, 0);
+#pragma omp parallel for num_threads(8)
+  for (int i = 0; i < 64; ++i) {
+    std::vector<std::string_view> got;
+    (i % 2 ? jit : interp).split_isolated(texts[0], got);
+    ok[size_t(i)] = got == want;
+  }
+  EXPECT_EQ(std::count(ok.begin(), ok.end(), 1), 64);
 }
 
 }  // namespace
