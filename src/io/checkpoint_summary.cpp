@@ -6,27 +6,12 @@
 #include <fmt/format.h>
 
 #include "core/progress.h"
+#include "io/tensor_kind.h"
 
 namespace hlwq {
 namespace {
 
 constexpr int64_t kCacheSizes[] = {1, 2, 4, 8, 16, 32, 64};
-
-std::string kind_of(const std::string& n) {
-  auto has = [&](const char* s) { return n.find(s) != std::string::npos; };
-  if (n.rfind("model.visual.", 0) == 0 || n.rfind("visual.", 0) == 0) return "visual";
-  if (n.rfind("mtp.", 0) == 0) return "mtp";
-  if (has(".mlp.experts.")) return "routed experts";
-  if (has(".shared_expert.") || has("shared_expert_gate")) return "shared expert";
-  if (has(".mlp.gate.")) return "router";
-  if (has(".self_attn.")) return "attention";
-  if (has(".linear_attn.")) return "linear attention (GDN)";
-  if (has("embed_tokens")) return "embeddings";
-  if (n.rfind("lm_head", 0) == 0) return "lm_head";
-  if (has("norm")) return "norms";
-  if (has(".mlp.")) return "dense mlp";
-  return "other";
-}
 
 }  // namespace
 
@@ -44,7 +29,8 @@ CheckpointSummary summarize_checkpoint(const ModelConfig& cfg, const Checkpoint&
   for (const auto& name : ck.names()) {
     const TensorEntry& e = ck.entry(name);
     const uint64_t b = e.end - e.begin;
-    const std::string k = kind_of(name);
+    const TensorKind kind = tensor_kind_of(name);
+    const std::string k(tensor_kind_name(kind));
     s.kinds[k].n_tensors++;
     s.kinds[k].bytes += b;
     s.total_bytes += b;
@@ -53,7 +39,7 @@ CheckpointSummary summarize_checkpoint(const ModelConfig& cfg, const Checkpoint&
       per_expert[{std::stoll(m[1]), std::stoll(m[2])}] += b;
     } else if (std::regex_search(name, m, kFused)) {
       fused_per_layer[std::stoll(m[1])] += b;
-    } else if (k != "visual" && k != "mtp") {
+    } else if (tensor_kind_is_text(kind)) {
       s.resident_bytes += b;
     }
   }

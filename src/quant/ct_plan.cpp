@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "io/compressed_tensors.h"
+#include "io/tensor_kind.h"
 
 namespace hlwq {
 
@@ -24,7 +25,6 @@ namespace {
 
 bool is_float(DType t) { return t == DType::BF16 || t == DType::F16 || t == DType::F32; }
 
-bool starts_with(const std::string& s, std::string_view p) { return s.rfind(p, 0) == 0; }
 bool ends_with(const std::string& s, std::string_view p) {
   return s.size() >= p.size() && s.compare(s.size() - p.size(), p.size(), p) == 0;
 }
@@ -44,10 +44,12 @@ std::string fusion_group(const std::string& name) {
 }
 
 TensorRole role_of(const std::string& name) {
-  if (starts_with(name, "model.visual.") || starts_with(name, "visual.")) return TensorRole::visual;
-  if (starts_with(name, "mtp.") || name.find(".mtp.") != std::string::npos) return TensorRole::mtp;
-  if (name.find(".mlp.experts.") != std::string::npos) return TensorRole::expert;
-  return TensorRole::other;
+  switch (tensor_kind_of(name)) {
+    case TensorKind::visual: return TensorRole::visual;
+    case TensorKind::mtp: return TensorRole::mtp;
+    case TensorKind::routed_expert: return TensorRole::expert;
+    default: return TensorRole::other;  // becomes `linear` once the plan decides to quantize it
+  }
 }
 
 }  // namespace
