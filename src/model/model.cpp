@@ -27,6 +27,10 @@ Model Model::load(const std::string& dir, const LoadOptions& opt) {
 
 SequenceState Model::new_state(int64_t max_ctx) const {
   HLWQ_CHECK(max_ctx > 0, "max_ctx must be positive, got {}", max_ctx);
+  // RoPE past the trained length silently degrades the model: refuse it rather than run it.
+  HLWQ_CHECK(cfg_.max_position_embeddings == 0 || max_ctx <= cfg_.max_position_embeddings,
+             "context of {} tokens is longer than the model's max_position_embeddings {}", max_ctx,
+             cfg_.max_position_embeddings);
   SequenceState st;
   st.max_ctx = max_ctx;
   st.layers.resize(size_t(cfg_.n_layers));

@@ -182,5 +182,18 @@ TEST(SequenceState, MismatchedLayerStateIsRefused) {
   EXPECT_EQ(st.pos, 2);
 }
 
+TEST(SequenceState, ContextBeyondMaxPositionEmbeddingsIsRefused) {
+  const Model m = Model::load(small_bf16());
+  const int64_t max_pos = m.config().max_position_embeddings;
+  ASSERT_GT(max_pos, 0);
+  EXPECT_NO_THROW(m.new_state(max_pos));
+  try {
+    m.new_state(max_pos + 1);
+    ADD_FAILURE() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("max_position_embeddings"), std::string::npos) << e.what();
+  }
+}
+
 }  // namespace
 }  // namespace hlwq
