@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <csignal>
 #include <cstring>
 
 #include <nlohmann/json.hpp>
@@ -193,6 +194,27 @@ void write_file(const fs::path& path, const std::string& content) {
   HLWQ_CHECK(::close(fd) == 0, "{}: close failed: {}", path.string(), std::strerror(errno));
 }
 
+namespace {
+
+// A run killed mid-way (Ctrl-C, OOM) leaves "<name>.partial-<pid>" behind, possibly tens of GB. Stages whose
+// process no longer exists are removed; a live process's stage (a concurrent run) is left alone.
+void remove_dead_stages(const fs::path& parent, const std::string& name) {
+  const std::string prefix = name + ".partial-";
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(parent, ec)) {
+    const std::string f = e.path().filename().string();
+    if (f.rfind(prefix, 0) != 0) continue;
+    const std::string digits = f.substr(prefix.size());
+    if (digits.empty() || digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string::npos) continue;
+    const pid_t pid = pid_t(std::stol(digits));
+    if (pid <= 0 || pid == ::getpid() || ::kill(pid, 0) == 0 || errno != ESRCH) continue;
+    std::error_code rm;
+    fs::remove_all(e.path(), rm);
+  }
+}
+
+}  // namespace
+
 StagedDir::StagedDir(fs::path dst, bool force, const std::vector<fs::path>& protect)
     : dst_(std::move(dst)), force_(force) {
   while (!dst_.empty() && !dst_.has_filename()) dst_ = dst_.parent_path();  // "out/" -> "out"
@@ -225,6 +247,7 @@ StagedDir::StagedDir(fs::path dst, bool force, const std::vector<fs::path>& prot
   }
   const fs::path parent = dst_.has_parent_path() ? dst_.parent_path() : fs::path(".");
   HLWQ_CHECK(fs::is_directory(parent), "{}: parent directory {} does not exist", dst_.string(), parent.string());
+  remove_dead_stages(parent, dst_.filename().string());
   stage_ = dst_;
   stage_ += fmt::format(".partial-{}", ::getpid());
   fs::remove_all(stage_, ec);

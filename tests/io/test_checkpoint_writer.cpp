@@ -193,3 +193,18 @@ TEST(StagedDir, ForceRefusesWhatIsNotAPreviousOutput) {
   { StagedDir s(root / "empty", true, {src}); write_file(s.path() / "config.json", "{}"); s.commit(); }
   { StagedDir s(root / "empty", true, {src}); s.commit(); }
 }
+
+TEST(StagedDir, StagesOfDeadRunsAreSweptLiveOnesKept) {
+  auto root = hlwq::test::scratch_dir("staged_sweep");
+  const fs::path dead = root / "out.partial-999999999";  // 9 digits: above Linux's pid_max (4194304)
+  const fs::path live = root / fmt::format("out.partial-{}", getppid());
+  const fs::path other = root / "other.partial-999999999";
+  for (const auto& d : {dead, live, other}) {
+    fs::create_directories(d);
+    write_file(d / "shard", "x");
+  }
+  { StagedDir s(root / "out", false); }
+  EXPECT_FALSE(fs::exists(dead));
+  EXPECT_TRUE(fs::exists(live));
+  EXPECT_TRUE(fs::exists(other));  // another output's stages are not ours to judge
+}
