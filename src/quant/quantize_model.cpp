@@ -4,11 +4,11 @@
 #include <sys/resource.h>
 
 #include <algorithm>
-#include <atomic>
 #include <filesystem>
 #include <mutex>
 
 #include "core/error.h"
+#include "core/parallel_errors.h"
 #include "core/progress.h"
 #include "io/checkpoint_writer.h"
 #include "io/compressed_tensors.h"
@@ -84,8 +84,8 @@ struct Executor {
       writer.write(ct_scale_name(it.out_name), q.scale.data(), q.scale.size() * 2);
       writer.write(ct_shape_name(it.out_name), shape, sizeof shape);
       account(it, q.packed.size() * 4 + q.scale.size() * 2 + sizeof shape, 3, q.error);
+      ck.release(it.src_name, it.src_offset, it.src_bytes);
     }
-    ck.release(it.src_name, it.src_offset, it.src_bytes);
     progress.add(1, int64_t(it.src_bytes));
   }
 };
@@ -125,23 +125,11 @@ QuantizeReport quantize_model(const QuantizeOptions& opt) {
   Executor ex{opt, ck, writer, progress, report, {}};
 
   for (const PlanItem* it : big) ex.run(*it);  // all threads inside each item (quantize_int4 parallelizes rows)
-  std::exception_ptr first_error;
-  std::mutex err_mu;
-  // After the first failure the output is discarded anyway, so the remaining items are skipped rather than
-  // spending minutes quantizing them (an OpenMP loop cannot be broken out of).
-  std::atomic<bool> failed{false};
+  // After the first failure ParallelErrors skips the remaining items: the output is discarded anyway.
+  ParallelErrors errs;
 #pragma omp parallel for schedule(dynamic, 1)
-  for (size_t i = 0; i < small.size(); ++i) {
-    if (failed.load(std::memory_order_relaxed)) continue;
-    try {
-      ex.run(*small[i]);
-    } catch (...) {
-      failed.store(true, std::memory_order_relaxed);
-      std::lock_guard<std::mutex> lock(err_mu);
-      if (!first_error) first_error = std::current_exception();
-    }
-  }
-  if (first_error) std::rethrow_exception(first_error);
+  for (size_t i = 0; i < small.size(); ++i) errs.run([&] { ex.run(*small[i]); });
+  errs.rethrow();
   progress.finish();
 
   writer.finish();

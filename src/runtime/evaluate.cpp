@@ -2,9 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
-#include <exception>
 
 #include "core/error.h"
+#include "core/parallel_errors.h"
 #include "core/progress.h"
 
 namespace hlwq {
@@ -73,24 +73,21 @@ PplResult eval_ppl(const Model& model, const std::vector<int32_t>& ids, const Ev
   // which keeps every core busy on small models. Per-window sums are added in window order, so the result does
   // not depend on the thread count.
   std::vector<double> nll(static_cast<size_t>(nw), 0.0);
-  std::exception_ptr error;
+  ParallelErrors errs;
 #pragma omp parallel
   {
     std::vector<float> lp;  // [ctx, V] per thread
 #pragma omp for schedule(dynamic, 1)
     for (int64_t w = 0; w < nw; ++w) {
-      try {
+      errs.run([&] {
         const int32_t* win = ids.data() + w * ctx;
         window_logprobs(model, win, ctx, lp);
         for (int64_t t = 0; t + 1 < ctx; ++t) nll[size_t(w)] -= double(lp[size_t(t * V + win[t + 1])]);
         prog.add(1, ctx * int64_t(sizeof(int32_t)));
-      } catch (...) {
-#pragma omp critical(hlwq_eval_error)
-        if (!error) error = std::current_exception();
-      }
+      });
     }
   }
-  if (error) std::rethrow_exception(error);
+  errs.rethrow();
   for (double x : nll) r.nll_sum += x;
   r.n_scored = nw * (ctx - 1);
   r.n_windows = nw;
@@ -111,13 +108,13 @@ KldResult eval_kld(const Model& model, const Model& base, const std::vector<int3
     int64_t agree = 0;
   };
   std::vector<WindowStats> ws(static_cast<size_t>(nw));  // one per window, reduced in order (thread-count independent)
-  std::exception_ptr error;
+  ParallelErrors errs;
 #pragma omp parallel
   {
     std::vector<float> lp, lb;  // [ctx, V] log-probabilities of model and base
 #pragma omp for schedule(dynamic, 1)
     for (int64_t w = 0; w < nw; ++w) {
-      try {
+      errs.run([&] {
         const int32_t* win = ids.data() + w * ctx;
         window_logprobs(model, win, ctx, lp);
         window_logprobs(base, win, ctx, lb);
@@ -133,13 +130,10 @@ KldResult eval_kld(const Model& model, const Model& base, const std::vector<int3
           s.nll_base -= double(b[win[t + 1]]);
         }
         prog.add(1, ctx * int64_t(sizeof(int32_t)));
-      } catch (...) {
-#pragma omp critical(hlwq_eval_error)
-        if (!error) error = std::current_exception();
-      }
+      });
     }
   }
-  if (error) std::rethrow_exception(error);
+  errs.rethrow();
   for (const WindowStats& s : ws) {
     r.kld_sum += s.kld;
     r.top1_agree += s.agree;

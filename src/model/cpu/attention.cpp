@@ -7,7 +7,7 @@
 #include "core/error.h"
 #include "model/cpu/matmul.h"
 #include "model/cpu/norm.h"
-#include "model/cpu/parallel_errors.h"
+#include "core/parallel_errors.h"
 
 namespace hlwq {
 

@@ -10,7 +10,7 @@
 
 #include "core/dtype.h"
 #include "core/error.h"
-#include "model/cpu/parallel_errors.h"
+#include "core/parallel_errors.h"
 
 namespace hlwq {
 

@@ -8,7 +8,7 @@
 
 #include "model/cpu/matmul.h"
 #include "model/cpu/norm.h"
-#include "model/cpu/parallel_errors.h"
+#include "core/parallel_errors.h"
 
 namespace hlwq {
 namespace {

@@ -1,4 +1,5 @@
-// ParallelErrors: carries an exception out of an OpenMP parallel region to the caller.
+// ParallelErrors: carries an exception out of an OpenMP parallel region to the caller (used by the CPU kernels,
+// the quantization pipeline and evaluation alike).
 //
 // GCC treats the body of every `#pragma omp parallel` region as must-not-throw: an exception escaping it
 // (HLWQ_CHECK, std::bad_alloc from a scratch vector) calls std::terminate instead of reaching main()'s handler.
