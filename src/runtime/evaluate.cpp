@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <mutex>
 
 #include "core/error.h"
 #include "core/parallel_errors.h"
@@ -29,8 +31,6 @@ std::vector<int32_t> tokenize_corpus(const Tokenizer& tok, const std::string& te
   return ids;
 }
 
-double PplResult::ppl() const { return n_scored ? std::exp(nll_sum / double(n_scored)) : 0.0; }
-
 namespace {
 
 // log_softmax of row [V] in place; returns nothing, row becomes log-probabilities (double accumulation).
@@ -45,14 +45,6 @@ void log_softmax(float* row, int64_t V) {
 
 int64_t argmax(const float* row, int64_t V) { return std::max_element(row, row + V) - row; }
 
-int64_t n_windows_of(const std::vector<int32_t>& ids, const EvalOptions& opt) {
-  HLWQ_CHECK(opt.ctx >= 2, "--ctx {} is too small: a window needs at least 2 tokens", opt.ctx);
-  int64_t n = int64_t(ids.size()) / opt.ctx;
-  HLWQ_CHECK(n > 0, "the text has {} tokens, fewer than one window of {}", ids.size(), opt.ctx);
-  if (opt.max_windows > 0) n = std::min(n, opt.max_windows);
-  return n;
-}
-
 // Runs one window and returns its log-probabilities [ctx, V].
 void window_logprobs(const Model& m, const int32_t* w, int64_t ctx, std::vector<float>& lp) {
   const int64_t V = m.config().vocab_size;
@@ -62,17 +54,70 @@ void window_logprobs(const Model& m, const int32_t* w, int64_t ctx, std::vector<
   for (int64_t t = 0; t < ctx; ++t) log_softmax(lp.data() + t * V, V);
 }
 
+// Windows finish in any order (one per thread); their scores reach the statistics in window order, and each
+// step forward shows the running value: on the progress line (terminal) or as llama-perplexity's "[3]12.3456,".
+class InOrderFeed {
+ public:
+  InOrderFeed(EvalStats& stats, int64_t n_windows, int64_t ctx, const char* label, bool progress)
+      : stats_(stats),
+        pending_(size_t(n_windows)),
+        ready_(size_t(n_windows), false),
+        ctx_(ctx),
+        log_(progress ? stderr : nullptr),
+        prog_(label, "windows", n_windows, n_windows * ctx, log_, Progress::Amount::tokens) {}
+
+  void done(int64_t w, std::vector<TokenScore> scores) {
+    std::lock_guard<std::mutex> lock(mu_);
+    pending_[size_t(w)] = std::move(scores);
+    ready_[size_t(w)] = true;
+    prog_.add(1, ctx_);
+    while (next_ < int64_t(ready_.size()) && ready_[size_t(next_)]) {
+      for (const TokenScore& s : pending_[size_t(next_)]) stats_.add(s);
+      pending_[size_t(next_)] = {};
+      ++next_;
+      prog_.set_status(stats_.running_text());
+      if (log_ && !prog_.drawing()) {
+        std::fprintf(log_, "[%lld]%.4f,", (long long)next_, stats_.running_value());
+        std::fflush(log_);
+      }
+    }
+  }
+
+  double finish() {
+    prog_.finish();
+    if (log_ && !prog_.drawing()) std::fputc('\n', log_);
+    return prog_.elapsed_s();
+  }
+
+ private:
+  EvalStats& stats_;
+  std::vector<std::vector<TokenScore>> pending_;
+  std::vector<bool> ready_;
+  int64_t next_ = 0, ctx_;
+  FILE* log_;
+  Progress prog_;
+  std::mutex mu_;
+};
+
 }  // namespace
 
-PplResult eval_ppl(const Model& model, const std::vector<int32_t>& ids, const EvalOptions& opt) {
-  const int64_t nw = n_windows_of(ids, opt), V = model.config().vocab_size, ctx = opt.ctx;
-  PplResult r;
-  r.n_tokens = int64_t(ids.size());
-  Progress prog("ppl", "windows", nw, nw * ctx * int64_t(sizeof(int32_t)), opt.progress ? stderr : nullptr);
+int64_t eval_window_count(int64_t n_tokens, const EvalOptions& opt) {
+  HLWQ_CHECK(opt.ctx >= 2, "--ctx {} is too small: a window needs at least 2 tokens", opt.ctx);
+  HLWQ_CHECK(n_tokens >= 2, "the text has {} token{}: nothing to score (a window needs at least 2)", n_tokens,
+             n_tokens == 1 ? "" : "s");
+  int64_t n = n_tokens / opt.ctx;
+  HLWQ_CHECK(n > 0, "the text has {} tokens, fewer than one window of --ctx {}: use --ctx {} or less, or a longer text",
+             n_tokens, opt.ctx, n_tokens);
+  if (opt.max_windows > 0) n = std::min(n, opt.max_windows);
+  return n;
+}
+
+EvalResult eval_ppl(const Model& model, const std::vector<int32_t>& ids, const EvalOptions& opt) {
+  const int64_t nw = eval_window_count(int64_t(ids.size()), opt), V = model.config().vocab_size, ctx = opt.ctx;
+  EvalResult r{EvalStats(false), nw, int64_t(ids.size()), ctx, 0};
+  InOrderFeed feed(r.stats, nw, ctx, "ppl", opt.progress);
   // Windows are independent: one per thread (the forward's own parallel regions then run on the calling thread),
-  // which keeps every core busy on small models. Per-window sums are added in window order, so the result does
-  // not depend on the thread count.
-  std::vector<double> nll(static_cast<size_t>(nw), 0.0);
+  // which keeps every core busy on small models.
   ParallelErrors errs;
 #pragma omp parallel
   {
@@ -82,32 +127,24 @@ PplResult eval_ppl(const Model& model, const std::vector<int32_t>& ids, const Ev
       errs.run([&] {
         const int32_t* win = ids.data() + w * ctx;
         window_logprobs(model, win, ctx, lp);
-        for (int64_t t = 0; t + 1 < ctx; ++t) nll[size_t(w)] -= double(lp[size_t(t * V + win[t + 1])]);
-        prog.add(1, ctx * int64_t(sizeof(int32_t)));
+        std::vector<TokenScore> scores(size_t(ctx - 1));
+        for (int64_t t = 0; t + 1 < ctx; ++t) scores[size_t(t)].nll = -double(lp[size_t(t * V + win[t + 1])]);
+        feed.done(w, std::move(scores));
       });
     }
   }
   errs.rethrow();
-  for (double x : nll) r.nll_sum += x;
-  r.n_scored = nw * (ctx - 1);
-  r.n_windows = nw;
-  prog.finish();
-  r.seconds = prog.elapsed_s();
+  r.seconds = feed.finish();
   return r;
 }
 
-KldResult eval_kld(const Model& model, const Model& base, const std::vector<int32_t>& ids, const EvalOptions& opt) {
+EvalResult eval_kld(const Model& model, const Model& base, const std::vector<int32_t>& ids, const EvalOptions& opt) {
   HLWQ_CHECK(model.config().vocab_size == base.config().vocab_size,
              "model and base have different vocabularies ({} vs {})", model.config().vocab_size,
              base.config().vocab_size);
-  const int64_t nw = n_windows_of(ids, opt), V = model.config().vocab_size, ctx = opt.ctx;
-  KldResult r;
-  Progress prog("kld", "windows", nw, nw * ctx * int64_t(sizeof(int32_t)), opt.progress ? stderr : nullptr);
-  struct WindowStats {
-    double kld = 0, nll_model = 0, nll_base = 0;
-    int64_t agree = 0;
-  };
-  std::vector<WindowStats> ws(static_cast<size_t>(nw));  // one per window, reduced in order (thread-count independent)
+  const int64_t nw = eval_window_count(int64_t(ids.size()), opt), V = model.config().vocab_size, ctx = opt.ctx;
+  EvalResult r{EvalStats(true), nw, int64_t(ids.size()), ctx, 0};
+  InOrderFeed feed(r.stats, nw, ctx, "kld", opt.progress);
   ParallelErrors errs;
 #pragma omp parallel
   {
@@ -118,35 +155,26 @@ KldResult eval_kld(const Model& model, const Model& base, const std::vector<int3
         const int32_t* win = ids.data() + w * ctx;
         window_logprobs(model, win, ctx, lp);
         window_logprobs(base, win, ctx, lb);
-        WindowStats& s = ws[size_t(w)];
+        std::vector<TokenScore> scores(size_t(ctx - 1));
         for (int64_t t = 0; t + 1 < ctx; ++t) {
           const float* p = lp.data() + t * V;
           const float* b = lb.data() + t * V;
           double kl = 0;
           for (int64_t i = 0; i < V; ++i) kl += std::exp(double(b[i])) * (double(b[i]) - double(p[i]));
-          s.kld += kl;
-          s.agree += argmax(p, V) == argmax(b, V);
-          s.nll_model -= double(p[win[t + 1]]);
-          s.nll_base -= double(b[win[t + 1]]);
+          TokenScore& s = scores[size_t(t)];
+          s.kl = kl;
+          s.top1_agree = argmax(p, V) == argmax(b, V);
+          s.nll = -double(p[win[t + 1]]);
+          s.nll_base = -double(b[win[t + 1]]);
+          s.p_model = std::exp(-s.nll);
+          s.p_base = std::exp(-s.nll_base);
         }
-        prog.add(1, ctx * int64_t(sizeof(int32_t)));
+        feed.done(w, std::move(scores));
       });
     }
   }
   errs.rethrow();
-  for (const WindowStats& s : ws) {
-    r.kld_sum += s.kld;
-    r.top1_agree += s.agree;
-    r.model.nll_sum += s.nll_model;
-    r.base.nll_sum += s.nll_base;
-  }
-  for (PplResult* x : {&r.model, &r.base}) {
-    x->n_scored = nw * (ctx - 1);
-    x->n_windows = nw;
-    x->n_tokens = int64_t(ids.size());
-  }
-  prog.finish();
-  r.model.seconds = r.base.seconds = prog.elapsed_s();
+  r.seconds = feed.finish();
   return r;
 }
 

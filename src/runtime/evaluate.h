@@ -2,6 +2,8 @@
 // blank lines, tokenize each non-empty paragraph as paragraph + "\n\n" without special tokens, concatenate,
 // cut into non-overlapping windows of ctx tokens (remainder dropped), score tokens 1..ctx-1 of each window
 // given its prefix; PPL = exp(mean NLL). KL(base‖model) is averaged over the same scored positions.
+// This file computes per-position values (runtime/eval_stats.h turns them into estimates with uncertainties);
+// windows run in parallel and reach the statistics in window order, so results do not depend on the threads.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -9,6 +11,7 @@
 #include <vector>
 
 #include "model/model.h"
+#include "runtime/eval_stats.h"
 #include "runtime/tokenizer.h"
 
 namespace hlwq {
@@ -18,25 +21,19 @@ std::vector<int32_t> tokenize_corpus(const Tokenizer& tok, const std::string& te
 struct EvalOptions {
   int64_t ctx = 512;
   int64_t max_windows = 0;  // 0: all
-  bool progress = true;
+  bool progress = true;     // progress line (terminal) and running per-window values on stderr
 };
 
-struct PplResult {
-  double nll_sum = 0;
-  int64_t n_scored = 0, n_windows = 0, n_tokens = 0;
+struct EvalResult {
+  EvalStats stats;
+  int64_t n_windows = 0, n_tokens = 0, ctx = 0;
   double seconds = 0;
-  double ppl() const;
+  double tokens_per_s() const { return seconds > 0 ? double(n_windows * ctx) / seconds : 0; }
 };
 
-struct KldResult {
-  PplResult model, base;
-  double kld_sum = 0;      // Σ KL(base‖model) over scored positions
-  int64_t top1_agree = 0;  // positions where both argmaxes match
-  double kld() const { return model.n_scored ? kld_sum / double(model.n_scored) : 0; }
-  double top1() const { return model.n_scored ? double(top1_agree) / double(model.n_scored) : 0; }
-};
-
-PplResult eval_ppl(const Model& model, const std::vector<int32_t>& ids, const EvalOptions& opt);
-KldResult eval_kld(const Model& model, const Model& base, const std::vector<int32_t>& ids, const EvalOptions& opt);
+// Windows of `ids` the options score; an error that says how to fix it when the text is shorter than a window.
+int64_t eval_window_count(int64_t n_tokens, const EvalOptions& opt);
+EvalResult eval_ppl(const Model& model, const std::vector<int32_t>& ids, const EvalOptions& opt);
+EvalResult eval_kld(const Model& model, const Model& base, const std::vector<int32_t>& ids, const EvalOptions& opt);
 
 }  // namespace hlwq
