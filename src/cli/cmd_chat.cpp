@@ -103,7 +103,7 @@ Command add_chat(CLI::App& app) {
               }
               std::vector<int32_t> fresh(all.begin() + int64_t(held.size()), all.end());
               GenerateOptions opt = g.opt;
-              if (opt.max_new_tokens < 0) opt.max_new_tokens = ctx - int64_t(all.size());
+              if (opt.max_new_tokens < 0) opt.max_new_tokens = INT64_MAX;  // -n -1: the full context ends it
               GenerateResult r = generate(m.model, m.tok, st, fresh, opt, [](const std::string& s) {
                 std::fputs(s.c_str(), stdout);
                 std::fflush(stdout);

@@ -1,6 +1,7 @@
 // `hlwq quantize SRC DST --format ct-int4 --method M`: bf16 Hugging Face checkpoint -> compressed-tensors INT4.
 #include <cstdio>
 #include <filesystem>
+#include <vector>
 #include <memory>
 
 #include "cli/commands.h"
@@ -49,12 +50,23 @@ Command add_quantize(CLI::App& app) {
     std::filesystem::path dst = std::filesystem::path(a->opt.dst).lexically_normal();
     if (!dst.has_filename()) dst = dst.parent_path();  // "out/name/" names out/name
     const std::filesystem::path parent = dst.parent_path();
-    if (!parent.empty()) {
+    // If the run fails, the directories made for it go again (fs::remove only removes them while empty).
+    std::vector<std::filesystem::path> made;
+    for (std::filesystem::path p = parent; !p.empty() && !std::filesystem::exists(p); p = p.parent_path())
+      made.push_back(p);
+    if (!made.empty()) {
       std::error_code ec;
       std::filesystem::create_directories(parent, ec);
       HLWQ_CHECK(!ec, "{}: cannot create the parent directory {}: {}", a->opt.dst, parent.string(), ec.message());
     }
-    QuantizeReport r = quantize_model(a->opt);
+    QuantizeReport r;
+    try {
+      r = quantize_model(a->opt);
+    } catch (...) {
+      std::error_code ec;
+      for (const auto& p : made) std::filesystem::remove(p, ec);
+      throw;
+    }
     std::fputs(format_quantize_report(r, a->opt).c_str(), stdout);
     return 0;
   }};

@@ -1,10 +1,11 @@
 // `hlwq run MODEL -p TEXT` (or -f FILE): one prompt, raw or as a chat turn with --chat, tokens streamed to
 // stdout, then one line on stderr with prompt and generation speed, the finish reason and the seed. Every option
-// is checked before anything is loaded or printed.
+// is checked before anything is loaded or printed. Ctrl-C ends the generation early (exit code 130).
 #include <cstdio>
 #include <memory>
 
 #include "cli/commands.h"
+#include "cli/interrupt.h"
 #include "cli/options.h"
 #include "cli/sampling_options.h"
 #include "core/error.h"
@@ -54,9 +55,12 @@ Command add_run(CLI::App& app) {
                    n, ctx, n + 1, limit > 0 ? limit : ctx);
             }
             ResolvedGeneration g = resolve_generation(a->gen, m);
-            if (g.opt.max_new_tokens < 0) g.opt.max_new_tokens = ctx - n;
+            if (g.opt.max_new_tokens < 0) g.opt.max_new_tokens = INT64_MAX;  // -n -1: the full context ends it
             std::fprintf(stderr, "sampling: %s\n", g.summary.c_str());
             SequenceState st = m.model.new_state(ctx);
+            // Ctrl-C stops the generation between tokens; the text so far and the stats are still printed.
+            InterruptScope interrupt;
+            g.opt.should_stop = [&interrupt] { return interrupt.raised(); };
             if (!a->chat && !a->no_display_prompt) std::fputs(a->prompt.c_str(), stdout);
             std::fflush(stdout);
             GenerateResult r = generate(m.model, m.tok, st, ids, g.opt, [](const std::string& s) {
@@ -71,7 +75,7 @@ Command add_run(CLI::App& app) {
                          "prompt: %lld tokens, %.1f tok/s | generation: %zu tokens, %.1f tok/s | finish: %s | seed %llu\n",
                          (long long)r.n_prompt, r.prefill_tok_s(), r.tokens.size(), r.decode_tok_s(),
                          finish_label(r.finish), (unsigned long long)g.opt.sampler.seed);
-            return 0;
+            return r.finish == FinishReason::cancelled ? kExitInterrupted : kExitOk;
           }};
 }
 

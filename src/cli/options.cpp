@@ -66,8 +66,8 @@ void check_model_dir(const std::string& path, const char* what) {
   const fs::file_status st = fs::status(path, ec);
   if (!fs::exists(st)) usage_fail("{} {} does not exist", what, path);
   if (!fs::is_directory(st)) usage_fail("{} {} is not a directory", what, path);
-  if (!fs::exists(fs::path(path) / "config.json"))
-    usage_fail("{} is not a model directory: it has no config.json", path);
+  // A directory that exists but holds no model is a problem of the model, not of the command line: exit code 1.
+  HLWQ_CHECK(fs::exists(fs::path(path) / "config.json"), "{}: missing config.json (not a model directory)", path);
 }
 
 void check_input_file(const std::string& path, const char* what) {

@@ -35,7 +35,7 @@ CLI::Validator whole_at_least(int64_t lo);
 CLI::Validator number_in(double lo, double hi, bool lo_open = false);
 CLI::Validator number_at_least(double lo, bool lo_open = false);
 
-// The path names an existing directory holding config.json; otherwise a usage error that says which.
+// The path names an existing directory (else a usage error) that holds config.json (else an Error).
 void check_model_dir(const std::string& path, const char* what = "model directory");
 // The path names an existing regular file; otherwise a usage error that says which.
 void check_input_file(const std::string& path, const char* what);

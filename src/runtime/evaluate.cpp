@@ -64,7 +64,11 @@ class InOrderFeed {
         ready_(size_t(n_windows), false),
         ctx_(ctx),
         log_(progress ? stderr : nullptr),
-        prog_(label, "windows", n_windows, n_windows * ctx, log_, Progress::Amount::tokens) {}
+        prog_(label, "windows", n_windows, n_windows * ctx, log_, Progress::Amount::tokens) {
+    if (log_ && !prog_.drawing())
+      std::fprintf(log_, "%s: %lld windows of %lld tokens; running %s after each window:\n", label,
+                   (long long)n_windows, (long long)ctx, stats.with_base() ? "mean KL" : "perplexity");
+  }
 
   void done(int64_t w, std::vector<TokenScore> scores) {
     std::lock_guard<std::mutex> lock(mu_);
