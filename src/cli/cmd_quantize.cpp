@@ -28,7 +28,7 @@ Command add_quantize(CLI::App& app) {
       ->capture_default_str();
   sub->add_flag("--language-model-only", a->opt.plan.language_model_only, "drop model.visual.* and mtp.* tensors");
   sub->add_flag("--quantize-lm-head", a->opt.plan.quantize_lm_head, "quantize lm_head too (kept bf16 by default)");
-  sub->add_option("--threads", a->opt.threads, "worker threads (default: all cores)")->check(whole_in(0, 4096));
+  sub->add_option("-t,--threads", a->opt.threads, "worker threads (default: all cores)")->check(whole_in(0, 4096));
   sub->add_option("--max-shard-size", a->max_shard, "largest output shard")->capture_default_str();
   sub->add_flag("--force", a->opt.force, "replace DST if it exists");
   sub->add_flag("-q,--quiet", a->quiet, "no progress bar");
