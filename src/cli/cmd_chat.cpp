@@ -91,8 +91,15 @@ Command add_chat(CLI::App& app) {
               const std::vector<int32_t> all = encode_chat(m.tok, m.chat, msgs, true);
               if (int64_t(all.size()) >= ctx) {
                 std::fflush(stdout);
-                std::fprintf(stderr, "hlwq: the conversation (%zu tokens) no longer fits the context of %lld: /reset\n",
-                             all.size(), (long long)ctx);
+                const int64_t limit = m.model.config().max_position_embeddings;
+                if (limit > ctx)
+                  std::fprintf(stderr,
+                               "hlwq: the conversation (%zu tokens) no longer fits the context of %lld: /reset, or "
+                               "start again with a larger --ctx (the model allows up to %lld)\n",
+                               all.size(), (long long)ctx, (long long)limit);
+                else
+                  std::fprintf(stderr, "hlwq: the conversation (%zu tokens) no longer fits the context of %lld: /reset\n",
+                               all.size(), (long long)ctx);
                 msgs.pop_back();
                 continue;
               }

@@ -84,7 +84,7 @@ Command add_eval(CLI::App& app) {
   for (auto* s : {ppl, kld}) {
     s->add_option("MODEL,-m,--model", a->model, "model directory")->required();
     s->add_option("--text,-f,--file", a->text, "UTF-8 text file")->required();
-    s->add_option("-c,--ctx", a->opt.ctx, "window length in tokens")->capture_default_str()->check(whole_in(2, 1 << 24));
+    s->add_option("-c,--ctx", a->opt.ctx, "window length in tokens")->capture_default_str()->check(whole_at_least(2));
     s->add_option("--max-windows", a->opt.max_windows, "score only the first N windows (0: all)")
         ->check(whole_at_least(0));
     s->add_flag("--json", a->json, "machine-readable result on stdout (no progress output)");

@@ -16,7 +16,9 @@ namespace {
 
 std::string quote_value(const std::string& s) { return "'" + (s.size() > 40 ? s.substr(0, 40) + "..." : s) + "'"; }
 
-CLI::Validator whole(int64_t lo, int64_t hi, std::string words) {
+}  // namespace
+
+CLI::Validator whole(int64_t lo, int64_t hi, std::string words, std::string desc) {
   return CLI::Validator(
       [lo, hi, words](std::string& s) -> std::string {
         errno = 0;
@@ -26,12 +28,14 @@ CLI::Validator whole(int64_t lo, int64_t hi, std::string words) {
         if (errno == ERANGE || v < lo || v > hi) return "got " + s + ", expected " + words;
         return {};
       },
-      words);
+      desc);
 }
+
+namespace {
 
 std::string num(double x) { return fmt::format("{:g}", x); }
 
-CLI::Validator real(double lo, double hi, bool lo_open, std::string words) {
+CLI::Validator real(double lo, double hi, bool lo_open, std::string words, std::string desc) {
   return CLI::Validator(
       [lo, hi, lo_open, words](std::string& s) -> std::string {
         char* end = nullptr;
@@ -40,25 +44,23 @@ CLI::Validator real(double lo, double hi, bool lo_open, std::string words) {
         if (!std::isfinite(v) || v > hi || v < lo || (lo_open && v == lo)) return "got " + s + ", expected " + words;
         return {};
       },
-      words);
+      desc);
 }
 
 }  // namespace
 
 CLI::Validator whole_in(int64_t lo, int64_t hi) {
-  return whole(lo, hi, fmt::format("a whole number from {} to {}", lo, hi));
+  return whole(lo, hi, fmt::format("a whole number from {} to {}", lo, hi), fmt::format("{} to {}", lo, hi));
 }
 CLI::Validator whole_at_least(int64_t lo) {
-  return whole(lo, INT64_MAX, fmt::format("a whole number of at least {}", lo));
+  return whole(lo, INT64_MAX, fmt::format("a whole number of at least {}", lo), fmt::format("at least {}", lo));
 }
 CLI::Validator number_in(double lo, double hi, bool lo_open) {
-  return real(lo, hi, lo_open,
-              lo_open ? fmt::format("a number greater than {} and at most {}", num(lo), num(hi))
-                      : fmt::format("a number from {} to {}", num(lo), num(hi)));
-}
-CLI::Validator number_at_least(double lo, bool lo_open) {
-  return real(lo, HUGE_VAL, lo_open,
-              lo_open ? fmt::format("a number greater than {}", num(lo)) : fmt::format("a number of at least {}", num(lo)));
+  if (lo_open)
+    return real(lo, hi, true, fmt::format("a number greater than {} and at most {}", num(lo), num(hi)),
+                fmt::format("above {}, up to {}", num(lo), num(hi)));
+  return real(lo, hi, false, fmt::format("a number from {} to {}", num(lo), num(hi)),
+              fmt::format("{} to {}", num(lo), num(hi)));
 }
 
 void check_model_dir(const std::string& path, const char* what) {

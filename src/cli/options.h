@@ -28,12 +28,13 @@ template <typename... Args>
   throw UsageError(fmt::format(f, std::forward<Args>(args)...));
 }
 
-// Integer validators: "a whole number from 1 to 4096", "a whole number of at least 0".
+// Integer validators: "a whole number from 1 to 4096", "a whole number of at least 0"; `whole` takes the words
+// of the error and the short description --help shows.
+CLI::Validator whole(int64_t lo, int64_t hi, std::string words, std::string desc);
 CLI::Validator whole_in(int64_t lo, int64_t hi);
 CLI::Validator whole_at_least(int64_t lo);
-// Real-number validators; open bounds exclude the limit: number_in(0, 1, true) is "greater than 0, at most 1".
+// Real-number validator; an open lower bound excludes it: number_in(0, 1, true) is "greater than 0, at most 1".
 CLI::Validator number_in(double lo, double hi, bool lo_open = false);
-CLI::Validator number_at_least(double lo, bool lo_open = false);
 
 // The path names an existing directory (else a usage error) that holds config.json (else an Error).
 void check_model_dir(const std::string& path, const char* what = "model directory");

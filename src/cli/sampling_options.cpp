@@ -39,11 +39,11 @@ void add_generation_options(CLI::App* sub, GenerationArgs& a) {
   sub->add_option("-n,--n-predict", a.n_predict, "tokens to generate at most (-1: until the context is full)")
       ->capture_default_str()->check(whole_at_least(-1));
   sub->add_option("-c,--ctx", a.ctx, "context length in tokens (default: 4096 or the model's limit if smaller)")
-      ->check(whole_in(2, 1 << 24));
+      ->check(whole_at_least(2));
   sub->add_option("--temp", a.temp, "temperature, 0 for greedy (default: generation_config.json, else 0.7)")
       ->check(number_in(0, 100));
   sub->add_option("--top-k", a.top_k, "top-k, 0 for off (default: generation_config.json, else 20)")
-      ->check(whole_in(0, 1 << 30));
+      ->check(whole(0, INT32_MAX, "a whole number of at least 0", "at least 0"));
   sub->add_option("--top-p", a.top_p, "top-p, 1 for off (default: generation_config.json, else 0.95)")
       ->check(number_in(0, 1, true));
   sub->add_option("--min-p", a.min_p, "min-p, 0 for off (default: generation_config.json, else 0)")
@@ -52,12 +52,13 @@ void add_generation_options(CLI::App* sub, GenerationArgs& a) {
   sub->add_option("--presence-penalty", a.presence_penalty, "presence penalty, 0 for off")->capture_default_str()
       ->check(number_in(-2, 2));
   sub->add_option("-s,--seed", a.seed, "sampling seed; -1 (default) picks a random one and prints it")
-      ->capture_default_str()->check(whole_in(-1, INT64_MAX));
+      ->capture_default_str()
+      ->check(whole(-1, INT64_MAX, "-1 (random) or a whole number of at least 0", "-1 or at least 0"));
   sub->add_option("--stop", a.stop, "stop string (repeatable)");
   sub->add_option("-t,--threads", a.threads, "CPU threads (default: all cores)")->check(whole_in(0, 4096));
   sub->add_option("--n-gpu-layers,--gpu-layers", a.n_gpu_layers,
                   "(also -ngl) accepted for llama.cpp users; this build runs on the CPU, so it has no effect")
-      ->check(whole_at_least(-1));
+      ->check(whole(-1, INT32_MAX, "a whole number of at least -1", "at least -1"));
 }
 
 void check_generation_args(const GenerationArgs& a) {

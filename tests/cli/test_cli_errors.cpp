@@ -55,7 +55,7 @@ TEST(CliErrors, RangesInWordsBeforeAnythingRuns) {
   expect_usage_error(run + "--top-k 2.5", "--top-k: '2.5' is not a whole number");
   expect_usage_error(run + "--stop ''", "--stop: an empty stop string");
   expect_usage_error(run + "--seed -2", "--seed: got -2");
-  expect_usage_error(run + "--ctx 1", "--ctx: got 1, expected a whole number from 2");
+  expect_usage_error(run + "--ctx 1", "--ctx: got 1, expected a whole number of at least 2");
   expect_usage_error(run + "--bogus", "--bogus");
   expect_usage_error("run " + demo(), "give a prompt with -p TEXT or -f FILE");
   expect_usage_error("eval ppl " + demo() + " --text x --ctx -5", "--ctx: got -5");
@@ -255,4 +255,17 @@ TEST(CliInspect, JsonKeysAreIdentifiers) {
       for (const auto& v : *j) todo.push_back(&v);
   }
   EXPECT_GT(keys, 20);
+}
+
+TEST(CliGeneration, TypedControlTokensAreTextInChatPrompts) {
+  // The demo's template wraps the prompt in <|im_start|>user\n ... <|im_end|>\n<|im_start|>assistant\n. A typed
+  // "<|im_end|>" must cost several text tokens, where as a control token it would cost one, like the letter "a".
+  auto prompt_tokens = [](const std::string& p) {
+    const CliResult r = run_hlwq("run " + demo() + " --chat -p '" + p + "' -n 1 --temp 0");
+    EXPECT_EQ(r.exit_code, 0) << r.out;
+    std::smatch m;
+    EXPECT_TRUE(std::regex_search(r.out, m, std::regex("prompt: (\\d+) tokens"))) << r.out;
+    return m.empty() ? 0 : std::stoi(m[1]);
+  };
+  EXPECT_GE(prompt_tokens("<|im_end|>") - prompt_tokens("a"), 2);
 }
