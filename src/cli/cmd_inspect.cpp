@@ -3,6 +3,7 @@
 #include <memory>
 
 #include "cli/commands.h"
+#include "cli/options.h"
 #include "io/checkpoint_summary.h"
 
 namespace hlwq::cli {
@@ -14,9 +15,10 @@ Command add_inspect(CLI::App& app) {
     bool json = false;
   };
   auto a = std::make_shared<Args>();
-  sub->add_option("MODEL", a->model, "model directory")->required();
-  sub->add_flag("--json", a->json, "machine-readable output");
+  sub->add_option("MODEL,-m,--model", a->model, "model directory")->required();
+  sub->add_flag("--json", a->json, "machine-readable output (keys are identifiers)");
   return {sub, [a] {
+            check_model_dir(a->model);
             const ModelConfig cfg = load_model_config(a->model);
             Checkpoint ck(a->model);
             const CheckpointSummary s = summarize_checkpoint(cfg, ck);

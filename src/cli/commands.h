@@ -1,5 +1,5 @@
 // Subcommand registration: each cmd_*.cpp adds its subcommand to the CLI11 app and returns the function that
-// runs it once parsing succeeded. main() owns the app and turns hlwq::Error into one line and exit code 1.
+// runs it once parsing succeeded. main() owns the app and turns hlwq::Error into one line and an exit code (cli/options.h).
 #pragma once
 #include <functional>
 

@@ -1,6 +1,7 @@
 #include "io/checkpoint_summary.h"
 
 #include <algorithm>
+#include <cctype>
 #include <regex>
 
 #include <fmt/format.h>
@@ -95,13 +96,28 @@ std::string format_checkpoint_summary(const ModelConfig& cfg, const CheckpointSu
   return o;
 }
 
+namespace {
+
+// JSON keys are identifiers: "linear attention (GDN)" -> "linear_attention_gdn".
+std::string identifier(const std::string& words) {
+  std::string id;
+  for (char ch : words) {
+    if (std::isalnum(static_cast<unsigned char>(ch))) id += char(std::tolower(static_cast<unsigned char>(ch)));
+    else if (!id.empty() && id.back() != '_') id += '_';
+  }
+  while (!id.empty() && id.back() == '_') id.pop_back();
+  return id;
+}
+
+}  // namespace
+
 nlohmann::json checkpoint_summary_json(const ModelConfig& cfg, const CheckpointSummary& s) {
   nlohmann::json kinds = nlohmann::json::object();
-  for (const auto& [k, st] : s.kinds) kinds[k] = {{"tensors", st.n_tensors}, {"bytes", st.bytes}};
-  nlohmann::json plan = nlohmann::json::object();
+  for (const auto& [k, st] : s.kinds) kinds[identifier(k)] = {{"tensors", st.n_tensors}, {"bytes", st.bytes}};
+  nlohmann::json plan = nlohmann::json::array();  // one row per cache size; the last caches every expert
   for (int64_t c : kCacheSizes)
-    if (c < s.n_experts) plan[std::to_string(c)] = s.resident_with_cache(c);
-  plan["all"] = s.resident_with_cache(s.n_experts);
+    if (c < s.n_experts) plan.push_back({{"cached_experts", c}, {"resident_bytes", s.resident_with_cache(c)}});
+  plan.push_back({{"cached_experts", s.n_experts}, {"resident_bytes", s.resident_with_cache(s.n_experts)}});
   return {{"architecture", model_arch_name(cfg.arch)},
           {"model_type", cfg.model_type},
           {"layers", {{"total", cfg.n_layers},

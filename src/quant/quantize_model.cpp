@@ -1,5 +1,6 @@
 #include "quant/quantize_model.h"
 
+#include <chrono>
 #include <omp.h>
 #include <sys/resource.h>
 
@@ -58,7 +59,9 @@ struct Executor {
     report.error += err;
   }
 
-  void run(const PlanItem& it) {
+  // threads: how many threads work inside this item (its wall time times that is the work the ETA learns from).
+  void run(const PlanItem& it, int threads) {
+    const auto t0 = std::chrono::steady_clock::now();
     const TensorView src = ck.view(it.src_name);
     const uint8_t* base = static_cast<const uint8_t*>(src.data) + it.src_offset;
     if (it.action == PlanAction::copy) {
@@ -86,7 +89,9 @@ struct Executor {
       account(it, q.packed.size() * 4 + q.scale.size() * 2 + sizeof shape, 3, q.error);
       ck.release(it.src_name, it.src_offset, it.src_bytes);
     }
-    progress.add(1, int64_t(it.src_bytes));
+    const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const bool copy = it.action == PlanAction::copy;  // one thread copies, even among the big items
+    progress.add(1, int64_t(it.src_bytes), copy ? 0 : 1, wall * (copy ? 1 : threads));
   }
 };
 
@@ -106,7 +111,7 @@ QuantizeReport quantize_model(const QuantizeOptions& opt) {
   CheckpointWriter writer(stage.path(), specs, opt.max_shard_bytes);
 
   std::vector<const PlanItem*> big, small;
-  uint64_t work_bytes = 0;
+  uint64_t work_bytes = 0, copy_bytes = 0;
   for (const auto& it : plan.items) {
     if (it.action == PlanAction::drop) {
       RoleStats& d = report.dropped;
@@ -116,19 +121,24 @@ QuantizeReport quantize_model(const QuantizeOptions& opt) {
       continue;
     }
     work_bytes += it.src_bytes;
+    if (it.action == PlanAction::copy) copy_bytes += it.src_bytes;
     (shape_numel(it.out_shape) >= kBigItemElems ? big : small).push_back(&it);
   }
   report.threads = opt.threads > 0 ? opt.threads : omp_get_num_procs();
   omp_set_num_threads(report.threads);
   Progress progress("quantize", "tensors", int64_t(big.size() + small.size()), int64_t(work_bytes),
                     opt.progress ? stderr : nullptr);
+  // Copying and quantizing a byte differ ~100x in cost: the ETA measures each kind on its own.
+  progress.expect_kind(0, int64_t(copy_bytes), report.threads);
+  progress.expect_kind(1, int64_t(work_bytes - copy_bytes), report.threads);
   Executor ex{opt, ck, writer, progress, report, {}};
 
-  for (const PlanItem* it : big) ex.run(*it);  // all threads inside each item (quantize_int4 parallelizes rows)
+  // all threads inside each item (quantize_int4 parallelizes rows)
+  for (const PlanItem* it : big) ex.run(*it, report.threads);
   // After the first failure ParallelErrors skips the remaining items: the output is discarded anyway.
   ParallelErrors errs;
 #pragma omp parallel for schedule(dynamic, 1)
-  for (size_t i = 0; i < small.size(); ++i) errs.run([&] { ex.run(*small[i]); });
+  for (size_t i = 0; i < small.size(); ++i) errs.run([&] { ex.run(*small[i], 1); });
   errs.rethrow();
   progress.finish();
 

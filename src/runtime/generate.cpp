@@ -15,6 +15,7 @@ std::string_view finish_reason_name(FinishReason r) {
     case FinishReason::context: return "length";
     case FinishReason::eos:
     case FinishReason::stop_string: return "stop";
+    case FinishReason::cancelled: return "abort";
   }
   return "?";
 }
@@ -68,6 +69,10 @@ GenerateResult generate(Model& model, const Tokenizer& tok, Sequence& st,
       break;
     }
     if (i + 1 == opt.max_new_tokens) break;  // no forward for a token nobody will read
+    if (opt.should_stop && opt.should_stop()) {
+      res.finish = FinishReason::cancelled;
+      break;
+    }
     if (st.pos() >= st.max_len()) {
       res.finish = FinishReason::context;
       break;

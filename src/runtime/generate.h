@@ -20,10 +20,13 @@ struct GenerateOptions {
   // Ids [n_valid_tokens, vocab_size) are never sampled: checkpoints pad the embedding past the tokenizer's last id
   // (Qwen rounds it up), and a padded id has no text. 0: every id of the model's vocabulary may be drawn.
   int64_t n_valid_tokens = 0;
+  // Polled between tokens (never during a forward); true ends the run with FinishReason::cancelled. This is how
+  // an interactive caller stops an answer on Ctrl-C: a signal handler sets a flag that this reads.
+  std::function<bool()> should_stop;
 };
 
-enum class FinishReason { length, eos, stop_string, context };
-std::string_view finish_reason_name(FinishReason r);  // OpenAI's words: "length", "stop"
+enum class FinishReason { length, eos, stop_string, context, cancelled };
+std::string_view finish_reason_name(FinishReason r);  // OpenAI's words: "length", "stop" (vLLM's "abort" when cancelled)
 
 struct GenerateResult {
   std::vector<int32_t> tokens;  // generated ids (eos included when it ended the run)

@@ -382,7 +382,21 @@ void Tokenizer::Impl::encode_plain(std::string_view text, std::vector<int32_t>& 
 }
 
 std::vector<int32_t> Tokenizer::encode(std::string_view text, bool allow_special) const {
+  return allow_special ? encode(text, std::span<const ByteRange>{}) : encode_impl(text, false, {});
+}
+
+std::vector<int32_t> Tokenizer::encode(std::string_view text, std::span<const ByteRange> literal) const {
+  return encode_impl(text, true, literal);
+}
+
+std::vector<int32_t> Tokenizer::encode_impl(std::string_view text, bool allow_special,
+                                            std::span<const ByteRange> literal) const {
   const Impl& t = *impl_;
+  auto in_literal = [&](size_t b, size_t e) {
+    for (const ByteRange& r : literal)
+      if (b < r.end && r.begin < e) return true;
+    return false;
+  };
   size_t bad = utf8_first_invalid(text);
   HLWQ_CHECK(bad == text.size(), "{}: encode: input is not valid UTF-8 at byte {}", t.origin, bad);
   std::vector<int32_t> out;
@@ -393,6 +407,7 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool allow_special
       const AddedToken& a = t.added[k];
       if ((a.special && !allow_special) || text.compare(i, a.content.size(), a.content) != 0) continue;
       size_t e = i + a.content.size();
+      if (a.special && in_literal(i, e)) continue;
       if (a.single_word && ((i > 0 && is_word_byte(static_cast<unsigned char>(text[i - 1]))) ||
                             (e < n && is_word_byte(static_cast<unsigned char>(text[e])))))
         continue;

@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -30,6 +31,11 @@ struct AddedToken {
   bool single_word = false;
 };
 
+// Bytes [begin, end) of a text.
+struct ByteRange {
+  size_t begin = 0, end = 0;
+};
+
 class Tokenizer {
  public:
   static Tokenizer from_file(const std::filesystem::path& path);
@@ -39,6 +45,10 @@ class Tokenizer {
   // allow_special=false treats special added tokens as plain text (non-special added tokens still match),
   // like HF's encode_special_tokens. Throws on input that is not valid UTF-8.
   std::vector<int32_t> encode(std::string_view text, bool allow_special = true) const;
+  // encode(text, true), except that no special token may overlap a range in `literal`: the parts of a rendered
+  // chat that a user typed are encoded as text even where they spell a control token ("<|im_end|>"), while the
+  // template's own markup around them still becomes control tokens. Ranges may come in any order.
+  std::vector<int32_t> encode(std::string_view text, std::span<const ByteRange> literal) const;
   // Concatenated token bytes with invalid UTF-8 replaced by U+FFFD (HF decode, skip_special_tokens=False).
   std::string decode(const std::vector<int32_t>& ids) const;
   // Raw bytes of one token (added tokens: their content). Throws on an id outside the vocabulary.
@@ -51,6 +61,7 @@ class Tokenizer {
   struct Impl;
 
  private:
+  std::vector<int32_t> encode_impl(std::string_view text, bool allow_special, std::span<const ByteRange> literal) const;
   explicit Tokenizer(std::shared_ptr<const Impl> impl) : impl_(std::move(impl)) {}
   std::shared_ptr<const Impl> impl_;
 };

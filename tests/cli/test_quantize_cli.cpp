@@ -193,7 +193,12 @@ TEST(QuantizeCli, WriteFailureLeavesNothing) {
 
 TEST(QuantizeCli, UnknownMethodAndFormat) {
   fs::path src = copy_small("qc_method");
-  expect_quantize_fails(src, "unknown", "--method gptq-magic");
+  // A wrong option value is a command-line error: exit code 2, one line, nothing created.
+  auto m = run_hlwq("quantize -q " + src.string() + " " + (src.parent_path() / "dst").string() + " --method gptq-magic");
+  EXPECT_EQ(m.exit_code, 2) << m.out;
+  EXPECT_EQ(m.out.rfind("hlwq: error: --method: ", 0), 0u) << m.out;
+  EXPECT_NE(m.out.find("unknown"), std::string::npos) << m.out;
+  EXPECT_FALSE(fs::exists(src.parent_path() / "dst"));
   auto r = run_hlwq("quantize " + src.string() + " /tmp/never --format gguf");
   EXPECT_NE(r.exit_code, 0);
   EXPECT_FALSE(fs::exists("/tmp/never"));
