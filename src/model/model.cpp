@@ -19,6 +19,8 @@ struct ModelCore {
   ModelConfig cfg;
   std::unique_ptr<Checkpoint> ckpt;  // owns the mmaps the weights point into
   ModelWeights w;
+  std::unique_ptr<ExpertArena> expert_arena;          // with an expert cache
+  std::unique_ptr<CachedExpertProvider> expert_cache;
   std::unique_ptr<Backend> be;
   StatePool pool;
   // per-batch bookkeeping, sized at load
@@ -44,6 +46,7 @@ const ModelWeights& Model::weights() const { return core_->w; }
 const LoadOptions& Model::options() const { return core_->opt; }
 Backend& Model::backend() { return *core_->be; }
 const StatePool& Model::pool() const { return core_->pool; }
+const CachedExpertProvider* Model::expert_cache() const { return core_->expert_cache.get(); }
 
 Model Model::load(const std::string& dir, const LoadOptions& opt) {
   HLWQ_CHECK(opt.max_seqs >= 1, "the model needs at least one sequence slot, got {}", opt.max_seqs);
@@ -57,7 +60,23 @@ Model Model::load(const std::string& dir, const LoadOptions& opt) {
   ModelCore& c = *core;
   const BackendLimits lim{opt.max_batch_tokens, opt.max_seqs, c.pool.config().kv_blocks, opt.kv_block_tokens,
                           opt.kv_dtype};
-  c.be = std::make_unique<CpuBackend>(c.cfg, c.w, lim, CpuBackendOptions{opt.isa, opt.gdn_mode, opt.experts});
+  ExpertProvider* experts = opt.experts;
+  if (opt.moe_expert_cache_size > 0) {
+    HLWQ_CHECK(!opt.experts, "an expert cache and an explicit expert provider exclude each other");
+    ExpertCacheConfig ec;
+    ec.n_layers = int(c.cfg.n_layers);
+    ec.n_experts = int(c.cfg.n_experts);
+    ec.n_slots = std::min(opt.moe_expert_cache_size, ec.n_experts);
+    // A backend computes all experts of a layer at once, so the experts a batch needs beyond the slots (up to
+    // every other expert in a prefill) must fit the staging buffers in one wave.
+    ec.n_stream_buffers = std::max(1, ec.n_experts - ec.n_slots);
+    ec.bytes_per_expert = CachedExpertProvider::expert_bytes(c.w);
+    c.expert_arena = std::make_unique<HostExpertArena>(ec.n_layers, ec.n_slots, ec.n_stream_buffers,
+                                                       ec.bytes_per_expert);
+    c.expert_cache = std::make_unique<CachedExpertProvider>(c.w, ec, *c.expert_arena, opt.moe_prefetch);
+    experts = c.expert_cache.get();
+  }
+  c.be = std::make_unique<CpuBackend>(c.cfg, c.w, lim, CpuBackendOptions{opt.isa, opt.gdn_mode, experts});
   c.tokens.resize(size_t(opt.max_batch_tokens));
   c.seqs.resize(size_t(opt.max_seqs));
   c.rows.resize(size_t(opt.max_batch_tokens));

@@ -24,6 +24,7 @@
 #include "io/safetensors.h"
 #include "model/state_pool.h"
 #include "model/weights.h"
+#include "moe/cached_expert_provider.h"
 #include "moe/expert_provider.h"
 
 namespace hlwq {
@@ -51,6 +52,11 @@ struct LoadOptions {
   int64_t max_batch_tokens = kDefaultMaxBatchTokens;  // tokens of the largest batch (workspace size)
   KvDtype kv_dtype = KvDtype::bf16;
   ExpertProvider* experts = nullptr;  // where routed experts come from (null: the backend's own); must outlive the model
+  // Expert cache: N slots per MoE layer hold routed experts, the rest are copied in on demand (SPEC §7); 0: every
+  // expert is used where it lives. On the CPU the slots are host memory: same results bit for bit, and the
+  // counters show what the policy would copy over PCIe.
+  int moe_expert_cache_size = 0;
+  bool moe_prefetch = true;  // with a cache: prefetch the next layer's predicted experts
 };
 
 struct ForwardOptions {
@@ -126,6 +132,9 @@ class Model {
   // Runs tokens [n] of one sequence from seq.pos() on, as consecutive batches of at most max_batch_tokens.
   // logits: [n, V] with all_logits, else [V] for the last token (may be null).
   void forward(const int32_t* tokens, int64_t n, Sequence& seq, float* logits, const ForwardOptions& opt = {});
+
+  // Counters of the expert cache (null without one).
+  const CachedExpertProvider* expert_cache() const;
 
   // logits [n, V] = lm_head(x [n, H]) for hidden states after the final norm (hook slot n_layers + 1): lets
   // evaluation keep [n, H] and produce logits a few rows at a time.

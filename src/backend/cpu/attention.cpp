@@ -171,7 +171,7 @@ void attention_forward(const CpuCtx& c, const AttentionWeights& w, const Attenti
   int64_t n_split = 1;
   if (n_tiles < nth)
     n_split = std::clamp<int64_t>(std::min((2 * nth + n_tiles - 1) / n_tiles, kv_max / kMinSplitPositions), 1,
-                                  buf.n_parts / n_tiles);
+                                  std::max<int64_t>(1, buf.n_parts / n_tiles));  // the partial states must fit
   const int64_t n_items = n_tiles * n_split;
   const float scale = 1.f / std::sqrt(float(D));
   // item index → (sequence, head, tile, split) by walking the sequences: O(n_seqs) per item, negligible next to
