@@ -12,18 +12,14 @@
 #include "cli/commands.h"
 #include "cli/sampling_options.h"
 #include "core/error.h"
+#include "io/read_file.h"
 #include "runtime/evaluate.h"
 
 namespace hlwq::cli {
 namespace {
 
-std::string read_text(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  HLWQ_CHECK(f.good(), "{}: cannot open the text", path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
+// Regular files only and at most 1 GiB: --text /dev/zero used to read without end.
+std::string read_text(const std::string& path) { return read_regular_file(path, size_t(1) << 30); }
 
 nlohmann::json ppl_json(const PplResult& r) {
   return {{"ppl", r.ppl()}, {"scored_tokens", r.n_scored}, {"windows", r.n_windows}, {"tokens", r.n_tokens},

@@ -5,6 +5,7 @@
 #include <filesystem>
 
 #include "core/error.h"
+#include "core/thread_count.h"
 #include "runtime/stop_condition.h"
 
 namespace hlwq::cli {
@@ -26,6 +27,7 @@ void add_generation_options(CLI::App* sub, GenerationArgs& a) {
 }
 
 void apply_threads(int threads) {
+  threads = cap_thread_count(threads, stderr);  // libgomp crashes on -t 100000
   if (threads > 0) omp_set_num_threads(threads);
 }
 

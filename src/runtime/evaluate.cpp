@@ -56,8 +56,8 @@ int64_t n_windows_of(const std::vector<int32_t>& ids, const EvalOptions& opt) {
 // Runs one window and returns its log-probabilities [ctx, V].
 void window_logprobs(const Model& m, const int32_t* w, int64_t ctx, std::vector<float>& lp) {
   const int64_t V = m.config().vocab_size;
+  SequenceState st = m.new_state(ctx);  // first: it checks ctx against the model before anything is sized
   lp.resize(size_t(ctx * V));
-  SequenceState st = m.new_state(ctx);
   m.forward(w, ctx, st, lp.data(), forward_all_logits());
   for (int64_t t = 0; t < ctx; ++t) log_softmax(lp.data() + t * V, V);
 }
@@ -89,6 +89,7 @@ PplResult eval_ppl(const Model& model, const std::vector<int32_t>& ids, const Ev
   }
   errs.rethrow();
   for (double x : nll) r.nll_sum += x;
+  HLWQ_CHECK(std::isfinite(r.nll_sum), "perplexity is not finite (NLL sum {}): the model produced NaN/Inf", r.nll_sum);
   r.n_scored = nw * (ctx - 1);
   r.n_windows = nw;
   prog.finish();
@@ -140,6 +141,8 @@ KldResult eval_kld(const Model& model, const Model& base, const std::vector<int3
     r.model.nll_sum += s.nll_model;
     r.base.nll_sum += s.nll_base;
   }
+  HLWQ_CHECK(std::isfinite(r.kld_sum) && std::isfinite(r.model.nll_sum) && std::isfinite(r.base.nll_sum),
+             "KL divergence or perplexity is not finite: a model produced NaN/Inf");
   for (PplResult* x : {&r.model, &r.base}) {
     x->n_scored = nw * (ctx - 1);
     x->n_windows = nw;
