@@ -18,7 +18,9 @@ for t in "${targets[@]}"; do
   log="$artifacts/$t.log"
   echo "== $t (${secs}s)"
   # -timeout: one input taking longer is a hang; -rss_limit_mb: runaway memory; leaks are on by default.
-  if ! "$build/tests/fuzz/$t" "$work" "tests/fuzz/corpus/$t" -max_total_time="$secs" -timeout=10 \
+  # TMPDIR: the targets' scratch files live in the work directory and go with it.
+  mkdir -p "$work/corpus" "$work/tmp"
+  if ! TMPDIR="$work/tmp" "$build/tests/fuzz/$t" "$work/corpus" "tests/fuzz/corpus/$t" -max_total_time="$secs" -timeout=10 \
        -rss_limit_mb=2048 -max_len=65536 -print_final_stats=1 -artifact_prefix="$artifacts/$t-" >"$log" 2>&1; then
     echo "FAILED: $t (log: $log)"; tail -n 40 "$log"; status=1
   else
