@@ -11,6 +11,7 @@
 #include "cli/options.h"
 #include "cli/sampling_options.h"
 #include "core/error.h"
+#include "io/read_file.h"
 #include "runtime/evaluate.h"
 
 namespace hlwq::cli {

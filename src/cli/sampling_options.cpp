@@ -13,6 +13,7 @@
 
 #include "cli/options.h"
 #include "core/error.h"
+#include "core/thread_count.h"
 #include "runtime/stop_condition.h"
 
 namespace hlwq::cli {
@@ -93,6 +94,7 @@ const char* finish_label(FinishReason r) {
 }
 
 void apply_threads(int threads) {
+  threads = cap_thread_count(threads, stderr);  // libgomp crashes on -t 100000
   if (threads > 0) omp_set_num_threads(threads);
 }
 

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cctype>
-#include <regex>
 
 #include <fmt/format.h>
 
@@ -14,6 +13,36 @@ namespace {
 
 constexpr int64_t kCacheSizes[] = {1, 2, 4, 8, 16, 32, 64};
 
+// Reads 1-9 decimal digits at pos (advancing it); false when there are none or too many for a real index.
+bool read_index(const std::string& s, size_t& pos, int64_t& out) {
+  size_t e = pos;
+  while (e < s.size() && e - pos < 10 && s[e] >= '0' && s[e] <= '9') ++e;
+  if (e == pos || e - pos > 9) return false;
+  out = std::stoll(s.substr(pos, e - pos));
+  pos = e;
+  return true;
+}
+
+// Scans name for ".layers.L.mlp.experts." followed by "E." (per-expert, expert >= 0) or by a fused tensor name
+// at the end (expert = -1). Plain string scanning, linear in the name: tensor names come from the file and can be
+// any length, which std::regex (recursive) does not survive.
+bool match_expert(const std::string& name, int64_t& layer, int64_t& expert) {
+  static constexpr std::string_view kLayers = ".layers.", kExperts = ".mlp.experts.";
+  for (size_t at = name.find(kLayers); at != std::string::npos; at = name.find(kLayers, at + 1)) {
+    size_t p = at + kLayers.size();
+    if (!read_index(name, p, layer) || name.compare(p, kExperts.size(), kExperts) != 0) continue;
+    p += kExperts.size();
+    size_t q = p;
+    if (read_index(name, q, expert) && q < name.size() && name[q] == '.') return true;
+    const std::string_view rest = std::string_view(name).substr(p);
+    if (rest == "gate_up_proj" || rest == "down_proj") {
+      expert = -1;
+      return true;
+    }
+  }
+  return false;
+}
+
 }  // namespace
 
 uint64_t CheckpointSummary::resident_with_cache(int64_t slots) const {
@@ -23,8 +52,6 @@ uint64_t CheckpointSummary::resident_with_cache(int64_t slots) const {
 
 CheckpointSummary summarize_checkpoint(const ModelConfig& cfg, const Checkpoint& ck) {
   CheckpointSummary s;
-  static const std::regex kExpert(R"(\.layers\.(\d+)\.mlp\.experts\.(\d+)\.)");
-  static const std::regex kFused(R"(\.layers\.(\d+)\.mlp\.experts\.(gate_up_proj|down_proj)$)");
   std::map<std::pair<int64_t, int64_t>, uint64_t> per_expert;  // (layer, expert) -> bytes
   std::map<int64_t, uint64_t> fused_per_layer;
   for (const auto& name : ck.names()) {
@@ -35,11 +62,10 @@ CheckpointSummary summarize_checkpoint(const ModelConfig& cfg, const Checkpoint&
     s.kinds[k].n_tensors++;
     s.kinds[k].bytes += b;
     s.total_bytes += b;
-    std::smatch m;
-    if (std::regex_search(name, m, kExpert)) {
-      per_expert[{std::stoll(m[1]), std::stoll(m[2])}] += b;
-    } else if (std::regex_search(name, m, kFused)) {
-      fused_per_layer[std::stoll(m[1])] += b;
+    int64_t layer = 0, expert = 0;
+    if (match_expert(name, layer, expert)) {
+      if (expert >= 0) per_expert[{layer, expert}] += b;
+      else fused_per_layer[layer] += b;
     } else if (tensor_kind_is_text(kind)) {
       s.resident_bytes += b;
     }

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <csignal>
+#include <cstdio>
 #include <cstring>
 
 #include <nlohmann/json.hpp>
@@ -196,15 +197,32 @@ void write_file(const fs::path& path, const std::string& content) {
 
 namespace {
 
-// A run killed mid-way (Ctrl-C, OOM) leaves "<name>.partial-<pid>" behind, possibly tens of GB. Stages whose
-// process no longer exists are removed; a live process's stage (a concurrent run) is left alone.
+std::string read_small(const fs::path& p) {
+  const int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW);
+  if (fd < 0) return "";
+  char buf[256];  // the markers are shorter
+  const ssize_t n = ::read(fd, buf, sizeof buf);
+  ::close(fd);
+  return n > 0 ? std::string(buf, size_t(n)) : "";
+}
+
+bool has_output_marker(const fs::path& dir) {
+  std::error_code ec;
+  return fs::is_regular_file(fs::symlink_status(dir / kOutputMarker, ec)) &&
+         read_small(dir / kOutputMarker).starts_with(kOutputMarkerText);
+}
+
+// A run killed mid-way (Ctrl-C, OOM) leaves its stage behind, possibly tens of GB. A stage is recognised by
+// hlwq's stage marker (which holds the writer's pid), never by its name alone: only directories beside dst
+// named "<dst>.<anything>" that carry both markers and whose writer no longer exists are removed; a live
+// process's stage (a concurrent run) and anything of the user's are left alone.
 void remove_dead_stages(const fs::path& parent, const std::string& name) {
-  const std::string prefix = name + ".partial-";
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(parent, ec)) {
     const std::string f = e.path().filename().string();
-    if (f.rfind(prefix, 0) != 0) continue;
-    const std::string digits = f.substr(prefix.size());
+    if (!f.starts_with(name + ".") || !fs::is_directory(fs::symlink_status(e.path(), ec))) continue;
+    if (!has_output_marker(e.path())) continue;
+    const std::string digits = read_small(e.path() / kStageMarker);
     if (digits.empty() || digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string::npos) continue;
     const pid_t pid = pid_t(std::stol(digits));
     if (pid <= 0 || pid == ::getpid() || ::kill(pid, 0) == 0 || errno != ESRCH) continue;
@@ -213,12 +231,21 @@ void remove_dead_stages(const fs::path& parent, const std::string& name) {
   }
 }
 
+// renameat2(RENAME_EXCHANGE): swaps two paths atomically. Returns false (errno set) where the filesystem does
+// not support it (EINVAL) or the kernel is too old (ENOSYS).
+bool exchange_paths(const fs::path& a, const fs::path& b) {
+  return ::renameat2(AT_FDCWD, a.c_str(), AT_FDCWD, b.c_str(), RENAME_EXCHANGE) == 0;
+}
+
 }  // namespace
 
 StagedDir::StagedDir(fs::path dst, bool force, const std::vector<fs::path>& protect)
     : dst_(std::move(dst)), force_(force) {
-  while (!dst_.empty() && !dst_.has_filename()) dst_ = dst_.parent_path();  // "out/" -> "out"
+  // "out/" -> "out"; "/" and "." have no name to stage beside (and "/" used to loop here forever).
+  while (!dst_.empty() && !dst_.has_filename() && dst_.has_relative_path()) dst_ = dst_.parent_path();
   HLWQ_CHECK(!dst_.empty(), "output path is empty");
+  HLWQ_CHECK(dst_.has_filename() && dst_.filename() != "." && dst_.filename() != "..",
+             "{}: the output must name a directory to create (not /, . or ..)", dst_.string());
   std::error_code ec;
   // --force removes dst at commit, so it must never be (or contain) the input: `quantize SRC SRC --force` or
   // `quantize SRC SRC/.. --force` would delete the model being read. Canonical paths see through "..", "."
@@ -231,28 +258,44 @@ StagedDir::StagedDir(fs::path dst, bool force, const std::vector<fs::path>& prot
     HLWQ_CHECK(!is_ancestor_or_same(dst_canon, pc), "{}: output is {} or a directory containing it; refusing",
                dst_.string(), p.string());
   }
-  const fs::file_status st = fs::symlink_status(dst_, ec);
-  if (fs::exists(st)) {
-    HLWQ_CHECK(force_, "{}: already exists (pass --force to replace it)", dst_.string());
-    // --force replaces a previous output, nothing else: a file, or a non-empty directory without a config.json
-    // (a home directory, a source tree), is refused rather than deleted.
-    HLWQ_CHECK(fs::is_directory(st), "{}: exists and is not a directory; refusing to replace it even with --force",
-               dst_.string());
-    const bool empty = fs::is_empty(dst_, ec);
-    HLWQ_CHECK(!ec, "{}: cannot list: {}", dst_.string(), ec.message());
-    HLWQ_CHECK(empty || fs::exists(dst_ / "config.json"),
-               "{}: exists, is not empty and has no config.json, so it does not look like a model directory; "
-               "refusing to replace it even with --force",
-               dst_.string());
-  }
+  check_replaceable();
   const fs::path parent = dst_.has_parent_path() ? dst_.parent_path() : fs::path(".");
   HLWQ_CHECK(fs::is_directory(parent), "{}: parent directory {} does not exist", dst_.string(), parent.string());
   remove_dead_stages(parent, dst_.filename().string());
-  stage_ = dst_;
-  stage_ += fmt::format(".partial-{}", ::getpid());
-  fs::remove_all(stage_, ec);
-  fs::create_directory(stage_, ec);
-  HLWQ_CHECK(!ec, "{}: cannot create the staging directory: {}", stage_.string(), ec.message());
+  // A fresh name: create_directory fails rather than reuses, so nothing already there is ever removed.
+  for (int k = 0; k < 1000 && stage_.empty(); ++k) {
+    fs::path cand = dst_;
+    cand += fmt::format(".partial-{}-{}", ::getpid(), k);
+    if (fs::create_directory(cand, ec)) stage_ = cand;
+    else HLWQ_CHECK(!ec || ec == std::errc::file_exists, "{}: cannot create the staging directory: {}", cand.string(),
+                    ec.message());
+  }
+  HLWQ_CHECK(!stage_.empty(), "{}: cannot find a free staging directory name beside it", dst_.string());
+  try {
+    write_file(stage_ / kOutputMarker, std::string(kOutputMarkerText) + "\n");
+    write_file(stage_ / kStageMarker, std::to_string(::getpid()));
+  } catch (...) {
+    fs::remove_all(stage_, ec);
+    throw;
+  }
+}
+
+void StagedDir::check_replaceable() const {
+  std::error_code ec;
+  const fs::file_status st = fs::symlink_status(dst_, ec);
+  if (!fs::exists(st)) return;
+  HLWQ_CHECK(force_, "{}: already exists (pass --force to replace it)", dst_.string());
+  // --force replaces hlwq's own previous output (it carries the marker file) or an empty directory, nothing
+  // else: a file, a symlink, or a directory hlwq did not write (a project, a home directory, a model downloaded
+  // by hand) is refused rather than deleted.
+  HLWQ_CHECK(fs::is_directory(st), "{}: exists and is not a directory; refusing to replace it even with --force",
+             dst_.string());
+  const bool empty = fs::is_empty(dst_, ec);
+  HLWQ_CHECK(!ec, "{}: cannot list: {}", dst_.string(), ec.message());
+  HLWQ_CHECK(empty || has_output_marker(dst_),
+             "{}: exists, is not empty and was not written by hlwq (no {} marker); refusing to replace it even with "
+             "--force (remove it yourself if it is disposable)",
+             dst_.string(), kOutputMarker);
 }
 
 StagedDir::~StagedDir() {
@@ -264,28 +307,48 @@ StagedDir::~StagedDir() {
 
 void StagedDir::commit() {
   std::error_code ec;
-  // The files are synced; sync the stage's entries too before its rename makes it the output.
+  // The stage becomes an output: drop its stage marker (so no cleanup ever mistakes it for a dead stage), then
+  // sync its entries before the rename makes it visible.
+  fs::remove(stage_ / kStageMarker, ec);
+  HLWQ_CHECK(!ec, "{}: cannot remove {}: {}", stage_.string(), kStageMarker, ec.message());
   fsync_dir(stage_);
-  fs::path old;
-  if (fs::exists(fs::symlink_status(dst_, ec))) {
-    HLWQ_CHECK(force_, "{}: appeared while writing; not replacing it without --force", dst_.string());
-    old = dst_;
-    old += fmt::format(".old-{}", ::getpid());
-    fs::rename(dst_, old, ec);
-    HLWQ_CHECK(!ec, "{}: cannot move the old output aside: {}", dst_.string(), ec.message());
+  const fs::path parent = dst_.has_parent_path() ? dst_.parent_path() : fs::path(".");
+  if (!fs::exists(fs::symlink_status(dst_, ec))) {
+    // RENAME_NOREPLACE: a dst that appeared meanwhile is not silently replaced.
+    HLWQ_CHECK(::renameat2(AT_FDCWD, stage_.c_str(), AT_FDCWD, dst_.c_str(), RENAME_NOREPLACE) == 0 ||
+                   (errno == EINVAL && ::rename(stage_.c_str(), dst_.c_str()) == 0),
+               "{}: cannot move {} into place: {}", dst_.string(), stage_.string(), std::strerror(errno));
+    committed_ = true;
+    fsync_dir(parent);
+    return;
   }
+  check_replaceable();  // again: dst may have changed since the constructor looked
+  // Atomic swap: at every instant dst is either the complete old output or the complete new one. Afterwards
+  // the old output sits at the stage path and is removed; a crash before that leaves it there, intact.
+  if (exchange_paths(stage_, dst_)) {
+    committed_ = true;
+    fsync_dir(parent);
+    fs::remove_all(stage_, ec);
+    return;
+  }
+  HLWQ_CHECK(errno == EINVAL || errno == ENOSYS, "{}: cannot swap in {}: {}", dst_.string(), stage_.string(),
+             std::strerror(errno));
+  // No RENAME_EXCHANGE on this filesystem: two renames. A crash between them leaves dst missing, but the
+  // previous output is never lost: it stays complete at <dst>.old-<pid>, which the message names.
+  fs::path old = dst_;
+  old += fmt::format(".old-{}", ::getpid());
+  fs::rename(dst_, old, ec);
+  HLWQ_CHECK(!ec, "{}: cannot move the old output aside: {}", dst_.string(), ec.message());
   fs::rename(stage_, dst_, ec);
   if (ec) {
-    // Put the previous output back, so a failed commit leaves dst as it was (the stage is removed later).
     std::error_code ec2;
-    if (!old.empty()) fs::rename(old, dst_, ec2);
+    fs::rename(old, dst_, ec2);
     fail("{}: cannot move {} into place: {}{}", dst_.string(), stage_.string(), ec.message(),
          ec2 ? fmt::format("; the previous output is left at {} ({})", old.string(), ec2.message()) : "");
   }
   committed_ = true;
-  if (!old.empty()) fs::remove_all(old, ec);
-  const fs::path parent = dst_.has_parent_path() ? dst_.parent_path() : fs::path(".");
-  fsync_dir(parent);  // make the rename itself durable
+  fsync_dir(parent);
+  fs::remove_all(old, ec);
 }
 
 }  // namespace hlwq

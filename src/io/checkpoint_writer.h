@@ -3,7 +3,11 @@
 // any order, from any thread, straight to its final offset (pwrite). Space is reserved at creation
 // (posix_fallocate), so a full disk is reported before the long work starts, not at the end.
 // StagedDir makes a whole output directory appear atomically: everything is written under
-// "<dst>.partial-<pid>" and renamed to <dst> only by commit(); an uncommitted stage is removed on destruction.
+// "<dst>.partial-<pid>-<k>" and moved to <dst> only by commit(); an uncommitted stage is removed on destruction.
+// Every output carries the marker file kOutputMarker, and a stage also kStageMarker (its writer's pid): --force
+// replaces only a directory with the output marker (or an empty one), and stale stages are recognised by the
+// markers, not by name. Replacing an existing dst swaps the two directories atomically (renameat2
+// RENAME_EXCHANGE), so dst is always either the old or the new output, whatever the moment of a crash.
 #pragma once
 #include <cstdint>
 #include <filesystem>
@@ -69,10 +73,14 @@ class CheckpointWriter {
 // Writes a whole small file (config, index, copied tokenizer files); throws with the path and errno on failure.
 void write_file(const std::filesystem::path& path, const std::string& content);
 
+inline constexpr const char* kOutputMarker = ".hlwq-output";
+inline constexpr const char* kOutputMarkerText = "written by hlwq; `hlwq quantize --force` may replace this directory";
+inline constexpr const char* kStageMarker = ".hlwq-stage";
+
 class StagedDir {
  public:
   // Fails if dst exists and force is false. With force, dst may only be replaced when it is an empty directory
-  // or one holding config.json (a previous output), and never when it is, or contains, a path in `protect`
+  // or one holding kOutputMarker (hlwq's own output), and never when it is, or contains, a path in `protect`
   // (the source). The stage lives beside dst (same filesystem, so rename is atomic).
   StagedDir(std::filesystem::path dst, bool force, const std::vector<std::filesystem::path>& protect = {});
   ~StagedDir();
@@ -84,6 +92,7 @@ class StagedDir {
   void commit();
 
  private:
+  void check_replaceable() const;  // the --force rules above; throws when dst may not be replaced
   std::filesystem::path dst_, stage_;
   bool force_, committed_ = false;
 };

@@ -2,6 +2,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <cmath>
 #include <iterator>
 
 #include "core/error.h"
@@ -17,19 +18,6 @@ std::string_view model_arch_name(ModelArch a) {
     case ModelArch::qwen3_moe: return "qwen3_moe";
   }
   return "?";
-}
-
-json read_json_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  HLWQ_CHECK(f.good(), "{}: cannot open", path);
-  const std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  // Config files nest a few levels; refusing absurd depth keeps copies and messages of the value non-recursive.
-  json_check_depth(text.data(), text.data() + text.size(), 128, path);
-  try {
-    return json::parse(text);
-  } catch (const json::exception& ex) {
-    fail("{}: not valid JSON: {}", path, ex.what());
-  }
 }
 
 namespace {
@@ -118,6 +106,47 @@ std::vector<int64_t> parse_eos(const json& v) {
   return out;
 }
 
+// Every dimension bounded (zero-size ones divide by zero in the kernels; 2^62 layers would size gigabytes of
+// per-layer state before any tensor is looked at) and every product that sizes a buffer kept well inside
+// 64 bits. The bounds are ~10x past the largest models of these families.
+void check_dimensions(const ModelConfig& c, const std::string& where) {
+  struct Dim {
+    const char* field;
+    int64_t value, lo, hi;
+  };
+  const bool gdn = c.arch != ModelArch::qwen3_moe;
+  std::vector<Dim> dims = {
+      {"vocab_size", c.vocab_size, 1, int64_t(1) << 24},
+      {"hidden_size", c.hidden_size, 1, int64_t(1) << 17},
+      {"num_hidden_layers", c.n_layers, 1, 1024},
+      {"num_attention_heads", c.n_heads, 1, 4096},
+      {"num_key_value_heads", c.n_kv_heads, 1, 4096},
+      {"head_dim", c.head_dim, 1, 4096},
+      {"num_experts", c.n_experts, 1, 1 << 16},
+      {"num_experts_per_tok", c.n_experts_active, 1, 1024},
+      {"moe_intermediate_size", c.moe_intermediate, 1, int64_t(1) << 17},
+      {"max_position_embeddings", c.max_position_embeddings, 0, int64_t(1) << 24},
+  };
+  if (gdn) {
+    dims.push_back({"shared_expert_intermediate_size", c.shared_expert_intermediate, 0, int64_t(1) << 17});
+    dims.push_back({"linear_num_key_heads", c.linear_n_key_heads, 1, 4096});
+    dims.push_back({"linear_num_value_heads", c.linear_n_value_heads, 1, 4096});
+    dims.push_back({"linear_key_head_dim", c.linear_key_head_dim, 1, 4096});
+    dims.push_back({"linear_value_head_dim", c.linear_value_head_dim, 1, 4096});
+    dims.push_back({"linear_conv_kernel_dim", c.linear_conv_kernel, 1, 64});
+  }
+  for (const Dim& d : dims)
+    HLWQ_CHECK(d.value >= d.lo && d.value <= d.hi, "{}: {} = {} is outside the supported range [{}, {}]", where,
+               d.field, d.value, d.lo, d.hi);
+  HLWQ_CHECK(c.head_dim * c.n_heads <= (int64_t(1) << 20) && c.n_experts * c.moe_intermediate <= (int64_t(1) << 26),
+             "{}: attention width {} x {} or expert width {} x {} is too large", where, c.n_heads, c.head_dim,
+             c.n_experts, c.moe_intermediate);
+  HLWQ_CHECK(std::isfinite(c.rms_norm_eps) && c.rms_norm_eps > 0 && c.rms_norm_eps < 1,
+             "{}: rms_norm_eps {} must be in (0, 1)", where, c.rms_norm_eps);
+  HLWQ_CHECK(std::isfinite(c.rope_theta) && c.rope_theta > 0, "{}: rope_theta {} must be positive and finite", where,
+             c.rope_theta);
+}
+
 }  // namespace
 
 int64_t ModelConfig::n_full_attention_layers() const {
@@ -155,6 +184,9 @@ ModelConfig parse_model_config(const json& top, const std::string& where) {
   c.vocab_size = r.int_("vocab_size");
   c.hidden_size = r.int_("hidden_size");
   c.n_layers = r.int_("num_hidden_layers");
+  // Bounded at once: layer_types below is sized from it (check_dimensions bounds everything else at the end).
+  HLWQ_CHECK(c.n_layers >= 1 && c.n_layers <= 1024, "{}: num_hidden_layers = {} is outside the supported range [1, 1024]",
+             twhere, c.n_layers);
   c.n_heads = r.int_("num_attention_heads");
   c.n_kv_heads = r.int_("num_key_value_heads");
   c.head_dim = r.int_or("head_dim", c.n_heads ? c.hidden_size / c.n_heads : 0);
@@ -233,6 +265,7 @@ ModelConfig parse_model_config(const json& top, const std::string& where) {
   else if (top.contains("eos_token_id")) c.eos_token_ids = parse_eos(top["eos_token_id"]);
   if (top.contains("quantization_config") && !top["quantization_config"].is_null())
     c.quant = parse_quant_config(top["quantization_config"], where);
+  check_dimensions(c, twhere);
   return c;
 }
 

@@ -10,6 +10,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "io/read_file.h"
+
 namespace hlwq {
 
 enum class ModelArch { qwen3_5_moe, qwen3_next, qwen3_moe };
@@ -60,8 +62,5 @@ struct ModelConfig {
 
 ModelConfig parse_model_config(const nlohmann::json& j, const std::string& where = "config.json");
 ModelConfig load_model_config(const std::string& model_dir);  // reads <dir>/config.json
-
-// Reads a JSON file; errors name the path and the parser's message.
-nlohmann::json read_json_file(const std::string& path);
 
 }  // namespace hlwq

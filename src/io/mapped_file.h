@@ -1,5 +1,11 @@
-// MappedFile: a read-only mmap of a whole file (RAII). Checkpoint tensors are views into it, so the file
+// MappedFile: a read-only mmap of a whole regular file (RAII). Checkpoint tensors are views into it, so the file
 // must outlive every TensorView taken from it.
+// A mapped file that shrinks while mapped (another process truncates a shard mid-run) makes the next read of a
+// vanished page raise SIGBUS. That cannot become a C++ exception (it can hit any thread, inside any kernel), so
+// every live mapping is registered with a SIGBUS handler that, for an address inside one, prints
+// "hlwq: error: <path>: file shrank while mapped ..." and ends the process with exit status 3; a SIGBUS
+// elsewhere keeps its previous disposition. Files truncated before mapping never get this far: SafetensorsFile
+// checks every range against the size.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -25,6 +31,7 @@ class MappedFile {
   std::string path_;
   const uint8_t* data_ = nullptr;
   size_t size_ = 0;
+  void* slot_ = nullptr;  // this mapping's entry in the SIGBUS handler's table (mapped_file.cpp)
 };
 
 }  // namespace hlwq

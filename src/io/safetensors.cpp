@@ -10,6 +10,7 @@
 
 #include "core/error.h"
 #include "io/json_util.h"
+#include "io/read_file.h"
 
 namespace hlwq {
 namespace fs = std::filesystem;
@@ -25,12 +26,17 @@ constexpr uint64_t kMaxHeaderBytes = 256ull << 20;
 // parsing, so nothing downstream (copies, error messages) can recurse deeply on them.
 constexpr size_t kMaxHeaderDepth = 64;
 
+constexpr size_t kMaxTensorNameBytes = 1024;
+
 uint64_t checked_mul(uint64_t a, uint64_t b, const std::string& what) {
   HLWQ_CHECK(b == 0 || a <= std::numeric_limits<uint64_t>::max() / b, "{}: size overflows 64 bits", what);
   return a * b;
 }
 
 TensorEntry parse_entry(const std::string& path, const std::string& name, const json& v, uint64_t buf_size) {
+  // Real names are under 200 bytes; a bound keeps every later use of a name (messages, maps, matching) cheap.
+  HLWQ_CHECK(name.size() <= kMaxTensorNameBytes, "{}: a tensor name of {} bytes is over the {} byte limit ('{}...')",
+             path, name.size(), kMaxTensorNameBytes, name.substr(0, 64));
   const std::string where = fmt::format("{}: tensor '{}'", path, name);
   HLWQ_CHECK(v.is_object(), "{}: header entry is not an object", where);
   HLWQ_CHECK(v.contains("dtype") && v["dtype"].is_string(), "{}: missing dtype", where);
@@ -142,16 +148,11 @@ Checkpoint::Checkpoint(const std::string& dir) : dir_(dir) {
   const fs::path index = fs::path(dir) / "model.safetensors.index.json";
   const fs::path single = fs::path(dir) / "model.safetensors";
   std::map<std::string, std::string> weight_map;
-  if (fs::exists(index)) {
-    json j;
-    try {
-      std::ifstream f(index);
-      j = json::parse(f);
-    } catch (const json::exception& ex) {
-      fail("{}: not valid JSON: {}", index.string(), ex.what());
-    }
+  if (regular_file_exists(index)) {
+    const json j = read_json_file(index);
     HLWQ_CHECK(j.is_object() && j.contains("weight_map") && j["weight_map"].is_object(),
                "{}: missing the weight_map object", index.string());
+    HLWQ_CHECK(!j["weight_map"].empty(), "{}: weight_map is empty", index.string());
     for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
       HLWQ_CHECK(it.value().is_string(), "{}: weight_map['{}'] is not a file name", index.string(), it.key());
       const std::string fn = it.value().get<std::string>();
@@ -174,6 +175,16 @@ Checkpoint::Checkpoint(const std::string& dir) : dir_(dir) {
       HLWQ_CHECK(e, "{}: index maps '{}' to {}, which does not hold it", dir, name, fn);
       where_[name] = {fi, e};
     }
+    // The other direction: a tensor a shard holds but the index does not list would silently vanish from
+    // every consumer (an incomplete or stale index), so it is an error.
+    for (const auto& [fn, fi] : file_index)
+      for (const TensorEntry& e : files_[fi]->entries()) {
+        auto it = weight_map.find(e.name);
+        HLWQ_CHECK(it != weight_map.end(), "{}: shard {} holds tensor '{}', which model.safetensors.index.json does "
+                   "not list (incomplete index?)", dir, fn, e.name);
+        HLWQ_CHECK(it->second == fn, "{}: tensor '{}' is in shard {} and in shard {}, which the index names", dir,
+                   e.name, fn, it->second);
+      }
   } else {
     HLWQ_CHECK(fs::exists(single), "{}: no model.safetensors.index.json and no model.safetensors", dir);
     files_.push_back(std::make_unique<SafetensorsFile>(single.string()));

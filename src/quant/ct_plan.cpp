@@ -2,7 +2,8 @@
 
 #include <algorithm>
 #include <map>
-#include <regex>
+#include <optional>
+#include <string_view>
 
 #include "core/error.h"
 #include "io/compressed_tensors.h"
@@ -29,17 +30,30 @@ bool ends_with(const std::string& s, std::string_view p) {
   return s.size() >= p.size() && s.compare(s.size() - p.size(), p.size(), p) == 0;
 }
 
-// vLLM fusion group of a quantizable 2-D weight name, "" when it stands alone.
+// name without `suffix` when it ends with one of `suffixes`, else nullopt.
+std::optional<std::string_view> strip_one(std::string_view name, std::initializer_list<std::string_view> suffixes) {
+  for (std::string_view s : suffixes)
+    if (name.ends_with(s)) return name.substr(0, name.size() - s.size());
+  return std::nullopt;
+}
+
+// vLLM fusion group of a quantizable 2-D weight name, "" when it stands alone. Plain string tests (names come
+// from the file; std::regex recursed per character and overflowed the stack on a 40,000-character name):
+//   P.mlp.experts.N.{gate,up,down}_proj.weight -> P.mlp.experts.*      P.self_attn.{q,k,v}_proj.weight -> P.self_attn.qkv_proj
+//   P.linear_attn.in_proj_{qkv,z}.weight -> P.linear_attn.in_proj_qkvz  P.{gate,up}_proj.weight -> P.gate_up_proj
 std::string fusion_group(const std::string& name) {
-  static const std::regex kExpert(R"(^(.*\.mlp\.experts)\.\d+\.(gate|up|down)_proj\.weight$)");
-  static const std::regex kQkv(R"(^(.*\.self_attn)\.(q|k|v)_proj\.weight$)");
-  static const std::regex kQkvz(R"(^(.*\.linear_attn)\.in_proj_(qkv|z)\.weight$)");
-  static const std::regex kGateUp(R"(^(.*)\.(gate|up)_proj\.weight$)");
-  std::smatch m;
-  if (std::regex_match(name, m, kExpert)) return m[1].str() + ".*";
-  if (std::regex_match(name, m, kQkv)) return m[1].str() + ".qkv_proj";
-  if (std::regex_match(name, m, kQkvz)) return m[1].str() + ".in_proj_qkvz";
-  if (std::regex_match(name, m, kGateUp)) return m[1].str() + ".gate_up_proj";
+  if (auto head = strip_one(name, {".gate_proj.weight", ".up_proj.weight", ".down_proj.weight"})) {
+    const size_t dot = head->rfind('.');
+    if (dot != std::string_view::npos && dot + 1 < head->size() &&
+        head->find_first_not_of("0123456789", dot + 1) == std::string_view::npos &&
+        head->substr(0, dot).ends_with(".mlp.experts"))
+      return std::string(head->substr(0, dot)) + ".*";
+  }
+  if (auto p = strip_one(name, {".q_proj.weight", ".k_proj.weight", ".v_proj.weight"}); p && p->ends_with(".self_attn"))
+    return std::string(*p) + ".qkv_proj";
+  if (auto p = strip_one(name, {".in_proj_qkv.weight", ".in_proj_z.weight"}); p && p->ends_with(".linear_attn"))
+    return std::string(*p) + ".in_proj_qkvz";
+  if (auto p = strip_one(name, {".gate_proj.weight", ".up_proj.weight"})) return std::string(*p) + ".gate_up_proj";
   return "";
 }
 
@@ -52,11 +66,85 @@ TensorRole role_of(const std::string& name) {
   }
 }
 
+// The checkpoint holds every tensor its config implies, so an incomplete download, a stale index or a config
+// for another model fails here, before anything is written, instead of producing an output that loads and then
+// fails (or that replaces a good one with --force). Checked: embeddings, final norm, lm_head (unless tied) and
+// per layer the two norms, the router, the layer type's attention output projection, the shared expert when
+// configured, and every routed expert (fused 3-D or per-expert 2-D, floating point); no text tensor may name a
+// layer past num_hidden_layers or an expert past num_experts. The experts' exact shapes are checked as they are
+// planned; full tensor-by-tensor validation is the model loader's.
+void check_complete(const ModelConfig& cfg, const Checkpoint& ck) {
+  const std::vector<std::string> names = ck.names();
+  HLWQ_CHECK(!names.empty(), "{}: the checkpoint holds no tensors", ck.dir());
+  std::string prefix = "model.";
+  for (const auto& n : names)
+    if (n.starts_with("model.language_model.")) prefix = "model.language_model.";
+  const int64_t H = cfg.hidden_size, E = cfg.n_experts;
+  // shape: exact shape required; rank: only the number of dimensions (the planner checks those shapes itself).
+  auto need = [&](const std::string& name, const Shape* shape, size_t rank = 0) {
+    HLWQ_CHECK(ck.has(name), "{}: missing tensor {} (config.json: {} layers, {} experts); incomplete checkpoint?",
+               ck.dir(), name, cfg.n_layers, E);
+    const TensorEntry& e = ck.entry(name);
+    HLWQ_CHECK(is_float(e.dtype), "{}: tensor {} must be floating point, got {}", ck.file_of(name), name,
+               dtype_name(e.dtype));
+    if (rank)
+      HLWQ_CHECK(e.shape.size() == rank, "{}: tensor {} must have {} dimensions, got {}", ck.file_of(name), name, rank,
+                 shape_str(e.shape));
+    if (shape)
+      HLWQ_CHECK(e.shape == *shape, "{}: tensor {} must be {} (from config.json), got {}", ck.file_of(name), name,
+                 shape_str(*shape), shape_str(e.shape));
+  };
+  const Shape vh{cfg.vocab_size, H}, h{H}, router{E, H};
+  need(prefix + "embed_tokens.weight", &vh);
+  need(prefix + "norm.weight", &h);
+  if (!cfg.tie_word_embeddings) need("lm_head.weight", &vh);
+  for (int64_t L = 0; L < cfg.n_layers; ++L) {
+    const std::string p = fmt::format("{}layers.{}.", prefix, L);
+    need(p + "input_layernorm.weight", &h);
+    need(p + "post_attention_layernorm.weight", &h);
+    need(p + "mlp.gate.weight", &router);
+    need(p + (cfg.layer_types[size_t(L)] == LayerKind::full_attention ? "self_attn.o_proj.weight"
+                                                                       : "linear_attn.out_proj.weight"),
+         nullptr);
+    if (cfg.shared_expert_intermediate > 0)
+      for (const char* proj : {"gate_proj", "up_proj", "down_proj"})
+        need(p + "mlp.shared_expert." + proj + ".weight", nullptr);
+    if (ck.has(p + "mlp.experts.gate_up_proj") || ck.has(p + "mlp.experts.down_proj")) {
+      need(p + "mlp.experts.gate_up_proj", nullptr, 3);
+      need(p + "mlp.experts.down_proj", nullptr, 3);
+    } else {
+      for (int64_t x = 0; x < E; ++x)
+        for (const char* proj : {"gate_proj", "up_proj", "down_proj"})
+          need(fmt::format("{}mlp.experts.{}.{}.weight", p, x, proj), nullptr, 2);
+    }
+  }
+  const std::string layers = prefix + "layers.";
+  for (const auto& n : names) {
+    if (!n.starts_with(layers)) continue;
+    const size_t b = layers.size(), e = n.find('.', b);
+    const std::string idx = n.substr(b, e == std::string::npos ? std::string::npos : e - b);
+    const bool ok = !idx.empty() && idx.size() < 10 && idx.find_first_not_of("0123456789") == std::string::npos &&
+                    std::stoll(idx) < cfg.n_layers;
+    HLWQ_CHECK(ok, "{}: tensor {} names a layer outside the config's {} layers", ck.file_of(n), n, cfg.n_layers);
+    if (n.find(".mlp.experts.") != std::string::npos && !n.ends_with(".mlp.experts.gate_up_proj") &&
+        !n.ends_with(".mlp.experts.down_proj")) {
+      const std::string rest = n.substr(n.find(".mlp.experts.") + 13);
+      const size_t dot = rest.find('.');
+      const std::string num = rest.substr(0, dot), proj = dot == std::string::npos ? "" : rest.substr(dot + 1);
+      const bool expert_ok = !num.empty() && num.size() < 10 &&
+                             num.find_first_not_of("0123456789") == std::string::npos && std::stoll(num) < E &&
+                             (proj == "gate_proj.weight" || proj == "up_proj.weight" || proj == "down_proj.weight");
+      HLWQ_CHECK(expert_ok, "{}: tensor {} is not a routed expert weight hlwq knows ({} experts)", ck.file_of(n), n, E);
+    }
+  }
+}
+
 }  // namespace
 
 CtPlan plan_ct_int4(const ModelConfig& cfg, const Checkpoint& ck, const PlanOptions& opt) {
   HLWQ_CHECK(!cfg.quant.has_value(), "{}: the source is already quantized ({}); quantize a bf16 checkpoint",
              ck.dir(), cfg.quant ? cfg.quant->quant_method : "");
+  check_complete(cfg, ck);
   CtPlan plan;
   const int64_t E = cfg.n_experts, I = cfg.moe_intermediate, H = cfg.hidden_size;
   for (const std::string& name : ck.names()) {

@@ -11,8 +11,11 @@
 #include "core/error.h"
 #include "core/parallel_errors.h"
 #include "core/progress.h"
+#include "core/thread_count.h"
 #include "io/checkpoint_writer.h"
 #include "io/compressed_tensors.h"
+#include "io/read_file.h"
+#include "quant/finite_check.h"
 #include "quant/int4_pack.h"
 
 namespace hlwq {
@@ -66,8 +69,13 @@ struct Executor {
     const uint8_t* base = static_cast<const uint8_t*>(src.data) + it.src_offset;
     if (it.action == PlanAction::copy) {
       // In pieces, releasing each: a 1 GB embedding must not sit in the resident set.
+      const uint64_t esz = dtype_size(it.src_dtype);
       for (uint64_t off = 0; off < it.src_bytes; off += kCopyChunkBytes) {
         const uint64_t n = std::min(kCopyChunkBytes, it.src_bytes - off);
+        // Kept tensors are checked like quantized ones: a NaN norm or router would pass through silently.
+        const size_t bad = first_non_finite(it.src_dtype, base + off, n / esz);
+        HLWQ_CHECK(bad == n / esz, "{}: tensor {}: non-finite value (NaN or Inf) at element {}; refusing to write it",
+                   ck.file_of(it.src_name), it.src_name, (off / esz) + bad);
         writer.write_part(it.out_name, off, base + off, n);
         ck.release(it.src_name, it.src_offset + off, n);
       }
@@ -104,6 +112,10 @@ QuantizeReport quantize_model(const QuantizeOptions& opt) {
   const CtPlan plan = plan_ct_int4(cfg, ck, opt.plan);
   report.n_dropped_visual = plan.n_dropped_visual;
   report.n_dropped_mtp = plan.n_dropped_mtp;
+  // Side files are checked now, before anything is written: only regular files are copied (a FIFO would block).
+  std::vector<std::string> side_files;
+  for (const char* f : kSideFiles)
+    if (regular_file_exists(fs::path(opt.src) / f)) side_files.push_back(f);
 
   // The source is protected: with --force, DST being SRC (or a parent of it) would delete the input.
   StagedDir stage(opt.dst, opt.force, {fs::path(opt.src)});
@@ -124,7 +136,7 @@ QuantizeReport quantize_model(const QuantizeOptions& opt) {
     if (it.action == PlanAction::copy) copy_bytes += it.src_bytes;
     (shape_numel(it.out_shape) >= kBigItemElems ? big : small).push_back(&it);
   }
-  report.threads = opt.threads > 0 ? opt.threads : omp_get_num_procs();
+  report.threads = opt.threads > 0 ? cap_thread_count(opt.threads, stderr) : omp_get_num_procs();
   omp_set_num_threads(report.threads);
   Progress progress("quantize", "tensors", int64_t(big.size() + small.size()), int64_t(work_bytes),
                     opt.progress ? stderr : nullptr);
@@ -149,9 +161,8 @@ QuantizeReport quantize_model(const QuantizeOptions& opt) {
   config["quantization_config"] =
       ct_quantization_config(plan.extra_ignore, opt.plan.quantize_lm_head, plan.extra_ignore_patterns);
   write_file(stage.path() / "config.json", config.dump(2) + "\n");
-  for (const char* f : kSideFiles) {
+  for (const std::string& f : side_files) {
     const fs::path p = fs::path(opt.src) / f;
-    if (!fs::exists(p)) continue;
     std::error_code ec;
     fs::copy_file(p, stage.path() / f, ec);
     HLWQ_CHECK(!ec, "{}: cannot copy to {}: {}", p.string(), stage.path().string(), ec.message());

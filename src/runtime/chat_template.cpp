@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "io/read_file.h"
 #include "runtime/jinja_eval.h"
 #include "runtime/jinja_parser.h"
 
@@ -22,13 +23,7 @@ constexpr const char* kChatMlTemplate =
     "{%- endfor %}"
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}";
 
-std::string read_text(const std::filesystem::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  if (!f) fail("{}: cannot open", p.string());
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
+std::string read_text(const std::filesystem::path& p) { return read_regular_file(p, kMaxConfigBytes); }
 
 // tokenizer_config.json stores special tokens as a string, null, or an AddedToken dict with "content".
 std::string token_string(const ojson& cfg, const char* key, const std::string& file) {
@@ -60,20 +55,14 @@ ChatTemplate ChatTemplate::chatml() {
 ChatTemplate ChatTemplate::from_model_dir(const std::filesystem::path& dir) {
   std::filesystem::path cfg_path = dir / "tokenizer_config.json";
   ojson cfg = ojson::object();
-  if (std::filesystem::exists(cfg_path)) {
-    try {
-      cfg = ojson::parse(read_text(cfg_path));
-    } catch (const ojson::parse_error& e) {
-      fail("{}: not valid JSON ({})", cfg_path.string(), e.what());
-    }
-  }
+  if (regular_file_exists(cfg_path)) cfg = read_ordered_json_file(cfg_path);
   std::string file = cfg_path.string();
   std::string bos = token_string(cfg, "bos_token", file), eos = token_string(cfg, "eos_token", file);
 
   // transformers prefers a standalone chat_template.jinja over the copy in tokenizer_config.json.
   std::filesystem::path jinja_path = dir / "chat_template.jinja";
   std::optional<std::pair<std::string, std::string>> src;  // (source, origin)
-  if (std::filesystem::exists(jinja_path)) {
+  if (regular_file_exists(jinja_path)) {
     src.emplace(read_text(jinja_path), jinja_path.string());
   } else if (cfg.contains("chat_template") && !cfg["chat_template"].is_null()) {
     const ojson& ct = cfg["chat_template"];

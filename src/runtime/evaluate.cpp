@@ -78,6 +78,16 @@ double logsumexp(const float* row, int64_t V) {
 
 int64_t argmax(const float* row, int64_t V) { return std::max_element(row, row + V) - row; }
 
+// A model that produced NaN/Inf must not report a number as if it were a result.
+void check_finite(const EvalResult& r) {
+  const EvalStats& s = r.stats;
+  HLWQ_CHECK(std::isfinite(s.mean_nll().value), "perplexity is not finite (mean NLL {}): the model produced NaN/Inf",
+             s.mean_nll().value);
+  if (s.with_base())
+    HLWQ_CHECK(std::isfinite(s.kl().value) && std::isfinite(s.base_ppl().value),
+               "KL divergence or the base perplexity is not finite: a model produced NaN/Inf");
+}
+
 // Windows reach the statistics in order; after each one the running value shows on the progress line (terminal)
 // or as llama-perplexity's "[3]12.3456,".
 class WindowFeed {
@@ -169,6 +179,7 @@ EvalResult eval_ppl(Model& model, const std::vector<int32_t>& ids, const EvalOpt
     }
   }
   r.seconds = feed.finish();
+  check_finite(r);
   return r;
 }
 
@@ -219,6 +230,7 @@ EvalResult eval_kld(Model& model, Model& base, const std::vector<int32_t>& ids, 
     }
   }
   r.seconds = feed.finish();
+  check_finite(r);
   return r;
 }
 

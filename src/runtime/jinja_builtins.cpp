@@ -89,6 +89,7 @@ std::string py_replace(const std::string& s, const std::string& from, const std:
     size_t at = s.find(from, start);
     if (at == std::string::npos) break;
     out.append(s, start, at - start).append(to);
+    HLWQ_CHECK(out.size() <= kMaxStringBytes, "replace(): the result is over the {} byte limit", kMaxStringBytes);
     start = at + from.size();
     ++done;
   }
@@ -133,8 +134,11 @@ ValueList iterate(const Value& v) {
       return keys;
     }
     case Value::Kind::String: {
+      std::vector<char32_t> cps = utf8_to_code_points(v.str());
+      HLWQ_CHECK(cps.size() <= kMaxItems, "iterating a string of {} characters is over the {} item limit", cps.size(),
+                 kMaxItems);
       ValueList chars;
-      for (char32_t c : utf8_to_code_points(v.str())) chars.push_back(Value::string(code_points_to_utf8({c})));
+      for (char32_t c : cps) chars.push_back(Value::string(code_points_to_utf8({c})));
       return chars;
     }
     default: fail("'{}' value is not iterable", v.type_name());
@@ -208,8 +212,11 @@ Value builtin_method(const Value& obj, const std::string& name, const ValueList&
       if (args.empty()) fail("str.join() needs an argument");
       std::string out;
       ValueList xs = iterate(args[0]);
-      for (size_t k = 0; k < xs.size(); ++k) out += (k ? s : "") + need_str(xs[k], "str.join() item");
-      return Value::string(out);
+      for (size_t k = 0; k < xs.size(); ++k) {
+        out += (k ? s : "") + need_str(xs[k], "str.join() item");
+        HLWQ_CHECK(out.size() <= kMaxStringBytes, "str.join(): the result is over the {} byte limit", kMaxStringBytes);
+      }
+      return Value::string(std::move(out));
     }
     if (name == "capitalize" || name == "title") {
       std::string low = map_case(s, false);
@@ -253,7 +260,12 @@ Value builtin_filter(const std::string& name, const Value& v, const ValueList& a
     const Value* indent = arg(args, kwargs, 0, "indent");
     const Value* ascii = kwarg(kwargs, "ensure_ascii");
     const Value* sort = kwarg(kwargs, "sort_keys");
-    int ind = indent && indent->kind() == Value::Kind::Int ? int(indent->as_int()) : -1;
+    int ind = -1;
+    if (indent && indent->kind() == Value::Kind::Int) {
+      // json.dumps accepts any indent; a huge one would only build a huge string.
+      if (indent->as_int() < 0 || indent->as_int() > 64) fail("indent must be in [0, 64], got {}", indent->as_int());
+      ind = int(indent->as_int());
+    }
     return Value::string(v.to_json(ascii && ascii->truthy(), ind, sort && sort->truthy()));
   }
   if (name == "string") return Value::string(v.to_str());
@@ -269,9 +281,11 @@ Value builtin_filter(const std::string& name, const Value& v, const ValueList& a
     const Value* attr = arg(args, kwargs, 1, "attribute");
     std::string out;
     ValueList xs = iterate(v);
-    for (size_t k = 0; k < xs.size(); ++k)
+    for (size_t k = 0; k < xs.size(); ++k) {
       out += (k && sep ? sep->to_str() : "") + (attr ? attr_of(xs[k], attr->to_str()) : xs[k]).to_str();
-    return Value::string(out);
+      HLWQ_CHECK(out.size() <= kMaxStringBytes, "the joined text is over the {} byte limit", kMaxStringBytes);
+    }
+    return Value::string(std::move(out));
   }
   if (name == "default" || name == "d") {
     const Value* def = arg(args, kwargs, 0, "default_value");
@@ -306,7 +320,14 @@ Value builtin_filter(const std::string& name, const Value& v, const ValueList& a
     return Value::list(std::move(xs));
   }
   if (name == "int") {
-    if (v.is_number()) return Value::integer(int64_t(v.as_double()));
+    if (v.kind() == Value::Kind::Int) return v;
+    if (v.is_number()) {
+      // Converting NaN, inf or |x| >= 2^63 to int64 is undefined behaviour in C++.
+      const double d = v.as_double();
+      if (!(d > -9223372036854775808.0 && d < 9223372036854775808.0))
+        fail("cannot convert {} to a 64-bit integer", v.repr());
+      return Value::integer(int64_t(d));
+    }
     if (v.is_string()) {
       try {
         return Value::integer(std::stoll(v.str()));
@@ -328,7 +349,10 @@ Value builtin_filter(const std::string& name, const Value& v, const ValueList& a
     return def ? *def : Value::number(0.0);
   }
   if (name == "abs") {
-    if (v.kind() == Value::Kind::Int) return Value::integer(v.as_int() < 0 ? -v.as_int() : v.as_int());
+    if (v.kind() == Value::Kind::Int) {
+      if (v.as_int() == INT64_MIN) fail("integer overflow: abs({}) does not fit in 64 bits", v.as_int());
+      return Value::integer(v.as_int() < 0 ? -v.as_int() : v.as_int());
+    }
     if (v.is_number()) return Value::number(std::fabs(v.as_double()));
     fail("filter 'abs' expects a number, got {}", v.type_name());
   }

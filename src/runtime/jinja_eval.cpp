@@ -5,6 +5,7 @@
 #include "runtime/jinja_eval.h"
 
 #include <cmath>
+#include <limits>
 #include <unordered_map>
 
 #include "core/error.h"
@@ -15,6 +16,40 @@ namespace hlwq::jinja {
 namespace {
 
 constexpr int kMaxMacroDepth = 64;  // a recursive macro past this depth is a template bug, not a workload
+
+// Checked 64-bit integer arithmetic with Python's semantics; overflow is an error, not a wrapped value (Python
+// would switch to big integers, which the templates hlwq renders never need).
+int64_t int_op(const std::string& op, int64_t a, int64_t b) {
+  int64_t r = 0;
+  bool ovf = false;
+  if (op == "+") ovf = __builtin_add_overflow(a, b, &r);
+  else if (op == "-") ovf = __builtin_sub_overflow(a, b, &r);
+  else if (op == "*") ovf = __builtin_mul_overflow(a, b, &r);
+  else if (op == "//" || op == "%") {
+    // b != 0 was checked; INT64_MIN / -1 is the one quotient that does not fit (and traps on x86).
+    if (a == std::numeric_limits<int64_t>::min() && b == -1) {
+      if (op == "%") return 0;
+      ovf = true;
+    } else {
+      int64_t q = a / b, m = a % b;
+      if (m != 0 && ((m < 0) != (b < 0))) {  // Python floors: the remainder takes the divisor's sign
+        --q;
+        m += b;
+      }
+      r = op == "//" ? q : m;
+    }
+  } else if (op == "**") {  // b >= 0: exponentiation by squaring, every product checked
+    r = 1;
+    int64_t base = a, e = b;
+    while (e > 0 && !ovf) {
+      if (e & 1) ovf = __builtin_mul_overflow(r, base, &r);
+      e >>= 1;
+      if (e > 0 && !ovf) ovf = __builtin_mul_overflow(base, base, &base);
+    }
+  }
+  if (ovf) fail("integer overflow: {} {} {} does not fit in 64 bits", a, op, b);
+  return r;
+}
 
 struct Frame {
   std::unordered_map<std::string, Value> vars;
@@ -35,6 +70,7 @@ enum class Flow { Normal, Break, Continue };
 std::vector<size_t> slice_indices(int64_t n, const Value& start, const Value& stop, const Value& step) {
   int64_t st = step.is_undefined() || step.is_none() ? 1 : step.as_int();
   if (st == 0) fail("slice step cannot be zero");
+  if (st == std::numeric_limits<int64_t>::min()) st = -n - 1;  // same effect, and -st stays representable
   auto clamp = [&](const Value& v, int64_t def) {
     if (v.is_undefined() || v.is_none()) return def;
     int64_t x = v.as_int();
@@ -44,13 +80,17 @@ std::vector<size_t> slice_indices(int64_t n, const Value& start, const Value& st
   };
   int64_t b = clamp(start, st > 0 ? 0 : n - 1), e = clamp(stop, st > 0 ? n : -1);
   std::vector<size_t> out;
+  // i stays in [-1, n] before each step and |st| is bounded by the checks above or below, so i + st cannot
+  // overflow once st is clamped to n + 1 in magnitude (a larger step takes one element anyway).
+  st = std::clamp<int64_t>(st, -n - 1, n + 1);
+  if (st == 0) st = 1;
   for (int64_t i = b; st > 0 ? i < e : i > e; i += st) out.push_back(size_t(i));
   return out;
 }
 
 class Evaluator {
  public:
-  explicit Evaluator(const Template& t) : t_(t) {}
+  Evaluator(const Template& t, const RenderLimits& limits) : t_(t), lim_(limits) {}
 
   std::string run(const ValueDict& context) {
     for (const auto& [k, v] : context) root_.vars[k] = v;
@@ -61,6 +101,42 @@ class Evaluator {
   }
 
  private:
+  // One nested evaluation frame: counts a step and bounds the C++ recursion of exec/eval.
+  struct Nest {
+    Evaluator& ev;
+    Nest(Evaluator& e, size_t pos) : ev(e) {
+      ev.tick(pos);
+      if (++ev.nest_ > ev.lim_.max_recursion)
+        ev.error(pos, fmt::format("evaluation nests deeper than {} levels", ev.lim_.max_recursion));
+    }
+    ~Nest() { --ev.nest_; }
+    Nest(const Nest&) = delete;
+    Nest& operator=(const Nest&) = delete;
+  };
+
+  // One step of the budget (Nest frames, and each loop iteration: an empty loop body evaluates nothing).
+  void tick(size_t pos) {
+    if (++steps_ > lim_.max_steps)
+      error(pos, fmt::format("rendering took more than {} steps; refusing to continue", lim_.max_steps));
+  }
+
+  // Counts the bytes (strings) or items (containers) an operation touches against the work budget.
+  void charge(size_t pos, const Value& v) {
+    int64_t n = 1;
+    if (v.is_string()) n += int64_t(v.str().size());
+    else if (v.is_list()) n += int64_t(v.items().size());
+    else if (v.is_dict()) n += int64_t(v.entries().size());
+    work_ += n;
+    if (work_ > lim_.max_work)
+      error(pos, fmt::format("rendering touched more than {} bytes/items; refusing to continue", lim_.max_work));
+  }
+  void emit(size_t pos, std::string& out, const std::string& s) {
+    if (out.size() + s.size() > lim_.max_output)
+      error(pos, fmt::format("rendered text would exceed {} bytes", lim_.max_output));
+    work_ += int64_t(s.size());
+    out += s;
+  }
+
   [[noreturn]] void error(size_t pos, const std::string& msg) const {
     fail("chat template {} ({}): {}", t_.origin, jinja_position(t_.source, pos), msg);
   }
@@ -83,11 +159,17 @@ class Evaluator {
     root_.vars["range"] = Value::callable(
         [](const ValueList& args, const Kwargs&) {
           if (args.empty() || args.size() > 3) fail("range() takes 1 to 3 arguments");
+          for (const Value& a : args)
+            if (a.kind() != Value::Kind::Int) fail("range() arguments must be integers, got {}", a.type_name());
           int64_t b = args.size() > 1 ? args[0].as_int() : 0, e = args.size() > 1 ? args[1].as_int() : args[0].as_int();
           int64_t s = args.size() > 2 ? args[2].as_int() : 1;
           if (s == 0) fail("range() step must not be zero");
+          // Count first (in 128 bits: e - b can overflow int64), so a huge range is refused before allocating.
+          __int128 span = s > 0 ? __int128(e) - b : __int128(b) - e;
+          __int128 count = span <= 0 ? 0 : (span + (s > 0 ? s : -__int128(s)) - 1) / (s > 0 ? s : -__int128(s));
+          if (count > __int128(kMaxItems)) fail("range() of {} items is over the {} item limit", int64_t(count), kMaxItems);
           ValueList out;
-          for (int64_t i = b; s > 0 ? i < e : i > e; i += s) out.push_back(Value::integer(i));
+          for (int64_t k = 0; k < int64_t(count); ++k) out.push_back(Value::integer(int64_t(b + __int128(k) * s)));
           return Value::list(std::move(out));
         },
         "range");
@@ -97,6 +179,7 @@ class Evaluator {
 
   Flow exec(const Body& body, Frame& f, std::string& out) {
     for (const StmtPtr& s : body) {
+      Nest nest(*this, s->pos);
       Flow fl = exec_one(*s, f, out);
       if (fl != Flow::Normal) return fl;
     }
@@ -105,8 +188,12 @@ class Evaluator {
 
   Flow exec_one(const Stmt& s, Frame& f, std::string& out) {
     switch (s.kind) {
-      case Stmt::Kind::Text: out += s.text; return Flow::Normal;
-      case Stmt::Kind::Output: out += eval(*s.expr, f).to_str(); return Flow::Normal;
+      case Stmt::Kind::Text: emit(s.pos, out, s.text); return Flow::Normal;
+      case Stmt::Kind::Output: {
+        Value v = eval(*s.expr, f);
+        emit(s.pos, out, v.is_string() ? v.str() : v.to_str());
+        return Flow::Normal;
+      }
       case Stmt::Kind::If:
         for (const auto& [cond, body] : s.branches)
           if (eval(*cond, f).truthy()) return exec(body, f, out);
@@ -121,7 +208,15 @@ class Evaluator {
           if (!ns || !ns->is_namespace())
             error(s.pos, fmt::format("cannot set attribute '{}' on '{}': it is not a namespace()", s.names[1],
                                      s.names[0]));
-          ns->set(s.names[1], std::move(v));
+          // Keeps values acyclic and their depth bounded (jinja_value.h).
+          if (v.contains_namespace())
+            error(s.pos, fmt::format("cannot store a namespace (or a container holding one) in '{}.{}'", s.names[0],
+                                     s.names[1]));
+          try {
+            ns->set(s.names[1], std::move(v));
+          } catch (const Error& e) {
+            error(s.pos, e.what());
+          }
         }
         return Flow::Normal;
       }
@@ -157,6 +252,7 @@ class Evaluator {
     } catch (const Error& e) {
       error(s.expr->pos, e.what());
     }
+    charge(s.pos, seq);
     if (s.filter) {
       ValueList kept;
       for (const Value& it : items) {
@@ -168,6 +264,7 @@ class Evaluator {
     }
     const auto n = int64_t(items.size());
     for (int64_t k = 0; k < n; ++k) {
+      tick(s.pos);
       Frame iter{{}, &f};
       bind_targets(s, items[size_t(k)], iter);
       iter.vars["loop"] = Value::dict({
@@ -226,6 +323,29 @@ class Evaluator {
   // ---- expressions ----
 
   Value eval(const Expr& e, Frame& f) {
+    Nest nest(*this, e.pos);
+    Value v;
+    try {
+      v = eval_kind(e, f);
+    } catch (const Error& err) {
+      // A limit hit inside a value constructor has no position yet; everything else already names one.
+      if (std::string_view(err.what()).starts_with("chat template ")) throw;
+      error(e.pos, err.what());
+    }
+    switch (e.kind) {  // operations that build or scan values pay for what they touch
+      case Expr::Kind::Binary:
+      case Expr::Kind::Call:
+      case Expr::Kind::Filter:
+      case Expr::Kind::Slice:
+      case Expr::Kind::ListLit:
+      case Expr::Kind::TupleLit:
+      case Expr::Kind::DictLit: charge(e.pos, v); break;
+      default: break;
+    }
+    return v;
+  }
+
+  Value eval_kind(const Expr& e, Frame& f) {
     switch (e.kind) {
       case Expr::Kind::Literal: return e.value;
       case Expr::Kind::Name: {
@@ -262,6 +382,7 @@ class Evaluator {
       case Expr::Kind::Filter: {
         Value v = eval(*e.a, f);
         auto [args, kwargs] = eval_args(e, f);
+        charge(e.pos, v);
         bool unknown = false;
         Value r;
         try {
@@ -287,7 +408,7 @@ class Evaluator {
       case Expr::Kind::Unary: {
         Value v = eval(*e.a, f);
         if (e.name == "not") return Value::boolean(!v.truthy());
-        if (v.kind() == Value::Kind::Int) return Value::integer(e.name == "-" ? -v.as_int() : v.as_int());
+        if (v.kind() == Value::Kind::Int) return Value::integer(e.name == "-" ? int_op("-", 0, v.as_int()) : v.as_int());
         if (v.is_number()) return Value::number(e.name == "-" ? -v.as_double() : v.as_double());
         error(e.pos, fmt::format("bad operand type for unary {}: {}", e.name, v.type_name()));
       }
@@ -326,8 +447,14 @@ class Evaluator {
   std::pair<ValueList, Kwargs> eval_args(const Expr& e, Frame& f) {
     ValueList args;
     Kwargs kwargs;
-    for (const ExprPtr& a : e.args) args.push_back(eval(*a, f));
-    for (const auto& [k, a] : e.kwargs) kwargs.emplace_back(k, eval(*a, f));
+    for (const ExprPtr& a : e.args) {
+      args.push_back(eval(*a, f));
+      charge(e.pos, args.back());
+    }
+    for (const auto& [k, a] : e.kwargs) {
+      kwargs.emplace_back(k, eval(*a, f));
+      charge(e.pos, kwargs.back().second);
+    }
     return {std::move(args), std::move(kwargs)};
   }
 
@@ -356,6 +483,7 @@ class Evaluator {
     auto [args, kwargs] = eval_args(e, f);
     if (e.a->kind == Expr::Kind::Attr) {
       Value obj = eval(*e.a->a, f);
+      charge(e.pos, obj);
       if (obj.is_string() || obj.is_list() || (obj.is_dict() && !obj.is_namespace())) {
         bool unknown = false;
         Value r;
@@ -389,6 +517,8 @@ class Evaluator {
       return l.truthy() ? l : eval(*e.b, f);
     }
     Value l = eval(*e.a, f), r = eval(*e.b, f);
+    charge(e.pos, l);
+    charge(e.pos, r);
     if (op == "==") return Value::boolean(values_equal(l, r));
     if (op == "!=") return Value::boolean(!values_equal(l, r));
     if (op == "~") return Value::string(l.to_str() + r.to_str());
@@ -420,38 +550,48 @@ class Evaluator {
       return Value::list(std::move(xs));
     }
     if (op == "*" && l.is_string() && r.kind() == Value::Kind::Int) {
+      const int64_t times = std::max<int64_t>(r.as_int(), 0);
+      // Checked before building: 'a' * 2**62 must fail at once, not after exhausting memory.
+      if (!l.str().empty() && uint64_t(times) > kMaxStringBytes / l.str().size())
+        error(e.pos, fmt::format("string repetition of {} bytes x {} is over the {} byte limit", l.str().size(),
+                                 times, kMaxStringBytes));
       std::string s;
-      for (int64_t k = 0; k < r.as_int(); ++k) s += l.str();
-      return Value::string(s);
+      s.reserve(l.str().size() * size_t(times));
+      for (int64_t k = 0; k < times && !l.str().empty(); ++k) s += l.str();
+      return Value::string(std::move(s));
     }
     if (!l.is_number() || !r.is_number())
       error(e.pos, fmt::format("unsupported operand types for {}: {} and {}", op, l.type_name(), r.type_name()));
     bool ints = l.kind() == Value::Kind::Int && r.kind() == Value::Kind::Int;
     double a = l.as_double(), b = r.as_double();
     if ((op == "/" || op == "//" || op == "%") && b == 0) error(e.pos, "division by zero");
-    if (op == "+") return ints ? Value::integer(l.as_int() + r.as_int()) : Value::number(a + b);
-    if (op == "-") return ints ? Value::integer(l.as_int() - r.as_int()) : Value::number(a - b);
-    if (op == "*") return ints ? Value::integer(l.as_int() * r.as_int()) : Value::number(a * b);
-    if (op == "/") return Value::number(a / b);
-    if (op == "//") return ints ? Value::integer(int64_t(std::floor(a / b))) : Value::number(std::floor(a / b));
-    if (op == "%") {  // Python modulo takes the sign of the divisor
-      if (ints) {
-        int64_t m = l.as_int() % r.as_int();
-        return Value::integer(m != 0 && ((m < 0) != (r.as_int() < 0)) ? m + r.as_int() : m);
-      }
-      return Value::number(a - b * std::floor(a / b));
+    try {
+      if (ints && op != "/" && (op != "**" || r.as_int() >= 0)) return Value::integer(int_op(op, l.as_int(), r.as_int()));
+    } catch (const Error& err) {
+      error(e.pos, err.what());
     }
-    if (op == "**") return ints && r.as_int() >= 0 ? Value::integer(int64_t(std::pow(a, b))) : Value::number(std::pow(a, b));
+    if (op == "+") return Value::number(a + b);
+    if (op == "-") return Value::number(a - b);
+    if (op == "*") return Value::number(a * b);
+    if (op == "/") return Value::number(a / b);
+    if (op == "//") return Value::number(std::floor(a / b));
+    if (op == "%") return Value::number(a - b * std::floor(a / b));  // Python: the sign of the divisor
+    if (op == "**") return Value::number(std::pow(a, b));
     error(e.pos, fmt::format("unsupported operator '{}'", op));
   }
 
   const Template& t_;
+  const RenderLimits lim_;
   Frame root_;
-  int depth_ = 0;
+  int depth_ = 0;  // macro calls in progress
+  int nest_ = 0;   // Nest frames in progress
+  int64_t steps_ = 0, work_ = 0;
 };
 
 }  // namespace
 
-std::string render(const Template& tmpl, const ValueDict& context) { return Evaluator(tmpl).run(context); }
+std::string render(const Template& tmpl, const ValueDict& context, const RenderLimits& limits) {
+  return Evaluator(tmpl, limits).run(context);
+}
 
 }  // namespace hlwq::jinja

@@ -5,6 +5,8 @@
 #include "runtime/jinja_parser.h"
 
 #include <cctype>
+#include <charconv>
+#include <cstdlib>
 #include <set>
 
 #include "core/error.h"
@@ -171,8 +173,13 @@ class Lexer {
     for (size_t k = start; k < i; ++k)
       if (src_[k] != '_') digits += src_[k];
     Token t{is_float ? TK::Float : TK::Int, digits, start};
-    if (is_float) t.f = std::stod(digits);
-    else t.i = std::stoll(digits);
+    if (is_float) {
+      t.f = std::strtod(digits.c_str(), nullptr);  // 1e999 is inf, as in Python
+    } else {
+      auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), t.i);
+      if (ec != std::errc() || end != digits.data() + digits.size())
+        error(start, fmt::format("integer literal {} does not fit in 64 bits", digits.size() > 40 ? digits.substr(0, 40) + "..." : digits));
+    }
     out_.push_back(t);
   }
 
@@ -204,7 +211,13 @@ class Lexer {
         case 'U': {
           size_t len = e == 'x' ? 2 : e == 'u' ? 4 : 8;
           if (i + len > n) error(i, "truncated \\" + std::string(1, e) + " escape");
-          utf8_append(s, char32_t(std::stoul(src_.substr(i, len), nullptr, 16)));
+          uint32_t cp = 0;
+          auto [end, ec] = std::from_chars(src_.data() + i, src_.data() + i + len, cp, 16);
+          if (ec != std::errc() || end != src_.data() + i + len)
+            error(i, fmt::format("\\{} escape needs {} hex digits", e, len));
+          if (cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+            error(i, fmt::format("\\{} escape U+{:X} is not a Unicode scalar value", e, cp));
+          utf8_append(s, char32_t(cp));
           i += len;
           break;
         }
@@ -232,7 +245,26 @@ class Parser {
     return std::move(body);
   }
 
+  // Nesting units: each block statement, each expression entered, each `not`/unary prefix and each link of an
+  // operator/attribute/filter chain. Chains deepen the tree without recursing here, but evaluating and
+  // destroying the tree recurse along them, so they count too. Real chat templates use a few dozen.
+  static constexpr int kMaxNesting = 256;
+
  private:
+  // Restores the nesting count on scope exit; deepen() adds one unit.
+  struct Scope {
+    Parser& p;
+    int saved;
+    explicit Scope(Parser& parser) : p(parser), saved(parser.nesting_) {}
+    ~Scope() { p.nesting_ = saved; }
+    Scope(const Scope&) = delete;
+    Scope& operator=(const Scope&) = delete;
+  };
+  void deepen(size_t pos) {
+    if (++nesting_ > kMaxNesting)
+      error(pos, fmt::format("template nests deeper than {} levels (blocks, brackets, operator chains)", kMaxNesting));
+  }
+
   const Token& peek(size_t k = 0) const { return toks_[std::min(idx_ + k, toks_.size() - 1)]; }
   const Token& next() { return toks_[std::min(idx_++, toks_.size() - 1)]; }
   bool at_op(const char* op, size_t k = 0) const { return peek(k).kind == TK::Op && peek(k).text == op; }
@@ -300,6 +332,8 @@ class Parser {
   }
 
   StmtPtr parse_statement(const std::string& tag, size_t pos) {
+    Scope scope(*this);
+    deepen(pos);
     if (tag == "if") return parse_if(pos);
     if (tag == "for") return parse_for(pos);
     if (tag == "set") return parse_set(pos);
@@ -415,8 +449,11 @@ class Parser {
 
   ExprPtr parse_expression() {
     size_t pos = peek().pos;
+    Scope scope(*this);
+    deepen(pos);
     ExprPtr e = parse_or();
     while (accept_name("if")) {
+      deepen(pos);
       ExprPtr c = node(Expr::Kind::Cond, pos);
       c->a = std::move(e);
       c->b = parse_or();
@@ -428,21 +465,31 @@ class Parser {
 
   ExprPtr parse_or() {
     size_t pos = peek().pos;
+    Scope scope(*this);
     ExprPtr e = parse_and();
-    while (accept_name("or")) e = binary("or", std::move(e), parse_and(), pos);
+    while (accept_name("or")) {
+      deepen(pos);
+      e = binary("or", std::move(e), parse_and(), pos);
+    }
     return e;
   }
 
   ExprPtr parse_and() {
     size_t pos = peek().pos;
+    Scope scope(*this);
     ExprPtr e = parse_not();
-    while (accept_name("and")) e = binary("and", std::move(e), parse_not(), pos);
+    while (accept_name("and")) {
+      deepen(pos);
+      e = binary("and", std::move(e), parse_not(), pos);
+    }
     return e;
   }
 
   ExprPtr parse_not() {
     size_t pos = peek().pos;
     if (accept_name("not")) {
+      Scope scope(*this);
+      deepen(pos);
       ExprPtr e = node(Expr::Kind::Unary, pos);
       e->name = "not";
       e->a = parse_not();
@@ -476,8 +523,10 @@ class Parser {
 
   ExprPtr parse_math1() {
     size_t pos = peek().pos;
+    Scope scope(*this);
     ExprPtr e = parse_concat();
     while (at_op("+") || at_op("-")) {
+      deepen(pos);
       std::string op = next().text;
       e = binary(op, std::move(e), parse_concat(), pos);
     }
@@ -486,15 +535,21 @@ class Parser {
 
   ExprPtr parse_concat() {
     size_t pos = peek().pos;
+    Scope scope(*this);
     ExprPtr e = parse_math2();
-    while (accept_op("~")) e = binary("~", std::move(e), parse_math2(), pos);
+    while (accept_op("~")) {
+      deepen(pos);
+      e = binary("~", std::move(e), parse_math2(), pos);
+    }
     return e;
   }
 
   ExprPtr parse_math2() {
     size_t pos = peek().pos;
+    Scope scope(*this);
     ExprPtr e = parse_pow();
     while (at_op("*") || at_op("/") || at_op("//") || at_op("%")) {
+      deepen(pos);
       std::string op = next().text;
       e = binary(op, std::move(e), parse_pow(), pos);
     }
@@ -503,15 +558,21 @@ class Parser {
 
   ExprPtr parse_pow() {
     size_t pos = peek().pos;
+    Scope scope(*this);
     ExprPtr e = parse_unary(true);
-    while (accept_op("**")) e = binary("**", std::move(e), parse_unary(true), pos);
+    while (accept_op("**")) {
+      deepen(pos);
+      e = binary("**", std::move(e), parse_unary(true), pos);
+    }
     return e;
   }
 
   ExprPtr parse_unary(bool with_filter) {
     size_t pos = peek().pos;
     ExprPtr e;
+    Scope scope(*this);
     if (at_op("-") || at_op("+")) {
+      deepen(pos);
       e = node(Expr::Kind::Unary, pos);
       e->name = next().text;
       e->a = parse_unary(false);
@@ -584,8 +645,10 @@ class Parser {
   }
 
   ExprPtr parse_postfix(ExprPtr e) {
+    Scope scope(*this);
     while (true) {
       size_t pos = peek().pos;
+      if (at_op(".") || at_op("[") || at_op("(")) deepen(pos);
       if (accept_op(".")) {
         ExprPtr a = node(Expr::Kind::Attr, pos);
         if (peek().kind == TK::Int) {  // x.0 is x[0] in Jinja
@@ -655,8 +718,10 @@ class Parser {
 
   ExprPtr parse_filter_expr(ExprPtr e) {
     static const std::set<std::string> kNoArg{"and", "or", "not", "in", "is", "if", "else"};
+    Scope scope(*this);
     while (true) {
       size_t pos = peek().pos;
+      if (at_op("|") || at_name("is")) deepen(pos);
       if (accept_op("|")) {
         ExprPtr f = node(Expr::Kind::Filter, pos);
         f->name = expect_name("a filter name");
@@ -685,11 +750,16 @@ class Parser {
   std::vector<Token> toks_;
   size_t idx_ = 0;
   const Template& t_;
+  int nesting_ = 0;
 };
 
 }  // namespace
 
 std::shared_ptr<const Template> parse_template(std::string source, const std::string& origin) {
+  // Real chat templates are a few KB to a few hundred KB.
+  constexpr size_t kMaxTemplateBytes = size_t(4) << 20;
+  HLWQ_CHECK(source.size() <= kMaxTemplateBytes, "chat template {}: {} bytes is over the {} byte limit", origin,
+             source.size(), kMaxTemplateBytes);
   auto t = std::make_shared<Template>();
   t->origin = origin;
   t->source = std::move(source);

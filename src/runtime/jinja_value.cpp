@@ -35,23 +35,59 @@ Value Value::number(double f) {
   return v;
 }
 Value Value::string(std::string s) {
+  HLWQ_CHECK(s.size() <= kMaxStringBytes, "jinja: a string of {} bytes is over the {} byte limit", s.size(),
+             kMaxStringBytes);
   Value v;
   v.kind_ = Kind::String;
-  v.s_ = std::move(s);
+  v.s_ = std::make_shared<const std::string>(std::move(s));
   return v;
 }
+
+namespace {
+// 1 + the deepest child, refused past kMaxValueDepth.
+template <class It, class Get>
+uint8_t container_depth(It b, It e, Get get) {
+  int d = 0;
+  for (It it = b; it != e; ++it) d = std::max(d, get(*it).depth());
+  HLWQ_CHECK(d + 1 <= kMaxValueDepth, "jinja: values nest deeper than {} lists/dicts", kMaxValueDepth);
+  return uint8_t(d + 1);
+}
+}  // namespace
+
 Value Value::list(ValueList items) {
+  HLWQ_CHECK(items.size() <= kMaxItems, "jinja: a list of {} items is over the {} item limit", items.size(),
+             kMaxItems);
   Value v;
   v.kind_ = Kind::List;
+  v.depth_ = container_depth(items.begin(), items.end(), [](const Value& x) -> const Value& { return x; });
   v.list_ = std::make_shared<ValueList>(std::move(items));
   return v;
 }
 Value Value::dict(ValueDict items, bool is_namespace) {
+  HLWQ_CHECK(items.size() <= kMaxItems, "jinja: a dict of {} items is over the {} item limit", items.size(),
+             kMaxItems);
   Value v;
   v.kind_ = Kind::Dict;
   v.namespace_ = is_namespace;
+  v.depth_ = container_depth(items.begin(), items.end(), [](const auto& kv) -> const Value& { return kv.second; });
   v.dict_ = std::make_shared<ValueDict>(std::move(items));
   return v;
+}
+
+const std::string& Value::empty_string() {
+  static const std::string kEmpty;
+  return kEmpty;
+}
+
+bool Value::contains_namespace() const {
+  if (is_namespace()) return true;
+  if (kind_ == Kind::List)
+    for (const Value& x : *list_)
+      if (x.contains_namespace()) return true;
+  if (kind_ == Kind::Dict)
+    for (const auto& kv : *dict_)
+      if (kv.second.contains_namespace()) return true;
+  return false;
 }
 Value Value::callable(Function fn, std::string name) {
   Value v;
@@ -60,27 +96,46 @@ Value Value::callable(Function fn, std::string name) {
   return v;
 }
 
-Value Value::from_json(const nlohmann::ordered_json& j) {
+namespace {
+Value from_json_at(const nlohmann::ordered_json& j, int depth);
+}
+
+Value Value::from_json(const nlohmann::ordered_json& j) { return from_json_at(j, 0); }
+
+namespace {
+Value from_json_at(const nlohmann::ordered_json& j, int depth) {
+  using Value = hlwq::jinja::Value;
+  // Refused before recursing: the JSON may come from a request and nest arbitrarily deep.
+  HLWQ_CHECK(depth < kMaxValueDepth, "jinja: JSON input nests deeper than {} levels", kMaxValueDepth);
   switch (j.type()) {
-    case nlohmann::ordered_json::value_t::null: return none();
-    case nlohmann::ordered_json::value_t::boolean: return boolean(j.get<bool>());
-    case nlohmann::ordered_json::value_t::number_integer:
-    case nlohmann::ordered_json::value_t::number_unsigned: return integer(j.get<int64_t>());
-    case nlohmann::ordered_json::value_t::number_float: return number(j.get<double>());
-    case nlohmann::ordered_json::value_t::string: return string(j.get<std::string>());
+    case nlohmann::ordered_json::value_t::null: return Value::none();
+    case nlohmann::ordered_json::value_t::boolean: return Value::boolean(j.get<bool>());
+    case nlohmann::ordered_json::value_t::number_integer: return Value::integer(j.get<int64_t>());
+    case nlohmann::ordered_json::value_t::number_unsigned: {
+      // get<int64_t>() would wrap 2^64-1 to -1.
+      HLWQ_CHECK(j.get<uint64_t>() <= uint64_t(INT64_MAX), "jinja: JSON integer {} does not fit in 64 bits",
+                 j.get<uint64_t>());
+      return Value::integer(j.get<int64_t>());
+    }
+    case nlohmann::ordered_json::value_t::number_float: return Value::number(j.get<double>());
+    case nlohmann::ordered_json::value_t::string: return Value::string(j.get<std::string>());
     case nlohmann::ordered_json::value_t::array: {
+      HLWQ_CHECK(j.size() <= kMaxItems, "jinja: JSON array of {} items is over the {} item limit", j.size(), kMaxItems);
       ValueList items;
-      for (const auto& e : j) items.push_back(from_json(e));
-      return list(std::move(items));
+      for (const auto& e : j) items.push_back(from_json_at(e, depth + 1));
+      return Value::list(std::move(items));
     }
     case nlohmann::ordered_json::value_t::object: {
+      HLWQ_CHECK(j.size() <= kMaxItems, "jinja: JSON object of {} items is over the {} item limit", j.size(),
+                 kMaxItems);
       ValueDict items;
-      for (auto it = j.begin(); it != j.end(); ++it) items.emplace_back(it.key(), from_json(it.value()));
-      return dict(std::move(items));
+      for (auto it = j.begin(); it != j.end(); ++it) items.emplace_back(it.key(), from_json_at(it.value(), depth + 1));
+      return Value::dict(std::move(items));
     }
-    default: fail("jinja: cannot convert JSON value {} to a template value", j.dump());
+    default: fail("jinja: cannot convert a JSON {} to a template value", j.type_name());
   }
 }
+}  // namespace
 
 const Value* Value::find(std::string_view key) const {
   if (kind_ != Kind::Dict) return nullptr;
@@ -95,6 +150,7 @@ void Value::set(const std::string& key, Value v) const {
       old = std::move(v);
       return;
     }
+  HLWQ_CHECK(dict_->size() < kMaxItems, "jinja: a dict of more than {} items is over the limit", kMaxItems);
   dict_->emplace_back(key, std::move(v));
 }
 
@@ -105,7 +161,7 @@ bool Value::truthy() const {
     case Kind::Bool: return b_;
     case Kind::Int: return i_ != 0;
     case Kind::Float: return f_ != 0.0;
-    case Kind::String: return !s_.empty();
+    case Kind::String: return !str().empty();
     case Kind::List: return !list_->empty();
     case Kind::Dict: return namespace_ || !dict_->empty();
     case Kind::Callable: return true;
@@ -202,6 +258,7 @@ void json_string(const std::string& s, bool ensure_ascii, std::string& out) {
 
 void json_dump(const Value& v, bool ensure_ascii, int indent, bool sort_keys, int depth, std::string& out) {
   // json.dumps: compact form uses ", " and ": "; with indent it uses "," + newline and ": ".
+  HLWQ_CHECK(out.size() <= kMaxStringBytes, "jinja: tojson produced more than {} bytes", kMaxStringBytes);
   auto newline = [&](int d) {
     out += '\n';
     out.append(size_t(indent * d), ' ');
@@ -261,10 +318,39 @@ void json_dump(const Value& v, bool ensure_ascii, int indent, bool sort_keys, in
 std::string Value::to_str() const {
   switch (kind_) {
     case Kind::Undefined: return "";
-    case Kind::String: return s_;
+    case Kind::String: return str();
     default: return repr();
   }
 }
+
+namespace {
+// Appends repr(v); stops with an error once the text passes kMaxStringBytes (a list holding the same long
+// string a million times would otherwise print terabytes).
+void repr_into(const Value& v, std::string& out) {
+  HLWQ_CHECK(out.size() <= kMaxStringBytes, "jinja: printing a value produced more than {} bytes", kMaxStringBytes);
+  switch (v.kind()) {
+    case Value::Kind::List:
+      out += '[';
+      for (size_t k = 0; k < v.items().size(); ++k) {
+        if (k) out += ", ";
+        repr_into(v.items()[k], out);
+      }
+      out += ']';
+      return;
+    case Value::Kind::Dict:
+      out += v.is_namespace() ? "<Namespace {" : "{";
+      for (size_t k = 0; k < v.entries().size(); ++k) {
+        if (k) out += ", ";
+        out += py_str_repr(v.entries()[k].first);
+        out += ": ";
+        repr_into(v.entries()[k].second, out);
+      }
+      out += v.is_namespace() ? "}>" : "}";
+      return;
+    default: out += v.repr();
+  }
+}
+}  // namespace
 
 std::string Value::repr() const {
   switch (kind_) {
@@ -273,17 +359,14 @@ std::string Value::repr() const {
     case Kind::Bool: return b_ ? "True" : "False";
     case Kind::Int: return std::to_string(i_);
     case Kind::Float: return float_repr(f_);
-    case Kind::String: return py_str_repr(s_);
-    case Kind::List: {
-      std::string out = "[";
-      for (size_t k = 0; k < list_->size(); ++k) out += (k ? ", " : "") + (*list_)[k].repr();
-      return out + "]";
-    }
+    case Kind::String: return py_str_repr(str());
+    case Kind::List:
     case Kind::Dict: {
-      std::string out = namespace_ ? "<Namespace {" : "{";
-      for (size_t k = 0; k < dict_->size(); ++k)
-        out += (k ? ", " : "") + py_str_repr((*dict_)[k].first) + ": " + (*dict_)[k].second.repr();
-      return out + (namespace_ ? "}>" : "}");
+      std::string out;
+      repr_into(*this, out);
+      HLWQ_CHECK(out.size() <= kMaxStringBytes, "jinja: printing a value produced more than {} bytes",
+                 kMaxStringBytes);
+      return out;
     }
     case Kind::Callable: return "<function " + fn_->name + ">";
   }
@@ -293,6 +376,7 @@ std::string Value::repr() const {
 std::string Value::to_json(bool ensure_ascii, int indent, bool sort_keys) const {
   std::string out;
   json_dump(*this, ensure_ascii, indent, sort_keys, 0, out);
+  HLWQ_CHECK(out.size() <= kMaxStringBytes, "jinja: tojson produced more than {} bytes", kMaxStringBytes);
   return out;
 }
 

@@ -5,6 +5,12 @@
 // reference, so copying a Value is cheap and mutations through a namespace are seen by every holder.
 // String conversions follow Python: str() for output ({{ x }}), repr() inside containers, json.dumps with
 // transformers' tojson defaults (separators ", " / ": ", ensure_ascii=False).
+// Resource limits (a template comes from a downloaded model directory and is not trusted): a string holds at
+// most kMaxStringBytes, a list or dict at most kMaxItems entries and a value nests at most kMaxValueDepth
+// containers; constructors throw hlwq::Error past them, so every recursive walk (repr, tojson, ==,
+// destruction) is bounded. A namespace may not hold a namespace through `set ns.x = ...`, which keeps values
+// acyclic (a namespace that contains itself could be neither printed nor freed) and bounds how much deeper a
+// namespace can grow after its holders recorded their depth (at most kMaxValueDepth more).
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -17,6 +23,10 @@
 #include <nlohmann/json.hpp>
 
 namespace hlwq::jinja {
+
+inline constexpr size_t kMaxStringBytes = size_t(32) << 20;
+inline constexpr size_t kMaxItems = size_t(1) << 20;
+inline constexpr int kMaxValueDepth = 64;
 
 class Value;
 using ValueList = std::vector<Value>;
@@ -37,6 +47,7 @@ class Value {
   static Value list(ValueList items = {});
   static Value dict(ValueDict items = {}, bool is_namespace = false);
   static Value callable(Function fn, std::string name);
+  // Throws past kMaxValueDepth (nesting) and the size limits.
   static Value from_json(const nlohmann::ordered_json& j);
 
   Kind kind() const { return kind_; }
@@ -52,7 +63,7 @@ class Value {
   bool as_bool() const { return b_; }
   int64_t as_int() const { return i_; }
   double as_double() const { return kind_ == Kind::Int ? double(i_) : f_; }
-  const std::string& str() const { return s_; }
+  const std::string& str() const { return s_ ? *s_ : empty_string(); }
   ValueList& items() const { return *list_; }
   ValueDict& entries() const { return *dict_; }
   const Function& fn() const { return fn_->fn; }
@@ -61,6 +72,10 @@ class Value {
   // Dict lookup: nullptr when absent.
   const Value* find(std::string_view key) const;
   void set(const std::string& key, Value v) const;  // dict/namespace insert-or-assign
+  // Containers nested inside this value, counting itself (scalars 0) as recorded at construction.
+  int depth() const { return depth_; }
+  // True when a namespace is reachable from this value (itself included).
+  bool contains_namespace() const;
 
   bool truthy() const;
   std::string type_name() const;
@@ -74,12 +89,15 @@ class Value {
     Function fn;
     std::string name;
   };
+  static const std::string& empty_string();
+
   Kind kind_ = Kind::Undefined;
   bool namespace_ = false;
+  uint8_t depth_ = 0;
   bool b_ = false;
   int64_t i_ = 0;
   double f_ = 0.0;
-  std::string s_;
+  std::shared_ptr<const std::string> s_;  // shared: copying a long string value is O(1)
   std::shared_ptr<ValueList> list_;
   std::shared_ptr<ValueDict> dict_;
   std::shared_ptr<Fn> fn_;

@@ -31,10 +31,16 @@ void sampler_apply_penalties(std::span<float> logits, std::span<const int32_t> h
 
 int32_t sampler_argmax(std::span<const float> logits) {
   HLWQ_CHECK(!logits.empty(), "sampler: empty logits");
+  // NaN or +Inf would otherwise be "sampled" as an ordinary token (NaN compares false, +Inf always wins); -Inf is
+  // a legitimate mask, as long as something is left.
+  for (size_t i = 0; i < logits.size(); ++i)
+    HLWQ_CHECK(!std::isnan(logits[i]) && logits[i] != INFINITY,
+               "sampler: the logit of token {} is {}; the model produced non-finite logits (numerical overflow or a "
+               "broken checkpoint), so nothing can be sampled", i, logits[i]);
   size_t best = 0;
   for (size_t i = 1; i < logits.size(); ++i)
     if (logits[i] > logits[best]) best = i;  // strict: the first (lowest id) maximum wins
-  HLWQ_CHECK(!std::isnan(logits[best]), "sampler: logits contain NaN");
+  HLWQ_CHECK(logits[best] != -INFINITY, "sampler: every logit is -inf; nothing can be sampled");
   return int32_t(best);
 }
 

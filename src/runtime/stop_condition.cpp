@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "io/read_file.h"
 
 namespace hlwq {
 
@@ -33,14 +34,9 @@ std::vector<int32_t> load_eos_ids(const std::filesystem::path& model_dir) {
   std::vector<int32_t> out;
   for (const char* name : {"config.json", "generation_config.json"}) {
     std::filesystem::path file = model_dir / name;
-    std::ifstream f(file);
-    if (!f) continue;
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(f);
-    } catch (const nlohmann::json::parse_error& e) {
-      fail("{}: not valid JSON ({})", file.string(), e.what());
-    }
+    if (!regular_file_exists(file)) continue;
+    // Depth- and size-checked like every JSON file hlwq reads (a 100,000-deep file used to crash here).
+    const nlohmann::json j = read_json_file(file);
     add_eos(j.value("eos_token_id", nlohmann::json()), file, out);
     // Multimodal Qwen3.5 configs keep the language model's ids under text_config.
     if (j.contains("text_config") && j["text_config"].is_object())

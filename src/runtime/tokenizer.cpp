@@ -17,6 +17,7 @@
 
 #include "core/error.h"
 #include "io/json_util.h"
+#include "io/read_file.h"
 #include "runtime/byte_level.h"
 #include "runtime/pretokenizer.h"
 #include "runtime/utf8_stream.h"
@@ -44,6 +45,13 @@ bool is_space(unsigned char c) { return c == ' ' || c == '\t' || c == '\n' || c 
 bool is_word_byte(unsigned char c) { return std::isalnum(c) || c == '_' || c >= 0x80; }
 
 constexpr size_t kWordCacheLimit = 1 << 18;  // entries; the cache is dropped wholesale past this
+constexpr size_t kMaxCachedWordBytes = 256;   // longer words are rare and would make the cache's memory unbounded
+// BPE needs ~40 bytes of state per byte of a word, so one pre-token is encoded in pieces of at most this many bytes
+// (cut at a character boundary). Real words never come close; a 100 MB "word" would otherwise take gigabytes.
+constexpr size_t kMaxWordBytes = size_t(64) << 10;
+// Added tokens are matched with a byte trie; bounding their length bounds the walk at each text position (real
+// added tokens are under 100 bytes).
+constexpr size_t kMaxAddedTokenBytes = 1024;
 
 // Token ids index id_bytes, which set_id() grows to the largest id, so an id read from the file must be bounded
 // before it is used: ids are dense in practice (vocab then added tokens), so anything beyond their count plus
@@ -67,7 +75,12 @@ struct Tokenizer::Impl {
   std::vector<bool> id_present;                        // [vocab_size] ids may have holes
   std::unordered_map<std::string, int32_t> bytes_to_id;
   std::vector<AddedToken> added;
-  std::array<std::vector<size_t>, 256> added_by_first;  // indices into `added`, longest content first
+  // Byte trie over added-token contents: node 0 is the root; child (node << 8 | byte) -> node. ends[node] lists
+  // the added tokens whose content ends at that node, in file order. Matching walks it once per text position,
+  // so the cost is bounded by kMaxAddedTokenBytes per position however many added tokens share a prefix (a
+  // per-first-byte list compared every candidate: 100 KB of '<' took over a minute with many `<...>` tokens).
+  std::unordered_map<uint64_t, int32_t> trie_child;
+  std::vector<std::vector<size_t>> trie_ends{{}};
 
   mutable std::mutex cache_mu;
   mutable std::unordered_map<std::string, std::vector<int32_t>> word_cache;
@@ -242,20 +255,22 @@ void load_added(const json& list, Tokenizer::Impl& t) {
     set_id(t, a.id, a.content);
     t.added.push_back(std::move(a));
   }
-  for (size_t i = 0; i < t.added.size(); ++i)
-    t.added_by_first[static_cast<unsigned char>(t.added[i].content[0])].push_back(i);
-  for (auto& v : t.added_by_first)
-    std::stable_sort(v.begin(), v.end(),
-                     [&](size_t x, size_t y) { return t.added[x].content.size() > t.added[y].content.size(); });
+  for (size_t i = 0; i < t.added.size(); ++i) {
+    const std::string& c = t.added[i].content;
+    if (c.size() > kMaxAddedTokenBytes)
+      fail("{}: added_tokens[{}].content is {} bytes, over the {} byte limit", t.origin, i, c.size(),
+           kMaxAddedTokenBytes);
+    int32_t node = 0;
+    for (unsigned char b : c) {
+      auto [it, fresh] = t.trie_child.try_emplace(uint64_t(node) << 8 | b, int32_t(t.trie_ends.size()));
+      if (fresh) t.trie_ends.emplace_back();
+      node = it->second;
+    }
+    t.trie_ends[size_t(node)].push_back(i);
+  }
 }
 
-std::string read_file(const std::filesystem::path& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) fail("{}: cannot open tokenizer file", path.string());
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
+std::string read_file(const std::filesystem::path& path) { return read_regular_file(path, kMaxTokenizerBytes); }
 
 }  // namespace
 
@@ -353,6 +368,7 @@ void Tokenizer::Impl::bpe_word(std::string_view word, std::vector<int32_t>& out)
   std::vector<int32_t> ids;
   for (int32_t i = 0; i >= 0; i = sym[size_t(i)].next) ids.push_back(sym[size_t(i)].id);
   out.insert(out.end(), ids.begin(), ids.end());
+  if (word.size() > kMaxCachedWordBytes) return;
   std::lock_guard lock(cache_mu);
   if (word_cache.size() >= kWordCacheLimit) word_cache.clear();
   word_cache.emplace(std::string(word), std::move(ids));
@@ -377,8 +393,16 @@ void Tokenizer::Impl::encode_plain(std::string_view text, std::vector<int32_t>& 
     }
     pieces = std::move(next);
   }
-  for (const std::string& p : pieces)
-    if (!p.empty()) bpe_word(p, out);
+  for (const std::string& p : pieces) {
+    std::string_view rest = p;
+    while (rest.size() > kMaxWordBytes) {
+      size_t cut = kMaxWordBytes;
+      while (cut > 0 && (static_cast<unsigned char>(rest[cut]) & 0xC0) == 0x80) --cut;  // not inside a character
+      bpe_word(rest.substr(0, cut), out);
+      rest.remove_prefix(cut);
+    }
+    if (!rest.empty()) bpe_word(rest, out);
+  }
 }
 
 std::vector<int32_t> Tokenizer::encode(std::string_view text, bool allow_special) const {
@@ -400,20 +424,31 @@ std::vector<int32_t> Tokenizer::encode_impl(std::string_view text, bool allow_sp
   size_t bad = utf8_first_invalid(text);
   HLWQ_CHECK(bad == text.size(), "{}: encode: input is not valid UTF-8 at byte {}", t.origin, bad);
   std::vector<int32_t> out;
+  std::vector<int32_t> ends_on_path;  // trie nodes where added tokens end, along the current match
   size_t n = text.size(), last = 0, i = 0;
   while (i < n) {
     const AddedToken* hit = nullptr;
-    for (size_t k : t.added_by_first[static_cast<unsigned char>(text[i])]) {
-      const AddedToken& a = t.added[k];
-      if ((a.special && !allow_special) || text.compare(i, a.content.size(), a.content) != 0) continue;
-      size_t e = i + a.content.size();
-      if (a.special && in_literal(i, e)) continue;
-      if (a.single_word && ((i > 0 && is_word_byte(static_cast<unsigned char>(text[i - 1]))) ||
-                            (e < n && is_word_byte(static_cast<unsigned char>(text[e])))))
-        continue;
-      hit = &a;
-      break;
+    // Walk the trie as far as the text matches, remembering every node where added tokens end; the longest
+    // acceptable one wins (leftmost-longest, file order among equal contents).
+    ends_on_path.clear();
+    for (int32_t node = 0, j = 0; i + size_t(j) < n; ++j) {
+      auto it = t.trie_child.find(uint64_t(node) << 8 | static_cast<unsigned char>(text[i + size_t(j)]));
+      if (it == t.trie_child.end()) break;
+      node = it->second;
+      if (!t.trie_ends[size_t(node)].empty()) ends_on_path.push_back(node);
     }
+    for (auto node = ends_on_path.rbegin(); node != ends_on_path.rend() && !hit; ++node)
+      for (size_t k : t.trie_ends[size_t(*node)]) {
+        const AddedToken& a = t.added[k];
+        if (a.special && !allow_special) continue;
+        size_t e = i + a.content.size();
+        if (a.special && in_literal(i, e)) continue;
+        if (a.single_word && ((i > 0 && is_word_byte(static_cast<unsigned char>(text[i - 1]))) ||
+                              (e < n && is_word_byte(static_cast<unsigned char>(text[e])))))
+          continue;
+        hit = &a;
+        break;
+      }
     if (!hit) {
       ++i;
       continue;

@@ -1,5 +1,6 @@
 // `hlwq quantize` on bad input: one clear error line, exit code 1, and no DST (nor a stage) left behind.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <fstream>
@@ -152,15 +153,85 @@ TEST(QuantizeCli, DstExistsWithoutForce) {
   std::ofstream(dst / "keep.txt") << "precious";
   expect_quantize_fails(src, "already exists (pass --force");
   EXPECT_TRUE(fs::exists(dst / "keep.txt"));
-  // --force does not delete a directory of unrelated files...
-  expect_quantize_fails(src, "does not look like a model directory", "--force");
-  EXPECT_TRUE(fs::exists(dst / "keep.txt"));
-  // ...but replaces a previous output (it has a config.json).
+  // --force does not delete a directory hlwq did not write, even one that looks like a model (a project with
+  // a config.json and a .git used to be wiped)...
   std::ofstream(dst / "config.json") << "{}";
-  auto r = run_hlwq("quantize -q --force " + src.string() + " " + dst.string());
+  fs::create_directories(dst / ".git");
+  expect_quantize_fails(src, "was not written by hlwq", "--force");
+  EXPECT_TRUE(fs::exists(dst / "keep.txt"));
+  EXPECT_TRUE(fs::exists(dst / ".git"));
+  // ...but replaces hlwq's own previous output (it carries the marker file).
+  fs::remove_all(dst);
+  auto r = run_hlwq("quantize -q " + src.string() + " " + dst.string());
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  ASSERT_TRUE(fs::exists(dst / ".hlwq-output"));
+  std::ofstream(dst / "stale.txt") << "from the previous run";
+  r = run_hlwq("quantize -q --force " + src.string() + " " + dst.string());
   EXPECT_EQ(r.exit_code, 0) << r.out;
-  EXPECT_FALSE(fs::exists(dst / "keep.txt"));
+  EXPECT_FALSE(fs::exists(dst / "stale.txt"));
   EXPECT_TRUE(fs::exists(dst / "config.json"));
+  for (const auto& e : fs::directory_iterator(src.parent_path()))
+    EXPECT_TRUE(e.path().filename() == "src" || e.path() == dst) << "left behind: " << e.path();
+}
+
+// Issue 11: `quantize M /` looped forever; a FIFO in the model directory blocked forever; --threads 100000
+// crashed in libgomp. Each now returns promptly (an error, or a warning and a capped thread count).
+TEST(QuantizeCli, RootOutputFifoAndHugeThreadCount) {
+  fs::path src = copy_small("qc_hostile_paths");
+  auto r = run_hlwq("quantize -q " + src.string() + " /", "ulimit -t 20;");
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_NE(r.out.find("must name a directory"), std::string::npos) << r.out;
+  const fs::path dst = src.parent_path() / "dst";
+  r = run_hlwq("quantize -q --threads 100000 " + src.string() + " " + dst.string());
+  EXPECT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("warning: --threads 100000"), std::string::npos) << r.out;
+  fs::remove_all(dst);
+  fs::remove(src / "generation_config.json");
+  ASSERT_EQ(::mkfifo((src / "generation_config.json").c_str(), 0600), 0);
+  expect_quantize_fails(src, "is a FIFO", "", "ulimit -t 20;");
+}
+
+// A checkpoint incomplete against its config or index is refused before anything is written, as are NaN/Inf in
+// tensors that are kept as stored (norms here).
+TEST(QuantizeCli, IncompleteOrNonFiniteCheckpointsAreRefused) {
+  {
+    fs::path src = copy_small("qc_incomplete_layer");
+    std::string cfg;
+    {
+      std::ifstream f(src / "config.json");
+      cfg.assign(std::istreambuf_iterator<char>(f), {});
+    }
+    // One layer more than the checkpoint holds.
+    const size_t pos = cfg.find("\"num_hidden_layers\": ");
+    ASSERT_NE(pos, std::string::npos);
+    const size_t end = cfg.find_first_of(",\n}", pos);
+    const int layers = std::stoi(cfg.substr(pos + 21, end - pos - 21));
+    cfg.replace(pos, end - pos, "\"num_hidden_layers\": " + std::to_string(layers + 1));
+    const size_t lt = cfg.find("\"layer_types\"");
+    if (lt != std::string::npos) cfg.replace(cfg.find('[', lt), 1, "[\"linear_attention\", ");
+    std::ofstream(src / "config.json") << cfg;
+    expect_quantize_fails(src, "missing tensor");
+  }
+  {
+    fs::path src = copy_small("qc_kept_nan");
+    const std::string name = "model.language_model.norm.weight";
+    uint64_t at = 0;
+    std::string shard;
+    for (const auto& e : fs::directory_iterator(src)) {
+      if (e.path().extension() != ".safetensors") continue;
+      hlwq::SafetensorsFile f(e.path().string());
+      if (const hlwq::TensorEntry* t = f.find(name)) {
+        uint64_t hlen = 0;
+        std::ifstream in(e.path(), std::ios::binary);
+        in.read(reinterpret_cast<char*>(&hlen), 8);
+        at = 8 + hlen + t->begin + 2 * 5;
+        shard = e.path().filename().string();
+      }
+    }
+    ASSERT_FALSE(shard.empty());
+    overwrite(src / shard, at, std::string("\x80\x7f", 2));  // bf16 +Inf
+    expect_quantize_fails(src, "tensor " + name + ": non-finite value (NaN or Inf) at element 5");
+  }
 }
 
 // `quantize SRC SRC --force` or `quantize SRC <parent of SRC> --force` would delete the input at commit: both

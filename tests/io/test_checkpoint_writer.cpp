@@ -91,10 +91,12 @@ TEST(StagedDir, CommitIsAtomicAndAbandonedStageIsRemoved) {
   {
     StagedDir s(dst, false);
     write_file(s.path() / "a.txt", "v1");
-    write_file(s.path() / "config.json", "{}");  // looks like a model directory, so --force may replace it
+    write_file(s.path() / "config.json", "{}");
     s.commit();
   }
   EXPECT_TRUE(fs::exists(dst / "a.txt"));
+  EXPECT_TRUE(fs::exists(dst / kOutputMarker));  // so a later --force may replace it
+  EXPECT_FALSE(fs::exists(dst / kStageMarker));
   EXPECT_THROW(StagedDir(dst, false), Error);  // exists without --force
   {
     StagedDir s(dst, true);
@@ -182,29 +184,42 @@ TEST(StagedDir, ForceRefusesWhatIsNotAPreviousOutput) {
   const fs::path junk = root / "junk";
   fs::create_directories(junk);
   write_file(junk / "notes.txt", "precious");
-  expect_refused(junk, {src}, "does not look like a model directory");
+  expect_refused(junk, {src}, "was not written by hlwq");
+  write_file(junk / "config.json", "{}");  // a model directory hlwq did not write is not replaced either
+  expect_refused(junk, {src}, "was not written by hlwq");
   EXPECT_TRUE(fs::exists(junk / "notes.txt"));
   write_file(root / "file", "x");
   expect_refused(root / "file", {src}, "is not a directory");
   EXPECT_TRUE(fs::exists(src / "config.json"));
-  // An empty directory, or a previous output (config.json), may be replaced.
+  // An empty directory, or a previous output (the marker), may be replaced.
   fs::create_directories(root / "empty");
   { StagedDir s(root / "empty", true, {src}); s.commit(); }
   { StagedDir s(root / "empty", true, {src}); write_file(s.path() / "config.json", "{}"); s.commit(); }
   { StagedDir s(root / "empty", true, {src}); s.commit(); }
 }
 
+// Stages are recognised by hlwq's markers (the stage marker holds the writer's pid), not by their name: a dead
+// run's stage is swept, a live run's is kept, and a directory of the user's that merely looks like a stage stays.
 TEST(StagedDir, StagesOfDeadRunsAreSweptLiveOnesKept) {
   auto root = hlwq::test::scratch_dir("staged_sweep");
-  const fs::path dead = root / "out.partial-999999999";  // 9 digits: above Linux's pid_max (4194304)
-  const fs::path live = root / fmt::format("out.partial-{}", getppid());
-  const fs::path other = root / "other.partial-999999999";
-  for (const auto& d : {dead, live, other}) {
+  auto make_stage = [](const fs::path& d, const std::string& pid) {
     fs::create_directories(d);
     write_file(d / "shard", "x");
-  }
+    write_file(d / kOutputMarker, std::string(kOutputMarkerText) + "\n");
+    write_file(d / kStageMarker, pid);
+  };
+  const fs::path dead = root / "out.partial-999999999-0";  // 9 digits: above Linux's pid_max (4194304)
+  const fs::path live = root / fmt::format("out.partial-{}-0", getppid());
+  const fs::path other = root / "other.partial-999999999-0";
+  const fs::path users = root / "out.partial-999999999";  // stage-like name, no marker: the user's
+  make_stage(dead, "999999999");
+  make_stage(live, std::to_string(getppid()));
+  make_stage(other, "999999999");
+  fs::create_directories(users);
+  write_file(users / "notes.txt", "precious");
   { StagedDir s(root / "out", false); }
   EXPECT_FALSE(fs::exists(dead));
   EXPECT_TRUE(fs::exists(live));
   EXPECT_TRUE(fs::exists(other));  // another output's stages are not ours to judge
+  EXPECT_TRUE(fs::exists(users / "notes.txt"));
 }

@@ -143,6 +143,42 @@ TEST(StopChecker, EosAndStopStrings) {
   EXPECT_EQ(sc3.push("xabcd"), "x");  // the earliest match ("abcd" at 1) wins over "bc" at 2
 }
 
+// Issue 11: NaN or +Inf logits used to be sampled as ordinary tokens; they are an error naming the cause, in
+// greedy and sampled mode alike. -Inf is a mask and stays allowed while something finite is left.
+TEST(Sampler, NonFiniteLogitsAreAnError) {
+  for (float bad : {std::nanf(""), INFINITY}) {
+    std::vector<float> logits = {0.5f, bad, 1.0f};
+    for (float temp : {0.0f, 1.0f}) {
+      SamplerConfig cfg;
+      cfg.temperature = temp;
+      Sampler s(cfg);
+      try {
+        s.sample(logits, {});
+        ADD_FAILURE() << "no error for " << bad << " at temperature " << temp;
+      } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("the logit of token 1 is"), std::string::npos) << e.what();
+        EXPECT_NE(std::string(e.what()).find("non-finite logits"), std::string::npos) << e.what();
+      }
+    }
+  }
+  std::vector<float> masked = {-INFINITY, 2.0f, -INFINITY};
+  EXPECT_EQ(Sampler(SamplerConfig{}).sample(masked, {}), 1);
+  std::vector<float> all_masked = {-INFINITY, -INFINITY};
+  EXPECT_THROW(sampler_argmax(all_masked), Error);
+}
+
+// generation_config.json was the one JSON file read without the depth limit (100,000 levels crashed).
+TEST(StopChecker, DeeplyNestedGenerationConfigIsRefused) {
+  std::filesystem::path dir = test::scratch_dir("eos_deep");
+  std::ofstream(dir / "generation_config.json") << std::string(100000, '[') << std::string(100000, ']');
+  try {
+    load_eos_ids(dir);
+    ADD_FAILURE() << "accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("nests deeper than"), std::string::npos) << e.what();
+  }
+}
+
 TEST(StopChecker, LoadEosIdsFromConfigs) {
   std::filesystem::path dir = test::scratch_dir("eos_ids");
   std::ofstream(dir / "config.json") << R"({"text_config": {"eos_token_id": [248044, 248046]}})";

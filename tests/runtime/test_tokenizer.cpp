@@ -171,6 +171,9 @@ TEST(ByteLevel, AlphabetIsABijection) {
 
 // ---- synthetic tokenizers: BPE order, added-token options, loader errors ---------------------------------
 
+void expect_load_error(const std::string& text, const std::string& needle);
+void expect_load_error_fwd(const std::string& text, const std::string& needle) { expect_load_error(text, needle); }
+
 // A minimal valid tokenizer.json: the 256-byte alphabet plus `extra` vocab entries and `merges`.
 json tiny_tokenizer(const std::vector<std::string>& extra, json merges) {
   json vocab = json::object();
@@ -220,6 +223,44 @@ TEST(TokenizerSynthetic, AddedTokenStripAndLongestMatch) {
   EXPECT_EQ(tok.encode("w"), std::vector<int32_t>{302});
   EXPECT_EQ(tok.encode("aw").size(), 2u);  // single_word: inside a word it is plain text
   EXPECT_NE(tok.encode("aw")[1], 302);
+}
+
+// Issue 11: added tokens are matched through a trie (a per-first-byte candidate list made 100 KB of '<' with
+// many `<...>` tokens take over a minute; its speed is in bench_tokenizer). The match must be the same
+// leftmost-longest one, special tokens still skipped when disabled, and a special/non-special pair sharing a
+// prefix resolved by length, then file order.
+TEST(TokenizerSynthetic, ManyAddedTokensSharingAPrefix) {
+  json j = tiny_tokenizer({}, json::array());
+  json added = json::array();
+  int id = 256;
+  for (int k = 1; k <= 300; ++k)  // "<a", "<aa", ..., and "<k>" for many k
+    added.push_back({{"id", id++}, {"content", "<" + std::to_string(k) + ">"}, {"special", k % 2 == 0}});
+  added.push_back({{"id", id++}, {"content", "<<"}, {"special", false}});
+  added.push_back({{"id", id++}, {"content", "<<<"}, {"special", true}});
+  j["added_tokens"] = added;
+  Tokenizer tok = Tokenizer::from_json_text(j.dump(), "<tiny>");
+  const int32_t t7 = 256 + 6, t12 = 256 + 11, lt2 = 256 + 300, lt3 = 256 + 301;
+  EXPECT_EQ(tok.encode("<7><12>"), (std::vector<int32_t>{t7, t12}));
+  EXPECT_EQ(tok.encode("<<<<<"), (std::vector<int32_t>{lt3, lt2}));  // longest first, then the rest
+  EXPECT_EQ(tok.encode("<<<<<", false), (std::vector<int32_t>{lt2, lt2, '<'}));  // "<<<" is special: skipped
+  const std::vector<int32_t> no_special = tok.encode("<12>", false);  // special: plain bytes
+  EXPECT_EQ(tok.decode(no_special), "<12>");
+  EXPECT_EQ(std::count(no_special.begin(), no_special.end(), t12), 0);
+  const std::string many(100000, '<');
+  const std::vector<int32_t> ids = tok.encode(many);
+  EXPECT_EQ(ids.size(), 33334u);  // 33333 x "<<<" then one '<'
+  EXPECT_EQ(tok.decode(ids), many);
+  j["added_tokens"] = json::array({{{"id", 256}, {"content", std::string(5000, 'x')}}});
+  expect_load_error_fwd(j.dump(), "over the 1024 byte limit");
+}
+
+// A pre-token of megabytes (no spaces) is encoded in bounded pieces instead of one BPE over the whole word.
+TEST(TokenizerSynthetic, HugeWordsAreEncodedInBoundedPieces) {
+  Tokenizer tok = Tokenizer::from_json_text(tiny_tokenizer({"ab"}, json::array({"a b"})).dump(), "<tiny>");
+  std::string word;
+  for (int k = 0; k < 300000; ++k) word += k % 3 == 0 ? "\xc3\xa9" : "ab";  // multi-byte chars across cuts
+  const std::vector<int32_t> ids = tok.encode(word);
+  EXPECT_EQ(tok.decode(ids), normalize_nfc(word));
 }
 
 void expect_load_error(const std::string& text, const std::string& needle) {

@@ -1,0 +1,31 @@
+// libFuzzer target: the demo model's tokenizer on arbitrary bytes, both ways. Input bytes are encoded (invalid
+// UTF-8 must be an hlwq::Error) and, read as little-endian u16 ids, decoded (unknown ids must be an error).
+// ASCII text must round-trip exactly (NFC is the identity on ASCII).
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "fuzz_util.h"
+#include "runtime/tokenizer.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  static const hlwq::Tokenizer tok =
+      hlwq::Tokenizer::from_file(std::filesystem::path(HLWQ_SOURCE_DIR) / "models/tiny-moe-dev/tokenizer.json");
+  const std::string_view text(reinterpret_cast<const char*>(data), size);
+  hlwq::fuzz::expect_only_hlwq_errors([&] {
+    const std::vector<int32_t> ids = tok.encode(text);
+    bool ascii = true;
+    for (unsigned char c : text) ascii &= c < 0x80;
+    if (ascii && tok.decode(ids) != text) std::abort();
+  });
+  hlwq::fuzz::expect_only_hlwq_errors([&] {
+    std::vector<int32_t> ids(size / 2);
+    for (size_t i = 0; i < ids.size(); ++i) {
+      uint16_t v;
+      std::memcpy(&v, data + 2 * i, 2);
+      ids[i] = v;
+    }
+    (void)tok.decode(ids);
+  });
+  return 0;
+}
