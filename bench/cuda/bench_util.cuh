@@ -1,0 +1,82 @@
+// Shared pieces of the CUDA kernel benchmarks: a device-side random fill (inputs are generated on the GPU, not
+// uploaded), the device-to-device copy ceiling, and graph-replay timing (N launches captured once, the median
+// over replays of the per-launch time, after warm-up).
+#pragma once
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/device_buffer.h"
+
+namespace hlwq::bench {
+
+__global__ void fill_kernel(uint32_t* p, int64_t n, uint64_t seed, uint32_t and_mask, uint32_t or_mask) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    uint64_t z = seed + uint64_t(i) * 0x9E3779B97F4A7C15ull;  // splitmix64
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    p[i] = (uint32_t(z ^ (z >> 31)) & and_mask) | or_mask;
+  }
+}
+
+// Random 32-bit words; masks shape them (e.g. bf16 pairs of small magnitude, positive fp32 scales).
+inline void fill_random(void* p, int64_t words, uint64_t seed, uint32_t and_mask = ~0u, uint32_t or_mask = 0u) {
+  fill_kernel<<<1024, 256>>>(static_cast<uint32_t*>(p), words, seed, and_mask, or_mask);
+  HLWQ_CUDA_LAUNCH_CHECK("fill_random {} words", words);
+}
+// bf16 pairs with exponent forced to [2^-8, 2^-1): random sign and mantissa, never NaN/inf.
+inline void fill_bf16(void* p, int64_t words, uint64_t seed) { fill_random(p, words, seed, 0x87FF87FFu, 0x3C003C00u); }
+// positive fp32 around 1e-2
+inline void fill_scales(void* p, int64_t words, uint64_t seed) { fill_random(p, words, seed, 0x007FFFFFu, 0x3C000000u); }
+
+inline double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// Microseconds per launch: `launch(i)` for i < n captured into one graph on stream st, replayed `reps` times after
+// `warm` replays; median replay time / n.
+inline double time_graph(cudaStream_t st, int n, const std::function<void(int)>& launch, int warm = 3, int reps = 15) {
+  cudaGraph_t g;
+  cudaGraphExec_t ge;
+  HLWQ_CUDA_CHECK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal), "capture");
+  for (int i = 0; i < n; ++i) launch(i);
+  HLWQ_CUDA_CHECK(cudaStreamEndCapture(st, &g), "end capture");
+  HLWQ_CUDA_CHECK(cudaGraphInstantiate(&ge, g, 0), "instantiate");
+  cudaEvent_t a, b;
+  HLWQ_CUDA_CHECK(cudaEventCreate(&a), "event");
+  HLWQ_CUDA_CHECK(cudaEventCreate(&b), "event");
+  for (int i = 0; i < warm; ++i) HLWQ_CUDA_CHECK(cudaGraphLaunch(ge, st), "warm-up replay");
+  std::vector<double> us;
+  for (int i = 0; i < reps; ++i) {
+    HLWQ_CUDA_CHECK(cudaEventRecord(a, st), "record");
+    HLWQ_CUDA_CHECK(cudaGraphLaunch(ge, st), "replay");
+    HLWQ_CUDA_CHECK(cudaEventRecord(b, st), "record");
+    HLWQ_CUDA_CHECK(cudaEventSynchronize(b), "sync");
+    float ms = 0;
+    HLWQ_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b), "elapsed");
+    us.push_back(double(ms) * 1e3 / n);
+  }
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  cudaGraphExecDestroy(ge);
+  cudaGraphDestroy(g);
+  return median(us);
+}
+
+// Device-to-device copy bandwidth in GB/s (bytes read + bytes written), 2 GiB buffers, median of 15.
+inline double copy_bandwidth_gbs(cudaStream_t st) {
+  const size_t bytes = size_t(2) << 30;
+  cuda::DeviceBuffer<uint8_t> a(bytes, "copy src"), b(bytes, "copy dst");
+  fill_random(a.get(), int64_t(bytes / 4), 1);
+  const double us = time_graph(st, 1, [&](int) {
+    HLWQ_CUDA_CHECK(cudaMemcpyAsync(b.get(), a.get(), bytes, cudaMemcpyDeviceToDevice, st), "copy");
+  });
+  return 2.0 * double(bytes) / (us * 1e-6) / 1e9;
+}
+
+}  // namespace hlwq::bench
