@@ -26,8 +26,10 @@ int main() {
     HLWQ_CUDA_CHECK(cudaGetDeviceProperties(&p, 0), "device properties");
     cudaStream_t st;
     HLWQ_CUDA_CHECK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking), "stream");
-    const double copy = bench::copy_bandwidth_gbs(st);
-    std::printf("device %s; device-to-device copy %.0f GB/s (read + write)\n", p.name, copy);
+    const auto ceil = bench::measure_ceilings(st);
+    const double copy = ceil.copy_kernel;
+    std::printf("device %s; copy kernel %.0f GB/s, cudaMemcpy d2d %.0f GB/s, read kernel %.0f GB/s\n", p.name, copy,
+                ceil.copy_memcpy, ceil.read);
     cublasHandle_t h;
     check(cublasCreate(&h), "create");
     check(cublasSetStream(h, st), "set stream");

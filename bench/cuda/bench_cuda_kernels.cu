@@ -113,10 +113,40 @@ void bench_moe(cudaStream_t st) {
       cuda::moe_forward(layers[size_t(l)], wss[size_t(l)], xs[size_t(l)].get(), T, outs[size_t(l)].get(), false, st);
     });
     row("moe layer (7 launches)", "256x(2048->512) top-8+1", int(T), full, (expert_bytes + router_bytes) / L + act);
+    const int64_t tiles = cuda::moe_max_tiles(T, k, E, true);
+    auto part = [&](const char* name, double bytes, const std::function<void(cuda::MoeLayerDev&, cuda::MoeWorkspace&, int)>& f) {
+      const double us = bench::time_graph(st, int(L), [&](int l) { f(layers[size_t(l)], wss[size_t(l)], l); });
+      row(std::string("  moe part: ") + name, "per layer", int(T), us, bytes);
+      return us;
+    };
+    part("pack xn", double(T) * H * 6, [&](auto& m, auto& w, int l) {
+      cuda::pack_activations(xs[size_t(l)].get(), H, T, H, nullptr, T, m.router.in_pad, w.x_tok.get(), st);
+    });
+    part("router gemm (bf16)", router_bytes / L, [&](auto& m, auto& w, int) {
+      cuda::gemm(m.router, w.x_tok.get(), T, w.logits.get(), m.router.out, st);
+    });
+    part("route + plan", 0, [&](auto& m, auto& w, int) {
+      cuda::MoePlan plan{w.topk_ids.get(), w.topk_w.get(), w.slot_tok.get(), w.slot_w.get(), w.tile_mat.get(),
+                         w.tok_slot.get()};
+      cuda::moe_route(w.logits.get(), m.router.out, T, E, k, true, plan, tiles, st);
+    });
+    part("gather xn by slot", 0, [&](auto& m, auto& w, int l) {
+      cuda::pack_activations(xs[size_t(l)].get(), H, T, H, w.slot_tok.get(), tiles * 8, m.gu.in_pad, w.x_slot.get(), st);
+    });
+    part("grouped gate_up+silu", expert_bytes / L * 2 / 3, [&](auto& m, auto& w, int) {
+      cuda::gemm_grouped(m.gu, cuda::GroupedEpilogue::swiglu, w.x_slot.get(), w.tile_mat.get(), tiles, w.h.get(),
+                         m.dn.in_pad, nullptr, 0, nullptr, st);
+    });
+    part("grouped down+weight", expert_bytes / L / 3, [&](auto& m, auto& w, int) {
+      cuda::gemm_grouped(m.dn, cuda::GroupedEpilogue::weighted, w.h.get(), w.tile_mat.get(), tiles, nullptr, 0,
+                         w.y.get(), H, w.slot_w.get(), st);
+    });
+    part("combine", 0, [&](auto& m, auto& w, int l) {
+      cuda::moe_combine(w.y.get(), w.tok_slot.get(), T, k + 1, H, false, outs[size_t(l)].get(), st);
+    });
     const double grouped = bench::time_graph(st, int(L), [&](int l) {
       auto& m = layers[size_t(l)];
       auto& w = wss[size_t(l)];
-      const int64_t tiles = cuda::moe_max_tiles(T, k, E, true);
       cuda::gemm_grouped(m.gu, cuda::GroupedEpilogue::swiglu, w.x_slot.get(), w.tile_mat.get(), tiles, w.h.get(),
                          m.dn.in_pad, nullptr, 0, nullptr, st);
       cuda::gemm_grouped(m.dn, cuda::GroupedEpilogue::weighted, w.h.get(), w.tile_mat.get(), tiles, nullptr, 0,
@@ -136,9 +166,11 @@ int main() {
     HLWQ_CUDA_CHECK(cudaGetDeviceProperties(&p, 0), "device properties");
     cudaStream_t st;
     HLWQ_CUDA_CHECK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking), "stream");
-    g_copy = bench::copy_bandwidth_gbs(st);
-    std::printf("device %s, %d SMs, L2 %d MB; device-to-device copy %.0f GB/s (read + write)\n", p.name,
-                p.multiProcessorCount, p.l2CacheSize >> 20, g_copy);
+    const auto ceil = bench::measure_ceilings(st);
+    g_copy = ceil.copy_kernel;
+    std::printf("device %s, %d SMs, L2 %d MB; copy kernel %.0f GB/s, cudaMemcpy d2d %.0f GB/s (read + write), "
+                "read kernel %.0f GB/s\n", p.name, p.multiProcessorCount, p.l2CacheSize >> 20, ceil.copy_kernel,
+                ceil.copy_memcpy, ceil.read);
     std::printf("row %-26s | %-22s | %3s | %12s | %12s | %s\n", "kernel", "shape (in->out)", "T", "median", "bandwidth",
                 "of copy");
     const size_t l2 = size_t(p.l2CacheSize);
@@ -151,7 +183,7 @@ int main() {
     bench_gemm(cuda::PackedFormat::bf16, 8192, 2048, "2048->8192", st, l2);
     bench_gemm(cuda::PackedFormat::bf16, 248320, 2048, "2048->248320 (lm_head)", st, l2);
     bench_moe(st);
-    std::printf("copy ceiling %.0f GB/s\n", g_copy);
+    std::printf("ceiling used for %%: copy kernel %.0f GB/s\n", g_copy);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "hlwq_bench_cuda_kernels: %s\n", e.what());
     return 1;

@@ -3,6 +3,7 @@
 // relative error ‖got − ref‖ / ‖ref‖ (NaN anywhere fails).
 #pragma once
 #include <cstdint>
+#include <cstdio>
 #include <memory>
 #include <random>
 #include <string>
@@ -20,6 +21,14 @@
       std::fprintf(stderr, "SKIPPED LOUDLY: no CUDA device\n");             \
       GTEST_SKIP() << "SKIPPED LOUDLY: no CUDA device";                     \
     }                                                                       \
+  } while (0)
+
+// EXPECT_REL(got, ref, budget): rel_err(got, ref) < budget, printing the measured error beside its budget.
+#define EXPECT_REL(got, ref, budget)                                                                   \
+  do {                                                                                                \
+    const double hlwq_e_ = ::hlwq::test::rel_err(got, ref);                                           \
+    std::printf("[ err      ] %-24s %.3g (budget %.3g)\n", #budget, hlwq_e_, double(budget));         \
+    EXPECT_LT(hlwq_e_, budget);                                                                       \
   } while (0)
 
 namespace hlwq::test {

@@ -90,9 +90,9 @@ TEST(CudaGdn, LayerMatchesCpuAcrossCalls) {
     gdn_forward(cpu_kernels(), f.w, f.d, x.data(), T, st, ref.data());
     DeviceBuffer<float> dx(x, "x"), out(size_t(T * f.H), "out");
     f.run(dx.get(), T, {{0, int(T), 0}}, conv.get(), S.get(), out.get());
-    EXPECT_LT(test::rel_err(out.download(), ref), test::kGdnLayerRel);
-    EXPECT_LT(test::rel_err(S.download(), st.S), test::kGdnStateRel);
-    EXPECT_LT(test::rel_err(conv.download(), st.conv), test::kFp32Rel);
+    EXPECT_REL(out.download(), ref, test::kGdnLayerRel);
+    EXPECT_REL(S.download(), st.S, test::kGdnStateRel);
+    EXPECT_REL(conv.download(), st.conv, test::kFp32Rel);
   }
 }
 
@@ -113,10 +113,10 @@ TEST(CudaGdn, TwoSequencesInOneBatch) {
   HLWQ_CUDA_CHECK(cudaMemset(S.get(), 0, S.bytes()), "");
   DeviceBuffer<float> dx(x, "x"), out(size_t(T * f.H), "out");
   f.run(dx.get(), T, {{0, int(n0), 1}, {int(n0), int(n1), 0}}, conv.get(), S.get(), out.get());
-  EXPECT_LT(test::rel_err(out.download(), ref), test::kGdnLayerRel);
+  EXPECT_REL(out.download(), ref, test::kGdnLayerRel);
   const auto Sg = S.download();
-  EXPECT_LT(test::rel_err(std::vector<float>(Sg.begin() + ss, Sg.end()), s0.S), test::kGdnStateRel);
-  EXPECT_LT(test::rel_err(std::vector<float>(Sg.begin(), Sg.begin() + ss), s1.S), test::kGdnStateRel);
+  EXPECT_REL(std::vector<float>(Sg.begin() + ss, Sg.end()), s0.S, test::kGdnStateRel);
+  EXPECT_REL(std::vector<float>(Sg.begin(), Sg.begin() + ss), s1.S, test::kGdnStateRel);
 }
 
 TEST(CudaAttention, LayerMatchesCpuOverPagedCache) {
@@ -171,7 +171,7 @@ TEST(CudaAttention, LayerMatchesCpuOverPagedCache) {
     cuda::attend(proj.get(), qkv.out, dpos.get(), doff.get(), dbt.get(), kp.get(), vp.get(), T, dd, att.get(), nullptr);
     dev_linear(o_proj, att.get(), T, xf, out.get());
     HLWQ_CUDA_CHECK(cudaDeviceSynchronize(), "attention test");
-    EXPECT_LT(test::rel_err(out.download(), ref), test::kAttentionRel);
+    EXPECT_REL(out.download(), ref, test::kAttentionRel);
     pos0 += T;
     // the cache: keys and values of every position so far, read through the block table
     const auto kh = kp.download(), vh = vp.download();
@@ -182,8 +182,8 @@ TEST(CudaAttention, LayerMatchesCpuOverPagedCache) {
         kg[size_t(p * row + i)] = bf16_to_f32(kh[at]);
         vg[size_t(p * row + i)] = bf16_to_f32(vh[at]);
       }
-    EXPECT_LT(test::rel_err(kg, kv.k), test::kKvCacheRel);
-    EXPECT_LT(test::rel_err(vg, kv.v), test::kKvCacheRel);
+    EXPECT_REL(kg, kv.k, test::kKvCacheRel);
+    EXPECT_REL(vg, kv.v, test::kKvCacheRel);
   }
 }
 

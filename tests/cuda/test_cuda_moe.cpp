@@ -55,7 +55,7 @@ void check_moe(const OwnedMoe& m, int64_t k, const std::vector<int64_t>& batches
     HLWQ_CUDA_CHECK(cudaDeviceSynchronize(), "moe test");
     auto got = out.download();
     for (size_t i = 0; i < got.size(); ++i) got[i] -= res[i];
-    EXPECT_LT(test::rel_err(got, ref), test::kMoeRel);
+    EXPECT_REL(got, ref, test::kMoeRel);
   }
 }
 

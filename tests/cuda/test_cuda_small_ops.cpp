@@ -30,8 +30,8 @@ TEST(CudaNorm, ZeroCentredWithResidualMatchesCpu) {
   rmsnorm_zero_centred(hsum.data(), w.data(), n, d, 1e-6f, ref.data());
   DeviceBuffer<float> dh(h, "h"), dr(res, "res"), dw(w, "w"), dy(size_t(n * d), "y");
   cuda::rmsnorm_zero_centred(dh.get(), dr.get(), dw.get(), n, d, 1e-6f, dy.get(), nullptr);
-  EXPECT_LT(test::rel_err(dy.download(), ref), test::kFp32Rel);
-  EXPECT_LT(test::rel_err(dh.download(), hsum), test::kFp32Rel);  // the residual stream was updated
+  EXPECT_REL(dy.download(), ref, test::kFp32Rel);
+  EXPECT_REL(dh.download(), hsum, test::kFp32Rel);  // the residual stream was updated
 }
 
 TEST(CudaNorm, GatedMatchesCpu) {
@@ -43,7 +43,7 @@ TEST(CudaNorm, GatedMatchesCpu) {
   DeviceBuffer<float> dx(x, "x"), dz(z, "z"), dw(w, "w");
   rmsnorm_gated(x.data(), z.data(), w.data(), n, d, 1e-6f);
   cuda::rmsnorm_gated(dx.get(), dz.get(), d, dw.get(), n, d, 1e-6f, nullptr);
-  EXPECT_LT(test::rel_err(dx.download(), x), test::kFp32Rel);
+  EXPECT_REL(dx.download(), x, test::kFp32Rel);
 }
 
 TEST(CudaEmbedding, GathersRowsExactly) {

@@ -1,6 +1,6 @@
 // Tensor-core GEMM over fragment-ordered weights (see gemm.cuh, weight_pack.h).
-// Block: 4 warps on one pair of 16-row tiles and one token tile (8·NT slots); the warps split the k-units (128
-// columns each) and add their partial sums through shared memory. INT4 weights are widened exactly: a nibble u
+// Block: 8 warps on one 16-row tile (a gate/up pair of tiles for SwiGLU) and one token tile (8·NT slots); the
+// warps split the k-units (128 columns each) and add their partial sums through shared memory. INT4 weights are widened exactly: a nibble u
 // OR 0x4300 is the bf16 number 128 + u, minus 136 gives q = u − 8; the group's scale multiplies the fp32 partial
 // sum of its 128 columns, so the only rounding besides fp32 accumulation is bf16 activations.
 #include <cuda_bf16.h>
@@ -10,7 +10,7 @@
 namespace hlwq::cuda {
 namespace {
 
-constexpr int kWarps = 4;
+constexpr int kWarps = 8;
 enum Epi : int { kStore = 0, kWeighted = 1, kSwiglu = 2 };
 
 struct KParams {
@@ -56,8 +56,12 @@ __device__ __forceinline__ int64_t xfrag_elem(int64_t n, int64_t k, int in_pad) 
   return word * 2 + (kk & 1);
 }
 
-template <bool kInt4, int NT, int kEpi>
+// RT row tiles per block (2 for SwiGLU: gate and up tiles side by side). Each warp first issues the weight loads of
+// up to kU of its k-units (16 uint4 per lane in flight), then computes them; the activations come from L1/L2.
+template <bool kInt4, int NT, int RT, int kEpi>
 __global__ void __launch_bounds__(kWarps * 32) gemm_kernel(KParams p) {
+  constexpr int kWpu = kInt4 ? 2 : 8;         // uint4 per lane per row tile per k-unit
+  constexpr int kU = 16 / (kWpu * RT);        // k-units in flight per warp
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
   const int bx = blockIdx.x, by = blockIdx.y;
   const uint32_t* q = p.q0;
@@ -71,96 +75,101 @@ __global__ void __launch_bounds__(kWarps * 32) gemm_kernel(KParams p) {
   const int ku = p.ku;
   const uint4* X = reinterpret_cast<const uint4*>(p.x) + int64_t(by) * NT * ku * 4 * 32;
   const uint4* W = reinterpret_cast<const uint4*>(q);
-  float acc[2][NT][4] = {};
+  float acc[RT][NT][4] = {};
 
-  for (int u = warp; u < ku; u += kWarps) {
-    uint4 xa[NT][4];  // [n8 tile][step pair] this unit's B fragments
+  for (int u0 = warp; u0 < ku; u0 += kWarps * kU) {
+    uint4 wa[kU][RT][kWpu];
+    float2 sc[kU][RT];
 #pragma unroll
-    for (int nt = 0; nt < NT; ++nt)
+    for (int j = 0; j < kU; ++j) {
+      const int u = u0 + j * kWarps;
+      if (u >= ku) break;
 #pragma unroll
-      for (int j = 0; j < 4; ++j) xa[nt][j] = __ldg(X + int64_t(nt) * ku * 128 + (u * 4 + j) * 32 + lane);
-    if constexpr (kInt4) {
-      uint4 wa[2][2];
-      float2 sc[2];
+      for (int r = 0; r < RT; ++r) {
+        const int64_t rt = int64_t(RT) * bx + r;
 #pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        const int64_t rt = 2 * bx + r;
-#pragma unroll
-        for (int hh = 0; hh < 2; ++hh) wa[r][hh] = __ldg(W + ((rt * 2 * ku + 2 * u + hh) * 32 + lane));
-        sc[r] = __ldg(reinterpret_cast<const float2*>(s) + ((rt * ku + u) * 8 + g));
+        for (int hh = 0; hh < kWpu; ++hh) wa[j][r][hh] = __ldg(W + ((rt * kWpu * ku + kWpu * u + hh) * 32 + lane));
+        if constexpr (kInt4) sc[j][r] = __ldg(reinterpret_cast<const float2*>(s) + ((rt * ku + u) * 8 + g));
       }
+    }
 #pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        float part[NT][4] = {};
+    for (int j = 0; j < kU; ++j) {
+      const int u = u0 + j * kWarps;
+      if (u >= ku) break;
+      uint4 xa[NT][4];  // [n8 tile][step pair] this unit's B fragments
 #pragma unroll
-        for (int hh = 0; hh < 2; ++hh)
+      for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
-          for (int j = 0; j < 4; ++j) {
-            const uint32_t w = (&wa[r][hh].x)[j];
-            const uint32_t a0 = dq2(w), a1 = dq2(w >> 4), a2 = dq2(w >> 8), a3 = dq2(w >> 12);
-            const int st = hh * 4 + j;
+        for (int jj = 0; jj < 4; ++jj) xa[nt][jj] = __ldg(X + int64_t(nt) * ku * 128 + (u * 4 + jj) * 32 + lane);
+#pragma unroll
+      for (int r = 0; r < RT; ++r) {
+        if constexpr (kInt4) {
+          float part[NT][4] = {};
+#pragma unroll
+          for (int hh = 0; hh < 2; ++hh)
+#pragma unroll
+            for (int jj = 0; jj < 4; ++jj) {
+              const uint32_t w = (&wa[j][r][hh].x)[jj];
+              const uint32_t a0 = dq2(w), a1 = dq2(w >> 4), a2 = dq2(w >> 8), a3 = dq2(w >> 12);
+              const int st = hh * 4 + jj;
+#pragma unroll
+              for (int nt = 0; nt < NT; ++nt) {
+                const uint4& b = xa[nt][st >> 1];
+                if (st & 1) mma_bf16(part[nt], a0, a1, a2, a3, b.z, b.w);
+                else mma_bf16(part[nt], a0, a1, a2, a3, b.x, b.y);
+              }
+            }
+#pragma unroll
+          for (int nt = 0; nt < NT; ++nt) {
+            acc[r][nt][0] += part[nt][0] * sc[j][r].x;
+            acc[r][nt][1] += part[nt][1] * sc[j][r].x;
+            acc[r][nt][2] += part[nt][2] * sc[j][r].y;
+            acc[r][nt][3] += part[nt][3] * sc[j][r].y;
+          }
+        } else {
+#pragma unroll
+          for (int st = 0; st < 8; ++st)
 #pragma unroll
             for (int nt = 0; nt < NT; ++nt) {
               const uint4& b = xa[nt][st >> 1];
-              if (st & 1) mma_bf16(part[nt], a0, a1, a2, a3, b.z, b.w);
-              else mma_bf16(part[nt], a0, a1, a2, a3, b.x, b.y);
+              const uint4& a = wa[j][r][st];
+              if (st & 1) mma_bf16(acc[r][nt], a.x, a.y, a.z, a.w, b.z, b.w);
+              else mma_bf16(acc[r][nt], a.x, a.y, a.z, a.w, b.x, b.y);
             }
-          }
-#pragma unroll
-        for (int nt = 0; nt < NT; ++nt) {
-          acc[r][nt][0] += part[nt][0] * sc[r].x;
-          acc[r][nt][1] += part[nt][1] * sc[r].x;
-          acc[r][nt][2] += part[nt][2] * sc[r].y;
-          acc[r][nt][3] += part[nt][3] * sc[r].y;
         }
-      }
-    } else {
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        const int64_t rt = 2 * bx + r;
-        uint4 wa[8];
-#pragma unroll
-        for (int st = 0; st < 8; ++st) wa[st] = __ldg(W + ((rt * 8 * ku + 8 * u + st) * 32 + lane));
-#pragma unroll
-        for (int st = 0; st < 8; ++st)
-#pragma unroll
-          for (int nt = 0; nt < NT; ++nt) {
-            const uint4& b = xa[nt][st >> 1];
-            if (st & 1) mma_bf16(acc[r][nt], wa[st].x, wa[st].y, wa[st].z, wa[st].w, b.z, b.w);
-            else mma_bf16(acc[r][nt], wa[st].x, wa[st].y, wa[st].z, wa[st].w, b.x, b.y);
-          }
       }
     }
   }
 
-  // split-k reduction: warps 1..3 hand their sums to warp 0
-  __shared__ float red[kWarps - 1][2 * NT * 4][32];
+  // split-k reduction: warps 1.. hand their sums to warp 0
+  __shared__ float red[kWarps - 1][RT * NT * 4][32];
   float* a = &acc[0][0][0];
   if (warp > 0)
 #pragma unroll
-    for (int i = 0; i < 2 * NT * 4; ++i) red[warp - 1][i][lane] = a[i];
+    for (int i = 0; i < RT * NT * 4; ++i) red[warp - 1][i][lane] = a[i];
   __syncthreads();
   if (warp != 0) return;
 #pragma unroll
-  for (int i = 0; i < 2 * NT * 4; ++i)
+  for (int i = 0; i < RT * NT * 4; ++i)
 #pragma unroll
     for (int w = 0; w < kWarps - 1; ++w) a[i] += red[w][i][lane];
 
-  // C fragment: acc[r][nt][i] is (row tile 2bx+r, row g + 8·(i/2)), slot 8·(by·NT+nt) + 2c + i%2
+  // C fragment: acc[r][nt][i] is (row tile RT·bx+r, row g + 8·(i/2)), slot 8·(by·NT+nt) + 2c + i%2
 #pragma unroll
   for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
       const int64_t slot = int64_t(by * NT + nt) * 8 + 2 * c + (i & 1);
       if constexpr (kEpi == kSwiglu) {
+        static_assert(RT == 2, "SwiGLU pairs a gate tile with an up tile");
         const int64_t f = int64_t(bx) * 16 + g + 8 * (i >> 1);
-        const float hv = silu_f(acc[0][nt][i]) * acc[1][nt][i];
+        const float hv = silu_f(acc[0][nt][i]) * acc[RT - 1][nt][i];
         p.h[xfrag_elem(slot, f, p.h_in_pad)] = __float2bfloat16_rn(hv);
       } else {
         if (slot >= p.n_slots) continue;
 #pragma unroll
-        for (int r = 0; r < 2; ++r) {
-          const int64_t row = int64_t(2 * bx + r) * 16 + g + 8 * (i >> 1);
+        for (int r = 0; r < RT; ++r) {
+          const int64_t row = int64_t(RT * bx + r) * 16 + g + 8 * (i >> 1);
           if (row >= p.out) continue;
           float v = acc[r][nt][i];
           if constexpr (kEpi == kWeighted) v *= p.slot_w[slot];
@@ -172,8 +181,9 @@ __global__ void __launch_bounds__(kWarps * 32) gemm_kernel(KParams p) {
 
 template <bool kInt4, int NT, int kEpi>
 void launch(const KParams& kp, int64_t out_pad, int64_t tiles, cudaStream_t st, const char* what) {
-  const dim3 grid(unsigned(out_pad / 32), unsigned(tiles));
-  gemm_kernel<kInt4, NT, kEpi><<<grid, kWarps * 32, 0, st>>>(kp);
+  constexpr int RT = kEpi == kSwiglu ? 2 : 1;
+  const dim3 grid(unsigned(out_pad / (16 * RT)), unsigned(tiles));
+  gemm_kernel<kInt4, NT, RT, kEpi><<<grid, kWarps * 32, 0, st>>>(kp);
   HLWQ_CUDA_LAUNCH_CHECK("{} gemm grid {}x{}", what, grid.x, grid.y);
 }
 

@@ -95,16 +95,17 @@ __global__ void __launch_bounds__(kThreads) route_kernel(const float* __restrict
   }
   __syncthreads();
 
-  // 2. tiles per matrix, exclusive scan (M ≤ 1025: one thread is enough)
-  if (tid == 0) {
-    int acc = 0;
-    for (int m = 0; m < M; ++m) {
-      tile_off[m] = acc;
-      acc += (count[m] + 7) / 8;
-    }
-    tile_off[M] = acc;
-  }
+  // 2. tiles per matrix, exclusive scan: tile_off[m + 1] = Σ_{m' ≤ m} ⌈count / 8⌉ (Hillis–Steele, M ≤ 513 threads)
+  const int i1 = tid + 1;  // this thread's entry of tile_off
+  if (tid < M) tile_off[i1] = (count[tid] + 7) / 8;
+  if (tid == 0) tile_off[0] = 0;
   __syncthreads();
+  for (int off = 1; off < M; off <<= 1) {
+    const int v = (tid < M && i1 - off >= 1) ? tile_off[i1 - off] : 0;
+    __syncthreads();
+    if (tid < M) tile_off[i1] += v;
+    __syncthreads();
+  }
   for (int m = tid; m < M; m += blockDim.x)
     for (int i = tile_off[m]; i < tile_off[m + 1]; ++i) p.tile_mat[i] = m;
 
