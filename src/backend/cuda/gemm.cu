@@ -1,9 +1,11 @@
 // Tensor-core GEMM over fragment-ordered weights (see gemm.cuh, weight_pack.h).
-// Block: 8 warps on one 16-row tile (a gate/up pair of tiles for SwiGLU) and one token tile (8·NT slots); the
-// warps split the k-units (128 columns each) and add their partial sums through shared memory. INT4 weights are widened exactly: a nibble u
+// Block: 8 warps over one token tile (8·NT slots) and a grid-stride sequence of row groups (below). INT4 weights
+// are widened exactly: a nibble u
 // OR 0x4300 is the bf16 number 128 + u, minus 136 gives q = u − 8; the group's scale multiplies the fp32 partial
 // sum of its 128 columns, so the only rounding besides fp32 accumulation is bf16 activations.
 #include <cuda_bf16.h>
+
+#include <algorithm>
 
 #include "backend/cuda/gemm.cuh"
 
@@ -28,6 +30,9 @@ struct KParams {
   const float* slot_w;
   __nv_bfloat16* h;  // swiglu output xfrag, viewed as bf16
   int h_in_pad;
+  int n_groups;  // row groups of the matrix (set by launch)
+  int split;     // warps per group (set by launch)
+  int x_smem;    // activations staged in shared memory (set by launch)
 };
 
 __device__ __forceinline__ void mma_bf16(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
@@ -56,14 +61,20 @@ __device__ __forceinline__ int64_t xfrag_elem(int64_t n, int64_t k, int in_pad) 
   return word * 2 + (kk & 1);
 }
 
-// RT row tiles per block (2 for SwiGLU: gate and up tiles side by side). Each warp first issues the weight loads of
-// up to kU of its k-units (16 uint4 per lane in flight), then computes them; the activations come from L1/L2.
+// A "group" is RT row tiles (2 for SwiGLU: a gate tile and its up tile side by side). S warps of a block share one
+// group and split its k-units (S = 8, 4, 2 or 1, chosen per launch so the grid holds enough warps); the block's
+// 8 / S groups advance together over the matrix (a persistent grid-stride loop). Each warp first issues the
+// weight loads of up to kU of its k-units (16 uint4 per lane in flight), then computes them. Activations come
+// from shared memory when S < 8 (staged once per block: each warp then reads all of them for every group) and
+// straight from L2 otherwise (each warp reads only its k-units once).
 template <bool kInt4, int NT, int RT, int kEpi>
-__global__ void __launch_bounds__(kWarps * 32) gemm_kernel(KParams p) {
-  constexpr int kWpu = kInt4 ? 2 : 8;         // uint4 per lane per row tile per k-unit
-  constexpr int kU = 16 / (kWpu * RT);        // k-units in flight per warp
+__global__ void __launch_bounds__(kWarps * 32, 2) gemm_kernel(KParams p) {
+  constexpr int kWpu = kInt4 ? 2 : 8;                                 // uint4 per lane per row tile per k-unit
+  constexpr int kU = 16 / (kWpu * RT) > 0 ? 16 / (kWpu * RT) : 1;     // k-units in flight per warp
+  extern __shared__ uint4 xs[];                                       // [NT·ku·128] staged activations
+  __shared__ float red[kWarps][RT * NT * 4][32];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
-  const int bx = blockIdx.x, by = blockIdx.y;
+  const int by = blockIdx.y;
   const uint32_t* q = p.q0;
   const float* s = p.s0;
   if (p.tile_mat) {
@@ -72,119 +83,147 @@ __global__ void __launch_bounds__(kWarps * 32) gemm_kernel(KParams p) {
     q = p.qarr[m];
     if (kInt4) s = p.sarr[m];
   }
-  const int ku = p.ku;
+  const int ku = p.ku, S = p.split, G = kWarps / S, ks = warp % S, gl = warp / S;
   const uint4* X = reinterpret_cast<const uint4*>(p.x) + int64_t(by) * NT * ku * 4 * 32;
+  if (p.x_smem) {
+    for (int i = threadIdx.x; i < NT * ku * 128; i += blockDim.x) xs[i] = __ldg(X + i);
+    __syncthreads();
+    X = xs;
+  }
   const uint4* W = reinterpret_cast<const uint4*>(q);
-  float acc[RT][NT][4] = {};
 
-  for (int u0 = warp; u0 < ku; u0 += kWarps * kU) {
-    uint4 wa[kU][RT][kWpu];
-    float2 sc[kU][RT];
+  for (int base = blockIdx.x * G; base < p.n_groups; base += gridDim.x * G) {
+    const int grp = base + gl;
+    const bool live = grp < p.n_groups;
+    float acc[RT][NT][4] = {};
+    if (live) {
+      for (int u0 = ks; u0 < ku; u0 += S * kU) {
+        uint4 wa[kU][RT][kWpu];
+        float2 sc[kU][RT];
 #pragma unroll
-    for (int j = 0; j < kU; ++j) {
-      const int u = u0 + j * kWarps;
-      if (u >= ku) break;
+        for (int j = 0; j < kU; ++j) {
+          const int u = u0 + j * S;
+          if (u >= ku) break;
 #pragma unroll
-      for (int r = 0; r < RT; ++r) {
-        const int64_t rt = int64_t(RT) * bx + r;
+          for (int r = 0; r < RT; ++r) {
+            const int64_t rt = int64_t(RT) * grp + r;
 #pragma unroll
-        for (int hh = 0; hh < kWpu; ++hh) wa[j][r][hh] = __ldg(W + ((rt * kWpu * ku + kWpu * u + hh) * 32 + lane));
-        if constexpr (kInt4) sc[j][r] = __ldg(reinterpret_cast<const float2*>(s) + ((rt * ku + u) * 8 + g));
-      }
-    }
+            for (int hh = 0; hh < kWpu; ++hh) wa[j][r][hh] = __ldg(W + ((rt * kWpu * ku + kWpu * u + hh) * 32 + lane));
+            if constexpr (kInt4) sc[j][r] = __ldg(reinterpret_cast<const float2*>(s) + ((rt * ku + u) * 8 + g));
+          }
+        }
 #pragma unroll
-    for (int j = 0; j < kU; ++j) {
-      const int u = u0 + j * kWarps;
-      if (u >= ku) break;
-      uint4 xa[NT][4];  // [n8 tile][step pair] this unit's B fragments
+        for (int j = 0; j < kU; ++j) {
+          const int u = u0 + j * S;
+          if (u >= ku) break;
+          uint4 xa[NT][4];  // [n8 tile][step pair] this unit's B fragments
 #pragma unroll
-      for (int nt = 0; nt < NT; ++nt)
+          for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
-        for (int jj = 0; jj < 4; ++jj) xa[nt][jj] = __ldg(X + int64_t(nt) * ku * 128 + (u * 4 + jj) * 32 + lane);
+            for (int jj = 0; jj < 4; ++jj) xa[nt][jj] = X[int64_t(nt) * ku * 128 + (u * 4 + jj) * 32 + lane];
 #pragma unroll
-      for (int r = 0; r < RT; ++r) {
-        if constexpr (kInt4) {
-          float part[NT][4] = {};
+          for (int r = 0; r < RT; ++r) {
+            if constexpr (kInt4) {
+              float part[NT][4] = {};
 #pragma unroll
-          for (int hh = 0; hh < 2; ++hh)
+              for (int hh = 0; hh < 2; ++hh)
 #pragma unroll
-            for (int jj = 0; jj < 4; ++jj) {
-              const uint32_t w = (&wa[j][r][hh].x)[jj];
-              const uint32_t a0 = dq2(w), a1 = dq2(w >> 4), a2 = dq2(w >> 8), a3 = dq2(w >> 12);
-              const int st = hh * 4 + jj;
+                for (int jj = 0; jj < 4; ++jj) {
+                  const uint32_t w = (&wa[j][r][hh].x)[jj];
+                  const uint32_t a0 = dq2(w), a1 = dq2(w >> 4), a2 = dq2(w >> 8), a3 = dq2(w >> 12);
+                  const int st = hh * 4 + jj;
+#pragma unroll
+                  for (int nt = 0; nt < NT; ++nt) {
+                    const uint4& b = xa[nt][st >> 1];
+                    if (st & 1) mma_bf16(part[nt], a0, a1, a2, a3, b.z, b.w);
+                    else mma_bf16(part[nt], a0, a1, a2, a3, b.x, b.y);
+                  }
+                }
 #pragma unroll
               for (int nt = 0; nt < NT; ++nt) {
-                const uint4& b = xa[nt][st >> 1];
-                if (st & 1) mma_bf16(part[nt], a0, a1, a2, a3, b.z, b.w);
-                else mma_bf16(part[nt], a0, a1, a2, a3, b.x, b.y);
+                acc[r][nt][0] += part[nt][0] * sc[j][r].x;
+                acc[r][nt][1] += part[nt][1] * sc[j][r].x;
+                acc[r][nt][2] += part[nt][2] * sc[j][r].y;
+                acc[r][nt][3] += part[nt][3] * sc[j][r].y;
               }
-            }
+            } else {
 #pragma unroll
-          for (int nt = 0; nt < NT; ++nt) {
-            acc[r][nt][0] += part[nt][0] * sc[j][r].x;
-            acc[r][nt][1] += part[nt][1] * sc[j][r].x;
-            acc[r][nt][2] += part[nt][2] * sc[j][r].y;
-            acc[r][nt][3] += part[nt][3] * sc[j][r].y;
+              for (int st = 0; st < 8; ++st)
+#pragma unroll
+                for (int nt = 0; nt < NT; ++nt) {
+                  const uint4& b = xa[nt][st >> 1];
+                  const uint4& a = wa[j][r][st];
+                  if (st & 1) mma_bf16(acc[r][nt], a.x, a.y, a.z, a.w, b.z, b.w);
+                  else mma_bf16(acc[r][nt], a.x, a.y, a.z, a.w, b.x, b.y);
+                }
+            }
           }
+        }
+      }
+    }
+
+    float* a = &acc[0][0][0];
+    if (S > 1) {  // split-k reduction: the S warps of a group hand their sums to its first warp (S is block-uniform)
+#pragma unroll
+      for (int i = 0; i < RT * NT * 4; ++i) red[warp][i][lane] = a[i];
+      __syncthreads();
+      if (ks == 0)
+#pragma unroll
+        for (int i = 0; i < RT * NT * 4; ++i)
+          for (int w = 1; w < S; ++w) a[i] += red[warp + w][i][lane];
+      __syncthreads();  // red is written again by the next iteration
+    }
+    if (!live || ks != 0) continue;
+
+    // C fragment: acc[r][nt][i] is (row tile RT·grp+r, row g + 8·(i/2)), slot 8·(by·NT+nt) + 2c + i%2
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int64_t slot = int64_t(by * NT + nt) * 8 + 2 * c + (i & 1);
+        if constexpr (kEpi == kSwiglu) {
+          static_assert(RT == 2, "SwiGLU pairs a gate tile with an up tile");
+          const int64_t f = int64_t(grp) * 16 + g + 8 * (i >> 1);
+          const float hv = silu_f(acc[0][nt][i]) * acc[RT - 1][nt][i];
+          p.h[xfrag_elem(slot, f, p.h_in_pad)] = __float2bfloat16_rn(hv);
         } else {
+          if (slot >= p.n_slots) continue;
 #pragma unroll
-          for (int st = 0; st < 8; ++st)
-#pragma unroll
-            for (int nt = 0; nt < NT; ++nt) {
-              const uint4& b = xa[nt][st >> 1];
-              const uint4& a = wa[j][r][st];
-              if (st & 1) mma_bf16(acc[r][nt], a.x, a.y, a.z, a.w, b.z, b.w);
-              else mma_bf16(acc[r][nt], a.x, a.y, a.z, a.w, b.x, b.y);
-            }
+          for (int r = 0; r < RT; ++r) {
+            const int64_t row = int64_t(RT * grp + r) * 16 + g + 8 * (i >> 1);
+            if (row >= p.out) continue;
+            float v = acc[r][nt][i];
+            if constexpr (kEpi == kWeighted) v *= p.slot_w[slot];
+            p.y[slot * p.ldy + row] = v;
+          }
         }
       }
-    }
   }
-
-  // split-k reduction: warps 1.. hand their sums to warp 0
-  __shared__ float red[kWarps - 1][RT * NT * 4][32];
-  float* a = &acc[0][0][0];
-  if (warp > 0)
-#pragma unroll
-    for (int i = 0; i < RT * NT * 4; ++i) red[warp - 1][i][lane] = a[i];
-  __syncthreads();
-  if (warp != 0) return;
-#pragma unroll
-  for (int i = 0; i < RT * NT * 4; ++i)
-#pragma unroll
-    for (int w = 0; w < kWarps - 1; ++w) a[i] += red[w][i][lane];
-
-  // C fragment: acc[r][nt][i] is (row tile RT·bx+r, row g + 8·(i/2)), slot 8·(by·NT+nt) + 2c + i%2
-#pragma unroll
-  for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const int64_t slot = int64_t(by * NT + nt) * 8 + 2 * c + (i & 1);
-      if constexpr (kEpi == kSwiglu) {
-        static_assert(RT == 2, "SwiGLU pairs a gate tile with an up tile");
-        const int64_t f = int64_t(bx) * 16 + g + 8 * (i >> 1);
-        const float hv = silu_f(acc[0][nt][i]) * acc[RT - 1][nt][i];
-        p.h[xfrag_elem(slot, f, p.h_in_pad)] = __float2bfloat16_rn(hv);
-      } else {
-        if (slot >= p.n_slots) continue;
-#pragma unroll
-        for (int r = 0; r < RT; ++r) {
-          const int64_t row = int64_t(RT * bx + r) * 16 + g + 8 * (i >> 1);
-          if (row >= p.out) continue;
-          float v = acc[r][nt][i];
-          if constexpr (kEpi == kWeighted) v *= p.slot_w[slot];
-          p.y[slot * p.ldy + row] = v;
-        }
-      }
-    }
 }
 
 template <bool kInt4, int NT, int kEpi>
-void launch(const KParams& kp, int64_t out_pad, int64_t tiles, cudaStream_t st, const char* what) {
+void launch(KParams kp, int64_t out_pad, int64_t tiles, cudaStream_t st, const char* what) {
   constexpr int RT = kEpi == kSwiglu ? 2 : 1;
-  const dim3 grid(unsigned(out_pad / (16 * RT)), unsigned(tiles));
-  gemm_kernel<kInt4, NT, RT, kEpi><<<grid, kWarps * 32, 0, st>>>(kp);
-  HLWQ_CUDA_LAUNCH_CHECK("{} gemm grid {}x{}", what, grid.x, grid.y);
+  int sms = 0;
+  HLWQ_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), "{} gemm: SM count", what);
+  kp.n_groups = int(out_pad / (16 * RT));
+  // enough warps to cover the memory latency: ≥ 16 per SM over the whole grid, splitting k when groups are few
+  kp.split = 1;
+  while (kp.split < kWarps && kp.split * 2 <= kp.ku && int64_t(kp.n_groups) * kp.split * tiles < int64_t(sms) * 16)
+    kp.split *= 2;
+  const int G = kWarps / kp.split;
+  const int64_t need = (kp.n_groups + G - 1) / G;
+  const int64_t cap = std::max<int64_t>(1, (int64_t(sms) * 4 + tiles - 1) / tiles);
+  const size_t xbytes = size_t(NT) * size_t(kp.ku) * 128 * sizeof(uint4);
+  kp.x_smem = kp.split < kWarps && xbytes <= size_t(96) << 10;
+  const size_t smem = kp.x_smem ? xbytes : 0;
+  auto kern = gemm_kernel<kInt4, NT, RT, kEpi>;
+  if (smem > (size_t(48) << 10))
+    HLWQ_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)),
+                    "{} gemm: {} bytes of shared memory", what, smem);
+  const dim3 grid(unsigned(std::min(need, cap)), unsigned(tiles));
+  kern<<<grid, kWarps * 32, smem, st>>>(kp);
+  HLWQ_CUDA_LAUNCH_CHECK("{} gemm grid {}x{} split {}", what, grid.x, grid.y, kp.split);
 }
 
 __global__ void pack_kernel(const float* __restrict__ x, int64_t ldx, int64_t n_rows, int64_t in,
