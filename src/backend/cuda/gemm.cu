@@ -13,6 +13,11 @@ namespace hlwq::cuda {
 namespace {
 
 constexpr int kWarps = 8;
+#ifndef HLWQ_GEMM_INFLIGHT
+#define HLWQ_GEMM_INFLIGHT 16  // uint4 of weights per lane in flight (an experiment knob of the benchmark build)
+#define HLWQ_GEMM_MINBLOCKS 2
+#endif
+constexpr int kInFlight = HLWQ_GEMM_INFLIGHT, kMinBlocks = HLWQ_GEMM_MINBLOCKS;
 enum Epi : int { kStore = 0, kWeighted = 1, kSwiglu = 2 };
 
 struct KParams {
@@ -68,9 +73,9 @@ __device__ __forceinline__ int64_t xfrag_elem(int64_t n, int64_t k, int in_pad) 
 // from shared memory when S < 8 (staged once per block: each warp then reads all of them for every group) and
 // straight from L2 otherwise (each warp reads only its k-units once).
 template <bool kInt4, int NT, int RT, int kEpi>
-__global__ void __launch_bounds__(kWarps * 32, 2) gemm_kernel(KParams p) {
-  constexpr int kWpu = kInt4 ? 2 : 8;                                 // uint4 per lane per row tile per k-unit
-  constexpr int kU = 16 / (kWpu * RT) > 0 ? 16 / (kWpu * RT) : 1;     // k-units in flight per warp
+__global__ void __launch_bounds__(kWarps * 32, kMinBlocks) gemm_kernel(KParams p) {
+  constexpr int kWpu = kInt4 ? 2 : 8;  // uint4 per lane per row tile per k-unit
+  constexpr int kU = kInFlight / (kWpu * RT) > 0 ? kInFlight / (kWpu * RT) : 1;  // k-units in flight per warp
   extern __shared__ uint4 xs[];                                       // [NT·ku·128] staged activations
   __shared__ float red[kWarps][RT * NT * 4][32];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
@@ -120,7 +125,10 @@ __global__ void __launch_bounds__(kWarps * 32, 2) gemm_kernel(KParams p) {
 #pragma unroll
           for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
-            for (int jj = 0; jj < 4; ++jj) xa[nt][jj] = X[int64_t(nt) * ku * 128 + (u * 4 + jj) * 32 + lane];
+            for (int jj = 0; jj < 4; ++jj) {
+              const int64_t xi = int64_t(nt) * ku * 128 + (u * 4 + jj) * 32 + lane;
+              xa[nt][jj] = p.x_smem ? X[xi] : __ldg(X + xi);  // the read-only path when X is global
+            }
 #pragma unroll
           for (int r = 0; r < RT; ++r) {
             if constexpr (kInt4) {
@@ -207,8 +215,11 @@ void launch(KParams kp, int64_t out_pad, int64_t tiles, cudaStream_t st, const c
   int sms = 0;
   HLWQ_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), "{} gemm: SM count", what);
   kp.n_groups = int(out_pad / (16 * RT));
-  // enough warps to cover the memory latency: ≥ 16 per SM over the whole grid, splitting k when groups are few
+  // one load round per warp (split ≥ k-units / kU), then enough warps to cover the memory latency: ≥ 16 per SM
+  // over the whole grid, splitting k further when groups are few
+  constexpr int kWpu = kInt4 ? 2 : 8, kU = kInFlight / (kWpu * RT) > 0 ? kInFlight / (kWpu * RT) : 1;
   kp.split = 1;
+  while (kp.split < kWarps && kp.split * kU < kp.ku) kp.split *= 2;
   while (kp.split < kWarps && kp.split * 2 <= kp.ku && int64_t(kp.n_groups) * kp.split * tiles < int64_t(sms) * 16)
     kp.split *= 2;
   const int G = kWarps / kp.split;

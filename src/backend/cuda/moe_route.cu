@@ -52,7 +52,8 @@ __global__ void __launch_bounds__(kThreads) route_kernel(const float* __restrict
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
     uint32_t taken = 0;
-    float sel = 0.f;
+    int my_id = 0;      // lane j keeps the j-th choice
+    float my_p = 0.f;
     for (int j = 0; j < k; ++j) {
       // best (key, index) of this lane: key = p (NaN → −inf), ties to the lower index
       float bk = -INFINITY;
@@ -71,27 +72,33 @@ __global__ void __launch_bounds__(kThreads) route_kernel(const float* __restrict
         const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
         if (ok > bk || (ok == bk && oi < bi)) bk = ok, bi = oi;
       }
-      if ((bi & 31) == lane) taken |= 1u << (bi >> 5);
-      // the chosen probability, from its owning lane
-      float mine = 0.f;
+      float mine = 0.f;  // the chosen probability, from its owning lane
 #pragma unroll
       for (int i = 0; i < kMaxPerLane; ++i)
-        if (lane + 32 * i == bi) mine = v[i] / s;
+        if (lane + 32 * i == bi) {
+          mine = v[i] / s;
+          taken |= 1u << i;
+        }
       const float pb = __shfl_sync(0xffffffffu, mine, bi & 31);
-      sel += pb;
-      if (lane == 0) {
-        p.topk_ids[t * k + j] = bi;
-        p.topk_w[t * k + j] = pb;
+      if (j < 32 && lane == j) my_id = bi, my_p = pb;
+      if (j >= 32) {  // more than 32 choices: spill to memory (no model does this; kept correct anyway)
+        if (lane == 0) p.topk_ids[t * k + j] = bi, p.topk_w[t * k + j] = pb;
       }
     }
+    // Σ of the chosen probabilities in choice order, as the CPU adds them
+    float sel = 0.f;
+    for (int j = 0; j < k; ++j) sel += j < 32 ? __shfl_sync(0xffffffffu, my_p, j) : p.topk_w[t * k + j];
     __syncwarp();
-    if (lane == 0) {
-      for (int j = 0; j < k; ++j) {
-        p.topk_w[t * k + j] /= sel;
-        atomicAdd(&count[p.topk_ids[t * k + j]], 1);
-      }
-      if (has_shared) atomicAdd(&count[E], 1);
+    if (lane < k) {
+      p.topk_ids[t * k + lane] = my_id;
+      p.topk_w[t * k + lane] = my_p / sel;
+      atomicAdd(&count[my_id], 1);
     }
+    for (int j = 32 + lane; j < k; j += 32) {
+      p.topk_w[t * k + j] /= sel;
+      atomicAdd(&count[p.topk_ids[t * k + j]], 1);
+    }
+    if (has_shared && lane == 0) atomicAdd(&count[E], 1);
   }
   __syncthreads();
 
