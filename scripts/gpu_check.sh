@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # GPU check in one call, for the GPU machine: runs the CUDA differential tests, a memcheck pass over the quick
-# ones, and the kernel benchmarks (hlwq vs cuBLAS bf16 vs the copy ceiling), writes every log under $OUT
+# ones, the kernel benchmarks (hlwq vs cuBLAS bf16 vs the copy ceiling) and the synthetic full-size forward
+# (decode B = 1/4/16 as CUDA graphs, prefill 512/4096), writes every log under $OUT
 # (default /tmp/hlwq-gpu-check) and prints a short table last.
 # Usage: scripts/gpu_check.sh [BIN_DIR]
-#   BIN_DIR holds test_cuda, hlwq_bench_cuda_kernels, hlwq_bench_cuda_cublas and optionally lib/ (shared libraries
+#   BIN_DIR holds test_cuda, hlwq_bench_cuda_{kernels,forward,cublas} and optionally lib/ (shared libraries
 #   to carry, e.g. libfmt.so.9); default: a build directory made with -DHLWQ_CUDA=ON (build/).
 # Exit status: non-zero when a test failed or a benchmark could not run.
 set -uo pipefail
@@ -38,6 +39,7 @@ fi
 echo "== benchmarks"
 "$BIN/hlwq_bench_cuda_kernels" >"$OUT/bench_kernels.log" 2>&1 || { status=1; tail -5 "$OUT/bench_kernels.log"; }
 "$BIN/hlwq_bench_cuda_cublas" >"$OUT/bench_cublas.log" 2>&1 || { echo "cublas bench failed:"; tail -5 "$OUT/bench_cublas.log"; }
+"$BIN/hlwq_bench_cuda_forward" >"$OUT/bench_forward.log" 2>&1 || { status=1; tail -5 "$OUT/bench_forward.log"; }
 
 echo
 echo "== summary (commit $git_commit; logs in $OUT)"
@@ -46,4 +48,6 @@ head -1 "$OUT/bench_kernels.log"
 grep -E "^\[  (PASSED|FAILED) " "$OUT/test_cuda.log" | sort | uniq -c | head -20
 echo "memcheck: exit $mc"
 grep -h "^row" "$OUT/bench_kernels.log" "$OUT/bench_cublas.log" | sed 's/^row //'
+grep -h "8192^3" "$OUT/bench_cublas.log"
+grep -h -E "^ceilings|^model|^row" "$OUT/bench_forward.log" | sed 's/^row //'
 exit $status

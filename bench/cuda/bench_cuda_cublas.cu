@@ -67,6 +67,20 @@ int main() {
         std::fflush(stdout);
       }
     }
+    {  // the bf16 tensor-core ceiling: an 8192³ GEMM, random bf16 operands, fp32 accumulate
+      const int n = 8192;
+      cuda::DeviceBuffer<uint16_t> A(size_t(n) * n, "A"), B(size_t(n) * n, "B"), Cm(size_t(n) * n, "C");
+      bench::fill_bf16(A.get(), int64_t(n) * n / 2, 11);
+      bench::fill_bf16(B.get(), int64_t(n) * n / 2, 12);
+      const float alpha = 1.f, beta = 0.f;
+      const double us = bench::time_graph(st, 1, [&](int) {
+        check(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &alpha, A.get(), CUDA_R_16BF, n, B.get(), CUDA_R_16BF, n,
+                           &beta, Cm.get(), CUDA_R_16BF, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+              "8192^3 gemm");
+      });
+      std::printf("cublas bf16 8192^3 gemm: %.0f us, %.0f TFLOP/s (tensor-core ceiling)\n", us,
+                  2.0 * double(n) * n * n / (us * 1e-6) / 1e12);
+    }
     cublasDestroy(h);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "hlwq_bench_cuda_cublas: %s\n", e.what());

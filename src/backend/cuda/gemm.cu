@@ -209,9 +209,8 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) gemm_kernel(KParams p
   }
 }
 
-template <bool kInt4, int NT, int kEpi>
-void launch(KParams kp, int64_t out_pad, int64_t tiles, cudaStream_t st, const char* what) {
-  constexpr int RT = kEpi == kSwiglu ? 2 : 1;
+template <bool kInt4, int NT, int RT, int kEpi>
+void launch_rt(KParams kp, int64_t out_pad, int64_t tiles, cudaStream_t st, const char* what) {
   int sms = 0;
   HLWQ_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), "{} gemm: SM count", what);
   kp.n_groups = int(out_pad / (16 * RT));
@@ -235,6 +234,19 @@ void launch(KParams kp, int64_t out_pad, int64_t tiles, cudaStream_t st, const c
   const dim3 grid(unsigned(std::min(need, cap)), unsigned(tiles));
   kern<<<grid, kWarps * 32, smem, st>>>(kp);
   HLWQ_CUDA_LAUNCH_CHECK("{} gemm grid {}x{} split {}", what, grid.x, grid.y, kp.split);
+}
+
+// RT = 2 for SwiGLU (gate and up side by side) and for tall dense matrices at ≤ 8 tokens (the lm_head: two row
+// tiles share each activation load, halving the activation traffic); 1 otherwise (more blocks for short ones).
+template <bool kInt4, int NT, int kEpi>
+void launch(const KParams& kp, int64_t out_pad, int64_t tiles, cudaStream_t st, const char* what) {
+  if constexpr (kEpi == kSwiglu) launch_rt<kInt4, NT, 2, kEpi>(kp, out_pad, tiles, st, what);
+  else if constexpr (kEpi == kStore && NT == 1) {  // NT = 2 with RT = 2 would spill registers
+    if (out_pad / 16 >= 4096) launch_rt<kInt4, NT, 2, kEpi>(kp, out_pad, tiles, st, what);
+    else launch_rt<kInt4, NT, 1, kEpi>(kp, out_pad, tiles, st, what);
+  } else {
+    launch_rt<kInt4, NT, 1, kEpi>(kp, out_pad, tiles, st, what);
+  }
 }
 
 __global__ void pack_kernel(const float* __restrict__ x, int64_t ldx, int64_t n_rows, int64_t in,

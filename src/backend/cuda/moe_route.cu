@@ -27,17 +27,21 @@ __global__ void __launch_bounds__(kThreads) route_kernel(const float* __restrict
   for (int i = tid; i < max_tiles; i += blockDim.x) p.tile_mat[i] = -1;
   __syncthreads();
 
-  // 1. softmax + top-k, one warp per token; lane holds experts lane, lane + 32, ...
+  // 1. softmax + top-k, one warp per token; lane holds experts lane, lane + 32, ... Each lane sorts its own
+  // candidates once (key = p, NaN → −inf, then lower index), so a choice costs one warp argmax over the lanes'
+  // heads, and the winner shifts its list. A key of −inf means p was NaN (p = 0 would have key 0).
   for (int t = warp; t < T; t += nw) {
     const float* l = logits + int64_t(t) * ld;
-    float v[kMaxPerLane];
+    float key[kMaxPerLane];
+    int idx[kMaxPerLane];
     float m = -INFINITY;
 #pragma unroll
     for (int i = 0; i < kMaxPerLane; ++i) {
       const int e = lane + 32 * i;
       float x = e < E ? l[e] : -INFINITY;
       if (isnan(x)) x = -INFINITY;
-      v[i] = x;
+      key[i] = x;
+      idx[i] = e < E ? e : 0x7fffffff;
       m = fmaxf(m, x);
     }
 #pragma unroll
@@ -45,45 +49,49 @@ __global__ void __launch_bounds__(kThreads) route_kernel(const float* __restrict
     float s = 0.f;
 #pragma unroll
     for (int i = 0; i < kMaxPerLane; ++i) {
-      const int e = lane + 32 * i;
-      v[i] = e < E ? expf(v[i] - m) : 0.f;  // NaN when every logit is −inf: ranked last below
-      s += e < E ? v[i] : 0.f;
+      key[i] = idx[i] < E ? expf(key[i] - m) : 0.f;  // NaN when every logit is −inf
+      s += idx[i] < E ? key[i] : 0.f;
     }
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-    uint32_t taken = 0;
-    int my_id = 0;      // lane j keeps the j-th choice
+#pragma unroll
+    for (int i = 0; i < kMaxPerLane; ++i) {
+      const float pk = key[i] / s;
+      key[i] = (idx[i] < E && !isnan(pk)) ? pk : -INFINITY;
+    }
+    // odd-even transposition sort of the lane's list: descending key, then ascending index
+#pragma unroll
+    for (int round = 0; round < kMaxPerLane; ++round)
+#pragma unroll
+      for (int i = round & 1; i + 1 < kMaxPerLane; i += 2) {
+        const bool swap = key[i + 1] > key[i] || (key[i + 1] == key[i] && idx[i + 1] < idx[i]);
+        if (swap) {
+          const float tk = key[i];
+          key[i] = key[i + 1], key[i + 1] = tk;
+          const int ti = idx[i];
+          idx[i] = idx[i + 1], idx[i + 1] = ti;
+        }
+      }
+    int my_id = 0;  // lane j keeps the j-th choice
     float my_p = 0.f;
     for (int j = 0; j < k; ++j) {
-      // best (key, index) of this lane: key = p (NaN → −inf), ties to the lower index
-      float bk = -INFINITY;
-      int bi = 0x7fffffff;
-#pragma unroll
-      for (int i = 0; i < kMaxPerLane; ++i) {
-        const int e = lane + 32 * i;
-        if (e >= E || (taken >> i & 1u)) continue;
-        float key = v[i] / s;
-        if (isnan(key)) key = -INFINITY;
-        if (key > bk || (key == bk && e < bi)) bk = key, bi = e;
-      }
+      float bk = key[0];
+      int bi = idx[0];
 #pragma unroll
       for (int o = 16; o > 0; o >>= 1) {
         const float ok = __shfl_xor_sync(0xffffffffu, bk, o);
         const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
         if (ok > bk || (ok == bk && oi < bi)) bk = ok, bi = oi;
       }
-      float mine = 0.f;  // the chosen probability, from its owning lane
+      if (idx[0] == bi) {  // this lane's head was chosen: shift its list
 #pragma unroll
-      for (int i = 0; i < kMaxPerLane; ++i)
-        if (lane + 32 * i == bi) {
-          mine = v[i] / s;
-          taken |= 1u << i;
-        }
-      const float pb = __shfl_sync(0xffffffffu, mine, bi & 31);
-      if (j < 32 && lane == j) my_id = bi, my_p = pb;
-      if (j >= 32) {  // more than 32 choices: spill to memory (no model does this; kept correct anyway)
-        if (lane == 0) p.topk_ids[t * k + j] = bi, p.topk_w[t * k + j] = pb;
+        for (int i = 0; i + 1 < kMaxPerLane; ++i) key[i] = key[i + 1], idx[i] = idx[i + 1];
+        key[kMaxPerLane - 1] = -INFINITY;
+        idx[kMaxPerLane - 1] = 0x7fffffff;
       }
+      const float pb = bk == -INFINITY ? NAN : bk;  // the CPU keeps the NaN probability as the weight
+      if (j < 32 && lane == j) my_id = bi, my_p = pb;
+      if (j >= 32 && lane == 0) p.topk_ids[t * k + j] = bi, p.topk_w[t * k + j] = pb;  // no model has k > 32
     }
     // Σ of the chosen probabilities in choice order, as the CPU adds them
     float sel = 0.f;
