@@ -88,7 +88,7 @@ struct Layer {
 
 struct Scratch {
   int64_t T;
-  DeviceBuffer<float> h, xn, proj, ba, act, o, y, logits;
+  DeviceBuffer<float> h, xn, proj, ba, act, o, y, logits, attn_ws;
   DeviceBuffer<uint32_t> xf;
   cuda::MoeWorkspace moe;
   DeviceBuffer<int> ids, pos, bt_off, nan;
@@ -181,6 +181,10 @@ Scratch make_scratch(const Model& m, int64_t T, int n_seq) {
   s.y = DeviceBuffer<float>(size_t(T * H), "y");
   s.logits = DeviceBuffer<float>(size_t(std::min<int64_t>(T, MAX_SEQ) * V), "logits");
   s.xf = DeviceBuffer<uint32_t>(size_t(cuda::xfrag_words(T, 4096)), "xfrag");
+  int sms = 0;
+  HLWQ_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), "SM count");
+  s.attn_ws = DeviceBuffer<float>(
+      size_t(cuda::attend_workspace_floats(T, {int(Hq), int(Hkv), int(D), int(R), 1e-6f}, sms)), "attend ws");
   s.moe = cuda::make_moe_workspace(m.layers[0].moe, T);
   std::vector<int> ids(static_cast<size_t>(T)), pos(static_cast<size_t>(T)), off(static_cast<size_t>(T));
   std::vector<cuda::GdnSeq> seqs;
@@ -219,7 +223,8 @@ void mixer(const Model& m, Layer& L, Scratch& s, cudaStream_t st) {
     cuda::qk_norm_rope_store(s.proj.get(), ld, s.proj.get() + qw, ld, s.proj.get() + qw + KVROW, ld, L.qn.get(),
                              L.kn.get(), m.inv_freq.get(), s.pos.get(), s.bt_off.get(), m.bt.get(), L.kp.get(),
                              L.vp.get(), T, d, st);
-    cuda::attend(s.proj.get(), ld, s.pos.get(), s.bt_off.get(), m.bt.get(), L.kp.get(), L.vp.get(), T, d, s.o.get(), st);
+    cuda::attend(s.proj.get(), ld, s.pos.get(), s.bt_off.get(), m.bt.get(), L.kp.get(), L.vp.get(), T, d, s.o.get(),
+                 s.attn_ws.get(), int64_t(s.attn_ws.size()), st);
     linear(L.o, s.o.get(), T, s, s.y.get(), H, st);
   } else {
     const cuda::GdnDimsDev d{int(Hk), int(Hv), int(DK), int(DV), int(KC), 1e-6f};
@@ -325,6 +330,49 @@ int main() {
                   double(m.weight_bytes_dense) / 1e6, state / 1e6, kv / 1e6, 100.0 * sol_us / us, eager, mix, moe, hd,
                   nans);
       std::fflush(stdout);
+      if (B == 1 || B == 16) {  // per-op time over all 40 layers (each op alone in a graph, same inputs)
+        const cuda::GdnDimsDev gd{int(Hk), int(Hv), int(DK), int(DV), int(KC), 1e-6f};
+        const cuda::AttnDimsDev ad{int(Hq), int(Hkv), int(D), int(R), 1e-6f};
+        auto op = [&](const char* name, const std::function<void(Layer&)>& f) {
+          const double t = bench::time_graph(st, 1, [&](int) { for (auto& L : m.layers) f(L); }, 2, 10);
+          std::printf("row   op B=%-2lld %-28s %8.1f us per step\n", (long long)B, name, t);
+        };
+        op("gdn qkvz gemm (int4)", [&](Layer& L) { if (!L.attn) cuda::gemm(L.qkvz, s.xf.get(), B, s.proj.get(), L.qkvz.out, st); });
+        op("gdn ba gemm (bf16)", [&](Layer& L) { if (!L.attn) cuda::gemm(L.ba, s.xf.get(), B, s.ba.get(), L.ba.out, st); });
+        op("gdn conv", [&](Layer& L) {
+          if (!L.attn) cuda::gdn_conv(s.proj.get(), L.qkvz.out, s.seqs.get(), s.n_seq, L.conv_w.get(), L.conv_state.get(), gd, s.act.get(), st);
+        });
+        op("gdn recurrent", [&](Layer& L) {
+          if (!L.attn)
+            cuda::gdn_recurrent(s.act.get(), s.proj.get() + C, L.qkvz.out, s.ba.get(), L.ba.out, L.A_log.get(), L.dt_bias.get(),
+                                L.gnorm.get(), s.seqs.get(), s.n_seq, L.S.get(), gd, s.o.get(), st);
+        });
+        op("gdn out gemm (int4)", [&](Layer& L) { if (!L.attn) cuda::gemm(L.out, s.xf.get(), B, s.y.get(), H, st); });
+        op("attn qkv gemm (int4)", [&](Layer& L) { if (L.attn) cuda::gemm(L.qkv, s.xf.get(), B, s.proj.get(), L.qkv.out, st); });
+        op("attn norm+rope+store", [&](Layer& L) {
+          if (L.attn) {
+            const int64_t ld = L.qkv.out, qw = Hq * 2 * D;
+            cuda::qk_norm_rope_store(s.proj.get(), ld, s.proj.get() + qw, ld, s.proj.get() + qw + KVROW, ld, L.qn.get(),
+                                     L.kn.get(), m.inv_freq.get(), s.pos.get(), s.bt_off.get(), m.bt.get(), L.kp.get(),
+                                     L.vp.get(), B, ad, st);
+          }
+        });
+        op("attend (+combine)", [&](Layer& L) {
+          if (L.attn)
+            cuda::attend(s.proj.get(), L.qkv.out, s.pos.get(), s.bt_off.get(), m.bt.get(), L.kp.get(), L.vp.get(), B, ad,
+                         s.o.get(), s.attn_ws.get(), int64_t(s.attn_ws.size()), st);
+        });
+        op("attn o gemm (int4)", [&](Layer& L) { if (L.attn) cuda::gemm(L.o, s.xf.get(), B, s.y.get(), H, st); });
+        op("rmsnorm x2", [&](Layer& L) {
+          cuda::rmsnorm_zero_centred(s.h.get(), nullptr, L.in_norm.get(), B, H, 1e-6f, s.xn.get(), st);
+          cuda::rmsnorm_zero_centred(s.h.get(), s.y.get(), L.post_norm.get(), B, H, 1e-6f, s.xn.get(), st);
+        });
+        op("pack activations x2", [&](Layer& L) {
+          cuda::pack_activations(s.xn.get(), H, B, H, nullptr, B, 2048, s.xf.get(), st);
+          cuda::pack_activations(s.o.get(), 4096, B, 4096, nullptr, B, 4096, s.xf.get(), st);
+        });
+        op("moe block", [&](Layer& L) { cuda::moe_forward(L.moe, s.moe, s.xn.get(), B, s.h.get(), true, st); });
+      }
     }
     for (int64_t P : {512, 4096}) {
       Scratch s = make_scratch(m, P, 1);

@@ -144,16 +144,21 @@ TEST(CudaAttention, LayerMatchesCpuOverPagedCache) {
       "qkv");
   const auto o_proj = cuda::upload_packed(cuda::pack_linear(cuda::PackedFormat::int4, w.o_proj), "o_proj");
   DeviceBuffer<float> qn(w.q_norm, "q_norm"), kn(w.k_norm, "k_norm"), invf(d.inv_freq, "inv_freq");
-  const std::vector<int> bt{5, 2, 7, 0, 3, 6, 1, 4};  // scrambled pages: position p in page bt[p / 16]
-  const int64_t n_blocks = 8, row = Hkv * D;
+  // scrambled pages: position p in page bt[p / 16]
+  const std::vector<int> bt{5, 2, 7, 0, 3, 6, 1, 4, 12, 9, 15, 8, 11, 14, 10, 13};
+  const int64_t n_blocks = 16, row = Hkv * D;
   DeviceBuffer<uint16_t> kp(size_t(n_blocks * 16 * row), "K pages"), vp(size_t(n_blocks * 16 * row), "V pages");
   DeviceBuffer<int> dbt(bt, "block table");
   const cuda::AttnDimsDev dd{int(Hq), int(Hkv), int(D), int(r), 1e-6f};
 
   KvCache kv;
   int64_t pos0 = 0;
-  for (int64_t T : {37, 1, 3, 20}) {
-    SCOPED_TRACE(testing::Message() << "pos0=" << pos0 << " T=" << T);
+  int sms = 0;
+  HLWQ_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), "SM count");
+  // decode steps split the keys over many blocks (some empty); 140 tokens take the unsplit path
+  for (int64_t T : {37, 1, 3, 20, 140}) {
+    SCOPED_TRACE(testing::Message() << "pos0=" << pos0 << " T=" << T << " splits "
+                                    << cuda::attend_splits(T, {int(Hq), int(Hkv), int(D), int(r), 1e-6f}, sms));
     const auto x = test::random_bf16_exact(size_t(T * H), 1.f, rng);
     std::vector<float> ref(size_t(T * H));
     attention_forward(cpu_kernels(), w, d, x.data(), T, pos0, kv, ref.data());
@@ -168,7 +173,10 @@ TEST(CudaAttention, LayerMatchesCpuOverPagedCache) {
     const int64_t qw = Hq * 2 * D;
     cuda::qk_norm_rope_store(proj.get(), qkv.out, proj.get() + qw, qkv.out, proj.get() + qw + row, qkv.out, qn.get(),
                              kn.get(), invf.get(), dpos.get(), doff.get(), dbt.get(), kp.get(), vp.get(), T, dd, nullptr);
-    cuda::attend(proj.get(), qkv.out, dpos.get(), doff.get(), dbt.get(), kp.get(), vp.get(), T, dd, att.get(), nullptr);
+    const int64_t wsf = cuda::attend_workspace_floats(T, dd, sms);
+    DeviceBuffer<float> ws(size_t(wsf), "attend workspace");
+    cuda::attend(proj.get(), qkv.out, dpos.get(), doff.get(), dbt.get(), kp.get(), vp.get(), T, dd, att.get(), ws.get(),
+                 wsf, nullptr);
     dev_linear(o_proj, att.get(), T, xf, out.get());
     HLWQ_CUDA_CHECK(cudaDeviceSynchronize(), "attention test");
     EXPECT_REL(out.download(), ref, test::kAttentionRel);

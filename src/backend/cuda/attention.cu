@@ -1,9 +1,11 @@
 // Attention kernels (see attention.cuh).
-// attend: one block per (token, kv head) serving all Hq/Hkv query heads of the group, so each cached K/V row is
-// read once per group; 4 warps split the keys, each lane holds D/32 dims, each warp keeps an online softmax
+// attend: one block per (token, kv head, key split) serving all Hq/Hkv query heads of the group, so each cached
+// K/V row is read once per group; decode splits the keys over up to 32 blocks (flash-decoding) and a second
+// kernel merges the splits; 4 warps split the keys, each lane holds D/32 dims, each warp keeps an online softmax
 // (running max m, sum l, output o) per head, and the warps merge at the end through shared memory.
 #include <cuda_bf16.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "backend/cuda/block_reduce.cuh"
@@ -60,11 +62,12 @@ __global__ void __launch_bounds__(kWarps * 32) attend_kernel(const float* __rest
                                                              const int* __restrict__ bt_off, const int* __restrict__ bt,
                                                              const __nv_bfloat16* __restrict__ k_pages,
                                                              const __nv_bfloat16* __restrict__ v_pages, AttnDimsDev d,
-                                                             float* out) {
+                                                             float* out, float* part) {
   constexpr int DPL = D / 32;  // dims per lane
   extern __shared__ float sm[];  // [kWarps][rep][D] o, then [kWarps][rep] m and l
   const int t = blockIdx.x, hk = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int rep = d.Hq / d.Hkv, P = pos[t] + 1;
+  const int rep = d.Hq / d.Hkv, P = pos[t] + 1, ns = gridDim.z, z = blockIdx.z;
+  const int chunk = (P + ns - 1) / ns, kb = z * chunk, ke = min(P, kb + chunk);  // this block's keys
   const int* btt = bt + bt_off[t];
   const float scale = rsqrtf(float(D));
   float q[kMaxRep][DPL], o[kMaxRep][DPL], m[kMaxRep], l[kMaxRep];
@@ -78,7 +81,7 @@ __global__ void __launch_bounds__(kWarps * 32) attend_kernel(const float* __rest
       o[r][j] = 0.f;
     }
   }
-  for (int p = warp; p < P; p += kWarps) {
+  for (int p = kb + warp; p < ke; p += kWarps) {
     const int64_t row = kv_row(btt, p, d.Hkv, hk, D) + lane * DPL;
     float kf[DPL], vf[DPL];
 #pragma unroll
@@ -121,9 +124,35 @@ __global__ void __launch_bounds__(kWarps * 32) attend_kernel(const float* __rest
       acc += so[(w * rep + r) * D + i] * f;
     }
     const int hq = hk * rep + r;
-    const float gate = qg[int64_t(t) * ldq + int64_t(hq) * 2 * D + D + i];
-    out[(int64_t(t) * d.Hq + hq) * D + i] = acc / L * (1.f / (1.f + expf(-gate)));
+    if (ns == 1) {
+      const float gate = qg[int64_t(t) * ldq + int64_t(hq) * 2 * D + D + i];
+      out[(int64_t(t) * d.Hq + hq) * D + i] = acc / L * (1.f / (1.f + expf(-gate)));
+    } else {  // partial result of this key split: unnormalized o, then its max and sum
+      float* pp = part + ((int64_t(t) * d.Hq + hq) * ns + z) * (D + 2);
+      pp[i] = acc;
+      if (i == 0) pp[D] = M, pp[D + 1] = L;
+    }
   }
+}
+
+// Merges the key splits of attend_kernel: out = Σ_z e^{M_z − M} o_z / Σ_z e^{M_z − M} L_z, gated.
+template <int D>
+__global__ void attend_combine_kernel(const float* __restrict__ qg, int64_t ldq, const float* __restrict__ part, int ns,
+                                      AttnDimsDev d, float* out) {
+  const int t = blockIdx.x, hq = blockIdx.y, i = threadIdx.x;
+  const float* pp = part + (int64_t(t) * d.Hq + hq) * ns * (D + 2);
+  float M = -INFINITY;
+  for (int z = 0; z < ns; ++z) M = fmaxf(M, pp[z * (D + 2) + D]);
+  float L = 0.f, acc = 0.f;
+  for (int z = 0; z < ns; ++z) {
+    const float mz = pp[z * (D + 2) + D];
+    if (mz == -INFINITY) continue;  // a split with no key
+    const float f = expf(mz - M);
+    L += pp[z * (D + 2) + D + 1] * f;
+    acc += pp[z * (D + 2) + i] * f;
+  }
+  const float gate = qg[int64_t(t) * ldq + int64_t(hq) * 2 * D + D + i];
+  out[(int64_t(t) * d.Hq + hq) * D + i] = acc / L * (1.f / (1.f + expf(-gate)));
 }
 
 }  // namespace
@@ -141,22 +170,50 @@ void qk_norm_rope_store(float* qg, int64_t ldq, const float* k, int64_t ldk, con
   HLWQ_CUDA_LAUNCH_CHECK("qk_norm_rope_store {} tokens", T);
 }
 
+int64_t attend_splits(int64_t T, const AttnDimsDev& d, int sms) {
+  // split the keys when (tokens × kv heads) blocks would leave most SMs idle (decode), up to 32 splits
+  const int64_t blocks = T * d.Hkv;
+  return std::clamp<int64_t>((2 * int64_t(sms) + blocks - 1) / blocks, 1, 32);
+}
+
+int64_t attend_workspace_floats(int64_t T, const AttnDimsDev& d, int sms) {
+  const int64_t ns = attend_splits(T, d, sms);
+  return ns > 1 ? T * d.Hq * ns * (d.D + 2) : 0;
+}
+
 void attend(const float* qg, int64_t ldq, const int* pos, const int* bt_off, const int* bt, const uint16_t* k_pages,
-            const uint16_t* v_pages, int64_t T, const AttnDimsDev& d, float* out, cudaStream_t st) {
+            const uint16_t* v_pages, int64_t T, const AttnDimsDev& d, float* out, float* ws, int64_t ws_floats,
+            cudaStream_t st) {
   const int rep = d.Hkv > 0 ? d.Hq / d.Hkv : 0;
   HLWQ_CHECK(d.Hkv > 0 && d.Hq % d.Hkv == 0 && rep <= kMaxRep, "attend: {} q heads over {} kv heads", d.Hq, d.Hkv);
   if (T == 0) return;
-  const dim3 grid(unsigned(T), unsigned(d.Hkv));
+  int sms = 0;
+  HLWQ_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), "attend: SM count");
+  const int64_t ns = attend_splits(T, d, sms);
+  HLWQ_CHECK(ns == 1 || (ws && ws_floats >= attend_workspace_floats(T, d, sms)),
+             "attend: {} key splits need a workspace of {} floats, got {}", ns, attend_workspace_floats(T, d, sms),
+             ws_floats);
+  const dim3 grid(unsigned(T), unsigned(d.Hkv), unsigned(ns));
   const size_t smem = size_t(kWarps * rep * (d.D + 2)) * sizeof(float);
   auto kp = reinterpret_cast<const __nv_bfloat16*>(k_pages);
   auto vp = reinterpret_cast<const __nv_bfloat16*>(v_pages);
+  const dim3 cgrid(unsigned(T), unsigned(d.Hq));
   switch (d.D) {
-    case 64: attend_kernel<64><<<grid, kWarps * 32, smem, st>>>(qg, ldq, pos, bt_off, bt, kp, vp, d, out); break;
-    case 128: attend_kernel<128><<<grid, kWarps * 32, smem, st>>>(qg, ldq, pos, bt_off, bt, kp, vp, d, out); break;
-    case 256: attend_kernel<256><<<grid, kWarps * 32, smem, st>>>(qg, ldq, pos, bt_off, bt, kp, vp, d, out); break;
+#define HLWQ_ATTEND_CASE(DD)                                                                                  \
+  case DD:                                                                                                    \
+    attend_kernel<DD><<<grid, kWarps * 32, smem, st>>>(qg, ldq, pos, bt_off, bt, kp, vp, d, out, ws);        \
+    HLWQ_CUDA_LAUNCH_CHECK("attend {} tokens, {} kv heads, D {}, {} splits", T, d.Hkv, d.D, ns);             \
+    if (ns > 1) {                                                                                             \
+      attend_combine_kernel<DD><<<cgrid, DD, 0, st>>>(qg, ldq, ws, int(ns), d, out);                          \
+      HLWQ_CUDA_LAUNCH_CHECK("attend combine {} tokens, {} splits", T, ns);                                   \
+    }                                                                                                         \
+    break;
+    HLWQ_ATTEND_CASE(64)
+    HLWQ_ATTEND_CASE(128)
+    HLWQ_ATTEND_CASE(256)
+#undef HLWQ_ATTEND_CASE
     default: hlwq::fail("attend: head_dim {} (supported 64, 128, 256)", d.D);
   }
-  HLWQ_CUDA_LAUNCH_CHECK("attend {} tokens, {} kv heads, D {}", T, d.Hkv, d.D);
 }
 
 }  // namespace hlwq::cuda
