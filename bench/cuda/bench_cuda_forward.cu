@@ -234,7 +234,7 @@ void mixer(const Model& m, Layer& L, Scratch& s, cudaStream_t st) {
     cuda::gemm(L.ba, s.xf.get(), T, s.ba.get(), L.ba.out, st);
     cuda::gdn_conv(s.proj.get(), ld, s.seqs.get(), s.n_seq, L.conv_w.get(), L.conv_state.get(), d, s.act.get(), st);
     cuda::gdn_recurrent(s.act.get(), s.proj.get() + C, ld, s.ba.get(), L.ba.out, L.A_log.get(), L.dt_bias.get(),
-                        L.gnorm.get(), s.seqs.get(), s.n_seq, L.S.get(), d, s.o.get(), st);
+                        L.gnorm.get(), s.seqs.get(), s.n_seq, L.S.get(), d, T, s.o.get(), st);
     linear(L.out, s.o.get(), T, s, s.y.get(), H, st);
   }
 }
@@ -345,7 +345,7 @@ int main() {
         op("gdn recurrent", [&](Layer& L) {
           if (!L.attn)
             cuda::gdn_recurrent(s.act.get(), s.proj.get() + C, L.qkvz.out, s.ba.get(), L.ba.out, L.A_log.get(), L.dt_bias.get(),
-                                L.gnorm.get(), s.seqs.get(), s.n_seq, L.S.get(), gd, s.o.get(), st);
+                                L.gnorm.get(), s.seqs.get(), s.n_seq, L.S.get(), gd, B, s.o.get(), st);
         });
         op("gdn out gemm (int4)", [&](Layer& L) { if (!L.attn) cuda::gemm(L.out, s.xf.get(), B, s.y.get(), H, st); });
         op("attn qkv gemm (int4)", [&](Layer& L) { if (L.attn) cuda::gemm(L.qkv, s.xf.get(), B, s.proj.get(), L.qkv.out, st); });

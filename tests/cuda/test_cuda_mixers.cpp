@@ -71,7 +71,7 @@ struct GdnFixture {
     const cuda::GdnDimsDev dd{int(Hk), int(Hv), int(dk), int(dv), int(K), 1e-6f};
     cuda::gdn_conv(proj.get(), qkvz.out, ds.get(), int(seqs.size()), conv_w.get(), conv_state, dd, act.get(), nullptr);
     cuda::gdn_recurrent(act.get(), proj.get() + C, qkvz.out, bav.get(), ba.out, A_log.get(), dt_bias.get(),
-                        norm_w.get(), ds.get(), int(seqs.size()), S, dd, o.get(), nullptr);
+                        norm_w.get(), ds.get(), int(seqs.size()), S, dd, T, o.get(), nullptr);
     dev_linear(out_proj, o.get(), T, xf, dout);
     HLWQ_CUDA_CHECK(cudaDeviceSynchronize(), "gdn test");
   }

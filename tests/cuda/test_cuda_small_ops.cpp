@@ -42,7 +42,7 @@ TEST(CudaNorm, GatedMatchesCpu) {
   const auto z = test::random_f32(size_t(n * d), -3.f, 3.f, rng), w = test::random_f32(size_t(d), 0.5f, 1.5f, rng);
   DeviceBuffer<float> dx(x, "x"), dz(z, "z"), dw(w, "w");
   rmsnorm_gated(x.data(), z.data(), w.data(), n, d, 1e-6f);
-  cuda::rmsnorm_gated(dx.get(), dz.get(), d, dw.get(), n, d, 1e-6f, nullptr);
+  cuda::rmsnorm_gated(dx.get(), dz.get(), 4 * d, dw.get(), n / 4, 4, d, 1e-6f, nullptr);  // as [16 rows, 4 heads]
   EXPECT_REL(dx.download(), x, test::kFp32Rel);
 }
 

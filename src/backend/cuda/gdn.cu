@@ -1,19 +1,21 @@
 // Gated DeltaNet kernels (see gdn.cuh).
 // gdn_conv: one thread per (sequence, channel) walks that sequence's tokens with a sliding window of K inputs.
-// gdn_recurrent: one block per (sequence, value head), 2·dv threads; thread pair (2c, 2c+1) owns column c of
-// S [dk, dv], half the rows each, in registers for the whole token loop; per token: S ← e^g S;
-// u = β (v − Sᵀk); S += k uᵀ; o = Sᵀq; then the gated RMSNorm over the head's dv outputs.
+// gdn_recurrent: one block per (sequence, value head, 32 columns of S), 64 threads; thread pair (2c, 2c+1) owns
+// column c of S [dk, dv], half the rows each, in registers for the whole token loop; per token: S ← e^g S;
+// u = β (v − Sᵀk); S += k uᵀ; o = Sᵀq. Then a second kernel applies the gated RMSNorm over each head's dv outputs.
 #include <cmath>
 
 #include "backend/cuda/block_reduce.cuh"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/gdn.cuh"
+#include "backend/cuda/norm.cuh"
 
 namespace hlwq::cuda {
 namespace {
 
 constexpr int kMaxK = 8;        // conv width
 constexpr int kMaxHalfDk = 64;  // rows of S per thread (dk ≤ 128)
+constexpr int kColTile = 32;    // columns of S per block: 4 blocks per 128-wide head, so decode fills more SMs
 
 __device__ __forceinline__ float silu_f(float x) { return x / (1.f + expf(-x)); }
 __device__ __forceinline__ float softplus_f(float x) { return x > 20.f ? x : log1pf(expf(x)); }
@@ -40,13 +42,15 @@ __global__ void conv_kernel(const float* __restrict__ proj, int64_t ldp, const G
 
 __global__ void recurrent_kernel(const float* __restrict__ act, const float* __restrict__ z, int64_t ldz,
                                  const float* __restrict__ ba, int64_t ldba, const float* __restrict__ A_log,
-                                 const float* __restrict__ dt_bias, const float* __restrict__ norm_w,
-                                 const GdnSeq* __restrict__ seqs, float* S, GdnDimsDev d, float* out) {
+                                 const float* __restrict__ dt_bias, const GdnSeq* __restrict__ seqs, float* S,
+                                 GdnDimsDev d, float* out) {
   extern __shared__ float sm[];  // q [dk] | k [dk]
   __shared__ float scratch[32];
   float* qs = sm;
   float* ks = sm + d.dk;
-  const int h = blockIdx.x, tid = threadIdx.x, col = tid >> 1, half = tid & 1;
+  const int ntiles = (d.dv + kColTile - 1) / kColTile;
+  const int h = blockIdx.x / ntiles, tid = threadIdx.x, col = (blockIdx.x % ntiles) * kColTile + (tid >> 1),
+            half = tid & 1;
   const GdnSeq sq = seqs[blockIdx.y];
   const int rep = d.Hv / d.Hk, kh = h / rep, C = 2 * d.Hk * d.dk + d.Hv * d.dv, hd = d.dk / 2, a0 = half * hd;
   const bool active = col < d.dv;
@@ -91,13 +95,7 @@ __global__ void recurrent_kernel(const float* __restrict__ act, const float* __r
         o += qs[a0 + a] * s[a];
       }
     o = (o + __shfl_xor_sync(0xffffffffu, o, 1)) * rq;
-    // gated RMSNorm over the head's dv outputs (each column counted once, by its half-0 thread)
-    const float ss = block_sum((active && half == 0) ? o * o : 0.f, scratch);
-    if (active && half == 0) {
-      const float r = rsqrtf(ss / float(d.dv) + d.eps);
-      const float zv = z[t * ldz + int64_t(h) * d.dv + col];
-      out[t * int64_t(d.Hv) * d.dv + int64_t(h) * d.dv + col] = norm_w[col] * (o * r) * silu_f(zv);
-    }
+    if (active && half == 0) out[t * int64_t(d.Hv) * d.dv + int64_t(h) * d.dv + col] = o;
   }
 #pragma unroll
   for (int i = 0; i < kMaxHalfDk; ++i)
@@ -117,15 +115,17 @@ void gdn_conv(const float* proj, int64_t ldp, const GdnSeq* seqs, int n_seq, con
 
 void gdn_recurrent(const float* act, const float* z, int64_t ldz, const float* ba, int64_t ldba, const float* A_log,
                    const float* dt_bias, const float* norm_w, const GdnSeq* seqs, int n_seq, float* S,
-                   const GdnDimsDev& d, float* out, cudaStream_t st) {
+                   const GdnDimsDev& d, int64_t T, float* out, cudaStream_t st) {
   HLWQ_CHECK(d.dk % 2 == 0 && d.dk <= 2 * kMaxHalfDk && d.dv <= 512 && d.Hv % d.Hk == 0,
              "gdn_recurrent: dk {} dv {} Hk {} Hv {} unsupported (dk even ≤ 128, dv ≤ 512)", d.dk, d.dv, d.Hk, d.Hv);
   if (n_seq == 0) return;
-  const int threads = (2 * d.dv + 31) / 32 * 32;
-  const dim3 grid(unsigned(d.Hv), unsigned(n_seq));
-  recurrent_kernel<<<grid, threads, size_t(2 * d.dk) * sizeof(float), st>>>(act, z, ldz, ba, ldba, A_log, dt_bias,
-                                                                            norm_w, seqs, S, d, out);
+  const int ntiles = (d.dv + kColTile - 1) / kColTile;
+  const dim3 grid(unsigned(d.Hv * ntiles), unsigned(n_seq));
+  recurrent_kernel<<<grid, 2 * kColTile, size_t(2 * d.dk) * sizeof(float), st>>>(act, z, ldz, ba, ldba, A_log, dt_bias,
+                                                                                 seqs, S, d, out);
   HLWQ_CUDA_LAUNCH_CHECK("gdn_recurrent {} heads, {} sequences", d.Hv, n_seq);
+  // the gated RMSNorm over each (token, head): one row of dv per head, gate z at z + t·ldz + h·dv
+  rmsnorm_gated(out, z, ldz, norm_w, T, d.Hv, d.dv, d.eps, st);
 }
 
 }  // namespace hlwq::cuda

@@ -30,8 +30,9 @@ void gdn_conv(const float* proj, int64_t ldp, const GdnSeq* seqs, int n_seq, con
 // out [T, Hv·dv] = gated-normed delta-rule output. act [T, C] (q | k | v after conv), z [T, ·] at column 0 with
 // row stride ldz, ba [T, ·] with b at columns [0, Hv) and a at [Hv, 2Hv), row stride ldba; A_log, dt_bias [Hv];
 // norm_w [dv]; S fp32 [slots, Hv, dk, dv] read and advanced. Needs dk ≤ 128 (even), dv ≤ 512.
+// T: tokens of the batch (rows of act/z/out).
 void gdn_recurrent(const float* act, const float* z, int64_t ldz, const float* ba, int64_t ldba, const float* A_log,
                    const float* dt_bias, const float* norm_w, const GdnSeq* seqs, int n_seq, float* S,
-                   const GdnDimsDev& d, float* out, cudaStream_t st);
+                   const GdnDimsDev& d, int64_t T, float* out, cudaStream_t st);
 
 }  // namespace hlwq::cuda

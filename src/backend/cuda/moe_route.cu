@@ -12,8 +12,9 @@ namespace hlwq::cuda {
 namespace {
 
 constexpr int kThreads = 1024;
-constexpr int kMaxPerLane = 16;  // E ≤ 512 (Qwen3-Next has 512)
+constexpr int kMaxExperts = 512;  // 16 per lane (Qwen3-Next has 512)
 
+template <int kMaxPerLane>  // experts per lane: 8 (E ≤ 256) or 16 (E ≤ 512); fewer means a shorter per-lane sort
 __global__ void __launch_bounds__(kThreads) route_kernel(const float* __restrict__ logits, int64_t ld, int T, int E,
                                                           int k, bool has_shared, MoePlan p, int max_tiles) {
   extern __shared__ int sm[];
@@ -158,13 +159,16 @@ __global__ void combine_kernel(const float* __restrict__ y, const int* __restric
 
 void moe_route(const float* logits, int64_t ld, int64_t T, int64_t E, int64_t k, bool has_shared, const MoePlan& plan,
                int64_t max_tiles, cudaStream_t st) {
-  HLWQ_CHECK(E > 0 && E <= 32 * kMaxPerLane && k > 0 && k <= E, "moe_route: {} experts top-{} (at most {} experts)", E,
-             k, 32 * kMaxPerLane);
+  HLWQ_CHECK(E > 0 && E <= kMaxExperts && k > 0 && k <= E, "moe_route: {} experts top-{} (at most {} experts)", E, k,
+             kMaxExperts);
   HLWQ_CHECK(max_tiles >= moe_max_tiles(T, k, E, has_shared), "moe_route: {} tiles for {} tokens", max_tiles, T);
   if (T == 0) return;
   const int M = int(E) + (has_shared ? 1 : 0);
-  route_kernel<<<1, kThreads, size_t(3 * M + 1) * sizeof(int), st>>>(logits, ld, int(T), int(E), int(k), has_shared,
-                                                                      plan, int(max_tiles));
+  const size_t smem = size_t(3 * M + 1) * sizeof(int);
+  if (E <= 256)
+    route_kernel<8><<<1, kThreads, smem, st>>>(logits, ld, int(T), int(E), int(k), has_shared, plan, int(max_tiles));
+  else
+    route_kernel<16><<<1, kThreads, smem, st>>>(logits, ld, int(T), int(E), int(k), has_shared, plan, int(max_tiles));
   HLWQ_CUDA_LAUNCH_CHECK("moe_route {} tokens, {} experts top-{}", T, E, k);
 }
 
