@@ -214,12 +214,14 @@ void launch_rt(KParams kp, int64_t out_pad, int64_t tiles, cudaStream_t st, cons
   int sms = 0;
   HLWQ_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), "{} gemm: SM count", what);
   kp.n_groups = int(out_pad / (16 * RT));
-  // The fewest warps per group that still give each warp a single load round (split ≥ k-units / kU): each warp
-  // then has its whole share of the matrix in flight at once, and a mid-size matrix fits in one wave of blocks
-  // (measured: splitting further to fill the SMs with warps made 2048→8192 slower, 8.2 µs against 6.5).
+  // One load round per warp (split ≥ k-units / kU), then split k further until the grid holds ≥ 16 warps per SM.
+  // Measured (BENCHMARKS.md, bench/cuda/NOTES.md): stopping at one round per warp, which puts a whole mid-size
+  // matrix in flight in one wave of blocks, was slower (2048→512: 6.5 µs against 3.6; 4096→2048: 8.7 against 5.4).
   constexpr int kWpu = kInt4 ? 2 : 8, kU = kInFlight / (kWpu * RT) > 0 ? kInFlight / (kWpu * RT) : 1;
   kp.split = 1;
   while (kp.split < kWarps && kp.split * kU < kp.ku) kp.split *= 2;
+  while (kp.split < kWarps && kp.split * 2 <= kp.ku && int64_t(kp.n_groups) * kp.split * tiles < int64_t(sms) * 16)
+    kp.split *= 2;
   const int G = kWarps / kp.split;
   const int64_t need = (kp.n_groups + G - 1) / G;
   const int64_t cap = std::max<int64_t>(1, (int64_t(sms) * 4 + tiles - 1) / tiles);
