@@ -7,7 +7,7 @@
 #include "core/dtype.h"
 #include "cuda_test_util.h"
 #include "error_budgets.h"
-#include "model/cpu/matmul.h"
+#include "cpu_reference.h"
 
 namespace hlwq {
 namespace {
@@ -87,7 +87,6 @@ struct Shape {
 TEST(CudaGemm, Int4MatchesCpuOnQwenShapes) {
   HLWQ_REQUIRE_CUDA();
   std::mt19937_64 rng(10);
-  const CpuKernels& k = cpu_kernels();
   for (Shape s : {Shape{512, 2048}, Shape{2048, 512}, Shape{8192, 2048}, Shape{2048, 4096}}) {
     auto w = test::random_int4("w", s.out, s.in, 0.05f, rng);
     const auto dw = cuda::upload_packed(cuda::pack_linear(cuda::PackedFormat::int4, w->w), "w");
@@ -96,11 +95,11 @@ TEST(CudaGemm, Int4MatchesCpuOnQwenShapes) {
       // bf16-exact input: only summation order differs
       const auto xe = test::random_bf16_exact(size_t(T * s.in), 1.f, rng);
       std::vector<float> ref(size_t(T * s.out));
-      linear_forward(k, w->w, xe.data(), T, ref.data());
+      test::ref_linear(w->w, xe.data(), T, ref.data());
       EXPECT_REL(gpu_linear(dw, xe, T), ref, test::kExactInputGemmRel);
       // arbitrary fp32 input: bf16 rounding of the activations
       const auto xf = test::random_f32(size_t(T * s.in), -1.f, 1.f, rng);
-      linear_forward(k, w->w, xf.data(), T, ref.data());
+      test::ref_linear(w->w, xf.data(), T, ref.data());
       EXPECT_REL(gpu_linear(dw, xf, T), ref, test::kBf16ActivationRel);
     }
   }
@@ -109,7 +108,6 @@ TEST(CudaGemm, Int4MatchesCpuOnQwenShapes) {
 TEST(CudaGemm, Bf16MatchesCpu) {
   HLWQ_REQUIRE_CUDA();
   std::mt19937_64 rng(11);
-  const CpuKernels& k = cpu_kernels();
   for (Shape s : {Shape{257, 2048}, Shape{4096, 2048}, Shape{1, 2048}, Shape{2048, 4096}}) {
     auto w = test::random_bf16("w", s.out, s.in, 0.05f, rng);
     const auto dw = cuda::upload_packed(cuda::pack_linear(cuda::PackedFormat::bf16, w->w), "w");
@@ -117,7 +115,7 @@ TEST(CudaGemm, Bf16MatchesCpu) {
       SCOPED_TRACE(testing::Message() << s.out << "x" << s.in << " T=" << T);
       const auto xe = test::random_bf16_exact(size_t(T * s.in), 1.f, rng);
       std::vector<float> ref(size_t(T * s.out));
-      linear_forward(k, w->w, xe.data(), T, ref.data());
+      test::ref_linear(w->w, xe.data(), T, ref.data());
       EXPECT_REL(gpu_linear(dw, xe, T), ref, test::kExactInputGemmRel);
     }
   }
@@ -132,7 +130,7 @@ TEST(CudaGemm, DetectsWrongWeights) {
   const auto dw2 = cuda::upload_packed(cuda::pack_linear(cuda::PackedFormat::int4, w2->w), "w2");
   const auto x = test::random_bf16_exact(2048, 1.f, rng);
   std::vector<float> ref(512);
-  linear_forward(cpu_kernels(), w->w, x.data(), 1, ref.data());
+  test::ref_linear(w->w, x.data(), 1, ref.data());
   EXPECT_GT(rel_err(gpu_linear(dw2, x, 1), ref), 0.5);
 }
 

@@ -12,8 +12,7 @@
 #include "core/dtype.h"
 #include "cuda_test_util.h"
 #include "error_budgets.h"
-#include "model/cpu/attention.h"
-#include "model/cpu/gdn.h"
+#include "cpu_reference.h"
 
 namespace hlwq {
 namespace {
@@ -81,18 +80,21 @@ TEST(CudaGdn, LayerMatchesCpuAcrossCalls) {
   HLWQ_REQUIRE_CUDA();
   std::mt19937_64 rng(30);
   GdnFixture f(rng);
-  GdnState st = gdn_state_new(f.d);
-  DeviceBuffer<float> conv(st.conv, "conv state"), S(st.S, "S");
+  std::vector<float> S_ref(size_t(f.d.recurrent_state_floats()), 0.f), conv_ref(size_t(f.d.conv_state_floats()), 0.f);
+  DeviceBuffer<float> conv(conv_ref, "conv state"), S(S_ref, "S");
+  int64_t pos0 = 0;
   for (int64_t T : {5, 1, 1, 40, 1}) {
     SCOPED_TRACE(testing::Message() << "T=" << T);
     const auto x = test::random_bf16_exact(size_t(T * f.H), 1.f, rng);
     std::vector<float> ref(size_t(T * f.H));
-    gdn_forward(cpu_kernels(), f.w, f.d, x.data(), T, st, ref.data());
+    const BatchSeq seq{0, pos0, 0, T, {}};
+    test::ref_gdn(f.w, f.d, x.data(), T, {&seq, 1}, S_ref.data(), conv_ref.data(), ref.data());
+    pos0 += T;
     DeviceBuffer<float> dx(x, "x"), out(size_t(T * f.H), "out");
     f.run(dx.get(), T, {{0, int(T), 0}}, conv.get(), S.get(), out.get());
     EXPECT_REL(out.download(), ref, test::kGdnLayerRel);
-    EXPECT_REL(S.download(), st.S, test::kGdnStateRel);
-    EXPECT_REL(conv.download(), st.conv, test::kFp32Rel);
+    EXPECT_REL(S.download(), S_ref, test::kGdnStateRel);
+    EXPECT_REL(conv.download(), conv_ref, test::kFp32Rel);
   }
 }
 
@@ -101,22 +103,20 @@ TEST(CudaGdn, TwoSequencesInOneBatch) {
   std::mt19937_64 rng(31);
   GdnFixture f(rng);
   const int64_t n0 = 3, n1 = 2, T = n0 + n1;
-  GdnState s0 = gdn_state_new(f.d), s1 = gdn_state_new(f.d);
   const auto x = test::random_bf16_exact(size_t(T * f.H), 1.f, rng);
-  std::vector<float> ref(size_t(T * f.H));
-  gdn_forward(cpu_kernels(), f.w, f.d, x.data(), n0, s0, ref.data());
-  gdn_forward(cpu_kernels(), f.w, f.d, x.data() + n0 * f.H, n1, s1, ref.data() + n0 * f.H);
-  // slots: sequence 0 in slot 1, sequence 1 in slot 0
-  const size_t cs = s0.conv.size(), ss = s0.S.size();
-  DeviceBuffer<float> conv(2 * cs, "conv"), S(2 * ss, "S");
+  // slots: sequence 0 in slot 1, sequence 1 in slot 0 (the same on both sides, so the state buffers compare whole)
+  const BatchSeq seqs[2] = {{1, 0, 0, n0, {}}, {0, 0, n0, n1, {}}};
+  const size_t cs = size_t(f.d.conv_state_floats()), ss = size_t(f.d.recurrent_state_floats());
+  std::vector<float> S_ref(2 * ss, 0.f), conv_ref(2 * cs, 0.f), ref(size_t(T * f.H));
+  test::ref_gdn(f.w, f.d, x.data(), T, seqs, S_ref.data(), conv_ref.data(), ref.data());
+  DeviceBuffer<float> conv(conv_ref.size(), "conv"), S(S_ref.size(), "S");
   HLWQ_CUDA_CHECK(cudaMemset(conv.get(), 0, conv.bytes()), "");
   HLWQ_CUDA_CHECK(cudaMemset(S.get(), 0, S.bytes()), "");
   DeviceBuffer<float> dx(x, "x"), out(size_t(T * f.H), "out");
   f.run(dx.get(), T, {{0, int(n0), 1}, {int(n0), int(n1), 0}}, conv.get(), S.get(), out.get());
   EXPECT_REL(out.download(), ref, test::kGdnLayerRel);
-  const auto Sg = S.download();
-  EXPECT_REL(std::vector<float>(Sg.begin() + ss, Sg.end()), s0.S, test::kGdnStateRel);
-  EXPECT_REL(std::vector<float>(Sg.begin(), Sg.begin() + ss), s1.S, test::kGdnStateRel);
+  EXPECT_REL(S.download(), S_ref, test::kGdnStateRel);
+  EXPECT_REL(conv.download(), conv_ref, test::kFp32Rel);
 }
 
 TEST(CudaAttention, LayerMatchesCpuOverPagedCache) {
@@ -151,7 +151,7 @@ TEST(CudaAttention, LayerMatchesCpuOverPagedCache) {
   DeviceBuffer<int> dbt(bt, "block table");
   const cuda::AttnDimsDev dd{int(Hq), int(Hkv), int(D), int(r), 1e-6f};
 
-  KvCache kv;
+  std::vector<float> kref(size_t(n_blocks * 16 * row), 0.f), vref(kref.size(), 0.f);  // CPU pages, fp32
   int64_t pos0 = 0;
   int sms = 0;
   HLWQ_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), "SM count");
@@ -161,7 +161,8 @@ TEST(CudaAttention, LayerMatchesCpuOverPagedCache) {
                                     << cuda::attend_splits(T, {int(Hq), int(Hkv), int(D), int(r), 1e-6f}, sms));
     const auto x = test::random_bf16_exact(size_t(T * H), 1.f, rng);
     std::vector<float> ref(size_t(T * H));
-    attention_forward(cpu_kernels(), w, d, x.data(), T, pos0, kv, ref.data());
+    const BatchSeq seq{0, pos0, 0, T, bt};
+    test::ref_attention(w, d, x.data(), T, {&seq, 1}, kref.data(), vref.data(), 16, ref.data());
 
     std::vector<int> pos(static_cast<size_t>(T)), off(static_cast<size_t>(T), 0);
     for (int64_t t = 0; t < T; ++t) pos[size_t(t)] = int(pos0 + t);
@@ -181,17 +182,19 @@ TEST(CudaAttention, LayerMatchesCpuOverPagedCache) {
     HLWQ_CUDA_CHECK(cudaDeviceSynchronize(), "attention test");
     EXPECT_REL(out.download(), ref, test::kAttentionRel);
     pos0 += T;
-    // the cache: keys and values of every position so far, read through the block table
+    // the cache: keys and values of every position so far, read through the block table on both sides
     const auto kh = kp.download(), vh = vp.download();
-    std::vector<float> kg(size_t(pos0 * row)), vg(size_t(pos0 * row));
+    std::vector<float> kg(size_t(pos0 * row)), vg(size_t(pos0 * row)), kc(kg.size()), vc(vg.size());
     for (int64_t p = 0; p < pos0; ++p)
       for (int64_t i = 0; i < row; ++i) {
         const size_t at = size_t((bt[size_t(p / 16)] * 16 + p % 16) * row + i);
         kg[size_t(p * row + i)] = bf16_to_f32(kh[at]);
         vg[size_t(p * row + i)] = bf16_to_f32(vh[at]);
+        kc[size_t(p * row + i)] = kref[at];
+        vc[size_t(p * row + i)] = vref[at];
       }
-    EXPECT_REL(kg, kv.k, test::kKvCacheRel);
-    EXPECT_REL(vg, kv.v, test::kKvCacheRel);
+    EXPECT_REL(kg, kc, test::kKvCacheRel);
+    EXPECT_REL(vg, vc, test::kKvCacheRel);
   }
 }
 

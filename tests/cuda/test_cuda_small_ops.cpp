@@ -11,7 +11,7 @@
 #include "core/dtype.h"
 #include "cuda_test_util.h"
 #include "error_budgets.h"
-#include "model/cpu/norm.h"
+#include "backend/cpu/norm.h"
 #include "runtime/sampler.h"
 
 namespace hlwq {
