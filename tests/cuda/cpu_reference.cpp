@@ -46,7 +46,7 @@ void ref_moe(const MoeWeights& w, int64_t k, const float* x, int64_t T, float* o
   ScratchSet ss = scratch_for(moe_scratch_floats(T) + linear_scratch_floats(std::max(H, Im)));
   std::vector<float> f(size_t(T * E + 2 * T * k + T * k * H + rows * Im + rows * H + T));
   std::vector<int32_t> n(size_t(E + T * k + T * k + (E + 1) + T * k + T * k + E));
-  std::vector<const ExpertWeights*> where(size_t(E));
+  std::vector<const ExpertWeights*> where(static_cast<size_t>(E));
   MoeBuffers b{};
   float* m = f.data();
   int32_t* mi = n.data();
