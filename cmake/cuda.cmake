@@ -1,0 +1,41 @@
+# CUDA backend switch. HLWQ_CUDA = AUTO (default: on when an nvcc is found) | ON (nvcc required) | OFF.
+# HLWQ_CUDA_ARCHS: the GPU architectures compiled; default Ampere, Ada, Hopper and consumer Blackwell machine
+# code plus PTX of the newest for later GPUs. Under CI (environment CI set) only sm_90, to keep CI's build short.
+# Sets HLWQ_CUDA_ENABLED. cudart is linked statically (CUDA::cudart_static) so binaries need only the driver.
+set(HLWQ_CUDA AUTO CACHE STRING "CUDA backend: AUTO, ON or OFF")
+set_property(CACHE HLWQ_CUDA PROPERTY STRINGS AUTO ON OFF)
+set(HLWQ_CUDA_ENABLED OFF)
+if(NOT HLWQ_CUDA STREQUAL "OFF")
+  if(NOT DEFINED CMAKE_CUDA_COMPILER AND NOT DEFINED ENV{CUDACXX} AND EXISTS /usr/local/cuda/bin/nvcc)
+    set(CMAKE_CUDA_COMPILER /usr/local/cuda/bin/nvcc)  # Debian/NVIDIA installs often leave it off PATH
+  endif()
+  include(CheckLanguage)
+  check_language(CUDA)
+  if(CMAKE_CUDA_COMPILER)
+    set(HLWQ_CUDA_ENABLED ON)
+  elseif(HLWQ_CUDA STREQUAL "ON")
+    message(FATAL_ERROR "HLWQ_CUDA=ON but no CUDA compiler (nvcc) was found; set CUDACXX or HLWQ_CUDA=OFF")
+  endif()
+endif()
+
+if(HLWQ_CUDA_ENABLED)
+  if(DEFINED ENV{CI} AND NOT "$ENV{CI}" STREQUAL "" AND NOT "$ENV{CI}" STREQUAL "false")
+    set(hlwq_default_archs "90-real")
+  else()
+    set(hlwq_default_archs "80-real;86-real;89-real;90-real;120-real;120-virtual")
+  endif()
+  set(HLWQ_CUDA_ARCHS "${hlwq_default_archs}" CACHE STRING "CUDA architectures (CMAKE_CUDA_ARCHITECTURES syntax)")
+  set(CMAKE_CUDA_ARCHITECTURES "${HLWQ_CUDA_ARCHS}")
+  set(CMAKE_CUDA_HOST_COMPILER "${CMAKE_CXX_COMPILER}")
+  set(CMAKE_CUDA_STANDARD 17)  # fmt 9's consteval format-string checks do not compile under nvcc in C++20
+  set(CMAKE_CUDA_STANDARD_REQUIRED ON)
+  set(CMAKE_CUDA_RUNTIME_LIBRARY Static)
+  if(CMAKE_CXX_COMPILER_LAUNCHER AND NOT CMAKE_CUDA_COMPILER_LAUNCHER)
+    set(CMAKE_CUDA_COMPILER_LAUNCHER "${CMAKE_CXX_COMPILER_LAUNCHER}")
+  endif()
+  enable_language(CUDA)
+  find_package(CUDAToolkit REQUIRED)
+  message(STATUS "hlwq: CUDA backend ON (nvcc ${CMAKE_CUDA_COMPILER_VERSION}, archs ${CMAKE_CUDA_ARCHITECTURES})")
+else()
+  message(STATUS "hlwq: CUDA backend OFF")
+endif()

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# GPU check in one call, for the GPU machine: runs the CUDA differential tests, a memcheck pass over the quick
+# ones, the kernel benchmarks (hlwq vs cuBLAS bf16 vs the copy ceiling) and the synthetic full-size forward
+# (decode B = 1/4/16 as CUDA graphs, prefill 512/4096), writes every log under $OUT
+# (default /tmp/hlwq-gpu-check) and prints a short table last.
+# Usage: scripts/gpu_check.sh [BIN_DIR]
+#   BIN_DIR holds test_cuda, hlwq_bench_cuda_{kernels,forward,cublas} and optionally lib/ (shared libraries
+#   to carry, e.g. libfmt.so.9); default: a build directory made with -DHLWQ_CUDA=ON (build/).
+# Exit status: non-zero when a test failed or a benchmark could not run.
+set -uo pipefail
+BIN=${1:-build}
+[ -x "$BIN/test_cuda" ] || { [ -x "$BIN/tests/cuda/test_cuda" ] && ln -sf tests/cuda/test_cuda "$BIN/test_cuda"; }
+OUT=${OUT:-/tmp/hlwq-gpu-check}
+mkdir -p "$OUT"
+cublas_dir=$(dirname "$(find /usr/local/cuda*/ /opt /usr/lib -name 'libcublas.so.1*' 2>/dev/null | head -1)" 2>/dev/null)
+export LD_LIBRARY_PATH="$BIN/lib:${cublas_dir:-/usr/local/cuda/lib64}:${LD_LIBRARY_PATH:-}"
+status=0
+
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,clocks.mem,temperature.gpu,power.draw \
+  --format=csv >"$OUT/gpu.txt" 2>&1
+git_commit=$(cat "$BIN/COMMIT" 2>/dev/null || git rev-parse --short HEAD 2>/dev/null || echo unknown)
+
+echo "== tests"
+"$BIN/test_cuda" --gtest_output="xml:$OUT/test_cuda.xml" >"$OUT/test_cuda.log" 2>&1 || status=1
+grep -E "^\[  (FAILED|PASSED|SKIPPED) |Failure|error|rel_err|Expected|Which is" "$OUT/test_cuda.log" | head -60
+
+echo "== memcheck (quick tests)"
+if command -v compute-sanitizer >/dev/null; then
+  timeout 240 compute-sanitizer --tool memcheck --error-exitcode 9 "$BIN/test_cuda" \
+    --gtest_filter='CudaNorm.*:CudaEmbedding.*:CudaMoe.Router*:CudaGdn.TwoSequences*:CudaSampling.Argmax*:CudaGemm.DetectsWrongWeights' \
+    >"$OUT/memcheck.log" 2>&1
+  mc=$?
+  tail -3 "$OUT/memcheck.log"
+  [ $mc -eq 0 ] || { echo "memcheck exit $mc"; status=1; }
+else
+  mc=na
+fi
+
+echo "== benchmarks"
+"$BIN/hlwq_bench_cuda_kernels" >"$OUT/bench_kernels.log" 2>&1 || { status=1; tail -5 "$OUT/bench_kernels.log"; }
+"$BIN/hlwq_bench_cuda_cublas" >"$OUT/bench_cublas.log" 2>&1 || { echo "cublas bench failed:"; tail -5 "$OUT/bench_cublas.log"; }
+"$BIN/hlwq_bench_cuda_forward" >"$OUT/bench_forward.log" 2>&1 || { status=1; tail -5 "$OUT/bench_forward.log"; }
+
+echo
+echo "== summary (commit $git_commit; logs in $OUT)"
+cat "$OUT/gpu.txt"
+head -1 "$OUT/bench_kernels.log"
+grep -E "^\[  (PASSED|FAILED) " "$OUT/test_cuda.log" | sort | uniq -c | head -20
+echo "memcheck: exit $mc"
+grep -h "^row" "$OUT/bench_kernels.log" "$OUT/bench_cublas.log" | sed 's/^row //'
+grep -h "8192^3" "$OUT/bench_cublas.log"
+grep -h -E "^ceilings|^model|^row" "$OUT/bench_forward.log" | sed 's/^row //'
+exit $status

@@ -1,0 +1,219 @@
+// Attention kernels (see attention.cuh).
+// attend: one block per (token, kv head, key split) serving all Hq/Hkv query heads of the group, so each cached
+// K/V row is read once per group; decode splits the keys over up to 32 blocks (flash-decoding) and a second
+// kernel merges the splits; 4 warps split the keys, each lane holds D/32 dims, each warp keeps an online softmax
+// (running max m, sum l, output o) per head, and the warps merge at the end through shared memory.
+#include <cuda_bf16.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "backend/cuda/block_reduce.cuh"
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/attention.cuh"
+
+namespace hlwq::cuda {
+namespace {
+
+constexpr int kBlockTokens = 16;
+constexpr int kWarps = 4;
+constexpr int kMaxRep = 8;  // q heads per kv head held in registers (Qwen3.5/3.6: 8)
+
+__device__ __forceinline__ int64_t kv_row(const int* bt, int p, int Hkv, int h, int D) {
+  return ((int64_t(bt[p / kBlockTokens]) * kBlockTokens + p % kBlockTokens) * Hkv + h) * D;
+}
+
+// One block per (token, head of q or k); D threads ≤ 256.
+__global__ void norm_rope_kernel(float* qg, int64_t ldq, const float* __restrict__ k, int64_t ldk, const float* __restrict__ v,
+                                 int64_t ldv, const float* __restrict__ q_norm, const float* __restrict__ k_norm,
+                                 const float* __restrict__ inv_freq, const int* __restrict__ pos,
+                                 const int* __restrict__ bt_off, const int* __restrict__ bt, __nv_bfloat16* k_pages,
+                                 __nv_bfloat16* v_pages, AttnDimsDev d) {
+  __shared__ float scratch[32];
+  __shared__ float x[256];
+  const int t = blockIdx.x, hh = blockIdx.y, i = threadIdx.x;
+  const bool is_q = hh < d.Hq;
+  const int h = is_q ? hh : hh - d.Hq;
+  float* src = is_q ? qg + int64_t(t) * ldq + int64_t(h) * 2 * d.D : nullptr;
+  const float val = is_q ? src[i] : k[int64_t(t) * ldk + int64_t(h) * d.D + i];
+  const float ss = block_sum(val * val, scratch);
+  const float y = val * rsqrtf(ss / float(d.D) + d.eps) * (1.f + (is_q ? q_norm[i] : k_norm[i]));
+  x[i] = y;
+  __syncthreads();
+  float o = y;
+  const int half = d.r / 2;
+  if (i < d.r) {
+    const int j = i < half ? i : i - half;
+    const float ang = float(pos[t]) * inv_freq[j];
+    const float cs = cosf(ang), sn = sinf(ang);
+    o = i < half ? x[i] * cs - x[i + half] * sn : x[i] * cs + x[i - half] * sn;
+  }
+  if (is_q) {
+    src[i] = o;
+  } else {
+    const int64_t row = kv_row(bt + bt_off[t], pos[t], d.Hkv, h, d.D);
+    k_pages[row + i] = __float2bfloat16_rn(o);
+    v_pages[row + i] = __float2bfloat16_rn(v[int64_t(t) * ldv + int64_t(h) * d.D + i]);
+  }
+}
+
+template <int D>
+__global__ void __launch_bounds__(kWarps * 32) attend_kernel(const float* __restrict__ qg, int64_t ldq, const int* __restrict__ pos,
+                                                             const int* __restrict__ bt_off, const int* __restrict__ bt,
+                                                             const __nv_bfloat16* __restrict__ k_pages,
+                                                             const __nv_bfloat16* __restrict__ v_pages, AttnDimsDev d,
+                                                             float* out, float* part) {
+  constexpr int DPL = D / 32;  // dims per lane
+  extern __shared__ float sm[];  // [kWarps][rep][D] o, then [kWarps][rep] m and l
+  const int t = blockIdx.x, hk = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int rep = d.Hq / d.Hkv, P = pos[t] + 1, ns = gridDim.z, z = blockIdx.z;
+  const int chunk = (P + ns - 1) / ns, kb = z * chunk, ke = min(P, kb + chunk);  // this block's keys
+  const int* btt = bt + bt_off[t];
+  const float scale = rsqrtf(float(D));
+  float q[kMaxRep][DPL], o[kMaxRep][DPL], m[kMaxRep], l[kMaxRep];
+#pragma unroll
+  for (int r = 0; r < kMaxRep; ++r) {
+    m[r] = -INFINITY;
+    l[r] = 0.f;
+#pragma unroll
+    for (int j = 0; j < DPL; ++j) {
+      q[r][j] = r < rep ? qg[int64_t(t) * ldq + int64_t(hk * rep + r) * 2 * D + lane * DPL + j] * scale : 0.f;
+      o[r][j] = 0.f;
+    }
+  }
+  for (int p = kb + warp; p < ke; p += kWarps) {
+    const int64_t row = kv_row(btt, p, d.Hkv, hk, D) + lane * DPL;
+    float kf[DPL], vf[DPL];
+#pragma unroll
+    for (int j = 0; j < DPL; ++j) kf[j] = __bfloat162float(k_pages[row + j]), vf[j] = __bfloat162float(v_pages[row + j]);
+#pragma unroll
+    for (int r = 0; r < kMaxRep; ++r) {
+      if (r >= rep) break;
+      float sc = 0.f;
+#pragma unroll
+      for (int j = 0; j < DPL; ++j) sc += q[r][j] * kf[j];
+      sc = warp_sum(sc);
+      const float mn = fmaxf(m[r], sc), corr = expf(m[r] - mn), e = expf(sc - mn);
+      l[r] = l[r] * corr + e;
+#pragma unroll
+      for (int j = 0; j < DPL; ++j) o[r][j] = o[r][j] * corr + e * vf[j];
+      m[r] = mn;
+    }
+  }
+  float* so = sm;
+  float* sml = sm + kWarps * rep * D;
+#pragma unroll
+  for (int r = 0; r < kMaxRep; ++r) {
+    if (r >= rep) break;
+#pragma unroll
+    for (int j = 0; j < DPL; ++j) so[(warp * rep + r) * D + lane * DPL + j] = o[r][j];
+    if (lane == 0) sml[(warp * rep + r) * 2] = m[r], sml[(warp * rep + r) * 2 + 1] = l[r];
+  }
+  __syncthreads();
+  // merge: thread handles (head r, dim i) pairs
+  for (int idx = threadIdx.x; idx < rep * D; idx += blockDim.x) {
+    const int r = idx / D, i = idx % D;
+    float M = -INFINITY;
+    for (int w = 0; w < kWarps; ++w) M = fmaxf(M, sml[(w * rep + r) * 2]);
+    float L = 0.f, acc = 0.f;
+    for (int w = 0; w < kWarps; ++w) {
+      const float mw = sml[(w * rep + r) * 2];
+      if (mw == -INFINITY) continue;  // a warp that saw no key
+      const float f = expf(mw - M);
+      L += sml[(w * rep + r) * 2 + 1] * f;
+      acc += so[(w * rep + r) * D + i] * f;
+    }
+    const int hq = hk * rep + r;
+    if (ns == 1) {
+      const float gate = qg[int64_t(t) * ldq + int64_t(hq) * 2 * D + D + i];
+      out[(int64_t(t) * d.Hq + hq) * D + i] = acc / L * (1.f / (1.f + expf(-gate)));
+    } else {  // partial result of this key split: unnormalized o, then its max and sum
+      float* pp = part + ((int64_t(t) * d.Hq + hq) * ns + z) * (D + 2);
+      pp[i] = acc;
+      if (i == 0) pp[D] = M, pp[D + 1] = L;
+    }
+  }
+}
+
+// Merges the key splits of attend_kernel: out = Σ_z e^{M_z − M} o_z / Σ_z e^{M_z − M} L_z, gated.
+template <int D>
+__global__ void attend_combine_kernel(const float* __restrict__ qg, int64_t ldq, const float* __restrict__ part, int ns,
+                                      AttnDimsDev d, float* out) {
+  const int t = blockIdx.x, hq = blockIdx.y, i = threadIdx.x;
+  const float* pp = part + (int64_t(t) * d.Hq + hq) * ns * (D + 2);
+  float M = -INFINITY;
+  for (int z = 0; z < ns; ++z) M = fmaxf(M, pp[z * (D + 2) + D]);
+  float L = 0.f, acc = 0.f;
+  for (int z = 0; z < ns; ++z) {
+    const float mz = pp[z * (D + 2) + D];
+    if (mz == -INFINITY) continue;  // a split with no key
+    const float f = expf(mz - M);
+    L += pp[z * (D + 2) + D + 1] * f;
+    acc += pp[z * (D + 2) + i] * f;
+  }
+  const float gate = qg[int64_t(t) * ldq + int64_t(hq) * 2 * D + D + i];
+  out[(int64_t(t) * d.Hq + hq) * D + i] = acc / L * (1.f / (1.f + expf(-gate)));
+}
+
+}  // namespace
+
+void qk_norm_rope_store(float* qg, int64_t ldq, const float* k, int64_t ldk, const float* v, int64_t ldv, const float* q_norm,
+                        const float* k_norm, const float* inv_freq, const int* pos, const int* bt_off, const int* bt,
+                        uint16_t* k_pages, uint16_t* v_pages, int64_t T, const AttnDimsDev& d, cudaStream_t st) {
+  HLWQ_CHECK(d.D % 32 == 0 && d.D <= 256 && d.r % 2 == 0 && d.r <= d.D, "qk_norm_rope_store: head_dim {} rotary {}",
+             d.D, d.r);
+  if (T == 0) return;
+  const dim3 grid(unsigned(T), unsigned(d.Hq + d.Hkv));
+  norm_rope_kernel<<<grid, d.D, 0, st>>>(qg, ldq, k, ldk, v, ldv, q_norm, k_norm, inv_freq, pos, bt_off, bt,
+                                         reinterpret_cast<__nv_bfloat16*>(k_pages),
+                                         reinterpret_cast<__nv_bfloat16*>(v_pages), d);
+  HLWQ_CUDA_LAUNCH_CHECK("qk_norm_rope_store {} tokens", T);
+}
+
+int64_t attend_splits(int64_t T, const AttnDimsDev& d, int sms) {
+  // split the keys when (tokens × kv heads) blocks would leave most SMs idle (decode), up to 32 splits
+  const int64_t blocks = T * d.Hkv;
+  return std::clamp<int64_t>((2 * int64_t(sms) + blocks - 1) / blocks, 1, 32);
+}
+
+int64_t attend_workspace_floats(int64_t T, const AttnDimsDev& d, int sms) {
+  const int64_t ns = attend_splits(T, d, sms);
+  return ns > 1 ? T * d.Hq * ns * (d.D + 2) : 0;
+}
+
+void attend(const float* qg, int64_t ldq, const int* pos, const int* bt_off, const int* bt, const uint16_t* k_pages,
+            const uint16_t* v_pages, int64_t T, const AttnDimsDev& d, float* out, float* ws, int64_t ws_floats,
+            cudaStream_t st) {
+  const int rep = d.Hkv > 0 ? d.Hq / d.Hkv : 0;
+  HLWQ_CHECK(d.Hkv > 0 && d.Hq % d.Hkv == 0 && rep <= kMaxRep, "attend: {} q heads over {} kv heads", d.Hq, d.Hkv);
+  if (T == 0) return;
+  int sms = 0;
+  HLWQ_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), "attend: SM count");
+  const int64_t ns = attend_splits(T, d, sms);
+  HLWQ_CHECK(ns == 1 || (ws && ws_floats >= attend_workspace_floats(T, d, sms)),
+             "attend: {} key splits need a workspace of {} floats, got {}", ns, attend_workspace_floats(T, d, sms),
+             ws_floats);
+  const dim3 grid(unsigned(T), unsigned(d.Hkv), unsigned(ns));
+  const size_t smem = size_t(kWarps * rep * (d.D + 2)) * sizeof(float);
+  auto kp = reinterpret_cast<const __nv_bfloat16*>(k_pages);
+  auto vp = reinterpret_cast<const __nv_bfloat16*>(v_pages);
+  const dim3 cgrid(unsigned(T), unsigned(d.Hq));
+  switch (d.D) {
+#define HLWQ_ATTEND_CASE(DD)                                                                                  \
+  case DD:                                                                                                    \
+    attend_kernel<DD><<<grid, kWarps * 32, smem, st>>>(qg, ldq, pos, bt_off, bt, kp, vp, d, out, ws);        \
+    HLWQ_CUDA_LAUNCH_CHECK("attend {} tokens, {} kv heads, D {}, {} splits", T, d.Hkv, d.D, ns);             \
+    if (ns > 1) {                                                                                             \
+      attend_combine_kernel<DD><<<cgrid, DD, 0, st>>>(qg, ldq, ws, int(ns), d, out);                          \
+      HLWQ_CUDA_LAUNCH_CHECK("attend combine {} tokens, {} splits", T, ns);                                   \
+    }                                                                                                         \
+    break;
+    HLWQ_ATTEND_CASE(64)
+    HLWQ_ATTEND_CASE(128)
+    HLWQ_ATTEND_CASE(256)
+#undef HLWQ_ATTEND_CASE
+    default: hlwq::fail("attend: head_dim {} (supported 64, 128, 256)", d.D);
+  }
+}
+
+}  // namespace hlwq::cuda

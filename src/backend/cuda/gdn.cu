@@ -1,0 +1,131 @@
+// Gated DeltaNet kernels (see gdn.cuh).
+// gdn_conv: one thread per (sequence, channel) walks that sequence's tokens with a sliding window of K inputs.
+// gdn_recurrent: one block per (sequence, value head, 32 columns of S), 64 threads; thread pair (2c, 2c+1) owns
+// column c of S [dk, dv], half the rows each, in registers for the whole token loop; per token: S ← e^g S;
+// u = β (v − Sᵀk); S += k uᵀ; o = Sᵀq. Then a second kernel applies the gated RMSNorm over each head's dv outputs.
+#include <cmath>
+
+#include "backend/cuda/block_reduce.cuh"
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/gdn.cuh"
+#include "backend/cuda/norm.cuh"
+
+namespace hlwq::cuda {
+namespace {
+
+constexpr int kMaxK = 8;        // conv width
+constexpr int kMaxHalfDk = 64;  // rows of S per thread (dk ≤ 128)
+constexpr int kColTile = 32;    // columns of S per block: 4 blocks per 128-wide head, so decode fills more SMs
+
+__device__ __forceinline__ float silu_f(float x) { return x / (1.f + expf(-x)); }
+__device__ __forceinline__ float softplus_f(float x) { return x > 20.f ? x : log1pf(expf(x)); }
+
+__global__ void conv_kernel(const float* __restrict__ proj, int64_t ldp, const GdnSeq* __restrict__ seqs,
+                            const float* __restrict__ conv_w, float* conv_state, int C, int K, float* act) {
+  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= C) return;
+  const GdnSeq s = seqs[blockIdx.y];
+  float* cs = conv_state + int64_t(s.slot) * (K - 1) * C;
+  float win[kMaxK], w[kMaxK];
+  for (int j = 0; j < K; ++j) w[j] = conv_w[int64_t(c) * K + j];
+  for (int j = 0; j < K - 1; ++j) win[j] = cs[int64_t(j) * C + c];
+  for (int i = 0; i < s.n; ++i) {
+    const int64_t t = s.t0 + i;
+    win[K - 1] = proj[t * ldp + c];
+    float acc = 0.f;
+    for (int j = 0; j < K; ++j) acc += w[j] * win[j];
+    act[t * C + c] = silu_f(acc);
+    for (int j = 0; j < K - 1; ++j) win[j] = win[j + 1];
+  }
+  for (int j = 0; j < K - 1; ++j) cs[int64_t(j) * C + c] = win[j];
+}
+
+__global__ void recurrent_kernel(const float* __restrict__ act, const float* __restrict__ z, int64_t ldz,
+                                 const float* __restrict__ ba, int64_t ldba, const float* __restrict__ A_log,
+                                 const float* __restrict__ dt_bias, const GdnSeq* __restrict__ seqs, float* S,
+                                 GdnDimsDev d, float* out) {
+  extern __shared__ float sm[];  // q [dk] | k [dk]
+  __shared__ float scratch[32];
+  float* qs = sm;
+  float* ks = sm + d.dk;
+  const int ntiles = (d.dv + kColTile - 1) / kColTile;
+  const int h = blockIdx.x / ntiles, tid = threadIdx.x, col = (blockIdx.x % ntiles) * kColTile + (tid >> 1),
+            half = tid & 1;
+  const GdnSeq sq = seqs[blockIdx.y];
+  const int rep = d.Hv / d.Hk, kh = h / rep, C = 2 * d.Hk * d.dk + d.Hv * d.dv, hd = d.dk / 2, a0 = half * hd;
+  const bool active = col < d.dv;
+  float* Sh = S + (int64_t(sq.slot) * d.Hv + h) * d.dk * d.dv;
+  float s[kMaxHalfDk];
+#pragma unroll
+  for (int i = 0; i < kMaxHalfDk; ++i) s[i] = (active && i < hd) ? Sh[int64_t(a0 + i) * d.dv + col] : 0.f;
+  const float qscale = rsqrtf(float(d.dk)), A = -expf(A_log[h]);
+  for (int i = 0; i < sq.n; ++i) {
+    const int64_t t = sq.t0 + i;
+    const float* row = act + t * C;
+    // q, k of key head kh, L2-normalized
+    float sqq = 0.f, skk = 0.f;
+    for (int j = tid; j < d.dk; j += blockDim.x) {
+      const float qv = row[kh * d.dk + j], kv = row[d.Hk * d.dk + kh * d.dk + j];
+      qs[j] = qv;
+      ks[j] = kv;
+      sqq += qv * qv;
+      skk += kv * kv;
+    }
+    sqq = block_sum(sqq, scratch);  // its barriers also publish qs/ks
+    skk = block_sum(skk, scratch);
+    const float rq = qscale * rsqrtf(sqq + 1e-6f), rk = rsqrtf(skk + 1e-6f);
+    const float beta = 1.f / (1.f + expf(-ba[t * ldba + h]));
+    const float g = A * softplus_f(ba[t * ldba + d.Hv + h] + dt_bias[h]);
+    const float decay = expf(g);
+    const float v = active ? row[2 * d.Hk * d.dk + h * d.dv + col] : 0.f;
+    float kS = 0.f;
+#pragma unroll
+    for (int a = 0; a < kMaxHalfDk; ++a)
+      if (a < hd) {
+        s[a] *= decay;
+        kS += ks[a0 + a] * s[a];
+      }
+    kS = (kS + __shfl_xor_sync(0xffffffffu, kS, 1)) * rk;
+    const float u = beta * (v - kS);
+    float o = 0.f;
+#pragma unroll
+    for (int a = 0; a < kMaxHalfDk; ++a)
+      if (a < hd) {
+        s[a] += ks[a0 + a] * rk * u;
+        o += qs[a0 + a] * s[a];
+      }
+    o = (o + __shfl_xor_sync(0xffffffffu, o, 1)) * rq;
+    if (active && half == 0) out[t * int64_t(d.Hv) * d.dv + int64_t(h) * d.dv + col] = o;
+  }
+#pragma unroll
+  for (int i = 0; i < kMaxHalfDk; ++i)
+    if (active && i < hd) Sh[int64_t(a0 + i) * d.dv + col] = s[i];
+}
+
+}  // namespace
+
+void gdn_conv(const float* proj, int64_t ldp, const GdnSeq* seqs, int n_seq, const float* conv_w, float* conv_state,
+              const GdnDimsDev& d, float* act, cudaStream_t st) {
+  HLWQ_CHECK(d.K >= 2 && d.K <= kMaxK, "gdn_conv: conv width {} outside [2, {}]", d.K, kMaxK);
+  if (n_seq == 0) return;
+  const dim3 grid(unsigned((d.C() + 127) / 128), unsigned(n_seq));
+  conv_kernel<<<grid, 128, 0, st>>>(proj, ldp, seqs, conv_w, conv_state, d.C(), d.K, act);
+  HLWQ_CUDA_LAUNCH_CHECK("gdn_conv {} channels, {} sequences", d.C(), n_seq);
+}
+
+void gdn_recurrent(const float* act, const float* z, int64_t ldz, const float* ba, int64_t ldba, const float* A_log,
+                   const float* dt_bias, const float* norm_w, const GdnSeq* seqs, int n_seq, float* S,
+                   const GdnDimsDev& d, int64_t T, float* out, cudaStream_t st) {
+  HLWQ_CHECK(d.dk % 2 == 0 && d.dk <= 2 * kMaxHalfDk && d.dv <= 512 && d.Hv % d.Hk == 0,
+             "gdn_recurrent: dk {} dv {} Hk {} Hv {} unsupported (dk even ≤ 128, dv ≤ 512)", d.dk, d.dv, d.Hk, d.Hv);
+  if (n_seq == 0) return;
+  const int ntiles = (d.dv + kColTile - 1) / kColTile;
+  const dim3 grid(unsigned(d.Hv * ntiles), unsigned(n_seq));
+  recurrent_kernel<<<grid, 2 * kColTile, size_t(2 * d.dk) * sizeof(float), st>>>(act, z, ldz, ba, ldba, A_log, dt_bias,
+                                                                                 seqs, S, d, out);
+  HLWQ_CUDA_LAUNCH_CHECK("gdn_recurrent {} heads, {} sequences", d.Hv, n_seq);
+  // the gated RMSNorm over each (token, head): one row of dv per head, gate z at z + t·ldz + h·dv
+  rmsnorm_gated(out, z, ldz, norm_w, T, d.Hv, d.dv, d.eps, st);
+}
+
+}  // namespace hlwq::cuda

@@ -1,0 +1,38 @@
+// Gated DeltaNet mixer core on the device (SPEC §5 steps 2–6, without the projections, which are GEMMs):
+// causal depthwise conv with its saved state + SiLU, per-head L2 norm of q and k (q · dk^-0.5), β = sigmoid(b),
+// g = −exp(A_log)·softplus(a + dt_bias), the delta-rule recurrence on the saved fp32 state, and the gated
+// RMSNorm of the output. Prefill runs the same token recurrence (a token loop inside one launch per layer; the
+// chunked WY form is not ported yet), so any split of a sequence gives the same state.
+// Sequences of a batch: seq i owns tokens [t0, t0 + n) of the batch and state slot `slot`.
+// Dimension legend: T tokens, Hk/Hv key/value heads, dk/dv head dims, C = 2·Hk·dk + Hv·dv, K conv width.
+#pragma once
+#include <cstdint>
+
+#include <cuda_runtime_api.h>
+
+namespace hlwq::cuda {
+
+struct GdnSeq {
+  int t0, n, slot;
+};
+
+struct GdnDimsDev {
+  int Hk, Hv, dk, dv, K;
+  float eps;
+  int C() const { return 2 * Hk * dk + Hv * dv; }
+};
+
+// act [T, C] = silu(conv(x)) for x = proj [T, ·] columns [0, C) (row stride ldp); conv_w fp32 [C, K];
+// conv_state fp32 [slots, K-1, C] (oldest first) read and advanced. seqs: device array [n_seq].
+void gdn_conv(const float* proj, int64_t ldp, const GdnSeq* seqs, int n_seq, const float* conv_w, float* conv_state,
+              const GdnDimsDev& d, float* act, cudaStream_t st);
+
+// out [T, Hv·dv] = gated-normed delta-rule output. act [T, C] (q | k | v after conv), z [T, ·] at column 0 with
+// row stride ldz, ba [T, ·] with b at columns [0, Hv) and a at [Hv, 2Hv), row stride ldba; A_log, dt_bias [Hv];
+// norm_w [dv]; S fp32 [slots, Hv, dk, dv] read and advanced. Needs dk ≤ 128 (even), dv ≤ 512.
+// T: tokens of the batch (rows of act/z/out).
+void gdn_recurrent(const float* act, const float* z, int64_t ldz, const float* ba, int64_t ldba, const float* A_log,
+                   const float* dt_bias, const float* norm_w, const GdnSeq* seqs, int n_seq, float* S,
+                   const GdnDimsDev& d, int64_t T, float* out, cudaStream_t st);
+
+}  // namespace hlwq::cuda

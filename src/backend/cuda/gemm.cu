@@ -1,0 +1,367 @@
+// Tensor-core GEMM over fragment-ordered weights (see gemm.cuh, weight_pack.h).
+// Block: 8 warps over one token tile (8·NT slots) and a grid-stride sequence of row groups (below). INT4 weights
+// are widened exactly: a nibble u
+// OR 0x4300 is the bf16 number 128 + u, minus 136 gives q = u − 8; the group's scale multiplies the fp32 partial
+// sum of its 128 columns, so the only rounding besides fp32 accumulation is bf16 activations.
+#include <cuda_bf16.h>
+
+#include <algorithm>
+
+#include "backend/cuda/gemm.cuh"
+
+namespace hlwq::cuda {
+namespace {
+
+constexpr int kWarps = 8;
+#ifndef HLWQ_GEMM_INFLIGHT
+#define HLWQ_GEMM_INFLIGHT 16  // uint4 of weights per lane in flight (an experiment knob of the benchmark build)
+#define HLWQ_GEMM_MINBLOCKS 2
+#endif
+constexpr int kInFlight = HLWQ_GEMM_INFLIGHT, kMinBlocks = HLWQ_GEMM_MINBLOCKS;
+enum Epi : int { kStore = 0, kWeighted = 1, kSwiglu = 2 };
+
+struct KParams {
+  const uint32_t* q0;  // dense mode: the matrix
+  const float* s0;
+  const uint32_t* const* qarr;  // grouped mode: per-matrix pointers, chosen by tile_mat
+  const float* const* sarr;
+  const int* tile_mat;  // grouped: [gridDim.y]; null = dense
+  int ku;               // in_pad / 128
+  const uint32_t* x;    // xfrag
+  int n_slots;          // slots that have an output row
+  int out;              // valid output rows of W (swiglu: features of h = out / 2)
+  float* y;
+  int64_t ldy;
+  const float* slot_w;
+  __nv_bfloat16* h;  // swiglu output xfrag, viewed as bf16
+  int h_in_pad;
+  int n_groups;  // row groups of the matrix (set by launch)
+  int split;     // warps per group (set by launch)
+  int x_smem;    // activations staged in shared memory (set by launch)
+};
+
+__device__ __forceinline__ void mma_bf16(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                         uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// The nibbles at bits 0 and 16 of w as a bf16 pair of q = u − 8 (exact).
+__device__ __forceinline__ uint32_t dq2(uint32_t w) {
+  uint32_t v = (w & 0x000F000Fu) | 0x43004300u;
+  __nv_bfloat162 h = *reinterpret_cast<__nv_bfloat162*>(&v);
+  h = __hsub2(h, __float2bfloat162_rn(136.f));
+  return *reinterpret_cast<uint32_t*>(&h);
+}
+
+__device__ __forceinline__ float silu_f(float x) { return x / (1.f + expf(-x)); }
+
+// bf16 element index of (slot n, column k) in an xfrag buffer of in_pad columns.
+__device__ __forceinline__ int64_t xfrag_elem(int64_t n, int64_t k, int in_pad) {
+  const int64_t tile = n >> 3, gg = n & 7, s = k >> 4, kk = k & 15;
+  const int64_t word = ((tile * (in_pad / 32) + (s >> 1)) * 32 + gg * 4 + ((kk & 7) >> 1)) * 4 + (s & 1) * 2 + (kk >> 3);
+  return word * 2 + (kk & 1);
+}
+
+// A "group" is RT row tiles (2 for SwiGLU: a gate tile and its up tile side by side). S warps of a block share one
+// group and split its k-units (S = 8, 4, 2 or 1, chosen per launch so the grid holds enough warps); the block's
+// 8 / S groups advance together over the matrix (a persistent grid-stride loop). Each warp first issues the
+// weight loads of up to kU of its k-units (16 uint4 per lane in flight), then computes them. Activations come
+// from shared memory when S < 8 (staged once per block: each warp then reads all of them for every group) and
+// straight from L2 otherwise (each warp reads only its k-units once).
+template <bool kInt4, int NT, int RT, int kEpi>
+__global__ void __launch_bounds__(kWarps * 32, kMinBlocks) gemm_kernel(KParams p) {
+  constexpr int kWpu = kInt4 ? 2 : 8;  // uint4 per lane per row tile per k-unit
+  constexpr int kU = kInFlight / (kWpu * RT) > 0 ? kInFlight / (kWpu * RT) : 1;  // k-units in flight per warp
+  extern __shared__ uint4 xs[];                                       // [NT·ku·128] staged activations
+  __shared__ float red[kWarps][RT * NT * 4][32];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
+  const int by = blockIdx.y;
+  const uint32_t* q = p.q0;
+  const float* s = p.s0;
+  if (p.tile_mat) {
+    const int m = p.tile_mat[by];
+    if (m < 0) return;  // whole block leaves together: no barrier is skipped by part of it
+    q = p.qarr[m];
+    if (kInt4) s = p.sarr[m];
+  }
+  const int ku = p.ku, S = p.split, G = kWarps / S, ks = warp % S, gl = warp / S;
+  const uint4* X = reinterpret_cast<const uint4*>(p.x) + int64_t(by) * NT * ku * 4 * 32;
+  if (p.x_smem) {
+    for (int i = threadIdx.x; i < NT * ku * 128; i += blockDim.x) xs[i] = __ldg(X + i);
+    __syncthreads();
+    X = xs;
+  }
+  const uint4* W = reinterpret_cast<const uint4*>(q);
+
+  for (int base = blockIdx.x * G; base < p.n_groups; base += gridDim.x * G) {
+    const int grp = base + gl;
+    const bool live = grp < p.n_groups;
+    float acc[RT][NT][4] = {};
+    if (live) {
+      for (int u0 = ks; u0 < ku; u0 += S * kU) {
+        uint4 wa[kU][RT][kWpu];
+        float2 sc[kU][RT];
+#pragma unroll
+        for (int j = 0; j < kU; ++j) {
+          const int u = u0 + j * S;
+          if (u >= ku) break;
+#pragma unroll
+          for (int r = 0; r < RT; ++r) {
+            const int64_t rt = int64_t(RT) * grp + r;
+#pragma unroll
+            for (int hh = 0; hh < kWpu; ++hh) wa[j][r][hh] = __ldg(W + ((rt * kWpu * ku + kWpu * u + hh) * 32 + lane));
+            if constexpr (kInt4) sc[j][r] = __ldg(reinterpret_cast<const float2*>(s) + ((rt * ku + u) * 8 + g));
+          }
+        }
+#pragma unroll
+        for (int j = 0; j < kU; ++j) {
+          const int u = u0 + j * S;
+          if (u >= ku) break;
+          uint4 xa[NT][4];  // [n8 tile][step pair] this unit's B fragments
+#pragma unroll
+          for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+            for (int jj = 0; jj < 4; ++jj) {
+              const int64_t xi = int64_t(nt) * ku * 128 + (u * 4 + jj) * 32 + lane;
+              xa[nt][jj] = p.x_smem ? X[xi] : __ldg(X + xi);  // the read-only path when X is global
+            }
+#pragma unroll
+          for (int r = 0; r < RT; ++r) {
+            if constexpr (kInt4) {
+              float part[NT][4] = {};
+#pragma unroll
+              for (int hh = 0; hh < 2; ++hh)
+#pragma unroll
+                for (int jj = 0; jj < 4; ++jj) {
+                  const uint32_t w = (&wa[j][r][hh].x)[jj];
+                  const uint32_t a0 = dq2(w), a1 = dq2(w >> 4), a2 = dq2(w >> 8), a3 = dq2(w >> 12);
+                  const int st = hh * 4 + jj;
+#pragma unroll
+                  for (int nt = 0; nt < NT; ++nt) {
+                    const uint4& b = xa[nt][st >> 1];
+                    if (st & 1) mma_bf16(part[nt], a0, a1, a2, a3, b.z, b.w);
+                    else mma_bf16(part[nt], a0, a1, a2, a3, b.x, b.y);
+                  }
+                }
+#pragma unroll
+              for (int nt = 0; nt < NT; ++nt) {
+                acc[r][nt][0] += part[nt][0] * sc[j][r].x;
+                acc[r][nt][1] += part[nt][1] * sc[j][r].x;
+                acc[r][nt][2] += part[nt][2] * sc[j][r].y;
+                acc[r][nt][3] += part[nt][3] * sc[j][r].y;
+              }
+            } else {
+#pragma unroll
+              for (int st = 0; st < 8; ++st)
+#pragma unroll
+                for (int nt = 0; nt < NT; ++nt) {
+                  const uint4& b = xa[nt][st >> 1];
+                  const uint4& a = wa[j][r][st];
+                  if (st & 1) mma_bf16(acc[r][nt], a.x, a.y, a.z, a.w, b.z, b.w);
+                  else mma_bf16(acc[r][nt], a.x, a.y, a.z, a.w, b.x, b.y);
+                }
+            }
+          }
+        }
+      }
+    }
+
+    float* a = &acc[0][0][0];
+    if (S > 1) {  // split-k reduction: the S warps of a group hand their sums to its first warp (S is block-uniform)
+#pragma unroll
+      for (int i = 0; i < RT * NT * 4; ++i) red[warp][i][lane] = a[i];
+      __syncthreads();
+      if (ks == 0)
+#pragma unroll
+        for (int i = 0; i < RT * NT * 4; ++i)
+          for (int w = 1; w < S; ++w) a[i] += red[warp + w][i][lane];
+      __syncthreads();  // red is written again by the next iteration
+    }
+    if (!live || ks != 0) continue;
+
+    // C fragment: acc[r][nt][i] is (row tile RT·grp+r, row g + 8·(i/2)), slot 8·(by·NT+nt) + 2c + i%2
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int64_t slot = int64_t(by * NT + nt) * 8 + 2 * c + (i & 1);
+        if constexpr (kEpi == kSwiglu) {
+          static_assert(RT == 2, "SwiGLU pairs a gate tile with an up tile");
+          const int64_t f = int64_t(grp) * 16 + g + 8 * (i >> 1);
+          const float hv = silu_f(acc[0][nt][i]) * acc[RT - 1][nt][i];
+          p.h[xfrag_elem(slot, f, p.h_in_pad)] = __float2bfloat16_rn(hv);
+        } else {
+          if (slot >= p.n_slots) continue;
+#pragma unroll
+          for (int r = 0; r < RT; ++r) {
+            const int64_t row = int64_t(RT * grp + r) * 16 + g + 8 * (i >> 1);
+            if (row >= p.out) continue;
+            float v = acc[r][nt][i];
+            if constexpr (kEpi == kWeighted) v *= p.slot_w[slot];
+            p.y[slot * p.ldy + row] = v;
+          }
+        }
+      }
+  }
+}
+
+template <bool kInt4, int NT, int RT, int kEpi>
+void launch_rt(KParams kp, int64_t out_pad, int64_t tiles, cudaStream_t st, const char* what) {
+  int sms = 0;
+  HLWQ_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), "{} gemm: SM count", what);
+  kp.n_groups = int(out_pad / (16 * RT));
+  // One load round per warp (split ≥ k-units / kU), then split k further until the grid holds ≥ 16 warps per SM.
+  // Measured (BENCHMARKS.md, bench/cuda/NOTES.md): stopping at one round per warp, which puts a whole mid-size
+  // matrix in flight in one wave of blocks, was slower (2048→512: 6.5 µs against 3.6; 4096→2048: 8.7 against 5.4).
+  constexpr int kWpu = kInt4 ? 2 : 8, kU = kInFlight / (kWpu * RT) > 0 ? kInFlight / (kWpu * RT) : 1;
+  kp.split = 1;
+  while (kp.split < kWarps && kp.split * kU < kp.ku) kp.split *= 2;
+  while (kp.split < kWarps && kp.split * 2 <= kp.ku && int64_t(kp.n_groups) * kp.split * tiles < int64_t(sms) * 16)
+    kp.split *= 2;
+  const int G = kWarps / kp.split;
+  const int64_t need = (kp.n_groups + G - 1) / G;
+  const int64_t cap = std::max<int64_t>(1, (int64_t(sms) * 4 + tiles - 1) / tiles);
+  const size_t xbytes = size_t(NT) * size_t(kp.ku) * 128 * sizeof(uint4);
+  kp.x_smem = kp.split < kWarps && xbytes <= size_t(96) << 10;
+  const size_t smem = kp.x_smem ? xbytes : 0;
+  auto kern = gemm_kernel<kInt4, NT, RT, kEpi>;
+  if (smem > (size_t(48) << 10))
+    HLWQ_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)),
+                    "{} gemm: {} bytes of shared memory", what, smem);
+  const dim3 grid(unsigned(std::min(need, cap)), unsigned(tiles));
+  kern<<<grid, kWarps * 32, smem, st>>>(kp);
+  HLWQ_CUDA_LAUNCH_CHECK("{} gemm grid {}x{} split {}", what, grid.x, grid.y, kp.split);
+}
+
+// RT = 2 for SwiGLU (gate and up side by side) and for tall dense matrices at ≤ 8 tokens (the lm_head: two row
+// tiles share each activation load, halving the activation traffic); 1 otherwise (more blocks for short ones).
+template <bool kInt4, int NT, int kEpi>
+void launch(const KParams& kp, int64_t out_pad, int64_t tiles, cudaStream_t st, const char* what) {
+  if constexpr (kEpi == kSwiglu) launch_rt<kInt4, NT, 2, kEpi>(kp, out_pad, tiles, st, what);
+  else if constexpr (kEpi == kStore && NT == 1) {  // NT = 2 with RT = 2 would spill registers
+    if (out_pad / 16 >= 4096) launch_rt<kInt4, NT, 2, kEpi>(kp, out_pad, tiles, st, what);
+    else launch_rt<kInt4, NT, 1, kEpi>(kp, out_pad, tiles, st, what);
+  } else {
+    launch_rt<kInt4, NT, 1, kEpi>(kp, out_pad, tiles, st, what);
+  }
+}
+
+__global__ void pack_kernel(const float* __restrict__ x, int64_t ldx, int64_t n_rows, int64_t in,
+                            const int* __restrict__ slot_tok, int64_t n_slots, int in_pad, uint32_t* __restrict__ out) {
+  const int64_t pairs = in_pad / 2, i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n_slots * pairs) return;
+  const int64_t slot = i / pairs, k = (i % pairs) * 2;
+  const int64_t row = slot_tok ? slot_tok[slot] : slot;
+  float v0 = 0.f, v1 = 0.f;
+  if (row >= 0 && row < n_rows) {
+    if (k < in) v0 = x[row * ldx + k];
+    if (k + 1 < in) v1 = x[row * ldx + k + 1];
+  }
+  __nv_bfloat162 h = __floats2bfloat162_rn(v0, v1);
+  out[xfrag_elem(slot, k, in_pad) / 2] = *reinterpret_cast<uint32_t*>(&h);
+}
+
+}  // namespace
+
+PackedLinear upload_packed(const PackedLinearHost& h, const char* what) {
+  PackedLinear d;
+  d.format = h.format;
+  d.out = h.out;
+  d.in = h.in;
+  d.out_pad = h.out_pad;
+  d.in_pad = h.in_pad;
+  d.q = DeviceBuffer<uint32_t>(h.q, std::string(what) + " weights");
+  d.scale = DeviceBuffer<float>(h.scale, std::string(what) + " scales");
+  return d;
+}
+
+void pack_activations(const float* x, int64_t ldx, int64_t n_rows, int64_t in, const int* slot_tok, int64_t n_slots,
+                      int64_t in_pad, uint32_t* xfrag, cudaStream_t st) {
+  HLWQ_CHECK(in_pad % 128 == 0 && in <= in_pad, "pack_activations: in {} in_pad {}", in, in_pad);
+  const int64_t slots = (n_slots + 15) / 16 * 16;  // the 16-slot tiles of gemm() read whole tiles
+  const int64_t n = slots * in_pad / 2;
+  if (n == 0) return;
+  pack_kernel<<<unsigned((n + 255) / 256), 256, 0, st>>>(x, ldx, n_rows, in, slot_tok, slots, int(in_pad), xfrag);
+  HLWQ_CUDA_LAUNCH_CHECK("pack_activations {} slots x {}", slots, in);
+}
+
+void gemm(const PackedLinear& w, const uint32_t* xfrag, int64_t T, float* y, int64_t ldy, cudaStream_t st) {
+  if (T == 0) return;
+  KParams kp{};
+  kp.q0 = w.q.get();
+  kp.s0 = w.scale.get();
+  kp.ku = int(w.in_pad / 128);
+  kp.x = xfrag;
+  kp.n_slots = int(T);
+  kp.out = int(w.out);
+  kp.y = y;
+  kp.ldy = ldy;
+  const bool i4 = w.format == PackedFormat::int4;
+  if (T <= 8) {
+    if (i4) launch<true, 1, kStore>(kp, w.out_pad, 1, st, "int4");
+    else launch<false, 1, kStore>(kp, w.out_pad, 1, st, "bf16");
+  } else {
+    const int64_t tiles = (T + 15) / 16;
+    if (i4) launch<true, 2, kStore>(kp, w.out_pad, tiles, st, "int4");
+    else launch<false, 2, kStore>(kp, w.out_pad, tiles, st, "bf16");
+  }
+}
+
+GroupedLinear make_grouped(const std::vector<const PackedLinear*>& mats, const char* what) {
+  HLWQ_CHECK(!mats.empty(), "{}: no matrices", what);
+  GroupedLinear g;
+  const PackedLinear& m0 = *mats[0];
+  g.format = m0.format;
+  g.out = m0.out;
+  g.in = m0.in;
+  g.out_pad = m0.out_pad;
+  g.in_pad = m0.in_pad;
+  g.n = int64_t(mats.size());
+  std::vector<const uint32_t*> qp;
+  std::vector<const float*> sp;
+  for (const PackedLinear* m : mats) {
+    HLWQ_CHECK(m->format == m0.format && m->out == m0.out && m->in == m0.in, "{}: matrix [{}, {}] differs from [{}, {}]",
+               what, m->out, m->in, m0.out, m0.in);
+    qp.push_back(m->q.get());
+    sp.push_back(m->scale.get());
+  }
+  g.q = DeviceBuffer<const uint32_t*>(qp, std::string(what) + " pointers");
+  g.scale = DeviceBuffer<const float*>(sp, std::string(what) + " scale pointers");
+  return g;
+}
+
+void gemm_grouped(const GroupedLinear& w, GroupedEpilogue epi, const uint32_t* xfrag, const int* tile_mat,
+                  int64_t max_tiles, uint32_t* h_xfrag, int64_t h_in_pad, float* y, int64_t ldy, const float* slot_w,
+                  cudaStream_t st) {
+  if (max_tiles == 0) return;
+  KParams kp{};
+  kp.qarr = w.q.get();
+  kp.sarr = w.scale.get();
+  kp.tile_mat = tile_mat;
+  kp.ku = int(w.in_pad / 128);
+  kp.x = xfrag;
+  kp.n_slots = int(max_tiles * 8);
+  kp.out = int(w.out);
+  kp.y = y;
+  kp.ldy = ldy;
+  kp.slot_w = slot_w;
+  kp.h = reinterpret_cast<__nv_bfloat16*>(h_xfrag);
+  kp.h_in_pad = int(h_in_pad);
+  const bool i4 = w.format == PackedFormat::int4;
+  if (epi == GroupedEpilogue::swiglu) {
+    HLWQ_CHECK(h_xfrag && w.out % 2 == 0 && (w.out / 2 + 15) / 16 * 16 <= h_in_pad,
+               "gemm_grouped swiglu: {} gate_up rows, h columns {}", w.out, h_in_pad);
+    if (i4) launch<true, 1, kSwiglu>(kp, w.out_pad, max_tiles, st, "int4 gate_up");
+    else launch<false, 1, kSwiglu>(kp, w.out_pad, max_tiles, st, "bf16 gate_up");
+  } else {
+    HLWQ_CHECK(y && slot_w, "gemm_grouped weighted: null output or weights");
+    if (i4) launch<true, 1, kWeighted>(kp, w.out_pad, max_tiles, st, "int4 down");
+    else launch<false, 1, kWeighted>(kp, w.out_pad, max_tiles, st, "bf16 down");
+  }
+}
+
+}  // namespace hlwq::cuda

@@ -1,0 +1,41 @@
+// A whole MoE block on the device (SPEC §5) in 7 launches whatever the batch: pack xn → router+shared-gate GEMM
+// (one bf16 matrix [E + 1, H]) → route (moe_route.cuh) → gather xn into expert slots → grouped gate_up with SiLU·up
+// (all selected experts and the shared expert in one launch) → grouped down, scaled by the routing weight →
+// combine per token (optionally added onto the residual stream).
+// Expert weights are INT4 (u4b8_g128 checkpoints) or bf16 (dense checkpoints), all resident; the shared expert
+// must have the routed experts' width (true of Qwen3.5/3.6: 512 = 512).
+// Dimension legend: T tokens, H hidden, E experts, k active, I expert width, M = E + 1 matrices.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "backend/cuda/gemm.cuh"
+#include "backend/cuda/moe_route.cuh"
+#include "model/weights.h"
+
+namespace hlwq::cuda {
+
+struct MoeLayerDev {
+  int64_t H = 0, E = 0, k = 0, I = 0;
+  bool has_shared = false;
+  PackedLinear router;                      // bf16 [E (+1 shared gate), H]
+  std::vector<PackedLinear> gate_up, down;  // [M] (pack_gate_up / pack_linear)
+  GroupedLinear gu, dn;
+  int64_t expert_bytes() const;             // bytes of one routed expert (gate_up + down, packed)
+};
+MoeLayerDev upload_moe(const MoeWeights& w, int64_t n_active);
+
+// Scratch for up to max_T tokens.
+struct MoeWorkspace {
+  int64_t max_T = 0, max_tiles = 0;
+  DeviceBuffer<uint32_t> x_tok, x_slot, h;  // xfrag: xn by token, xn by slot, SiLU(gate)·up by slot
+  DeviceBuffer<float> logits, y, slot_w, topk_w;
+  DeviceBuffer<int> topk_ids, slot_tok, tile_mat, tok_slot;
+};
+MoeWorkspace make_moe_workspace(const MoeLayerDev& L, int64_t max_T);
+
+// out [T, H] (+)= moe(xn [T, H]).
+void moe_forward(const MoeLayerDev& L, MoeWorkspace& ws, const float* xn, int64_t T, float* out, bool accumulate,
+                 cudaStream_t st);
+
+}  // namespace hlwq::cuda

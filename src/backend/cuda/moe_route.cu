@@ -1,0 +1,183 @@
+// Router + slot plan (see moe_route.cuh). One block of 1024 threads does it all: decode has ≤ 16 tokens and a
+// prefill's routing is small next to its GEMMs, and a single block needs no grid-wide barrier between
+// counting, the tile scan and the slot fill. Slots within a matrix are taken with atomics, so their order varies
+// between runs; no result depends on it (each slot is a separate GEMM column, and moe_combine sums a token's
+// slots in its own top-k order).
+#include <cmath>
+
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/moe_route.cuh"
+
+namespace hlwq::cuda {
+namespace {
+
+constexpr int kThreads = 1024;
+constexpr int kMaxExperts = 512;  // 16 per lane (Qwen3-Next has 512)
+
+template <int kMaxPerLane>  // experts per lane: 8 (E ≤ 256) or 16 (E ≤ 512); fewer means a shorter per-lane sort
+__global__ void __launch_bounds__(kThreads) route_kernel(const float* __restrict__ logits, int64_t ld, int T, int E,
+                                                          int k, bool has_shared, MoePlan p, int max_tiles) {
+  extern __shared__ int sm[];
+  const int M = E + (has_shared ? 1 : 0), A = k + (has_shared ? 1 : 0);
+  int* count = sm;              // [M]
+  int* fill = sm + M;           // [M]
+  int* tile_off = sm + 2 * M;   // [M + 1]
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, nw = blockDim.x >> 5;
+  for (int i = tid; i < M; i += blockDim.x) count[i] = fill[i] = 0;
+  for (int i = tid; i < max_tiles * 8; i += blockDim.x) p.slot_tok[i] = -1, p.slot_w[i] = 0.f;
+  for (int i = tid; i < max_tiles; i += blockDim.x) p.tile_mat[i] = -1;
+  __syncthreads();
+
+  // 1. softmax + top-k, one warp per token; lane holds experts lane, lane + 32, ... Each lane sorts its own
+  // candidates once (key = p, NaN → −inf, then lower index), so a choice costs one warp argmax over the lanes'
+  // heads, and the winner shifts its list. A key of −inf means p was NaN (p = 0 would have key 0).
+  for (int t = warp; t < T; t += nw) {
+    const float* l = logits + int64_t(t) * ld;
+    float key[kMaxPerLane];
+    int idx[kMaxPerLane];
+    float m = -INFINITY;
+#pragma unroll
+    for (int i = 0; i < kMaxPerLane; ++i) {
+      const int e = lane + 32 * i;
+      float x = e < E ? l[e] : -INFINITY;
+      if (isnan(x)) x = -INFINITY;
+      key[i] = x;
+      idx[i] = e < E ? e : 0x7fffffff;
+      m = fmaxf(m, x);
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+    float s = 0.f;
+#pragma unroll
+    for (int i = 0; i < kMaxPerLane; ++i) {
+      key[i] = idx[i] < E ? expf(key[i] - m) : 0.f;  // NaN when every logit is −inf
+      s += idx[i] < E ? key[i] : 0.f;
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+#pragma unroll
+    for (int i = 0; i < kMaxPerLane; ++i) {
+      const float pk = key[i] / s;
+      key[i] = (idx[i] < E && !isnan(pk)) ? pk : -INFINITY;
+    }
+    // odd-even transposition sort of the lane's list: descending key, then ascending index
+#pragma unroll
+    for (int round = 0; round < kMaxPerLane; ++round)
+#pragma unroll
+      for (int i = round & 1; i + 1 < kMaxPerLane; i += 2) {
+        const bool swap = key[i + 1] > key[i] || (key[i + 1] == key[i] && idx[i + 1] < idx[i]);
+        if (swap) {
+          const float tk = key[i];
+          key[i] = key[i + 1], key[i + 1] = tk;
+          const int ti = idx[i];
+          idx[i] = idx[i + 1], idx[i + 1] = ti;
+        }
+      }
+    int my_id = 0;  // lane j keeps the j-th choice
+    float my_p = 0.f;
+    for (int j = 0; j < k; ++j) {
+      float bk = key[0];
+      int bi = idx[0];
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) {
+        const float ok = __shfl_xor_sync(0xffffffffu, bk, o);
+        const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+        if (ok > bk || (ok == bk && oi < bi)) bk = ok, bi = oi;
+      }
+      if (idx[0] == bi) {  // this lane's head was chosen: shift its list
+#pragma unroll
+        for (int i = 0; i + 1 < kMaxPerLane; ++i) key[i] = key[i + 1], idx[i] = idx[i + 1];
+        key[kMaxPerLane - 1] = -INFINITY;
+        idx[kMaxPerLane - 1] = 0x7fffffff;
+      }
+      const float pb = bk == -INFINITY ? NAN : bk;  // the CPU keeps the NaN probability as the weight
+      if (j < 32 && lane == j) my_id = bi, my_p = pb;
+      if (j >= 32 && lane == 0) p.topk_ids[t * k + j] = bi, p.topk_w[t * k + j] = pb;  // no model has k > 32
+    }
+    // Σ of the chosen probabilities in choice order, as the CPU adds them
+    float sel = 0.f;
+    for (int j = 0; j < k; ++j) sel += j < 32 ? __shfl_sync(0xffffffffu, my_p, j) : p.topk_w[t * k + j];
+    __syncwarp();
+    if (lane < k) {
+      p.topk_ids[t * k + lane] = my_id;
+      p.topk_w[t * k + lane] = my_p / sel;
+      atomicAdd(&count[my_id], 1);
+    }
+    for (int j = 32 + lane; j < k; j += 32) {
+      p.topk_w[t * k + j] /= sel;
+      atomicAdd(&count[p.topk_ids[t * k + j]], 1);
+    }
+    if (has_shared && lane == 0) atomicAdd(&count[E], 1);
+  }
+  __syncthreads();
+
+  // 2. tiles per matrix, exclusive scan: tile_off[m + 1] = Σ_{m' ≤ m} ⌈count / 8⌉ (Hillis–Steele, M ≤ 513 threads)
+  const int i1 = tid + 1;  // this thread's entry of tile_off
+  if (tid < M) tile_off[i1] = (count[tid] + 7) / 8;
+  if (tid == 0) tile_off[0] = 0;
+  __syncthreads();
+  for (int off = 1; off < M; off <<= 1) {
+    const int v = (tid < M && i1 - off >= 1) ? tile_off[i1 - off] : 0;
+    __syncthreads();
+    if (tid < M) tile_off[i1] += v;
+    __syncthreads();
+  }
+  for (int m = tid; m < M; m += blockDim.x)
+    for (int i = tile_off[m]; i < tile_off[m + 1]; ++i) p.tile_mat[i] = m;
+
+  // 3. slots
+  for (int a = tid; a < T * A; a += blockDim.x) {
+    const int t = a / A, j = a % A;
+    int m;
+    float w;
+    if (j < k) {
+      m = p.topk_ids[t * k + j];
+      w = p.topk_w[t * k + j];
+    } else {
+      m = E;
+      const float x = logits[int64_t(t) * ld + E];
+      w = 1.f / (1.f + expf(-x));
+    }
+    const int slot = tile_off[m] * 8 + atomicAdd(&fill[m], 1);
+    p.slot_tok[slot] = t;
+    p.slot_w[slot] = w;
+    p.tok_slot[a] = slot;
+  }
+}
+
+__global__ void combine_kernel(const float* __restrict__ y, const int* __restrict__ tok_slot, int64_t A, int64_t H,
+                               bool accumulate, float* out) {
+  const int64_t t = blockIdx.y, i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= H) return;
+  float s = 0.f;
+  for (int64_t j = 0; j < A; ++j) s += y[int64_t(tok_slot[t * A + j]) * H + i];
+  if (accumulate) out[t * H + i] += s;
+  else out[t * H + i] = s;
+}
+
+}  // namespace
+
+void moe_route(const float* logits, int64_t ld, int64_t T, int64_t E, int64_t k, bool has_shared, const MoePlan& plan,
+               int64_t max_tiles, cudaStream_t st) {
+  HLWQ_CHECK(E > 0 && E <= kMaxExperts && k > 0 && k <= E, "moe_route: {} experts top-{} (at most {} experts)", E, k,
+             kMaxExperts);
+  HLWQ_CHECK(max_tiles >= moe_max_tiles(T, k, E, has_shared), "moe_route: {} tiles for {} tokens", max_tiles, T);
+  if (T == 0) return;
+  const int M = int(E) + (has_shared ? 1 : 0);
+  const size_t smem = size_t(3 * M + 1) * sizeof(int);
+  if (E <= 256)
+    route_kernel<8><<<1, kThreads, smem, st>>>(logits, ld, int(T), int(E), int(k), has_shared, plan, int(max_tiles));
+  else
+    route_kernel<16><<<1, kThreads, smem, st>>>(logits, ld, int(T), int(E), int(k), has_shared, plan, int(max_tiles));
+  HLWQ_CUDA_LAUNCH_CHECK("moe_route {} tokens, {} experts top-{}", T, E, k);
+}
+
+void moe_combine(const float* y, const int* tok_slot, int64_t T, int64_t A, int64_t H, bool accumulate, float* out,
+                 cudaStream_t st) {
+  if (T == 0) return;
+  const dim3 grid(unsigned((H + 255) / 256), unsigned(T));
+  combine_kernel<<<grid, 256, 0, st>>>(y, tok_slot, A, H, accumulate, out);
+  HLWQ_CUDA_LAUNCH_CHECK("moe_combine {} tokens x {}", T, H);
+}
+
+}  // namespace hlwq::cuda

@@ -1,0 +1,202 @@
+// The two token mixers on the device, composed as the backend will run them (packed projection GEMMs + the
+// mixer kernels), against the CPU gdn_forward / attention_forward on Qwen3.6 shapes (H 2048; GDN Hk 16, Hv 32,
+// dk = dv = 128, conv 4; attention Hq 16, Hkv 2, D 256, partial rotary 0.25, θ 1e7) over several calls that
+// continue one sequence (prefill chunk, decode steps, another chunk), plus two sequences batched in one call.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "backend/cuda/attention.cuh"
+#include "backend/cuda/gdn.cuh"
+#include "backend/cuda/gemm.cuh"
+#include "core/dtype.h"
+#include "cuda_test_util.h"
+#include "error_budgets.h"
+#include "cpu_reference.h"
+
+namespace hlwq {
+namespace {
+
+using cuda::DeviceBuffer;
+
+// y [T, w.out] = x [T, in] · Wᵀ on the device (x already on the device).
+void dev_linear(const cuda::PackedLinear& w, const float* x, int64_t T, DeviceBuffer<uint32_t>& xf, float* y) {
+  cuda::pack_activations(x, w.in, T, w.in, nullptr, T, w.in_pad, xf.get(), nullptr);
+  cuda::gemm(w, xf.get(), T, y, w.out, nullptr);
+}
+
+struct GdnFixture {
+  static constexpr int64_t H = 2048, Hk = 16, Hv = 32, dk = 128, dv = 128, K = 4, C = 2 * Hk * dk + Hv * dv;
+  std::vector<std::unique_ptr<test::OwnedLinear>> store;
+  GdnWeights w;
+  GdnDims d{H, Hk, Hv, dk, dv, K, 1e-6f};
+  cuda::PackedLinear qkvz, ba, out_proj;
+  DeviceBuffer<float> conv_w, A_log, dt_bias, norm_w;
+
+  explicit GdnFixture(std::mt19937_64& rng) {
+    auto keep = [&](std::unique_ptr<test::OwnedLinear> o) {
+      store.push_back(std::move(o));
+      return store.back()->w;
+    };
+    w.in_proj_qkv = keep(test::random_int4("qkv", C, H, 0.1f, rng));
+    w.in_proj_z = keep(test::random_int4("z", Hv * dv, H, 0.1f, rng));
+    w.in_proj_b = keep(test::random_bf16("b", Hv, H, 0.05f, rng));
+    w.in_proj_a = keep(test::random_bf16("a", Hv, H, 0.05f, rng));
+    w.out_proj = keep(test::random_int4("out", H, Hv * dv, 0.1f, rng));
+    w.conv1d = test::random_f32(size_t(C * K), -0.6f, 0.6f, rng);
+    w.dt_bias = test::random_f32(size_t(Hv), -1.f, 1.f, rng);
+    w.A_log = test::random_f32(size_t(Hv), -1.f, 1.5f, rng);
+    w.norm = test::random_f32(size_t(dv), 0.5f, 1.5f, rng);
+    qkvz = cuda::upload_packed(
+        cuda::pack_rows(cuda::PackedFormat::int4, {{&w.in_proj_qkv, 0, C}, {&w.in_proj_z, 0, Hv * dv}}, "qkvz"), "qkvz");
+    ba = cuda::upload_packed(cuda::pack_rows(cuda::PackedFormat::bf16, {{&w.in_proj_b, 0, Hv}, {&w.in_proj_a, 0, Hv}}, "ba"),
+                             "ba");
+    out_proj = cuda::upload_packed(cuda::pack_linear(cuda::PackedFormat::int4, w.out_proj), "out_proj");
+    conv_w = DeviceBuffer<float>(w.conv1d, "conv");
+    A_log = DeviceBuffer<float>(w.A_log, "A_log");
+    dt_bias = DeviceBuffer<float>(w.dt_bias, "dt_bias");
+    norm_w = DeviceBuffer<float>(w.norm, "norm");
+  }
+
+  // One call over a batch of sequences; states [slots] on the device.
+  void run(const float* dx, int64_t T, const std::vector<cuda::GdnSeq>& seqs, float* conv_state, float* S,
+           float* dout) {
+    DeviceBuffer<uint32_t> xf(size_t(cuda::xfrag_words(T, 4096)), "xf");
+    DeviceBuffer<float> proj(size_t(T * qkvz.out), "proj"), bav(size_t(T * ba.out), "ba"), act(size_t(T * C), "act"),
+        o(size_t(T * Hv * dv), "o");
+    DeviceBuffer<cuda::GdnSeq> ds(seqs, "seqs");
+    dev_linear(qkvz, dx, T, xf, proj.get());
+    dev_linear(ba, dx, T, xf, bav.get());
+    const cuda::GdnDimsDev dd{int(Hk), int(Hv), int(dk), int(dv), int(K), 1e-6f};
+    cuda::gdn_conv(proj.get(), qkvz.out, ds.get(), int(seqs.size()), conv_w.get(), conv_state, dd, act.get(), nullptr);
+    cuda::gdn_recurrent(act.get(), proj.get() + C, qkvz.out, bav.get(), ba.out, A_log.get(), dt_bias.get(),
+                        norm_w.get(), ds.get(), int(seqs.size()), S, dd, T, o.get(), nullptr);
+    dev_linear(out_proj, o.get(), T, xf, dout);
+    HLWQ_CUDA_CHECK(cudaDeviceSynchronize(), "gdn test");
+  }
+};
+
+TEST(CudaGdn, LayerMatchesCpuAcrossCalls) {
+  HLWQ_REQUIRE_CUDA();
+  std::mt19937_64 rng(30);
+  GdnFixture f(rng);
+  std::vector<float> S_ref(size_t(f.d.recurrent_state_floats()), 0.f), conv_ref(size_t(f.d.conv_state_floats()), 0.f);
+  DeviceBuffer<float> conv(conv_ref, "conv state"), S(S_ref, "S");
+  int64_t pos0 = 0;
+  for (int64_t T : {5, 1, 1, 40, 1}) {
+    SCOPED_TRACE(testing::Message() << "T=" << T);
+    const auto x = test::random_bf16_exact(size_t(T * f.H), 1.f, rng);
+    std::vector<float> ref(size_t(T * f.H));
+    const BatchSeq seq{0, pos0, 0, T, {}};
+    test::ref_gdn(f.w, f.d, x.data(), T, {&seq, 1}, S_ref.data(), conv_ref.data(), ref.data());
+    pos0 += T;
+    DeviceBuffer<float> dx(x, "x"), out(size_t(T * f.H), "out");
+    f.run(dx.get(), T, {{0, int(T), 0}}, conv.get(), S.get(), out.get());
+    EXPECT_REL(out.download(), ref, test::kGdnLayerRel);
+    EXPECT_REL(S.download(), S_ref, test::kGdnStateRel);
+    EXPECT_REL(conv.download(), conv_ref, test::kFp32Rel);
+  }
+}
+
+TEST(CudaGdn, TwoSequencesInOneBatch) {
+  HLWQ_REQUIRE_CUDA();
+  std::mt19937_64 rng(31);
+  GdnFixture f(rng);
+  const int64_t n0 = 3, n1 = 2, T = n0 + n1;
+  const auto x = test::random_bf16_exact(size_t(T * f.H), 1.f, rng);
+  // slots: sequence 0 in slot 1, sequence 1 in slot 0 (the same on both sides, so the state buffers compare whole)
+  const BatchSeq seqs[2] = {{1, 0, 0, n0, {}}, {0, 0, n0, n1, {}}};
+  const size_t cs = size_t(f.d.conv_state_floats()), ss = size_t(f.d.recurrent_state_floats());
+  std::vector<float> S_ref(2 * ss, 0.f), conv_ref(2 * cs, 0.f), ref(size_t(T * f.H));
+  test::ref_gdn(f.w, f.d, x.data(), T, seqs, S_ref.data(), conv_ref.data(), ref.data());
+  DeviceBuffer<float> conv(conv_ref.size(), "conv"), S(S_ref.size(), "S");
+  HLWQ_CUDA_CHECK(cudaMemset(conv.get(), 0, conv.bytes()), "");
+  HLWQ_CUDA_CHECK(cudaMemset(S.get(), 0, S.bytes()), "");
+  DeviceBuffer<float> dx(x, "x"), out(size_t(T * f.H), "out");
+  f.run(dx.get(), T, {{0, int(n0), 1}, {int(n0), int(n1), 0}}, conv.get(), S.get(), out.get());
+  EXPECT_REL(out.download(), ref, test::kGdnLayerRel);
+  EXPECT_REL(S.download(), S_ref, test::kGdnStateRel);
+  EXPECT_REL(conv.download(), conv_ref, test::kFp32Rel);
+}
+
+TEST(CudaAttention, LayerMatchesCpuOverPagedCache) {
+  HLWQ_REQUIRE_CUDA();
+  std::mt19937_64 rng(40);
+  const int64_t H = 2048, Hq = 16, Hkv = 2, D = 256, r = 64;
+  std::vector<std::unique_ptr<test::OwnedLinear>> store;
+  auto keep = [&](std::unique_ptr<test::OwnedLinear> o) {
+    store.push_back(std::move(o));
+    return store.back()->w;
+  };
+  AttentionWeights w;
+  w.q_proj = keep(test::random_int4("q", Hq * 2 * D, H, 0.1f, rng));
+  w.k_proj = keep(test::random_int4("k", Hkv * D, H, 0.1f, rng));
+  w.v_proj = keep(test::random_int4("v", Hkv * D, H, 0.1f, rng));
+  w.o_proj = keep(test::random_int4("o", H, Hq * D, 0.1f, rng));
+  w.q_norm = test::random_f32(size_t(D), -0.3f, 0.3f, rng);
+  w.k_norm = test::random_f32(size_t(D), -0.3f, 0.3f, rng);
+  AttentionDims d{H, Hq, Hkv, D, r, 1e-6f, {}};
+  for (int64_t i = 0; i < r / 2; ++i) d.inv_freq.push_back(1.f / std::pow(1e7f, float(2 * i) / float(r)));
+
+  const auto qkv = cuda::upload_packed(
+      cuda::pack_rows(cuda::PackedFormat::int4, {{&w.q_proj, 0, w.q_proj.out}, {&w.k_proj, 0, Hkv * D}, {&w.v_proj, 0, Hkv * D}},
+                      "qkv"),
+      "qkv");
+  const auto o_proj = cuda::upload_packed(cuda::pack_linear(cuda::PackedFormat::int4, w.o_proj), "o_proj");
+  DeviceBuffer<float> qn(w.q_norm, "q_norm"), kn(w.k_norm, "k_norm"), invf(d.inv_freq, "inv_freq");
+  // scrambled pages: position p in page bt[p / 16]
+  const std::vector<int> bt{5, 2, 7, 0, 3, 6, 1, 4, 12, 9, 15, 8, 11, 14, 10, 13};
+  const int64_t n_blocks = 16, row = Hkv * D;
+  DeviceBuffer<uint16_t> kp(size_t(n_blocks * 16 * row), "K pages"), vp(size_t(n_blocks * 16 * row), "V pages");
+  DeviceBuffer<int> dbt(bt, "block table");
+  const cuda::AttnDimsDev dd{int(Hq), int(Hkv), int(D), int(r), 1e-6f};
+
+  std::vector<float> kref(size_t(n_blocks * 16 * row), 0.f), vref(kref.size(), 0.f);  // CPU pages, fp32
+  int64_t pos0 = 0;
+  int sms = 0;
+  HLWQ_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), "SM count");
+  // decode steps split the keys over many blocks (some empty); 140 tokens take the unsplit path
+  for (int64_t T : {37, 1, 3, 20, 140}) {
+    SCOPED_TRACE(testing::Message() << "pos0=" << pos0 << " T=" << T << " splits "
+                                    << cuda::attend_splits(T, {int(Hq), int(Hkv), int(D), int(r), 1e-6f}, sms));
+    const auto x = test::random_bf16_exact(size_t(T * H), 1.f, rng);
+    std::vector<float> ref(size_t(T * H));
+    const BatchSeq seq{0, pos0, 0, T, bt};
+    test::ref_attention(w, d, x.data(), T, {&seq, 1}, kref.data(), vref.data(), 16, ref.data());
+
+    std::vector<int> pos(static_cast<size_t>(T)), off(static_cast<size_t>(T), 0);
+    for (int64_t t = 0; t < T; ++t) pos[size_t(t)] = int(pos0 + t);
+    DeviceBuffer<int> dpos(pos, "pos"), doff(off, "bt_off");
+    DeviceBuffer<float> dx(x, "x"), proj(size_t(T * qkv.out), "proj"), att(size_t(T * Hq * D), "att"),
+        out(size_t(T * H), "out");
+    DeviceBuffer<uint32_t> xf(size_t(cuda::xfrag_words(T, 4096)), "xf");
+    dev_linear(qkv, dx.get(), T, xf, proj.get());
+    const int64_t qw = Hq * 2 * D;
+    cuda::qk_norm_rope_store(proj.get(), qkv.out, proj.get() + qw, qkv.out, proj.get() + qw + row, qkv.out, qn.get(),
+                             kn.get(), invf.get(), dpos.get(), doff.get(), dbt.get(), kp.get(), vp.get(), T, dd, nullptr);
+    const int64_t wsf = cuda::attend_workspace_floats(T, dd, sms);
+    DeviceBuffer<float> ws(size_t(wsf), "attend workspace");
+    cuda::attend(proj.get(), qkv.out, dpos.get(), doff.get(), dbt.get(), kp.get(), vp.get(), T, dd, att.get(), ws.get(),
+                 wsf, nullptr);
+    dev_linear(o_proj, att.get(), T, xf, out.get());
+    HLWQ_CUDA_CHECK(cudaDeviceSynchronize(), "attention test");
+    EXPECT_REL(out.download(), ref, test::kAttentionRel);
+    pos0 += T;
+    // the cache: keys and values of every position so far, read through the block table on both sides
+    const auto kh = kp.download(), vh = vp.download();
+    std::vector<float> kg(size_t(pos0 * row)), vg(size_t(pos0 * row)), kc(kg.size()), vc(vg.size());
+    for (int64_t p = 0; p < pos0; ++p)
+      for (int64_t i = 0; i < row; ++i) {
+        const size_t at = size_t((bt[size_t(p / 16)] * 16 + p % 16) * row + i);
+        kg[size_t(p * row + i)] = bf16_to_f32(kh[at]);
+        vg[size_t(p * row + i)] = bf16_to_f32(vh[at]);
+        kc[size_t(p * row + i)] = kref[at];
+        vc[size_t(p * row + i)] = vref[at];
+      }
+    EXPECT_REL(kg, kc, test::kKvCacheRel);
+    EXPECT_REL(vg, vc, test::kKvCacheRel);
+  }
+}
+
+}  // namespace
+}  // namespace hlwq

@@ -1,0 +1,133 @@
+// Small device ops against their CPU references: zero-centred RMSNorm (with the fused residual add), the gated
+// RMSNorm, embedding, greedy argmax (ties, NaN) and top-k/top-p/min-p sampling vs the CPU sampler's candidates
+// and draw, on a 248,320-entry vocabulary.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "backend/cuda/embedding.cuh"
+#include "backend/cuda/norm.cuh"
+#include "backend/cuda/sampling.cuh"
+#include "core/dtype.h"
+#include "cuda_test_util.h"
+#include "error_budgets.h"
+#include "backend/cpu/norm.h"
+#include "runtime/sampler.h"
+
+namespace hlwq {
+namespace {
+
+using cuda::DeviceBuffer;
+
+TEST(CudaNorm, ZeroCentredWithResidualMatchesCpu) {
+  HLWQ_REQUIRE_CUDA();
+  std::mt19937_64 rng(50);
+  const int64_t n = 9, d = 2048;
+  const auto h = test::random_f32(size_t(n * d), -4.f, 4.f, rng), res = test::random_f32(size_t(n * d), -1.f, 1.f, rng);
+  const auto w = test::random_f32(size_t(d), -0.5f, 0.5f, rng);
+  std::vector<float> hsum(h), ref(size_t(n * d));
+  for (size_t i = 0; i < hsum.size(); ++i) hsum[i] += res[i];
+  rmsnorm_zero_centred(hsum.data(), w.data(), n, d, 1e-6f, ref.data());
+  DeviceBuffer<float> dh(h, "h"), dr(res, "res"), dw(w, "w"), dy(size_t(n * d), "y");
+  cuda::rmsnorm_zero_centred(dh.get(), dr.get(), dw.get(), n, d, 1e-6f, dy.get(), nullptr);
+  EXPECT_REL(dy.download(), ref, test::kFp32Rel);
+  EXPECT_REL(dh.download(), hsum, test::kFp32Rel);  // the residual stream was updated
+}
+
+TEST(CudaNorm, GatedMatchesCpu) {
+  HLWQ_REQUIRE_CUDA();
+  std::mt19937_64 rng(51);
+  const int64_t n = 64, d = 128;
+  auto x = test::random_f32(size_t(n * d), -2.f, 2.f, rng);
+  const auto z = test::random_f32(size_t(n * d), -3.f, 3.f, rng), w = test::random_f32(size_t(d), 0.5f, 1.5f, rng);
+  DeviceBuffer<float> dx(x, "x"), dz(z, "z"), dw(w, "w");
+  rmsnorm_gated(x.data(), z.data(), w.data(), n, d, 1e-6f);
+  cuda::rmsnorm_gated(dx.get(), dz.get(), 4 * d, dw.get(), n / 4, 4, d, 1e-6f, nullptr);  // as [16 rows, 4 heads]
+  EXPECT_REL(dx.download(), x, test::kFp32Rel);
+}
+
+TEST(CudaEmbedding, GathersRowsExactly) {
+  HLWQ_REQUIRE_CUDA();
+  std::mt19937_64 rng(52);
+  const int64_t V = 1000, H = 2048;
+  std::vector<uint16_t> table(size_t(V * H));
+  for (auto& v : table) v = f32_to_bf16(std::uniform_real_distribution<float>(-1, 1)(rng));
+  const std::vector<int> ids{0, 999, 17, 17, 512};
+  DeviceBuffer<uint16_t> dt(table, "table");
+  DeviceBuffer<int> di(ids, "ids");
+  DeviceBuffer<float> dh(ids.size() * size_t(H), "h");
+  cuda::embed(di.get(), dt.get(), int64_t(ids.size()), H, dh.get(), nullptr);
+  const auto h = dh.download();
+  for (size_t t = 0; t < ids.size(); ++t)
+    for (int64_t i = 0; i < H; ++i)
+      ASSERT_EQ(h[t * size_t(H) + size_t(i)], bf16_to_f32(table[size_t(ids[t] * H + i)]));
+}
+
+constexpr int64_t kVocab = 248320;
+
+TEST(CudaSampling, ArgmaxMatchesCpuWithTiesAndNan) {
+  HLWQ_REQUIRE_CUDA();
+  std::mt19937_64 rng(53);
+  const int64_t rows = 4;
+  auto l = test::random_f32(size_t(rows * kVocab), -10.f, 10.f, rng);
+  l[size_t(0 * kVocab + 200000)] = 50.f;  // row 0: tie between 200000 and 123 -> 123
+  l[size_t(0 * kVocab + 123)] = 50.f;
+  l[size_t(1 * kVocab + 5)] = NAN;  // row 1: a NaN, flagged
+  l[size_t(1 * kVocab + kVocab - 1)] = 60.f;
+  DeviceBuffer<float> dl(l, "logits");
+  DeviceBuffer<int> ids(size_t(rows), "ids"), nan(size_t(rows), "nan");
+  cuda::argmax(dl.get(), rows, kVocab, ids.get(), nan.get(), nullptr);
+  const auto got = ids.download(), gn = nan.download();
+  for (int64_t r = 0; r < rows; ++r) {
+    if (r != 1) {
+      EXPECT_EQ(got[size_t(r)], sampler_argmax(std::span<const float>(l.data() + r * kVocab, size_t(kVocab))));
+    }
+    EXPECT_EQ(gn[size_t(r)], r == 1 ? 1 : 0);
+  }
+  EXPECT_EQ(got[0], 123);
+  EXPECT_EQ(got[1], kVocab - 1);
+}
+
+TEST(CudaSampling, TopKTopPMinPDrawsMatchCpuSampler) {
+  HLWQ_REQUIRE_CUDA();
+  std::mt19937_64 rng(54);
+  struct Case {
+    float temperature;
+    int top_k;
+    float top_p, min_p;
+  };
+  const int64_t rows = 64;
+  for (Case c : {Case{1.f, 50, 1.f, 0.f}, Case{0.7f, 20, 0.9f, 0.f}, Case{1.3f, 1024, 0.5f, 0.05f}, Case{1.f, 1, 1.f, 0.f}}) {
+    SCOPED_TRACE(testing::Message() << "T " << c.temperature << " k " << c.top_k << " p " << c.top_p << " min_p "
+                                    << c.min_p);
+    auto l = test::random_f32(size_t(rows * kVocab), -5.f, 5.f, rng);
+    for (int64_t r = 0; r < rows; ++r)  // a peaked head, as real logits have, with a tie at the k-th place
+      for (int i = 0; i < 40; ++i) l[size_t(r * kVocab + (i * 7919) % kVocab)] = 12.f - 0.25f * float(i / 2);
+    std::vector<double> u(static_cast<size_t>(rows));
+    for (auto& x : u) x = double(rng() >> 11) * 0x1.0p-53;
+    DeviceBuffer<float> dl(l, "logits");
+    DeviceBuffer<double> du(u, "u");
+    DeviceBuffer<int> ids(size_t(rows), "ids");
+    cuda::sample_top_k(dl.get(), rows, kVocab, {c.temperature, c.top_k, c.top_p, c.min_p}, du.get(), ids.get(), nullptr);
+    const auto got = ids.download();
+    SamplerConfig cfg;
+    cfg.temperature = c.temperature;
+    cfg.top_k = c.top_k;
+    cfg.top_p = c.top_p;
+    cfg.min_p = c.min_p;
+    for (int64_t r = 0; r < rows; ++r) {
+      const auto cand = sampler_filter(std::span<const float>(l.data() + r * kVocab, size_t(kVocab)), cfg);
+      double cum = 0;
+      int32_t want = cand.ids.back();
+      for (size_t i = 0; i < cand.ids.size(); ++i)
+        if (u[size_t(r)] < (cum += cand.probs[i])) {
+          want = cand.ids[i];
+          break;
+        }
+      EXPECT_EQ(got[size_t(r)], want) << "row " << r;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace hlwq
