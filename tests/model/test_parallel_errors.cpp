@@ -73,7 +73,7 @@ TEST(ParallelErrors, ScratchExhaustionInLinearForwardReachesTheCaller) {
   float y[16] = {};
   // decode (fused-gemv path) and prefill (panel GEMM path); x is never read
   EXPECT_THROW(linear_forward(c.ctx, w, nullptr, 1, y), Error);
-  EXPECT_THROW(linear_forward(c.ctx, w, nullptr, kGemvTokens + 1, y), Error);
+  EXPECT_THROW(linear_forward(c.ctx, w, nullptr, kGemvMaxTokens + 1, y), Error);
 }
 
 }  // namespace

@@ -69,23 +69,26 @@ void linear_rows(const CpuCtx& c, const LinearWeight& w, int64_t r0, int64_t nr,
   ScratchMark mark(s);
   // gemv: int4 scales [kPanelRows, in/128] or non-bf16 rows [kPanelRows, in]; panel path: rows + panel
   float* rows = s.take(size_t(kPanelRows * in));
-  float* panel = T > kGemvTokens ? s.take(size_t(kPanelRows * in)) : nullptr;
+  float* panel = T > kGemvMaxTokens ? s.take(size_t(kPanelRows * in)) : nullptr;
   for (int64_t p0 = r0; p0 < r0 + nr; p0 += kPanelRows) {
     const int64_t np = std::min(kPanelRows, r0 + nr - p0);
     float* yp = y + (p0 - r0);
-    if (T <= kGemvTokens) {
+    if (T <= kGemvMaxTokens) {
       // Few tokens (decode): per block of kPanelRows rows, a fused gemv for BF16 and INT4 weights (widened in
-      // registers, so each weight byte is read once and nothing is written back); other dtypes decode the block
-      // to fp32, then one dot product per (row, token). Decode is bound by reading the weights.
+      // registers, so each weight byte is read once per kGemvTokens tokens and nothing is written back); other
+      // dtypes decode the block to fp32, then one dot product per (row, token). Decode is bound by reading weights.
       if (bf16) {
-        k.gemv_bf16(static_cast<const uint16_t*>(w.weight.data) + p0 * in, x, ldx, T, in, yp, ldy, np);
+        for (int64_t t = 0; t < T; t += kGemvTokens)
+          k.gemv_bf16(static_cast<const uint16_t*>(w.weight.data) + p0 * in, x + t * ldx, ldx,
+                      std::min(kGemvTokens, T - t), in, yp + t * ldy, ldy, np);
       } else if (int4) {
         // scale rows are contiguous: the block's [np, in/128] scales convert in one call
         const size_t ss = dtype_size(w.scale.dtype);
         convert_to_f32(w.scale.dtype, static_cast<const uint8_t*>(w.scale.data) + size_t(p0 * ng) * ss, rows,
                        size_t(np * ng));
-        k.gemv_u4b8(static_cast<const uint8_t*>(w.packed.data) + size_t(p0 * in / 2), rows, x, ldx, T, in, yp, ldy,
-                    np);
+        for (int64_t t = 0; t < T; t += kGemvTokens)
+          k.gemv_u4b8(static_cast<const uint8_t*>(w.packed.data) + size_t(p0 * in / 2), rows, x + t * ldx, ldx,
+                      std::min(kGemvTokens, T - t), in, yp + t * ldy, ldy, np);
       } else {
         linear_decode_rows(k, w, p0, np, rows);
         for (int64_t r = 0; r < np; ++r)
@@ -108,7 +111,7 @@ void linear_forward(const CpuCtx& c, const LinearWeight& w, const float* x, int6
   const int64_t in = w.in, out = w.out, nrb = (out + kPanelRows - 1) / kPanelRows;
   const bool par = out * in * T >= kParallelMinMacs;
   ParallelErrors errs;  // a scratch or kernel error must reach the caller, not std::terminate
-  if (T <= kGemvTokens) {
+  if (T <= kGemvMaxTokens) {
     // Dynamic chunks of 4 blocks: when the cores are shared, a thread that is not scheduled leaves its rows to
     // the others instead of holding the whole call up (a static half would wait for it).
 #pragma omp parallel for schedule(dynamic, 4) if (par)

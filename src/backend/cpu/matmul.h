@@ -1,8 +1,8 @@
 // y = x Wᵀ for every LinearWeight format (dense BF16/F16/F32, INT4 u4b8_g128), fp32 activations.
 // Many tokens (prefill): weights are decoded to fp32 a panel of kPanelRows rows at a time and reused across all
 // tokens of the call, so a prefill of T tokens reads each weight once per token chunk, not once per token.
-// Few tokens (T ≤ kGemvTokens, decode): BF16 and INT4 weights go through the fused gemv kernels, which widen
-// each weight in registers and read it exactly once.
+// Few tokens (T ≤ kGemvMaxTokens, decode): BF16 and INT4 weights go through the fused gemv kernels, which widen
+// each weight in registers and read it once per kGemvTokens tokens.
 // Temporary buffers come from the CpuCtx scratch arenas (linear_scratch_floats per thread): nothing allocates.
 // Dimension legend: T tokens, in = W columns, out = W rows.
 #pragma once
@@ -19,6 +19,12 @@ namespace hlwq {
 // real model (linear inputs are hidden, expert or head widths: thousands to tens of thousands); the loader
 // rejects wider tensors by name, so the kernels only assert it.
 constexpr int64_t kMaxInt4Groups = 4096;
+
+// Up to this many tokens a linear runs the fused gemv kernels, kGemvTokens tokens at a time (re-reading the
+// weights once per kGemvTokens tokens); above it, weight panels are dequantized to fp32 once and reused by every
+// token. Dequantizing and transposing a panel costs about as much as reading it 8 times, so the gemv wins up to
+// ~24 tokens: decode batches of up to 16 sequences stay on it (measured: BENCHMARKS.md, batched decode).
+constexpr int64_t kGemvMaxTokens = 16;
 
 // Scratch floats one thread needs for any linear of at most in_max columns (and gemm_f32 with K ≤ in_max).
 size_t linear_scratch_floats(int64_t in_max);
