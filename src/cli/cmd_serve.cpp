@@ -27,7 +27,7 @@ constexpr const char* kIgnoredFlags[] = {"--enforce-eager", "--language-model-on
                                          "--disable-log-requests", "--disable-log-stats", "--enable-prefix-caching",
                                          "--enable-auto-tool-choice", "--enable-chunked-prefill"};
 constexpr const char* kIgnoredValues[] = {"--dtype", "--tensor-parallel-size", "--pipeline-parallel-size",
-                                          "--gpu-memory-utilization", "--reasoning-parser", "--tool-call-parser",
+                                          "--gpu-memory-utilization", "--tool-call-parser",
                                           "--kv-cache-dtype", "--swap-space", "--download-dir",
                                           "--uvicorn-log-level", "--generation-config", "--tokenizer-mode"};
 
@@ -38,7 +38,7 @@ double mib(double bytes) { return bytes / double(1 << 20); }
 Command add_serve(CLI::App& app) {
   auto* sub = app.add_subcommand("serve", "serve the OpenAI API (chat and text completions) over HTTP");
   struct Args {
-    std::string model, host = "127.0.0.1", name, api_key, device = "cpu", gpu_memory;
+    std::string model, host = "127.0.0.1", name, api_key, device = "cpu", gpu_memory, reasoning_parser;
     int port = 8000, threads = 0;
     int32_t max_seqs = 16;
     std::optional<int64_t> max_len;
@@ -65,6 +65,9 @@ Command add_serve(CLI::App& app) {
   sub->add_option("--moe-expert-cache-size", a->expert_cache, "routed experts kept on the GPU per layer (GPU only)")
       ->check(whole_in(0, 1 << 20));
   sub->add_option("--gpu-memory", a->gpu_memory, "GPU memory budget, e.g. 12GB (GPU only)");
+  sub->add_option("--reasoning-parser", a->reasoning_parser,
+                  "qwen3: the model's <think>...</think> goes to reasoning_content")
+      ->check(CLI::IsMember({"qwen3"}));
   sub->add_option("-t,--threads", a->threads, "CPU threads (default: all cores)")->check(whole_in(0, 4096));
   for (size_t i = 0; i < std::size(kIgnoredFlags); ++i)
     sub->add_flag(kIgnoredFlags[i], a->ignored_flags[i], "vLLM option, ignored by hlwq")->group("");
@@ -127,7 +130,7 @@ Command add_serve(CLI::App& app) {
                          g.summary.substr(0, g.summary.rfind(", seed")).c_str());  // seeds are per request
 
             server::RequestQueue queue(size_t(a->max_waiting), kv_blocks);
-            server::ApiContext api{name, L, g.opt.sampler, &m.tok, &m.chat};
+            server::ApiContext api{name, L, g.opt.sampler, &m.tok, &m.chat, a->reasoning_parser == "qwen3"};
             server::HttpConfig hc;
             hc.host = a->host;
             hc.port = a->port;

@@ -63,7 +63,10 @@ struct HttpServer::Impl {
           if (!ev) return sink.is_writable();  // nothing yet: keep waiting while the client is there
           std::string out;
           bool end = false;
-          if (ev->kind == StreamEvent::Kind::delta) out = writer->sse_delta(*ev);
+          if (ev->kind == StreamEvent::Kind::delta) {
+            out = writer->sse_delta(*ev);
+            if (out.empty()) return true;
+          }
           else if (ev->kind == StreamEvent::Kind::finish) out = writer->sse_finish(*ev), end = true;
           else {
             out = "data: " + error_body({500, "generation failed: " + ev->error, "server_error", "", ""}) +

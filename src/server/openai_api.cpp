@@ -119,10 +119,19 @@ ApiRequest parse_request(Endpoint ep, std::string_view text, const ApiContext& c
         bad(p + ".role", fmt::format("'{}.role' must be system, developer, user, assistant or tool, got '{}'", p, rs));
       conv.push_back({rs, content_text(m.contains("content") ? m["content"] : json(), p + ".content")});
     }
+    if (const json* kw = field(body, "chat_template_kwargs"); kw && !kw->is_object())
+      bad("chat_template_kwargs", "'chat_template_kwargs' must be an object");
     try {
       g.prompt = encode_chat(*ctx.tok, *ctx.chat, conv, true);
     } catch (const Error& e) {
       bad("messages", fmt::format("the chat template could not render these messages: {}", e.what()));
+    }
+    if (ctx.reasoning_parser) {
+      // The template may open the think block in the generation prompt (then the model starts reasoning).
+      const size_t k = std::min<size_t>(g.prompt.size(), 4);
+      const std::string tail = ctx.tok->decode({g.prompt.end() - ptrdiff_t(k), g.prompt.end()});
+      const size_t open = tail.rfind("<think>");
+      r.reasoning_starts_open = open != std::string::npos && tail.find("</think>", open) == std::string::npos;
     }
   } else {
     const json* p = field(body, "prompt");
@@ -199,7 +208,9 @@ ResponseWriter::ResponseWriter(const ApiRequest& req, std::string model, int64_t
       want_logprobs_(req.gen.top_logprobs >= 0),
       id_(random_id(req.endpoint == Endpoint::chat ? "chatcmpl-" : "cmpl-")),
       model_(std::move(model)),
-      created_(created) {}
+      created_(created) {
+  if (req.reasoning_starts_open) reasoning_.emplace(*req.reasoning_starts_open);
+}
 
 json ResponseWriter::chunk_base() const {
   json j = {{"id", id_}, {"object", ep_ == Endpoint::chat ? "chat.completion.chunk" : "text_completion"},
@@ -254,22 +265,44 @@ std::string ResponseWriter::sse_start() const {
   return sse(j);
 }
 
-std::string ResponseWriter::sse_delta(const StreamEvent& ev) const {
+std::string ResponseWriter::sse_delta(const StreamEvent& ev) {
   json j = chunk_base();
   json choice = {{"index", 0}, {"logprobs", logprobs_json(ev.logprobs)}, {"finish_reason", nullptr}};
-  if (ep_ == Endpoint::chat) choice["delta"] = {{"content", ev.text}};
-  else choice["text"] = ev.text;
+  if (ep_ == Endpoint::chat && reasoning_) {
+    const ReasoningSplitter::Out o = reasoning_->push(ev.text);
+    if (o.reasoning.empty() && o.content.empty() && ev.logprobs.empty()) return "";
+    json delta = json::object();
+    if (!o.reasoning.empty()) delta["reasoning_content"] = o.reasoning;
+    if (!o.content.empty() || o.reasoning.empty()) delta["content"] = o.content;
+    choice["delta"] = delta;
+  } else if (ep_ == Endpoint::chat) {
+    choice["delta"] = {{"content", ev.text}};
+  } else {
+    choice["text"] = ev.text;
+  }
   j["choices"] = json::array({choice});
   return sse(j);
 }
 
-std::string ResponseWriter::sse_finish(const StreamEvent& f) const {
+std::string ResponseWriter::sse_finish(const StreamEvent& f) {
+  std::string out;
+  if (reasoning_) {  // a partial tag held back at the end is text after all
+    const ReasoningSplitter::Out o = reasoning_->flush();
+    if (!o.reasoning.empty() || !o.content.empty()) {
+      json j = chunk_base();
+      json delta = json::object();
+      if (!o.reasoning.empty()) delta["reasoning_content"] = o.reasoning;
+      if (!o.content.empty()) delta["content"] = o.content;
+      j["choices"] = json::array({{{"index", 0}, {"delta", delta}, {"logprobs", nullptr}, {"finish_reason", nullptr}}});
+      out += sse(j);
+    }
+  }
   json j = chunk_base();
   json choice = {{"index", 0}, {"logprobs", nullptr}, {"finish_reason", finish_name(f.finish)}};
   if (ep_ == Endpoint::chat) choice["delta"] = json::object();
   else choice["text"] = "";
   j["choices"] = json::array({choice});
-  std::string out = sse(j);
+  out += sse(j);
   if (include_usage_) {
     json u = chunk_base();
     u["choices"] = json::array();
@@ -280,13 +313,26 @@ std::string ResponseWriter::sse_finish(const StreamEvent& f) const {
 }
 
 void ResponseWriter::add(const StreamEvent& ev) {
-  text_ += ev.text;
+  if (reasoning_) {
+    const ReasoningSplitter::Out o = reasoning_->push(ev.text);
+    reasoning_text_ += o.reasoning;
+    text_ += o.content;
+  } else {
+    text_ += ev.text;
+  }
   logprobs_.insert(logprobs_.end(), ev.logprobs.begin(), ev.logprobs.end());
 }
 
-std::string ResponseWriter::full(const StreamEvent& f) const {
+std::string ResponseWriter::full(const StreamEvent& f) {
+  if (reasoning_) {
+    const ReasoningSplitter::Out o = reasoning_->flush();
+    reasoning_text_ += o.reasoning;
+    text_ += o.content;
+  }
   json choice = {{"index", 0}, {"logprobs", logprobs_json(logprobs_)}, {"finish_reason", finish_name(f.finish)}};
   if (ep_ == Endpoint::chat) choice["message"] = {{"role", "assistant"}, {"content", text_}};
+  if (ep_ == Endpoint::chat && reasoning_)
+    choice["message"]["reasoning_content"] = reasoning_text_.empty() ? json() : json(reasoning_text_);
   else choice["text"] = text_;
   json j = {{"id", id_}, {"object", ep_ == Endpoint::chat ? "chat.completion" : "text_completion"},
             {"created", created_}, {"model", model_}, {"choices", json::array({choice})}, {"usage", usage_json(f)}};

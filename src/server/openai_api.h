@@ -3,6 +3,7 @@
 // No I/O and no threads here. Every rejected request throws ApiError with its HTTP status and the offending param.
 #pragma once
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -13,6 +14,7 @@
 #include "runtime/sampler.h"
 #include "runtime/tokenizer.h"
 #include "server/queue.h"
+#include "server/reasoning.h"
 
 namespace hlwq::server {
 
@@ -29,6 +31,7 @@ struct ApiContext {
   SamplerConfig defaults;  // generation_config.json's sampling values (a request's fields override them)
   const Tokenizer* tok = nullptr;
   const ChatTemplate* chat = nullptr;
+  bool reasoning_parser = false;  // --reasoning-parser qwen3: <think>…</think> goes to reasoning_content
 };
 
 enum class Endpoint { chat, completions };
@@ -37,6 +40,8 @@ struct ApiRequest {
   Endpoint endpoint = Endpoint::chat;
   GenRequest gen;
   bool stream = false, include_usage = false;
+  // Chat with the reasoning parser on: whether generation starts inside <think> (the prompt opened it).
+  std::optional<bool> reasoning_starts_open;
 };
 
 ApiRequest parse_request(Endpoint ep, std::string_view body, const ApiContext& ctx);
@@ -49,11 +54,11 @@ class ResponseWriter {
   ResponseWriter(const ApiRequest& req, std::string model, int64_t created);
   // Streaming: "data: {...}\n\n" lines.
   std::string sse_start() const;  // chat: the assistant role delta; completions: ""
-  std::string sse_delta(const StreamEvent& ev) const;
-  std::string sse_finish(const StreamEvent& finish) const;  // finish_reason chunk, usage chunk, [DONE]
+  std::string sse_delta(const StreamEvent& ev);  // "" when the event carries nothing to send yet
+  std::string sse_finish(const StreamEvent& finish);  // held text, finish_reason chunk, usage chunk, [DONE]
   // Non-streaming: all deltas, then the finish event.
   void add(const StreamEvent& ev);
-  std::string full(const StreamEvent& finish) const;
+  std::string full(const StreamEvent& finish);
 
  private:
   nlohmann::json chunk_base() const;
@@ -62,7 +67,8 @@ class ResponseWriter {
   bool include_usage_, want_logprobs_;
   std::string id_, model_;
   int64_t created_;
-  std::string text_;
+  std::optional<ReasoningSplitter> reasoning_;
+  std::string text_, reasoning_text_;
   std::vector<TokenLogprob> logprobs_;
 };
 
