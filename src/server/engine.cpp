@@ -1,0 +1,172 @@
+#include "server/engine.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <optional>
+#include <span>
+
+#include "core/error.h"
+#include "runtime/stop_condition.h"
+#include "runtime/utf8_stream.h"
+
+namespace hlwq::server {
+namespace {
+
+struct Running {
+  Job job;
+  Sequence seq;
+  Sampler sampler;
+  StreamingDetokenizer detok;
+  StopChecker stop;
+  std::vector<int32_t> history;  // ids the sampler may penalise (prompt and generated, < n_valid)
+  int64_t prefilled = 0;         // prompt tokens already run
+  int32_t next = -1;             // the sampled token the next decode step feeds
+  int64_t generated = 0;
+  Clock::time_point last_token;
+  bool done = false;
+
+  Running(Job j, Sequence s, const Tokenizer& tok, const std::vector<int32_t>& eos)
+      : job(std::move(j)), seq(std::move(s)), sampler(job.req.sampler), detok(tok), stop(eos, job.req.stop) {}
+  bool prefilling() const { return prefilled < int64_t(job.req.prompt.size()); }
+};
+
+// log-softmax of logits [n] at `id`, and the `k` most likely ids with their logprobs.
+TokenLogprob logprobs_of(std::span<const float> logits, int32_t id, int32_t k, const Tokenizer& tok) {
+  const float mx = *std::max_element(logits.begin(), logits.end());
+  double z = 0;
+  for (float v : logits) z += std::exp(double(v - mx));
+  const float lse = mx + float(std::log(z));
+  TokenLogprob r{tok.token_text(id), logits[size_t(id)] - lse, {}};
+  if (k > 0) {
+    std::vector<int32_t> idx(logits.size());
+    std::iota(idx.begin(), idx.end(), 0);
+    const size_t kk = std::min(size_t(k), idx.size());
+    std::partial_sort(idx.begin(), idx.begin() + ptrdiff_t(kk), idx.end(), [&](int32_t a, int32_t b) {
+      return logits[size_t(a)] > logits[size_t(b)] || (logits[size_t(a)] == logits[size_t(b)] && a < b);
+    });
+    for (size_t i = 0; i < kk; ++i) r.top.emplace_back(tok.token_text(idx[i]), logits[size_t(idx[i])] - lse);
+  }
+  return r;
+}
+
+}  // namespace
+
+void run_engine(Model& model, const Tokenizer& tok, const EngineConfig& cfg, RequestQueue& queue) {
+  const int64_t V = model.config().vocab_size;
+  const int64_t n_valid = cfg.n_valid_tokens > 0 ? cfg.n_valid_tokens : V;
+  const int64_t budget = model.options().max_batch_tokens;
+  std::vector<std::unique_ptr<Running>> run;
+  std::vector<float> logits(size_t(cfg.max_seqs) * size_t(V));  // [rows ≤ max_seqs, V]
+
+  auto finish = [&](Running& r, FinishReason why) {
+    if (why != FinishReason::stop_string && why != FinishReason::eos) {
+      std::string tail = r.stop.push(r.detok.flush());
+      tail += r.stop.flush();
+      if (!tail.empty()) {
+        StreamEvent ev;
+        ev.text = std::move(tail);
+        r.job.channel->push(std::move(ev));
+      }
+    }
+    StreamEvent ev;
+    ev.kind = StreamEvent::Kind::finish;
+    ev.finish = why;
+    ev.prompt_tokens = int64_t(r.job.req.prompt.size());
+    ev.completion_tokens = r.generated;
+    queue.record_finish(ev.prompt_tokens, ev.completion_tokens);
+    r.job.channel->push(std::move(ev));
+    r.done = true;
+  };
+
+  for (;;) {
+    // Admit: new jobs take free slots; with nothing running, wait for work (or for the end).
+    const size_t free_slots = size_t(cfg.max_seqs) - run.size();
+    for (Job& j : queue.take(free_slots, run.empty())) {
+      try {
+        Sequence s = model.new_sequence(int64_t(j.req.prompt.size()) + j.req.max_tokens);
+        auto r = std::make_unique<Running>(std::move(j), std::move(s), tok, cfg.eos_ids);
+        for (int32_t id : r->job.req.prompt)
+          if (id < n_valid) r->history.push_back(id);
+        run.push_back(std::move(r));
+      } catch (const std::exception& e) {
+        StreamEvent ev;
+        ev.kind = StreamEvent::Kind::error;
+        ev.error = e.what();
+        j.channel->push(std::move(ev));
+      }
+    }
+    // Drop requests whose client went away: their sequences go back to the pool now.
+    std::erase_if(run, [](const auto& r) { return r->job.channel->cancelled(); });
+    if (run.empty()) {
+      queue.set_engine_state(0, 0);
+      if (queue.finished()) return;
+      continue;
+    }
+
+    // One batch: decode tokens first, then prefill chunks while the token budget lasts.
+    std::vector<SeqInput> in;
+    std::vector<Running*> who;  // [in.size()]
+    int64_t left = budget;
+    for (auto& r : run)
+      if (!r->prefilling() && left > 0) {
+        in.push_back({&r->seq, {&r->next, 1}, LogitsWanted::last});
+        who.push_back(r.get());
+        --left;
+      }
+    for (auto& r : run) {
+      if (!r->prefilling() || left <= 0) continue;
+      const auto& p = r->job.req.prompt;
+      const int64_t n = std::min<int64_t>(int64_t(p.size()) - r->prefilled, left);
+      const bool last = r->prefilled + n == int64_t(p.size());
+      in.push_back({&r->seq, std::span<const int32_t>(p).subspan(size_t(r->prefilled), size_t(n)),
+                    last ? LogitsWanted::last : LogitsWanted::none});
+      who.push_back(r.get());
+      left -= n;
+    }
+    try {
+      model.forward_batch(in, logits.data());
+    } catch (const std::exception& e) {
+      for (Running* r : who) {
+        StreamEvent ev;
+        ev.kind = StreamEvent::Kind::error;
+        ev.error = e.what();
+        r->job.channel->push(std::move(ev));
+        r->done = true;
+      }
+      std::erase_if(run, [](const auto& r) { return r->done; });
+      continue;
+    }
+
+    size_t row = 0;
+    const auto now = Clock::now();
+    for (size_t i = 0; i < in.size(); ++i) {
+      Running& r = *who[i];
+      if (r.prefilling()) r.prefilled += int64_t(in[i].tokens.size());
+      if (in[i].logits != LogitsWanted::last) continue;
+      const std::span<const float> lg(logits.data() + row++ * size_t(V), size_t(n_valid));
+      const int32_t id = r.sampler.sample(lg, r.history);
+      r.history.push_back(id);
+      ++r.generated;
+      queue.record_token(r.generated == 1,
+                         std::chrono::duration<double>(now - (r.generated == 1 ? r.job.arrived : r.last_token)).count());
+      r.last_token = now;
+      if (r.stop.is_eos(id)) {
+        finish(r, FinishReason::eos);
+        continue;
+      }
+      StreamEvent ev;
+      ev.text = r.stop.push(r.detok.feed(id));
+      if (r.job.req.top_logprobs >= 0) ev.logprobs.push_back(logprobs_of(lg, id, r.job.req.top_logprobs, tok));
+      if (!ev.text.empty() || !ev.logprobs.empty()) r.job.channel->push(std::move(ev));
+      if (r.stop.stopped()) finish(r, FinishReason::stop_string);
+      else if (r.generated >= r.job.req.max_tokens) finish(r, FinishReason::length);
+      else r.next = id;
+    }
+    std::erase_if(run, [](const auto& r) { return r->done; });
+    queue.set_engine_state(int64_t(run.size()),
+                           model.pool().config().kv_blocks - model.pool().free_blocks());
+  }
+}
+
+}  // namespace hlwq::server

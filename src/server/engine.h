@@ -1,0 +1,26 @@
+// The engine thread: the only thread that touches the Model. It loops: admit waiting jobs while sequence slots are
+// free, build ONE forward_batch from every running sequence's next step — a decode token for sequences that are
+// generating (first, so that running requests keep their pace) and prefill chunks for new ones, bounded by the
+// model's batch token budget — then sample each sequence that produced logits and push its text to its channel.
+// A cancelled request (its client went away) is dropped, freeing its sequence, before the next batch is built.
+// A failed forward ends the requests of that batch with an error; the server keeps serving the others.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "model/model.h"
+#include "runtime/tokenizer.h"
+#include "server/queue.h"
+
+namespace hlwq::server {
+
+struct EngineConfig {
+  int32_t max_seqs = 1;
+  std::vector<int32_t> eos_ids;
+  int64_t n_valid_tokens = 0;  // ids ≥ this are never sampled (0: the whole vocabulary)
+};
+
+// Runs until queue.drain() was called and every job is finished.
+void run_engine(Model& model, const Tokenizer& tok, const EngineConfig& cfg, RequestQueue& queue);
+
+}  // namespace hlwq::server

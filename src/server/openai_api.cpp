@@ -1,0 +1,342 @@
+#include "server/openai_api.h"
+
+#include <cmath>
+#include <random>
+
+#include <fmt/format.h>
+
+#include "core/error.h"
+#include "runtime/chat_encode.h"
+#include "runtime/utf8_stream.h"
+
+namespace hlwq::server {
+
+using nlohmann::json;
+
+namespace {
+
+[[noreturn]] void bad(std::string param, std::string message, int status = 400, std::string code = "") {
+  throw ApiError{status, std::move(message), "invalid_request_error", std::move(param), std::move(code)};
+}
+
+// Dump that never throws on invalid UTF-8 (token bytes may split a character).
+std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+const json* field(const json& body, const char* key) {
+  auto it = body.find(key);
+  return it == body.end() || it->is_null() ? nullptr : &*it;
+}
+
+double number(const json& body, const char* key, double lo, double hi, double dflt) {
+  const json* v = field(body, key);
+  if (!v) return dflt;
+  if (!v->is_number()) bad(key, fmt::format("'{}' must be a number, got {}", key, v->type_name()));
+  const double d = v->get<double>();
+  if (!(d >= lo && d <= hi)) bad(key, fmt::format("'{}' must be from {:g} to {:g}, got {:g}", key, lo, hi, d));
+  return d;
+}
+
+std::optional<int64_t> integer(const json& body, const char* key, int64_t lo, int64_t hi) {
+  const json* v = field(body, key);
+  if (!v) return std::nullopt;
+  if (!v->is_number_integer()) bad(key, fmt::format("'{}' must be an integer, got {}", key, v->type_name()));
+  const int64_t i = v->is_number_unsigned() && v->get<uint64_t>() > uint64_t(INT64_MAX) ? INT64_MAX : v->get<int64_t>();
+  if (i < lo || i > hi) bad(key, fmt::format("'{}' must be from {} to {}, got {}", key, lo, hi, i));
+  return i;
+}
+
+bool boolean(const json& body, const char* key) {
+  const json* v = field(body, key);
+  if (!v) return false;
+  if (!v->is_boolean()) bad(key, fmt::format("'{}' must be true or false, got {}", key, v->type_name()));
+  return v->get<bool>();
+}
+
+// Message content: a string, or an array of {"type": "text", "text": ...} parts (concatenated).
+std::string content_text(const json& c, const std::string& param) {
+  if (c.is_null()) return "";
+  if (c.is_string()) return c.get<std::string>();
+  if (!c.is_array()) bad(param, fmt::format("'{}' must be a string or an array of text parts", param));
+  std::string s;
+  for (const json& part : c) {
+    if (!part.is_object() || part.value("type", json()) != "text" || !part.contains("text") || !part["text"].is_string())
+      bad(param, fmt::format("'{}': only text parts ({{\"type\": \"text\", \"text\": ...}}) are supported", param));
+    s += part["text"].get<std::string>();
+  }
+  return s;
+}
+
+std::string random_id(const char* prefix) {
+  std::random_device rd;
+  return fmt::format("{}{:08x}{:08x}", prefix, rd(), rd());
+}
+
+}  // namespace
+
+std::string error_body(const ApiError& e) {
+  json err = {{"message", e.message}, {"type", e.type}, {"param", e.param.empty() ? json() : json(e.param)},
+              {"code", e.code.empty() ? json() : json(e.code)}};
+  return dump(json{{"error", err}});
+}
+
+ApiRequest parse_request(Endpoint ep, std::string_view text, const ApiContext& ctx) {
+  json body = json::parse(text, nullptr, false);
+  if (body.is_discarded()) bad("", "the request body is not valid JSON");
+  if (!body.is_object()) bad("", fmt::format("the request body must be a JSON object, got {}", body.type_name()));
+  ApiRequest r;
+  r.endpoint = ep;
+  if (const json* m = field(body, "model")) {
+    if (!m->is_string()) bad("model", "'model' must be a string");
+    if (m->get<std::string>() != ctx.model_name)
+      bad("model", fmt::format("The model '{}' does not exist; this server serves '{}'", m->get<std::string>(),
+                               ctx.model_name),
+          404, "model_not_found");
+  }
+  if (auto n = integer(body, "n", 1, 1); n && *n != 1) bad("n", "only n = 1 is supported");
+  r.stream = boolean(body, "stream");
+  if (const json* so = field(body, "stream_options")) {
+    if (!so->is_object()) bad("stream_options", "'stream_options' must be an object");
+    r.include_usage = boolean(*so, "include_usage");
+  }
+
+  // The prompt.
+  GenRequest& g = r.gen;
+  if (ep == Endpoint::chat) {
+    const json* msgs = field(body, "messages");
+    if (!msgs) bad("messages", "'messages' is required");
+    if (!msgs->is_array()) bad("messages", "'messages' must be an array");
+    if (msgs->empty()) bad("messages", "'messages' must not be empty");
+    std::vector<ChatMessage> conv;
+    for (size_t i = 0; i < msgs->size(); ++i) {
+      const json& m = (*msgs)[i];
+      const std::string p = fmt::format("messages[{}]", i);
+      if (!m.is_object()) bad(p, fmt::format("'{}' must be an object", p));
+      const json* role = field(m, "role");
+      if (!role || !role->is_string()) bad(p + ".role", fmt::format("'{}.role' must be a string", p));
+      std::string rs = role->get<std::string>();
+      if (rs == "developer") rs = "system";
+      if (rs != "system" && rs != "user" && rs != "assistant" && rs != "tool")
+        bad(p + ".role", fmt::format("'{}.role' must be system, developer, user, assistant or tool, got '{}'", p, rs));
+      conv.push_back({rs, content_text(m.contains("content") ? m["content"] : json(), p + ".content")});
+    }
+    if (const json* kw = field(body, "chat_template_kwargs"); kw && !kw->is_object())
+      bad("chat_template_kwargs", "'chat_template_kwargs' must be an object");
+    try {
+      g.prompt = encode_chat(*ctx.tok, *ctx.chat, conv, true);
+    } catch (const Error& e) {
+      bad("messages", fmt::format("the chat template could not render these messages: {}", e.what()));
+    }
+    if (ctx.reasoning_parser) {
+      // The template may open the think block in the generation prompt (then the model starts reasoning).
+      const size_t k = std::min<size_t>(g.prompt.size(), 4);
+      const std::string tail = ctx.tok->decode({g.prompt.end() - ptrdiff_t(k), g.prompt.end()});
+      const size_t open = tail.rfind("<think>");
+      r.reasoning_starts_open = open != std::string::npos && tail.find("</think>", open) == std::string::npos;
+    }
+  } else {
+    const json* p = field(body, "prompt");
+    if (!p) bad("prompt", "'prompt' is required");
+    std::string s;
+    if (p->is_string()) s = p->get<std::string>();
+    else if (p->is_array() && p->size() == 1 && (*p)[0].is_string()) s = (*p)[0].get<std::string>();
+    else bad("prompt", "'prompt' must be a string (or an array of one string)");
+    // Text a client sends is never control tokens.
+    g.prompt = ctx.tok->encode(s, false);
+  }
+  if (g.prompt.empty()) bad(ep == Endpoint::chat ? "messages" : "prompt", "the prompt encodes to no tokens");
+  const int64_t n_prompt = int64_t(g.prompt.size());
+  if (n_prompt >= ctx.max_model_len)
+    bad(ep == Endpoint::chat ? "messages" : "prompt",
+        fmt::format("This model's maximum context length is {} tokens, but the prompt has {} tokens",
+                    ctx.max_model_len, n_prompt),
+        400, "context_length_exceeded");
+
+  // Length and sampling.
+  auto mt = integer(body, "max_completion_tokens", 1, INT64_MAX);
+  const char* mt_name = "max_completion_tokens";
+  if (!mt) {
+    mt = integer(body, "max_tokens", 1, INT64_MAX);
+    mt_name = "max_tokens";
+  }
+  g.max_tokens = mt ? *mt : ctx.max_model_len - n_prompt;
+  if (g.max_tokens > ctx.max_model_len - n_prompt)
+    bad(mt_name,
+        fmt::format("This model's maximum context length is {} tokens; the prompt has {} and {} = {} asks for {} "
+                    "more",
+                    ctx.max_model_len, n_prompt, mt_name, g.max_tokens, g.max_tokens),
+        400, "context_length_exceeded");
+  SamplerConfig& s = g.sampler;
+  s = ctx.defaults;
+  s.temperature = float(number(body, "temperature", 0, 2, s.temperature));
+  s.top_p = float(number(body, "top_p", 0, 1, s.top_p));
+  if (s.top_p <= 0) bad("top_p", "'top_p' must be greater than 0");
+  if (auto k = integer(body, "top_k", -1, 1 << 30)) s.top_k = *k <= 0 ? 0 : int32_t(*k);
+  s.min_p = float(number(body, "min_p", 0, 1, s.min_p));
+  s.presence_penalty = float(number(body, "presence_penalty", -2, 2, s.presence_penalty));
+  s.repetition_penalty = float(number(body, "repetition_penalty", 1e-6, 100, s.repetition_penalty));
+  if (auto seed = integer(body, "seed", INT64_MIN, INT64_MAX)) s.seed = uint64_t(*seed);
+  else s.seed = (uint64_t(std::random_device{}()) << 32) | std::random_device{}();
+  if (const json* st = field(body, "stop")) {
+    if (st->is_string()) g.stop.push_back(st->get<std::string>());
+    else if (st->is_array()) {
+      for (const json& x : *st) {
+        if (!x.is_string()) bad("stop", "'stop' must be a string or an array of strings");
+        g.stop.push_back(x.get<std::string>());
+      }
+    } else bad("stop", "'stop' must be a string or an array of strings");
+    for (const auto& x : g.stop)
+      if (x.empty()) bad("stop", "'stop' strings must not be empty");
+  }
+  if (ep == Endpoint::chat) {
+    if (boolean(body, "logprobs")) g.top_logprobs = int32_t(integer(body, "top_logprobs", 0, 20).value_or(0));
+    else if (field(body, "top_logprobs")) bad("top_logprobs", "'top_logprobs' needs 'logprobs': true");
+  } else if (auto lp = integer(body, "logprobs", 0, 20)) {
+    g.top_logprobs = int32_t(*lp);
+  }
+  return r;
+}
+
+std::string models_body(const ApiContext& ctx, int64_t created) {
+  json m = {{"id", ctx.model_name}, {"object", "model"}, {"created", created}, {"owned_by", "hlwq"},
+            {"max_model_len", ctx.max_model_len}};
+  return dump(json{{"object", "list"}, {"data", json::array({m})}});
+}
+
+ResponseWriter::ResponseWriter(const ApiRequest& req, std::string model, int64_t created)
+    : ep_(req.endpoint),
+      include_usage_(req.include_usage),
+      want_logprobs_(req.gen.top_logprobs >= 0),
+      id_(random_id(req.endpoint == Endpoint::chat ? "chatcmpl-" : "cmpl-")),
+      model_(std::move(model)),
+      created_(created) {
+  if (req.reasoning_starts_open) reasoning_.emplace(*req.reasoning_starts_open);
+}
+
+json ResponseWriter::chunk_base() const {
+  json j = {{"id", id_}, {"object", ep_ == Endpoint::chat ? "chat.completion.chunk" : "text_completion"},
+            {"created", created_}, {"model", model_}};
+  if (include_usage_) j["usage"] = nullptr;
+  return j;
+}
+
+json ResponseWriter::logprobs_json(const std::vector<TokenLogprob>& lp) const {
+  if (!want_logprobs_) return nullptr;
+  auto bytes = [](const std::string& s) {
+    json b = json::array();
+    for (unsigned char c : s) b.push_back(int(c));
+    return b;
+  };
+  if (ep_ == Endpoint::chat) {
+    json content = json::array();
+    for (const auto& t : lp) {
+      json top = json::array();
+      for (const auto& [tok, l] : t.top)
+        top.push_back({{"token", utf8_lossy(tok)}, {"logprob", l}, {"bytes", bytes(tok)}});
+      content.push_back(
+          {{"token", utf8_lossy(t.token)}, {"logprob", t.logprob}, {"bytes", bytes(t.token)}, {"top_logprobs", top}});
+    }
+    return {{"content", content}};
+  }
+  json tokens = json::array(), lps = json::array(), tops = json::array();
+  for (const auto& t : lp) {
+    tokens.push_back(utf8_lossy(t.token));
+    lps.push_back(t.logprob);
+    json top = json::object();
+    for (const auto& [tok, l] : t.top) top[utf8_lossy(tok)] = l;
+    tops.push_back(top);
+  }
+  return {{"tokens", tokens}, {"token_logprobs", lps}, {"top_logprobs", tops}};
+}
+
+namespace {
+std::string sse(const json& j) { return "data: " + dump(j) + "\n\n"; }
+std::string finish_name(FinishReason f) { return std::string(finish_reason_name(f)); }
+json usage_json(const StreamEvent& f) {
+  return {{"prompt_tokens", f.prompt_tokens}, {"completion_tokens", f.completion_tokens},
+          {"total_tokens", f.prompt_tokens + f.completion_tokens}};
+}
+}  // namespace
+
+std::string ResponseWriter::sse_start() const {
+  if (ep_ != Endpoint::chat) return "";
+  json j = chunk_base();
+  j["choices"] = json::array(
+      {{{"index", 0}, {"delta", {{"role", "assistant"}, {"content", ""}}}, {"logprobs", nullptr}, {"finish_reason", nullptr}}});
+  return sse(j);
+}
+
+std::string ResponseWriter::sse_delta(const StreamEvent& ev) {
+  json j = chunk_base();
+  json choice = {{"index", 0}, {"logprobs", logprobs_json(ev.logprobs)}, {"finish_reason", nullptr}};
+  if (ep_ == Endpoint::chat && reasoning_) {
+    const ReasoningSplitter::Out o = reasoning_->push(ev.text);
+    if (o.reasoning.empty() && o.content.empty() && ev.logprobs.empty()) return "";
+    json delta = json::object();
+    if (!o.reasoning.empty()) delta["reasoning_content"] = o.reasoning;
+    if (!o.content.empty() || o.reasoning.empty()) delta["content"] = o.content;
+    choice["delta"] = delta;
+  } else if (ep_ == Endpoint::chat) {
+    choice["delta"] = {{"content", ev.text}};
+  } else {
+    choice["text"] = ev.text;
+  }
+  j["choices"] = json::array({choice});
+  return sse(j);
+}
+
+std::string ResponseWriter::sse_finish(const StreamEvent& f) {
+  std::string out;
+  if (reasoning_) {  // a partial tag held back at the end is text after all
+    const ReasoningSplitter::Out o = reasoning_->flush();
+    if (!o.reasoning.empty() || !o.content.empty()) {
+      json j = chunk_base();
+      json delta = json::object();
+      if (!o.reasoning.empty()) delta["reasoning_content"] = o.reasoning;
+      if (!o.content.empty()) delta["content"] = o.content;
+      j["choices"] = json::array({{{"index", 0}, {"delta", delta}, {"logprobs", nullptr}, {"finish_reason", nullptr}}});
+      out += sse(j);
+    }
+  }
+  json j = chunk_base();
+  json choice = {{"index", 0}, {"logprobs", nullptr}, {"finish_reason", finish_name(f.finish)}};
+  if (ep_ == Endpoint::chat) choice["delta"] = json::object();
+  else choice["text"] = "";
+  j["choices"] = json::array({choice});
+  out += sse(j);
+  if (include_usage_) {
+    json u = chunk_base();
+    u["choices"] = json::array();
+    u["usage"] = usage_json(f);
+    out += sse(u);
+  }
+  return out + "data: [DONE]\n\n";
+}
+
+void ResponseWriter::add(const StreamEvent& ev) {
+  if (reasoning_) {
+    const ReasoningSplitter::Out o = reasoning_->push(ev.text);
+    reasoning_text_ += o.reasoning;
+    text_ += o.content;
+  } else {
+    text_ += ev.text;
+  }
+  logprobs_.insert(logprobs_.end(), ev.logprobs.begin(), ev.logprobs.end());
+}
+
+std::string ResponseWriter::full(const StreamEvent& f) {
+  if (reasoning_) {
+    const ReasoningSplitter::Out o = reasoning_->flush();
+    reasoning_text_ += o.reasoning;
+    text_ += o.content;
+  }
+  json choice = {{"index", 0}, {"logprobs", logprobs_json(logprobs_)}, {"finish_reason", finish_name(f.finish)}};
+  if (ep_ == Endpoint::chat) choice["message"] = {{"role", "assistant"}, {"content", text_}};
+  if (ep_ == Endpoint::chat && reasoning_)
+    choice["message"]["reasoning_content"] = reasoning_text_.empty() ? json() : json(reasoning_text_);
+  else choice["text"] = text_;
+  json j = {{"id", id_}, {"object", ep_ == Endpoint::chat ? "chat.completion" : "text_completion"},
+            {"created", created_}, {"model", model_}, {"choices", json::array({choice})}, {"usage", usage_json(f)}};
+  return dump(j);
+}
+
+}  // namespace hlwq::server
