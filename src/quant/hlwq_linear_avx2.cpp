@@ -1,0 +1,228 @@
+// AVX2+FMA+F16C HLWQ kernels. Eight codes of a group are widened at once: the group's `bits` bytes as one
+// 64-bit integer, broadcast, shifted per lane by two variable 64-bit shifts and interleaved with one blend, which
+// leaves the codes in lane order (0, 4, 1, 5, 2, 6, 3, 7). Rather than shuffle every weight back, prepare()
+// stores the rotated activations in that same order, once per call. The codebook lookup is a register
+// permute: one permutevar8x32 for ≤ 8 levels, two or four plus sign-bit blends for 16 and 32 levels, a gather
+// beyond. All headers come before the target pragma, so no inline library code is compiled for AVX2 and then
+// shared with portable callers.
+#include <immintrin.h>
+
+#include <cstdint>
+#include <cstring>
+
+#include "quant/hadamard.h"
+#include "quant/hlwq_linear.h"
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c")
+
+namespace hlwq {
+namespace {
+
+constexpr int kB = 128;
+constexpr int kMaxTokens = 3;  // accumulators per row stay in registers: (1 lookup + 3 sums + 3 totals) ymm
+
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+template <int B>
+struct Lut {  // 6..8 bits: 64..256 levels, a gather
+  const float* c;
+  explicit Lut(const float* cb) : c(cb) {}
+  __m256 operator()(__m256i i) const { return _mm256_i32gather_ps(c, i, 4); }
+};
+template <>
+struct Lut<2> {
+  __m256 t0;
+  explicit Lut(const float* c) : t0(_mm256_setr_ps(c[0], c[1], c[2], c[3], 0, 0, 0, 0)) {}
+  __m256 operator()(__m256i i) const { return _mm256_permutevar8x32_ps(t0, i); }
+};
+template <>
+struct Lut<3> {
+  __m256 t0;
+  explicit Lut(const float* c) : t0(_mm256_loadu_ps(c)) {}
+  __m256 operator()(__m256i i) const { return _mm256_permutevar8x32_ps(t0, i); }
+};
+template <>
+struct Lut<4> {  // bit 3 picks the table half: shifted to the sign bit for blendv
+  __m256 t0, t1;
+  explicit Lut(const float* c) : t0(_mm256_loadu_ps(c)), t1(_mm256_loadu_ps(c + 8)) {}
+  __m256 operator()(__m256i i) const {
+    return _mm256_blendv_ps(_mm256_permutevar8x32_ps(t0, i), _mm256_permutevar8x32_ps(t1, i),
+                            _mm256_castsi256_ps(_mm256_slli_epi32(i, 28)));
+  }
+};
+template <>
+struct Lut<5> {
+  __m256 t0, t1, t2, t3;
+  explicit Lut(const float* c)
+      : t0(_mm256_loadu_ps(c)), t1(_mm256_loadu_ps(c + 8)), t2(_mm256_loadu_ps(c + 16)), t3(_mm256_loadu_ps(c + 24)) {}
+  __m256 operator()(__m256i i) const {
+    const __m256 b3 = _mm256_castsi256_ps(_mm256_slli_epi32(i, 28));
+    const __m256 lo = _mm256_blendv_ps(_mm256_permutevar8x32_ps(t0, i), _mm256_permutevar8x32_ps(t1, i), b3);
+    const __m256 hi = _mm256_blendv_ps(_mm256_permutevar8x32_ps(t2, i), _mm256_permutevar8x32_ps(t3, i), b3);
+    return _mm256_blendv_ps(lo, hi, _mm256_castsi256_ps(_mm256_slli_epi32(i, 27)));
+  }
+};
+
+// Widens the 8 codes of one group (its bytes at p, with at least 8 readable bytes) to 32-bit lanes in the
+// order (0, 4, 1, 5, 2, 6, 3, 7).
+template <int B, HlwqBitOrder O>
+struct Unpacker {
+  __m256i sh_lo, sh_hi, mask;
+  Unpacker()
+      : sh_lo(_mm256_setr_epi64x(hlwq_group_shift(0, B, O), hlwq_group_shift(1, B, O), hlwq_group_shift(2, B, O),
+                                 hlwq_group_shift(3, B, O))),
+        sh_hi(_mm256_setr_epi64x(hlwq_group_shift(4, B, O), hlwq_group_shift(5, B, O), hlwq_group_shift(6, B, O),
+                                 hlwq_group_shift(7, B, O))),
+        mask(_mm256_set1_epi32((1 << B) - 1)) {}
+  __m256i operator()(const uint8_t* p) const {
+    uint64_t raw;
+    std::memcpy(&raw, p, 8);
+    // msb_first: the group's bytes are a big-endian integer in the top 8·B bits after the byte swap
+    const uint64_t g = O == HlwqBitOrder::lsb_first ? raw : __builtin_bswap64(raw) >> (64 - 8 * B);
+    const __m256i v = _mm256_set1_epi64x(int64_t(g));
+    const __m256i lo = _mm256_srlv_epi64(v, sh_lo), hi = _mm256_slli_epi64(_mm256_srlv_epi64(v, sh_hi), 32);
+    return _mm256_and_si256(_mm256_blend_epi32(lo, hi, 0xAA), mask);
+  }
+};
+
+// One block's packed codes copied to a buffer with 8 readable bytes past the end (the last group's 8-byte load),
+// so no load ever leaves the tensor, even for the last block of an mmapped file.
+template <int B>
+struct BlockBuf {
+  alignas(32) uint8_t b[16 * B + 8] = {};
+  const uint8_t* load(const uint8_t* src) {
+    std::memcpy(b, src, 16 * B);
+    return b;
+  }
+};
+
+template <int B, HlwqBitOrder O, int NT>
+void gemv_tile(const HlwqMatrixView& v, int64_t r0, int64_t nr, const float* xp, int64_t ldxp, float* y,
+               int64_t ldy) {
+  const Lut<B> lut(v.codebook);
+  const Unpacker<B, O> unpack;
+  BlockBuf<B> buf;
+  const int64_t nb = v.n_blocks(), rb = v.row_bytes();
+  for (int64_t r = 0; r < nr; ++r) {
+    const uint8_t* row = v.codes + (r0 + r) * rb;
+    const uint16_t* nrm = v.norms + (r0 + r) * nb;
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) {
+      const uint8_t* p = buf.load(row + b * 16 * B);
+      const float* x0 = xp + b * kB;
+      __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps();
+      for (int g = 0; g < 16; ++g) {
+        const __m256 w = lut(unpack(p + g * B));
+        s0 = _mm256_fmadd_ps(w, _mm256_loadu_ps(x0 + g * 8), s0);
+        if constexpr (NT > 1) s1 = _mm256_fmadd_ps(w, _mm256_loadu_ps(x0 + ldxp + g * 8), s1);
+        if constexpr (NT > 2) s2 = _mm256_fmadd_ps(w, _mm256_loadu_ps(x0 + 2 * ldxp + g * 8), s2);
+      }
+      const __m256 sc = _mm256_set1_ps(_cvtsh_ss(nrm[b]) * (1.0f / kB));
+      a0 = _mm256_fmadd_ps(s0, sc, a0);
+      if constexpr (NT > 1) a1 = _mm256_fmadd_ps(s1, sc, a1);
+      if constexpr (NT > 2) a2 = _mm256_fmadd_ps(s2, sc, a2);
+    }
+    y[r] = hsum(a0);
+    if constexpr (NT > 1) y[ldy + r] = hsum(a1);
+    if constexpr (NT > 2) y[2 * ldy + r] = hsum(a2);
+  }
+}
+
+template <int B, HlwqBitOrder O>
+void gemv_bits(const HlwqMatrixView& v, int64_t r0, int64_t nr, const float* xp, int64_t ldxp, int64_t nt, float* y,
+               int64_t ldy) {
+  for (int64_t t = 0; t < nt; t += kMaxTokens) {
+    const int64_t n = nt - t < kMaxTokens ? nt - t : kMaxTokens;
+    const float* x = xp + t * ldxp;
+    float* yt = y + t * ldy;
+    if (n == 1) gemv_tile<B, O, 1>(v, r0, nr, x, ldxp, yt, ldy);
+    else if (n == 2) gemv_tile<B, O, 2>(v, r0, nr, x, ldxp, yt, ldy);
+    else gemv_tile<B, O, 3>(v, r0, nr, x, ldxp, yt, ldy);
+  }
+}
+
+template <int B, HlwqBitOrder O>
+void decode_rotated_bits(const HlwqMatrixView& v, int64_t r0, int64_t nr, float* dst) {
+  const Lut<B> lut(v.codebook);
+  const Unpacker<B, O> unpack;
+  BlockBuf<B> buf;
+  const int64_t nb = v.n_blocks(), rb = v.row_bytes(), inp = v.in_padded();
+  for (int64_t r = 0; r < nr; ++r)
+    for (int64_t b = 0; b < nb; ++b) {
+      const uint8_t* p = buf.load(v.codes + (r0 + r) * rb + b * 16 * B);
+      const __m256 sc = _mm256_set1_ps(_cvtsh_ss(v.norms[(r0 + r) * nb + b]) * (1.0f / kB));
+      float* d = dst + r * inp + b * kB;
+      for (int g = 0; g < 16; ++g) _mm256_storeu_ps(d + g * 8, _mm256_mul_ps(lut(unpack(p + g * B)), sc));
+    }
+}
+
+// One switch from (bits, order) to the instantiation; the view was checked at load (bits in 2..8).
+template <template <int, HlwqBitOrder> class F, typename... A>
+void dispatch(const HlwqMatrixView& v, A... a) {
+  const bool lsb = v.order == HlwqBitOrder::lsb_first;
+  switch (v.bits) {
+#define HLWQ_CASE(B)                                                      \
+  case B:                                                                 \
+    return lsb ? F<B, HlwqBitOrder::lsb_first>::run(v, a...)              \
+               : F<B, HlwqBitOrder::msb_first>::run(v, a...);
+    HLWQ_CASE(2)
+    HLWQ_CASE(3)
+    HLWQ_CASE(4)
+    HLWQ_CASE(5)
+    HLWQ_CASE(6)
+    HLWQ_CASE(7)
+    HLWQ_CASE(8)
+#undef HLWQ_CASE
+    default: __builtin_trap();  // hlwq_check_view refuses other widths before any kernel runs
+  }
+}
+
+template <int B, HlwqBitOrder O>
+struct GemvF {
+  static void run(const HlwqMatrixView& v, int64_t r0, int64_t nr, const float* xp, int64_t ldxp, int64_t nt,
+                  float* y, int64_t ldy) {
+    gemv_bits<B, O>(v, r0, nr, xp, ldxp, nt, y, ldy);
+  }
+};
+template <int B, HlwqBitOrder O>
+struct DecodeF {
+  static void run(const HlwqMatrixView& v, int64_t r0, int64_t nr, float* dst) { decode_rotated_bits<B, O>(v, r0, nr, dst); }
+};
+
+void gemv_avx2(const HlwqMatrixView& v, int64_t r0, int64_t nr, const float* xp, int64_t ldxp, int64_t nt, float* y,
+               int64_t ldy) {
+  dispatch<GemvF>(v, r0, nr, xp, ldxp, nt, y, ldy);
+}
+
+void decode_rows_rotated_avx2(const HlwqMatrixView& v, int64_t r0, int64_t nr, float* dst) {
+  dispatch<DecodeF>(v, r0, nr, dst);
+}
+
+void prepare_avx2(const float* x, int64_t in, float* xp) {
+  const int64_t nb = (in + kB - 1) / kB;
+  std::memcpy(xp, x, size_t(in) * sizeof(float));
+  std::memset(xp + in, 0, size_t(nb * kB - in) * sizeof(float));
+  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  for (int64_t b = 0; b < nb; ++b) {
+    float* blk = xp + b * kB;
+    fwht128_unscaled(blk);
+    for (int g = 0; g < 16; ++g)
+      _mm256_storeu_ps(blk + g * 8, _mm256_permutevar8x32_ps(_mm256_loadu_ps(blk + g * 8), order));
+  }
+}
+
+constexpr HlwqKernels kAvx2 = {"avx2", prepare_avx2, gemv_avx2, decode_rows_rotated_avx2};
+
+}  // namespace
+
+const HlwqKernels& hlwq_kernels_avx2() { return kAvx2; }
+
+}  // namespace hlwq
+
+#pragma GCC pop_options
