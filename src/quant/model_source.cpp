@@ -4,8 +4,7 @@
 
 #include "core/dtype.h"
 #include "core/error.h"
-#include "quant/hlwq_linear.h"
-#include "quant/lloyd_max.h"
+#include "quant/hlwq_checkpoint.h"
 
 namespace hlwq {
 namespace {
@@ -48,14 +47,7 @@ const std::string& ModelSource::file_of(const std::string& name) const {
 }
 
 void ModelSource::decode_q5_rows(const SeedQ5Weight& w, int64_t r0, int64_t n, float* dst) const {
-  HlwqMatrixView v;
-  v.out = w.out;
-  v.in = w.in;
-  v.bits = kSeedQ5Bits;
-  v.order = HlwqBitOrder::msb_first;
-  v.codes = w.packed;
-  v.norms = w.norms;
-  v.codebook = seed_q5_table().data();
+  const HlwqMatrixView v = seed_q5_view(w);
   // Nothing below allocates or throws (decode_row works on stack buffers), so the region is safe.
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < n; ++r) {
