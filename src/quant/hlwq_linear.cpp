@@ -39,7 +39,7 @@ float block_scale(const HlwqMatrixView& v, int64_t r, int64_t b) {
   return f16_to_f32(v.norms[r * v.n_blocks() + b]) * (1.0f / kB);
 }
 
-void prepare_scalar(const float* x, int64_t in, float* xp) {
+void prepare_scalar(const float* x, int64_t in, int /*bits*/, float* xp) {
   const int64_t nb = (in + kB - 1) / kB;
   std::copy(x, x + in, xp);
   std::fill(xp + in, xp + nb * kB, 0.0f);

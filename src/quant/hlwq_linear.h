@@ -39,8 +39,9 @@ void hlwq_decode_row(const HlwqMatrixView& v, int64_t r, float* w);
 
 struct HlwqKernels {
   const char* isa;  // "scalar" or "avx2"
-  // xp[inp] = prepared activations of one token: FWHT per block of x[in] (tail zero-padded), in kernel order.
-  void (*prepare)(const float* x, int64_t in, float* xp);
+  // xp[inp] = prepared activations of one token for codes of `bits` bits: FWHT per block of x[in] (tail
+  // zero-padded), in the kernel's order for that width.
+  void (*prepare)(const float* x, int64_t in, int bits, float* xp);
   // Y[t, r] = Σ W[r0 + r, k] · x[t, k] for r < nr, t < nt; xp [nt, inp] prepared (row stride ldxp),
   // Y row stride ldy. No allocation, never throws (runs inside OpenMP regions).
   void (*gemv)(const HlwqMatrixView& v, int64_t r0, int64_t nr, const float* xp, int64_t ldxp, int64_t nt,

@@ -149,7 +149,7 @@ TEST(HlwqLinear, GemvMatchesDequantizedMatmulEveryWidthOrderAndKernel) {
             }
           }
           std::vector<float> xp(size_t(nt * inp));
-          for (int64_t t = 0; t < nt; ++t) k->prepare(x.data() + t * in, in, xp.data() + t * inp);
+          for (int64_t t = 0; t < nt; ++t) k->prepare(x.data() + t * in, in, bits, xp.data() + t * inp);
           // gemv over two row ranges (a panel split), all tokens at once
           std::vector<float> y(size_t(nt * out), NAN);
           k->gemv(f.v, 0, 7, xp.data(), inp, nt, y.data(), out);
@@ -176,7 +176,7 @@ TEST(HlwqLinear, FlippedCodeOrderFails) {
       Fixture f(16, 256, bits, HlwqBitOrder::lsb_first, 5);
       const std::vector<float> x = test::gaussian_values(256, 9);
       std::vector<float> xp(256), good(16), bad(16);
-      k->prepare(x.data(), 256, xp.data());
+      k->prepare(x.data(), 256, bits, xp.data());
       k->gemv(f.v, 0, 16, xp.data(), 256, 1, good.data(), 16);
       HlwqMatrixView flipped = f.v;
       flipped.order = HlwqBitOrder::msb_first;
