@@ -20,6 +20,8 @@ REF = {"rtn": "ct-int4-rtn (absmax/7, seed)", "rtn-ct": "ct-int4-rtn (absmax/7.5
        "mse": "ct-int4-mse-scale", "hlwq-cascade": "ct-int4-cascade (seed Q5 table -> rtn)",
        "hlwq-cascade-lm5": "ct-int4-cascade (converged Q5 -> rtn)", "hlwq-4": "hlwq-4 ls-scale",
        "hlwq-3-l2": "hlwq-3", "hlwq-4-l2": "hlwq-4", "hlwq-5-l2": "hlwq-5"}
+DISPLAY = ["bf16", "rtn", "rtn-ct", "mse", "hlwq-cascade", "hlwq-cascade-lm5", "hlwq-3", "hlwq-4", "hlwq-5",
+           "hlwq-3-l2", "hlwq-4-l2", "hlwq-5-l2"]
 DESC = {"bf16": "bf16 (no quantization)", "rtn": "ct-int4 `rtn` (seed: absmax/7)",
         "rtn-ct": "ct-int4 `rtn-ct` (compressed-tensors: absmax/7.5)", "mse": "ct-int4 `mse` (MSE-optimal scale)",
         "hlwq-cascade": "ct-int4 `hlwq-cascade` (seed: HLWQ-Q5 → INT4)",
@@ -100,12 +102,19 @@ def git(*args):
 
 
 rows = {}
-for m in methods:
+for m in [x for x in methods if x != "bf16"] + (["bf16"] if "bf16" in methods else []):
     res = {}
     for t in texts:
         f = os.path.join(a.work, "results", f"{m}.{t}.json")
         if os.path.exists(f):
             res[t] = json.load(open(f))
+    if m == "bf16":  # the base model's own figures, from the other runs (same text and windows)
+        for t in texts:
+            src = next((r for r in rows.values() if t in r["res"]), None)
+            if src:
+                e = src["res"][t]
+                res[t] = {"kld": 0.0, "top1_agree": 1.0, "ppl": e["base_ppl"], "base_ppl": e["base_ppl"],
+                          "delta_ppl": 0.0, "scored_tokens": e["scored_tokens"], "max_windows": e.get("max_windows", 0)}
     if not res:
         continue
     mdir = a.base if m == "bf16" else os.path.join(a.work, "models", m)
@@ -151,7 +160,7 @@ for t in texts:
     w("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     best4 = min((r["res"][t]["kld"] for m, r in rows.items() if t in r["res"] and m != "bf16" and r["bits"] and r["bits"] <= 4.2),
                 default=None)
-    for m in methods:
+    for m in DISPLAY:
         if m not in rows or t not in rows[m]["res"]:
             continue
         r, e = rows[m], rows[m]["res"][t]
