@@ -77,8 +77,11 @@ std::map<std::string, SeedQ5Weight> seed_q5_weights(const Checkpoint& ck) {
     w.out = m[0];
     w.n_blocks = m[1];
     w.in = m.size() == 5 ? m[4] : m[1] * 128;
-    HLWQ_CHECK(w.out > 0 && w.n_blocks > 0 && m[2] == 128 && w.in > 0 && (w.in + 127) / 128 == w.n_blocks &&
-                   w.out <= (int64_t(1) << 40) / (w.n_blocks * 128) && m[3] == w.out * w.n_blocks * 128,
+    // Bounds first (every product below stays far from overflow), then the relations between the values.
+    const int64_t kMax = int64_t(1) << 40;
+    HLWQ_CHECK(w.out > 0 && w.n_blocks > 0 && w.in > 0 && w.n_blocks <= kMax / 128 && w.in <= w.n_blocks * 128 &&
+                   w.out <= kMax / (w.n_blocks * 128) && m[2] == 128 && (w.in + 127) / 128 == w.n_blocks &&
+                   m[3] == w.out * w.n_blocks * 128,
                "{}: {} = [{}] is not [out, n_blocks, 128, out·n_blocks·128(, in)] with n_blocks = ⌈in/128⌉",
                ck.file_of(mk), mk, fmt::join(m, ", "));
     const TensorView packed = ck.view(pk), norms = ck.view(nk);
