@@ -184,6 +184,39 @@ for t in texts:
           f"{'—' if refkl is None else f'{refkl:.4f}'} | {'—' if refppl is None else f'{refppl:.3f}'} | {vs} | {tok} | "
           f"{', '.join(verdict)} |")
     w("")
+# Findings, computed from the rows above (the sentences are fixed, every number is measured).
+w("## What the numbers say\n")
+for t in texts:
+    have = {m: r["res"][t] for m, r in rows.items() if t in r["res"] and m != "bf16"}
+    if not have:
+        continue
+    four = {m: e for m, e in have.items() if rows[m]["bits"] and rows[m]["bits"] <= 4.2}
+    if four:
+        best = min(four, key=lambda m: four[m]["kld"])
+        line = f"- **{t}**: at ~4.1 bits/weight the lowest KL is {DESC.get(best, best)} ({four[best]['kld']:.4f})"
+        if "rtn" in have and best != "rtn":
+            line += f", {100 * (1 - four[best]['kld'] / have['rtn']['kld']):.0f}% below the seed's RTN ({have['rtn']['kld']:.4f})"
+        if "mse" in have and best != "mse":
+            line += f" and {100 * (1 - four[best]['kld'] / have['mse']['kld']):.0f}% below the best plain INT4 (`mse`, {have['mse']['kld']:.4f})"
+        w(line + ".")
+    if "rtn" in have:
+        losers = [m for m in have if m != "rtn" and have[m]["kld"] > have["rtn"]["kld"]]
+        if losers:
+            w(f"  Worse than the seed's plain RTN: " + ", ".join(f"{DESC.get(m, m)} ({have[m]['kld']:.4f})" for m in losers) + ".")
+    for hb, lb in (("hlwq-3", "hlwq-3-l2"), ("hlwq-5", "hlwq-5-l2"), ("hlwq-4", "hlwq-4-l2")):
+        if hb in have and lb in have:
+            w(f"  {hb}: least-squares scale KL {have[hb]['kld']:.4f} vs l2-norm {have[lb]['kld']:.4f}.")
+    devs = []
+    for m, e in have.items():
+        rr = ref["methods"].get(REF.get(m, ""), {}).get(t, {})
+        if rr.get("kld"):
+            devs.append((abs(e["kld"] / rr["kld"] - 1), m))
+    if devs:
+        d, m = max(devs)
+        mw = next(iter(have.values())).get("max_windows", 0)
+        w(f"  Agreement with the independent reference: KL within {100 * d:.1f}% for every method checked "
+          f"(largest: {DESC.get(m, m)}){'' if not mw else f'; note this text was cut to {mw} windows while the reference scores all of it'}.")
+w("")
 if any(r["decoded"] for r in rows.values()):
     w("† The engine could not load native HLWQ checkpoints at this commit, so these rows ran the same codes decoded to")
     w("dense fp32 weights (`hlwq_dequantize`, exact) on the engine's dense path; no decode speed is given for them.\n")
