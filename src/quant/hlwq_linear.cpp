@@ -63,18 +63,11 @@ void gemv_scalar(const HlwqMatrixView& v, int64_t r0, int64_t nr, const float* x
     }
 }
 
-void decode_rows_rotated_scalar(const HlwqMatrixView& v, int64_t r0, int64_t nr, float* dst) {
-  uint8_t c[kB];
-  for (int64_t r = 0; r < nr; ++r)
-    for (int64_t b = 0; b < v.n_blocks(); ++b) {
-      unpack_block(v, r0 + r, b, c);
-      const float s = block_scale(v, r0 + r, b);
-      float* d = dst + r * v.in_padded() + b * kB;
-      for (int j = 0; j < kB; ++j) d[j] = s * v.codebook[c[j]];
-    }
+void decode_rows_scalar(const HlwqMatrixView& v, int64_t r0, int64_t nr, float* dst) {
+  for (int64_t r = 0; r < nr; ++r) hlwq_decode_row(v, r0 + r, dst + r * v.in);
 }
 
-constexpr HlwqKernels kScalar = {"scalar", prepare_scalar, gemv_scalar, decode_rows_rotated_scalar};
+constexpr HlwqKernels kScalar = {"scalar", prepare_scalar, gemv_scalar, decode_rows_scalar};
 
 }  // namespace
 

@@ -3,11 +3,13 @@
 // unscaled Walsh–Hadamard butterfly; FWHT is symmetric, so
 //   y[o] = Σ_b (r[o,b]/128) · Σ_j c[code[o,b,j]] · x̃[b,j],   x̃[b] = FWHT(x[b·128 … b·128+127]) (tail zero-padded).
 // The activations are rotated once per call (one 128-point FWHT per block and token); the weights are then a
-// pure codebook lookup times a per-block scale, like an INT4 dequant with a non-uniform table.
-// A kernel set orders the rotated activations its own way inside each block (prepare), and its gemv and
-// decode_rows_rotated read/write that same order, so a prefill GEMM of decoded rows against prepared
-// activations gives the same sums as the gemv. Dimension legend: in = inputs, nb = ⌈in/128⌉ blocks,
-// inp = nb·128 (padded inputs), nt = tokens, nr = rows.
+// pure codebook lookup times a per-block scale, like an INT4 dequant with a non-uniform table. That is the
+// decode path (few tokens: gemv). For many tokens (prefill) the rows are decoded back to the weight domain
+// (decode_rows: lookup, one FWHT per block of the row) and multiplied like dense weights: the FWHT cost is then
+// paid once per weight, not once per (row panel, token).
+// A kernel set orders the rotated activations its own way inside each block (prepare), and its gemv reads that
+// same order. Dimension legend: in = inputs, nb = ⌈in/128⌉ blocks, inp = nb·128 (padded inputs), nt = tokens,
+// nr = rows.
 #pragma once
 #include <cstdint>
 
@@ -46,9 +48,9 @@ struct HlwqKernels {
   // Y row stride ldy. No allocation, never throws (runs inside OpenMP regions).
   void (*gemv)(const HlwqMatrixView& v, int64_t r0, int64_t nr, const float* xp, int64_t ldxp, int64_t nt,
                float* y, int64_t ldy);
-  // dst[r, ·] = rows r0 … r0+nr−1 in the rotated domain, (r/128)·c[code], in the prepare order: Σ dst[r,·]·xp
-  // equals the gemv's result. dst [nr, inp].
-  void (*decode_rows_rotated)(const HlwqMatrixView& v, int64_t r0, int64_t nr, float* dst);
+  // dst [nr, in] = rows r0 … r0+nr−1 of W in the weight domain, bit-identical to hlwq_decode_row. No allocation,
+  // never throws.
+  void (*decode_rows)(const HlwqMatrixView& v, int64_t r0, int64_t nr, float* dst);
 };
 
 const HlwqKernels& hlwq_kernels_scalar();

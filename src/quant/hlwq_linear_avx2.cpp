@@ -107,6 +107,15 @@ struct BlockBuf {
   }
 };
 
+// w[128] (codebook values of block b of row r, natural order) → FWHT, scale, the block's columns of out_row.
+// The same operations in the same order as hlwq_decode_row, so the result is bit-identical.
+inline void store_block(const HlwqMatrixView& v, int64_t r, int64_t b, float* w, float* out_row) {
+  fwht128_unscaled(w);
+  const float s = _cvtsh_ss(v.norms[r * v.n_blocks() + b]) * (1.0f / kB);
+  const int64_t k0 = b * kB, len = v.in - k0 < kB ? v.in - k0 : kB;
+  for (int64_t j = 0; j < len; ++j) out_row[k0 + j] = s * w[j];
+}
+
 // ---- 2..5 bits: byte codes and byte-plane lookup ----
 
 // Codes of two groups (lane 0: the group at p, lane 1: the next) as 16-bit lanes: a shuffle gathers each code's
@@ -244,25 +253,27 @@ void gemv_tile_bytes(const HlwqMatrixView& v, int64_t r0, int64_t nr, const floa
   }
 }
 
+// One block of a row back in the weight domain: lookup in chunk order, back to natural order, FWHT, scale.
 template <int B, HlwqBitOrder O>
-void decode_rotated_bytes(const HlwqMatrixView& v, int64_t r0, int64_t nr, float* dst) {
+void decode_rows_bytes(const HlwqMatrixView& v, int64_t r0, int64_t nr, float* dst) {
   const ByteLut<B> lut(v.codebook);
   const ByteUnpacker<B, O> unpack;
   PaddedBlock<B> buf;
-  const int64_t nb = v.n_blocks(), rb = v.row_bytes(), inp = v.in_padded();
+  const int64_t nb = v.n_blocks(), rb = v.row_bytes();
+  alignas(32) float t[kB], w[kB];
   for (int64_t r = 0; r < nr; ++r)
     for (int64_t b = 0; b < nb; ++b) {
       const uint8_t* p = buf.load(v.codes + (r0 + r) * rb + b * 16 * B);
-      const __m256 sc = _mm256_set1_ps(_cvtsh_ss(v.norms[(r0 + r) * nb + b]) * (1.0f / kB));
-      float* d = dst + r * inp + b * kB;
       for (int c = 0; c < 4; ++c) {
         __m256 w0, w1, w2, w3;
         lut(unpack(p + c * 4 * B), w0, w1, w2, w3);
-        _mm256_storeu_ps(d + c * 32, _mm256_mul_ps(w0, sc));
-        _mm256_storeu_ps(d + c * 32 + 8, _mm256_mul_ps(w1, sc));
-        _mm256_storeu_ps(d + c * 32 + 16, _mm256_mul_ps(w2, sc));
-        _mm256_storeu_ps(d + c * 32 + 24, _mm256_mul_ps(w3, sc));
+        _mm256_store_ps(t + c * 32, w0);
+        _mm256_store_ps(t + c * 32 + 8, w1);
+        _mm256_store_ps(t + c * 32 + 16, w2);
+        _mm256_store_ps(t + c * 32 + 24, w3);
       }
+      for (int j = 0; j < kB; ++j) w[(j & ~31) + kChunkOrder[j & 31]] = t[j];
+      store_block(v, r0 + r, b, w, dst + r * v.in);
     }
 }
 
@@ -320,17 +331,20 @@ void gemv_bits(const HlwqMatrixView& v, int64_t r0, int64_t nr, const float* xp,
 }
 
 template <int B, HlwqBitOrder O>
-void decode_rotated_bits(const HlwqMatrixView& v, int64_t r0, int64_t nr, float* dst) {
+void decode_rows_bits(const HlwqMatrixView& v, int64_t r0, int64_t nr, float* dst) {
   const Lut<B> lut(v.codebook);
   const Unpacker<B, O> unpack;
   BlockBuf<B> buf;
-  const int64_t nb = v.n_blocks(), rb = v.row_bytes(), inp = v.in_padded();
+  const int64_t nb = v.n_blocks(), rb = v.row_bytes();
+  alignas(32) float t[8], w[kB];
   for (int64_t r = 0; r < nr; ++r)
     for (int64_t b = 0; b < nb; ++b) {
       const uint8_t* p = buf.load(v.codes + (r0 + r) * rb + b * 16 * B);
-      const __m256 sc = _mm256_set1_ps(_cvtsh_ss(v.norms[(r0 + r) * nb + b]) * (1.0f / kB));
-      float* d = dst + r * inp + b * kB;
-      for (int g = 0; g < 16; ++g) _mm256_storeu_ps(d + g * 8, _mm256_mul_ps(lut(unpack(p + g * B)), sc));
+      for (int g = 0; g < 16; ++g) {  // lanes hold codes (0, 4, 1, 5, 2, 6, 3, 7) of the group
+        _mm256_store_ps(t, lut(unpack(p + g * B)));
+        for (int i = 0; i < 8; ++i) w[g * 8 + (i % 2 ? 4 + i / 2 : i / 2)] = t[i];
+      }
+      store_block(v, r0 + r, b, w, dst + r * v.in);
     }
 }
 
@@ -365,8 +379,8 @@ struct GemvF {
 template <int B, HlwqBitOrder O>
 struct DecodeF {
   static void run(const HlwqMatrixView& v, int64_t r0, int64_t nr, float* dst) {
-    if constexpr (B <= 5) decode_rotated_bytes<B, O>(v, r0, nr, dst);
-    else decode_rotated_bits<B, O>(v, r0, nr, dst);
+    if constexpr (B <= 5) decode_rows_bytes<B, O>(v, r0, nr, dst);
+    else decode_rows_bits<B, O>(v, r0, nr, dst);
   }
 };
 
@@ -375,7 +389,7 @@ void gemv_avx2(const HlwqMatrixView& v, int64_t r0, int64_t nr, const float* xp,
   dispatch<GemvF>(v, r0, nr, xp, ldxp, nt, y, ldy);
 }
 
-void decode_rows_rotated_avx2(const HlwqMatrixView& v, int64_t r0, int64_t nr, float* dst) {
+void decode_rows_avx2(const HlwqMatrixView& v, int64_t r0, int64_t nr, float* dst) {
   dispatch<DecodeF>(v, r0, nr, dst);
 }
 
@@ -398,7 +412,7 @@ void prepare_avx2(const float* x, int64_t in, int bits, float* xp) {
   }
 }
 
-constexpr HlwqKernels kAvx2 = {"avx2", prepare_avx2, gemv_avx2, decode_rows_rotated_avx2};
+constexpr HlwqKernels kAvx2 = {"avx2", prepare_avx2, gemv_avx2, decode_rows_avx2};
 
 }  // namespace
 
