@@ -20,4 +20,10 @@ HlwqMatrixView hlwq_native_view(const Checkpoint& ck, const std::string& module,
 // The view of a seed hlwq-q5 weight (5 bits, MSB-first, the seed's table).
 HlwqMatrixView seed_q5_view(const SeedQ5Weight& w);
 
+// Writes dst (atomically, replacing a previous output) = the HLWQ checkpoint src (native, or the seed's hlwq-q5)
+// with every HLWQ matrix decoded to a dense F32 `…weight` (exact: decoded in fp32, stored in fp32; a fused 3-D
+// Q5 tensor keeps its 3-D shape), everything else copied, config.json without a quantization_config and no
+// polar_config.json. The engine's dense path on dst is the reference for its HLWQ path on src.
+void write_hlwq_decoded(const std::string& src, const std::string& dst);
+
 }  // namespace hlwq

@@ -348,3 +348,38 @@ TEST(QuantizeHlwq, SeedQ5BadInputIsRefusedByName) {
   EXPECT_THROW(quantize_model(options(root / "c", root / "c_out", QuantFormat::ct_int4)), Error);
   for (const char* d : {"a_out", "b_out", "c_out"}) EXPECT_FALSE(fs::exists(root / d));
 }
+
+TEST(QuantizeHlwq, DecodedCheckpointHoldsTheExactDecode) {
+  const fs::path root = test::scratch_dir("hlwq_decoded");
+  quantize_model(options(small_src(), root / "hlwq", QuantFormat::hlwq, 3));
+  write_hlwq_decoded((root / "hlwq").string(), (root / "dec").string());
+  const HlwqFormat f = parse_hlwq_quantization_config(
+      read_json_file((root / "hlwq" / "config.json").string())["quantization_config"], "config.json");
+  Checkpoint q((root / "hlwq").string()), d((root / "dec").string());
+  EXPECT_FALSE(load_model_config((root / "dec").string()).quant.has_value());
+  int n = 0;
+  for (const std::string& name : d.names()) {
+    const std::string m = name.substr(0, name.size() - 7);
+    if (!hlwq_has_native(q, m)) {
+      ASSERT_TRUE(q.has(name)) << name;  // copied as is
+      continue;
+    }
+    const TensorView t = d.view(name);
+    ASSERT_EQ(t.dtype, DType::F32);
+    const HlwqMatrixView v = hlwq_native_view(q, m, t.shape[0], t.shape[1], f);
+    std::vector<float> row(static_cast<size_t>(t.shape[1]));
+    for (int64_t r = 0; r < t.shape[0]; ++r) {
+      hlwq_decode_row(v, r, row.data());
+      ASSERT_EQ(std::memcmp(static_cast<const float*>(t.data) + r * t.shape[1], row.data(), row.size() * 4), 0) << name;
+    }
+    ++n;
+  }
+  EXPECT_GT(n, 100);
+  // the seed's fused 3-D tensor keeps its shape
+  write_fused_q5(root / "q5");
+  write_hlwq_decoded((root / "q5").string(), (root / "q5dec").string());
+  const ModelConfig cfg = load_model_config((root / "q5").string());
+  EXPECT_EQ(Checkpoint((root / "q5dec").string()).entry("model.language_model.layers.0.mlp.experts.gate_up_proj").shape,
+            Shape({cfg.n_experts, 2 * cfg.moe_intermediate, cfg.hidden_size}));
+  EXPECT_FALSE(fs::exists(root / "q5dec" / kSeedQ5ConfigFile));
+}
