@@ -16,6 +16,7 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <cmath>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -189,6 +190,7 @@ void measure_fma(const CpuKernels& k, int nth, int warmup, int repeats, Ceilings
 
 struct WeightCost {
   double decode_bytes = 0;  // weight bytes one decode token reads (active experts only, one embedding row)
+  double expert_bytes = 0;  // the routed experts' part of decode_bytes
   double all_bytes = 0;     // every linear and vector once (a prefill window touches about all experts)
   double row_bytes = 0;     // one embedding row
   double token_macs = 0;    // multiply-adds of the linears per token, lm_head excluded, active experts only
@@ -204,8 +206,9 @@ WeightCost weight_cost(const Model& m) {
   const ModelConfig& cfg = m.config();
   const ModelWeights& w = m.weights();
   WeightCost c;
-  auto lin = [&](const LinearWeight& l, double times_decode) {
+  auto lin = [&](const LinearWeight& l, double times_decode, bool expert = false) {
     c.decode_bytes += times_decode * linear_bytes(l);
+    if (expert) c.expert_bytes += times_decode * linear_bytes(l);
     c.all_bytes += linear_bytes(l);
     c.token_macs += times_decode * double(l.out) * double(l.in);
     c.int4 = c.int4 || l.format == LinearFormat::u4b8_g128;
@@ -237,7 +240,7 @@ WeightCost weight_cost(const Model& m) {
     // A token reads n_experts_active experts; all experts of a layer have one shape, so any k of them cost the mean.
     const double share = double(cfg.n_experts_active) / double(moe.experts.size());
     for (const ExpertWeights& e : moe.experts)
-      for (const LinearWeight* x : {&e.gate_proj, &e.up_proj, &e.down_proj}) lin(*x, share);
+      for (const LinearWeight* x : {&e.gate_proj, &e.up_proj, &e.down_proj}) lin(*x, share, true);
   }
   vec(w.final_norm);
   c.decode_bytes += linear_bytes(w.lm_head);
@@ -265,7 +268,7 @@ struct Context {
   Ceilings ceil;
 };
 
-void print_row(const Context& cx, const std::string& model, const std::string& weights, const char* phase,
+void print_row(const Context& cx, const std::string& model, const std::string& weights, const std::string& phase,
                const std::string& context, double load, const Stats& tok_s, double bytes_per_tok,
                double flops_per_tok) {
   const double gbs = bytes_per_tok * tok_s.median / 1e9, gfl = flops_per_tok * tok_s.median / 1e9;
@@ -276,9 +279,13 @@ void print_row(const Context& cx, const std::string& model, const std::string& w
 }
 
 void bench_one(const Options& o, const Context& cx, const std::string& dir, CpuIsa isa) {
+  constexpr int kMaxBatchSeqs = 16;  // aggregate decode at 1, 4 and 16 sequences
   LoadOptions lo;
   lo.isa = isa;
-  const Model m = Model::load(dir, lo);
+  lo.max_seqs = kMaxBatchSeqs;
+  const int64_t total = o.prompt + int64_t(o.warmup + o.repeats) * o.decode_tokens;
+  lo.kv_tokens = kMaxBatchSeqs * (std::max(total, o.window) + lo.kv_block_tokens);
+  Model m = Model::load(dir, lo);
   const ModelConfig& cfg = m.config();
   const WeightCost wc = weight_cost(m);
   const int64_t V = cfg.vocab_size, T = o.window;
@@ -287,14 +294,14 @@ void bench_one(const Options& o, const Context& cx, const std::string& dir, CpuI
   fmt::print("\n**{}** ({}): {} layers, H {}, V {}, {} experts ({} active), kernels {}; one decode token reads "
              "{:.1f} MB of weights ({:.1f} MB lm_head), all weights {:.1f} MB; {:.1f} M linear MACs/token + {:.1f} M "
              "for lm_head\n\n",
-             name, dir, cfg.n_layers, cfg.hidden_size, V, cfg.n_experts, cfg.n_experts_active, m.kernels().isa,
+             name, dir, cfg.n_layers, cfg.hidden_size, V, cfg.n_experts, cfg.n_experts_active, cpu_kernels(isa).isa,
              wc.decode_bytes / 1e6, linear_bytes(m.weights().lm_head) / 1e6, wc.all_bytes / 1e6, wc.token_macs / 1e6,
              wc.lm_head_macs / 1e6);
   fmt::print("| model | weights | phase | batch | context | threads | tok/s median (min–max) | ms/tok | weight GB/s | "
              "% read ceiling | GFLOP/s | % FMA ceiling | load 1m |\n");
   fmt::print("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
 
-  std::vector<int32_t> tok(size_t(std::max(T, o.prompt)));  // [max(T, prompt)] deterministic ids
+  std::vector<int32_t> tok(size_t(std::max(T, o.prompt + kMaxBatchSeqs)));  // deterministic ids
   for (size_t i = 0; i < tok.size(); ++i) tok[i] = int32_t((int64_t(i) * 7919 + 13) % V);
   auto rates = [](std::vector<double> s, double n) {
     for (double& v : s) v = n / v;
@@ -307,7 +314,7 @@ void bench_one(const Options& o, const Context& cx, const std::string& dir, CpuI
     std::vector<float> logits(size_t(T * V));  // [T, V]
     double load = load_average_1m();
     Stats s = rates(time_runs(o.warmup, o.repeats, [&] {
-                      SequenceState st = m.new_state(T);
+                      Sequence st = m.new_sequence(T);
                       m.forward(tok.data(), T, st, logits.data(), forward_all_logits());
                     }),
                     double(T));
@@ -316,7 +323,7 @@ void bench_one(const Options& o, const Context& cx, const std::string& dir, CpuI
               2 * (wc.token_macs + wc.lm_head_macs));
     load = load_average_1m();
     s = rates(time_runs(o.warmup, o.repeats, [&] {
-                SequenceState st = m.new_state(T);
+                Sequence st = m.new_sequence(T);
                 m.forward(tok.data(), T, st, logits.data());
               }),
               double(T));
@@ -324,22 +331,38 @@ void bench_one(const Options& o, const Context& cx, const std::string& dir, CpuI
               2 * (wc.token_macs + wc.lm_head_macs / double(T)));
   }
 
-  // Decode: one prompt, then blocks of decode_tokens one-token steps continuing the same sequence.
-  {
-    const int64_t total = o.prompt + int64_t(o.warmup + o.repeats) * o.decode_tokens;
-    SequenceState st = m.new_state(total);
-    m.forward(tok.data(), o.prompt, st, nullptr);
-    std::vector<float> logits(static_cast<size_t>(V));  // [V]
+  // Decode: B sequences each prefilled with the prompt, then blocks of decode_tokens steps, each step one batch of
+  // B one-token inputs (what continuous batching runs). tok/s counts the tokens of all B sequences; B = 1 is plain
+  // decode. Weight bytes per token: one step reads the union of the B tokens' experts, at most B × a token's.
+  for (int B : {1, 4, kMaxBatchSeqs}) {
+    std::vector<Sequence> seqs;
+    for (int b = 0; b < B; ++b) {
+      seqs.push_back(m.new_sequence(total));
+      m.forward(tok.data() + b, o.prompt, seqs.back(), nullptr);
+    }
+    std::vector<float> logits(size_t(B) * size_t(V));  // [B, V]
+    std::vector<int32_t> next_ids(static_cast<size_t>(B));
+    std::vector<SeqInput> in(static_cast<size_t>(B));
     const double load = load_average_1m();
     int64_t next = 0;
     const Stats s = rates(time_runs(o.warmup, o.repeats,
                                     [&] {
-                                      for (int64_t i = 0; i < o.decode_tokens; ++i, ++next)
-                                        m.forward(&tok[size_t(next % o.prompt)], 1, st, logits.data());
+                                      for (int64_t i = 0; i < o.decode_tokens; ++i, ++next) {
+                                        for (int b = 0; b < B; ++b) {
+                                          next_ids[size_t(b)] = tok[size_t((next + b) % o.prompt)];
+                                          in[size_t(b)] = SeqInput{&seqs[size_t(b)], {&next_ids[size_t(b)], 1}};
+                                        }
+                                        m.forward_batch(in, logits.data());
+                                      }
                                     }),
-                          double(o.decode_tokens));
-    print_row(cx, name, weights, "decode", fmt::format("{}→{}", o.prompt, total), load, s, wc.decode_bytes,
-              2 * (wc.token_macs + wc.lm_head_macs));
+                          double(o.decode_tokens) * B);
+    // weight bytes per token: one step reads the dense part once and the union of its B tokens' experts, whose
+    // expected size under uniform routing is E·(1 − (1 − k/E)^B) experts per layer
+    const double E = double(cfg.n_experts), k = double(cfg.n_experts_active);
+    const double union_experts = E * (1 - std::pow(1 - k / E, double(B)));
+    const double step_bytes = (wc.decode_bytes - wc.expert_bytes) + wc.expert_bytes * union_experts / k;
+    print_row(cx, name, weights, B == 1 ? std::string("decode") : fmt::format("decode, {} sequences", B),
+              fmt::format("{}→{}", o.prompt, total), load, s, step_bytes / B, 2 * (wc.token_macs + wc.lm_head_macs));
   }
 }
 

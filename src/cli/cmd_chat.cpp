@@ -23,11 +23,11 @@ Command add_chat(CLI::App& app) {
   add_generation_options(sub, a->gen);
   return {sub, [a] {
             apply_threads(a->gen.threads);
-            LoadedModel m = load_model_dir(a->model);
+            LoadedModel m = load_model_dir(a->model, context_load_options(a->gen.ctx));
             const GenerateOptions gopt = make_generate_options(a->gen, m);
             std::vector<ChatMessage> msgs;
             if (!a->system.empty()) msgs.push_back({"system", a->system});
-            SequenceState st = m.model.new_state(a->gen.ctx);
+            Sequence st = m.model.new_sequence(a->gen.ctx);
             std::vector<int32_t> held;  // tokens the state has consumed
             std::string line;
             std::fprintf(stderr, "hlwq chat: %s (/exit to quit, /reset to clear)\n", a->model.c_str());
@@ -37,7 +37,7 @@ Command add_chat(CLI::App& app) {
               if (!std::getline(std::cin, line) || line == "/exit") break;
               if (line == "/reset") {
                 msgs.resize(a->system.empty() ? 0 : 1);
-                st = m.model.new_state(a->gen.ctx);
+                st.reset();
                 held.clear();
                 continue;
               }
@@ -52,7 +52,7 @@ Command add_chat(CLI::App& app) {
               }
               const bool extends = all.size() > held.size() && std::equal(held.begin(), held.end(), all.begin());
               if (!extends) {
-                st = m.model.new_state(a->gen.ctx);
+                st.reset();
                 held.clear();
               }
               std::vector<int32_t> fresh(all.begin() + int64_t(held.size()), all.end());

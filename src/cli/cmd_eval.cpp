@@ -57,7 +57,7 @@ Command add_eval(CLI::App& app) {
   return {sub, [a, ppl] {
             apply_threads(a->threads);
             const std::string text = read_text(a->text);
-            LoadedModel m = load_model_dir(a->model);
+            LoadedModel m = load_model_dir(a->model, eval_load_options(a->opt));
             const std::vector<int32_t> ids = tokenize_corpus(m.tok, text);
             a->opt.progress = !a->json;
             if (ppl->parsed()) {
@@ -75,7 +75,7 @@ Command add_eval(CLI::App& app) {
               }
               return 0;
             }
-            Model base = Model::load(a->base);
+            Model base = Model::load(a->base, eval_load_options(a->opt));
             KldResult r = eval_kld(m.model, base, ids, a->opt);
             const double dppl = r.model.ppl() - r.base.ppl();
             if (a->json) {

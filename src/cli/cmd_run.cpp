@@ -24,14 +24,14 @@ Command add_run(CLI::App& app) {
   return {sub, [a] {
             apply_threads(a->gen.threads);
             HLWQ_CHECK(!a->prompt.empty(), "empty prompt: give -p some text");
-            LoadedModel m = load_model_dir(a->model);
+            LoadedModel m = load_model_dir(a->model, context_load_options(a->gen.ctx));
             const std::string text =
                 a->chat ? render_chat(m.chat, std::vector<ChatMessage>{{"user", a->prompt}}, true) : a->prompt;
             const std::vector<int32_t> ids = m.tok.encode(text, /*allow_special=*/a->chat);
             HLWQ_CHECK(!ids.empty(), "empty prompt: the text encodes to no tokens");
             HLWQ_CHECK(int64_t(ids.size()) < a->gen.ctx,
                        "prompt of {} tokens does not fit the context of {} (raise --ctx)", ids.size(), a->gen.ctx);
-            SequenceState st = m.model.new_state(a->gen.ctx);
+            Sequence st = m.model.new_sequence(a->gen.ctx);
             if (!a->chat) std::fputs(a->prompt.c_str(), stdout);
             GenerateResult r = generate(m.model, m.tok, st, ids, make_generate_options(a->gen, m),
                                         [](const std::string& s) {

@@ -29,8 +29,14 @@ void apply_threads(int threads) {
   if (threads > 0) omp_set_num_threads(threads);
 }
 
-LoadedModel load_model_dir(const std::string& dir) {
-  Model m = Model::load(dir);
+LoadOptions context_load_options(int64_t ctx) {
+  LoadOptions lo;
+  lo.kv_tokens = ctx;
+  return lo;
+}
+
+LoadedModel load_model_dir(const std::string& dir, const LoadOptions& lo) {
+  Model m = Model::load(dir, lo);
   const auto tok_path = std::filesystem::path(dir) / "tokenizer.json";
   HLWQ_CHECK(std::filesystem::exists(tok_path), "{}: missing tokenizer.json", dir);
   Tokenizer tok = Tokenizer::from_file(tok_path);

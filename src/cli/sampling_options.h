@@ -33,7 +33,9 @@ struct LoadedModel {
   std::vector<int32_t> eos_ids;
 };
 
-LoadedModel load_model_dir(const std::string& dir);
+// Load options for one sequence of up to ctx tokens (run, chat).
+LoadOptions context_load_options(int64_t ctx);
+LoadedModel load_model_dir(const std::string& dir, const LoadOptions& lo);
 GenerateOptions make_generate_options(const GenerationArgs& a, const LoadedModel& m);
 void apply_threads(int threads);  // 0: leave OpenMP's default (all cores)
 

@@ -7,7 +7,7 @@
 #include <set>
 
 #include "core/error.h"
-#include "model/cpu/matmul.h"
+#include "backend/cpu/matmul.h"
 #include "model/tensor_names.h"
 
 namespace hlwq {

@@ -1,124 +1,239 @@
-// Model loading and the Qwen3.5-MoE forward schedule (see model.h):
-//   h = embed(tokens); per layer: h += mixer(norm₁ h); h += moe(norm₂ h); logits = lm_head(norm h).
-// Dimension legend: n tokens of this call, H hidden, V vocab, L layers.
+// Model loading, the sequence pool, and the Qwen3.5-MoE forward schedule (see model.h):
+//   h = embed(tokens); per layer: h += mixer(norm₁ h); h += moe(norm₂ h); logits = lm_head(norm h),
+// written as calls of the Backend interface with the residual add fused into the next norm.
+// Dimension legend: T batch tokens, H hidden, V vocab, L layers.
 #include "model/model.h"
 
 #include <algorithm>
 #include <vector>
 
+#include "backend/cpu/cpu_backend.h"
 #include "core/error.h"
-#include "model/cpu/matmul.h"
-#include "model/cpu/moe.h"
-#include "model/cpu/norm.h"
 #include "model/loader.h"
 
 namespace hlwq {
 
+// Everything behind a Model, at a stable address (sequences point here).
+struct ModelCore {
+  LoadOptions opt;
+  ModelConfig cfg;
+  std::unique_ptr<Checkpoint> ckpt;  // owns the mmaps the weights point into
+  ModelWeights w;
+  std::unique_ptr<Backend> be;
+  StatePool pool;
+  // per-batch bookkeeping, sized at load
+  std::vector<int32_t> tokens;  // [max_batch_tokens]
+  std::vector<BatchSeq> seqs;   // [max_seqs]
+  std::vector<int64_t> rows;    // [max_batch_tokens] rows whose logits are wanted
+  std::vector<float> hidden;    // [max_batch_tokens, H] hidden-state capture for hooks
+
+  ModelCore(const LoadOptions& o, ModelConfig c, std::unique_ptr<Checkpoint> ck, ModelWeights mw)
+      : opt(o), cfg(std::move(c)), ckpt(std::move(ck)), w(std::move(mw)),
+        pool(StatePoolConfig{o.max_seqs, (o.kv_tokens + o.kv_block_tokens - 1) / o.kv_block_tokens,
+                             o.kv_block_tokens}) {}
+  void run_batch(const Batch& b, std::span<const int64_t> rows, float* logits, const ForwardOptions& opt);
+};
+
+Model::Model(std::unique_ptr<ModelCore> core) : core_(std::move(core)) {}
+Model::Model(Model&&) noexcept = default;
+Model& Model::operator=(Model&&) noexcept = default;
+Model::~Model() = default;
+
+const ModelConfig& Model::config() const { return core_->cfg; }
+const ModelWeights& Model::weights() const { return core_->w; }
+const LoadOptions& Model::options() const { return core_->opt; }
+Backend& Model::backend() { return *core_->be; }
+const StatePool& Model::pool() const { return core_->pool; }
+
 Model Model::load(const std::string& dir, const LoadOptions& opt) {
-  Model m;
-  m.cfg_ = load_model_config(dir);  // the arch is checked by load_model_weights
-  m.ckpt_ = std::make_unique<Checkpoint>(dir);
-  m.w_ = load_model_weights(*m.ckpt_, m.cfg_);
-  m.kern_ = &cpu_kernels(opt.isa);
-  m.gdn_dims_ = GdnDims::from(m.cfg_);
-  m.attn_dims_ = AttentionDims::from(m.cfg_);
-  return m;
+  HLWQ_CHECK(opt.max_seqs >= 1, "the model needs at least one sequence slot, got {}", opt.max_seqs);
+  HLWQ_CHECK(opt.kv_tokens >= 1 && opt.kv_block_tokens >= 1 && opt.max_batch_tokens >= 1,
+             "KV pool of {} tokens in blocks of {}, batches of {} tokens: each must be positive", opt.kv_tokens,
+             opt.kv_block_tokens, opt.max_batch_tokens);
+  ModelConfig cfg = load_model_config(dir);  // the arch is checked by load_model_weights
+  auto ckpt = std::make_unique<Checkpoint>(dir);
+  ModelWeights w = load_model_weights(*ckpt, cfg);
+  auto core = std::make_unique<ModelCore>(opt, std::move(cfg), std::move(ckpt), std::move(w));
+  ModelCore& c = *core;
+  const BackendLimits lim{opt.max_batch_tokens, opt.max_seqs, c.pool.config().kv_blocks, opt.kv_block_tokens,
+                          opt.kv_dtype};
+  c.be = std::make_unique<CpuBackend>(c.cfg, c.w, lim, CpuBackendOptions{opt.isa, opt.gdn_mode, opt.experts});
+  c.tokens.resize(size_t(opt.max_batch_tokens));
+  c.seqs.resize(size_t(opt.max_seqs));
+  c.rows.resize(size_t(opt.max_batch_tokens));
+  c.hidden.resize(size_t(opt.max_batch_tokens * c.cfg.hidden_size));
+  return Model(std::move(core));
 }
 
-SequenceState Model::new_state(int64_t max_ctx) const {
-  HLWQ_CHECK(max_ctx > 0, "max_ctx must be positive, got {}", max_ctx);
-  // RoPE past the trained length silently degrades the model: refuse it rather than run it.
-  HLWQ_CHECK(cfg_.max_position_embeddings == 0 || max_ctx <= cfg_.max_position_embeddings,
-             "context of {} tokens is longer than the model's max_position_embeddings {}", max_ctx,
-             cfg_.max_position_embeddings);
-  SequenceState st;
-  st.max_ctx = max_ctx;
-  st.layers.resize(size_t(cfg_.n_layers));
-  for (int64_t l = 0; l < cfg_.n_layers; ++l)
-    if (cfg_.layer_types[size_t(l)] == LayerKind::linear_attention) st.layers[size_t(l)].gdn = gdn_state_new(gdn_dims_);
-  return st;
+// --- sequences ---
+
+Sequence::Sequence(Sequence&& o) noexcept : core_(o.core_), slot_(o.slot_) {
+  o.core_ = nullptr;
+  o.slot_ = -1;
 }
 
-void Model::check_state(const SequenceState& st) const {
-  const int64_t L = cfg_.n_layers;
-  HLWQ_CHECK(int64_t(st.layers.size()) == L, "sequence state has {} layers, model has {}", st.layers.size(), L);
-  HLWQ_CHECK(st.pos >= 0 && st.pos <= st.max_ctx, "sequence state is at position {}, outside [0, max_ctx {}]", st.pos,
-             st.max_ctx);
-  // A state made by another model would index past its buffers: check every layer's shapes up front.
-  const size_t S_len = size_t(gdn_dims_.recurrent_state_floats()), conv_len = size_t(gdn_dims_.conv_state_floats());
-  const size_t kv_len = size_t(st.pos * attn_dims_.Hkv * attn_dims_.D);  // [pos, Hkv, D]
-  for (int64_t l = 0; l < L; ++l) {
-    const LayerState& ls = st.layers[size_t(l)];
-    if (cfg_.layer_types[size_t(l)] == LayerKind::linear_attention) {
-      HLWQ_CHECK(ls.gdn.S.size() == S_len && ls.gdn.conv.size() == conv_len,
-                 "sequence state layer {}: GDN state has {} recurrent and {} conv floats, this model needs {} and {} "
-                 "(state from another model?)",
-                 l, ls.gdn.S.size(), ls.gdn.conv.size(), S_len, conv_len);
-    } else {
-      HLWQ_CHECK(ls.kv.k.size() == kv_len && ls.kv.v.size() == kv_len,
-                 "sequence state layer {}: KV cache holds {} key and {} value floats, expected {} for {} positions "
-                 "(state from another model?)",
-                 l, ls.kv.k.size(), ls.kv.v.size(), kv_len, st.pos);
-    }
+Sequence& Sequence::operator=(Sequence&& o) noexcept {
+  if (this != &o) {
+    if (core_) core_->pool.close(slot_);
+    core_ = o.core_;
+    slot_ = o.slot_;
+    o.core_ = nullptr;
+    o.slot_ = -1;
   }
+  return *this;
 }
 
-void Model::forward(const int32_t* tokens, int64_t n, SequenceState& st, float* logits,
-                    const ForwardOptions& opt) const {
-  const int64_t V = cfg_.vocab_size;
+Sequence::~Sequence() {
+  if (core_) core_->pool.close(slot_);
+}
+
+int64_t Sequence::pos() const {
+  HLWQ_CHECK(core_, "empty sequence handle");
+  return core_->pool.pos(slot_);
+}
+
+int64_t Sequence::max_len() const {
+  HLWQ_CHECK(core_, "empty sequence handle");
+  return core_->pool.max_len(slot_);
+}
+
+void Sequence::reset() {
+  HLWQ_CHECK(core_, "empty sequence handle");
+  core_->pool.reset(slot_);
+  core_->be->reset_slot(slot_);
+}
+
+Sequence Model::new_sequence(int64_t max_len) {
+  ModelCore& c = *core_;
+  HLWQ_CHECK(max_len > 0, "max_len must be positive, got {}", max_len);
+  // RoPE past the trained length silently degrades the model: refuse it rather than run it.
+  HLWQ_CHECK(c.cfg.max_position_embeddings == 0 || max_len <= c.cfg.max_position_embeddings,
+             "context of {} tokens is longer than the model's max_position_embeddings {}", max_len,
+             c.cfg.max_position_embeddings);
+  const int32_t slot = c.pool.open(max_len);
+  c.be->reset_slot(slot);
+  return Sequence(core_.get(), slot);
+}
+
+// --- forward ---
+
+void ModelCore::run_batch(const Batch& b, std::span<const int64_t> lrows, float* logits, const ForwardOptions& fo) {
+  const int L = int(cfg.n_layers);
+  const int64_t T = int64_t(b.tokens.size());
+  Backend& e = *be;
+  auto hook = [&](int slot, Act a) {
+    if (!fo.hidden_hook || (fo.hidden_hook_slot >= 0 && fo.hidden_hook_slot != slot)) return;
+    e.read(a, hidden.data());
+    fo.hidden_hook(slot, 0, hidden.data(), T);
+  };
+  e.begin_batch(b);
+  e.embed(Act::h);
+  hook(0, Act::h);
+  e.rmsnorm(0, NormKind::input, Act::h, Act::xn);
+  for (int l = 0; l < L; ++l) {
+    if (cfg.layer_types[size_t(l)] == LayerKind::linear_attention) e.gdn_mixer(l, Act::xn, Act::y);
+    else e.attn_mixer(l, Act::xn, Act::y);
+    e.add_rmsnorm(Act::h, Act::y, l, NormKind::post_attention, Act::xn);
+    e.moe_route(l, Act::xn);
+    // the next layer's router on this hidden state predicts its experts: a provider that copies experts (the
+    // GPU cache) starts on them while this layer's experts compute
+    if (l + 1 < L && e.moe_wants_hint()) e.moe_hint(l + 1, Act::xn);
+    e.moe_experts(l, Act::xn, Act::y);
+    if (l + 1 < L) e.add_rmsnorm(Act::h, Act::y, l + 1, NormKind::input, Act::xn);
+    else e.add_rmsnorm(Act::h, Act::y, l, NormKind::final_norm, Act::xn);
+    hook(l + 1, Act::h);
+  }
+  hook(L + 1, Act::xn);
+  if (logits && !lrows.empty()) e.lm_head(Act::xn, lrows, logits);
+}
+
+void Model::forward_batch(std::span<const SeqInput> in, float* logits, const ForwardOptions& opt) {
+  ModelCore& c = *core_;
+  const int64_t V = c.cfg.vocab_size;
+  HLWQ_CHECK(!in.empty() && int64_t(in.size()) <= c.opt.max_seqs, "a batch needs 1 to {} sequences, got {}",
+             c.opt.max_seqs, in.size());
+  // everything is checked before any state changes, so a refused batch leaves every sequence as it was
+  int64_t T = 0, blocks = 0;
+  for (size_t i = 0; i < in.size(); ++i) {
+    const SeqInput& s = in[i];
+    HLWQ_CHECK(s.seq && s.seq->core_ == core_.get(), "batch input {} is not a sequence of this model", i);
+    for (size_t j = 0; j < i; ++j)
+      HLWQ_CHECK(in[j].seq->slot_ != s.seq->slot_, "batch inputs {} and {} are the same sequence", j, i);
+    c.pool.check_usable(s.seq->slot_);
+    const int64_t n = int64_t(s.tokens.size()), pos = c.pool.pos(s.seq->slot_);
+    HLWQ_CHECK(n > 0, "batch input {} has no tokens", i);
+    HLWQ_CHECK(pos + n <= c.pool.max_len(s.seq->slot_), "sequence would reach {} tokens, past its max_len {}",
+               pos + n, c.pool.max_len(s.seq->slot_));
+    for (int64_t t = 0; t < n; ++t)
+      HLWQ_CHECK(s.tokens[size_t(t)] >= 0 && s.tokens[size_t(t)] < V,
+                 "token id {} at index {} is outside the vocabulary [0, {})", s.tokens[size_t(t)], t, V);
+    T += n;
+    blocks += c.pool.blocks_needed(s.seq->slot_, pos + n);
+  }
+  HLWQ_CHECK(T <= c.opt.max_batch_tokens, "batch of {} tokens is larger than the {} the model was loaded for", T,
+             c.opt.max_batch_tokens);
+  HLWQ_CHECK(blocks <= c.pool.free_blocks(),
+             "KV pool is full: the batch needs {} more blocks of {} tokens, {} of {} are free (load the model with a "
+             "larger KV pool, or finish other sequences)",
+             blocks, c.opt.kv_block_tokens, c.pool.free_blocks(), c.pool.config().kv_blocks);
+
+  int64_t t0 = 0, n_rows = 0;
+  for (size_t i = 0; i < in.size(); ++i) {
+    const SeqInput& s = in[i];
+    const int32_t slot = s.seq->slot_;
+    const int64_t n = int64_t(s.tokens.size()), pos = c.pool.pos(slot);
+    c.pool.grow(slot, pos + n);
+    std::copy(s.tokens.begin(), s.tokens.end(), c.tokens.begin() + t0);
+    c.seqs[i] = BatchSeq{slot, pos, t0, n, c.pool.blocks(slot)};
+    if (s.logits == LogitsWanted::all)
+      for (int64_t t = 0; t < n; ++t) c.rows[size_t(n_rows++)] = t0 + t;
+    else if (s.logits == LogitsWanted::last)
+      c.rows[size_t(n_rows++)] = t0 + n - 1;
+    t0 += n;
+  }
+  const Batch b{std::span<const int32_t>(c.tokens.data(), size_t(T)),
+                std::span<const BatchSeq>(c.seqs.data(), in.size())};
+  try {
+    c.run_batch(b, std::span<const int64_t>(c.rows.data(), size_t(n_rows)), logits, opt);
+  } catch (const std::exception& ex) {
+    // some layers may have advanced these sequences' state and others not: no later call may trust it
+    for (const SeqInput& s : in) c.pool.poison(s.seq->slot_, ex.what());
+    throw;
+  }
+  for (const SeqInput& s : in) c.pool.advance(s.seq->slot_, int64_t(s.tokens.size()));
+}
+
+void Model::forward(const int32_t* tokens, int64_t n, Sequence& seq, float* logits, const ForwardOptions& opt) {
+  ModelCore& c = *core_;
+  const int64_t V = c.cfg.vocab_size, chunk = c.opt.max_batch_tokens;
   HLWQ_CHECK(n > 0, "forward needs at least one token");
-  check_state(st);
-  HLWQ_CHECK(st.pos + n <= st.max_ctx, "sequence would reach {} tokens, past its max_ctx {}", st.pos + n, st.max_ctx);
-  // every id before any pass runs, so a bad id late in a long prompt leaves the state untouched
+  HLWQ_CHECK(seq.core_ == core_.get(), "the sequence belongs to another model");
+  c.pool.check_usable(seq.slot_);
+  HLWQ_CHECK(seq.pos() + n <= seq.max_len(), "sequence would reach {} tokens, past its max_len {}", seq.pos() + n,
+             seq.max_len());
+  // every id before any batch runs, so a bad id late in a long prompt leaves the state untouched
   for (int64_t t = 0; t < n; ++t)
     HLWQ_CHECK(tokens[t] >= 0 && tokens[t] < V, "token id {} at index {} is outside the vocabulary [0, {})",
                tokens[t], t, V);
-  HLWQ_CHECK(opt.max_chunk > 0, "max_chunk must be positive, got {}", opt.max_chunk);
-  // all_logits and hidden_hook hand back per-token data of the whole call, so those calls run in one pass.
-  if (opt.all_logits || opt.hidden_hook || n <= opt.max_chunk) return forward_pass(tokens, n, st, logits, opt);
-  for (int64_t t0 = 0; t0 < n; t0 += opt.max_chunk) {
-    const int64_t len = std::min(opt.max_chunk, n - t0);
-    forward_pass(tokens + t0, len, st, t0 + len == n ? logits : nullptr, opt);  // only the last token's logits
+  HLWQ_CHECK(c.pool.blocks_needed(seq.slot_, seq.pos() + n) <= c.pool.free_blocks(),
+             "KV pool is full: the sequence needs {} more blocks of {} tokens, {} of {} are free (load the model "
+             "with a larger KV pool)",
+             c.pool.blocks_needed(seq.slot_, seq.pos() + n), c.opt.kv_block_tokens, c.pool.free_blocks(),
+             c.pool.config().kv_blocks);
+  for (int64_t t0 = 0; t0 < n; t0 += chunk) {
+    const int64_t len = std::min(chunk, n - t0);
+    const bool last = t0 + len == n;
+    SeqInput in{&seq, std::span<const int32_t>(tokens + t0, size_t(len)),
+                opt.all_logits ? LogitsWanted::all : last ? LogitsWanted::last : LogitsWanted::none};
+    ForwardOptions o;
+    o.hidden_hook_slot = opt.hidden_hook_slot;
+    if (opt.hidden_hook)
+      o.hidden_hook = [&](int slot, int64_t, const float* h, int64_t T) { opt.hidden_hook(slot, t0, h, T); };
+    float* out = !logits ? nullptr : opt.all_logits ? logits + t0 * V : last ? logits : nullptr;
+    forward_batch(std::span<const SeqInput>(&in, 1), out, o);
   }
 }
 
-void Model::forward_pass(const int32_t* tokens, int64_t n, SequenceState& st, float* logits,
-                         const ForwardOptions& opt) const {
-  const int64_t H = cfg_.hidden_size, L = cfg_.n_layers;
-  const CpuKernels& k = *kern_;
-
-  std::vector<float> h(size_t(n * H)), xn(size_t(n * H)), y(size_t(n * H));  // [n, H] each
-  const size_t es = dtype_size(w_.embed.dtype);
-  for (int64_t t = 0; t < n; ++t) {
-    const int32_t id = tokens[t];
-    const auto* row = static_cast<const uint8_t*>(w_.embed.data) + size_t(id) * size_t(H) * es;
-    if (w_.embed.dtype == DType::BF16) k.bf16_to_f32(reinterpret_cast<const uint16_t*>(row), h.data() + t * H, H);
-    else convert_to_f32(w_.embed.dtype, row, h.data() + t * H, size_t(H));
-  }
-  if (opt.hidden_hook) opt.hidden_hook(0, h.data(), n);
-
-  const float eps = float(cfg_.rms_norm_eps);
-  for (int64_t l = 0; l < L; ++l) {
-    const LayerWeights& lw = w_.layers[size_t(l)];
-    LayerState& ls = st.layers[size_t(l)];
-    rmsnorm_zero_centred(h.data(), lw.input_norm.data(), n, H, eps, xn.data());
-    if (cfg_.layer_types[size_t(l)] == LayerKind::linear_attention)
-      gdn_forward(k, lw.gdn, gdn_dims_, xn.data(), n, ls.gdn, y.data(), opt.gdn_mode);
-    else
-      attention_forward(k, lw.attn, attn_dims_, xn.data(), n, st.pos, ls.kv, y.data());
-    for (size_t i = 0; i < h.size(); ++i) h[i] += y[i];
-    rmsnorm_zero_centred(h.data(), lw.post_attention_norm.data(), n, H, eps, xn.data());
-    moe_forward(k, lw.moe, cfg_.n_experts_active, xn.data(), n, y.data());
-    for (size_t i = 0; i < h.size(); ++i) h[i] += y[i];
-    if (opt.hidden_hook) opt.hidden_hook(int(l + 1), h.data(), n);
-  }
-  st.pos += n;
-
-  rmsnorm_zero_centred(h.data(), w_.final_norm.data(), n, H, eps, xn.data());
-  if (opt.hidden_hook) opt.hidden_hook(int(L + 1), xn.data(), n);
-  if (!logits) return;
-  if (opt.all_logits) linear_forward(k, w_.lm_head, xn.data(), n, logits);
-  else linear_forward(k, w_.lm_head, xn.data() + (n - 1) * H, 1, logits);
-}
+void Model::lm_head(const float* x, int64_t n, float* logits) { core_->be->lm_head_host(x, n, logits); }
 
 }  // namespace hlwq

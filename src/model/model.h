@@ -1,50 +1,62 @@
-// Model: a loaded Qwen3.5/3.6-MoE text model (bf16 or compressed-tensors INT4) and its CPU forward.
-// The Model is immutable after load and holds no per-sequence data: every forward call takes the
-// SequenceState it advances, so any number of sequences can share one Model (one call per state at a time).
+// Model: a loaded Qwen3.5/3.6-MoE text model (bf16 or compressed-tensors INT4), the backend that computes it, and
+// the pool of per-sequence state it runs sequences in. The forward schedule (model.cpp) knows no kernels: it calls
+// the Backend interface (backend/backend.h) layer by layer. Everything a forward computes in — workspace, paged KV
+// cache, GDN states — is allocated at load for LoadOptions' limits; a forward allocates nothing.
 //
-//   Model m = Model::load("models/tiny-moe-dev");
-//   SequenceState st = m.new_state(4096);
-//   std::vector<float> logits(n * m.config().vocab_size);
-//   m.forward(tokens, n, st, logits.data(), forward_all_logits());    // prefill
-//   m.forward(&next, 1, st, logits.data());                          // decode: logits of the last token
+//   LoadOptions lo; lo.max_seqs = 4; lo.kv_tokens = 4 * 4096;
+//   Model m = Model::load("models/tiny-moe-dev", lo);
+//   Sequence a = m.new_sequence(4096), b = m.new_sequence(4096);
+//   m.forward(prompt.data(), n, a, logits.data());                     // one sequence, any length (chunked)
+//   SeqInput in[] = {{&a, {&next_a, 1}}, {&b, prompt_b}};               // decode a while b prefills
+//   m.forward_batch(in, logits.data());                                 // logits [2, V]: last token of each
+//
+// One forward at a time per Model (it computes in the model's workspace); sequences are handles into its pool.
 #pragma once
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <span>
 #include <string>
 
+#include "backend/backend.h"
+#include "backend/cpu/kernels.h"
 #include "io/hf_config.h"
 #include "io/safetensors.h"
-#include "model/cpu/attention.h"
-#include "model/cpu/gdn.h"
-#include "model/cpu/kernels.h"
-#include "model/state.h"
+#include "model/state_pool.h"
 #include "model/weights.h"
+#include "moe/expert_provider.h"
 
 namespace hlwq {
 
-// Called with hidden states h [n, H] (fp32, the n tokens of this call) at capture slot `slot`:
+// Called with hidden states h [T, H] (fp32, the T tokens of one batch) at capture slot `slot`:
 // 0 = embeddings, l + 1 = after layer l (l < n_layers), n_layers + 1 = after the final norm.
 // transformers' output_hidden_states (n_layers + 1 entries) is slots 0 .. n_layers − 1 followed by slot
-// n_layers + 1 (its last entry is after the final norm): see hf_hidden_state_slot().
-using HiddenHook = std::function<void(int slot, const float* h, int64_t n)>;
+// n_layers + 1 (its last entry is after the final norm): see hf_hidden_state_slot(). A long single-sequence
+// forward runs as several batches: the hook is called per batch, with row0 = the batch's first token index.
+using HiddenHook = std::function<void(int slot, int64_t row0, const float* h, int64_t T)>;
 
 inline int hf_hidden_state_slot(int hf_index, int n_layers) { return hf_index < n_layers ? hf_index : n_layers + 1; }
 
-// Longest piece of a prompt one forward pass runs at once when only the last token's logits are wanted.
-// Activation scratch grows linearly with the tokens of a pass (MoE expert outputs alone are n·k·H floats:
-// 64 MiB per 1024 tokens at H = 2048, k = 8), so a 256k-token prompt in one pass would need tens of GB.
-// 1024 tokens still feed every row panel of the prefill GEMM (kPanelTokens) many times over, so chunking
-// costs next to no throughput.
-constexpr int64_t kDefaultMaxForwardChunk = 1024;
+// Largest batch of the default workspace. Activation scratch grows linearly with the tokens of a batch (MoE expert
+// outputs alone are T·(k+1)·H floats: 72 MiB per 1024 tokens at H = 2048, k = 8); 1024 tokens still feed every
+// row panel of the prefill GEMM many times over, so longer prompts run as consecutive batches at no real cost.
+constexpr int64_t kDefaultMaxBatchTokens = 1024;
+
+struct LoadOptions {
+  CpuIsa isa = CpuIsa::auto_detect;          // CPU backend: kernel set
+  GdnMode gdn_mode = GdnMode::auto_select;   // tests force one form of the delta rule
+  int32_t max_seqs = 1;                      // sequences open at once (GDN state slots)
+  int64_t kv_tokens = 4096;                  // KV positions shared by all sequences (rounded up to whole blocks)
+  int64_t kv_block_tokens = 16;              // positions per KV page
+  int64_t max_batch_tokens = kDefaultMaxBatchTokens;  // tokens of the largest batch (workspace size)
+  KvDtype kv_dtype = KvDtype::bf16;
+  ExpertProvider* experts = nullptr;  // where routed experts come from (null: the backend's own); must outlive the model
+};
 
 struct ForwardOptions {
-  bool all_logits = false;   // logits [n, V] for every token; otherwise [V] for the last token only
-  HiddenHook hidden_hook;    // optional
-  GdnMode gdn_mode = GdnMode::auto_select;  // tests force one form of the delta rule
-  // Without all_logits and hidden_hook, a longer call runs as consecutive passes of at most this many tokens,
-  // continuing the state (same result up to summation order). Tests shrink it.
-  int64_t max_chunk = kDefaultMaxForwardChunk;
+  bool all_logits = false;  // logits [n, V] for every token; otherwise [V] for the last token only
+  HiddenHook hidden_hook;   // optional
+  int hidden_hook_slot = -1;  // call the hook for this capture slot only (−1: every slot)
 };
 
 // Options for a whole-window run (perplexity, goldens): logits for every token.
@@ -54,38 +66,74 @@ inline ForwardOptions forward_all_logits() {
   return o;
 }
 
-struct LoadOptions {
-  CpuIsa isa = CpuIsa::auto_detect;
+struct ModelCore;
+
+// A sequence: a handle to one slot of its model's state pool, released when the handle is destroyed. The model
+// must outlive its sequences.
+class Sequence {
+ public:
+  Sequence() = default;
+  Sequence(Sequence&& o) noexcept;
+  Sequence& operator=(Sequence&& o) noexcept;
+  ~Sequence();
+
+  explicit operator bool() const { return core_ != nullptr; }
+  int64_t pos() const;      // tokens consumed so far (= position of the next token)
+  int64_t max_len() const;  // forward refuses to go past this many tokens
+  int32_t slot() const { return slot_; }
+  // Back to position 0 with zero state; also makes a sequence poisoned by a failed forward usable again.
+  void reset();
+
+ private:
+  friend class Model;
+  Sequence(ModelCore* core, int32_t slot) : core_(core), slot_(slot) {}
+  ModelCore* core_ = nullptr;
+  int32_t slot_ = -1;
+};
+
+// Which logits a sequence of a batch wants.
+enum class LogitsWanted : uint8_t { none, last, all };
+
+struct SeqInput {
+  Sequence* seq = nullptr;
+  std::span<const int32_t> tokens;  // appended at seq->pos()
+  LogitsWanted logits = LogitsWanted::last;
 };
 
 class Model {
  public:
   static Model load(const std::string& dir, const LoadOptions& opt = {});
+  Model(Model&&) noexcept;
+  Model& operator=(Model&&) noexcept;
+  ~Model();
 
-  const ModelConfig& config() const { return cfg_; }
-  const ModelWeights& weights() const { return w_; }
-  const CpuKernels& kernels() const { return *kern_; }
+  const ModelConfig& config() const;
+  const ModelWeights& weights() const;
+  const LoadOptions& options() const;
+  Backend& backend();
+  const StatePool& pool() const;
 
-  // A fresh sequence that may grow to max_ctx tokens.
-  SequenceState new_state(int64_t max_ctx) const;
+  // A fresh sequence that may grow to max_len tokens (≤ the model's max_position_embeddings); throws when every
+  // slot of the pool is open.
+  Sequence new_sequence(int64_t max_len);
 
-  // Runs tokens [n] from st.pos on, advancing st. logits: [n, V] with all_logits, else [V] (may be null).
-  // st must come from this model's new_state(): its shapes are checked before anything runs.
-  void forward(const int32_t* tokens, int64_t n, SequenceState& st, float* logits,
-               const ForwardOptions& opt = {}) const;
+  // One batch: Σ tokens ≤ max_batch_tokens, distinct sequences of this model. logits [rows, V]: for each input in
+  // order, all of its tokens' rows (LogitsWanted::all), its last token's (last) or none. Everything is checked
+  // before anything runs (ids, lengths, pool space): a refused batch changes no state. A failure while computing
+  // poisons the batch's sequences (see Sequence::reset).
+  void forward_batch(std::span<const SeqInput> in, float* logits, const ForwardOptions& opt = {});
+
+  // Runs tokens [n] of one sequence from seq.pos() on, as consecutive batches of at most max_batch_tokens.
+  // logits: [n, V] with all_logits, else [V] for the last token (may be null).
+  void forward(const int32_t* tokens, int64_t n, Sequence& seq, float* logits, const ForwardOptions& opt = {});
+
+  // logits [n, V] = lm_head(x [n, H]) for hidden states after the final norm (hook slot n_layers + 1): lets
+  // evaluation keep [n, H] and produce logits a few rows at a time.
+  void lm_head(const float* x, int64_t n, float* logits);
 
  private:
-  Model() = default;
-  void check_state(const SequenceState& st) const;
-  // One pass over tokens [n] (already validated), advancing st.
-  void forward_pass(const int32_t* tokens, int64_t n, SequenceState& st, float* logits,
-                    const ForwardOptions& opt) const;
-  ModelConfig cfg_;
-  std::unique_ptr<Checkpoint> ckpt_;  // owns the mmaps the weights point into
-  ModelWeights w_;
-  const CpuKernels* kern_ = nullptr;
-  GdnDims gdn_dims_{};
-  AttentionDims attn_dims_{};
+  explicit Model(std::unique_ptr<ModelCore> core);
+  std::unique_ptr<ModelCore> core_;
 };
 
 }  // namespace hlwq

@@ -19,14 +19,14 @@ std::string_view finish_reason_name(FinishReason r) {
   return "?";
 }
 
-GenerateResult generate(const Model& model, const Tokenizer& tok, SequenceState& st,
+GenerateResult generate(Model& model, const Tokenizer& tok, Sequence& st,
                         const std::vector<int32_t>& prompt, const GenerateOptions& opt,
                         const std::function<void(const std::string&)>& on_text) {
   using clock = std::chrono::steady_clock;
   HLWQ_CHECK(!prompt.empty(), "empty prompt: give at least one token of text");
-  HLWQ_CHECK(st.pos + int64_t(prompt.size()) <= st.max_ctx,
-             "prompt of {} tokens does not fit the context: {} tokens already used of {}", prompt.size(), st.pos,
-             st.max_ctx);
+  HLWQ_CHECK(st.pos() + int64_t(prompt.size()) <= st.max_len(),
+             "prompt of {} tokens does not fit the context: {} tokens already used of {}", prompt.size(), st.pos(),
+             st.max_len());
   const int64_t V = model.config().vocab_size;
   for (int32_t id : prompt) HLWQ_CHECK(id >= 0 && id < V, "prompt token id {} is outside the vocabulary of {}", id, V);
   HLWQ_CHECK(opt.n_valid_tokens >= 0 && opt.n_valid_tokens <= V, "n_valid_tokens {} is outside [0, vocab size {}]",
@@ -68,7 +68,7 @@ GenerateResult generate(const Model& model, const Tokenizer& tok, SequenceState&
       break;
     }
     if (i + 1 == opt.max_new_tokens) break;  // no forward for a token nobody will read
-    if (st.pos >= st.max_ctx) {
+    if (st.pos() >= st.max_len()) {
       res.finish = FinishReason::context;
       break;
     }

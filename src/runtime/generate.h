@@ -35,9 +35,9 @@ struct GenerateResult {
   double decode_tok_s() const { return decode_s > 0 ? double(tokens.size()) / decode_s : 0; }
 };
 
-// Runs prompt [n] from st.pos on (st may already hold earlier turns), then generates. on_text receives each
+// Runs prompt [n] from seq.pos() on (seq may already hold earlier turns), then generates. on_text receives each
 // piece of text as soon as it is complete UTF-8 and cannot be the start of a stop string.
-GenerateResult generate(const Model& model, const Tokenizer& tok, SequenceState& st,
+GenerateResult generate(Model& model, const Tokenizer& tok, Sequence& st,
                         const std::vector<int32_t>& prompt, const GenerateOptions& opt,
                         const std::function<void(const std::string&)>& on_text);
 

@@ -1,3 +1,4 @@
+#include <omp.h>
 // Implementation of the model-test helpers (see model_test_util.h).
 #include "model_test_util.h"
 
@@ -8,6 +9,10 @@
 #include "io/safetensors.h"
 
 namespace hlwq::test {
+
+CpuTestCtx::CpuTestCtx(const CpuKernels& k, size_t floats)
+    : scratch(omp_get_max_threads(), floats), ctx{k, scratch} {}
+
 namespace fs = std::filesystem;
 
 std::vector<float> golden_f32(const fs::path& file, const std::string& name) {

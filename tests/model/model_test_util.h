@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "backend/cpu/cpu_ctx.h"
 #include "core/tensor.h"
 #include "io/checkpoint_writer.h"
 
@@ -23,6 +24,13 @@ struct LogitsDiff {
 };
 // got, ref: [n, V]
 LogitsDiff compare_logits(const std::vector<float>& got, const std::vector<float>& ref, int64_t V);
+
+// A CpuCtx for calling CPU ops directly: one scratch arena of `floats` per OpenMP thread.
+struct CpuTestCtx {
+  explicit CpuTestCtx(const CpuKernels& k, size_t floats = size_t(1) << 22);
+  ScratchSet scratch;
+  CpuCtx ctx;
+};
 
 // A tensor of an edited checkpoint: its spec and bytes.
 struct EditedTensor {

@@ -8,8 +8,9 @@
 #include <random>
 #include <vector>
 
-#include "model/cpu/gdn.h"
-#include "model/cpu/norm.h"
+#include "backend/cpu/gdn.h"
+#include "model_test_util.h"
+#include "backend/cpu/norm.h"
 
 namespace hlwq {
 namespace {
@@ -53,12 +54,12 @@ struct GdnRun {
 
 // Runs the rule over [0, T) in pieces: (length, chunked?) pairs.
 GdnRun run_split(const GdnInputs& in, const std::vector<std::pair<int64_t, bool>>& pieces) {
-  const CpuKernels& k = cpu_kernels();
+  test::CpuTestCtx c(cpu_kernels());
   GdnRun r{std::vector<float>(size_t(in.T * in.dv)), in.S0};
   int64_t t = 0;
   for (auto [len, chunked] : pieces) {
     auto f = chunked ? gdn_core_chunked : gdn_core_recurrent;
-    f(k, len, in.dk, in.dv, in.q.data() + t * in.dk, in.k.data() + t * in.dk, in.v.data() + t * in.dv,
+    f(c.ctx, len, in.dk, in.dv, in.q.data() + t * in.dk, in.k.data() + t * in.dk, in.v.data() + t * in.dv,
       in.g.data() + t, in.beta.data() + t, r.S.data(), r.o.data() + t * in.dv);
     t += len;
   }

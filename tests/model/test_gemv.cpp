@@ -11,8 +11,9 @@
 #include <vector>
 
 #include "core/dtype.h"
-#include "model/cpu/kernels.h"
-#include "model/cpu/matmul.h"
+#include "backend/cpu/kernels.h"
+#include "backend/cpu/matmul.h"
+#include "model_test_util.h"
 
 namespace hlwq {
 namespace {
@@ -204,9 +205,10 @@ TEST(Gemv, LinearForwardDecodeParallel) {
       io.ldx = in;  // linear_forward takes packed x [T, in] and y [T, out]
       io.ldy = out;
       std::vector<float> y(size_t(T * out));
-      linear_forward(*k, dense, io.x.data(), T, y.data());
+      test::CpuTestCtx c(*k);
+      linear_forward(c.ctx, dense, io.x.data(), T, y.data());
       EXPECT_LE(max_rel_err(io, b.deq, y), kGemvRelTol) << k->isa << " bf16 T=" << T;
-      linear_forward(*k, int4, io.x.data(), T, y.data());
+      linear_forward(c.ctx, int4, io.x.data(), T, y.data());
       EXPECT_LE(max_rel_err(io, q.deq, y), kGemvRelTol) << k->isa << " int4 T=" << T;
     }
 }

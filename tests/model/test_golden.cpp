@@ -16,39 +16,56 @@ namespace {
 namespace fs = std::filesystem;
 using test::compare_logits;
 
-// The brief's acceptance bound: both sides are fp32 on identical bf16/INT4 weights; the measured error is
-// ~1e-5 relative (different summation orders and the chunked delta rule), so 1e-3 leaves a wide margin.
-constexpr double kLogitsRelTol = 1e-3;
-// Hidden states: same computation, compared per capture point relative to that point's largest magnitude.
-constexpr double kHiddenRelTol = 1e-3;
+// Both sides are fp32 activations on identical bf16/INT4 weights, with the fp32 KV cache (the reference
+// configuration): measured max |err| / max |logit| ≤ 1.9e-5 on all five fixtures (summation orders, the chunked
+// delta rule, the online softmax); 1e-4 keeps a 4x margin and still fails a one-ulp-of-bf16 error in any weight row.
+constexpr double kLogitsRelTol = 1e-4;
+// Hidden states: same computation, per capture point relative to that point's largest magnitude (measured ≤ 1.9e-5).
+constexpr double kHiddenRelTol = 1e-4;
+// The default bf16 KV cache rounds every cached key and value to 8 significant bits (relative error ≤ 2^-9). On the
+// trained tiny-moe-dev, whose attention is sharp, that moves single logits by up to 4.5 % of max |logit| (measured
+// 0.045; 5e-4 on the random fixtures) while its perplexity is unchanged to 5 digits (tests/cli); 8e-2 bounds it.
+// A near-tie may flip: at most 1 argmax change in 20 rows.
+constexpr double kBf16KvLogitsRelTol = 8e-2;
+constexpr double kBf16KvArgmaxFlipRate = 0.05;
+
+Model load(const fs::path& dir, KvDtype kv = KvDtype::f32) {
+  LoadOptions lo;
+  lo.kv_dtype = kv;
+  return Model::load(dir, lo);
+}
 
 fs::path testdata(const std::string& rel) { return test::source_dir() / "testdata" / rel; }
 fs::path shared_fixture(const std::string& rel) { return test::shared_dir() / "fixtures" / rel; }
 
-std::vector<float> run_logits(const Model& m, const std::vector<int32_t>& tokens) {
-  SequenceState st = m.new_state(int64_t(tokens.size()));
+std::vector<float> run_logits(Model& m, const std::vector<int32_t>& tokens) {
+  Sequence st = m.new_sequence(int64_t(tokens.size()));
   std::vector<float> logits(tokens.size() * size_t(m.config().vocab_size));
   m.forward(tokens.data(), int64_t(tokens.size()), st, logits.data(), forward_all_logits());
   return logits;
 }
 
-void expect_logits_golden(const Model& m, const fs::path& golden, const std::string& which) {
+void expect_logits_golden(Model& m, const fs::path& golden, const std::string& which,
+                          double tol = kLogitsRelTol, double argmax_flip_rate = 0) {
   const auto tokens = test::golden_tokens(golden, "tokens_" + which);
   const auto ref = test::golden_f32(golden, "logits_" + which);
-  const auto d = compare_logits(run_logits(m, tokens), ref, m.config().vocab_size);
-  EXPECT_TRUE(d.within(kLogitsRelTol)) << golden.filename() << " logits_" << which << ": max abs err "
+  auto d = compare_logits(run_logits(m, tokens), ref, m.config().vocab_size);
+  const int64_t flips_allowed = int64_t(argmax_flip_rate * double(tokens.size()));
+  d.argmax_mismatches = std::max<int64_t>(0, d.argmax_mismatches - flips_allowed);
+  EXPECT_TRUE(d.within(tol)) << golden.filename() << " logits_" << which << ": max abs err "
                                        << d.max_abs_err << " vs max |logit| " << d.max_abs_ref << ", "
                                        << d.argmax_mismatches << " argmax mismatches";
   ::testing::Test::RecordProperty("logits_" + which + "_rel_err", std::to_string(d.max_abs_err / d.max_abs_ref));
 }
 
-void expect_hidden_golden(const Model& m, const fs::path& golden) {
+void expect_hidden_golden(Model& m, const fs::path& golden) {
   const auto tokens = test::golden_tokens(golden, "tokens_a");
   const int L = int(m.config().n_layers);
   std::map<int, std::vector<float>> got;
-  SequenceState st = m.new_state(int64_t(tokens.size()));
+  Sequence st = m.new_sequence(int64_t(tokens.size()));
   ForwardOptions opt;
-  opt.hidden_hook = [&](int slot, const float* h, int64_t n) {
+  opt.hidden_hook = [&](int slot, int64_t row0, const float* h, int64_t n) {
+    ASSERT_EQ(row0, 0);  // the golden window runs as one batch
     got[slot].assign(h, h + n * m.config().hidden_size);
   };
   m.forward(tokens.data(), int64_t(tokens.size()), st, nullptr, opt);
@@ -68,7 +85,7 @@ void expect_hidden_golden(const Model& m, const fs::path& golden) {
 }
 
 TEST(Golden, TinyRandomSmallBf16) {
-  const Model m = Model::load(testdata("tiny-random-small-bf16"));
+  Model m = load(testdata("tiny-random-small-bf16"));
   const fs::path g = testdata("tiny-random-small-golden.safetensors");
   expect_logits_golden(m, g, "a");
   expect_logits_golden(m, g, "b");
@@ -76,7 +93,7 @@ TEST(Golden, TinyRandomSmallBf16) {
 }
 
 TEST(Golden, TinyRandomSmallCtInt4) {
-  const Model m = Model::load(testdata("tiny-random-small-ct-int4"));
+  Model m = load(testdata("tiny-random-small-ct-int4"));
   ASSERT_EQ(m.weights().layers[0].gdn.in_proj_qkv.format, LinearFormat::u4b8_g128);
   const fs::path g = testdata("tiny-random-small-ct-int4-golden.safetensors");
   expect_logits_golden(m, g, "a");
@@ -85,7 +102,7 @@ TEST(Golden, TinyRandomSmallCtInt4) {
 
 TEST(Golden, TinyRandomBf16) {
   HLWQ_REQUIRE_SHARED("tiny-random-bf16");
-  const Model m = Model::load(shared_fixture("tiny-random-bf16"));
+  Model m = load(shared_fixture("tiny-random-bf16"));
   const fs::path g = shared_fixture("tiny-random-golden.safetensors");
   expect_logits_golden(m, g, "a");
   expect_logits_golden(m, g, "b");
@@ -94,7 +111,7 @@ TEST(Golden, TinyRandomBf16) {
 
 TEST(Golden, TinyRandomCtInt4) {
   HLWQ_REQUIRE_SHARED("tiny-random-ct-int4");
-  const Model m = Model::load(shared_fixture("tiny-random-ct-int4"));
+  Model m = load(shared_fixture("tiny-random-ct-int4"));
   const fs::path g = shared_fixture("tiny-random-ct-int4-golden.safetensors");
   expect_logits_golden(m, g, "a");
   expect_logits_golden(m, g, "b");
@@ -102,10 +119,26 @@ TEST(Golden, TinyRandomCtInt4) {
 
 TEST(Golden, TinyMoeDev) {
   HLWQ_REQUIRE_SHARED("tiny-moe-dev-golden.safetensors");
-  const Model m = Model::load(test::source_dir() / "models" / "tiny-moe-dev");
+  Model m = load(test::source_dir() / "models" / "tiny-moe-dev");
   const fs::path g = shared_fixture("tiny-moe-dev-golden.safetensors");
   expect_logits_golden(m, g, "a");
   expect_logits_golden(m, g, "b");
+}
+
+// The default configuration (bf16 KV pages) against the same goldens, with the bound its rounding allows.
+TEST(Golden, Bf16KvCacheTinyRandomSmall) {
+  Model m = load(testdata("tiny-random-small-bf16"), KvDtype::bf16);
+  const fs::path g = testdata("tiny-random-small-golden.safetensors");
+  expect_logits_golden(m, g, "a", kBf16KvLogitsRelTol, kBf16KvArgmaxFlipRate);
+  expect_logits_golden(m, g, "b", kBf16KvLogitsRelTol, kBf16KvArgmaxFlipRate);
+}
+
+TEST(Golden, Bf16KvCacheTinyMoeDev) {
+  HLWQ_REQUIRE_SHARED("tiny-moe-dev-golden.safetensors");
+  Model m = load(test::source_dir() / "models" / "tiny-moe-dev", KvDtype::bf16);
+  const fs::path g = shared_fixture("tiny-moe-dev-golden.safetensors");
+  expect_logits_golden(m, g, "a", kBf16KvLogitsRelTol, kBf16KvArgmaxFlipRate);
+  expect_logits_golden(m, g, "b", kBf16KvLogitsRelTol, kBf16KvArgmaxFlipRate);
 }
 
 // Negative case: an exporter that writes each INT4 scale matrix transposed (same bytes count, declared shape
@@ -128,7 +161,7 @@ TEST(Golden, TransposedInt4ScalesFailTheComparison) {
     return true;
   });
   ASSERT_GT(n_transposed, 0);
-  const Model m = Model::load(dir);
+  Model m = load(dir);
   const fs::path g = shared_fixture("tiny-random-ct-int4-golden.safetensors");
   const auto d = compare_logits(run_logits(m, test::golden_tokens(g, "tokens_a")), test::golden_f32(g, "logits_a"),
                                 m.config().vocab_size);

@@ -8,8 +8,9 @@
 #include <vector>
 
 #include "core/dtype.h"
-#include "model/cpu/kernels.h"
-#include "model/cpu/matmul.h"
+#include "backend/cpu/kernels.h"
+#include "backend/cpu/matmul.h"
+#include "model_test_util.h"
 
 namespace hlwq {
 namespace {
@@ -66,7 +67,8 @@ void expect_linear_matches_reference(const CpuKernels& k, const OwnedLinear& o, 
   const int64_t out = o.lw.out, in = o.lw.in;
   std::vector<float> x(size_t(T * in)), y(size_t(T * out));
   for (auto& v : x) v = r.normal();
-  linear_forward(k, o.lw, x.data(), T, y.data());
+  test::CpuTestCtx c(k);
+  linear_forward(c.ctx, o.lw, x.data(), T, y.data());
   for (int64_t t = 0; t < T; ++t)
     for (int64_t n = 0; n < out; ++n) {
       double ref = 0, mag = 0;

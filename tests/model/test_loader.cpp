@@ -90,7 +90,7 @@ TEST(Loader, UnknownTensorIsRefused) {
 TEST(Loader, FusedExpertsEqualPerExpert) {
   const fs::path src = testdata("tiny-random-small-bf16");
   const fs::path dir = test::scratch_dir("loader-fused") / "ckpt";
-  const Model ref = Model::load(src);
+  Model ref = Model::load(src);
   const ModelConfig& c = ref.config();
   const int64_t E = c.n_experts, I = c.moe_intermediate, H = c.hidden_size;
   Checkpoint ck(src.string());
@@ -112,10 +112,10 @@ TEST(Loader, FusedExpertsEqualPerExpert) {
   }
   test::write_edited_checkpoint(
       src, dir, [](test::EditedTensor& t) { return t.spec.name.find(".mlp.experts.") == std::string::npos; }, fused);
-  const Model m = Model::load(dir);
+  Model m = Model::load(dir);
   std::vector<int32_t> tok{5, 17, 300, 2, 99, 411, 7, 8};
   std::vector<float> a(size_t(8 * c.vocab_size)), b(a.size());
-  SequenceState sa = ref.new_state(8), sb = m.new_state(8);
+  Sequence sa = ref.new_sequence(8), sb = m.new_sequence(8);
   ref.forward(tok.data(), 8, sa, a.data(), forward_all_logits());
   m.forward(tok.data(), 8, sb, b.data(), forward_all_logits());
   EXPECT_EQ(a, b);

@@ -5,15 +5,15 @@
 #include <new>
 
 #include "core/error.h"
-#include "model/cpu/matmul.h"
+#include "backend/cpu/matmul.h"
+#include "model_test_util.h"
 #include "core/parallel_errors.h"
 
 namespace hlwq {
 namespace {
 
-// A dense F32 weight [1, in] whose data is never read: its scratch (kPanelRows · in floats) cannot be allocated,
-// so the kernels fail in their per-thread setup, before touching weights or inputs.
-// 2^44 columns · 16 rows · 4 bytes = 2^50 bytes, past any 48-bit address space (never overcommitted).
+// A dense F32 weight [1, in] whose data is never read: its scratch (kPanelRows · in floats) fits no arena, so
+// the kernels fail when they take it, before touching weights or inputs.
 constexpr int64_t kUnallocatableIn = int64_t(1) << 44;
 
 LinearWeight unallocatable_linear() {
@@ -65,13 +65,15 @@ TEST(ParallelErrors, NoErrorNoThrow) {
   EXPECT_EQ(sum, 45);
 }
 
-TEST(ParallelErrors, ScratchAllocationFailureInLinearForwardReachesTheCaller) {
-  const CpuKernels& k = cpu_kernels();
+TEST(ParallelErrors, ScratchExhaustionInLinearForwardReachesTheCaller) {
+  // Scratch is preallocated: a linear wider than the arenas were sized for fails with a clear error (from inside
+  // the parallel region) instead of allocating.
+  test::CpuTestCtx c(cpu_kernels(), 1024);
   const LinearWeight w = unallocatable_linear();
   float y[16] = {};
   // decode (fused-gemv path) and prefill (panel GEMM path); x is never read
-  EXPECT_THROW(linear_forward(k, w, nullptr, 1, y), std::bad_alloc);
-  EXPECT_THROW(linear_forward(k, w, nullptr, kGemvTokens + 1, y), std::bad_alloc);
+  EXPECT_THROW(linear_forward(c.ctx, w, nullptr, 1, y), Error);
+  EXPECT_THROW(linear_forward(c.ctx, w, nullptr, kGemvTokens + 1, y), Error);
 }
 
 }  // namespace

@@ -3,11 +3,13 @@
 // tokens of the call, so a prefill of T tokens reads each weight once per token chunk, not once per token.
 // Few tokens (T ≤ kGemvTokens, decode): BF16 and INT4 weights go through the fused gemv kernels, which widen
 // each weight in registers and read it exactly once.
+// Temporary buffers come from the CpuCtx scratch arenas (linear_scratch_floats per thread): nothing allocates.
 // Dimension legend: T tokens, in = W columns, out = W rows.
 #pragma once
+#include <cstddef>
 #include <cstdint>
 
-#include "model/cpu/kernels.h"
+#include "backend/cpu/cpu_ctx.h"
 #include "model/weights.h"
 
 namespace hlwq {
@@ -18,12 +20,20 @@ namespace hlwq {
 // rejects wider tensors by name, so the kernels only assert it.
 constexpr int64_t kMaxInt4Groups = 4096;
 
+// Scratch floats one thread needs for any linear of at most in_max columns (and gemm_f32 with K ≤ in_max).
+size_t linear_scratch_floats(int64_t in_max);
+
 // y [T, out] = x [T, in] · Wᵀ. Parallel (OpenMP) over row panels and token chunks.
-void linear_forward(const CpuKernels& k, const LinearWeight& w, const float* x, int64_t T, float* y);
+void linear_forward(const CpuCtx& c, const LinearWeight& w, const float* x, int64_t T, float* y);
+
+// Rows [r0, r0 + nr) of y = x Wᵀ on the calling thread: y[t·ldy + (r − r0)] for x [T, in] with row stride ldx.
+// The unit of work of the MoE (expert, row block) split.
+void linear_rows(const CpuCtx& c, const LinearWeight& w, int64_t r0, int64_t nr, const float* x, int64_t ldx,
+                 int64_t T, float* y, int64_t ldy);
 
 // C [M, N] = A [M, K] · B, fp32, single-threaded (callers parallelize over heads). B is [K, N] with row stride
 // ldb, or with b_trans the transpose of a [N, K] matrix with row stride ldb (e.g. cached keys for Q Kᵀ).
-void gemm_f32(const CpuKernels& k, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
+void gemm_f32(const CpuCtx& c, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
               int64_t ldb, bool b_trans, float* C, int64_t ldc);
 
 // dst [nr, in] = fp32 rows [r0, r0 + nr) of W (dequantized for INT4; needs in / 128 ≤ kMaxInt4Groups).

@@ -1,6 +1,6 @@
 // RMSNorm kernels (see norm.h). Sums of squares accumulate in double: rows are short and this keeps the
 // result independent of vector width, matching torch's fp32 mean closely.
-#include "model/cpu/norm.h"
+#include "backend/cpu/norm.h"
 
 namespace hlwq {
 

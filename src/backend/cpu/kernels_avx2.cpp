@@ -5,7 +5,7 @@
 
 #include <cstring>
 
-#include "model/cpu/kernels.h"
+#include "backend/cpu/kernels.h"
 
 #define HLWQ_AVX2 __attribute__((target("avx2,fma")))
 

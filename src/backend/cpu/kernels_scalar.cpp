@@ -3,7 +3,7 @@
 
 #include "core/dtype.h"
 #include "core/error.h"
-#include "model/cpu/kernels.h"
+#include "backend/cpu/kernels.h"
 
 namespace hlwq {
 namespace {
