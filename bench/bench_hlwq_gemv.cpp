@@ -19,7 +19,7 @@
 #include <fmt/format.h>
 
 #include "core/dtype.h"
-#include "model/cpu/kernels.h"
+#include "backend/cpu/kernels.h"
 #include "quant/hlwq_linear.h"
 #include "quant/lloyd_max.h"
 
