@@ -218,6 +218,12 @@ for t in texts:
           f"(largest: {DESC.get(m, m)}){'' if not mw else f'; note this text was cut to {mw} windows while the reference scores all of it'}.")
 w("")
 if any(r["decoded"] for r in rows.values()):
-    w("† The engine could not load native HLWQ checkpoints at this commit, so these rows ran the same codes decoded to")
-    w("dense fp32 weights (`hlwq_dequantize`, exact) on the engine's dense path; no decode speed is given for them.\n")
+    w("† These rows ran the same codes decoded to dense fp32 weights (`hlwq_dequantize`, exact) on the engine's dense")
+    w("path — what quality_table.sh falls back to when the engine of the run could not load the checkpoint natively —")
+    w("so no decode speed is given for them. tests/model/test_hlwq_model.cpp holds the native path to the same logits")
+    w("within 1e-4 of max |logit|.\n")
+missing = [m for m in methods if m not in rows]
+if missing:
+    w("Not measured in this file (the run was cut short; `bench/quality_table.sh " + " ".join(missing) +
+      "` adds them): " + ", ".join(DESC.get(m, m) for m in missing) + ".\n")
 open(a.out, "w").write("\n".join(out))
