@@ -199,6 +199,7 @@ struct WeightCost {
 };
 
 double linear_bytes(const LinearWeight& w) {
+  if (w.format == LinearFormat::hlwq) return double(w.out * (w.hlwq.row_bytes() + w.hlwq.n_blocks() * 2));
   return w.format == LinearFormat::dense ? double(w.weight.nbytes()) : double(w.packed.nbytes() + w.scale.nbytes());
 }
 

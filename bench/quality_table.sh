@@ -1,36 +1,102 @@
 #!/usr/bin/env bash
-# Quality of each quantization method on the demo model: perplexity and KL(bf16 || quantized) on held-out
-# text, next to the independent PyTorch reference (../shared/fixtures/tiny-moe-dev-quality-reference.json).
-# usage: bench/quality_table.sh [METHODS...]   env: TEXTS="pydocs_heldout wiki_test", HLWQ=build/hlwq
+# Writes QUALITY.md from hlwq's own output: for the demo model (models/tiny-moe-dev) and every method — bf16, each
+# compressed-tensors INT4 method, native HLWQ at 3/4/5 bits (least-squares scale, hlwq's default) and the
+# l2-norm variants the independent reference simulates — it quantizes with `hlwq quantize`, runs
+# `hlwq eval kld` against the bf16 model on each text, times decode with hlwq_bench_model, and then
+# bench/quality_report.py assembles the table (bits/weight, size, ppl, Δppl, KL, top-1, relative weight MSE,
+# decode tok/s, the PyTorch reference beside each). Results are cached per method and text under $WORK/results,
+# so a rerun redoes only what is missing (FORCE=1 redoes all).
+#
+# usage: bench/quality_table.sh [METHOD...]     (default: all; see METHODS below)
+# env:   TEXTS="pydocs_heldout wiki_test"  MAX_WINDOWS=0 (0: whole text; N: first N windows of 512 tokens)
+#        WINDOWS="wiki_test:100" per-text overrides of MAX_WINDOWS
+#        BUILD=build  WORK=/tmp/hlwq-quality  OUT=QUALITY.md  SPEED=1 (0: skip decode timing)  FORCE=0
+# From a fresh clone: scripts/install-deps.sh; cmake -S . -B build -G Ninja; cmake --build build; then this.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-HLWQ=${HLWQ:-build/hlwq}
-SHARED=${HLWQ_SHARED:-../shared}
-TEXTS=${TEXTS:-pydocs_heldout}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+BUILD=${BUILD:-build}
+SHARED=${HLWQ_SHARED:-$ROOT/../shared}
+TEXTS=${TEXTS:-"pydocs_heldout wiki_test"}
+MAX_WINDOWS=${MAX_WINDOWS:-0}
 WORK=${WORK:-/tmp/hlwq-quality}
+OUT=${OUT:-QUALITY.md}
+SPEED=${SPEED:-1}
+FORCE=${FORCE:-0}
+BASE=models/tiny-moe-dev
+# Order = run order: the rows the reference checks first. bf16's row comes from the base model's figures of the
+# other runs (its KL to itself is 0 by definition), so bf16 only gets a decode timing.
+ALL=(hlwq-4 hlwq-3-l2 hlwq-5-l2 rtn mse rtn-ct hlwq-cascade hlwq-cascade-lm5 hlwq-3 hlwq-5 hlwq-4-l2 bf16)
 METHODS=("$@")
-[ ${#METHODS[@]} -gt 0 ] || METHODS=(rtn rtn-ct mse hlwq-cascade hlwq-cascade-lm5)
-mkdir -p "$WORK"
-echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; commit $(git rev-parse --short HEAD)"
-echo
-echo "| method | text | ppl | KL(bf16‖q) | top-1 agree | rel. weight MSE | reference KL | reference ppl |"
-echo "|---|---|---|---|---|---|---|---|"
-for m in "${METHODS[@]}"; do
-  q="$WORK/$m"
-  mse=$("$HLWQ" quantize -q --force models/tiny-moe-dev "$q" --method "$m" | awk '$1=="="&&$2=="quantized"{print $NF}')
-  for t in $TEXTS; do
-    j=$("$HLWQ" eval kld "$q" --base models/tiny-moe-dev --text "$SHARED/corpus/$t.txt" --json)
-    python3 - "$m" "$t" "$mse" "$SHARED/fixtures/tiny-moe-dev-quality-reference.json" <<PY
-import json, sys
-m, t, mse, ref_path = sys.argv[1:5]
-r = json.loads('''$j''')
-names = {"rtn": "ct-int4-rtn (absmax/7, seed)", "rtn-ct": "ct-int4-rtn (absmax/7.5, compressed-tensors)",
-         "mse": "ct-int4-mse-scale", "hlwq-cascade": "ct-int4-cascade (seed Q5 table -> rtn)",
-         "hlwq-cascade-lm5": "ct-int4-cascade (converged Q5 -> rtn)"}
-ref = json.load(open(ref_path))["methods"].get(names.get(m, ""), {}).get(t, {})
-print(f"| {m} | {t} | {r['ppl']:.3f} | {r['kld']:.4f} | {r['top1_agree']:.4f} | {mse} | "
-      f"{ref.get('kld', float('nan')):.4f} | {ref.get('ppl', float('nan')):.3f} |")
-PY
-  done
-  rm -rf "$q"
+[ ${#METHODS[@]} -gt 0 ] || METHODS=("${ALL[@]}")
+mkdir -p "$WORK/results" "$WORK/models" "$WORK/bin"
+# The binaries are copied first, so rebuilding during a long run does not change them under it.
+for t in hlwq hlwq_bench_model hlwq_dequantize; do
+  [ -x "$BUILD/$t" ] || { echo "build $BUILD/$t first (cmake --build $BUILD --target $t)" >&2; exit 1; }
+  cp "$BUILD/$t" "$WORK/bin/$t"
 done
+HLWQ=$WORK/bin/hlwq
+windows_for() {  # TEXT -> its window cap
+  local w
+  for w in ${WINDOWS:-}; do [ "${w%%:*}" = "$1" ] && { echo "${w#*:}"; return; }; done
+  echo "$MAX_WINDOWS"
+}
+log() { echo "[quality] $*" >&2; }
+
+# quantize_args METHOD -> the `hlwq quantize` options
+quantize_args() {
+  case "$1" in
+    hlwq-[2-8]) echo "--format hlwq --bits ${1#hlwq-}" ;;
+    hlwq-[2-8]-l2) local b=${1#hlwq-}; echo "--format hlwq --bits ${b%-l2} --hlwq-scale l2" ;;
+    *) echo "--format ct-int4 --method $1" ;;
+  esac
+}
+
+for m in "${METHODS[@]}"; do
+  R="$WORK/results/$m"
+  q="$WORK/models/$m"
+  if [ "$m" = bf16 ]; then
+    q=$BASE
+  elif [ "$FORCE" = 1 ] || [ ! -f "$R.quantize.txt" ] || [ ! -d "$q" ]; then
+    log "$m: quantize"
+    # shellcheck disable=SC2046
+    "$HLWQ" quantize -q --force "$BASE" "$q" $(quantize_args "$m") > "$R.quantize.txt"
+  fi
+  # The model the engine evaluates: the checkpoint itself; an HLWQ checkpoint the engine cannot load yet is
+  # evaluated through its fp32 decode (hlwq_dequantize), and the table marks that row.
+  evalq=$q
+  path=native
+  rm -f "$R.path"
+  if [ "$m" != bf16 ] && ! "$HLWQ" eval ppl "$q" --text "$SHARED/corpus/pydocs_heldout.txt" --max-windows 1 --json \
+        > /dev/null 2> "$WORK/load-error.txt"; then
+    case "$m" in
+      hlwq-*) log "$m: engine cannot load it ($(head -c 200 "$WORK/load-error.txt")); using its fp32 decode"
+              evalq="$WORK/models/$m-decoded"
+              [ -d "$evalq" ] && [ "$FORCE" != 1 ] || "$WORK/bin/hlwq_dequantize" "$q" "$evalq"
+              path=decoded
+              echo "decoded" > "$R.path" ;;
+      *) cat "$WORK/load-error.txt" >&2; exit 1 ;;
+    esac
+  fi
+  for t in $TEXTS; do
+    [ "$m" = bf16 ] && continue
+    f="$R.$t.json"
+    mw=$(windows_for "$t")
+    if [ "$FORCE" = 1 ] || [ ! -f "$f" ] || ! grep -q "\"max_windows\": $mw\b" "$f" ||
+       ! grep -q "\"engine_path\": \"$path\"" "$f"; then
+      log "$m: eval kld on $t (max windows $mw, $path)"
+      "$HLWQ" eval kld "$evalq" --base "$BASE" --text "$SHARED/corpus/$t.txt" --max-windows "$mw" --json |
+        python3 -c "import json,sys; j=json.load(sys.stdin); j['max_windows']=$mw; j['engine_path']='$path'; print(json.dumps(j, indent=1))" \
+        > "$f.tmp"
+      mv "$f.tmp" "$f"
+    fi
+  done
+  if [ "$SPEED" = 1 ] && [ ! -f "$R.path" ] && { [ "$FORCE" = 1 ] || [ ! -f "$R.speed.txt" ]; }; then
+    log "$m: decode speed"
+    "$WORK/bin/hlwq_bench_model" --prompt 64 --decode-tokens 32 --repeats 5 --window 64 --stream-mib 256 "$q" \
+      > "$R.speed.txt" || rm -f "$R.speed.txt"
+  fi
+done
+python3 bench/quality_report.py --work "$WORK" --base "$BASE" --shared "$SHARED" --texts "$TEXTS" \
+  --methods "${ALL[*]}" --out "$OUT"
+log "wrote $OUT"

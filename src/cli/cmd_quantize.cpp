@@ -1,4 +1,6 @@
-// `hlwq quantize SRC DST --format ct-int4 --method M`: bf16 Hugging Face checkpoint -> compressed-tensors INT4.
+// `hlwq quantize SRC DST --format ct-int4 --method M`: bf16 Hugging Face checkpoint -> compressed-tensors INT4;
+// `--format hlwq --bits B`: -> native HLWQ codes; `--format hlwq-q5`: -> the seed's layout. A seed hlwq-q5 SRC
+// converts to ct-int4 the way the seed does (decode to bf16, then the INT4 method).
 #include <cstdio>
 #include <filesystem>
 #include <vector>
@@ -15,13 +17,21 @@ Command add_quantize(CLI::App& app) {
   auto* sub = app.add_subcommand("quantize", "quantize a bf16 checkpoint to compressed-tensors INT4");
   struct Args {
     QuantizeOptions opt;
-    std::string format = "ct-int4", method = "rtn", max_shard = "5GB";
+    std::string format = "ct-int4", method = "rtn", hlwq_scale = "ls", max_shard = "5GB";
     bool quiet = false;
   };
   auto a = std::make_shared<Args>();
   sub->add_option("SRC", a->opt.src, "source model directory (config.json + safetensors)")->required();
   sub->add_option("DST", a->opt.dst, "output directory (written atomically)")->required();
-  sub->add_option("--format", a->format, "output format")->check(CLI::IsMember({"ct-int4"}))->capture_default_str();
+  sub->add_option("--format", a->format,
+                  "ct-int4 (compressed-tensors, vLLM), hlwq (native HLWQ codes, hlwq's engine), hlwq-q5 (the seed's "
+                  "layout)")
+      ->check(CLI::IsMember({"ct-int4", "hlwq", "hlwq-q5"}))
+      ->capture_default_str();
+  sub->add_option("--bits", a->opt.hlwq_bits, "hlwq: bits per code")->check(CLI::Range(2, 8))->capture_default_str();
+  sub->add_option("--hlwq-scale", a->hlwq_scale, "hlwq: block scale, ls (least squares) or l2 (the block's norm)")
+      ->check(CLI::IsMember({"ls", "l2"}))
+      ->capture_default_str();
   sub->add_option("--method", a->method,
                   "rtn (seed: absmax/7), rtn-ct (absmax/7.5), mse (per-group MSE-optimal scale), "
                   "hlwq-cascade (seed: HLWQ-Q5 -> INT4), hlwq-cascade-lm5 (converged Q5 table)")
@@ -35,10 +45,16 @@ Command add_quantize(CLI::App& app) {
   return {sub, [a] {
     // The command line first (nothing is created before it is known to be right).
     try {
+      a->opt.format = parse_quant_format(a->format);
+    } catch (const Error& e) {
+      usage_fail("--format: {}", e.what());
+    }
+    try {
       a->opt.method = parse_int4_method(a->method);
     } catch (const Error& e) {
       usage_fail("--method: {}", e.what());
     }
+    a->opt.hlwq_scale = a->hlwq_scale == "l2" ? HlwqScale::l2_norm : HlwqScale::least_squares;
     try {
       a->opt.max_shard_bytes = parse_size(a->max_shard);
     } catch (const Error& e) {

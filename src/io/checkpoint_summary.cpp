@@ -89,9 +89,12 @@ CheckpointSummary summarize_checkpoint(const ModelConfig& cfg, const Checkpoint&
                             uint64_t(cfg.linear_n_value_heads * cfg.linear_key_head_dim * cfg.linear_value_head_dim +
                                      conv_dim * std::max<int64_t>(cfg.linear_conv_kernel - 1, 0)) *
                             4;
-  s.scheme = cfg.quant ? fmt::format("{} {} int{} group {} symmetric", cfg.quant->quant_method, cfg.quant->format,
-                                     cfg.quant->num_bits, cfg.quant->group_size)
-                       : "unquantized";
+  s.scheme = !cfg.quant ? "unquantized"
+             : cfg.quant->quant_method == "hlwq"
+                 ? fmt::format("hlwq native, {}-bit Lloyd-Max codes, Hadamard blocks of {}", cfg.quant->num_bits,
+                               cfg.quant->group_size)
+                 : fmt::format("{} {} int{} group {} symmetric", cfg.quant->quant_method, cfg.quant->format,
+                               cfg.quant->num_bits, cfg.quant->group_size);
   return s;
 }
 

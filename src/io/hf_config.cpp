@@ -6,6 +6,7 @@
 #include <iterator>
 
 #include "core/error.h"
+#include "io/hlwq_format.h"
 #include "io/json_util.h"
 
 namespace hlwq {
@@ -64,8 +65,17 @@ QuantConfig parse_quant_config(const json& q, const std::string& where) {
   QuantConfig c;
   Reader r{q, where + ": quantization_config"};
   c.quant_method = r.str_or("quant_method", "");
+  if (c.quant_method == kHlwqQuantMethod) {  // native HLWQ codes: the block is validated by io/hlwq_format
+    const HlwqFormat f = parse_hlwq_quantization_config(q, where);
+    c.format = kHlwqFormatName;
+    c.num_bits = f.bits;
+    c.group_size = kHlwqBlock;
+    c.ignore = f.ignore;
+    return c;
+  }
   HLWQ_CHECK(c.quant_method == "compressed-tensors",
-             "{}: quant_method '{}' is not supported (hlwq reads compressed-tensors)", r.where, c.quant_method);
+             "{}: quant_method '{}' is not supported (hlwq reads compressed-tensors and hlwq)", r.where,
+             c.quant_method);
   c.format = r.str_or("format", "");
   HLWQ_CHECK(c.format == "pack-quantized", "{}: format '{}' is not supported (hlwq reads pack-quantized)", r.where,
              c.format);

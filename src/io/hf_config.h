@@ -21,8 +21,8 @@ std::string_view model_arch_name(ModelArch a);
 
 // compressed-tensors quantization_config (SPEC §3), as far as hlwq reads it.
 struct QuantConfig {
-  std::string quant_method;  // "compressed-tensors"
-  std::string format;        // "pack-quantized"
+  std::string quant_method;  // "compressed-tensors", or "hlwq" (native codes; full block in io/hlwq_format.h)
+  std::string format;        // "pack-quantized" or "hlwq-native"
   int num_bits = 4;
   int group_size = 128;
   bool symmetric = true;

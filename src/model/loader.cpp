@@ -4,9 +4,13 @@
 #include "model/loader.h"
 
 #include <cstring>
+#include <map>
+#include <memory>
 #include <set>
 
 #include "core/error.h"
+#include "io/seed_q5.h"
+#include "quant/hlwq_checkpoint.h"
 #include "backend/cpu/matmul.h"
 #include "model/tensor_names.h"
 
@@ -17,7 +21,12 @@ bool is_float(DType t) { return t == DType::BF16 || t == DType::F16 || t == DTyp
 
 class Loader {
  public:
-  Loader(const Checkpoint& ck, const ModelConfig& c) : ck_(ck), c_(c), prefix_(detect_text_prefix(ck)) {}
+  Loader(const Checkpoint& ck, const ModelConfig& c) : ck_(ck), c_(c), prefix_(detect_text_prefix(ck)) {
+    if (c_.quant && c_.quant->quant_method == kHlwqQuantMethod)
+      hlwq_ = std::make_shared<const HlwqFormat>(
+          parse_hlwq_quantization_config(c_.raw["quantization_config"], ck_.dir() + "/config.json"));
+    if (is_seed_q5_dir(ck_.dir())) q5_ = seed_q5_weights(ck_);
+  }
 
   ModelWeights load() {
     HLWQ_CHECK(c_.arch == ModelArch::qwen3_5_moe, "{}: arch {} is not yet supported (hlwq runs qwen3_5_moe)",
@@ -28,6 +37,7 @@ class Loader {
                "routing weights, as Qwen3.5 does)", ck_.dir());
     const int64_t H = c_.hidden_size, V = c_.vocab_size;
     ModelWeights w;
+    w.hlwq_format = hlwq_;
     w.embed = float_tensor(prefix_ + kEmbedTokens, {V, H});
     w.final_norm = vec(prefix_ + kFinalNorm, {H});
     if (c_.tie_word_embeddings) {
@@ -47,6 +57,19 @@ class Loader {
   const ModelConfig& c_;
   std::string prefix_;
   std::set<std::string> used_;
+  std::shared_ptr<const HlwqFormat> hlwq_;          // native HLWQ checkpoint
+  std::map<std::string, SeedQ5Weight> q5_;          // the seed's hlwq-q5 checkpoint, by weight name
+
+  // A coded weight of the seed's Q5 checkpoint as a linear (its three tensors count as used).
+  HlwqMatrixView q5_view(const std::string& name, int64_t out, int64_t in) {
+    const SeedQ5Weight& w = q5_.at(name);
+    HLWQ_CHECK(w.out == out && w.in == in, "expected [{}, {}], got [{}, {}] (from {}__meta) for the hlwq-q5 weight {}",
+               out, in, w.out, w.in, w.key, name);
+    for (const char* part : {"__packed", "__norms", "__meta"}) used_.insert(w.key + part);
+    const HlwqMatrixView v = seed_q5_view(w);
+    hlwq_check_view(v, name.c_str());
+    return v;
+  }
 
   TensorView get(const std::string& name) {
     HLWQ_CHECK(ck_.has(name), "{}: missing tensor {}", ck_.dir(), name);
@@ -79,6 +102,17 @@ class Loader {
     lw.name = base;
     lw.out = out;
     lw.in = in;
+    if (hlwq_ && hlwq_has_native(ck_, base)) {
+      lw.format = LinearFormat::hlwq;
+      lw.hlwq = hlwq_native_view(ck_, base, out, in, *hlwq_);
+      for (const std::string& n : {hlwq_codes_name(base), hlwq_norms_name(base), hlwq_shape_name(base)}) used_.insert(n);
+      return lw;
+    }
+    if (q5_.count(base + ".weight")) {
+      lw.format = LinearFormat::hlwq;
+      lw.hlwq = q5_view(base + ".weight", out, in);
+      return lw;
+    }
     if (ck_.has(base + ".weight")) {
       lw.format = LinearFormat::dense;
       lw.weight = float_tensor(base + ".weight", {out, in});
@@ -122,6 +156,10 @@ class Loader {
       load_table(at + "mlp.shared_expert.", expert_table(H, c_.shared_expert_intermediate), m.shared);
     }
     m.experts.resize(size_t(E));
+    if (q5_.count(at + kFusedGateUp) || q5_.count(at + kFusedDown)) {
+      load_fused_q5_experts(at, m);
+      return;
+    }
     const std::string e0 = at + "mlp.experts.0.gate_proj";
     if (!ck_.has(e0 + ".weight") && !ck_.has(e0 + ".weight_packed") && ck_.has(at + kFusedGateUp)) {
       load_fused_experts(at, m);
@@ -146,6 +184,26 @@ class Loader {
       x.gate_proj = {n + "gate_proj", LinearFormat::dense, I, H, sub(gu, gu_off, {I, H}), {}, {}};
       x.up_proj = {n + "up_proj", LinearFormat::dense, I, H, sub(gu, gu_off + size_t(I * H) * es, {I, H}), {}, {}};
       x.down_proj = {n + "down_proj", LinearFormat::dense, H, I, sub(dn, size_t(e * H * I) * ds, {H, I}), {}, {}};
+    }
+  }
+
+  // The seed's Q5 codes of fused experts ([E·2I, H] and [E·H, I] rows): each expert a row range of the view.
+  void load_fused_q5_experts(const std::string& at, MoeWeights& m) {
+    const int64_t H = c_.hidden_size, I = c_.moe_intermediate, E = c_.n_experts;
+    HLWQ_CHECK(q5_.count(at + kFusedGateUp) && q5_.count(at + kFusedDown),
+               "{}: hlwq-q5 has only one of {}{} and {}{}", ck_.dir(), at, kFusedGateUp, at, kFusedDown);
+    const HlwqMatrixView gu = q5_view(at + kFusedGateUp, E * 2 * I, H), dn = q5_view(at + kFusedDown, E * H, I);
+    for (int64_t e = 0; e < E; ++e) {
+      ExpertWeights& x = m.experts[size_t(e)];
+      const std::string n = fmt::format("{}mlp.experts.{}.", at, e);
+      auto lin = [&](const char* proj, const HlwqMatrixView& v, int64_t r0, int64_t rows, int64_t cols) {
+        LinearWeight lw{n + proj, LinearFormat::hlwq, rows, cols, {}, {}, {}};
+        lw.hlwq = v.rows(r0, rows);
+        return lw;
+      };
+      x.gate_proj = lin("gate_proj", gu, e * 2 * I, I, H);
+      x.up_proj = lin("up_proj", gu, e * 2 * I + I, I, H);
+      x.down_proj = lin("down_proj", dn, e * H, H, I);
     }
   }
 

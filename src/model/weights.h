@@ -6,10 +6,13 @@
 // heads, D head_dim, Hk/Hv GDN key/value heads, dk/dv GDN head dims, C = 2·Hk·dk + Hv·dv conv channels, K conv width.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "core/tensor.h"
+#include "io/hlwq_format.h"
+#include "quant/hlwq_linear.h"
 
 namespace hlwq {
 
@@ -17,6 +20,7 @@ namespace hlwq {
 enum class LinearFormat : uint8_t {
   dense,      // weight [out, in] BF16/F16/F32
   u4b8_g128,  // weight_packed I32 [out, in/8] (value q+8 in nibble k%8 of word k/8), weight_scale [out, in/128]
+  hlwq,       // HLWQ codes + fp16 block norms + codebook (native, or the seed's hlwq-q5): quant/hlwq_linear.h
 };
 
 struct LinearWeight {
@@ -26,6 +30,7 @@ struct LinearWeight {
   TensorView weight;  // dense: [out, in]
   TensorView packed;  // u4b8_g128: [out, in/8] I32
   TensorView scale;   // u4b8_g128: [out, in/128] BF16/F16/F32
+  HlwqMatrixView hlwq;  // hlwq: codes [out, ⌈in/128⌉·16·bits] U8, norms [out, ⌈in/128⌉] F16, the codebook
 };
 
 struct GdnWeights {  // linear_attn.*
@@ -76,6 +81,9 @@ struct ModelWeights {
   std::vector<LayerWeights> layers;
   std::vector<float> final_norm;  // [H] zero-centred
   LinearWeight lm_head;           // [V, H] (a view of embed when tie_word_embeddings)
+  // A native HLWQ checkpoint's quantization_config: its codebook is what every hlwq view points into (shared, so
+  // copies of ModelWeights keep it alive). Null otherwise (the seed's Q5 table is a static).
+  std::shared_ptr<const HlwqFormat> hlwq_format;
 };
 
 }  // namespace hlwq

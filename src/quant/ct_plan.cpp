@@ -141,18 +141,34 @@ void check_complete(const ModelConfig& cfg, const Checkpoint& ck) {
 
 }  // namespace
 
+std::vector<PlanInput> plan_inputs(const Checkpoint& ck) {
+  std::vector<PlanInput> v;
+  for (const std::string& name : ck.names()) {
+    const TensorEntry& e = ck.entry(name);
+    v.push_back({name, e.dtype, e.shape, e.end - e.begin, ck.file_of(name)});
+  }
+  return v;
+}
+
 CtPlan plan_ct_int4(const ModelConfig& cfg, const Checkpoint& ck, const PlanOptions& opt) {
   HLWQ_CHECK(!cfg.quant.has_value(), "{}: the source is already quantized ({}); quantize a bf16 checkpoint",
              ck.dir(), cfg.quant ? cfg.quant->quant_method : "");
   check_complete(cfg, ck);
+  return plan_ct_int4(cfg, plan_inputs(ck), ck.dir(), opt);
+}
+
+CtPlan plan_ct_int4(const ModelConfig& cfg, const std::vector<PlanInput>& inputs, const std::string& dir,
+                    const PlanOptions& opt) {
+  HLWQ_CHECK(!cfg.quant.has_value(), "{}: the source is already quantized ({}); quantize a bf16 checkpoint",
+             dir, cfg.quant ? cfg.quant->quant_method : "");
   CtPlan plan;
   const int64_t E = cfg.n_experts, I = cfg.moe_intermediate, H = cfg.hidden_size;
-  for (const std::string& name : ck.names()) {
-    const TensorEntry& e = ck.entry(name);
+  for (const PlanInput& e : inputs) {
+    const std::string& name = e.name;
     const TensorRole role = role_of(name);
     if ((role == TensorRole::visual || role == TensorRole::mtp) && opt.language_model_only) {
       (role == TensorRole::visual ? plan.n_dropped_visual : plan.n_dropped_mtp)++;
-      plan.items.push_back({name, PlanAction::drop, role, "", e.dtype, e.shape, 0, e.end - e.begin, ""});
+      plan.items.push_back({name, PlanAction::drop, role, "", e.dtype, e.shape, 0, e.bytes, ""});
       continue;
     }
     // Only the text model's fused experts are split and quantized: SPEC §3 never quantizes mtp/visual, so theirs
@@ -162,9 +178,9 @@ CtPlan plan_ct_int4(const ModelConfig& cfg, const Checkpoint& ck, const PlanOpti
     const bool fused_down = text && ends_with(name, ".mlp.experts.down_proj");
     if (fused_gate_up || fused_down) {
       const Shape want = fused_gate_up ? Shape{E, 2 * I, H} : Shape{E, H, I};
-      HLWQ_CHECK(e.shape == want, "{}: expected {} for {} (from config.json), got {}", ck.file_of(name),
+      HLWQ_CHECK(e.shape == want, "{}: expected {} for {} (from config.json), got {}", e.file,
                  shape_str(want), name, shape_str(e.shape));
-      HLWQ_CHECK(is_float(e.dtype), "{}: expected a floating dtype for {}, got {}", ck.file_of(name), name,
+      HLWQ_CHECK(is_float(e.dtype), "{}: expected a floating dtype for {}, got {}", e.file, name,
                  dtype_name(e.dtype));
       const std::string base = name.substr(0, name.size() - (fused_gate_up ? 12 : 9));  // "...mlp.experts."
       const uint64_t esz = dtype_size(e.dtype);
@@ -185,7 +201,7 @@ CtPlan plan_ct_int4(const ModelConfig& cfg, const Checkpoint& ck, const PlanOpti
     }
     if (text && name.find(".in_proj_ba.") != std::string::npos && plan.extra_ignore_patterns.empty())
       plan.extra_ignore_patterns.push_back("re:.*\\.in_proj_ba$");
-    PlanItem it{name, PlanAction::copy, role, name, e.dtype, e.shape, 0, e.end - e.begin, ""};
+    PlanItem it{name, PlanAction::copy, role, name, e.dtype, e.shape, 0, e.bytes, ""};
     if (role != TensorRole::visual && role != TensorRole::mtp && e.shape.size() == 2 && ends_with(name, ".weight") &&
         is_float(e.dtype) && !ct_name_is_kept(name, opt.quantize_lm_head)) {
       it.action = PlanAction::quantize;
@@ -196,7 +212,7 @@ CtPlan plan_ct_int4(const ModelConfig& cfg, const Checkpoint& ck, const PlanOpti
         // per-expert source: rows [I, H] or [H, I]; check against the config like the fused form
         const bool down = ends_with(name, ".down_proj.weight");
         const Shape want = down ? Shape{H, I} : Shape{I, H};
-        HLWQ_CHECK(e.shape == want, "{}: expected {} for {} (from config.json), got {}", ck.file_of(name),
+        HLWQ_CHECK(e.shape == want, "{}: expected {} for {} (from config.json), got {}", e.file,
                    shape_str(want), name, shape_str(e.shape));
       }
     }

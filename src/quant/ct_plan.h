@@ -47,7 +47,21 @@ struct CtPlan {
   int64_t n_dropped_visual = 0, n_dropped_mtp = 0;
 };
 
+// One source tensor as the plan sees it: its name, dtype, shape and size, and the file it lives in (messages).
+struct PlanInput {
+  std::string name;
+  DType dtype = DType::BF16;
+  Shape shape;
+  uint64_t bytes = 0;
+  std::string file;
+};
+std::vector<PlanInput> plan_inputs(const Checkpoint& ck);  // every tensor of ck, sorted by name
+
 CtPlan plan_ct_int4(const ModelConfig& cfg, const Checkpoint& ck, const PlanOptions& opt);
+// The same over a list of tensors that need not be stored as listed (the seed's hlwq-q5 weights are listed as
+// the bf16 tensors they decode to); dir names the source in messages.
+CtPlan plan_ct_int4(const ModelConfig& cfg, const std::vector<PlanInput>& inputs, const std::string& dir,
+                    const PlanOptions& opt);
 // The output tensors of the plan (packed I32 [out, in/8], scale BF16 [out, in/128], shape I64 [2] per
 // quantized item; one tensor per copied item), sorted by name.
 std::vector<TensorSpec> ct_output_specs(const CtPlan& plan);

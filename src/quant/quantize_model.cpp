@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <mutex>
+#include <optional>
 
 #include "core/error.h"
 #include "core/parallel_errors.h"
@@ -16,17 +17,37 @@
 #include "io/compressed_tensors.h"
 #include "io/read_file.h"
 #include "quant/finite_check.h"
+#include "io/hlwq_format.h"
+#include "io/seed_q5.h"
+#include "quant/hlwq_export.h"
 #include "quant/int4_pack.h"
+#include "quant/lloyd_max.h"
+#include "quant/model_source.h"
 
 namespace hlwq {
 namespace fs = std::filesystem;
+
+QuantFormat parse_quant_format(std::string_view name) {
+  if (name == "ct-int4") return QuantFormat::ct_int4;
+  if (name == "hlwq") return QuantFormat::hlwq;
+  if (name == "hlwq-q5") return QuantFormat::hlwq_q5;
+  fail("unknown format '{}' (valid: ct-int4, hlwq, hlwq-q5)", name);
+}
+
+std::string_view quant_format_name(QuantFormat f) {
+  switch (f) {
+    case QuantFormat::ct_int4: return "ct-int4";
+    case QuantFormat::hlwq: return "hlwq";
+    case QuantFormat::hlwq_q5: return "hlwq-q5";
+  }
+  return "?";
+}
 
 namespace {
 
 // Items this large are quantized one at a time with all threads on their rows; smaller ones run many at once
 // with one thread each (a 35B MoE has ~30k small expert matrices).
 constexpr int64_t kBigItemElems = int64_t(8) << 20;
-constexpr uint64_t kCopyChunkBytes = uint64_t(64) << 20;
 
 // Files copied verbatim when present: tokenizer, chat template, generation and preprocessing settings.
 constexpr const char* kSideFiles[] = {"generation_config.json", "tokenizer.json", "tokenizer_config.json",
@@ -40,9 +61,15 @@ uint64_t peak_rss() {
   return uint64_t(ru.ru_maxrss) * 1024;
 }
 
+// The codebook of an HLWQ output: the converged Lloyd-Max table, or the seed's for its own layout.
+const std::vector<float>& hlwq_table(const QuantizeOptions& opt) {
+  return opt.format == QuantFormat::hlwq_q5 ? seed_q5_table() : lloyd_max_table(opt.hlwq_bits);
+}
+
 struct Executor {
   const QuantizeOptions& opt;
-  const Checkpoint& ck;
+  const ModelSource& src;
+  const HlwqCodebook* cb;  // HLWQ outputs only
   CheckpointWriter& writer;
   Progress& progress;
   QuantizeReport& report;
@@ -65,41 +92,47 @@ struct Executor {
   // threads: how many threads work inside this item (its wall time times that is the work the ETA learns from).
   void run(const PlanItem& it, int threads) {
     const auto t0 = std::chrono::steady_clock::now();
-    const TensorView src = ck.view(it.src_name);
-    const uint8_t* base = static_cast<const uint8_t*>(src.data) + it.src_offset;
     if (it.action == PlanAction::copy) {
-      // In pieces, releasing each: a 1 GB embedding must not sit in the resident set.
-      const uint64_t esz = dtype_size(it.src_dtype);
-      for (uint64_t off = 0; off < it.src_bytes; off += kCopyChunkBytes) {
-        const uint64_t n = std::min(kCopyChunkBytes, it.src_bytes - off);
-        // Kept tensors are checked like quantized ones: a NaN norm or router would pass through silently.
-        const size_t bad = first_non_finite(it.src_dtype, base + off, n / esz);
-        HLWQ_CHECK(bad == n / esz, "{}: tensor {}: non-finite value (NaN or Inf) at element {}; refusing to write it",
-                   ck.file_of(it.src_name), it.src_name, (off / esz) + bad);
-        writer.write_part(it.out_name, off, base + off, n);
-        ck.release(it.src_name, it.src_offset + off, n);
-      }
+      src.copy(it, writer);
       account(it, it.src_bytes, 1, {});
     } else {
       const int64_t out = it.out_shape[0], in = it.out_shape[1];
       std::vector<float> w(size_t(out * in));  // [out, in]
-      convert_to_f32(it.src_dtype, base, w.data(), w.size());
-      Int4Result q;
-      try {
-        q = quantize_int4(opt.method, w.data(), out, in);
-      } catch (const Error& e) {  // e.g. a non-finite weight: say which tensor of which file
-        fail("{}: tensor {}: {}", ck.file_of(it.src_name), it.src_name, e.what());
+      src.read_f32(it, w.data());
+      if (opt.format == QuantFormat::ct_int4) {
+        Int4Result q;
+        try {
+          q = quantize_int4(opt.method, w.data(), out, in);
+        } catch (const Error& e) {  // e.g. a non-finite weight: say which tensor of which file
+          fail("{}: tensor {}: {}", src.file_of(it.src_name), it.src_name, e.what());
+        }
+        const int64_t shape[2] = {out, in};
+        writer.write(ct_packed_name(it.out_name), q.packed.data(), q.packed.size() * 4);
+        writer.write(ct_scale_name(it.out_name), q.scale.data(), q.scale.size() * 2);
+        writer.write(ct_shape_name(it.out_name), shape, sizeof shape);
+        account(it, q.packed.size() * 4 + q.scale.size() * 2 + sizeof shape, 3, q.error);
+      } else {
+        run_hlwq(it, w.data(), out, in);
       }
-      const int64_t shape[2] = {out, in};
-      writer.write(ct_packed_name(it.out_name), q.packed.data(), q.packed.size() * 4);
-      writer.write(ct_scale_name(it.out_name), q.scale.data(), q.scale.size() * 2);
-      writer.write(ct_shape_name(it.out_name), shape, sizeof shape);
-      account(it, q.packed.size() * 4 + q.scale.size() * 2 + sizeof shape, 3, q.error);
-      ck.release(it.src_name, it.src_offset, it.src_bytes);
+      src.release(it);
     }
     const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const bool copy = it.action == PlanAction::copy;  // one thread copies, even among the big items
     progress.add(1, int64_t(it.src_bytes), copy ? 0 : 1, wall * (copy ? 1 : threads));
+  }
+
+  void run_hlwq(const PlanItem& it, const float* w, int64_t out, int64_t in) {
+    const bool q5 = opt.format == QuantFormat::hlwq_q5;
+    HlwqPacked q;
+    try {
+      q = hlwq_quantize_matrix(w, out, in, *cb, q5 ? kSeedQ5Bits : opt.hlwq_bits,
+                               q5 ? HlwqBitOrder::msb_first : HlwqBitOrder::lsb_first,
+                               q5 ? HlwqScale::l2_norm : opt.hlwq_scale);
+    } catch (const Error& e) {
+      fail("{}: tensor {}: {}", src.file_of(it.src_name), it.src_name, e.what());
+    }
+    const uint64_t bytes = q5 ? write_seed_q5_item(writer, it.out_name, q) : write_hlwq_item(writer, it.out_name, q);
+    account(it, bytes, 3, q.error);
   }
 };
 
@@ -107,9 +140,19 @@ struct Executor {
 
 QuantizeReport quantize_model(const QuantizeOptions& opt) {
   QuantizeReport report;
-  const ModelConfig cfg = load_model_config(opt.src);
-  Checkpoint ck(opt.src);
-  const CtPlan plan = plan_ct_int4(cfg, ck, opt.plan);
+  const ModelSource source(opt.src);
+  const ModelConfig& cfg = source.config();
+  report.from_seed_q5 = source.is_seed_q5();
+  if (source.is_seed_q5())
+    HLWQ_CHECK(opt.format == QuantFormat::ct_int4 && opt.method != Int4Method::hlwq_cascade &&
+                   opt.method != Int4Method::hlwq_cascade_lm5,
+               "{}: a seed hlwq-q5 checkpoint converts to --format ct-int4 with --method rtn, rtn-ct or mse (its "
+               "codes are decoded to bf16 first, as the seed does; quantizing them again to {} would quantize twice)",
+               opt.src, opt.format == QuantFormat::ct_int4 ? int4_method_name(opt.method) : quant_format_name(opt.format));
+  if (opt.format == QuantFormat::hlwq)
+    HLWQ_CHECK(opt.hlwq_bits >= kHlwqMinBits && opt.hlwq_bits <= kHlwqMaxBits, "--bits {} must be in [{}, {}]",
+               opt.hlwq_bits, kHlwqMinBits, kHlwqMaxBits);
+  const CtPlan plan = plan_ct_int4(cfg, source.inputs(), source.dir(), opt.plan);
   report.n_dropped_visual = plan.n_dropped_visual;
   report.n_dropped_mtp = plan.n_dropped_mtp;
   // Side files are checked now, before anything is written: only regular files are copied (a FIFO would block).
@@ -119,7 +162,9 @@ QuantizeReport quantize_model(const QuantizeOptions& opt) {
 
   // The source is protected: with --force, DST being SRC (or a parent of it) would delete the input.
   StagedDir stage(opt.dst, opt.force, {fs::path(opt.src)});
-  const std::vector<TensorSpec> specs = ct_output_specs(plan);
+  const std::vector<TensorSpec> specs = opt.format == QuantFormat::hlwq    ? hlwq_output_specs(plan, opt.hlwq_bits)
+                                        : opt.format == QuantFormat::hlwq_q5 ? seed_q5_output_specs(plan)
+                                                                             : ct_output_specs(plan);
   CheckpointWriter writer(stage.path(), specs, opt.max_shard_bytes);
 
   std::vector<const PlanItem*> big, small;
@@ -143,7 +188,9 @@ QuantizeReport quantize_model(const QuantizeOptions& opt) {
   // Copying and quantizing a byte differ ~100x in cost: the ETA measures each kind on its own.
   progress.expect_kind(0, int64_t(copy_bytes), report.threads);
   progress.expect_kind(1, int64_t(work_bytes - copy_bytes), report.threads);
-  Executor ex{opt, ck, writer, progress, report, {}};
+  const std::optional<HlwqCodebook> cb =
+      opt.format == QuantFormat::ct_int4 ? std::nullopt : std::optional<HlwqCodebook>(hlwq_table(opt));
+  Executor ex{opt, source, cb ? &*cb : nullptr, writer, progress, report, {}};
 
   // all threads inside each item (quantize_int4 parallelizes rows)
   for (const PlanItem* it : big) ex.run(*it, report.threads);
@@ -156,10 +203,27 @@ QuantizeReport quantize_model(const QuantizeOptions& opt) {
 
   writer.finish();
   report.n_shards = int(writer.n_shards());
-  // config.json: the source config plus the quantization_config block vLLM reads.
+  // config.json: the source config plus the quantization_config block vLLM (or hlwq's reader) reads; the seed's
+  // layout keeps the plain config and says what it is in polar_config.json.
   nlohmann::json config = cfg.raw;
-  config["quantization_config"] =
-      ct_quantization_config(plan.extra_ignore, opt.plan.quantize_lm_head, plan.extra_ignore_patterns);
+  nlohmann::json qc = ct_quantization_config(plan.extra_ignore, opt.plan.quantize_lm_head, plan.extra_ignore_patterns);
+  if (opt.format == QuantFormat::hlwq) {
+    HlwqFormat f;
+    f.bits = opt.hlwq_bits;
+    f.scale_rule = opt.hlwq_scale == HlwqScale::l2_norm ? "l2-norm" : "least-squares";
+    f.codebook_name = "lloyd-max-gaussian";
+    f.codebook = hlwq_table(opt);
+    f.ignore = qc["ignore"].get<std::vector<std::string>>();
+    qc = hlwq_quantization_config(f);
+  }
+  if (opt.format == QuantFormat::hlwq_q5) {
+    config.erase("quantization_config");
+    write_file(stage.path() / kSeedQ5ConfigFile,
+               nlohmann::json({{"format", kSeedQ5Format}, {"bits", kSeedQ5Bits}, {"block_size", kHlwqBlock}}).dump(2) +
+                   "\n");
+  } else {
+    config["quantization_config"] = qc;
+  }
   write_file(stage.path() / "config.json", config.dump(2) + "\n");
   for (const std::string& f : side_files) {
     const fs::path p = fs::path(opt.src) / f;
@@ -177,9 +241,15 @@ QuantizeReport quantize_model(const QuantizeOptions& opt) {
 }
 
 std::string format_quantize_report(const QuantizeReport& r, const QuantizeOptions& opt) {
-  std::string s = fmt::format("quantized {} -> {} (ct-int4, method {}, {} thread{}, {} shard{})\n", opt.src,
-                              opt.dst, int4_method_name(opt.method), r.threads, r.threads == 1 ? "" : "s",
-                              r.n_shards, r.n_shards == 1 ? "" : "s");
+  const std::string what =
+      opt.format == QuantFormat::ct_int4 ? fmt::format("ct-int4, method {}", int4_method_name(opt.method))
+      : opt.format == QuantFormat::hlwq
+          ? fmt::format("hlwq, {} bits, {} scale", opt.hlwq_bits,
+                        opt.hlwq_scale == HlwqScale::l2_norm ? "l2-norm" : "least-squares")
+          : std::string("hlwq-q5, the seed's layout and table");
+  std::string s = fmt::format("quantized {} -> {} ({}, {} thread{}, {} shard{})\n", opt.src, opt.dst, what,
+                              r.threads, r.threads == 1 ? "" : "s", r.n_shards, r.n_shards == 1 ? "" : "s");
+  if (r.from_seed_q5) s += "source: the seed's hlwq-q5 codes, decoded to bf16; rel. MSE is against that decode\n";
   s += fmt::format("{:<26} {:>8} {:>8} {:>12} {:>12} {:>7} {:>12}\n", "kind", "in", "out", "bytes in",
                    "bytes out", "ratio", "rel. MSE");
   auto row = [&](std::string_view name, const RoleStats& st, bool has_err) {
@@ -189,7 +259,10 @@ std::string format_quantize_report(const QuantizeReport& r, const QuantizeOption
                      has_err ? fmt::format("{:.6f}", st.error.rel()) : std::string("-"));
   };
   for (const auto& [role, st] : r.roles) row(tensor_role_name(role), st, st.error.sq_ref > 0);
-  row("= quantized to int4", r.quantized, true);
+  row(opt.format == QuantFormat::ct_int4 ? "= quantized to int4"
+      : opt.format == QuantFormat::hlwq   ? fmt::format("= quantized to hlwq-{}", opt.hlwq_bits)
+                                          : std::string("= quantized to hlwq-q5"),
+      r.quantized, true);
   row("= kept as stored", r.kept, false);
   if (r.dropped.n_in) row("= dropped", r.dropped, false);
   RoleStats total = r.quantized;

@@ -1,5 +1,5 @@
 // `hlwq quantize`: streams a Hugging Face checkpoint tensor by tensor into a compressed-tensors INT4
-// checkpoint (SPEC §3). Every output tensor's place is planned first (ct_plan.h), then items are quantized in
+// checkpoint (SPEC §3), or into HLWQ codes (hlwq_export.h). Every output tensor's place is planned first (ct_plan.h), then items are quantized in
 // parallel and written straight to their final offsets; the output directory appears only when complete.
 // Peak memory is bounded by the largest items in flight (one fp32 copy plus its packed result per thread),
 // not by the model size: source pages are released after each tensor is consumed.
@@ -9,13 +9,24 @@
 #include <string>
 
 #include "quant/ct_plan.h"
+#include "quant/hlwq_codec.h"
 #include "quant/int4_quant.h"
 
 namespace hlwq {
 
+// What quantize writes: compressed-tensors INT4 (SPEC §3), hlwq's native HLWQ codes (docs/hlwq-format.md), or
+// the seed's hlwq-q5 layout (SPEC §4; always 5 bits with the seed's table, which its readers assume).
+// SRC may be a bf16 checkpoint, or the seed's hlwq-q5 checkpoint for ct-int4 (the seed's Q5 → bf16 → INT4).
+enum class QuantFormat : uint8_t { ct_int4, hlwq, hlwq_q5 };
+QuantFormat parse_quant_format(std::string_view name);  // "ct-int4", "hlwq", "hlwq-q5"
+std::string_view quant_format_name(QuantFormat f);
+
 struct QuantizeOptions {
   std::string src, dst;
-  Int4Method method = Int4Method::rtn;
+  QuantFormat format = QuantFormat::ct_int4;
+  Int4Method method = Int4Method::rtn;  // ct-int4
+  int hlwq_bits = 4;                    // hlwq: 2..8
+  HlwqScale hlwq_scale = HlwqScale::least_squares;  // hlwq (hlwq-q5 always uses the seed's l2 norm)
   PlanOptions plan;
   int threads = 0;                      // 0: all cores
   bool force = false;                   // replace an existing dst
@@ -38,6 +49,7 @@ struct QuantizeReport {
   int n_shards = 0, threads = 0;
   double seconds = 0;
   uint64_t peak_rss_bytes = 0;
+  bool from_seed_q5 = false;  // errors are then against the decoded Q5 weights (the original is not in SRC)
 };
 
 QuantizeReport quantize_model(const QuantizeOptions& opt);

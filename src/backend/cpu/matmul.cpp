@@ -8,6 +8,7 @@
 
 #include "core/dtype.h"
 #include "core/parallel_errors.h"
+#include "quant/hlwq_linear.h"
 
 namespace hlwq {
 
@@ -16,7 +17,20 @@ namespace hlwq {
 // model is hundreds of tiny matmuls.
 constexpr int64_t kParallelMinMacs = int64_t(1) << 20;
 
-size_t linear_scratch_floats(int64_t in_max) { return size_t(2 * kPanelRows * in_max + 64); }
+// HLWQ decode (T ≤ kGemvTokens) takes its rotated activations [T, ⌈in/128⌉·128] after the rows buffer: at most
+// 3·(in + 127) floats, covered by the panel buffer's share for in ≥ 26 and by the extra 3·128 below.
+// rows [kPanelRows, in] + the larger of the prefill panel [kPanelRows, in] and the HLWQ rotated activations
+// [kGemvMaxTokens, in padded to 128] (the two are never taken together), + alignment slack
+size_t linear_scratch_floats(int64_t in_max) {
+  return size_t(kPanelRows * in_max + std::max(kPanelRows * in_max, kGemvMaxTokens * (in_max + 128)) + 64);
+}
+
+namespace {
+
+// The HLWQ kernels matching the CPU kernel set (AVX2 needs F16C too; hlwq_kernels falls back to scalar).
+const HlwqKernels& hlwq_k(const CpuKernels& k) { return hlwq_kernels(std::string_view(k.isa) == "avx2"); }
+
+}  // namespace
 
 void linear_decode_rows(const CpuKernels& k, const LinearWeight& w, int64_t r0, int64_t nr, float* dst) {
   const int64_t in = w.in;
@@ -27,6 +41,7 @@ void linear_decode_rows(const CpuKernels& k, const LinearWeight& w, int64_t r0, 
     else convert_to_f32(w.weight.dtype, src, dst, size_t(nr * in));
     return;
   }
+  if (w.format == LinearFormat::hlwq) return hlwq_k(k).decode_rows(w.hlwq, r0, nr, dst);  // weight domain
   const int64_t ng = in / 128;
   const size_t ss = dtype_size(w.scale.dtype);
   // Runs inside parallel regions, where a throw would terminate: the loader has already rejected wider
@@ -65,11 +80,17 @@ void linear_rows(const CpuCtx& c, const LinearWeight& w, int64_t r0, int64_t nr,
   const int64_t in = w.in, ng = in / 128;
   const bool bf16 = w.format == LinearFormat::dense && w.weight.dtype == DType::BF16;
   const bool int4 = w.format == LinearFormat::u4b8_g128;
+  const bool hlwq = w.format == LinearFormat::hlwq && T <= kGemvTokens;
   Scratch& s = c.scratch.mine();
   ScratchMark mark(s);
   // gemv: int4 scales [kPanelRows, in/128] or non-bf16 rows [kPanelRows, in]; panel path: rows + panel
   float* rows = s.take(size_t(kPanelRows * in));
   float* panel = T > kGemvMaxTokens ? s.take(size_t(kPanelRows * in)) : nullptr;
+  // HLWQ decode: the activations rotated once for all the call's rows (one FWHT per 128 inputs and token)
+  const HlwqKernels* hk = hlwq ? &hlwq_k(k) : nullptr;
+  const int64_t inp = hlwq ? w.hlwq.in_padded() : 0;
+  float* xp = hlwq ? s.take(size_t(T * inp)) : nullptr;  // [T, inp]
+  for (int64_t t = 0; hlwq && t < T; ++t) hk->prepare(x + t * ldx, in, w.hlwq.bits, xp + t * inp);
   for (int64_t p0 = r0; p0 < r0 + nr; p0 += kPanelRows) {
     const int64_t np = std::min(kPanelRows, r0 + nr - p0);
     float* yp = y + (p0 - r0);
@@ -81,6 +102,9 @@ void linear_rows(const CpuCtx& c, const LinearWeight& w, int64_t r0, int64_t nr,
         for (int64_t t = 0; t < T; t += kGemvTokens)
           k.gemv_bf16(static_cast<const uint16_t*>(w.weight.data) + p0 * in, x + t * ldx, ldx,
                       std::min(kGemvTokens, T - t), in, yp + t * ldy, ldy, np);
+      } else if (hlwq) {
+        for (int64_t t = 0; t < T; t += kGemvTokens)
+          hk->gemv(w.hlwq, p0, np, xp + t * inp, inp, std::min(kGemvTokens, T - t), yp + t * ldy, ldy);
       } else if (int4) {
         // scale rows are contiguous: the block's [np, in/128] scales convert in one call
         const size_t ss = dtype_size(w.scale.dtype);
