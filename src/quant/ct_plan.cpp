@@ -66,6 +66,8 @@ TensorRole role_of(const std::string& name) {
   }
 }
 
+}  // namespace
+
 // The checkpoint holds every tensor its config implies, so an incomplete download, a stale index or a config
 // for another model fails here, before anything is written, instead of producing an output that loads and then
 // fails (or that replaces a good one with --force). Checked: embeddings, final norm, lm_head (unless tied) and
@@ -138,8 +140,6 @@ void check_complete(const ModelConfig& cfg, const Checkpoint& ck) {
     }
   }
 }
-
-}  // namespace
 
 std::vector<PlanInput> plan_inputs(const Checkpoint& ck) {
   std::vector<PlanInput> v;

@@ -58,6 +58,9 @@ struct PlanInput {
 std::vector<PlanInput> plan_inputs(const Checkpoint& ck);  // every tensor of ck, sorted by name
 
 CtPlan plan_ct_int4(const ModelConfig& cfg, const Checkpoint& ck, const PlanOptions& opt);
+// Refuses a bf16 checkpoint that does not hold every tensor its config implies (an incomplete download, a stale
+// index), before anything is written.
+void check_complete(const ModelConfig& cfg, const Checkpoint& ck);
 // The same over a list of tensors that need not be stored as listed (the seed's hlwq-q5 weights are listed as
 // the bf16 tensors they decode to); dir names the source in messages.
 CtPlan plan_ct_int4(const ModelConfig& cfg, const std::vector<PlanInput>& inputs, const std::string& dir,

@@ -1,6 +1,8 @@
 // Scalar HLWQ kernels (the reference: natural order, one code at a time), the view helpers and the dispatch.
 #include "quant/hlwq_linear.h"
 
+#include <cpuid.h>
+
 #include <algorithm>
 #include <cstring>
 
@@ -86,9 +88,16 @@ void hlwq_decode_row(const HlwqMatrixView& v, int64_t r, float* w) {
 
 const HlwqKernels& hlwq_kernels_scalar() { return kScalar; }
 
+namespace {
+// F16C by CPUID leaf 1 (ECX bit 29): clang 14's __builtin_cpu_supports does not know "f16c".
+bool cpu_has_f16c() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C) != 0;
+}
+}  // namespace
+
 const HlwqKernels& hlwq_kernels(bool prefer_simd) {
-  static const bool has_simd =
-      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+  static const bool has_simd = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c();
   return prefer_simd && has_simd ? hlwq_kernels_avx2() : kScalar;
 }
 

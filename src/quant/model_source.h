@@ -20,6 +20,7 @@ class ModelSource {
   explicit ModelSource(const std::string& dir);
 
   const std::string& dir() const { return ck_.dir(); }
+  const Checkpoint& checkpoint() const { return ck_; }
   const ModelConfig& config() const { return cfg_; }
   bool is_seed_q5() const { return seed_q5_; }
   const std::vector<PlanInput>& inputs() const { return inputs_; }

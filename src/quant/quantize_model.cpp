@@ -152,6 +152,11 @@ QuantizeReport quantize_model(const QuantizeOptions& opt) {
   if (opt.format == QuantFormat::hlwq)
     HLWQ_CHECK(opt.hlwq_bits >= kHlwqMinBits && opt.hlwq_bits <= kHlwqMaxBits, "--bits {} must be in [{}, {}]",
                opt.hlwq_bits, kHlwqMinBits, kHlwqMaxBits);
+  if (!source.is_seed_q5()) {
+    HLWQ_CHECK(!cfg.quant.has_value(), "{}: the source is already quantized ({}); quantize a bf16 checkpoint",
+               source.dir(), cfg.quant ? cfg.quant->quant_method : "");
+    check_complete(cfg, source.checkpoint());
+  }
   const CtPlan plan = plan_ct_int4(cfg, source.inputs(), source.dir(), opt.plan);
   report.n_dropped_visual = plan.n_dropped_visual;
   report.n_dropped_mtp = plan.n_dropped_mtp;
