@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "cli/device_option.h"
 #include "cli/options.h"
 #include "cli/sampling_options.h"
 #include "core/error.h"
@@ -78,6 +79,7 @@ Command add_eval(CLI::App& app) {
     EvalOptions opt;
     bool json = false, quiet = false;
     int threads = 0;
+    std::string device;
   };
   auto a = std::make_shared<Args>();
   auto* ppl = sub->add_subcommand("ppl", "perplexity of MODEL on --text");
@@ -91,6 +93,7 @@ Command add_eval(CLI::App& app) {
     s->add_flag("--json", a->json, "machine-readable result on stdout (no progress output)");
     s->add_flag("-q,--quiet", a->quiet, "no progress output");
     s->add_option("-t,--threads", a->threads, "CPU threads (default: all cores)")->check(whole_in(0, 4096));
+    add_device_option(s, a->device);
   }
   kld->add_option("--base", a->base, "the reference model directory (bf16)")->required();
   return {sub, [a, ppl] {
@@ -102,12 +105,14 @@ Command add_eval(CLI::App& app) {
               usage_fail("--ctx {} is longer than the model's limit of {} tokens (max_position_embeddings)", a->opt.ctx,
                          limit);
             apply_threads(a->threads);
-            LoadedModel m = load_model_dir(a->model, eval_load_options(a->opt));
+            LoadOptions lo = eval_load_options(a->opt);
+            lo.device = resolve_device(a->device);
+            LoadedModel m = load_model_dir(a->model, lo);
             const std::vector<int32_t> ids = tokenize_corpus(m.tok, text);
             eval_window_count(int64_t(ids.size()), a->opt);  // a text shorter than a window fails before loading more
             a->opt.progress = !a->json && !a->quiet;
             EvalResult r = ppl->parsed() ? eval_ppl(m.model, ids, a->opt) : [&] {
-              Model base = Model::load(a->base, eval_load_options(a->opt));
+              Model base = Model::load(a->base, lo);
               return eval_kld(m.model, base, ids, a->opt);
             }();
             if (a->json) {

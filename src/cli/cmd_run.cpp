@@ -5,6 +5,7 @@
 #include <memory>
 
 #include "cli/commands.h"
+#include "cli/device_option.h"
 #include "cli/interrupt.h"
 #include "cli/options.h"
 #include "cli/sampling_options.h"
@@ -36,10 +37,11 @@ Command add_run(CLI::App& app) {
             if (*f) a->prompt = read_text_file(a->prompt_file, "-f");
             if (a->prompt.empty()) usage_fail("empty prompt: give -p some text");
             const int64_t ctx = resolve_ctx(a->gen, load_model_config(a->model));
-            note_gpu_layers(a->gen);
+            const Device device = resolve_device(a->gen.device);
+            note_gpu_layers(a->gen, device);
 
             apply_threads(a->gen.threads);
-            LoadedModel m = load_model_dir(a->model, context_load_options(ctx));
+            LoadedModel m = load_model_dir(a->model, context_load_options(ctx, device));
             // The prompt is text someone typed: never control tokens, except the template's own markup.
             const std::vector<int32_t> ids =
                 a->chat ? encode_chat(m.tok, m.chat, {{"user", a->prompt}}, true) : m.tok.encode(a->prompt, false);

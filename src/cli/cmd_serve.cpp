@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "cli/commands.h"
+#include "cli/device_option.h"
 #include "cli/options.h"
 #include "cli/sampling_options.h"
 #include "core/error.h"
@@ -38,7 +39,7 @@ double mib(double bytes) { return bytes / double(1 << 20); }
 Command add_serve(CLI::App& app) {
   auto* sub = app.add_subcommand("serve", "serve the OpenAI API (chat and text completions) over HTTP");
   struct Args {
-    std::string model, host = "127.0.0.1", name, api_key, device = "cpu", gpu_memory, reasoning_parser;
+    std::string model, host = "127.0.0.1", name, api_key, device, gpu_memory, reasoning_parser;
     int port = 8000, threads = 0;
     int32_t max_seqs = 16;
     std::optional<int64_t> max_len;
@@ -61,7 +62,7 @@ Command add_serve(CLI::App& app) {
   sub->add_option("--max-waiting-requests", a->max_waiting,
                   "requests that may wait for a free sequence; more get 503 (default 64)")
       ->check(whole_in(0, 1 << 20));
-  sub->add_option("--device", a->device, "where the model runs (this build: cpu)");
+  add_device_option(sub, a->device);
   sub->add_option("--moe-expert-cache-size", a->expert_cache, "routed experts kept on the GPU per layer (GPU only)")
       ->check(whole_in(0, 1 << 20));
   sub->add_option("--gpu-memory", a->gpu_memory, "GPU memory budget, e.g. 12GB (GPU only)");
@@ -75,8 +76,7 @@ Command add_serve(CLI::App& app) {
     sub->add_option(kIgnoredValues[i], a->ignored_values[i], "vLLM option, ignored by hlwq")->group("");
 
   return {sub, [a] {
-            if (a->device != "cpu")
-              usage_fail("--device {}: this build runs on the CPU only (--device cpu)", a->device);
+            const Device device = resolve_device(a->device);
             if (!a->gpu_memory.empty()) (void)parse_size(a->gpu_memory);  // a malformed size is still an error
             check_model_dir(a->model);
             const ModelConfig mc = load_model_config(a->model);
@@ -104,6 +104,7 @@ Command add_serve(CLI::App& app) {
 
             apply_threads(a->threads);
             LoadOptions lo;
+            lo.device = device;
             lo.max_seqs = a->max_seqs;
             lo.kv_tokens = int64_t(a->max_seqs) * L;
             lo.max_batch_tokens = a->batch_tokens;

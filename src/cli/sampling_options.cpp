@@ -11,6 +11,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include "cli/device_option.h"
 #include "cli/options.h"
 #include "core/error.h"
 #include "core/thread_count.h"
@@ -57,8 +58,9 @@ void add_generation_options(CLI::App* sub, GenerationArgs& a) {
       ->check(whole(-1, INT64_MAX, "-1 (random) or a whole number of at least 0", "-1 or at least 0"));
   sub->add_option("--stop", a.stop, "stop string (repeatable)");
   sub->add_option("-t,--threads", a.threads, "CPU threads (default: all cores)")->check(whole_in(0, 4096));
+  add_device_option(sub, a.device);
   sub->add_option("--n-gpu-layers,--gpu-layers", a.n_gpu_layers,
-                  "(also -ngl) accepted for llama.cpp users; this build runs on the CPU, so it has no effect")
+                  "(also -ngl) accepted for llama.cpp users; --device decides where layers run")
       ->check(whole(-1, INT32_MAX, "a whole number of at least -1", "at least -1"));
 }
 
@@ -77,9 +79,14 @@ int64_t resolve_ctx(const GenerationArgs& a, const ModelConfig& cfg) {
   return *a.ctx;
 }
 
-void note_gpu_layers(const GenerationArgs& a) {
-  if (a.n_gpu_layers != 0)
-    std::fprintf(stderr, "hlwq: note: -ngl %d has no effect: this build runs on the CPU\n", a.n_gpu_layers);
+void note_gpu_layers(const GenerationArgs& a, Device device) {
+  if (a.n_gpu_layers == 0) return;
+  if (device == Device::cpu)
+    std::fprintf(stderr, "hlwq: note: -ngl %d has no effect: this run is on the CPU (--device cuda puts every layer "
+                 "on the GPU)\n", a.n_gpu_layers);
+  else
+    std::fprintf(stderr, "hlwq: note: -ngl %d has no effect: with --device cuda every layer runs on the GPU\n",
+                 a.n_gpu_layers);
 }
 
 const char* finish_label(FinishReason r) {
@@ -98,8 +105,9 @@ void apply_threads(int threads) {
   if (threads > 0) omp_set_num_threads(threads);
 }
 
-LoadOptions context_load_options(int64_t ctx) {
+LoadOptions context_load_options(int64_t ctx, Device device) {
   LoadOptions lo;
+  lo.device = device;
   lo.kv_tokens = ctx;
   return lo;
 }

@@ -28,7 +28,8 @@ struct GenerationArgs {
   int64_t seed = -1;  // -1: random (printed)
   std::vector<std::string> stop;
   int threads = 0;
-  int n_gpu_layers = 0;  // accepted for llama.cpp users; this build runs on the CPU
+  std::string device;    // --device (cli/device_option.h); empty: the default
+  int n_gpu_layers = 0;  // accepted for llama.cpp users: --device decides where layers run
 };
 
 void add_generation_options(CLI::App* sub, GenerationArgs& a);
@@ -45,8 +46,8 @@ struct LoadedModel {
   std::vector<int32_t> eos_ids;
 };
 
-// Load options for one sequence of up to ctx tokens (run, chat).
-LoadOptions context_load_options(int64_t ctx);
+// Load options for one sequence of up to ctx tokens on the device of --device (run, chat).
+LoadOptions context_load_options(int64_t ctx, Device device);
 LoadedModel load_model_dir(const std::string& dir, const LoadOptions& lo);
 // The options generate() runs with, and one line saying what they are and where they came from
 // ("temperature 0.6, top-k 20, top-p 0.95 (generation_config.json), seed 1234").
@@ -59,6 +60,6 @@ void apply_threads(int threads);  // 0: leave OpenMP's default (all cores)
 // How the CLI names a finish: "length", "stop" (eos or stop string), "context" (full), "interrupted".
 const char* finish_label(FinishReason r);
 // Prints the -ngl note on stderr when the option was given.
-void note_gpu_layers(const GenerationArgs& a);
+void note_gpu_layers(const GenerationArgs& a, Device device);
 
 }  // namespace hlwq::cli

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "backend/cpu/cpu_backend.h"
+#include "backend/cuda_backend.h"
 #include "core/error.h"
 #include "model/loader.h"
 
@@ -35,6 +36,8 @@ struct ModelCore {
                              o.kv_block_tokens}) {}
   void run_batch(const Batch& b, std::span<const int64_t> rows, float* logits, const ForwardOptions& opt);
 };
+
+const char* device_name(Device d) { return d == Device::cuda ? "cuda" : "cpu"; }
 
 Model::Model(std::unique_ptr<ModelCore> core) : core_(std::move(core)) {}
 Model::Model(Model&&) noexcept = default;
@@ -76,7 +79,13 @@ Model Model::load(const std::string& dir, const LoadOptions& opt) {
     c.expert_cache = std::make_unique<CachedExpertProvider>(c.w, ec, *c.expert_arena, opt.moe_prefetch);
     experts = c.expert_cache.get();
   }
-  c.be = std::make_unique<CpuBackend>(c.cfg, c.w, lim, CpuBackendOptions{opt.isa, opt.gdn_mode, experts});
+  if (opt.device == Device::cuda) {
+    HLWQ_CHECK(!experts, "--device cuda keeps every expert on the GPU in this build; an expert cache or provider "
+               "(--moe-expert-cache-size) is not wired to the CUDA backend yet");
+    c.be = make_cuda_backend(c.cfg, c.w, lim, CudaBackendOptions{});
+  } else {
+    c.be = std::make_unique<CpuBackend>(c.cfg, c.w, lim, CpuBackendOptions{opt.isa, opt.gdn_mode, experts});
+  }
   c.tokens.resize(size_t(opt.max_batch_tokens));
   c.seqs.resize(size_t(opt.max_seqs));
   c.rows.resize(size_t(opt.max_batch_tokens));

@@ -43,7 +43,12 @@ inline int hf_hidden_state_slot(int hf_index, int n_layers) { return hf_index < 
 // row panel of the prefill GEMM many times over, so longer prompts run as consecutive batches at no real cost.
 constexpr int64_t kDefaultMaxBatchTokens = 1024;
 
+// Where a model computes: the CPU backend (the reference, always built) or the CUDA backend (all weights on the GPU).
+enum class Device : uint8_t { cpu, cuda };
+const char* device_name(Device d);
+
 struct LoadOptions {
+  Device device = Device::cpu;
   CpuIsa isa = CpuIsa::auto_detect;          // CPU backend: kernel set
   GdnMode gdn_mode = GdnMode::auto_select;   // tests force one form of the delta rule
   int32_t max_seqs = 1;                      // sequences open at once (GDN state slots)

@@ -144,9 +144,9 @@ TEST(CliGeneration, GenerationConfigDefaultsUnlessGiven) {
 
 TEST(CliGeneration, FamiliarSpellings) {
   const fs::path f = write_file("spellings", "prompt.txt", "The Python interpreter");
-  const CliResult a = run_hlwq("run -m " + demo() + " -f " + f.string() + " -n 8 --temp 0 -ngl 99");
+  const CliResult a = run_hlwq("run -m " + demo() + " -f " + f.string() + " -n 8 --temp 0 -ngl 99 --device cpu");
   ASSERT_EQ(a.exit_code, 0) << a.out;
-  EXPECT_NE(a.out.find("-ngl 99 has no effect: this build runs on the CPU"), std::string::npos) << a.out;
+  EXPECT_NE(a.out.find("-ngl 99 has no effect: this run is on the CPU"), std::string::npos) << a.out;
   EXPECT_NE(a.out.find("\nThe Python interpreter"), std::string::npos) << "the prompt is echoed: " << a.out;
   const CliResult b = run_hlwq("run -m " + demo() + " -f " + f.string() + " -n 8 --temp 0 --no-display-prompt");
   ASSERT_EQ(b.exit_code, 0) << b.out;

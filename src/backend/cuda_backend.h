@@ -1,0 +1,30 @@
+// The CUDA backend as the rest of hlwq sees it: a factory that exists in every build. In a build without CUDA
+// (cmake/cuda.cmake found no nvcc, or HLWQ_CUDA=OFF) it refuses with a clear error, and cuda_devices() is 0, so
+// callers choose the CPU by default and `--device cuda` fails with a message instead of a link error.
+// The backend itself lives in src/backend/cuda/ (cuda_backend_impl.h); nothing outside it includes CUDA headers.
+#pragma once
+#include <memory>
+
+#include "backend/backend.h"
+#include "io/hf_config.h"
+#include "model/weights.h"
+
+namespace hlwq {
+
+struct CudaBackendOptions {
+  int device = 0;  // CUDA device ordinal
+  // Capture the layer schedule of each decode batch shape as a CUDA graph and replay it (tests turn it off to
+  // compare the graph against plain launches).
+  bool graphs = true;
+};
+
+// True when this binary was built with the CUDA backend.
+bool cuda_compiled();
+// Number of CUDA devices usable by this process: 0 without CUDA support, a driver or a device (never throws).
+int cuda_devices();
+
+// cfg and w must outlive the backend. Every weight is uploaded (repacked for the GPU kernels) at construction.
+std::unique_ptr<Backend> make_cuda_backend(const ModelConfig& cfg, const ModelWeights& w, const BackendLimits& lim,
+                                           const CudaBackendOptions& opt);
+
+}  // namespace hlwq
