@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "backend/backend.h"
+#include "backend/cuda_ceilings.h"
 #include "io/hf_config.h"
 #include "model/weights.h"
 

@@ -15,3 +15,9 @@ std::unique_ptr<Backend> make_cuda_backend(const ModelConfig&, const ModelWeight
 }
 
 }  // namespace hlwq
+
+namespace hlwq {
+
+CudaCeilings measure_cuda_ceilings(int) { fail("this hlwq was built without CUDA: no device ceilings to measure"); }
+
+}  // namespace hlwq
