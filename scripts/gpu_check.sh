@@ -1,17 +1,25 @@
 #!/usr/bin/env bash
-# GPU check in one call, for the GPU machine: runs the CUDA differential tests, a memcheck pass over the quick
-# ones, the kernel benchmarks (hlwq vs cuBLAS bf16 vs the copy ceiling) and the synthetic full-size forward
+# GPU check in one call, for the GPU machine: runs the CUDA differential tests (every op against the CPU backend)
+# and the whole-model tests (goldens, CPU engine, graphs), a memcheck pass over the quick ones, the demo model's
+# greedy output on both devices, the kernel benchmarks (hlwq vs cuBLAS bf16 vs the copy ceiling) and the synthetic full-size forward
 # (decode B = 1/4/16 as CUDA graphs, prefill 512/4096), writes every log under $OUT
 # (default /tmp/hlwq-gpu-check) and prints a short table last.
 # Usage: scripts/gpu_check.sh [BIN_DIR]
-#   BIN_DIR holds test_cuda, hlwq_bench_cuda_{kernels,forward,cublas} and optionally lib/ (shared libraries
-#   to carry, e.g. libfmt.so.9); default: a build directory made with -DHLWQ_CUDA=ON (build/).
+#   BIN_DIR holds hlwq, test_cuda, test_cuda_model, hlwq_bench_cuda_{kernels,forward,cublas} and optionally lib/
+#   (shared libraries to carry, e.g. libfmt.so.9); default: a build directory made with -DHLWQ_CUDA=ON (build/).
+#   Binaries built on another machine find the repository through $HLWQ_SOURCE (set here to the current
+#   directory, which must be the repository root) and the shared fixtures through $HLWQ_SHARED (default:
+#   .dev-shared when present, a copy of the ../shared files the tests need).
+#   BENCH=all (default) | forward (only the synthetic full-size forward) | none.
 # Exit status: non-zero when a test failed or a benchmark could not run.
 set -uo pipefail
 BIN=${1:-build}
 [ -x "$BIN/test_cuda" ] || { [ -x "$BIN/tests/cuda/test_cuda" ] && ln -sf tests/cuda/test_cuda "$BIN/test_cuda"; }
+[ -x "$BIN/test_cuda_model" ] || { [ -x "$BIN/tests/cuda/test_cuda_model" ] && ln -sf tests/cuda/test_cuda_model "$BIN/test_cuda_model"; }
 OUT=${OUT:-/tmp/hlwq-gpu-check}
-mkdir -p "$OUT"
+mkdir -p "$OUT" "$OUT/scratch"
+export HLWQ_SOURCE="$PWD" HLWQ_BINARY="$OUT/scratch"
+[ -z "${HLWQ_SHARED:-}" ] && [ -d .dev-shared ] && export HLWQ_SHARED="$PWD/.dev-shared"
 cublas_dir=$(dirname "$(find /usr/local/cuda*/ /opt /usr/lib -name 'libcublas.so.1*' 2>/dev/null | head -1)" 2>/dev/null)
 export LD_LIBRARY_PATH="$BIN/lib:${cublas_dir:-/usr/local/cuda/lib64}:${LD_LIBRARY_PATH:-}"
 status=0
@@ -23,6 +31,15 @@ git_commit=$(cat "$BIN/COMMIT" 2>/dev/null || git rev-parse --short HEAD 2>/dev/
 echo "== tests"
 "$BIN/test_cuda" --gtest_output="xml:$OUT/test_cuda.xml" >"$OUT/test_cuda.log" 2>&1 || status=1
 grep -E "^\[  (FAILED|PASSED|SKIPPED) |Failure|error|rel_err|Expected|Which is" "$OUT/test_cuda.log" | head -60
+"$BIN/test_cuda_model" --gtest_output="xml:$OUT/test_cuda_model.xml" >"$OUT/test_cuda_model.log" 2>&1 || status=1
+grep -E "^\[  (FAILED|SKIPPED) |^\[ (err|greedy|ppl) |Failure|Expected|Which is" "$OUT/test_cuda_model.log" | head -60
+
+echo "== the demo model, greedy, on both devices"
+for d in cuda cpu; do
+  "$BIN/hlwq" run models/tiny-moe-dev -p "The Python interpreter" -n 32 --temp 0 --device $d \
+    >"$OUT/run_$d.log" 2>&1 || status=1
+  tail -3 "$OUT/run_$d.log"
+done
 
 echo "== memcheck (quick tests)"
 if command -v compute-sanitizer >/dev/null; then
@@ -32,22 +49,35 @@ if command -v compute-sanitizer >/dev/null; then
   mc=$?
   tail -3 "$OUT/memcheck.log"
   [ $mc -eq 0 ] || { echo "memcheck exit $mc"; status=1; }
+  timeout 240 compute-sanitizer --tool memcheck --error-exitcode 9 "$BIN/test_cuda_model" \
+    --gtest_filter='CudaModel.GraphReplay*:CudaModel.GoldensOfTheBundled*' >"$OUT/memcheck_model.log" 2>&1
+  mm=$?
+  tail -3 "$OUT/memcheck_model.log"
+  [ $mm -eq 0 ] || { echo "memcheck (model) exit $mm"; status=1; mc="$mc/$mm"; }
 else
   mc=na
 fi
 
-echo "== benchmarks"
-"$BIN/hlwq_bench_cuda_kernels" >"$OUT/bench_kernels.log" 2>&1 || { status=1; tail -5 "$OUT/bench_kernels.log"; }
-"$BIN/hlwq_bench_cuda_cublas" >"$OUT/bench_cublas.log" 2>&1 || { echo "cublas bench failed:"; tail -5 "$OUT/bench_cublas.log"; }
-"$BIN/hlwq_bench_cuda_forward" >"$OUT/bench_forward.log" 2>&1 || { status=1; tail -5 "$OUT/bench_forward.log"; }
+echo "== benchmarks (BENCH=${BENCH:-all})"
+touch "$OUT/bench_kernels.log" "$OUT/bench_cublas.log" "$OUT/bench_forward.log"
+if [ "${BENCH:-all}" = all ]; then
+  "$BIN/hlwq_bench_cuda_kernels" >"$OUT/bench_kernels.log" 2>&1 || { status=1; tail -5 "$OUT/bench_kernels.log"; }
+  "$BIN/hlwq_bench_cuda_cublas" >"$OUT/bench_cublas.log" 2>&1 || { echo "cublas bench failed:"; tail -5 "$OUT/bench_cublas.log"; }
+fi
+if [ "${BENCH:-all}" != none ]; then
+  "$BIN/hlwq_bench_cuda_forward" >"$OUT/bench_forward.log" 2>&1 || { status=1; tail -5 "$OUT/bench_forward.log"; }
+fi
 
 echo
 echo "== summary (commit $git_commit; logs in $OUT)"
 cat "$OUT/gpu.txt"
 head -1 "$OUT/bench_kernels.log"
-grep -E "^\[  (PASSED|FAILED) " "$OUT/test_cuda.log" | sort | uniq -c | head -20
+grep -h -E "^\[  (PASSED|FAILED) " "$OUT/test_cuda.log" "$OUT/test_cuda_model.log" | sort | uniq -c | head -20
+grep -h -E "^\[ (greedy|ppl) " "$OUT/test_cuda_model.log"
 echo "memcheck: exit $mc"
 grep -h "^row" "$OUT/bench_kernels.log" "$OUT/bench_cublas.log" | sed 's/^row //'
 grep -h "8192^3" "$OUT/bench_cublas.log"
 grep -h -E "^ceilings|^model|^row" "$OUT/bench_forward.log" | sed 's/^row //'
+# the device tool returns a few files: the logs travel as one archive
+tar czf "$OUT/logs.tgz" -C "$OUT" --exclude=logs.tgz --exclude=scratch . && find "$OUT" -mindepth 1 -maxdepth 1 ! -name logs.tgz -exec rm -rf {} +
 exit $status

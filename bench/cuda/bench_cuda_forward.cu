@@ -149,7 +149,7 @@ Model build() {
       m.weight_bytes_dense += L.qkvz.bytes() + L.ba.bytes() + L.out.bytes();
     }
     auto& mo = L.moe;
-    mo.H = H, mo.E = E, mo.k = K_ACT, mo.I = I, mo.has_shared = true;
+    mo.H = H, mo.E = E, mo.k = K_ACT, mo.I = I, mo.n_shared = 1;
     mo.router = rand_lin(PackedFormat::bf16, E + 1, H);
     m.weight_bytes_dense += mo.router.bytes();
     for (int64_t e = 0; e <= E; ++e) {

@@ -78,7 +78,7 @@ void bench_moe(cudaStream_t st) {
   std::vector<cuda::MoeLayerDev> layers(L);
   uint64_t seed = 1000;
   for (auto& m : layers) {
-    m.H = H, m.E = E, m.k = k, m.I = I, m.has_shared = true;
+    m.H = H, m.E = E, m.k = k, m.I = I, m.n_shared = 1;
     m.router = random_packed(PackedFormat::bf16, E + 1, H, seed++);
     for (int64_t e = 0; e <= E; ++e) {
       m.gate_up.push_back(random_packed(PackedFormat::int4, 2 * I, H, seed++));
@@ -113,7 +113,7 @@ void bench_moe(cudaStream_t st) {
       cuda::moe_forward(layers[size_t(l)], wss[size_t(l)], xs[size_t(l)].get(), T, outs[size_t(l)].get(), false, st);
     });
     row("moe layer (7 launches)", "256x(2048->512) top-8+1", int(T), full, (expert_bytes + router_bytes) / L + act);
-    const int64_t tiles = cuda::moe_max_tiles(T, k, E, true);
+    const int64_t tiles = cuda::moe_max_tiles(T, k, E, 1);
     auto part = [&](const char* name, double bytes, const std::function<void(cuda::MoeLayerDev&, cuda::MoeWorkspace&, int)>& f) {
       const double us = bench::time_graph(st, int(L), [&](int l) { f(layers[size_t(l)], wss[size_t(l)], l); });
       row(std::string("  moe part: ") + name, "per layer", int(T), us, bytes);
@@ -128,7 +128,7 @@ void bench_moe(cudaStream_t st) {
     part("route + plan", 0, [&](auto& m, auto& w, int) {
       cuda::MoePlan plan{w.topk_ids.get(), w.topk_w.get(), w.slot_tok.get(), w.slot_w.get(), w.tile_mat.get(),
                          w.tok_slot.get()};
-      cuda::moe_route(w.logits.get(), m.router.out, T, E, k, true, plan, tiles, st);
+      cuda::moe_route(w.logits.get(), m.router.out, T, E, k, 1, plan, tiles, st);
     });
     part("gather xn by slot", 0, [&](auto& m, auto& w, int l) {
       cuda::pack_activations(xs[size_t(l)].get(), H, T, H, w.slot_tok.get(), tiles * 8, m.gu.in_pad, w.x_slot.get(), st);

@@ -10,11 +10,12 @@
 // its own KV block table. GDN runs each sequence's recurrence on its own slot; attention reads each sequence's own
 // pages; MoE groups the tokens of all sequences by expert. The schedule per batch (src/model/model.cpp):
 //
-//   begin_batch(b); embed(h); rmsnorm(0, input, h → xn)
+//   begin_batch(b); if replay_layers(): skip to end_layers
+//   embed(h); rmsnorm(0, input, h → xn)
 //   per layer l:  gdn_mixer(l, xn → y) | attn_mixer(l, xn → y);  add_rmsnorm(h += y, l post_attention → xn)
 //                 moe_route(l, xn); [moe_hint(l + 1, xn)]; moe_experts(l, xn → y)
 //                 add_rmsnorm(h += y, next layer's input norm, or the final norm → xn)
-//   lm_head(xn rows → logits)
+//   end_layers(); lm_head(xn rows → logits)
 //
 // Adding an op: declare it here with its shape contract, implement it in every backend (the CPU one first, as the
 // reference), call it from the schedule, and add a differential test against the CPU backend (docs/architecture.md).
@@ -23,6 +24,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <string>
+
+#include "moe/expert_cache.h"
 
 namespace hlwq {
 
@@ -37,6 +41,9 @@ struct BatchSeq {
 struct Batch {
   std::span<const int32_t> tokens;  // [T] token ids
   std::span<const BatchSeq> seqs;   // ordered by t0, together covering rows [0, T) exactly
+  // The schedule will issue the plain layer sequence with no read() between begin_batch and end_layers, so a
+  // backend may record it (a CUDA graph) and replay the recording for later batches of the same shape.
+  bool recordable = false;
 };
 
 // Index of the sequence that owns batch row t (seqs ordered by t0, non-empty).
@@ -79,6 +86,11 @@ class Backend {
   // Takes the batch of the following calls (ids, positions, slots and block tables are copied; b need not
   // outlive the call). T ≤ max_batch_tokens, every slot < max_seqs, every block < kv_blocks (the schedule checks).
   virtual void begin_batch(const Batch& b) = 0;
+  // Layer-schedule recording: true when the backend has just run the whole layer schedule of this batch by itself
+  // (a replay of a recording of an earlier batch of the same shape); then the schedule goes straight to end_layers.
+  // end_layers closes the layer schedule (a backend that recorded it instantiates and runs the recording there).
+  virtual bool replay_layers() { return false; }
+  virtual void end_layers() {}
   virtual void embed(Act out) = 0;                                              // out [T, H] = embed_tokens[ids]
   virtual void rmsnorm(int layer, NormKind which, Act in, Act out) = 0;         // out = norm(in), zero-centred
   virtual void add_rmsnorm(Act h, Act y, int layer, NormKind which, Act out) = 0;  // h += y; out = norm(h)
@@ -99,6 +111,10 @@ class Backend {
   virtual void lm_head_host(const float* x, int64_t n, float* logits) = 0;
   // dst [T, H] (host, fp32) = an activation buffer: hidden-state capture for goldens and layer-by-layer diffs.
   virtual void read(Act a, float* dst) = 0;
+  // A few lines saying where the backend placed what (the device memory plan); empty when there is nothing to say.
+  virtual std::string memory_plan() const { return {}; }
+  // Counters of the backend's own expert cache (the GPU's, expert_cache_dev.cuh): false when it has none.
+  virtual bool expert_cache_stats(ExpertCacheStats& out) const { return false; }
   // Zeroes the GDN conv and recurrent state of a slot (a new or reset sequence). KV pages need no clearing:
   // attention reads only positions a sequence has written.
   virtual void reset_slot(int32_t slot) = 0;

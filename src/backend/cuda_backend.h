@@ -17,6 +17,12 @@ struct CudaBackendOptions {
   // Capture the layer schedule of each decode batch shape as a CUDA graph and replay it (tests turn it off to
   // compare the graph against plain launches).
   bool graphs = true;
+  // Expert cache (SPEC §7): 0 keeps every expert on the GPU; N ≥ 1 keeps every routed expert in pinned host
+  // memory and N slots per MoE layer on the GPU (expert_cache_dev.cuh).
+  int64_t expert_slots = 0;
+  // Device memory budget in bytes (0: none). With it, everything but the routed experts is placed first and the
+  // rest becomes expert slots (expert_slots, when also given, is then an upper bound).
+  int64_t gpu_memory = 0;
 };
 
 // True when this binary was built with the CUDA backend.

@@ -43,11 +43,11 @@ Command add_chat(CLI::App& app) {
             check_generation_args(a->gen);
             check_model_dir(a->model);
             const int64_t ctx = resolve_ctx(a->gen, load_model_config(a->model));
-            const Device device = resolve_device(a->gen.device);
-            note_gpu_layers(a->gen, device);
+            const LoadOptions lo = context_load_options(ctx, a->gen.device);
+            note_gpu_layers(a->gen, lo.device);
 
             apply_threads(a->gen.threads);
-            LoadedModel m = load_model_dir(a->model, context_load_options(ctx, device));
+            LoadedModel m = load_model_dir(a->model, lo);
             ResolvedGeneration g = resolve_generation(a->gen, m);
             const size_t n_fixed = a->system.empty() ? 0 : 1;
             std::vector<ChatMessage> msgs;

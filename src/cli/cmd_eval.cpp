@@ -79,7 +79,7 @@ Command add_eval(CLI::App& app) {
     EvalOptions opt;
     bool json = false, quiet = false;
     int threads = 0;
-    std::string device;
+    DeviceArgs device;
   };
   auto a = std::make_shared<Args>();
   auto* ppl = sub->add_subcommand("ppl", "perplexity of MODEL on --text");
@@ -93,7 +93,7 @@ Command add_eval(CLI::App& app) {
     s->add_flag("--json", a->json, "machine-readable result on stdout (no progress output)");
     s->add_flag("-q,--quiet", a->quiet, "no progress output");
     s->add_option("-t,--threads", a->threads, "CPU threads (default: all cores)")->check(whole_in(0, 4096));
-    add_device_option(s, a->device);
+    add_device_options(s, a->device);
   }
   kld->add_option("--base", a->base, "the reference model directory (bf16)")->required();
   return {sub, [a, ppl] {
@@ -106,7 +106,7 @@ Command add_eval(CLI::App& app) {
                          limit);
             apply_threads(a->threads);
             LoadOptions lo = eval_load_options(a->opt);
-            lo.device = resolve_device(a->device);
+            apply_device_args(a->device, lo);
             LoadedModel m = load_model_dir(a->model, lo);
             const std::vector<int32_t> ids = tokenize_corpus(m.tok, text);
             eval_window_count(int64_t(ids.size()), a->opt);  // a text shorter than a window fails before loading more

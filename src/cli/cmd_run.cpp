@@ -37,11 +37,11 @@ Command add_run(CLI::App& app) {
             if (*f) a->prompt = read_text_file(a->prompt_file, "-f");
             if (a->prompt.empty()) usage_fail("empty prompt: give -p some text");
             const int64_t ctx = resolve_ctx(a->gen, load_model_config(a->model));
-            const Device device = resolve_device(a->gen.device);
-            note_gpu_layers(a->gen, device);
+            const LoadOptions lo = context_load_options(ctx, a->gen.device);
+            note_gpu_layers(a->gen, lo.device);
 
             apply_threads(a->gen.threads);
-            LoadedModel m = load_model_dir(a->model, context_load_options(ctx, device));
+            LoadedModel m = load_model_dir(a->model, lo);
             // The prompt is text someone typed: never control tokens, except the template's own markup.
             const std::vector<int32_t> ids =
                 a->chat ? encode_chat(m.tok, m.chat, {{"user", a->prompt}}, true) : m.tok.encode(a->prompt, false);
@@ -77,6 +77,7 @@ Command add_run(CLI::App& app) {
                          "prompt: %lld tokens, %.1f tok/s | generation: %zu tokens, %.1f tok/s | finish: %s | seed %llu\n",
                          (long long)r.n_prompt, r.prefill_tok_s(), r.tokens.size(), r.decode_tok_s(),
                          finish_label(r.finish), (unsigned long long)g.opt.sampler.seed);
+            if (const std::string c = expert_cache_summary(m.model); !c.empty()) std::fprintf(stderr, "%s\n", c.c_str());
             return r.finish == FinishReason::cancelled ? kExitInterrupted : kExitOk;
           }};
 }

@@ -39,11 +39,12 @@ double mib(double bytes) { return bytes / double(1 << 20); }
 Command add_serve(CLI::App& app) {
   auto* sub = app.add_subcommand("serve", "serve the OpenAI API (chat and text completions) over HTTP");
   struct Args {
-    std::string model, host = "127.0.0.1", name, api_key, device, gpu_memory, reasoning_parser;
+    std::string model, host = "127.0.0.1", name, api_key, reasoning_parser;
+    DeviceArgs device;
     int port = 8000, threads = 0;
     int32_t max_seqs = 16;
     std::optional<int64_t> max_len;
-    int64_t max_waiting = 64, batch_tokens = kDefaultMaxBatchTokens, expert_cache = 0;
+    int64_t max_waiting = 64, batch_tokens = kDefaultMaxBatchTokens;
     std::array<int, std::size(kIgnoredFlags)> ignored_flags{};
     std::array<std::string, std::size(kIgnoredValues)> ignored_values;
   };
@@ -62,10 +63,7 @@ Command add_serve(CLI::App& app) {
   sub->add_option("--max-waiting-requests", a->max_waiting,
                   "requests that may wait for a free sequence; more get 503 (default 64)")
       ->check(whole_in(0, 1 << 20));
-  add_device_option(sub, a->device);
-  sub->add_option("--moe-expert-cache-size", a->expert_cache, "routed experts kept on the GPU per layer (GPU only)")
-      ->check(whole_in(0, 1 << 20));
-  sub->add_option("--gpu-memory", a->gpu_memory, "GPU memory budget, e.g. 12GB (GPU only)");
+  add_device_options(sub, a->device);
   sub->add_option("--reasoning-parser", a->reasoning_parser,
                   "qwen3: the model's <think>...</think> goes to reasoning_content")
       ->check(CLI::IsMember({"qwen3"}));
@@ -76,8 +74,8 @@ Command add_serve(CLI::App& app) {
     sub->add_option(kIgnoredValues[i], a->ignored_values[i], "vLLM option, ignored by hlwq")->group("");
 
   return {sub, [a] {
-            const Device device = resolve_device(a->device);
-            if (!a->gpu_memory.empty()) (void)parse_size(a->gpu_memory);  // a malformed size is still an error
+            LoadOptions lo;
+            apply_device_args(a->device, lo);  // a malformed size or an unusable device fails before anything loads
             check_model_dir(a->model);
             const ModelConfig mc = load_model_config(a->model);
             const int64_t limit = mc.max_position_embeddings > 0 ? mc.max_position_embeddings : 4096;
@@ -90,9 +88,6 @@ Command add_serve(CLI::App& app) {
             for (size_t i = 0; i < std::size(kIgnoredValues); ++i)
               if (!a->ignored_values[i].empty()) note(kIgnoredValues[i]);
             if (!ignored.empty()) std::fprintf(stderr, "hlwq serve: ignoring vLLM options that do not apply: %s\n", ignored.c_str());
-            if (a->expert_cache > 0 || !a->gpu_memory.empty())
-              std::fprintf(stderr, "hlwq serve: --moe-expert-cache-size and --gpu-memory apply to the GPU; on the "
-                                   "CPU every expert stays mapped\n");
 
             // SIGINT/SIGTERM are taken by one thread with sigwait: blocked here, before any thread (OpenMP's,
             // httplib's) exists, so that every thread inherits the mask and none is killed by them.
@@ -103,8 +98,6 @@ Command add_serve(CLI::App& app) {
             pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
 
             apply_threads(a->threads);
-            LoadOptions lo;
-            lo.device = device;
             lo.max_seqs = a->max_seqs;
             lo.kv_tokens = int64_t(a->max_seqs) * L;
             lo.max_batch_tokens = a->batch_tokens;

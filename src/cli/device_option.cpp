@@ -1,6 +1,9 @@
 #include "cli/device_option.h"
 
+#include <fmt/format.h>
+
 #include "backend/cuda_backend.h"
+#include "cli/commands.h"
 #include "cli/options.h"
 
 namespace hlwq::cli {
@@ -8,6 +11,33 @@ namespace hlwq::cli {
 void add_device_option(CLI::App* sub, std::string& device) {
   sub->add_option("--device", device, "where the model runs: cpu or cuda (default: cuda when a GPU is present)")
       ->check(CLI::IsMember({"cpu", "cuda"}));
+}
+
+void add_device_options(CLI::App* sub, DeviceArgs& a) {
+  add_device_option(sub, a.device);
+  sub->add_option("--moe-expert-cache-size", a.expert_cache,
+                  "routed experts per MoE layer kept on the GPU; the rest stay in host memory (0: all on the GPU)")
+      ->check(whole_in(0, 1 << 20));
+  sub->add_option("--gpu-memory", a.gpu_memory,
+                  "device memory budget, e.g. 12GB: everything else first, the rest becomes expert slots (cuda)");
+}
+
+void apply_device_args(const DeviceArgs& a, LoadOptions& lo) {
+  lo.device = resolve_device(a.device);
+  lo.moe_expert_cache_size = int(a.expert_cache);
+  if (!a.gpu_memory.empty()) {
+    if (lo.device != Device::cuda) usage_fail("--gpu-memory {} needs --device cuda", a.gpu_memory);
+    const uint64_t b = parse_size(a.gpu_memory);
+    if (b < (uint64_t(1) << 20)) usage_fail("--gpu-memory {}: a budget below 1 MiB cannot hold a model", a.gpu_memory);
+    lo.gpu_memory = int64_t(b);
+  }
+}
+
+std::string expert_cache_summary(const Model& m) {
+  const auto s = m.expert_cache_stats();
+  if (!s) return {};
+  return fmt::format("expert cache: {:.1f} % hits ({} hits, {} loaded into slots, {} read in place), {:.2f} GB over PCIe",
+                     100.0 * s->hit_rate(), s->hits, s->misses, s->streamed, double(s->bytes_copied) / 1e9);
 }
 
 Device resolve_device(const std::string& device) {

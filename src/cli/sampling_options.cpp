@@ -58,7 +58,7 @@ void add_generation_options(CLI::App* sub, GenerationArgs& a) {
       ->check(whole(-1, INT64_MAX, "-1 (random) or a whole number of at least 0", "-1 or at least 0"));
   sub->add_option("--stop", a.stop, "stop string (repeatable)");
   sub->add_option("-t,--threads", a.threads, "CPU threads (default: all cores)")->check(whole_in(0, 4096));
-  add_device_option(sub, a.device);
+  add_device_options(sub, a.device);
   sub->add_option("--n-gpu-layers,--gpu-layers", a.n_gpu_layers,
                   "(also -ngl) accepted for llama.cpp users; --device decides where layers run")
       ->check(whole(-1, INT32_MAX, "a whole number of at least -1", "at least -1"));
@@ -105,15 +105,16 @@ void apply_threads(int threads) {
   if (threads > 0) omp_set_num_threads(threads);
 }
 
-LoadOptions context_load_options(int64_t ctx, Device device) {
+LoadOptions context_load_options(int64_t ctx, const DeviceArgs& device) {
   LoadOptions lo;
-  lo.device = device;
+  apply_device_args(device, lo);
   lo.kv_tokens = ctx;
   return lo;
 }
 
 LoadedModel load_model_dir(const std::string& dir, const LoadOptions& lo) {
   Model m = Model::load(dir, lo);
+  if (const std::string plan = m.backend().memory_plan(); !plan.empty()) std::fprintf(stderr, "%s\n", plan.c_str());
   const auto tok_path = fs::path(dir) / "tokenizer.json";
   HLWQ_CHECK(fs::exists(tok_path), "{}: missing tokenizer.json", dir);
   Tokenizer tok = Tokenizer::from_file(tok_path);

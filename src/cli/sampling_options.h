@@ -9,6 +9,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "cli/device_option.h"
 #include "io/hf_config.h"
 #include "model/model.h"
 #include "runtime/chat_template.h"
@@ -28,7 +29,7 @@ struct GenerationArgs {
   int64_t seed = -1;  // -1: random (printed)
   std::vector<std::string> stop;
   int threads = 0;
-  std::string device;    // --device (cli/device_option.h); empty: the default
+  DeviceArgs device;     // --device and the expert-offload options (cli/device_option.h)
   int n_gpu_layers = 0;  // accepted for llama.cpp users: --device decides where layers run
 };
 
@@ -46,8 +47,8 @@ struct LoadedModel {
   std::vector<int32_t> eos_ids;
 };
 
-// Load options for one sequence of up to ctx tokens on the device of --device (run, chat).
-LoadOptions context_load_options(int64_t ctx, Device device);
+// Load options for one sequence of up to ctx tokens on the device and offload options given (run, chat).
+LoadOptions context_load_options(int64_t ctx, const DeviceArgs& device);
 LoadedModel load_model_dir(const std::string& dir, const LoadOptions& lo);
 // The options generate() runs with, and one line saying what they are and where they came from
 // ("temperature 0.6, top-k 20, top-p 0.95 (generation_config.json), seed 1234").

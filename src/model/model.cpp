@@ -51,6 +51,13 @@ Backend& Model::backend() { return *core_->be; }
 const StatePool& Model::pool() const { return core_->pool; }
 const CachedExpertProvider* Model::expert_cache() const { return core_->expert_cache.get(); }
 
+std::optional<ExpertCacheStats> Model::expert_cache_stats() const {
+  if (core_->expert_cache) return core_->expert_cache->stats().cache;
+  ExpertCacheStats s;
+  if (core_->be->expert_cache_stats(s)) return s;
+  return std::nullopt;
+}
+
 Model Model::load(const std::string& dir, const LoadOptions& opt) {
   HLWQ_CHECK(opt.max_seqs >= 1, "the model needs at least one sequence slot, got {}", opt.max_seqs);
   HLWQ_CHECK(opt.kv_tokens >= 1 && opt.kv_block_tokens >= 1 && opt.max_batch_tokens >= 1,
@@ -64,7 +71,7 @@ Model Model::load(const std::string& dir, const LoadOptions& opt) {
   const BackendLimits lim{opt.max_batch_tokens, opt.max_seqs, c.pool.config().kv_blocks, opt.kv_block_tokens,
                           opt.kv_dtype};
   ExpertProvider* experts = opt.experts;
-  if (opt.moe_expert_cache_size > 0) {
+  if (opt.moe_expert_cache_size > 0 && opt.device == Device::cpu) {
     HLWQ_CHECK(!opt.experts, "an expert cache and an explicit expert provider exclude each other");
     ExpertCacheConfig ec;
     ec.n_layers = int(c.cfg.n_layers);
@@ -79,10 +86,11 @@ Model Model::load(const std::string& dir, const LoadOptions& opt) {
     c.expert_cache = std::make_unique<CachedExpertProvider>(c.w, ec, *c.expert_arena, opt.moe_prefetch);
     experts = c.expert_cache.get();
   }
+  HLWQ_CHECK(opt.gpu_memory == 0 || opt.device == Device::cuda, "a GPU memory budget needs --device cuda");
   if (opt.device == Device::cuda) {
-    HLWQ_CHECK(!experts, "--device cuda keeps every expert on the GPU in this build; an expert cache or provider "
-               "(--moe-expert-cache-size) is not wired to the CUDA backend yet");
-    c.be = make_cuda_backend(c.cfg, c.w, lim, CudaBackendOptions{});
+    HLWQ_CHECK(!experts, "the CUDA backend keeps its own expert cache; an explicit expert provider is CPU-only");
+    c.be = make_cuda_backend(c.cfg, c.w, lim,
+                             CudaBackendOptions{0, opt.cuda_graphs, opt.moe_expert_cache_size, opt.gpu_memory});
   } else {
     c.be = std::make_unique<CpuBackend>(c.cfg, c.w, lim, CpuBackendOptions{opt.isa, opt.gdn_mode, experts});
   }
@@ -155,22 +163,25 @@ void ModelCore::run_batch(const Batch& b, std::span<const int64_t> lrows, float*
     fo.hidden_hook(slot, 0, hidden.data(), T);
   };
   e.begin_batch(b);
-  e.embed(Act::h);
-  hook(0, Act::h);
-  e.rmsnorm(0, NormKind::input, Act::h, Act::xn);
-  for (int l = 0; l < L; ++l) {
-    if (cfg.layer_types[size_t(l)] == LayerKind::linear_attention) e.gdn_mixer(l, Act::xn, Act::y);
-    else e.attn_mixer(l, Act::xn, Act::y);
-    e.add_rmsnorm(Act::h, Act::y, l, NormKind::post_attention, Act::xn);
-    e.moe_route(l, Act::xn);
-    // the next layer's router on this hidden state predicts its experts: a provider that copies experts (the
-    // GPU cache) starts on them while this layer's experts compute
-    if (l + 1 < L && e.moe_wants_hint()) e.moe_hint(l + 1, Act::xn);
-    e.moe_experts(l, Act::xn, Act::y);
-    if (l + 1 < L) e.add_rmsnorm(Act::h, Act::y, l + 1, NormKind::input, Act::xn);
-    else e.add_rmsnorm(Act::h, Act::y, l, NormKind::final_norm, Act::xn);
-    hook(l + 1, Act::h);
+  if (!e.replay_layers()) {
+    e.embed(Act::h);
+    hook(0, Act::h);
+    e.rmsnorm(0, NormKind::input, Act::h, Act::xn);
+    for (int l = 0; l < L; ++l) {
+      if (cfg.layer_types[size_t(l)] == LayerKind::linear_attention) e.gdn_mixer(l, Act::xn, Act::y);
+      else e.attn_mixer(l, Act::xn, Act::y);
+      e.add_rmsnorm(Act::h, Act::y, l, NormKind::post_attention, Act::xn);
+      e.moe_route(l, Act::xn);
+      // the next layer's router on this hidden state predicts its experts: a provider that copies experts (the
+      // GPU cache) starts on them while this layer's experts compute
+      if (l + 1 < L && e.moe_wants_hint()) e.moe_hint(l + 1, Act::xn);
+      e.moe_experts(l, Act::xn, Act::y);
+      if (l + 1 < L) e.add_rmsnorm(Act::h, Act::y, l + 1, NormKind::input, Act::xn);
+      else e.add_rmsnorm(Act::h, Act::y, l, NormKind::final_norm, Act::xn);
+      hook(l + 1, Act::h);
+    }
   }
+  e.end_layers();
   hook(L + 1, Act::xn);
   if (logits && !lrows.empty()) e.lm_head(Act::xn, lrows, logits);
 }
@@ -220,7 +231,7 @@ void Model::forward_batch(std::span<const SeqInput> in, float* logits, const For
     t0 += n;
   }
   const Batch b{std::span<const int32_t>(c.tokens.data(), size_t(T)),
-                std::span<const BatchSeq>(c.seqs.data(), in.size())};
+                std::span<const BatchSeq>(c.seqs.data(), in.size()), !opt.hidden_hook};
   try {
     c.run_batch(b, std::span<const int64_t>(c.rows.data(), size_t(n_rows)), logits, opt);
   } catch (const std::exception& ex) {

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 
@@ -59,9 +60,12 @@ struct LoadOptions {
   ExpertProvider* experts = nullptr;  // where routed experts come from (null: the backend's own); must outlive the model
   // Expert cache: N slots per MoE layer hold routed experts, the rest are copied in on demand (SPEC §7); 0: every
   // expert is used where it lives. On the CPU the slots are host memory: same results bit for bit, and the
-  // counters show what the policy would copy over PCIe.
+  // counters show what the policy would copy over PCIe. On CUDA every routed expert lives in pinned host memory
+  // and N slots per layer on the GPU.
   int moe_expert_cache_size = 0;
+  int64_t gpu_memory = 0;  // CUDA: device memory budget in bytes (0: none); what is left after the rest → slots
   bool moe_prefetch = true;  // with a cache: prefetch the next layer's predicted experts
+  bool cuda_graphs = true;   // CUDA: record each decode batch size's layer schedule once and replay it
 };
 
 struct ForwardOptions {
@@ -138,8 +142,10 @@ class Model {
   // logits: [n, V] with all_logits, else [V] for the last token (may be null).
   void forward(const int32_t* tokens, int64_t n, Sequence& seq, float* logits, const ForwardOptions& opt = {});
 
-  // Counters of the expert cache (null without one).
+  // Counters of the CPU expert cache (null without one).
   const CachedExpertProvider* expert_cache() const;
+  // Counters of whichever expert cache the model runs with (CPU provider or the GPU's own); none without one.
+  std::optional<ExpertCacheStats> expert_cache_stats() const;
 
   // logits [n, V] = lm_head(x [n, H]) for hidden states after the final norm (hook slot n_layers + 1): lets
   // evaluation keep [n, H] and produce logits a few rows at a time.

@@ -69,6 +69,34 @@ TEST(CudaPack, RejectsMismatchedSources) {
   EXPECT_THROW(cuda::pack_rows(cuda::PackedFormat::int4, {{&a->w, 8, 16}}, "a"), Error);
 }
 
+// Slices (used to run a wide shared expert as expert-width parts) keep every value where it was.
+TEST(CudaPack, RowAndColumnSlicesKeepValues) {
+  std::mt19937_64 rng(4);
+  auto q = test::random_int4("q", 32, 512, 1.f, rng);
+  std::vector<uint8_t> st;
+  const LinearWeight qc = cuda::column_slice(q->w, 256, 256, st);
+  ASSERT_EQ(qc.in, 256);
+  for (int64_t r = 0; r < 32; ++r) {
+    for (int64_t k = 0; k < 256 / 8; ++k)
+      ASSERT_EQ(qc.packed.as<uint32_t>()[r * 32 + k], q->packed[size_t(r * 64 + 32 + k)]) << r << "," << k;
+    for (int64_t g = 0; g < 2; ++g)
+      ASSERT_EQ(qc.scale.as<uint16_t>()[r * 2 + g], q->scale[size_t(r * 4 + 2 + g)]) << r << "," << g;
+  }
+  EXPECT_THROW(cuda::column_slice(q->w, 64, 128, st), Error);  // not on a 128-column group
+  const LinearWeight qr = cuda::row_slice(q->w, 16, 8);
+  ASSERT_EQ(qr.out, 8);
+  EXPECT_EQ(qr.packed.as<uint32_t>()[0], q->packed[size_t(16 * 64)]);
+  EXPECT_EQ(qr.scale.as<uint16_t>()[7 * 4 + 3], q->scale[size_t(23 * 4 + 3)]);
+  EXPECT_THROW(cuda::row_slice(q->w, 30, 8), Error);
+
+  auto d = test::random_bf16("d", 5, 100, 1.f, rng);
+  const LinearWeight dc = cuda::column_slice(d->w, 30, 40, st);
+  for (int64_t r = 0; r < 5; ++r)
+    for (int64_t k = 0; k < 40; ++k) ASSERT_EQ(dc.weight.as<uint16_t>()[r * 40 + k], d->dense[size_t(r * 100 + 30 + k)]);
+  const LinearWeight dr = cuda::row_slice(d->w, 2, 3);
+  EXPECT_EQ(dr.weight.as<uint16_t>()[0], d->dense[200]);
+}
+
 // GPU y [T, out] for a packed matrix and fp32 x [T, in].
 std::vector<float> gpu_linear(const cuda::PackedLinear& w, const std::vector<float>& x, int64_t T) {
   cuda::DeviceBuffer<float> dx(x, "x");

@@ -20,7 +20,8 @@ struct OwnedMoe {
   std::vector<std::unique_ptr<test::OwnedLinear>> store;
 };
 
-OwnedMoe random_moe(int64_t H, int64_t E, int64_t I, bool int4, std::mt19937_64& rng) {
+// shared_parts: the shared expert is shared_parts times as wide as a routed expert (the demo model has 2).
+OwnedMoe random_moe(int64_t H, int64_t E, int64_t I, bool int4, std::mt19937_64& rng, int64_t shared_parts = 1) {
   OwnedMoe m;
   auto keep = [&](std::unique_ptr<test::OwnedLinear> o) {
     m.store.push_back(std::move(o));
@@ -33,7 +34,8 @@ OwnedMoe random_moe(int64_t H, int64_t E, int64_t I, bool int4, std::mt19937_64&
   for (int64_t e = 0; e < E; ++e)
     m.w.experts.push_back({lin("gate", I, H), lin("up", I, H), lin("down", H, I)});
   m.w.has_shared = true;
-  m.w.shared = {lin("sgate", I, H), lin("sup", I, H), lin("sdown", H, I)};
+  const int64_t Is = shared_parts * I;
+  m.w.shared = {lin("sgate", Is, H), lin("sup", Is, H), lin("sdown", H, Is)};
   m.w.shared_gate = keep(test::random_bf16("shared_gate", 1, H, 0.05f, rng));
   return m;
 }
@@ -73,11 +75,19 @@ TEST(CudaMoe, Bf16ExpertsMatchCpu) {
   check_moe(m, 8, {1, 7, 33}, rng);
 }
 
-TEST(CudaMoe, RejectsSharedWidthMismatch) {
+// A shared expert twice (or three times) as wide as the routed ones runs as expert-width slices.
+TEST(CudaMoe, WideSharedExpertRunsAsSlices) {
+  HLWQ_REQUIRE_CUDA();
+  std::mt19937_64 rng(24);
+  check_moe(random_moe(256, 16, 128, true, rng, 2), 4, {1, 5, 40}, rng);
+  check_moe(random_moe(256, 16, 128, false, rng, 3), 4, {1, 9}, rng);
+}
+
+TEST(CudaMoe, RejectsSharedWidthNotAMultiple) {
   HLWQ_REQUIRE_CUDA();
   std::mt19937_64 rng(22);
-  auto m = random_moe(256, 4, 128, true, rng);
-  m.store.push_back(test::random_int4("sgate", 256, 256, 0.1f, rng));
+  auto m = random_moe(256, 4, 128, false, rng);
+  m.store.push_back(test::random_bf16("sgate", 192, 256, 0.1f, rng));
   m.w.shared.gate_proj = m.store.back()->w;
   EXPECT_THROW(cuda::upload_moe(m.w, 2), Error);
 }
@@ -114,12 +124,12 @@ TEST(CudaMoe, RouterTiesNanAndRenormalization) {
   for (int64_t e = 0; e < E; ++e) logits[size_t(2 * ld + e)] = NAN;
   logits[size_t(3 * ld + 9)] = INFINITY;
   logits[size_t(3 * ld + 10)] = -INFINITY;
-  const int64_t tiles = cuda::moe_max_tiles(T, k, E, true);
+  const int64_t tiles = cuda::moe_max_tiles(T, k, E, 1);
   cuda::DeviceBuffer<float> dl(logits, "logits"), tw(size_t(T * k), "w"), sw(size_t(tiles * 8), "sw");
   cuda::DeviceBuffer<int> ti(size_t(T * k), "ids"), st(size_t(tiles * 8), "st"), tm(size_t(tiles), "tm"),
       ts(size_t(T * (k + 1)), "ts");
   cuda::MoePlan plan{ti.get(), tw.get(), st.get(), sw.get(), tm.get(), ts.get()};
-  cuda::moe_route(dl.get(), ld, T, E, k, true, plan, tiles, nullptr);
+  cuda::moe_route(dl.get(), ld, T, E, k, 1, plan, tiles, nullptr);
   HLWQ_CUDA_CHECK(cudaDeviceSynchronize(), "route test");
   const auto ids = ti.download();
   const auto w = tw.download();

@@ -6,8 +6,15 @@
 namespace hlwq::test {
 namespace fs = std::filesystem;
 
-fs::path source_dir() { return HLWQ_SOURCE_DIR; }
-fs::path binary_dir() { return HLWQ_BINARY_DIR; }
+// The environment may move the trees (test binaries copied to another machine, e.g. the GPU host).
+fs::path source_dir() {
+  if (const char* env = std::getenv("HLWQ_SOURCE")) return env;
+  return HLWQ_SOURCE_DIR;
+}
+fs::path binary_dir() {
+  if (const char* env = std::getenv("HLWQ_BINARY")) return env;
+  return HLWQ_BINARY_DIR;
+}
 fs::path hlwq_binary() { return binary_dir() / "hlwq"; }
 
 fs::path shared_dir() {

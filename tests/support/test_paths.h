@@ -6,9 +6,9 @@
 
 namespace hlwq::test {
 
-std::filesystem::path source_dir();   // repository root
+std::filesystem::path source_dir();   // repository root (or $HLWQ_SOURCE)
 std::filesystem::path shared_dir();   // ../shared (or $HLWQ_SHARED)
-std::filesystem::path binary_dir();   // CMake build directory
+std::filesystem::path binary_dir();   // CMake build directory (or $HLWQ_BINARY)
 std::filesystem::path hlwq_binary();  // build/hlwq
 // A fresh empty directory under the build tree, unique per test; removed at the start of the next run.
 std::filesystem::path scratch_dir(const std::string& name);

@@ -1,17 +1,475 @@
-// CudaBackend (cuda_backend.h): being written; this commit only wires the factory.
+// CudaBackend: the Backend (backend.h) on one CUDA device, with every weight resident (cuda_weights.h). Each op is
+// the launch sequence that bench/cuda/NOTES.md maps it to; all of them go to one stream in order, so the schedule
+// (src/model) needs no synchronisation of its own. What crosses PCIe per batch: the batch description (token ids,
+// positions, block tables: one copy from pinned staging), then the logits rows asked for. Nothing is allocated
+// after construction.
+//
+// Decode batches (every sequence one token) are recorded as a CUDA graph per batch size the first time and
+// replayed afterwards: launch arguments depend only on T (the batch data lives in fixed device buffers), so one
+// recording serves every later step of that size. Prefill batches run as plain launches (their shapes vary).
+//
+// Numerics differ from the CPU backend in one place: GEMM inputs are rounded to bf16 (the tensor-core path), a
+// relative error of ≤ 2^-9 per activation; accumulation is fp32 everywhere, the KV cache bf16 (as the CPU default).
+// Dimension legend: T batch tokens, H hidden, V vocab, C = 2·Hk·dk + Hv·dv, D head_dim.
 #include "backend/cuda_backend.h"
 
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <memory>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "backend/cuda/attention.cuh"
+#include "backend/cuda/cuda_weights.h"
 #include "backend/cuda/device_buffer.h"
+#include "backend/cuda/embedding.cuh"
+#include "backend/cuda/expert_store.h"
+#include "backend/cuda/gdn.cuh"
+#include "backend/cuda/norm.cuh"
 #include "core/error.h"
 
 namespace hlwq {
+namespace {
+
+using cuda::DeviceBuffer;
+
+// The KV page size the attention kernels are written for (attention.cuh).
+constexpr int64_t kCudaKvBlockTokens = 16;
+// Logits rows computed per lm_head pass: bounds the device logits buffer to ~256 MB at V = 248,320.
+constexpr int64_t kLogitsBudgetBytes = int64_t(256) << 20;
+
+// Pinned host memory, freed on destruction.
+class PinnedBuffer {
+ public:
+  explicit PinnedBuffer(size_t bytes, const char* what) {
+    HLWQ_CUDA_CHECK(cudaHostAlloc(&p_, bytes, cudaHostAllocDefault), "pinned host buffer {} ({} bytes)", what, bytes);
+  }
+  ~PinnedBuffer() { cudaFreeHost(p_); }
+  PinnedBuffer(const PinnedBuffer&) = delete;
+  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
+  template <typename T>
+  T* as() const { return static_cast<T*>(p_); }
+
+ private:
+  void* p_ = nullptr;
+};
+
+class CudaBackend final : public Backend {
+ public:
+  CudaBackend(const ModelConfig& cfg, const ModelWeights& w, const BackendLimits& lim, const CudaBackendOptions& opt);
+  ~CudaBackend() override;
+
+  const char* name() const override { return "cuda"; }
+  void begin_batch(const Batch& b) override;
+  bool replay_layers() override;
+  void end_layers() override;
+  void embed(Act out) override;
+  void rmsnorm(int layer, NormKind which, Act in, Act out) override;
+  void add_rmsnorm(Act h, Act y, int layer, NormKind which, Act out) override;
+  void gdn_mixer(int layer, Act in, Act out) override;
+  void attn_mixer(int layer, Act in, Act out) override;
+  // Routing runs inside moe_experts' launch sequence (moe.cuh: router GEMM, route + slot plan, grouped experts).
+  void moe_route(int, Act) override {}
+  bool moe_wants_hint() const override { return false; }
+  void moe_hint(int, Act) override {}
+  void moe_experts(int layer, Act in, Act out) override;
+  void lm_head(Act in, std::span<const int64_t> rows, float* logits) override;
+  void lm_head_host(const float* x, int64_t n, float* logits) override;
+  void read(Act a, float* dst) override;
+  std::string memory_plan() const override { return plan_; }
+  bool expert_cache_stats(ExpertCacheStats& out) const override;
+  void reset_slot(int32_t slot) override;
+
+ private:
+  // Gives every MoE layer its expert slots (after everything else is allocated, so a budget sees the rest).
+  void plan_expert_cache(int64_t device_bytes_used);
+  float* act(Act a) const;
+  const float* norm_weight(int layer, NormKind which) const;
+  void use_device() const { HLWQ_CUDA_CHECK(cudaSetDevice(opt_.device), "selecting CUDA device {}", opt_.device); }
+  void sync(const char* what) const { HLWQ_CUDA_CHECK(cudaStreamSynchronize(st_), "{}", what); }
+  void abandon_capture();
+  // logits [n, V] (host) = lm_head(x rows): x fp32 [n_rows, H] on the device, row i of the result from row
+  // slot_rows[i] (device ints; null: row i).
+  void lm_head_rows(const float* x, int64_t n_rows, const int* slot_rows, int64_t n, float* logits);
+
+  const ModelConfig& cfg_;
+  BackendLimits lim_;
+  CudaBackendOptions opt_;
+  std::unique_ptr<cuda::HostExpertStore> experts_;  // with an expert cache: every routed expert, pinned
+  cuda::ModelDev m_;
+  std::string plan_;
+  int64_t H_, V_, Tm_;
+  float eps_;
+  cuda::GdnDimsDev gd_{};
+  cuda::AttnDimsDev ad_{};
+  cudaStream_t st_ = nullptr;
+  cudaEvent_t staged_ = nullptr;  // the batch upload has left the pinned staging buffer
+
+  // batch description: device ints [ids Tm | pos Tm | bt_off Tm | block tables kv_blocks], staged in pinned memory
+  PinnedBuffer stage_;
+  PinnedBuffer stage_seqs_;
+  PinnedBuffer stage_rows_;
+  DeviceBuffer<int> batch_;
+  DeviceBuffer<cuda::GdnSeq> seqs_;
+  DeviceBuffer<int> rows_;
+  int64_t T_ = 0;
+  int n_seq_ = 0;
+
+  // workspace
+  DeviceBuffer<float> h_, xn_, y_, proj_, ba_, gact_, o_, attn_ws_, logits_, lm_x_;
+  DeviceBuffer<uint32_t> xf_;
+  cuda::MoeWorkspace moe_ws_;
+  int64_t logits_rows_ = 0;
+
+  // state: per GDN layer conv [slots, K-1, C] and S [slots, Hv, dk, dv]; per attention layer K and V pages
+  std::vector<int> kind_index_;
+  std::vector<DeviceBuffer<float>> conv_, S_;
+  std::vector<DeviceBuffer<uint16_t>> kp_, vp_;
+
+  // decode graphs by batch size T (index T), recorded on first use
+  std::vector<cudaGraphExec_t> graphs_;
+  bool capturing_ = false, replayed_ = false;
+};
+
+int64_t ints_of_batch(int64_t Tm, int64_t kv_blocks) { return 3 * Tm + kv_blocks; }
+
+CudaBackend::CudaBackend(const ModelConfig& cfg, const ModelWeights& w, const BackendLimits& lim,
+                         const CudaBackendOptions& opt)
+    : cfg_(cfg), lim_(lim), opt_(opt), H_(cfg.hidden_size), V_(cfg.vocab_size), Tm_(lim.max_batch_tokens),
+      eps_(float(cfg.rms_norm_eps)),
+      stage_((use_device(), size_t(ints_of_batch(lim.max_batch_tokens, lim.kv_blocks)) * sizeof(int)), "batch"),
+      stage_seqs_(size_t(lim.max_seqs) * sizeof(cuda::GdnSeq), "batch sequences"),
+      stage_rows_(size_t(lim.max_batch_tokens) * sizeof(int), "logits rows") {
+  HLWQ_CHECK(lim.kv_dtype == KvDtype::bf16, "the CUDA backend keeps the KV cache in bf16 (kv_dtype f32 is the CPU "
+             "reference configuration; use --device cpu for it)");
+  HLWQ_CHECK(lim.kv_block_tokens == kCudaKvBlockTokens, "the CUDA attention kernels read KV pages of {} positions, "
+             "the model was loaded with {}", kCudaKvBlockTokens, lim.kv_block_tokens);
+  HLWQ_CHECK(cfg.norm_topk_prob, "the CUDA router renormalizes the top-k weights; this model has norm_topk_prob "
+             "false (use --device cpu)");
+  HLWQ_CHECK(H_ <= 4096, "the CUDA norms hold a row of at most 4096 features; hidden_size is {}", H_);
+  gd_ = {int(cfg.linear_n_key_heads), int(cfg.linear_n_value_heads), int(cfg.linear_key_head_dim),
+         int(cfg.linear_value_head_dim), int(cfg.linear_conv_kernel), eps_};
+  ad_ = {int(cfg.n_heads), int(cfg.n_kv_heads), int(cfg.head_dim), int(cfg.rotary_dim()), eps_};
+  HLWQ_CHECK(opt.expert_slots >= 0 && opt.gpu_memory >= 0, "expert slots {} and GPU memory {} must not be negative",
+             opt.expert_slots, opt.gpu_memory);
+  size_t free0 = 0, total = 0;
+  HLWQ_CUDA_CHECK(cudaMemGetInfo(&free0, &total), "device memory");
+  HLWQ_CUDA_CHECK(cudaStreamCreateWithFlags(&st_, cudaStreamNonBlocking), "CUDA backend stream");
+  HLWQ_CUDA_CHECK(cudaEventCreateWithFlags(&staged_, cudaEventDisableTiming), "CUDA backend event");
+
+  if (opt.expert_slots > 0 || opt.gpu_memory > 0) experts_ = std::make_unique<cuda::HostExpertStore>(w);
+  m_ = cuda::upload_model(cfg, w, experts_.get());
+
+  const int64_t C = gd_.C(), Hvdv = int64_t(gd_.Hv) * gd_.dv, D = ad_.D, Hq = ad_.Hq, Hkv = ad_.Hkv;
+  const int64_t S = lim.max_seqs;
+  int64_t proj_w = 0, o_w = 0, in_pad = m_.lm_head.in_pad;
+  for (int64_t l = 0; l < cfg.n_layers; ++l) {
+    const cuda::LayerDev& L = m_.layers[size_t(l)];
+    if (L.attention) {
+      kind_index_.push_back(int(kp_.size()));
+      const size_t n = size_t(lim.kv_blocks * kCudaKvBlockTokens * Hkv * D);
+      kp_.emplace_back(n, "K pages");
+      vp_.emplace_back(n, "V pages");
+      proj_w = std::max(proj_w, L.attn.qkv.out);
+      o_w = std::max(o_w, Hq * D);
+      in_pad = std::max({in_pad, L.attn.qkv.in_pad, L.attn.o.in_pad});
+    } else {
+      kind_index_.push_back(int(conv_.size()));
+      conv_.emplace_back(size_t(S * (gd_.K - 1) * C), "GDN conv state");
+      S_.emplace_back(size_t(S * gd_.Hv * gd_.dk * gd_.dv), "GDN recurrent state");
+      proj_w = std::max(proj_w, L.gdn.qkvz.out);
+      o_w = std::max(o_w, Hvdv);
+      in_pad = std::max({in_pad, L.gdn.qkvz.in_pad, L.gdn.out.in_pad});
+    }
+  }
+  batch_ = DeviceBuffer<int>(size_t(ints_of_batch(Tm_, lim.kv_blocks)), "batch description");
+  seqs_ = DeviceBuffer<cuda::GdnSeq>(size_t(S), "batch sequences");
+  rows_ = DeviceBuffer<int>(size_t(Tm_), "logits rows");
+  h_ = DeviceBuffer<float>(size_t(Tm_ * H_), "h");
+  xn_ = DeviceBuffer<float>(size_t(Tm_ * H_), "xn");
+  y_ = DeviceBuffer<float>(size_t(Tm_ * H_), "y");
+  proj_ = DeviceBuffer<float>(size_t(Tm_ * std::max<int64_t>(proj_w, 1)), "projections");
+  ba_ = DeviceBuffer<float>(size_t(Tm_ * 2 * gd_.Hv), "GDN b, a");
+  gact_ = DeviceBuffer<float>(size_t(Tm_ * C), "GDN conv output");
+  o_ = DeviceBuffer<float>(size_t(Tm_ * std::max<int64_t>(o_w, 1)), "mixer output");
+  xf_ = DeviceBuffer<uint32_t>(size_t(cuda::xfrag_words(Tm_, in_pad)), "activations in fragment order");
+  int sms = 0;
+  HLWQ_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, opt.device), "SM count");
+  int64_t ws = 0;
+  for (int64_t T = 1; T <= Tm_; ++T) ws = std::max(ws, cuda::attend_workspace_floats(T, ad_, sms));
+  attn_ws_ = DeviceBuffer<float>(size_t(ws), "attention split workspace");
+  moe_ws_ = cuda::make_moe_workspace(m_.layers[0].moe, Tm_);
+  logits_rows_ = std::clamp<int64_t>(kLogitsBudgetBytes / (V_ * 4), 1, Tm_);
+  logits_ = DeviceBuffer<float>(size_t(logits_rows_ * V_), "logits");
+  lm_x_ = DeviceBuffer<float>(size_t(logits_rows_ * H_), "lm_head input");
+  graphs_.assign(size_t(S + 1), nullptr);
+  for (int32_t s = 0; s < S; ++s) reset_slot(s);
+  sync("CUDA backend set-up");
+  size_t free1 = 0;
+  HLWQ_CUDA_CHECK(cudaMemGetInfo(&free1, &total), "device memory");
+  const int64_t used = int64_t(free0) - int64_t(free1);
+  plan_ = fmt::format("cuda: {} ({:.2f} GiB of device memory in all)\n  weights {:.2f} GiB, KV pool {} blocks of {} "
+                      "positions, {} sequence slots, batches of up to {} tokens",
+                      experts_ ? "routed experts in pinned host memory behind an expert cache" : "every weight on the GPU",
+                      double(used) / double(1 << 30), double(m_.bytes) / double(1 << 30), lim.kv_blocks,
+                      lim.kv_block_tokens, lim.max_seqs, lim.max_batch_tokens);
+  if (experts_) plan_expert_cache(used);
+  if (opt.gpu_memory > 0) {
+    HLWQ_CUDA_CHECK(cudaMemGetInfo(&free1, &total), "device memory");
+    HLWQ_CHECK(int64_t(free0) - int64_t(free1) <= opt.gpu_memory, "the plan uses {} bytes of device memory, past the "
+               "budget of {}", int64_t(free0) - int64_t(free1), opt.gpu_memory);
+  }
+}
+
+void CudaBackend::plan_expert_cache(int64_t used) {
+  const int64_t B = experts_->layout().bytes, NL = int64_t(m_.layers.size()), E = experts_->experts_per_layer();
+  int64_t slots = opt_.expert_slots > 0 ? std::min(opt_.expert_slots, E) : E;
+  if (opt_.gpu_memory > 0) {
+    // slot copies + the per-layer bookkeeping (a few ints per expert and slot) must fit what is left
+    const int64_t per_slot = NL * (B + 32), left = opt_.gpu_memory - used - NL * E * 8;
+    const int64_t fit = left > 0 ? left / per_slot : 0;
+    HLWQ_CHECK(fit >= 1, "--gpu-memory {:.2f} GiB: the weights other than routed experts, the KV pool and the "
+               "workspace take {:.2f} GiB, which leaves no room for one expert slot per layer ({:.1f} MiB each, {} "
+               "layers); raise the budget or shrink the context (--ctx / --max-model-len)",
+               double(opt_.gpu_memory) / double(1 << 30), double(used) / double(1 << 30), double(B) / double(1 << 20),
+               NL);
+    slots = std::min(slots, fit);
+  }
+  for (size_t l = 0; l < m_.layers.size(); ++l)
+    cuda::attach_expert_cache(m_.layers[l].moe, experts_->device_view(l), experts_->layout(), slots);
+  plan_ += fmt::format("\n  expert cache: {} of {} routed experts per layer on the GPU ({:.2f} GiB of slots); all {} "
+                       "({:.2f} GiB) in pinned host memory, misses read in place over PCIe",
+                       slots, E, double(slots * NL * B) / double(1 << 30), E,
+                       double(experts_->bytes()) / double(1 << 30));
+  if (opt_.gpu_memory > 0)
+    plan_ += fmt::format(" (budget {:.2f} GiB)", double(opt_.gpu_memory) / double(1 << 30));
+}
+
+bool CudaBackend::expert_cache_stats(ExpertCacheStats& out) const {
+  if (!experts_) return false;
+  out = {};
+  for (const auto& L : m_.layers) {
+    const cuda::ExpertCacheCounters c = cuda::expert_cache_counters(*L.moe.cache);
+    out.hits += int64_t(c.hits);
+    out.misses += int64_t(c.loads);
+    out.streamed += int64_t(c.streamed);
+  }
+  out.bytes_copied = (out.misses + out.streamed) * experts_->layout().bytes;  // both cross PCIe once
+  out.steps = 0;
+  return true;
+}
+
+CudaBackend::~CudaBackend() {
+  if (capturing_) abandon_capture();
+  for (cudaGraphExec_t g : graphs_)
+    if (g) cudaGraphExecDestroy(g);
+  cudaEventDestroy(staged_);
+  cudaStreamDestroy(st_);
+}
+
+float* CudaBackend::act(Act a) const {
+  switch (a) {
+    case Act::h: return h_.get();
+    case Act::xn: return xn_.get();
+    case Act::y: return y_.get();
+  }
+  return nullptr;
+}
+
+const float* CudaBackend::norm_weight(int layer, NormKind which) const {
+  switch (which) {
+    case NormKind::input: return m_.layers[size_t(layer)].input_norm.get();
+    case NormKind::post_attention: return m_.layers[size_t(layer)].post_norm.get();
+    case NormKind::final_norm: return m_.final_norm.get();
+  }
+  return nullptr;
+}
+
+void CudaBackend::abandon_capture() {
+  cudaGraph_t g = nullptr;
+  cudaStreamEndCapture(st_, &g);  // the failed batch's partial recording is dropped
+  if (g) cudaGraphDestroy(g);
+  cudaGetLastError();
+  capturing_ = false;
+}
+
+void CudaBackend::begin_batch(const Batch& b) {
+  use_device();
+  if (capturing_) abandon_capture();  // the previous batch failed between begin_batch and end_layers
+  const int64_t T = int64_t(b.tokens.size());
+  HLWQ_CHECK(T >= 1 && T <= Tm_ && !b.seqs.empty() && int64_t(b.seqs.size()) <= lim_.max_seqs,
+             "CUDA batch of {} tokens in {} sequences (limits {} and {})", T, b.seqs.size(), Tm_, lim_.max_seqs);
+  // the previous batch's upload must have left the staging buffers before they are rewritten
+  HLWQ_CUDA_CHECK(cudaEventSynchronize(staged_), "batch upload");
+  int* ids = stage_.as<int>();
+  int* pos = ids + Tm_;
+  int* bt_off = pos + Tm_;
+  int* bt = bt_off + Tm_;
+  auto* seqs = stage_seqs_.as<cuda::GdnSeq>();
+  int64_t nbt = 0;
+  bool decode = true;
+  for (size_t i = 0; i < b.seqs.size(); ++i) {
+    const BatchSeq& s = b.seqs[i];
+    const int64_t need = (s.pos0 + s.n + kCudaKvBlockTokens - 1) / kCudaKvBlockTokens;
+    HLWQ_CHECK(int64_t(s.blocks.size()) >= need && nbt + need <= lim_.kv_blocks,
+               "sequence in slot {} reaches position {} with {} KV blocks", s.slot, s.pos0 + s.n, s.blocks.size());
+    for (int64_t j = 0; j < need; ++j) bt[nbt + j] = s.blocks[size_t(j)];
+    for (int64_t t = 0; t < s.n; ++t) {
+      ids[s.t0 + t] = b.tokens[size_t(s.t0 + t)];
+      pos[s.t0 + t] = int(s.pos0 + t);
+      bt_off[s.t0 + t] = int(nbt);
+    }
+    seqs[i] = cuda::GdnSeq{int(s.t0), int(s.n), int(s.slot)};
+    nbt += need;
+    decode = decode && s.n == 1;
+  }
+  // one copy of the used prefix of [ids | pos | bt_off | bt] (ids..bt_off at capacity offsets)
+  HLWQ_CUDA_CHECK(cudaMemcpyAsync(batch_.get(), ids, size_t(3 * Tm_ + nbt) * sizeof(int), cudaMemcpyHostToDevice, st_),
+                  "batch upload");
+  HLWQ_CUDA_CHECK(cudaMemcpyAsync(seqs_.get(), seqs, b.seqs.size() * sizeof(cuda::GdnSeq), cudaMemcpyHostToDevice,
+                                  st_), "batch sequences upload");
+  HLWQ_CUDA_CHECK(cudaEventRecord(staged_, st_), "batch upload event");
+  T_ = T;
+  n_seq_ = int(b.seqs.size());
+  replayed_ = false;
+  if (opt_.graphs && b.recordable && decode && !graphs_[size_t(T)]) {
+    HLWQ_CUDA_CHECK(cudaStreamBeginCapture(st_, cudaStreamCaptureModeThreadLocal), "recording the decode step of {} "
+                    "sequences", T);
+    capturing_ = true;
+  } else if (opt_.graphs && b.recordable && decode) {
+    replayed_ = true;
+  }
+}
+
+bool CudaBackend::replay_layers() {
+  if (!replayed_) return false;
+  HLWQ_CUDA_CHECK(cudaGraphLaunch(graphs_[size_t(T_)], st_), "replaying the decode step of {} sequences", T_);
+  return true;
+}
+
+void CudaBackend::end_layers() {
+  if (!capturing_) return;
+  cudaGraph_t g = nullptr;
+  capturing_ = false;
+  HLWQ_CUDA_CHECK(cudaStreamEndCapture(st_, &g), "recording the decode step of {} sequences", T_);
+  cudaGraphExec_t ge = nullptr;
+  const cudaError_t e = cudaGraphInstantiate(&ge, g, 0);
+  cudaGraphDestroy(g);
+  HLWQ_CUDA_CHECK(e, "instantiating the decode step of {} sequences", T_);
+  graphs_[size_t(T_)] = ge;
+  HLWQ_CUDA_CHECK(cudaGraphLaunch(ge, st_), "running the decode step of {} sequences", T_);
+}
+
+void CudaBackend::embed(Act out) { cuda::embed(batch_.get(), m_.embed.get(), T_, H_, act(out), st_); }
+
+void CudaBackend::rmsnorm(int layer, NormKind which, Act in, Act out) {
+  cuda::rmsnorm_zero_centred(act(in), nullptr, norm_weight(layer, which), T_, H_, eps_, act(out), st_);
+}
+
+void CudaBackend::add_rmsnorm(Act h, Act y, int layer, NormKind which, Act out) {
+  cuda::rmsnorm_zero_centred(act(h), act(y), norm_weight(layer, which), T_, H_, eps_, act(out), st_);
+}
+
+void CudaBackend::gdn_mixer(int layer, Act in, Act out) {
+  const cuda::GdnLayerDev& L = m_.layers[size_t(layer)].gdn;
+  const int k = kind_index_[size_t(layer)];
+  const int64_t C = gd_.C(), ld = L.qkvz.out, Hvdv = int64_t(gd_.Hv) * gd_.dv;
+  // one pack of xn serves both input projections (same H columns)
+  cuda::pack_activations(act(in), H_, T_, H_, nullptr, T_, L.qkvz.in_pad, xf_.get(), st_);
+  for (const auto& p : L.qkvz.parts) cuda::gemm(p.w, xf_.get(), T_, proj_.get() + p.col0, ld, st_);
+  for (const auto& p : L.ba.parts) cuda::gemm(p.w, xf_.get(), T_, ba_.get() + p.col0, L.ba.out, st_);
+  cuda::gdn_conv(proj_.get(), ld, seqs_.get(), n_seq_, L.conv_w.get(), conv_[size_t(k)].get(), gd_, gact_.get(), st_);
+  cuda::gdn_recurrent(gact_.get(), proj_.get() + C, ld, ba_.get(), L.ba.out, L.A_log.get(), L.dt_bias.get(),
+                      L.norm.get(), seqs_.get(), n_seq_, S_[size_t(k)].get(), gd_, T_, o_.get(), st_);
+  cuda::fused_forward(L.out, o_.get(), Hvdv, T_, xf_.get(), act(out), H_, st_);
+}
+
+void CudaBackend::attn_mixer(int layer, Act in, Act out) {
+  const cuda::AttnLayerDev& L = m_.layers[size_t(layer)].attn;
+  const int k = kind_index_[size_t(layer)];
+  const int64_t ld = L.qkv.out, qw = int64_t(ad_.Hq) * 2 * ad_.D, kvw = int64_t(ad_.Hkv) * ad_.D;
+  const int* pos = batch_.get() + Tm_;
+  const int* bt_off = pos + Tm_;
+  const int* bt = bt_off + Tm_;
+  float* qg = proj_.get();
+  cuda::fused_forward(L.qkv, act(in), H_, T_, xf_.get(), qg, ld, st_);
+  cuda::qk_norm_rope_store(qg, ld, qg + qw, ld, qg + qw + kvw, ld, L.q_norm.get(), L.k_norm.get(), m_.inv_freq.get(),
+                           pos, bt_off, bt, kp_[size_t(k)].get(), vp_[size_t(k)].get(), T_, ad_, st_);
+  cuda::attend(qg, ld, pos, bt_off, bt, kp_[size_t(k)].get(), vp_[size_t(k)].get(), T_, ad_, o_.get(),
+               attn_ws_.get(), int64_t(attn_ws_.size()), st_);
+  cuda::fused_forward(L.o, o_.get(), int64_t(ad_.Hq) * ad_.D, T_, xf_.get(), act(out), H_, st_);
+}
+
+void CudaBackend::moe_experts(int layer, Act in, Act out) {
+  cuda::moe_forward(m_.layers[size_t(layer)].moe, moe_ws_, act(in), T_, act(out), false, st_);
+}
+
+void CudaBackend::lm_head_rows(const float* x, int64_t n_rows, const int* slot_rows, int64_t n, float* logits) {
+  const cuda::FusedLinearDev& w = m_.lm_head;
+  cuda::pack_activations(x, H_, n_rows, H_, slot_rows, n, w.in_pad, xf_.get(), st_);
+  for (const auto& p : w.parts) cuda::gemm(p.w, xf_.get(), n, logits_.get() + p.col0, V_, st_);
+  HLWQ_CUDA_CHECK(cudaMemcpyAsync(logits, logits_.get(), size_t(n * V_) * sizeof(float), cudaMemcpyDeviceToHost, st_),
+                  "logits download ({} rows)", n);
+}
+
+void CudaBackend::lm_head(Act in, std::span<const int64_t> rows, float* logits) {
+  HLWQ_CHECK(!capturing_, "lm_head inside a recorded layer schedule");
+  for (size_t r0 = 0; r0 < rows.size(); r0 += size_t(logits_rows_)) {
+    const int64_t n = std::min<int64_t>(logits_rows_, int64_t(rows.size() - r0));
+    int* rr = stage_rows_.as<int>();
+    for (int64_t i = 0; i < n; ++i) {
+      HLWQ_CHECK(rows[r0 + size_t(i)] >= 0 && rows[r0 + size_t(i)] < T_, "lm_head row {} outside the batch of {}",
+                 rows[r0 + size_t(i)], T_);
+      rr[i] = int(rows[r0 + size_t(i)]);
+    }
+    HLWQ_CUDA_CHECK(cudaMemcpyAsync(rows_.get(), rr, size_t(n) * sizeof(int), cudaMemcpyHostToDevice, st_),
+                    "logits rows upload");
+    lm_head_rows(act(in), T_, rows_.get(), n, logits + int64_t(r0) * V_);
+    sync("lm_head");  // also: the rows staging is free again, and any failure of this batch surfaces here
+  }
+  if (rows.empty()) sync("the batch");
+}
+
+void CudaBackend::lm_head_host(const float* x, int64_t n, float* logits) {
+  use_device();
+  for (int64_t r0 = 0; r0 < n; r0 += logits_rows_) {
+    const int64_t k = std::min(logits_rows_, n - r0);
+    HLWQ_CUDA_CHECK(cudaMemcpyAsync(lm_x_.get(), x + r0 * H_, size_t(k * H_) * sizeof(float), cudaMemcpyHostToDevice,
+                                    st_), "lm_head input upload ({} rows)", k);
+    lm_head_rows(lm_x_.get(), k, nullptr, k, logits + r0 * V_);
+    sync("lm_head");
+  }
+}
+
+void CudaBackend::read(Act a, float* dst) {
+  HLWQ_CHECK(!capturing_, "read() inside a recorded layer schedule (the batch must not be recordable)");
+  HLWQ_CUDA_CHECK(cudaMemcpyAsync(dst, act(a), size_t(T_ * H_) * sizeof(float), cudaMemcpyDeviceToHost, st_),
+                  "activation download");
+  sync("activation download");
+}
+
+void CudaBackend::reset_slot(int32_t slot) {
+  use_device();
+  HLWQ_CHECK(slot >= 0 && slot < lim_.max_seqs, "state slot {} outside [0, {})", slot, lim_.max_seqs);
+  const size_t conv = size_t((gd_.K - 1) * gd_.C()), s = size_t(gd_.Hv) * gd_.dk * gd_.dv;
+  for (size_t i = 0; i < conv_.size(); ++i) {
+    HLWQ_CUDA_CHECK(cudaMemsetAsync(conv_[i].get() + size_t(slot) * conv, 0, conv * sizeof(float), st_), "GDN reset");
+    HLWQ_CUDA_CHECK(cudaMemsetAsync(S_[i].get() + size_t(slot) * s, 0, s * sizeof(float), st_), "GDN reset");
+  }
+}
+
+}  // namespace
 
 bool cuda_compiled() { return true; }
 int cuda_devices() { return cuda::cuda_device_count(); }
 
-std::unique_ptr<Backend> make_cuda_backend(const ModelConfig&, const ModelWeights&, const BackendLimits&,
-                                           const CudaBackendOptions&) {
-  fail("--device cuda: the CUDA backend is not wired to the model yet");
+std::unique_ptr<Backend> make_cuda_backend(const ModelConfig& cfg, const ModelWeights& w, const BackendLimits& lim,
+                                           const CudaBackendOptions& opt) {
+  HLWQ_CHECK(opt.device >= 0 && opt.device < cuda_devices(), "CUDA device {} does not exist ({} visible)", opt.device,
+             cuda_devices());
+  return std::make_unique<CudaBackend>(cfg, w, lim, opt);
 }
 
 }  // namespace hlwq

@@ -311,16 +311,26 @@ void gemm(const PackedLinear& w, const uint32_t* xfrag, int64_t T, float* y, int
   }
 }
 
+GroupedLinear make_grouped_ptrs(PackedFormat f, int64_t out, int64_t in, int64_t out_pad, int64_t in_pad,
+                                const std::vector<const uint32_t*>& q, const std::vector<const float*>& scale,
+                                const char* what) {
+  HLWQ_CHECK(!q.empty() && q.size() == scale.size(), "{}: {} weight and {} scale pointers", what, q.size(),
+             scale.size());
+  GroupedLinear g;
+  g.format = f;
+  g.out = out;
+  g.in = in;
+  g.out_pad = out_pad;
+  g.in_pad = in_pad;
+  g.n = int64_t(q.size());
+  g.q = DeviceBuffer<const uint32_t*>(q, std::string(what) + " pointers");
+  g.scale = DeviceBuffer<const float*>(scale, std::string(what) + " scale pointers");
+  return g;
+}
+
 GroupedLinear make_grouped(const std::vector<const PackedLinear*>& mats, const char* what) {
   HLWQ_CHECK(!mats.empty(), "{}: no matrices", what);
-  GroupedLinear g;
   const PackedLinear& m0 = *mats[0];
-  g.format = m0.format;
-  g.out = m0.out;
-  g.in = m0.in;
-  g.out_pad = m0.out_pad;
-  g.in_pad = m0.in_pad;
-  g.n = int64_t(mats.size());
   std::vector<const uint32_t*> qp;
   std::vector<const float*> sp;
   for (const PackedLinear* m : mats) {
@@ -329,9 +339,7 @@ GroupedLinear make_grouped(const std::vector<const PackedLinear*>& mats, const c
     qp.push_back(m->q.get());
     sp.push_back(m->scale.get());
   }
-  g.q = DeviceBuffer<const uint32_t*>(qp, std::string(what) + " pointers");
-  g.scale = DeviceBuffer<const float*>(sp, std::string(what) + " scale pointers");
-  return g;
+  return make_grouped_ptrs(m0.format, m0.out, m0.in, m0.out_pad, m0.in_pad, qp, sp, what);
 }
 
 void gemm_grouped(const GroupedLinear& w, GroupedEpilogue epi, const uint32_t* xfrag, const int* tile_mat,

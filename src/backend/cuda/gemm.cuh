@@ -49,6 +49,10 @@ struct GroupedLinear {
 };
 // The matrices must outlive the result and share format and shape.
 GroupedLinear make_grouped(const std::vector<const PackedLinear*>& mats, const char* what);
+// The same from device-visible pointers to packed storage of shape [out, in] (padded to [out_pad, in_pad]).
+GroupedLinear make_grouped_ptrs(PackedFormat f, int64_t out, int64_t in, int64_t out_pad, int64_t in_pad,
+                                const std::vector<const uint32_t*>& q, const std::vector<const float*>& scale,
+                                const char* what);
 
 // Epilogues of the grouped kernel.
 enum class GroupedEpilogue : uint8_t {

@@ -5,9 +5,15 @@
 
 namespace hlwq::cuda {
 
-int64_t MoeLayerDev::expert_bytes() const { return gate_up.empty() ? 0 : gate_up[0].bytes() + down[0].bytes(); }
+int64_t MoeLayerDev::expert_bytes() const {
+  if (cache) return cache->layout.bytes;
+  return gate_up.empty() ? 0 : gate_up[0].bytes() + down[0].bytes();
+}
 
-MoeLayerDev upload_moe(const MoeWeights& w, int64_t n_active) {
+namespace {
+
+// Router (+ shared gate) and the shape checks both uploads share; sets H, E, k, I, n_shared and the router.
+MoeLayerDev upload_router(const MoeWeights& w, int64_t n_active) {
   MoeLayerDev L;
   L.H = w.router.in;
   L.E = w.router.out;
@@ -15,21 +21,45 @@ MoeLayerDev upload_moe(const MoeWeights& w, int64_t n_active) {
   HLWQ_CHECK(!w.experts.empty() && int64_t(w.experts.size()) == L.E, "MoE {}: {} experts, router has {} rows",
              w.router.name, w.experts.size(), L.E);
   L.I = w.experts[0].gate_proj.out;
-  L.has_shared = w.has_shared;
-  if (L.has_shared)
-    HLWQ_CHECK(w.shared.gate_proj.out == L.I, "MoE {}: shared expert width {} differs from the experts' {} (the fused "
-               "CUDA MoE kernel needs them equal)", w.router.name, w.shared.gate_proj.out, L.I);
+  if (w.has_shared) {
+    const int64_t Is = w.shared.gate_proj.out;
+    HLWQ_CHECK(Is % L.I == 0, "MoE {}: shared expert width {} is not a multiple of the experts' {} (the CUDA MoE "
+               "kernels run it as expert-width slices)", w.router.name, Is, L.I);
+    L.n_shared = Is / L.I;
+  }
   std::vector<RowRange> rr{{&w.router, 0, L.E}};
-  if (L.has_shared) rr.push_back({&w.shared_gate, 0, 1});
+  if (L.n_shared > 0) rr.push_back({&w.shared_gate, 0, 1});
   L.router = upload_packed(pack_rows(PackedFormat::bf16, rr, w.router.name.c_str()), w.router.name.c_str());
+  return L;
+}
+
+PackedFormat expert_format(const MoeWeights& w) {
+  return w.experts[0].gate_proj.format == LinearFormat::u4b8_g128 ? PackedFormat::int4 : PackedFormat::bf16;
+}
+
+// Features [s·I, (s+1)·I) of the shared expert as one more expert-width expert.
+template <typename F>
+void for_shared_parts(const MoeWeights& w, const MoeLayerDev& L, F add) {
+  for (int64_t s = 0; s < L.n_shared; ++s) {
+    std::vector<uint8_t> down_cols;
+    ExpertWeights part{row_slice(w.shared.gate_proj, s * L.I, L.I), row_slice(w.shared.up_proj, s * L.I, L.I),
+                       column_slice(w.shared.down_proj, s * L.I, L.I, down_cols)};
+    add(part);
+  }
+}
+
+}  // namespace
+
+MoeLayerDev upload_moe(const MoeWeights& w, int64_t n_active) {
+  MoeLayerDev L = upload_router(w, n_active);
   const PackedFormat f =
-      w.experts[0].gate_proj.format == LinearFormat::u4b8_g128 ? PackedFormat::int4 : PackedFormat::bf16;
+      expert_format(w);
   auto add = [&](const ExpertWeights& e) {
     L.gate_up.push_back(upload_packed(pack_gate_up(f, e.gate_proj, e.up_proj), e.gate_proj.name.c_str()));
     L.down.push_back(upload_packed(pack_linear(f, e.down_proj), e.down_proj.name.c_str()));
   };
   for (const auto& e : w.experts) add(e);
-  if (L.has_shared) add(w.shared);
+  for_shared_parts(w, L, add);
   std::vector<const PackedLinear*> gu, dn;
   for (size_t i = 0; i < L.gate_up.size(); ++i) gu.push_back(&L.gate_up[i]), dn.push_back(&L.down[i]);
   L.gu = make_grouped(gu, "MoE gate_up");
@@ -37,11 +67,43 @@ MoeLayerDev upload_moe(const MoeWeights& w, int64_t n_active) {
   return L;
 }
 
+MoeLayerDev upload_moe_host(const MoeWeights& w, int64_t n_active, const uint8_t* host_experts,
+                            const ExpertLayout& lay) {
+  MoeLayerDev L = upload_router(w, n_active);
+  const PackedFormat f = expert_format(w);
+  HLWQ_CHECK((f == PackedFormat::int4) == lay.int4 && lay.gu_in == L.H && lay.dn_in == L.I,
+             "MoE {}: the expert store's layout does not match this layer", w.router.name);
+  for_shared_parts(w, L, [&](const ExpertWeights& e) {
+    L.gate_up.push_back(upload_packed(pack_gate_up(f, e.gate_proj, e.up_proj), e.gate_proj.name.c_str()));
+    L.down.push_back(upload_packed(pack_linear(f, e.down_proj), e.down_proj.name.c_str()));
+  });
+  std::vector<const uint32_t*> gq, dq;
+  std::vector<const float*> gs, ds;
+  for (int64_t e = 0; e < L.E; ++e) {  // every routed expert starts in host memory (the cache fills on use)
+    const uint8_t* x = host_experts + e * lay.bytes;
+    gq.push_back(reinterpret_cast<const uint32_t*>(x + lay.gu_q));
+    dq.push_back(reinterpret_cast<const uint32_t*>(x + lay.dn_q));
+    gs.push_back(lay.int4 ? reinterpret_cast<const float*>(x + lay.gu_s) : nullptr);
+    ds.push_back(lay.int4 ? reinterpret_cast<const float*>(x + lay.dn_s) : nullptr);
+  }
+  for (size_t i = 0; i < L.gate_up.size(); ++i) {
+    gq.push_back(L.gate_up[i].q.get()), gs.push_back(L.gate_up[i].scale.get());
+    dq.push_back(L.down[i].q.get()), ds.push_back(L.down[i].scale.get());
+  }
+  L.gu = make_grouped_ptrs(f, lay.gu_out, lay.gu_in, lay.gu_out_pad, lay.gu_in_pad, gq, gs, "MoE gate_up");
+  L.dn = make_grouped_ptrs(f, lay.dn_out, lay.dn_in, lay.dn_out_pad, lay.dn_in_pad, dq, ds, "MoE down");
+  return L;
+}
+
+void attach_expert_cache(MoeLayerDev& L, const uint8_t* host_experts, const ExpertLayout& layout, int64_t n_slots) {
+  L.cache = std::make_unique<ExpertCacheDev>(make_expert_cache(L.E, std::min(n_slots, L.E), layout, host_experts));
+}
+
 MoeWorkspace make_moe_workspace(const MoeLayerDev& L, int64_t max_T) {
   MoeWorkspace ws;
   ws.max_T = max_T;
-  ws.max_tiles = moe_max_tiles(max_T, L.k, L.E, L.has_shared);
-  const int64_t slots = ws.max_tiles * 8, A = L.k + (L.has_shared ? 1 : 0);
+  ws.max_tiles = moe_max_tiles(max_T, L.k, L.E, L.n_shared);
+  const int64_t slots = ws.max_tiles * 8, A = L.k + L.n_shared;
   ws.x_tok = DeviceBuffer<uint32_t>(size_t(xfrag_words(max_T, L.router.in_pad)), "MoE xn");
   ws.x_slot = DeviceBuffer<uint32_t>(size_t(xfrag_words(slots, L.gu.in_pad)), "MoE xn by slot");
   ws.h = DeviceBuffer<uint32_t>(size_t(xfrag_words(slots, L.dn.in_pad)), "MoE h");
@@ -62,12 +124,15 @@ void moe_forward(const MoeLayerDev& L, MoeWorkspace& ws, const float* xn, int64_
                  cudaStream_t st) {
   HLWQ_CHECK(T <= ws.max_T, "moe_forward: {} tokens, workspace for {}", T, ws.max_T);
   if (T == 0) return;
-  const int64_t tiles = moe_max_tiles(T, L.k, L.E, L.has_shared), A = L.k + (L.has_shared ? 1 : 0);
+  const int64_t tiles = moe_max_tiles(T, L.k, L.E, L.n_shared), A = L.k + L.n_shared;
   pack_activations(xn, L.H, T, L.H, nullptr, T, L.router.in_pad, ws.x_tok.get(), st);
   gemm(L.router, ws.x_tok.get(), T, ws.logits.get(), L.router.out, st);
   MoePlan plan{ws.topk_ids.get(), ws.topk_w.get(), ws.slot_tok.get(), ws.slot_w.get(), ws.tile_mat.get(),
                ws.tok_slot.get()};
-  moe_route(ws.logits.get(), L.router.out, T, L.E, L.k, L.has_shared, plan, tiles, st);
+  moe_route(ws.logits.get(), L.router.out, T, L.E, L.k, L.n_shared, plan, tiles, st);
+  if (L.cache)
+    expert_cache_step(*L.cache, ws.topk_ids.get(), T, L.k,
+                      ExpertTables{L.gu.q.get(), L.gu.scale.get(), L.dn.q.get(), L.dn.scale.get()}, st);
   pack_activations(xn, L.H, T, L.H, ws.slot_tok.get(), tiles * 8, L.gu.in_pad, ws.x_slot.get(), st);
   gemm_grouped(L.gu, GroupedEpilogue::swiglu, ws.x_slot.get(), ws.tile_mat.get(), tiles, ws.h.get(), L.dn.in_pad,
                nullptr, 0, nullptr, st);

@@ -2,13 +2,15 @@
 // (one bf16 matrix [E + 1, H]) → route (moe_route.cuh) → gather xn into expert slots → grouped gate_up with SiLU·up
 // (all selected experts and the shared expert in one launch) → grouped down, scaled by the routing weight →
 // combine per token (optionally added onto the residual stream).
-// Expert weights are INT4 (u4b8_g128 checkpoints) or bf16 (dense checkpoints), all resident; the shared expert
-// must have the routed experts' width (true of Qwen3.5/3.6: 512 = 512).
-// Dimension legend: T tokens, H hidden, E experts, k active, I expert width, M = E + 1 matrices.
+// Expert weights are INT4 (u4b8_g128 checkpoints) or bf16 (dense checkpoints), all resident; a shared expert of
+// width S·I runs as S slices of the routed experts' width I (moe_route.cuh; Qwen3.5/3.6: S = 1, the demo model 2).
+// Dimension legend: T tokens, H hidden, E experts, k active, I expert width, S shared parts, M = E + S matrices.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <vector>
 
+#include "backend/cuda/expert_cache_dev.cuh"
 #include "backend/cuda/gemm.cuh"
 #include "backend/cuda/moe_route.cuh"
 #include "model/weights.h"
@@ -17,13 +19,22 @@ namespace hlwq::cuda {
 
 struct MoeLayerDev {
   int64_t H = 0, E = 0, k = 0, I = 0;
-  bool has_shared = false;
+  int64_t n_shared = 0;                     // S: parts of the shared expert (0: none)
   PackedLinear router;                      // bf16 [E (+1 shared gate), H]
-  std::vector<PackedLinear> gate_up, down;  // [M] (pack_gate_up / pack_linear)
-  GroupedLinear gu, dn;
+  std::vector<PackedLinear> gate_up, down;  // [M] resident matrices (pack_gate_up / pack_linear); with a
+                                            // cache only the S shared parts
+  GroupedLinear gu, dn;                     // pointer tables over all M matrices
+  std::unique_ptr<ExpertCacheDev> cache;    // routed experts in host memory behind a slot cache (or null)
   int64_t expert_bytes() const;             // bytes of one routed expert (gate_up + down, packed)
 };
+// Every expert resident on the device.
 MoeLayerDev upload_moe(const MoeWeights& w, int64_t n_active);
+// Routed experts left in host memory (host_experts: the device's view of this layer's [E][B] packed copies, laid
+// out as `layout`), read in place until attach_expert_cache gives the layer its slots; shared expert resident.
+MoeLayerDev upload_moe_host(const MoeWeights& w, int64_t n_active, const uint8_t* host_experts,
+                            const ExpertLayout& layout);
+// n_slots device slots (1 ≤ n_slots; more than E is clamped) caching the routed experts of upload_moe_host.
+void attach_expert_cache(MoeLayerDev& L, const uint8_t* host_experts, const ExpertLayout& layout, int64_t n_slots);
 
 // Scratch for up to max_T tokens.
 struct MoeWorkspace {

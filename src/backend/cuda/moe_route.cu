@@ -16,9 +16,9 @@ constexpr int kMaxExperts = 512;  // 16 per lane (Qwen3-Next has 512)
 
 template <int kMaxPerLane>  // experts per lane: 8 (E ≤ 256) or 16 (E ≤ 512); fewer means a shorter per-lane sort
 __global__ void __launch_bounds__(kThreads) route_kernel(const float* __restrict__ logits, int64_t ld, int T, int E,
-                                                          int k, bool has_shared, MoePlan p, int max_tiles) {
+                                                          int k, int S, MoePlan p, int max_tiles) {
   extern __shared__ int sm[];
-  const int M = E + (has_shared ? 1 : 0), A = k + (has_shared ? 1 : 0);
+  const int M = E + S, A = k + S;
   int* count = sm;              // [M]
   int* fill = sm + M;           // [M]
   int* tile_off = sm + 2 * M;   // [M + 1]
@@ -107,7 +107,7 @@ __global__ void __launch_bounds__(kThreads) route_kernel(const float* __restrict
       p.topk_w[t * k + j] /= sel;
       atomicAdd(&count[p.topk_ids[t * k + j]], 1);
     }
-    if (has_shared && lane == 0) atomicAdd(&count[E], 1);
+    if (lane < S) atomicAdd(&count[E + lane], 1);
   }
   __syncthreads();
 
@@ -134,7 +134,7 @@ __global__ void __launch_bounds__(kThreads) route_kernel(const float* __restrict
       m = p.topk_ids[t * k + j];
       w = p.topk_w[t * k + j];
     } else {
-      m = E;
+      m = E + (j - k);
       const float x = logits[int64_t(t) * ld + E];
       w = 1.f / (1.f + expf(-x));
     }
@@ -157,18 +157,19 @@ __global__ void combine_kernel(const float* __restrict__ y, const int* __restric
 
 }  // namespace
 
-void moe_route(const float* logits, int64_t ld, int64_t T, int64_t E, int64_t k, bool has_shared, const MoePlan& plan,
+void moe_route(const float* logits, int64_t ld, int64_t T, int64_t E, int64_t k, int64_t S, const MoePlan& plan,
                int64_t max_tiles, cudaStream_t st) {
   HLWQ_CHECK(E > 0 && E <= kMaxExperts && k > 0 && k <= E, "moe_route: {} experts top-{} (at most {} experts)", E, k,
              kMaxExperts);
-  HLWQ_CHECK(max_tiles >= moe_max_tiles(T, k, E, has_shared), "moe_route: {} tiles for {} tokens", max_tiles, T);
+  HLWQ_CHECK(S >= 0 && S <= 32, "moe_route: {} shared-expert parts (at most 32)", S);
+  HLWQ_CHECK(max_tiles >= moe_max_tiles(T, k, E, S), "moe_route: {} tiles for {} tokens", max_tiles, T);
   if (T == 0) return;
-  const int M = int(E) + (has_shared ? 1 : 0);
+  const int M = int(E + S);
   const size_t smem = size_t(3 * M + 1) * sizeof(int);
   if (E <= 256)
-    route_kernel<8><<<1, kThreads, smem, st>>>(logits, ld, int(T), int(E), int(k), has_shared, plan, int(max_tiles));
+    route_kernel<8><<<1, kThreads, smem, st>>>(logits, ld, int(T), int(E), int(k), int(S), plan, int(max_tiles));
   else
-    route_kernel<16><<<1, kThreads, smem, st>>>(logits, ld, int(T), int(E), int(k), has_shared, plan, int(max_tiles));
+    route_kernel<16><<<1, kThreads, smem, st>>>(logits, ld, int(T), int(E), int(k), int(S), plan, int(max_tiles));
   HLWQ_CUDA_LAUNCH_CHECK("moe_route {} tokens, {} experts top-{}", T, E, k);
 }
 

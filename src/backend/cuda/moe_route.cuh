@@ -1,10 +1,12 @@
 // MoE router on the device (SPEC §5): per token p = softmax(router logits) in fp32, top-k (ties to the lower
 // expert index, NaN ranked last: a NaN logit counts as −inf, as the CPU forward does), weights renormalized to
 // sum 1; then the slot plan that the grouped expert kernels (gemm.cuh) consume, built in the same launch.
-// Matrices: 0..E-1 the routed experts, E the shared expert (when has_shared; every token, weight
-// sigmoid(shared-gate logit)). Each matrix's assignments fill whole 8-slot tiles; slots are grouped by matrix.
-// Dimension legend: T tokens, E experts, k active experts, M = E + has_shared matrices, A = k + has_shared slots
-// per token.
+// Matrices: 0..E-1 the routed experts, E..E+S-1 the S parts of the shared expert (every token, each part weighted
+// sigmoid(shared-gate logit)): a shared expert S times as wide as a routed one runs as S expert-width slices of its
+// intermediate features, whose down projections sum to the whole (SwiGLU is per feature). S = 0: no shared expert.
+// Each matrix's assignments fill whole 8-slot tiles; slots are grouped by matrix.
+// Dimension legend: T tokens, E experts, k active experts, S shared parts, M = E + S matrices, A = k + S slots per
+// token.
 #pragma once
 #include <cstdint>
 
@@ -13,8 +15,8 @@
 namespace hlwq::cuda {
 
 // Upper bound on the tiles of a plan: Σ_m ⌈n_m / 8⌉ ≤ T·A/8 + min(M, T·A).
-inline int64_t moe_max_tiles(int64_t T, int64_t k, int64_t E, bool has_shared) {
-  const int64_t A = k + (has_shared ? 1 : 0), M = E + (has_shared ? 1 : 0);
+inline int64_t moe_max_tiles(int64_t T, int64_t k, int64_t E, int64_t S) {
+  const int64_t A = k + S, M = E + S;
   return (T * A + 7) / 8 + (M < T * A ? M : T * A);
 }
 
@@ -24,11 +26,11 @@ struct MoePlan {          // device pointers, sized for max_tiles = moe_max_tile
   int* slot_tok;          // [max_tiles·8] token of each slot, −1 = padding
   float* slot_w;          // [max_tiles·8] weight of each slot (0 for padding)
   int* tile_mat;          // [max_tiles] matrix of each tile, −1 = unused
-  int* tok_slot;          // [T, A] slot of (token, j): j < k routed in top-k order, j = k the shared expert
+  int* tok_slot;          // [T, A] slot of (token, j): j < k routed in top-k order, j = k + s shared part s
 };
 
-// logits fp32 [T, ld]: columns [0, E) the router, column E the shared gate (when has_shared). E ≤ 512, k ≤ E.
-void moe_route(const float* logits, int64_t ld, int64_t T, int64_t E, int64_t k, bool has_shared, const MoePlan& plan,
+// logits fp32 [T, ld]: columns [0, E) the router, column E the shared gate (when S > 0). E ≤ 512, k ≤ E, S ≤ 32.
+void moe_route(const float* logits, int64_t ld, int64_t T, int64_t E, int64_t k, int64_t S, const MoePlan& plan,
                int64_t max_tiles, cudaStream_t st);
 
 // out [T, H] (+)= Σ_j y [tok_slot[t, j], 0..H) over the A slots of each token (accumulate: add to out, which is

@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <map>
 
+#include <fmt/format.h>
+
 #include "core/error.h"
 
 namespace hlwq::cuda {
@@ -18,6 +20,52 @@ struct SrcRow {
 };
 
 }  // namespace
+
+LinearWeight row_slice(const LinearWeight& w, int64_t r0, int64_t n) {
+  HLWQ_CHECK(r0 >= 0 && n > 0 && r0 + n <= w.out, "{}: rows [{}, {}) outside its {} rows", w.name, r0, r0 + n, w.out);
+  HLWQ_CHECK(w.format != LinearFormat::hlwq, "{}: HLWQ matrices are not sliced", w.name);
+  LinearWeight s = w;
+  s.name = fmt::format("{}[{}:{}]", w.name, r0, r0 + n);
+  s.out = n;
+  auto rows = [&](TensorView& t) {
+    const size_t row_bytes = t.nbytes() / size_t(t.dim(0));
+    t.data = static_cast<const uint8_t*>(t.data) + size_t(r0) * row_bytes;
+    t.shape[0] = n;
+  };
+  if (w.format == LinearFormat::dense) rows(s.weight);
+  else rows(s.packed), rows(s.scale);
+  return s;
+}
+
+LinearWeight column_slice(const LinearWeight& w, int64_t c0, int64_t n, std::vector<uint8_t>& storage) {
+  HLWQ_CHECK(c0 >= 0 && n > 0 && c0 + n <= w.in, "{}: columns [{}, {}) outside its {} columns", w.name, c0, c0 + n,
+             w.in);
+  HLWQ_CHECK(w.format != LinearFormat::hlwq, "{}: HLWQ matrices are not sliced", w.name);
+  LinearWeight s = w;
+  s.name = fmt::format("{}[:, {}:{}]", w.name, c0, c0 + n);
+  s.in = n;
+  // Columns [a, a + m) of each row of t (elements per row: cols) into storage at byte offset `at`; t views them.
+  auto cols = [&](TensorView& t, int64_t cols_total, int64_t a, int64_t m, size_t at) {
+    const size_t es = dtype_size(t.dtype);
+    const auto* src = static_cast<const uint8_t*>(t.data);
+    for (int64_t r = 0; r < w.out; ++r)
+      std::copy_n(src + (size_t(r * cols_total + a)) * es, size_t(m) * es, storage.data() + at + size_t(r * m) * es);
+    t.data = storage.data() + at;
+    t.shape[1] = m;
+  };
+  if (w.format == LinearFormat::dense) {
+    storage.resize(size_t(w.out * n) * dtype_size(w.weight.dtype));
+    cols(s.weight, w.in, c0, n, 0);
+  } else {
+    HLWQ_CHECK(c0 % 128 == 0 && n % 128 == 0, "{}: INT4 columns [{}, {}) do not fall on 128-column groups", w.name,
+               c0, c0 + n);
+    const size_t packed = size_t(w.out * n / 8) * 4;  // I32 words, 8 nibbles each
+    storage.resize(packed + size_t(w.out * n / 128) * dtype_size(w.scale.dtype));
+    cols(s.packed, w.in / 8, c0 / 8, n / 8, 0);
+    cols(s.scale, w.in / 128, c0 / 128, n / 128, packed);
+  }
+  return s;
+}
 
 PackedLinearHost pack_rows(PackedFormat f, const std::vector<RowRange>& ranges, const char* what) {
   HLWQ_CHECK(!ranges.empty(), "pack {}: no rows", what);

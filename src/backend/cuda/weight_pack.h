@@ -47,6 +47,12 @@ inline PackedLinearHost pack_linear(PackedFormat f, const LinearWeight& w) {
   return pack_rows(f, {{&w, 0, w.out}}, w.name.c_str());
 }
 
+// Rows [r0, r0 + n) of w as a view into w's own storage (dense or u4b8_g128).
+LinearWeight row_slice(const LinearWeight& w, int64_t r0, int64_t n);
+// Columns [c0, c0 + n) of w, copied into `storage` (the result points into it: keep it alive while packing). For
+// u4b8_g128, c0 and n must be multiples of the 128-column group.
+LinearWeight column_slice(const LinearWeight& w, int64_t c0, int64_t n, std::vector<uint8_t>& storage);
+
 // gate and up of an expert ([I, H] each) interleaved per 16-row tile: tile 2p = gate rows [16p, 16p+16),
 // tile 2p+1 = up rows [16p, 16p+16) (I padded to a multiple of 16), so one kernel block holds both halves of
 // SiLU(gate)·up for the same features.

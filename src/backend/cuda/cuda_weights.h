@@ -1,0 +1,70 @@
+// The weights of a Qwen3.5/3.6-MoE model on the device, repacked at load into the layouts the kernels read
+// (weight_pack.h), and the upload that makes them. Projections that read the same input are fused into one
+// activation pack and adjacent output columns: GDN [in_proj_qkv; in_proj_z] and [in_proj_b; in_proj_a], attention
+// [q; k; v]. A checkpoint may keep some of them bf16 and quantize others (CT INT4 keeps in_proj_b/a bf16), so a
+// fused projection is a list of parts, each one GEMM of one format; consecutive sources of one format share a part.
+// Dimension legend: H hidden, V vocab, C = 2·Hk·dk + Hv·dv, Hv GDN value heads, dv their width, D head_dim.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "backend/cuda/gemm.cuh"
+#include "backend/cuda/moe.cuh"
+#include "io/hf_config.h"
+#include "model/weights.h"
+
+namespace hlwq::cuda {
+
+struct FusedLinearDev {
+  struct Part {
+    PackedLinear w;
+    int64_t col0 = 0;  // first output column of this part
+  };
+  std::vector<Part> parts;
+  int64_t out = 0, in = 0, in_pad = 0;
+  int64_t bytes() const;
+};
+// The concatenation of the sources' rows; every source has the same `in`. HLWQ matrices are refused (the CUDA
+// kernels read CT INT4 and bf16 only).
+FusedLinearDev upload_fused(const std::vector<const LinearWeight*>& srcs, const char* what);
+
+// y [T, 0..out) (row stride ldy) = x [T, in] (row stride ldx) · Wᵀ; xfrag: scratch of ≥ xfrag_words(T, in_pad).
+void fused_forward(const FusedLinearDev& w, const float* x, int64_t ldx, int64_t T, uint32_t* xfrag, float* y,
+                   int64_t ldy, cudaStream_t st);
+
+struct GdnLayerDev {
+  FusedLinearDev qkvz;  // [C + Hv·dv, H]: q | k | v | z
+  FusedLinearDev ba;    // [2·Hv, H]: b | a
+  FusedLinearDev out;   // [H, Hv·dv]
+  DeviceBuffer<float> conv_w, A_log, dt_bias, norm;  // [C, K], [Hv], [Hv], [dv]
+};
+
+struct AttnLayerDev {
+  FusedLinearDev qkv;  // [Hq·2D + 2·Hkv·D, H]: per head [query | gate], then k, then v
+  FusedLinearDev o;    // [H, Hq·D]
+  DeviceBuffer<float> q_norm, k_norm;  // [D] zero-centred
+};
+
+struct LayerDev {
+  bool attention = false;
+  DeviceBuffer<float> input_norm, post_norm;  // [H] zero-centred
+  GdnLayerDev gdn;
+  AttnLayerDev attn;
+  MoeLayerDev moe;
+};
+
+struct ModelDev {
+  DeviceBuffer<uint16_t> embed;  // [V, H] bf16
+  DeviceBuffer<float> final_norm;  // [H]
+  DeviceBuffer<float> inv_freq;    // [rotary_dim / 2]
+  FusedLinearDev lm_head;          // [V, H]
+  std::vector<LayerDev> layers;
+  int64_t bytes = 0;  // device bytes of all weights
+};
+
+// experts: null uploads every expert; else routed experts stay in that host store (upload_moe_host) and bytes
+// counts what is on the device.
+class HostExpertStore;
+ModelDev upload_model(const ModelConfig& cfg, const ModelWeights& w, const HostExpertStore* experts);
+
+}  // namespace hlwq::cuda

@@ -1,0 +1,72 @@
+// The GPU expert cache of one MoE layer (SPEC §7), run by the GPU itself inside the layer's launch sequence, so a
+// step never waits on the host and the decode step stays one CUDA graph. Every routed expert lives in pinned,
+// device-mapped host memory (expert_store.h); n_slots device slots per layer hold copies of some of them. The
+// grouped expert kernels find each matrix through a pointer table (GroupedLinear): an entry points at the
+// expert's slot when it is resident, else at its host copy, which the kernels then read over PCIe in place (the
+// policy's "streamed" experts: no staging buffer, no extra copy).
+//
+// Per step, after routing: expert_cache_step plans with the policy of src/moe/expert_cache (kLru) — hits first,
+// each pinned for the step; then misses in request order take the least recently used unpinned slot (empty
+// slots first, ties to the lower index); a miss with no unpinned slot left is streamed — and rewrites the pointer
+// table; then one launch copies the admitted experts host → slot. Everything is on the compute stream in order:
+// a slot is overwritten only after every earlier kernel that read it finished, and the GEMMs of the step read it
+// only after its copy (the seed's eviction bug cannot happen). The copy costs the same PCIe bytes as reading that
+// expert in place once; later steps then read it from device memory.
+// "Request order" is the order of first appearance in the step's top-k ids, row-major [T, k].
+// Dimension legend: T tokens, k active experts, E routed experts, N slots, B bytes per expert (16-byte aligned).
+#pragma once
+#include <cstdint>
+
+#include <cuda_runtime_api.h>
+
+#include "backend/cuda/device_buffer.h"
+
+namespace hlwq::cuda {
+
+// One expert packed for the kernels (weight_pack.h): its gate_up and down matrices' shapes, and the byte offsets
+// of their four arrays inside its B bytes (host copy and slot alike).
+struct ExpertLayout {
+  bool int4 = true;                                 // else bf16 (no scales)
+  int64_t gu_out = 0, gu_in = 0, gu_out_pad = 0, gu_in_pad = 0;
+  int64_t dn_out = 0, dn_in = 0, dn_out_pad = 0, dn_in_pad = 0;
+  int64_t bytes = 0;                                // B
+  int64_t gu_q = 0, gu_s = 0, dn_q = 0, dn_s = 0;   // gate_up weights / scales, down weights / scales
+};
+
+// Counters, accumulated on the device (read with expert_cache_counters).
+struct ExpertCacheCounters {
+  unsigned long long hits = 0, loads = 0, streamed = 0;
+};
+
+struct ExpertCacheDev {
+  int64_t E = 0, n_slots = 0;
+  ExpertLayout layout;
+  const uint8_t* host = nullptr;  // device-visible pointer to this layer's host copies [E][B]
+  DeviceBuffer<uint8_t> slots;    // [N][B]
+  DeviceBuffer<int> slot_expert;  // [N] −1 = empty
+  DeviceBuffer<int> expert_slot;  // [E] −1 = not resident
+  DeviceBuffer<long long> slot_used;  // [N] the layer's step of the last use
+  DeviceBuffer<long long> step;       // [1]
+  DeviceBuffer<int> copies;           // [N] (expert, slot) pairs to copy this step, as 2 ints each (so [2N])
+  DeviceBuffer<int> n_copies;         // [1]
+  DeviceBuffer<unsigned long long> counters;  // [3] hits, loads, streamed
+};
+
+// A cache of n_slots (1 ≤ n_slots ≤ E ≤ 512) over host copies at `host`; every expert starts on the host.
+ExpertCacheDev make_expert_cache(int64_t E, int64_t n_slots, const ExpertLayout& layout, const uint8_t* host);
+
+// The pointer tables the grouped kernels read (entries [0, E) are the routed experts).
+struct ExpertTables {
+  const uint32_t** gu_q;
+  const float** gu_s;
+  const uint32_t** dn_q;
+  const float** dn_s;
+};
+
+// Plans the step for the routed ids [T, k] (device), rewrites the tables and copies the admitted experts.
+void expert_cache_step(ExpertCacheDev& c, const int* topk_ids, int64_t T, int64_t k, const ExpertTables& t,
+                       cudaStream_t st);
+
+ExpertCacheCounters expert_cache_counters(const ExpertCacheDev& c);  // synchronizes the device
+
+}  // namespace hlwq::cuda

@@ -1,0 +1,96 @@
+// HostExpertStore (see expert_store.h).
+#include "backend/cuda/expert_store.h"
+
+#include <cuda_runtime.h>
+#include <omp.h>
+
+#include <cstring>
+
+#include "backend/cuda/weight_pack.h"
+#include "core/error.h"
+#include "core/parallel_errors.h"
+#include "core/progress.h"
+
+namespace hlwq::cuda {
+namespace {
+
+int64_t align16(int64_t x) { return (x + 15) / 16 * 16; }
+
+PackedFormat expert_format(const ExpertWeights& e) {
+  HLWQ_CHECK(e.gate_proj.format != LinearFormat::hlwq, "{}: HLWQ experts do not run on the CUDA backend",
+             e.gate_proj.name);
+  return e.gate_proj.format == LinearFormat::u4b8_g128 ? PackedFormat::int4 : PackedFormat::bf16;
+}
+
+struct PackedExpert {
+  PackedLinearHost gu, dn;
+};
+
+PackedExpert pack_expert(const ExpertWeights& e) {
+  const PackedFormat f = expert_format(e);
+  return {pack_gate_up(f, e.gate_proj, e.up_proj), pack_linear(f, e.down_proj)};
+}
+
+}  // namespace
+
+ExpertLayout expert_layout(const MoeWeights& w) {
+  HLWQ_CHECK(!w.experts.empty(), "{}: no routed experts", w.router.name);
+  const PackedExpert p = pack_expert(w.experts[0]);
+  ExpertLayout l;
+  l.int4 = p.gu.format == PackedFormat::int4;
+  l.gu_out = p.gu.out, l.gu_in = p.gu.in, l.gu_out_pad = p.gu.out_pad, l.gu_in_pad = p.gu.in_pad;
+  l.dn_out = p.dn.out, l.dn_in = p.dn.in, l.dn_out_pad = p.dn.out_pad, l.dn_in_pad = p.dn.in_pad;
+  int64_t at = 0;
+  l.gu_q = at, at += align16(int64_t(p.gu.q.size() * 4));
+  l.gu_s = at, at += align16(int64_t(p.gu.scale.size() * 4));
+  l.dn_q = at, at += align16(int64_t(p.dn.q.size() * 4));
+  l.dn_s = at, at += align16(int64_t(p.dn.scale.size() * 4));
+  l.bytes = at;
+  return l;
+}
+
+HostExpertStore::HostExpertStore(const ModelWeights& w) {
+  HLWQ_CHECK(!w.layers.empty(), "expert store: a model without layers");
+  layout_ = expert_layout(w.layers[0].moe);
+  E_ = int64_t(w.layers[0].moe.experts.size());
+  const size_t layer_bytes = size_t(E_ * layout_.bytes);
+  const size_t NL = w.layers.size();
+  Progress progress("pack experts into pinned host memory", "layers", int64_t(NL), int64_t(NL * layer_bytes));
+  for (size_t l = 0; l < NL; ++l) {
+    const MoeWeights& m = w.layers[l].moe;
+    HLWQ_CHECK(int64_t(m.experts.size()) == E_, "layer {}: {} experts, layer 0 has {}", l, m.experts.size(), E_);
+    void* h = nullptr;
+    HLWQ_CUDA_CHECK(cudaHostAlloc(&h, layer_bytes, cudaHostAllocMapped | cudaHostAllocPortable),
+                    "pinned host memory for the experts of layer {} ({} bytes; lower --moe-expert-cache-size does not "
+                    "help here: every expert lives in host memory)", l, layer_bytes);
+    host_.push_back(h);
+    void* d = nullptr;
+    HLWQ_CUDA_CHECK(cudaHostGetDevicePointer(&d, h, 0), "device view of the experts of layer {}", l);
+    device_.push_back(static_cast<const uint8_t*>(d));
+    auto* dst = static_cast<uint8_t*>(h);
+    ParallelErrors errors;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t e = 0; e < E_; ++e) {
+      errors.run([&] {
+        const PackedExpert p = pack_expert(m.experts[size_t(e)]);
+        HLWQ_CHECK(p.gu.out == layout_.gu_out && p.gu.in == layout_.gu_in && p.dn.out == layout_.dn_out &&
+                       p.dn.in == layout_.dn_in && (p.gu.format == PackedFormat::int4) == layout_.int4,
+                   "{}: expert shape or format differs from layer 0 expert 0", m.experts[size_t(e)].gate_proj.name);
+        uint8_t* x = dst + e * layout_.bytes;
+        std::memcpy(x + layout_.gu_q, p.gu.q.data(), p.gu.q.size() * 4);
+        std::memcpy(x + layout_.gu_s, p.gu.scale.data(), p.gu.scale.size() * 4);
+        std::memcpy(x + layout_.dn_q, p.dn.q.data(), p.dn.q.size() * 4);
+        std::memcpy(x + layout_.dn_s, p.dn.scale.data(), p.dn.scale.size() * 4);
+      });
+    }
+    errors.rethrow();
+    progress.add(1, int64_t(layer_bytes));
+  }
+  progress.finish();
+}
+
+HostExpertStore::~HostExpertStore() {
+  for (void* h : host_) cudaFreeHost(h);
+}
+
+}  // namespace hlwq::cuda

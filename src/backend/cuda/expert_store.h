@@ -1,0 +1,37 @@
+// The backing store of the GPU expert cache: every routed expert of every MoE layer, packed for the kernels
+// (weight_pack.h: gate_up interleaved, then down), in pinned host memory mapped into the device's address space,
+// so the grouped kernels can read an expert in place over PCIe and the cache can copy it into a slot at full
+// PCIe speed. Per layer one allocation of [E][B] bytes (expert_cache_dev.cuh: ExpertLayout).
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "backend/cuda/expert_cache_dev.cuh"
+#include "model/weights.h"
+
+namespace hlwq::cuda {
+
+class HostExpertStore {
+ public:
+  // Packs the routed experts of every layer (all of one shape and format: CT INT4 or dense → bf16), in parallel.
+  explicit HostExpertStore(const ModelWeights& w);
+  ~HostExpertStore();
+  HostExpertStore(const HostExpertStore&) = delete;
+  HostExpertStore& operator=(const HostExpertStore&) = delete;
+
+  const ExpertLayout& layout() const { return layout_; }
+  int64_t experts_per_layer() const { return E_; }
+  const uint8_t* device_view(size_t layer) const { return device_[layer]; }  // [E][B], for kernels
+  int64_t bytes() const { return int64_t(host_.size()) * E_ * layout_.bytes; }
+
+ private:
+  ExpertLayout layout_;
+  int64_t E_ = 0;
+  std::vector<void*> host_;             // per layer, pinned
+  std::vector<const uint8_t*> device_;  // per layer, the device's view of the same bytes
+};
+
+// The layout one expert of w (layer 0) packs to, without packing anything.
+ExpertLayout expert_layout(const MoeWeights& w);
+
+}  // namespace hlwq::cuda
