@@ -2,9 +2,10 @@
 // loader's own name tables (model/tensor_names.h), so a synthetic checkpoint has exactly the names, shapes and
 // dtypes hlwq (and transformers) expect; the CT INT4 form goes through the same plan `hlwq quantize` uses
 // (quant/ct_plan.h), so it is named, laid out and ignore-listed exactly like a quantized real checkpoint.
-// Values: element i of a tensor is a function of (seed, tensor name, i) only — a splitmix64 hash of a counter —
-// so the bytes never depend on chunking or thread count. Magnitudes keep a forward finite and routing spread:
-// Linears and embeddings ~ N(0, 0.02) (Irwin–Hall sum of four uniforms, so |x| < 3.5σ); zero-centred RMSNorm
+// Values: element i of a tensor is a function of (seed, tensor name, i) only — part of a splitmix64 hash of a
+// counter — so the bytes never depend on chunking or thread count. Gaussian values come from a table of the normal
+// quantiles at 65,536 midpoints (16 bits each, four per hash: |z| ≤ 4.3), packed words two per hash. Magnitudes
+// keep a forward finite and routing spread: Linears and embeddings ~ N(0, 0.02); zero-centred RMSNorm
 // weights (the model applies 1 + w) ~ N(0, 0.02), the plain-weight gated norm 1 + N(0, 0.02); conv1d ~ N(0, 0.3)
 // (the kaiming-uniform spread of a width-4 kernel); A_log = log U(1, 16) and dt_bias = 1 + N(0, 0.1) (the
 // initialisation transformers gives Gated DeltaNet); INT4 nibbles uniform over all 16 codes with per-group scales
