@@ -48,7 +48,8 @@ Command add_synth(CLI::App& app) {
       ->capture_default_str();
   sub->add_option("--seed", a->seed, "value seed (same seed, same bytes)")->capture_default_str();
   sub->add_option("--tokenizer", a->tokenizer, "directory with tokenizer.json (+ tokenizer_config.json) to copy, or "
-                  "'none' (default: the first that fits the vocabulary, see `hlwq synth` in README)");
+                  "'none' (default: the first whose ids fit the vocabulary of: the --like model's own, the Qwen3 tokenizer of "
+                  "the shared fixtures, models/tiny-moe-dev's)");
   sub->add_option("--max-shard-bytes", a->max_shard, "largest shard (e.g. 5GB)")->capture_default_str();
   sub->add_option("-t,--threads", a->threads, "generator threads (default: all cores)")->check(whole_in(0, 4096));
   sub->add_flag("--force", a->force, "replace DST if it is an earlier hlwq output");

@@ -59,6 +59,28 @@ BenchResult run_model_bench(const std::string& model_dir, const BenchOptions& op
   r.opt = opt;
   r.device = device_name(opt.device);
   r.threads = omp_get_max_threads();
+  const int64_t B = opt.batch, P = opt.prompt_len, G = opt.gen_len, Pd = opt.decode_prompt_len;
+  LoadOptions lo;
+  lo.device = opt.device;
+  lo.max_seqs = int32_t(B);
+  const int64_t decode_len = Pd + G;
+  lo.kv_tokens = std::max(P, B * decode_len) + (B + 1) * lo.kv_block_tokens;
+  HLWQ_CHECK(B <= lo.max_batch_tokens, "bench: batch {} is larger than the largest batch of {} tokens", B,
+             lo.max_batch_tokens);
+  CountingExpertProvider counter;
+  if (opt.device == Device::cpu) lo.experts = &counter;
+  Model m = Model::load(model_dir, lo);
+  const ModelConfig& cfg = m.config();
+  HLWQ_CHECK(P <= cfg.max_position_embeddings && decode_len <= cfg.max_position_embeddings,
+             "bench: prompt length {} and decode prompt + generation {} must fit the model's context of {}", P,
+             decode_len, cfg.max_position_embeddings);
+  std::unique_ptr<MappedExpertProvider> mapped;
+  if (opt.device == Device::cpu) {
+    mapped = std::make_unique<MappedExpertProvider>(m.weights());
+    counter.set_inner(mapped.get());
+  }
+  const bool counted = opt.device == Device::cpu;
+  // Ceilings after the load (a model that cannot load costs no measuring), before any forward.
   if (opt.device == Device::cuda) {
     const CudaCeilings c = measure_cuda_ceilings();
     r.device_name = c.device_name;
@@ -72,33 +94,12 @@ BenchResult run_model_bench(const std::string& model_dir, const BenchOptions& op
                                    format_bytes(double(c.buffer_bytes)), c.threads);
   }
 
-  const int64_t B = opt.batch, P = opt.prompt_len, G = opt.gen_len, Pd = opt.decode_prompt_len;
-  LoadOptions lo;
-  lo.device = opt.device;
-  lo.max_seqs = int32_t(B);
-  const int64_t decode_len = Pd + G;
-  lo.kv_tokens = std::max(P, B * decode_len) + (B + 1) * lo.kv_block_tokens;
-  HLWQ_CHECK(B <= lo.max_batch_tokens, "bench: batch {} is larger than the largest batch of {} tokens", B,
-             lo.max_batch_tokens);
-  CountingExpertProvider counter;
-  if (opt.device == Device::cpu) lo.experts = &counter;
-  Model m = Model::load(model_dir, lo);
-  std::unique_ptr<MappedExpertProvider> mapped;
-  if (opt.device == Device::cpu) {
-    mapped = std::make_unique<MappedExpertProvider>(m.weights());
-    counter.set_inner(mapped.get());
-  }
-  const bool counted = opt.device == Device::cpu;
-  const ModelConfig& cfg = m.config();
   const WeightTraffic wt = weight_traffic(m);
   r.n_layers = cfg.n_layers, r.n_experts = cfg.n_experts, r.n_experts_active = cfg.n_experts_active;
   r.resident_weight_bytes = wt.resident_bytes, r.dense_step_bytes = wt.dense_step_bytes;
   r.expert_bytes = wt.expert_bytes, r.kv_bytes_per_token = wt.kv_bytes_per_token;
   r.gdn_state_bytes_per_sequence = wt.gdn_state_bytes_per_sequence;
   const int64_t V = cfg.vocab_size;
-  HLWQ_CHECK(P <= cfg.max_position_embeddings && decode_len <= cfg.max_position_embeddings,
-             "bench: prompt length {} and decode prompt + generation {} must fit the model's context of {}", P,
-             decode_len, cfg.max_position_embeddings);
   // Upper bound of the distinct (layer, expert) reads of a step of `tokens` tokens when they cannot be counted.
   auto expert_bound = [&](int64_t tokens) {
     return double(wt.n_moe_layers) * double(std::min(cfg.n_experts, cfg.n_experts_active * tokens));
