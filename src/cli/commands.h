@@ -19,6 +19,8 @@ Command add_run(CLI::App& app);
 Command add_chat(CLI::App& app);
 Command add_eval(CLI::App& app);
 Command add_serve(CLI::App& app);
+Command add_synth(CLI::App& app);
+Command add_bench(CLI::App& app);
 
 // "5GB", "500MB", "1.5GiB", "123" (bytes) -> bytes; throws hlwq::Error on anything else.
 uint64_t parse_size(const std::string& s);

@@ -18,7 +18,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.set_version_flag("--version", "hlwq 0.1.0");
   const std::vector<Command> commands = {add_quantize(app), add_inspect(app), add_run(app), add_chat(app),
-                                         add_eval(app), add_serve(app)};
+                                         add_eval(app), add_serve(app), add_synth(app), add_bench(app)};
   // llama.cpp's single-dash long name, which CLI11 cannot declare: -ngl is --n-gpu-layers.
   std::vector<std::string> args(argv + 1, argv + argc);
   for (std::string& s : args)

@@ -156,6 +156,17 @@ void CheckpointWriter::write_part(const std::string& name, uint64_t offset, cons
   pwrite_all(sh.fd, data, nbytes, slot->offset + offset, dir_ / sh.file_name);
 }
 
+std::vector<std::string> CheckpointWriter::names_in_file_order() const {
+  std::vector<std::pair<std::pair<size_t, uint64_t>, std::string>> v;
+  v.reserve(slots_.size());
+  for (const auto& [name, slot] : slots_) v.push_back({{slot.shard, slot.offset}, name});
+  std::sort(v.begin(), v.end());
+  std::vector<std::string> names;
+  names.reserve(v.size());
+  for (auto& e : v) names.push_back(std::move(e.second));
+  return names;
+}
+
 std::vector<std::string> CheckpointWriter::finish() {
   json weight_map = json::object();
   for (const auto& [name, slot] : slots_) {

@@ -46,6 +46,9 @@ class CheckpointWriter {
   void write_part(const std::string& name, uint64_t offset, const void* data, size_t nbytes);
   // Checks every tensor was written once, syncs and closes the shards, writes the index. Returns shard names.
   std::vector<std::string> finish();
+  // The planned tensors in the order their bytes lie on disk (shard by shard, offset ascending): writing them in
+  // this order makes the writes sequential.
+  std::vector<std::string> names_in_file_order() const;
   size_t n_shards() const { return shards_.size(); }
   uint64_t total_bytes() const { return total_bytes_; }
 

@@ -1,0 +1,238 @@
+// `hlwq bench`'s measurements (see model_bench.h). Dimension legend: B decode sequences, P prefill tokens, G decode
+// steps, V vocab, E experts per MoE layer, k experts per token.
+#include "perf/model_bench.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <fstream>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "backend/cpu/mapped_experts.h"
+#include "backend/cuda_ceilings.h"
+#include "core/error.h"
+#include "core/progress.h"
+#include "perf/counting_experts.h"
+#include "perf/cpu_ceilings.h"
+#include "perf/weight_traffic.h"
+
+namespace hlwq {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::string cpu_model_name() {
+  std::ifstream f("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
+  return "unknown CPU";
+}
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+// Fills the rate figures of a phase from its timed runs (seconds each), the tokens of one run and its weight bytes.
+void finish_phase(PhaseResult& p, std::vector<double> secs, double tokens, double read_gbs) {
+  std::sort(secs.begin(), secs.end());
+  p.seconds = secs[secs.size() / 2];
+  p.tok_s = tokens / p.seconds;
+  p.tok_s_min = tokens / secs.back();
+  p.tok_s_max = tokens / secs.front();
+  p.weight_gbs = p.weight_bytes / p.seconds / 1e9;
+  p.speed_of_light_tok_s = tokens / (p.weight_bytes / (read_gbs * 1e9));
+  p.fraction = p.tok_s / p.speed_of_light_tok_s;
+}
+
+}  // namespace
+
+BenchResult run_model_bench(const std::string& model_dir, const BenchOptions& opt) {
+  HLWQ_CHECK(opt.batch >= 1 && opt.prompt_len >= 1 && opt.gen_len >= 1 && opt.decode_prompt_len >= 1 &&
+                 opt.repeats >= 1 && opt.warmup >= 0,
+             "bench: batch {}, prompt length {}, generation length {}, decode prompt {} and repeats {} must be "
+             "positive, warm-up {} not negative", opt.batch, opt.prompt_len, opt.gen_len, opt.decode_prompt_len,
+             opt.repeats, opt.warmup);
+  BenchResult r;
+  r.model = model_dir;
+  r.opt = opt;
+  r.device = device_name(opt.device);
+  r.threads = omp_get_max_threads();
+  const int64_t B = opt.batch, P = opt.prompt_len, G = opt.gen_len, Pd = opt.decode_prompt_len;
+  LoadOptions lo;
+  lo.device = opt.device;
+  lo.max_seqs = int32_t(B);
+  const int64_t decode_len = Pd + G;
+  lo.kv_tokens = std::max(P, B * decode_len) + (B + 1) * lo.kv_block_tokens;
+  HLWQ_CHECK(B <= lo.max_batch_tokens, "bench: batch {} is larger than the largest batch of {} tokens", B,
+             lo.max_batch_tokens);
+  CountingExpertProvider counter;
+  if (opt.device == Device::cpu) lo.experts = &counter;
+  Model m = Model::load(model_dir, lo);
+  const ModelConfig& cfg = m.config();
+  HLWQ_CHECK(P <= cfg.max_position_embeddings && decode_len <= cfg.max_position_embeddings,
+             "bench: prompt length {} and decode prompt + generation {} must fit the model's context of {}", P,
+             decode_len, cfg.max_position_embeddings);
+  std::unique_ptr<MappedExpertProvider> mapped;
+  if (opt.device == Device::cpu) {
+    mapped = std::make_unique<MappedExpertProvider>(m.weights());
+    counter.set_inner(mapped.get());
+  }
+  const bool counted = opt.device == Device::cpu;
+  // Ceilings after the load (a model that cannot load costs no measuring), before any forward.
+  if (opt.device == Device::cuda) {
+    const CudaCeilings c = measure_cuda_ceilings();
+    r.device_name = c.device_name;
+    r.read_ceiling_gbs = c.read_gbs, r.copy_ceiling_gbs = c.copy_gbs, r.h2d_pinned_gbs = c.h2d_pinned_gbs;
+    r.ceiling_method = "measure_cuda_ceilings: read and copy kernels over 2 GiB of device memory";
+  } else {
+    const CpuCeilings c = measure_cpu_ceilings(opt.ceiling_bytes);
+    r.device_name = cpu_model_name();
+    r.read_ceiling_gbs = c.read_gbs, r.copy_ceiling_gbs = c.copy_gbs;
+    r.ceiling_method = fmt::format("CPU read (sum) and memcpy over {} buffers, {} OpenMP threads",
+                                   format_bytes(double(c.buffer_bytes)), c.threads);
+  }
+
+  const WeightTraffic wt = weight_traffic(m);
+  r.n_layers = cfg.n_layers, r.n_experts = cfg.n_experts, r.n_experts_active = cfg.n_experts_active;
+  r.resident_weight_bytes = wt.resident_bytes, r.dense_step_bytes = wt.dense_step_bytes;
+  r.expert_bytes = wt.expert_bytes, r.kv_bytes_per_token = wt.kv_bytes_per_token;
+  r.gdn_state_bytes_per_sequence = wt.gdn_state_bytes_per_sequence;
+  const int64_t V = cfg.vocab_size;
+  // Upper bound of the distinct (layer, expert) reads of a step of `tokens` tokens when they cannot be counted.
+  auto expert_bound = [&](int64_t tokens) {
+    return double(wt.n_moe_layers) * double(std::min(cfg.n_experts, cfg.n_experts_active * tokens));
+  };
+  std::vector<int32_t> tok(size_t(std::max(P, Pd + B + G)));  // fixed pseudo-random ids
+  for (size_t i = 0; i < tok.size(); ++i) tok[i] = int32_t((int64_t(i) * 7919 + 13) % V);
+
+  // Prefill: a fresh sequence of P tokens per run (the model runs it in chunks of max_batch_tokens).
+  {
+    std::vector<float> logits(static_cast<size_t>(V));  // [V] of the last token
+    std::vector<double> secs;
+    double experts = 0;
+    for (int i = 0; i < opt.warmup + opt.repeats; ++i) {
+      Sequence s = m.new_sequence(P);
+      counter.reset();
+      const auto t0 = Clock::now();
+      m.forward(tok.data(), P, s, logits.data());
+      const double dt = seconds_since(t0);
+      if (i >= opt.warmup) secs.push_back(dt), experts += double(counter.acquired());
+    }
+    const int64_t chunk = lo.max_batch_tokens, n_chunks = (P + chunk - 1) / chunk;
+    double bound = 0;
+    for (int64_t c = 0; c < n_chunks; ++c) bound += expert_bound(std::min(chunk, P - c * chunk));
+    PhaseResult& p = r.prefill;
+    p.experts_counted = counted;
+    p.routed_experts = counted ? experts / opt.repeats : bound;
+    p.weight_bytes = double(n_chunks) * wt.dense_step_bytes + double(P) * wt.embed_row_bytes +
+                     p.routed_experts * wt.expert_bytes;
+    finish_phase(p, secs, double(P), r.read_ceiling_gbs);
+  }
+
+  // Decode: B sequences, each after its own short prompt, then G steps of one token each for all B at once.
+  {
+    std::vector<Sequence> seqs;
+    for (int64_t b = 0; b < B; ++b) seqs.push_back(m.new_sequence(decode_len));
+    std::vector<float> logits(static_cast<size_t>(B * V));  // [B, V]
+    std::vector<int32_t> next(static_cast<size_t>(B));
+    std::vector<SeqInput> in(static_cast<size_t>(B));
+    std::vector<double> secs;
+    double experts = 0;
+    for (int i = 0; i < opt.warmup + opt.repeats; ++i) {
+      for (int64_t b = 0; b < B; ++b) {
+        seqs[size_t(b)].reset();
+        m.forward(tok.data() + b, Pd, seqs[size_t(b)], nullptr);
+      }
+      counter.reset();
+      const auto t0 = Clock::now();
+      for (int64_t g = 0; g < G; ++g) {
+        for (int64_t b = 0; b < B; ++b) {
+          next[size_t(b)] = tok[size_t(Pd + b + g) % tok.size()];
+          in[size_t(b)] = SeqInput{&seqs[size_t(b)], {&next[size_t(b)], 1}};
+        }
+        m.forward_batch(in, logits.data());
+      }
+      const double dt = seconds_since(t0);
+      if (i >= opt.warmup) secs.push_back(dt), experts += double(counter.acquired());
+    }
+    PhaseResult& d = r.decode;
+    d.experts_counted = counted;
+    d.routed_experts = counted ? experts / opt.repeats : double(G) * expert_bound(B);
+    d.weight_bytes = double(G) * (wt.dense_step_bytes + double(B) * wt.embed_row_bytes) +
+                     d.routed_experts * wt.expert_bytes;
+    finish_phase(d, secs, double(G * B), r.read_ceiling_gbs);
+    r.decode_weight_bytes_per_token = d.weight_bytes / double(G * B);
+  }
+  return r;
+}
+
+nlohmann::json bench_result_json(const BenchResult& r) {
+  auto phase = [](const PhaseResult& p) {
+    return nlohmann::json{{"tok_s", p.tok_s},
+                          {"tok_s_min", p.tok_s_min},
+                          {"tok_s_max", p.tok_s_max},
+                          {"seconds_median", p.seconds},
+                          {"weight_bytes", p.weight_bytes},
+                          {"weight_gbs", p.weight_gbs},
+                          {"routed_experts", p.routed_experts},
+                          {"routed_experts_counted", p.experts_counted},
+                          {"speed_of_light_tok_s", p.speed_of_light_tok_s},
+                          {"fraction_of_speed_of_light", p.fraction}};
+  };
+  nlohmann::json pre = phase(r.prefill), dec = phase(r.decode);
+  pre["tokens"] = r.opt.prompt_len;
+  dec["batch"] = r.opt.batch;
+  dec["steps"] = r.opt.gen_len;
+  dec["prompt_tokens_per_sequence"] = r.opt.decode_prompt_len;
+  dec["weight_bytes_per_token"] = r.decode_weight_bytes_per_token;
+  dec["step_ms"] = r.decode.seconds / double(r.opt.gen_len) * 1e3;
+  nlohmann::json ceil = {{"read_gbs", r.read_ceiling_gbs}, {"copy_gbs", r.copy_ceiling_gbs}, {"method", r.ceiling_method}};
+  if (r.h2d_pinned_gbs > 0) ceil["h2d_pinned_gbs"] = r.h2d_pinned_gbs;
+  return {{"model", r.model},
+          {"device", r.device},
+          {"device_name", r.device_name},
+          {"threads", r.threads},
+          {"warmup", r.opt.warmup},
+          {"repeats", r.opt.repeats},
+          {"layers", r.n_layers},
+          {"experts", r.n_experts},
+          {"experts_per_token", r.n_experts_active},
+          {"resident_weight_bytes", r.resident_weight_bytes},
+          {"dense_weight_bytes_per_step", r.dense_step_bytes},
+          {"expert_bytes", r.expert_bytes},
+          {"kv_bytes_per_token", r.kv_bytes_per_token},
+          {"gdn_state_bytes_per_sequence", r.gdn_state_bytes_per_sequence},
+          {"ceilings", ceil},
+          {"prefill", pre},
+          {"decode", dec}};
+}
+
+std::string format_bench_result(const BenchResult& r) {
+  std::string s;
+  s += fmt::format("model {} on {} ({}, {} threads)\n", r.model, r.device, r.device_name, r.threads);
+  s += fmt::format("ceilings: read {:.1f} GB/s, copy {:.1f} GB/s{} ({})\n", r.read_ceiling_gbs, r.copy_ceiling_gbs,
+                   r.h2d_pinned_gbs > 0 ? fmt::format(", pinned H2D {:.1f} GB/s", r.h2d_pinned_gbs) : "",
+                   r.ceiling_method);
+  s += fmt::format("weights resident {}, read per step {} dense + {} per routed expert; KV {} per token, GDN state {} "
+                   "per sequence\n",
+                   format_bytes(r.resident_weight_bytes), format_bytes(r.dense_step_bytes),
+                   format_bytes(r.expert_bytes), format_bytes(r.kv_bytes_per_token),
+                   format_bytes(r.gdn_state_bytes_per_sequence));
+  auto row = [&](const char* name, const PhaseResult& p, const std::string& shape, double bytes_per_tok) {
+    s += fmt::format("{:<8} {:<22} {:>10.1f} tok/s ({:.1f}–{:.1f})  {:>9} weights/tok  {:>7.2f} GB/s  speed of light "
+                     "{:.1f} tok/s  {:.0f}%  experts {} {:.0f}\n",
+                     name, shape, p.tok_s, p.tok_s_min, p.tok_s_max, format_bytes(bytes_per_tok), p.weight_gbs,
+                     p.speed_of_light_tok_s, 100 * p.fraction, p.experts_counted ? "counted" : "≤", p.routed_experts);
+  };
+  row("prefill", r.prefill, fmt::format("{} tokens", r.opt.prompt_len),
+      r.prefill.weight_bytes / double(r.opt.prompt_len));
+  row("decode", r.decode, fmt::format("batch {} × {} steps", r.opt.batch, r.opt.gen_len),
+      r.decode_weight_bytes_per_token);
+  s += fmt::format("median of {} runs after {} warm-up; prefill's speed of light counts weight reads only (it is "
+                   "compute-bound)\n", r.opt.repeats, r.opt.warmup);
+  return s;
+}
+
+}  // namespace hlwq

@@ -1,0 +1,58 @@
+// The end-to-end benchmark behind `hlwq bench`: prefill tok/s of one sequence of P tokens (all its chunks) and
+// decode tok/s of B sequences stepping together (G steps of forward_batch with one token each, after a short
+// prompt), each the median of `repeats` timed runs after `warmup` untimed ones, on any device through the Model
+// API. Each figure comes with the weight bytes it read (counted from the model: the dense part once per step plus
+// the routed experts), the GB/s that makes, the speed of light (those bytes at the read ceiling measured in the same
+// run: CPU read of ≥ 1 GiB with all threads, or measure_cuda_ceilings) and the fraction achieved.
+// Routed experts: on the CPU the distinct experts of every layer and step are counted through a pass-through expert
+// provider; the CUDA backend takes no provider, so there the count is the upper bound min(E, k · tokens) per layer.
+// Token ids are a fixed pseudo-random sequence (the weights are what is measured, not the text).
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "model/model.h"
+
+namespace hlwq {
+
+struct BenchOptions {
+  Device device = Device::cpu;
+  int batch = 1;                  // B decode sequences
+  int64_t prompt_len = 512;       // P prefill tokens
+  int64_t gen_len = 32;           // G decode steps per timed run
+  int64_t decode_prompt_len = 16;  // each decode sequence's prompt
+  int warmup = 1, repeats = 3;
+  uint64_t ceiling_bytes = uint64_t(1) << 30;  // CPU ceiling buffers
+};
+
+struct PhaseResult {
+  double tok_s = 0, seconds = 0;    // median run
+  double tok_s_min = 0, tok_s_max = 0;
+  double weight_bytes = 0;          // weights read by one run
+  double routed_experts = 0;        // distinct (layer, expert) reads of one run
+  bool experts_counted = false;     // false: upper bound min(E, k · tokens) per layer and batch
+  double weight_gbs = 0;            // weight_bytes / seconds
+  double speed_of_light_tok_s = 0;  // tokens / (weight_bytes / read ceiling)
+  double fraction = 0;              // tok_s / speed_of_light_tok_s
+};
+
+struct BenchResult {
+  std::string model, device, device_name;
+  int threads = 0;
+  double read_ceiling_gbs = 0, copy_ceiling_gbs = 0, h2d_pinned_gbs = 0;  // h2d: CUDA only
+  std::string ceiling_method;
+  double resident_weight_bytes = 0, dense_step_bytes = 0, expert_bytes = 0;
+  double kv_bytes_per_token = 0, gdn_state_bytes_per_sequence = 0;
+  int64_t n_layers = 0, n_experts = 0, n_experts_active = 0;
+  BenchOptions opt;
+  PhaseResult prefill, decode;
+  double decode_weight_bytes_per_token = 0;
+};
+
+BenchResult run_model_bench(const std::string& model_dir, const BenchOptions& opt);
+nlohmann::json bench_result_json(const BenchResult& r);
+std::string format_bench_result(const BenchResult& r);  // a short human-readable report
+
+}  // namespace hlwq
