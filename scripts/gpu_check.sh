@@ -44,7 +44,7 @@ done
 echo "== memcheck (quick tests)"
 if command -v compute-sanitizer >/dev/null; then
   timeout 240 compute-sanitizer --tool memcheck --error-exitcode 9 "$BIN/test_cuda" \
-    --gtest_filter='CudaNorm.*:CudaEmbedding.*:CudaMoe.Router*:CudaGdn.TwoSequences*:CudaSampling.Argmax*:CudaGemm.DetectsWrongWeights' \
+    --gtest_filter='CudaNorm.*:CudaEmbedding.*:CudaMoe.Router*:CudaGdn.TwoSequences*:CudaSampling.Argmax*:CudaGemm.DetectsWrongWeights:CudaExpertCache.*' \
     >"$OUT/memcheck.log" 2>&1
   mc=$?
   tail -3 "$OUT/memcheck.log"

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <chrono>
 #include <fstream>
+#include <tuple>
 #include <vector>
 
 #include <fmt/format.h>
@@ -46,6 +47,26 @@ void finish_phase(PhaseResult& p, std::vector<double> secs, double tokens, doubl
   p.fraction = p.tok_s / p.speed_of_light_tok_s;
 }
 
+// An expert cache moves pcie_bytes of the run's weights over PCIe instead of device memory: the speed of light is
+// the rest at the read ceiling plus those at the pinned host→device ceiling.
+void add_pcie(PhaseResult& p, double tokens, double read_gbs, double h2d_gbs) {
+  if (p.pcie_bytes <= 0 || h2d_gbs <= 0) return;
+  const double t = std::max(0.0, p.weight_bytes - p.pcie_bytes) / (read_gbs * 1e9) + p.pcie_bytes / (h2d_gbs * 1e9);
+  p.speed_of_light_tok_s = tokens / t;
+  p.fraction = p.tok_s / p.speed_of_light_tok_s;
+}
+
+// Expert-cache counters now (zeros without a cache).
+ExpertCacheStats cache_now(const Model& m) { return m.expert_cache_stats().value_or(ExpertCacheStats{}); }
+
+// pcie_bytes and hit rate of `runs` runs between two counter readings.
+void set_cache_delta(PhaseResult& p, const ExpertCacheStats& a, const ExpertCacheStats& b, int runs) {
+  const int64_t look = b.lookups() - a.lookups();
+  if (look <= 0) return;
+  p.pcie_bytes = double(b.bytes_copied - a.bytes_copied) / runs;
+  p.hit_rate = double(b.hits - a.hits) / double(look);
+}
+
 }  // namespace
 
 BenchResult run_model_bench(const std::string& model_dir, const BenchOptions& opt) {
@@ -62,24 +83,28 @@ BenchResult run_model_bench(const std::string& model_dir, const BenchOptions& op
   const int64_t B = opt.batch, P = opt.prompt_len, G = opt.gen_len, Pd = opt.decode_prompt_len;
   LoadOptions lo;
   lo.device = opt.device;
+  lo.moe_expert_cache_size = opt.moe_expert_cache_size;
+  lo.gpu_memory = opt.gpu_memory;
   lo.max_seqs = int32_t(B);
   const int64_t decode_len = Pd + G;
   lo.kv_tokens = std::max(P, B * decode_len) + (B + 1) * lo.kv_block_tokens;
   HLWQ_CHECK(B <= lo.max_batch_tokens, "bench: batch {} is larger than the largest batch of {} tokens", B,
              lo.max_batch_tokens);
   CountingExpertProvider counter;
-  if (opt.device == Device::cpu) lo.experts = &counter;
+  // counting needs the provider seam, which the CPU expert cache and the CUDA backend occupy themselves
+  const bool counted = opt.device == Device::cpu && opt.moe_expert_cache_size == 0;
+  if (counted) lo.experts = &counter;
   Model m = Model::load(model_dir, lo);
   const ModelConfig& cfg = m.config();
   HLWQ_CHECK(P <= cfg.max_position_embeddings && decode_len <= cfg.max_position_embeddings,
              "bench: prompt length {} and decode prompt + generation {} must fit the model's context of {}", P,
              decode_len, cfg.max_position_embeddings);
+  r.memory_plan = m.backend().memory_plan();
   std::unique_ptr<MappedExpertProvider> mapped;
-  if (opt.device == Device::cpu) {
+  if (counted) {
     mapped = std::make_unique<MappedExpertProvider>(m.weights());
     counter.set_inner(mapped.get());
   }
-  const bool counted = opt.device == Device::cpu;
   // Ceilings after the load (a model that cannot load costs no measuring), before any forward.
   if (opt.device == Device::cuda) {
     const CudaCeilings c = measure_cuda_ceilings();
@@ -112,7 +137,9 @@ BenchResult run_model_bench(const std::string& model_dir, const BenchOptions& op
     std::vector<float> logits(static_cast<size_t>(V));  // [V] of the last token
     std::vector<double> secs;
     double experts = 0;
+    ExpertCacheStats c0;
     for (int i = 0; i < opt.warmup + opt.repeats; ++i) {
+      if (i == opt.warmup) c0 = cache_now(m);
       Sequence s = m.new_sequence(P);
       counter.reset();
       const auto t0 = Clock::now();
@@ -129,6 +156,8 @@ BenchResult run_model_bench(const std::string& model_dir, const BenchOptions& op
     p.weight_bytes = double(n_chunks) * wt.dense_step_bytes + double(P) * wt.embed_row_bytes +
                      p.routed_experts * wt.expert_bytes;
     finish_phase(p, secs, double(P), r.read_ceiling_gbs);
+    set_cache_delta(p, c0, cache_now(m), opt.repeats);
+    add_pcie(p, double(P), r.read_ceiling_gbs, r.h2d_pinned_gbs);
   }
 
   // Decode: B sequences, each after its own short prompt, then G steps of one token each for all B at once.
@@ -140,12 +169,14 @@ BenchResult run_model_bench(const std::string& model_dir, const BenchOptions& op
     std::vector<SeqInput> in(static_cast<size_t>(B));
     std::vector<double> secs;
     double experts = 0;
+    ExpertCacheStats c0, c1;
     for (int i = 0; i < opt.warmup + opt.repeats; ++i) {
       for (int64_t b = 0; b < B; ++b) {
         seqs[size_t(b)].reset();
         m.forward(tok.data() + b, Pd, seqs[size_t(b)], nullptr);
       }
       counter.reset();
+      const ExpertCacheStats before = cache_now(m);  // the decode steps only, not the prompts
       const auto t0 = Clock::now();
       for (int64_t g = 0; g < G; ++g) {
         for (int64_t b = 0; b < B; ++b) {
@@ -155,7 +186,12 @@ BenchResult run_model_bench(const std::string& model_dir, const BenchOptions& op
         m.forward_batch(in, logits.data());
       }
       const double dt = seconds_since(t0);
-      if (i >= opt.warmup) secs.push_back(dt), experts += double(counter.acquired());
+      if (i >= opt.warmup) {
+        secs.push_back(dt), experts += double(counter.acquired());
+        const ExpertCacheStats after = cache_now(m);
+        c1.hits += after.hits - before.hits, c1.misses += after.misses - before.misses;
+        c1.streamed += after.streamed - before.streamed, c1.bytes_copied += after.bytes_copied - before.bytes_copied;
+      }
     }
     PhaseResult& d = r.decode;
     d.experts_counted = counted;
@@ -163,6 +199,8 @@ BenchResult run_model_bench(const std::string& model_dir, const BenchOptions& op
     d.weight_bytes = double(G) * (wt.dense_step_bytes + double(B) * wt.embed_row_bytes) +
                      d.routed_experts * wt.expert_bytes;
     finish_phase(d, secs, double(G * B), r.read_ceiling_gbs);
+    set_cache_delta(d, c0, c1, opt.repeats);
+    add_pcie(d, double(G * B), r.read_ceiling_gbs, r.h2d_pinned_gbs);
     r.decode_weight_bytes_per_token = d.weight_bytes / double(G * B);
   }
   return r;
@@ -170,7 +208,7 @@ BenchResult run_model_bench(const std::string& model_dir, const BenchOptions& op
 
 nlohmann::json bench_result_json(const BenchResult& r) {
   auto phase = [](const PhaseResult& p) {
-    return nlohmann::json{{"tok_s", p.tok_s},
+    nlohmann::json j{{"tok_s", p.tok_s},
                           {"tok_s_min", p.tok_s_min},
                           {"tok_s_max", p.tok_s_max},
                           {"seconds_median", p.seconds},
@@ -180,6 +218,8 @@ nlohmann::json bench_result_json(const BenchResult& r) {
                           {"routed_experts_counted", p.experts_counted},
                           {"speed_of_light_tok_s", p.speed_of_light_tok_s},
                           {"fraction_of_speed_of_light", p.fraction}};
+    if (p.hit_rate >= 0) j["expert_cache"] = {{"pcie_bytes", p.pcie_bytes}, {"hit_rate", p.hit_rate}};
+    return j;
   };
   nlohmann::json pre = phase(r.prefill), dec = phase(r.decode);
   pre["tokens"] = r.opt.prompt_len;
@@ -205,6 +245,9 @@ nlohmann::json bench_result_json(const BenchResult& r) {
           {"kv_bytes_per_token", r.kv_bytes_per_token},
           {"gdn_state_bytes_per_sequence", r.gdn_state_bytes_per_sequence},
           {"ceilings", ceil},
+          {"memory_plan", r.memory_plan},
+          {"moe_expert_cache_size", r.opt.moe_expert_cache_size},
+          {"gpu_memory", r.opt.gpu_memory},
           {"prefill", pre},
           {"decode", dec}};
 }
@@ -230,6 +273,12 @@ std::string format_bench_result(const BenchResult& r) {
       r.prefill.weight_bytes / double(r.opt.prompt_len));
   row("decode", r.decode, fmt::format("batch {} × {} steps", r.opt.batch, r.opt.gen_len),
       r.decode_weight_bytes_per_token);
+  for (const auto& [name, p, tokens] : {std::tuple{"prefill", &r.prefill, double(r.opt.prompt_len)},
+                                        std::tuple{"decode", &r.decode, double(r.opt.batch * r.opt.gen_len)}})
+    if (p->hit_rate >= 0)
+      s += fmt::format("{:<8} expert cache: {:.1f} % hits, {} per token over PCIe\n", name, 100 * p->hit_rate,
+                       format_bytes(p->pcie_bytes / tokens));
+  if (!r.memory_plan.empty()) s += r.memory_plan + "\n";
   s += fmt::format("median of {} runs after {} warm-up; prefill's speed of light counts weight reads only (it is "
                    "compute-bound)\n", r.opt.repeats, r.opt.warmup);
   return s;

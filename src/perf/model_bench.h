@@ -6,6 +6,7 @@
 // run: CPU read of ≥ 1 GiB with all threads, or measure_cuda_ceilings) and the fraction achieved.
 // Routed experts: on the CPU the distinct experts of every layer and step are counted through a pass-through expert
 // provider; the CUDA backend takes no provider, so there the count is the upper bound min(E, k · tokens) per layer.
+// With an expert cache (--moe-expert-cache-size, --gpu-memory) the cache's counters give the PCIe traffic per run.
 // Token ids are a fixed pseudo-random sequence (the weights are what is measured, not the text).
 #pragma once
 #include <cstdint>
@@ -24,6 +25,8 @@ struct BenchOptions {
   int64_t gen_len = 32;           // G decode steps per timed run
   int64_t decode_prompt_len = 16;  // each decode sequence's prompt
   int warmup = 1, repeats = 3;
+  int moe_expert_cache_size = 0;  // expert cache slots per layer (0: none); see LoadOptions
+  int64_t gpu_memory = 0;         // CUDA device memory budget in bytes (0: none)
   uint64_t ceiling_bytes = uint64_t(1) << 30;  // CPU ceiling buffers
 };
 
@@ -36,6 +39,9 @@ struct PhaseResult {
   double weight_gbs = 0;            // weight_bytes / seconds
   double speed_of_light_tok_s = 0;  // tokens / (weight_bytes / read ceiling)
   double fraction = 0;              // tok_s / speed_of_light_tok_s
+  // With an expert cache: expert bytes that crossed PCIe in one run (copied into slots or read in place) and the
+  // hit rate; the speed of light then adds those bytes at the pinned host→device ceiling.
+  double pcie_bytes = 0, hit_rate = -1;
 };
 
 struct BenchResult {
@@ -49,6 +55,7 @@ struct BenchResult {
   BenchOptions opt;
   PhaseResult prefill, decode;
   double decode_weight_bytes_per_token = 0;
+  std::string memory_plan;  // the backend's own account of where it placed what
 };
 
 BenchResult run_model_bench(const std::string& model_dir, const BenchOptions& opt);

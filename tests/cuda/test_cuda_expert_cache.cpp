@@ -25,8 +25,16 @@ void check_policy(int64_t E, int64_t N, int64_t T, int64_t k, uint64_t seed) {
   for (auto& b : host) b = uint8_t(rng());
   cuda::DeviceBuffer<uint8_t> dhost(host, "host experts");
   auto c = cuda::make_expert_cache(E, N, lay, dhost.get());
-  cuda::DeviceBuffer<const uint32_t*> gq(size_t(E), "gq"), dq(size_t(E), "dq");
-  cuda::DeviceBuffer<const float*> gs(size_t(E), "gs"), ds(size_t(E), "ds");
+  // the tables start where upload_moe_host points them: every expert at its host copy
+  std::vector<const uint32_t*> hq, hdq;
+  std::vector<const float*> hs, hds;
+  for (int64_t e = 0; e < E; ++e) {
+    const uint8_t* x = dhost.get() + e * lay.bytes;
+    hq.push_back(reinterpret_cast<const uint32_t*>(x + lay.gu_q)), hdq.push_back(reinterpret_cast<const uint32_t*>(x + lay.dn_q));
+    hs.push_back(reinterpret_cast<const float*>(x + lay.gu_s)), hds.push_back(reinterpret_cast<const float*>(x + lay.dn_s));
+  }
+  cuda::DeviceBuffer<const uint32_t*> gq(hq, "gq"), dq(hdq, "dq");
+  cuda::DeviceBuffer<const float*> gs(hs, "gs"), ds(hds, "ds");
   const cuda::ExpertTables tables{gq.get(), gs.get(), dq.get(), ds.get()};
   ExpertCacheConfig cfg;
   cfg.n_layers = 1, cfg.n_experts = int(E), cfg.n_slots = int(N), cfg.n_stream_buffers = int(E);
