@@ -28,7 +28,7 @@ constexpr const char* kIgnoredFlags[] = {"--enforce-eager", "--language-model-on
                                          "--disable-log-requests", "--disable-log-stats", "--enable-prefix-caching",
                                          "--enable-auto-tool-choice", "--enable-chunked-prefill"};
 constexpr const char* kIgnoredValues[] = {"--dtype", "--tensor-parallel-size", "--pipeline-parallel-size",
-                                          "--gpu-memory-utilization", "--tool-call-parser",
+                                          "--gpu-memory-utilization",
                                           "--kv-cache-dtype", "--swap-space", "--download-dir",
                                           "--uvicorn-log-level", "--generation-config", "--tokenizer-mode"};
 
@@ -39,7 +39,8 @@ double mib(double bytes) { return bytes / double(1 << 20); }
 Command add_serve(CLI::App& app) {
   auto* sub = app.add_subcommand("serve", "serve the OpenAI API (chat and text completions) over HTTP");
   struct Args {
-    std::string model, host = "127.0.0.1", name, api_key, device, gpu_memory, reasoning_parser;
+    std::string model, host = "127.0.0.1", name, api_key, device, gpu_memory, reasoning_parser,
+        tool_parser = "auto";
     int port = 8000, threads = 0;
     int32_t max_seqs = 16;
     std::optional<int64_t> max_len;
@@ -69,6 +70,10 @@ Command add_serve(CLI::App& app) {
   sub->add_option("--reasoning-parser", a->reasoning_parser,
                   "qwen3: the model's <think>...</think> goes to reasoning_content")
       ->check(CLI::IsMember({"qwen3"}));
+  sub->add_option("--tool-call-parser", a->tool_parser,
+                  "tool calls the model writes become tool_calls: hermes (JSON in <tool_call>), qwen3_xml (or "
+                  "qwen3_coder: <tool_call><function=...>), auto (default: both)")
+      ->check(CLI::IsMember({"auto", "hermes", "qwen3_xml", "qwen3_coder"}));
   sub->add_option("-t,--threads", a->threads, "CPU threads (default: all cores)")->check(whole_in(0, 4096));
   for (size_t i = 0; i < std::size(kIgnoredFlags); ++i)
     sub->add_flag(kIgnoredFlags[i], a->ignored_flags[i], "vLLM option, ignored by hlwq")->group("");
@@ -131,7 +136,10 @@ Command add_serve(CLI::App& app) {
                          g.summary.substr(0, g.summary.rfind(", seed")).c_str());  // seeds are per request
 
             server::RequestQueue queue(size_t(a->max_waiting), kv_blocks);
-            server::ApiContext api{name, L, g.opt.sampler, &m.tok, &m.chat, a->reasoning_parser == "qwen3"};
+            server::ApiContext api{name, L, g.opt.sampler, &m.tok, &m.chat, a->reasoning_parser == "qwen3",
+                                   a->tool_parser == "hermes"  ? server::ToolCallFormat::hermes
+                                   : a->tool_parser == "auto" ? server::ToolCallFormat::any
+                                                              : server::ToolCallFormat::qwen3_xml};
             server::HttpConfig hc;
             hc.host = a->host;
             hc.port = a->port;
