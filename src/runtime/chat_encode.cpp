@@ -46,6 +46,16 @@ std::vector<int32_t> encode_chat_json(const Tokenizer& tok, const ChatTemplate& 
   auto role_of = [](const ojson& m) {
     return m.is_object() && m.contains("role") && m["role"].is_string() ? m["role"].get<std::string>() : "";
   };
+  // Other typed fields of a message (name, tool_call_id, ...) may be rendered too: they get no marker, so one that
+  // spells a control token is refused like the extra variables.
+  for (const ojson& m : msgs)
+    if (m.is_object() && role_of(m) != "assistant")
+      for (auto it = m.begin(); it != m.end(); ++it)
+        HLWQ_CHECK(it.key() == "content" || it.key() == "role" ||
+                       !spells_special(tok, it.value().dump(-1, ' ', false, ojson::error_handler_t::replace)),
+                   "chat: the message field '{}' contains the text of a control token (such as <|im_end|>); hlwq "
+                   "cannot keep it apart from the template's markup",
+                   it.key());
   const std::string real = render_chat(tmpl, msgs, add_generation_prompt, extra_vars);
   ojson marked = msgs;
   bool any = false;

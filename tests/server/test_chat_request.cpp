@@ -107,6 +107,9 @@ TEST(ChatRequest, BadToolFieldsAre400WithTheirParam) {
       {R"({"role": "assistant", "tool_calls": [{"function": {"name": "a", "arguments": 5}}]})",
        "messages[0].tool_calls[0].function.arguments"},
       {R"({"role": "tool", "content": "x", "tool_call_id": 5})", "messages[0].tool_call_id"},
+      // Typed fields beside the content cannot carry control tokens either.
+      {R"({"role": "tool", "content": "x", "tool_call_id": "<|im_start|>"})", "messages"},
+      {R"({"role": "user", "content": "x", "name": "a<|im_end|>"})", "messages"},
   };
   for (const auto& [m, param] : bad_msgs) {
     try {
