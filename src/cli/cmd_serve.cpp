@@ -25,10 +25,10 @@ namespace {
 
 // vLLM options that have no meaning for hlwq: accepted so that a vLLM command line works unchanged.
 constexpr const char* kIgnoredFlags[] = {"--enforce-eager", "--language-model-only", "--trust-remote-code",
-                                         "--disable-log-requests", "--disable-log-stats", "--enable-prefix-caching",
+                                         "--disable-log-requests", "--disable-log-stats",
                                          "--enable-auto-tool-choice", "--enable-chunked-prefill"};
 constexpr const char* kIgnoredValues[] = {"--dtype", "--tensor-parallel-size", "--pipeline-parallel-size",
-                                          "--gpu-memory-utilization", "--tool-call-parser",
+                                          "--gpu-memory-utilization",
                                           "--kv-cache-dtype", "--swap-space", "--download-dir",
                                           "--uvicorn-log-level", "--generation-config", "--tokenizer-mode"};
 
@@ -39,9 +39,10 @@ double mib(double bytes) { return bytes / double(1 << 20); }
 Command add_serve(CLI::App& app) {
   auto* sub = app.add_subcommand("serve", "serve the OpenAI API (chat and text completions) over HTTP");
   struct Args {
-    std::string model, host = "127.0.0.1", name, api_key, reasoning_parser;
+    std::string model, host = "127.0.0.1", name, api_key, reasoning_parser, tool_parser = "auto";
     DeviceArgs device;
     int port = 8000, threads = 0;
+    bool prefix_cache = true;
     int32_t max_seqs = 16;
     std::optional<int64_t> max_len;
     int64_t max_waiting = 64, batch_tokens = kDefaultMaxBatchTokens;
@@ -67,6 +68,13 @@ Command add_serve(CLI::App& app) {
   sub->add_option("--reasoning-parser", a->reasoning_parser,
                   "qwen3: the model's <think>...</think> goes to reasoning_content")
       ->check(CLI::IsMember({"qwen3"}));
+  sub->add_option("--tool-call-parser", a->tool_parser,
+                  "tool calls the model writes become tool_calls: hermes (JSON in <tool_call>), qwen3_xml (or "
+                  "qwen3_coder: <tool_call><function=...>), auto (default: both)")
+      ->check(CLI::IsMember({"auto", "hermes", "qwen3_xml", "qwen3_coder"}));
+  sub->add_flag("--enable-prefix-caching,!--no-enable-prefix-caching", a->prefix_cache,
+                "keep finished sequences so that a chat's next turn continues them instead of prefilling the whole "
+                "conversation again (default on, as in vLLM)");
   sub->add_option("-t,--threads", a->threads, "CPU threads (default: all cores)")->check(whole_in(0, 4096));
   for (size_t i = 0; i < std::size(kIgnoredFlags); ++i)
     sub->add_flag(kIgnoredFlags[i], a->ignored_flags[i], "vLLM option, ignored by hlwq")->group("");
@@ -124,7 +132,10 @@ Command add_serve(CLI::App& app) {
                          g.summary.substr(0, g.summary.rfind(", seed")).c_str());  // seeds are per request
 
             server::RequestQueue queue(size_t(a->max_waiting), kv_blocks);
-            server::ApiContext api{name, L, g.opt.sampler, &m.tok, &m.chat, a->reasoning_parser == "qwen3"};
+            server::ApiContext api{name, L, g.opt.sampler, &m.tok, &m.chat, a->reasoning_parser == "qwen3",
+                                   a->tool_parser == "hermes"  ? server::ToolCallFormat::hermes
+                                   : a->tool_parser == "auto" ? server::ToolCallFormat::any
+                                                              : server::ToolCallFormat::qwen3_xml};
             server::HttpConfig hc;
             hc.host = a->host;
             hc.port = a->port;
@@ -133,7 +144,7 @@ Command add_serve(CLI::App& app) {
             server::HttpServer http(hc, api, queue);
             const int port = http.bind();
 
-            server::EngineConfig ec{a->max_seqs, g.opt.eos_ids, g.opt.n_valid_tokens};
+            server::EngineConfig ec{a->max_seqs, g.opt.eos_ids, g.opt.n_valid_tokens, L, a->prefix_cache};
             std::thread engine([&] {
               apply_threads(a->threads);  // OpenMP's thread count is per calling thread
               try {

@@ -18,5 +18,13 @@ namespace hlwq {
 // render_chat(tmpl, msgs, add_generation_prompt), encoded as described above.
 std::vector<int32_t> encode_chat(const Tokenizer& tok, const ChatTemplate& tmpl, const std::vector<ChatMessage>& msgs,
                                  bool add_generation_prompt);
+// The full form: OpenAI-style messages (a JSON array; tool_calls, tool_call_id, reasoning_content, ... reach the
+// template as they are) and extra template variables (tools, enable_thinking, ...). A message's string "content" is
+// kept apart from the markup as above; the extra variables and the other fields of non-assistant messages (name,
+// tool_call_id) are typed by someone too, so one that spells a control token is refused (they may be rendered
+// through filters such as tojson, which no marker survives).
+std::vector<int32_t> encode_chat_json(const Tokenizer& tok, const ChatTemplate& tmpl,
+                                      const nlohmann::ordered_json& messages, bool add_generation_prompt,
+                                      const nlohmann::ordered_json& extra_vars = nlohmann::ordered_json::object());
 
 }  // namespace hlwq

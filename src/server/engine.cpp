@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "runtime/stop_condition.h"
 #include "runtime/utf8_stream.h"
+#include "server/prefix_cache.h"
 
 namespace hlwq::server {
 namespace {
@@ -20,11 +21,13 @@ struct Running {
   StreamingDetokenizer detok;
   StopChecker stop;
   std::vector<int32_t> history;  // ids the sampler may penalise (prompt and generated, < n_valid)
+  std::vector<int32_t> sampled;  // every generated id (all but the last were fed to the model)
   int64_t prefilled = 0;         // prompt tokens already run
   int32_t next = -1;             // the sampled token the next decode step feeds
   int64_t generated = 0;
   Clock::time_point last_token;
   bool done = false;
+  bool cacheable = false;  // finished normally: its state is that of prompt + sampled[0, n - 1)
 
   Running(Job j, Sequence s, const Tokenizer& tok, const std::vector<int32_t>& eos)
       : job(std::move(j)), seq(std::move(s)), sampler(job.req.sampler), detok(tok), stop(eos, job.req.stop) {}
@@ -57,6 +60,22 @@ void run_engine(Model& model, const Tokenizer& tok, const EngineConfig& cfg, Req
   const int64_t n_valid = cfg.n_valid_tokens > 0 ? cfg.n_valid_tokens : V;
   const int64_t budget = model.options().max_batch_tokens;
   std::vector<std::unique_ptr<Running>> run;
+  PrefixCache cache;
+  // Pool use for /metrics: all KV blocks in use, and those held by cached sequences.
+  auto report = [&] {
+    queue.set_engine_state(int64_t(run.size()), model.pool().config().kv_blocks - model.pool().free_blocks(),
+                           cache.kv_blocks(model.pool()), int64_t(cache.size()));
+  };
+  // Done requests leave the batch; those that finished normally leave their sequence to the cache.
+  auto retire = [&] {
+    for (auto& r : run) {
+      if (!r->done || !r->cacheable || !cfg.prefix_cache) continue;
+      std::vector<int32_t> fed = r->job.req.prompt;
+      fed.insert(fed.end(), r->sampled.begin(), r->sampled.end() - 1);
+      if (r->seq.pos() == int64_t(fed.size())) cache.put(std::move(fed), std::move(r->seq));
+    }
+    std::erase_if(run, [](const auto& r) { return r->done; });
+  };
   std::vector<float> logits(size_t(cfg.max_seqs) * size_t(V));  // [rows ≤ max_seqs, V]
 
   auto finish = [&](Running& r, FinishReason why) {
@@ -77,6 +96,7 @@ void run_engine(Model& model, const Tokenizer& tok, const EngineConfig& cfg, Req
     queue.record_finish(ev.prompt_tokens, ev.completion_tokens);
     r.job.channel->push(std::move(ev));
     r.done = true;
+    r.cacheable = true;
   };
 
   for (;;) {
@@ -84,8 +104,18 @@ void run_engine(Model& model, const Tokenizer& tok, const EngineConfig& cfg, Req
     const size_t free_slots = size_t(cfg.max_seqs) - run.size();
     for (Job& j : queue.take(free_slots, run.empty())) {
       try {
-        Sequence s = model.new_sequence(int64_t(j.req.prompt.size()) + j.req.max_tokens);
+        std::optional<PrefixCache::Hit> hit;
+        if (cfg.prefix_cache) hit = cache.take(j.req.prompt);
+        Sequence s;
+        if (hit) {
+          s = std::move(hit->seq);
+        } else {
+          if (run.size() + cache.size() >= size_t(cfg.max_seqs)) cache.evict_lru();  // its slot is needed
+          s = model.new_sequence(cfg.max_len > 0 ? cfg.max_len : int64_t(j.req.prompt.size()) + j.req.max_tokens);
+        }
+        queue.record_prefix(int64_t(j.req.prompt.size()), hit ? hit->reused : 0);
         auto r = std::make_unique<Running>(std::move(j), std::move(s), tok, cfg.eos_ids);
+        r->prefilled = hit ? hit->reused : 0;
         for (int32_t id : r->job.req.prompt)
           if (id < n_valid) r->history.push_back(id);
         run.push_back(std::move(r));
@@ -99,7 +129,7 @@ void run_engine(Model& model, const Tokenizer& tok, const EngineConfig& cfg, Req
     // Drop requests whose client went away: their sequences go back to the pool now.
     std::erase_if(run, [](const auto& r) { return r->job.channel->cancelled(); });
     if (run.empty()) {
-      queue.set_engine_state(0, 0);
+      report();
       if (queue.finished()) return;
       continue;
     }
@@ -132,9 +162,9 @@ void run_engine(Model& model, const Tokenizer& tok, const EngineConfig& cfg, Req
         ev.kind = StreamEvent::Kind::error;
         ev.error = e.what();
         r->job.channel->push(std::move(ev));
-        r->done = true;
+        r->done = true;  // not cacheable: the failed forward poisoned its sequence
       }
-      std::erase_if(run, [](const auto& r) { return r->done; });
+      retire();
       continue;
     }
 
@@ -147,6 +177,7 @@ void run_engine(Model& model, const Tokenizer& tok, const EngineConfig& cfg, Req
       const std::span<const float> lg(logits.data() + row++ * size_t(V), size_t(n_valid));
       const int32_t id = r.sampler.sample(lg, r.history);
       r.history.push_back(id);
+      r.sampled.push_back(id);
       ++r.generated;
       queue.record_token(r.generated == 1,
                          std::chrono::duration<double>(now - (r.generated == 1 ? r.job.arrived : r.last_token)).count());
@@ -163,9 +194,8 @@ void run_engine(Model& model, const Tokenizer& tok, const EngineConfig& cfg, Req
       else if (r.generated >= r.job.req.max_tokens) finish(r, FinishReason::length);
       else r.next = id;
     }
-    std::erase_if(run, [](const auto& r) { return r->done; });
-    queue.set_engine_state(int64_t(run.size()),
-                           model.pool().config().kv_blocks - model.pool().free_blocks());
+    retire();
+    report();
   }
 }
 

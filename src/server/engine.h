@@ -4,6 +4,8 @@
 // model's batch token budget — then sample each sequence that produced logits and push its text to its channel.
 // A cancelled request (its client went away) is dropped, freeing its sequence, before the next batch is built.
 // A failed forward ends the requests of that batch with an error; the server keeps serving the others.
+// With the prefix cache on, a request that finished normally leaves its sequence in the PrefixCache (free slots
+// only) and a new request whose prompt extends it continues it (prefix_cache.h).
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -18,6 +20,8 @@ struct EngineConfig {
   int32_t max_seqs = 1;
   std::vector<int32_t> eos_ids;
   int64_t n_valid_tokens = 0;  // ids ≥ this are never sampled (0: the whole vocabulary)
+  int64_t max_len = 0;         // every sequence may grow to this (the server's max model length)
+  bool prefix_cache = true;
 };
 
 // Runs until queue.drain() was called and every job is finished.

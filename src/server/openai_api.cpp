@@ -11,7 +11,7 @@
 
 namespace hlwq::server {
 
-using nlohmann::json;
+using json = nlohmann::ordered_json;
 
 namespace {
 
@@ -66,6 +66,109 @@ std::string content_text(const json& c, const std::string& param) {
   return s;
 }
 
+// OpenAI chat messages as the template sees them: content as one string, and per role the fields templates use
+// (assistant tool_calls with their arguments as an object, as vLLM passes them; tool_call_id; reasoning_content).
+json chat_messages(const json& msgs) {
+  json conv = json::array();
+  for (size_t i = 0; i < msgs.size(); ++i) {
+    const json& m = msgs[i];
+    const std::string p = fmt::format("messages[{}]", i);
+    if (!m.is_object()) bad(p, fmt::format("'{}' must be an object", p));
+    const json* role = field(m, "role");
+    if (!role || !role->is_string()) bad(p + ".role", fmt::format("'{}.role' must be a string", p));
+    std::string rs = role->get<std::string>();
+    if (rs == "developer") rs = "system";
+    if (rs != "system" && rs != "user" && rs != "assistant" && rs != "tool")
+      bad(p + ".role", fmt::format("'{}.role' must be system, developer, user, assistant or tool, got '{}'", p, rs));
+    json out = {{"role", rs}, {"content", content_text(m.contains("content") ? m["content"] : json(), p + ".content")}};
+    auto string_field = [&](const json& obj, const char* key, const std::string& where) -> const json* {
+      const json* v = field(obj, key);
+      if (v && !v->is_string()) bad(where + "." + key, fmt::format("'{}.{}' must be a string", where, key));
+      return v;
+    };
+    if (const json* name = string_field(m, "name", p)) out["name"] = *name;
+    if (rs == "tool")
+      if (const json* id = string_field(m, "tool_call_id", p)) out["tool_call_id"] = *id;
+    if (rs == "assistant") {
+      if (const json* rc = string_field(m, "reasoning_content", p)) out["reasoning_content"] = *rc;
+      if (const json* calls = field(m, "tool_calls")) {
+        if (!calls->is_array()) bad(p + ".tool_calls", fmt::format("'{}.tool_calls' must be an array", p));
+        json tc = json::array();
+        for (size_t k = 0; k < calls->size(); ++k) {
+          const json& c = (*calls)[k];
+          const std::string q = fmt::format("{}.tool_calls[{}]", p, k);
+          const json* fn = c.is_object() ? field(c, "function") : nullptr;
+          if (!fn || !fn->is_object()) bad(q + ".function", fmt::format("'{}.function' must be an object", q));
+          const json* name = string_field(*fn, "name", q + ".function");
+          if (!name) bad(q + ".function.name", fmt::format("'{}.function.name' is required", q));
+          const json* args = field(*fn, "arguments");
+          json a = json::object();
+          if (args && args->is_string()) {
+            a = json::parse(args->get<std::string>(), nullptr, false);
+            if (a.is_discarded() || !a.is_object()) a = *args;  // not a JSON object: the template gets the text
+          } else if (args && args->is_object()) {
+            a = *args;
+          } else if (args) {
+            bad(q + ".function.arguments", fmt::format("'{}.function.arguments' must be a string", q));
+          }
+          json call = {{"type", "function"}, {"function", {{"name", *name}, {"arguments", a}}}};
+          if (const json* id = string_field(c, "id", q)) call["id"] = *id;
+          tc.push_back(std::move(call));
+        }
+        out["tool_calls"] = std::move(tc);
+      }
+    }
+    conv.push_back(std::move(out));
+  }
+  return conv;
+}
+
+// The request's tools: [{"type": "function", "function": {"name", "description"?, "parameters"?}}].
+std::vector<ToolSpec> tool_specs(const json& tools) {
+  if (!tools.is_array()) bad("tools", "'tools' must be an array");
+  std::vector<ToolSpec> out;
+  for (size_t i = 0; i < tools.size(); ++i) {
+    const json& t = tools[i];
+    const std::string p = fmt::format("tools[{}]", i);
+    if (!t.is_object() || t.value("type", json()) != "function")
+      bad(p, fmt::format("'{}' must be an object with \"type\": \"function\"", p));
+    const json* fn = field(t, "function");
+    if (!fn || !fn->is_object()) bad(p + ".function", fmt::format("'{}.function' must be an object", p));
+    const json* name = field(*fn, "name");
+    if (!name || !name->is_string() || name->get<std::string>().empty())
+      bad(p + ".function.name", fmt::format("'{}.function.name' must be a non-empty string", p));
+    ToolSpec spec{name->get<std::string>()};
+    if (const json* params = field(*fn, "parameters")) {
+      if (!params->is_object())
+        bad(p + ".function.parameters", fmt::format("'{}.function.parameters' must be an object", p));
+      spec.parameters = *params;
+    }
+    out.push_back(std::move(spec));
+  }
+  return out;
+}
+
+// Extra chat-template variables: chat_template_kwargs (vLLM), and a top-level enable_thinking as some clients send
+// it (chat_template_kwargs wins). The variables the server sets itself cannot be replaced.
+json template_vars(const json& body) {
+  json vars = json::object();
+  if (const json* et = field(body, "enable_thinking")) {
+    if (!et->is_boolean()) bad("enable_thinking", "'enable_thinking' must be true or false");
+    vars["enable_thinking"] = *et;
+  }
+  if (const json* kw = field(body, "chat_template_kwargs")) {
+    if (!kw->is_object()) bad("chat_template_kwargs", "'chat_template_kwargs' must be an object");
+    for (auto it = kw->begin(); it != kw->end(); ++it) {
+      for (const char* reserved : {"messages", "add_generation_prompt", "bos_token", "eos_token", "tools"})
+        if (it.key() == reserved)
+          bad("chat_template_kwargs",
+              fmt::format("'chat_template_kwargs' may not set '{}' (the server sets it)", it.key()));
+      vars[it.key()] = it.value();
+    }
+  }
+  return vars;
+}
+
 std::string random_id(const char* prefix) {
   std::random_device rd;
   return fmt::format("{}{:08x}{:08x}", prefix, rd(), rd());
@@ -106,23 +209,23 @@ ApiRequest parse_request(Endpoint ep, std::string_view text, const ApiContext& c
     if (!msgs) bad("messages", "'messages' is required");
     if (!msgs->is_array()) bad("messages", "'messages' must be an array");
     if (msgs->empty()) bad("messages", "'messages' must not be empty");
-    std::vector<ChatMessage> conv;
-    for (size_t i = 0; i < msgs->size(); ++i) {
-      const json& m = (*msgs)[i];
-      const std::string p = fmt::format("messages[{}]", i);
-      if (!m.is_object()) bad(p, fmt::format("'{}' must be an object", p));
-      const json* role = field(m, "role");
-      if (!role || !role->is_string()) bad(p + ".role", fmt::format("'{}.role' must be a string", p));
-      std::string rs = role->get<std::string>();
-      if (rs == "developer") rs = "system";
-      if (rs != "system" && rs != "user" && rs != "assistant" && rs != "tool")
-        bad(p + ".role", fmt::format("'{}.role' must be system, developer, user, assistant or tool, got '{}'", p, rs));
-      conv.push_back({rs, content_text(m.contains("content") ? m["content"] : json(), p + ".content")});
+    const json conv = chat_messages(*msgs);
+    json vars = template_vars(body);
+    if (const json* tools = field(body, "tools")) {
+      r.tools = tool_specs(*tools);
+      vars["tools"] = *tools;
     }
-    if (const json* kw = field(body, "chat_template_kwargs"); kw && !kw->is_object())
-      bad("chat_template_kwargs", "'chat_template_kwargs' must be an object");
+    std::string choice = "none";
+    if (!r.tools.empty()) choice = "auto";
+    if (const json* tc = field(body, "tool_choice")) {
+      if (!tc->is_string() || (*tc != "none" && *tc != "auto"))
+        bad("tool_choice", "'tool_choice' must be \"none\" or \"auto\" (hlwq does not force calls)");
+      choice = tc->get<std::string>();
+      if (choice == "auto" && r.tools.empty()) bad("tool_choice", "'tool_choice' \"auto\" needs 'tools'");
+    }
+    if (choice == "auto") r.tool_format = ctx.tool_parser;
     try {
-      g.prompt = encode_chat(*ctx.tok, *ctx.chat, conv, true);
+      g.prompt = encode_chat_json(*ctx.tok, *ctx.chat, conv, true, vars);
     } catch (const Error& e) {
       bad("messages", fmt::format("the chat template could not render these messages: {}", e.what()));
     }
@@ -210,6 +313,45 @@ ResponseWriter::ResponseWriter(const ApiRequest& req, std::string model, int64_t
       model_(std::move(model)),
       created_(created) {
   if (req.reasoning_starts_open) reasoning_.emplace(*req.reasoning_starts_open);
+  if (req.tool_format) tool_parser_.emplace(*req.tool_format, req.tools);
+}
+
+ResponseWriter::Parsed ResponseWriter::parse(std::string_view text) {
+  Parsed p;
+  std::string rest(text);
+  if (tool_parser_) {
+    ToolCallParser::Out t = tool_parser_->push(text);
+    rest = std::move(t.text);
+    p.calls = std::move(t.calls);
+  }
+  if (reasoning_) {
+    ReasoningSplitter::Out o = reasoning_->push(rest);
+    p.reasoning = std::move(o.reasoning);
+    p.content = std::move(o.content);
+  } else {
+    p.content = std::move(rest);
+  }
+  return p;
+}
+
+ResponseWriter::Parsed ResponseWriter::parse_flush() {
+  Parsed p;
+  // An unclosed tool-call block is text: it goes through the reasoning split like any other.
+  const std::string rest = tool_parser_ ? tool_parser_->flush().text : std::string();
+  if (reasoning_) {
+    const ReasoningSplitter::Out o = reasoning_->push(rest), f = reasoning_->flush();
+    p.reasoning = o.reasoning + f.reasoning;
+    p.content = o.content + f.content;
+  } else {
+    p.content = rest;
+  }
+  return p;
+}
+
+std::string ResponseWriter::finish_reason(const StreamEvent& f) const {
+  // A turn that ended by itself after calling tools asks the client to run them.
+  if (!calls_.empty() && (f.finish == FinishReason::eos || f.finish == FinishReason::stop_string)) return "tool_calls";
+  return std::string(finish_reason_name(f.finish));
 }
 
 json ResponseWriter::chunk_base() const {
@@ -250,7 +392,6 @@ json ResponseWriter::logprobs_json(const std::vector<TokenLogprob>& lp) const {
 
 namespace {
 std::string sse(const json& j) { return "data: " + dump(j) + "\n\n"; }
-std::string finish_name(FinishReason f) { return std::string(finish_reason_name(f)); }
 json usage_json(const StreamEvent& f) {
   return {{"prompt_tokens", f.prompt_tokens}, {"completion_tokens", f.completion_tokens},
           {"total_tokens", f.prompt_tokens + f.completion_tokens}};
@@ -265,40 +406,46 @@ std::string ResponseWriter::sse_start() const {
   return sse(j);
 }
 
-std::string ResponseWriter::sse_delta(const StreamEvent& ev) {
-  json j = chunk_base();
-  json choice = {{"index", 0}, {"logprobs", logprobs_json(ev.logprobs)}, {"finish_reason", nullptr}};
-  if (ep_ == Endpoint::chat && reasoning_) {
-    const ReasoningSplitter::Out o = reasoning_->push(ev.text);
-    if (o.reasoning.empty() && o.content.empty() && ev.logprobs.empty()) return "";
-    json delta = json::object();
-    if (!o.reasoning.empty()) delta["reasoning_content"] = o.reasoning;
-    if (!o.content.empty() || o.reasoning.empty()) delta["content"] = o.content;
-    choice["delta"] = delta;
-  } else if (ep_ == Endpoint::chat) {
-    choice["delta"] = {{"content", ev.text}};
-  } else {
-    choice["text"] = ev.text;
+json ResponseWriter::chat_delta_chunk(const Parsed& p, const std::vector<TokenLogprob>& lp) {
+  json delta = json::object();
+  if (!p.reasoning.empty()) delta["reasoning_content"] = p.reasoning;
+  if (!p.content.empty() || (p.reasoning.empty() && p.calls.empty())) delta["content"] = p.content;
+  if (!p.calls.empty()) {
+    // Each call in one delta: its index, id, type and name, and the arguments whole (clients concatenate
+    // "arguments" of the deltas with the same index; a call is released only once it is known to be well formed).
+    json calls = json::array();
+    for (const ToolCall& c : p.calls) {
+      calls.push_back({{"index", calls_.size()}, {"id", random_id("call_")},
+                       {"type", "function"}, {"function", {{"name", c.name}, {"arguments", c.arguments}}}});
+      calls_.push_back(c);
+    }
+    delta["tool_calls"] = std::move(calls);
   }
-  j["choices"] = json::array({choice});
+  json j = chunk_base();
+  j["choices"] = json::array({{{"index", 0}, {"delta", delta}, {"logprobs", logprobs_json(lp)}, {"finish_reason", nullptr}}});
+  return j;
+}
+
+std::string ResponseWriter::sse_delta(const StreamEvent& ev) {
+  if (ep_ == Endpoint::chat) {
+    const Parsed p = parse(ev.text);
+    if (p.reasoning.empty() && p.content.empty() && p.calls.empty() && ev.logprobs.empty()) return "";
+    return sse(chat_delta_chunk(p, ev.logprobs));
+  }
+  json j = chunk_base();
+  j["choices"] = json::array({{{"index", 0}, {"text", ev.text}, {"logprobs", logprobs_json(ev.logprobs)},
+                               {"finish_reason", nullptr}}});
   return sse(j);
 }
 
 std::string ResponseWriter::sse_finish(const StreamEvent& f) {
   std::string out;
-  if (reasoning_) {  // a partial tag held back at the end is text after all
-    const ReasoningSplitter::Out o = reasoning_->flush();
-    if (!o.reasoning.empty() || !o.content.empty()) {
-      json j = chunk_base();
-      json delta = json::object();
-      if (!o.reasoning.empty()) delta["reasoning_content"] = o.reasoning;
-      if (!o.content.empty()) delta["content"] = o.content;
-      j["choices"] = json::array({{{"index", 0}, {"delta", delta}, {"logprobs", nullptr}, {"finish_reason", nullptr}}});
-      out += sse(j);
-    }
+  if (ep_ == Endpoint::chat) {  // text held back by the parsers is released now
+    const Parsed p = parse_flush();
+    if (!p.reasoning.empty() || !p.content.empty() || !p.calls.empty()) out += sse(chat_delta_chunk(p, {}));
   }
   json j = chunk_base();
-  json choice = {{"index", 0}, {"logprobs", nullptr}, {"finish_reason", finish_name(f.finish)}};
+  json choice = {{"index", 0}, {"logprobs", nullptr}, {"finish_reason", finish_reason(f)}};
   if (ep_ == Endpoint::chat) choice["delta"] = json::object();
   else choice["text"] = "";
   j["choices"] = json::array({choice});
@@ -313,10 +460,11 @@ std::string ResponseWriter::sse_finish(const StreamEvent& f) {
 }
 
 void ResponseWriter::add(const StreamEvent& ev) {
-  if (reasoning_) {
-    const ReasoningSplitter::Out o = reasoning_->push(ev.text);
-    reasoning_text_ += o.reasoning;
-    text_ += o.content;
+  if (ep_ == Endpoint::chat) {
+    Parsed p = parse(ev.text);
+    reasoning_text_ += p.reasoning;
+    text_ += p.content;
+    for (ToolCall& c : p.calls) calls_.push_back(std::move(c));
   } else {
     text_ += ev.text;
   }
@@ -324,16 +472,27 @@ void ResponseWriter::add(const StreamEvent& ev) {
 }
 
 std::string ResponseWriter::full(const StreamEvent& f) {
-  if (reasoning_) {
-    const ReasoningSplitter::Out o = reasoning_->flush();
-    reasoning_text_ += o.reasoning;
-    text_ += o.content;
+  if (ep_ == Endpoint::chat) {
+    Parsed p = parse_flush();
+    reasoning_text_ += p.reasoning;
+    text_ += p.content;
+    for (ToolCall& c : p.calls) calls_.push_back(std::move(c));
   }
-  json choice = {{"index", 0}, {"logprobs", logprobs_json(logprobs_)}, {"finish_reason", finish_name(f.finish)}};
-  if (ep_ == Endpoint::chat) choice["message"] = {{"role", "assistant"}, {"content", text_}};
-  if (ep_ == Endpoint::chat && reasoning_)
-    choice["message"]["reasoning_content"] = reasoning_text_.empty() ? json() : json(reasoning_text_);
-  else choice["text"] = text_;
+  json choice = {{"index", 0}, {"logprobs", logprobs_json(logprobs_)}, {"finish_reason", finish_reason(f)}};
+  if (ep_ == Endpoint::chat) {
+    json msg = {{"role", "assistant"}, {"content", text_.empty() && !calls_.empty() ? json() : json(text_)}};
+    if (reasoning_) msg["reasoning_content"] = reasoning_text_.empty() ? json() : json(reasoning_text_);
+    if (!calls_.empty()) {
+      json calls = json::array();
+      for (const ToolCall& c : calls_)
+        calls.push_back({{"id", random_id("call_")}, {"type", "function"},
+                         {"function", {{"name", c.name}, {"arguments", c.arguments}}}});
+      msg["tool_calls"] = std::move(calls);
+    }
+    choice["message"] = std::move(msg);
+  } else {
+    choice["text"] = text_;
+  }
   json j = {{"id", id_}, {"object", ep_ == Endpoint::chat ? "chat.completion" : "text_completion"},
             {"created", created_}, {"model", model_}, {"choices", json::array({choice})}, {"usage", usage_json(f)}};
   return dump(j);

@@ -1,6 +1,9 @@
 // The OpenAI API as data: request bodies (JSON) checked and turned into GenRequests, engine events turned into
 // response bodies and server-sent-event chunks, and the error body {"error": {message, type, param, code}}.
 // No I/O and no threads here. Every rejected request throws ApiError with its HTTP status and the offending param.
+// Chat output goes through two parsers in this order: tool calls (when the request offers tools and lets the model
+// call them) out of the raw text, then the reasoning split of the remaining text — so that a call written before
+// </think> closes is still a call.
 #pragma once
 #include <cstdint>
 #include <optional>
@@ -15,6 +18,7 @@
 #include "runtime/tokenizer.h"
 #include "server/queue.h"
 #include "server/reasoning.h"
+#include "server/tool_calls.h"
 
 namespace hlwq::server {
 
@@ -32,6 +36,7 @@ struct ApiContext {
   const Tokenizer* tok = nullptr;
   const ChatTemplate* chat = nullptr;
   bool reasoning_parser = false;  // --reasoning-parser qwen3: <think>…</think> goes to reasoning_content
+  ToolCallFormat tool_parser = ToolCallFormat::any;  // --tool-call-parser: the forms of tool call recognised
 };
 
 enum class Endpoint { chat, completions };
@@ -42,6 +47,9 @@ struct ApiRequest {
   bool stream = false, include_usage = false;
   // Chat with the reasoning parser on: whether generation starts inside <think> (the prompt opened it).
   std::optional<bool> reasoning_starts_open;
+  // Chat with tools and tool_choice "auto": the calls in the output are parsed (with these tools' schemas).
+  std::optional<ToolCallFormat> tool_format;
+  std::vector<ToolSpec> tools;
 };
 
 ApiRequest parse_request(Endpoint ep, std::string_view body, const ApiContext& ctx);
@@ -61,14 +69,24 @@ class ResponseWriter {
   std::string full(const StreamEvent& finish);
 
  private:
-  nlohmann::json chunk_base() const;
-  nlohmann::json logprobs_json(const std::vector<TokenLogprob>& lp) const;
+  struct Parsed {
+    std::string reasoning, content;
+    std::vector<ToolCall> calls;
+  };
+  Parsed parse(std::string_view text);  // through the tool-call parser, then the reasoning split
+  Parsed parse_flush();
+  nlohmann::ordered_json chunk_base() const;
+  nlohmann::ordered_json chat_delta_chunk(const Parsed& p, const std::vector<TokenLogprob>& lp);
+  nlohmann::ordered_json logprobs_json(const std::vector<TokenLogprob>& lp) const;
+  std::string finish_reason(const StreamEvent& f) const;
   Endpoint ep_;
   bool include_usage_, want_logprobs_;
   std::string id_, model_;
   int64_t created_;
   std::optional<ReasoningSplitter> reasoning_;
+  std::optional<ToolCallParser> tool_parser_;
   std::string text_, reasoning_text_;
+  std::vector<ToolCall> calls_;  // every call so far (streamed ones too: their count is the next index)
   std::vector<TokenLogprob> logprobs_;
 };
 

@@ -77,13 +77,22 @@ bool RequestQueue::finished() const {
   return draining_ && waiting_.empty();
 }
 
-void RequestQueue::set_engine_state(int64_t running, int64_t kv_blocks_used) {
+void RequestQueue::set_engine_state(int64_t running, int64_t kv_blocks_used, int64_t kv_blocks_cached,
+                                    int64_t cached_seqs) {
   {
     std::lock_guard lk(mu_);
     running_ = running;
     kv_used_ = kv_blocks_used;
+    kv_cached_ = kv_blocks_cached;
+    cached_seqs_ = cached_seqs;
   }
   idle_cv_.notify_all();
+}
+
+void RequestQueue::record_prefix(int64_t prompt_tokens, int64_t reused_tokens) {
+  std::lock_guard lk(mu_);
+  prefix_queries_ += uint64_t(prompt_tokens);
+  prefix_hits_ += uint64_t(reused_tokens);
 }
 
 void RequestQueue::record_token(bool first, double seconds) {
@@ -160,6 +169,18 @@ std::string RequestQueue::render_metrics() const {
   line("# HELP hlwq_kv_usage_ratio Fraction of the KV pool in use.");
   line("# TYPE hlwq_kv_usage_ratio gauge");
   line("hlwq_kv_usage_ratio {}", kv_total_ > 0 ? double(kv_used_) / double(kv_total_) : 0.0);
+  line("# HELP hlwq_kv_blocks_cached KV cache blocks held by prefix-cached sequences (included in used).");
+  line("# TYPE hlwq_kv_blocks_cached gauge");
+  line("hlwq_kv_blocks_cached {}", kv_cached_);
+  line("# HELP hlwq_prefix_cache_sequences Finished sequences kept for requests that continue them.");
+  line("# TYPE hlwq_prefix_cache_sequences gauge");
+  line("hlwq_prefix_cache_sequences {}", cached_seqs_);
+  line("# HELP hlwq_prefix_cache_queries_total Prompt tokens looked up in the prefix cache.");
+  line("# TYPE hlwq_prefix_cache_queries_total counter");
+  line("hlwq_prefix_cache_queries_total {}", prefix_queries_);
+  line("# HELP hlwq_prefix_cache_hits_total Prompt tokens found in the prefix cache (not prefilled again).");
+  line("# TYPE hlwq_prefix_cache_hits_total counter");
+  line("hlwq_prefix_cache_hits_total {}", prefix_hits_);
   return s;
 }
 
