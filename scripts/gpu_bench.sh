@@ -46,7 +46,7 @@ import json, pathlib, sys
 rows = []
 for f in sorted(pathlib.Path(sys.argv[1]).glob("*.json")):
     if f.stat().st_size == 0: continue
-    j = json.loads(f.read_text())
+    j, _ = json.JSONDecoder().raw_decode(f.read_text())
     c, p, d = j["ceilings"], j["prefill"], j["decode"]
     ec = d.get("expert_cache", {})
     print(f"{f.stem:<16} B={d['batch']:<2} decode {d['tok_s']:8.1f} tok/s ({d['step_ms']:6.2f} ms/step, SoL "
