@@ -41,7 +41,7 @@ class Loader {
     w.embed = float_tensor(prefix_ + kEmbedTokens, {V, H});
     w.final_norm = vec(prefix_ + kFinalNorm, {H});
     if (c_.tie_word_embeddings) {
-      w.lm_head = LinearWeight{prefix_ + "embed_tokens", LinearFormat::dense, V, H, w.embed, {}, {}};
+      w.lm_head = LinearWeight{prefix_ + "embed_tokens", LinearFormat::dense, V, H, w.embed, {}, {}, {}};
       if (ck_.has(std::string(kLmHead) + ".weight")) used_.insert(std::string(kLmHead) + ".weight");
     } else {
       w.lm_head = linear(kLmHead, V, H);
@@ -181,9 +181,9 @@ class Loader {
       ExpertWeights& x = m.experts[size_t(e)];
       const size_t gu_off = size_t(e * 2 * I * H) * es;
       const std::string n = fmt::format("{}mlp.experts.{}.", at, e);
-      x.gate_proj = {n + "gate_proj", LinearFormat::dense, I, H, sub(gu, gu_off, {I, H}), {}, {}};
-      x.up_proj = {n + "up_proj", LinearFormat::dense, I, H, sub(gu, gu_off + size_t(I * H) * es, {I, H}), {}, {}};
-      x.down_proj = {n + "down_proj", LinearFormat::dense, H, I, sub(dn, size_t(e * H * I) * ds, {H, I}), {}, {}};
+      x.gate_proj = {n + "gate_proj", LinearFormat::dense, I, H, sub(gu, gu_off, {I, H}), {}, {}, {}};
+      x.up_proj = {n + "up_proj", LinearFormat::dense, I, H, sub(gu, gu_off + size_t(I * H) * es, {I, H}), {}, {}, {}};
+      x.down_proj = {n + "down_proj", LinearFormat::dense, H, I, sub(dn, size_t(e * H * I) * ds, {H, I}), {}, {}, {}};
     }
   }
 
@@ -197,7 +197,7 @@ class Loader {
       ExpertWeights& x = m.experts[size_t(e)];
       const std::string n = fmt::format("{}mlp.experts.{}.", at, e);
       auto lin = [&](const char* proj, const HlwqMatrixView& v, int64_t r0, int64_t rows, int64_t cols) {
-        LinearWeight lw{n + proj, LinearFormat::hlwq, rows, cols, {}, {}, {}};
+        LinearWeight lw{n + proj, LinearFormat::hlwq, rows, cols, {}, {}, {}, {}};
         lw.hlwq = v.rows(r0, rows);
         return lw;
       };

@@ -9,7 +9,8 @@
 // Both leave the weights in a fixed order inside each chunk of 32 (or 8) inputs; rather than shuffle every
 // weight back, prepare() stores the rotated activations in that same order, once per call.
 // All headers come before the target pragma, so no inline library code is compiled for AVX2 and then shared
-// with portable callers.
+// with portable callers. Clang ignores GCC's target pragma; its own attribute pragma gives every function below
+// (members and templates included) the same target.
 #include <immintrin.h>
 
 #include <cstdint>
@@ -18,8 +19,12 @@
 #include "quant/hadamard.h"
 #include "quant/hlwq_linear.h"
 
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
+#else
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c")
+#endif
 
 namespace hlwq {
 namespace {
@@ -420,4 +425,8 @@ const HlwqKernels& hlwq_kernels_avx2() { return kAvx2; }
 
 }  // namespace hlwq
 
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
 #pragma GCC pop_options
+#endif

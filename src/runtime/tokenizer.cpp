@@ -285,7 +285,7 @@ Tokenizer Tokenizer::from_json_text(std::string_view json_text, const std::strin
   json j;
   try {
     j = json::parse(json_text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, and out_of_range for a number like 1e999 (fuzz_tokenizer_json)
     fail("{}: not valid JSON ({})", origin, e.what());
   }
   try {

@@ -6,6 +6,8 @@
 #include <fmt/format.h>
 
 #include "core/error.h"
+#include "io/json_util.h"
+#include "io/read_file.h"
 #include "runtime/chat_encode.h"
 #include "runtime/utf8_stream.h"
 
@@ -183,6 +185,14 @@ std::string error_body(const ApiError& e) {
 }
 
 ApiRequest parse_request(Endpoint ep, std::string_view text, const ApiContext& ctx) {
+  // nlohmann's parser is iterative, but copying a value recurses once per level: a body nested ~30,000 deep
+  // (60 KB of brackets in a message's content) overflowed the stack and killed the server. No request nests
+  // legitimately beyond ~10 levels; the cap is the one every JSON file hlwq reads has.
+  try {
+    json_check_depth(text.data(), text.data() + text.size(), kMaxJsonNesting, "the request body");
+  } catch (const Error& e) {
+    bad("", e.what());
+  }
   json body = json::parse(text, nullptr, false);
   if (body.is_discarded()) bad("", "the request body is not valid JSON");
   if (!body.is_object()) bad("", fmt::format("the request body must be a JSON object, got {}", body.type_name()));

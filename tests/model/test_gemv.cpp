@@ -196,9 +196,10 @@ TEST(Gemv, LinearForwardDecodeParallel) {
   const Int4Rows q = make_int4(r, out, in);
   std::vector<uint16_t> scale_bf16(q.scale.size());
   for (size_t i = 0; i < q.scale.size(); ++i) scale_bf16[i] = f32_to_bf16(q.scale[i]);  // exact: made from bf16
-  const LinearWeight dense{"test.dense", LinearFormat::dense, out, in, {DType::BF16, {out, in}, b.w.data()}, {}, {}};
+  const LinearWeight dense{"test.dense", LinearFormat::dense, out, in, {DType::BF16, {out, in}, b.w.data()}, {}, {}, {}};
   const LinearWeight int4{"test.int4", LinearFormat::u4b8_g128, out, in, {},
-                          {DType::I32, {out, in / 8}, q.packed.data()}, {DType::BF16, {out, in / 128}, scale_bf16.data()}};
+                          {DType::I32, {out, in / 8}, q.packed.data()}, {DType::BF16, {out, in / 128}, scale_bf16.data()},
+                          {}};
   for (const CpuKernels* k : kernel_sets())
     for (int64_t T : {int64_t(1), int64_t(2), int64_t(3), int64_t(4), int64_t(7), kGemvMaxTokens}) {
       Io io(r, T, in, out);

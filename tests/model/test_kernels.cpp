@@ -41,7 +41,7 @@ OwnedLinear make_dense(Rng& r, int64_t out, int64_t in) {
     o.w_bf16[i] = f32_to_bf16(r.normal());
     o.deq[i] = bf16_to_f32(o.w_bf16[i]);
   }
-  o.lw = {"test.dense", LinearFormat::dense, out, in, {DType::BF16, {out, in}, o.w_bf16.data()}, {}, {}};
+  o.lw = {"test.dense", LinearFormat::dense, out, in, {DType::BF16, {out, in}, o.w_bf16.data()}, {}, {}, {}};
   return o;
 }
 
@@ -59,7 +59,7 @@ OwnedLinear make_int4(Rng& r, int64_t out, int64_t in) {
       o.deq[size_t(n * in + k)] = q * double(bf16_to_f32(o.scale[size_t(n * in / 128 + k / 128)]));
     }
   o.lw = {"test.int4", LinearFormat::u4b8_g128, out, in, {}, {DType::I32, {out, in / 8}, o.packed.data()},
-          {DType::BF16, {out, in / 128}, o.scale.data()}};
+          {DType::BF16, {out, in / 128}, o.scale.data()}, {}};
   return o;
 }
 

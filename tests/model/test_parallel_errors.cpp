@@ -17,7 +17,8 @@ namespace {
 constexpr int64_t kUnallocatableIn = int64_t(1) << 44;
 
 LinearWeight unallocatable_linear() {
-  return {"test.huge", LinearFormat::dense, 1, kUnallocatableIn, {DType::F32, {1, kUnallocatableIn}, nullptr}, {}, {}};
+  return {"test.huge", LinearFormat::dense, 1, kUnallocatableIn, {DType::F32, {1, kUnallocatableIn}, nullptr}, {}, {},
+          {}};
 }
 
 TEST(ParallelErrors, FirstExceptionReachesTheCaller) {

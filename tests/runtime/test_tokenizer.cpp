@@ -296,6 +296,18 @@ TEST(TokenizerSynthetic, LoaderErrors) {
   EXPECT_THROW(Tokenizer::from_file("/nonexistent/tokenizer.json"), Error);
 }
 
+// Found by fuzz_tokenizer_json: a number too large for a double (here a vocab id) made nlohmann's parser throw
+// out_of_range, which is not a parse_error and escaped the loader as a foreign exception.
+TEST(TokenizerSynthetic, NumberOverflowIsALoadError) {
+  std::string text = tiny_tokenizer({"ab"}, json::array()).dump();
+  const std::string key = "\"ab\":";
+  const size_t at = text.find(key);
+  ASSERT_NE(at, std::string::npos);
+  const size_t end = text.find_first_of(",}", at);
+  text.replace(at + key.size(), end - at - key.size(), "1e999");
+  expect_load_error(text, "not valid JSON");
+}
+
 // Ids from the file index id_bytes: a negative id used to write out of bounds and a huge one to resize to
 // gigabytes. Both must be refused with the file and token named, for vocab and added_tokens alike.
 TEST(TokenizerSynthetic, OutOfRangeIdsAreRefused) {
