@@ -62,9 +62,17 @@ void run_engine(Model& model, const Tokenizer& tok, const EngineConfig& cfg, Req
   std::vector<std::unique_ptr<Running>> run;
   PrefixCache cache;
   // Pool use for /metrics: all KV blocks in use, and those held by cached sequences.
+  // The expert-cache counters cost a device read on the GPU: published at most every 250 ms while requests run,
+  // and whenever the batch is empty (so an idle server shows the final counts).
+  Clock::time_point expert_cache_published{};
   auto report = [&] {
     queue.set_engine_state(int64_t(run.size()), model.pool().config().kv_blocks - model.pool().free_blocks(),
                            cache.kv_blocks(model.pool()), int64_t(cache.size()));
+    const auto now = Clock::now();
+    if (run.empty() || now - expert_cache_published >= std::chrono::milliseconds(250)) {
+      if (const auto st = model.expert_cache_stats()) queue.set_expert_cache(*st);
+      expert_cache_published = now;
+    }
   };
   // Done requests leave the batch; those that finished normally leave their sequence to the cache.
   auto retire = [&] {

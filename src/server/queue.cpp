@@ -89,6 +89,11 @@ void RequestQueue::set_engine_state(int64_t running, int64_t kv_blocks_used, int
   idle_cv_.notify_all();
 }
 
+void RequestQueue::set_expert_cache(const ExpertCacheStats& st) {
+  std::lock_guard lk(mu_);
+  expert_cache_ = st;
+}
+
 void RequestQueue::record_prefix(int64_t prompt_tokens, int64_t reused_tokens) {
   std::lock_guard lk(mu_);
   prefix_queries_ += uint64_t(prompt_tokens);
@@ -181,6 +186,20 @@ std::string RequestQueue::render_metrics() const {
   line("# HELP hlwq_prefix_cache_hits_total Prompt tokens found in the prefix cache (not prefilled again).");
   line("# TYPE hlwq_prefix_cache_hits_total counter");
   line("hlwq_prefix_cache_hits_total {}", prefix_hits_);
+  if (expert_cache_) {
+    const ExpertCacheStats& e = *expert_cache_;
+    auto counter = [&](const char* name, const char* help, int64_t v) {
+      line("# HELP {} {}", name, help);
+      line("# TYPE {} counter", name);
+      line("{} {}", name, v);
+    };
+    counter("hlwq_expert_cache_hits_total", "Routed-expert lookups found in a GPU slot.", e.hits);
+    counter("hlwq_expert_cache_loads_total", "Routed experts copied into a slot (misses admitted).", e.misses);
+    counter("hlwq_expert_cache_streamed_total", "Routed experts read in place from host memory (misses not admitted).",
+            e.streamed);
+    counter("hlwq_expert_cache_bytes_total", "Expert bytes that crossed PCIe (loads and in-place reads).",
+            e.bytes_copied);
+  }
   return s;
 }
 

@@ -1,0 +1,25 @@
+// /metrics text: the expert-cache counters appear exactly when the engine publishes them (offload on), with the
+// published values; without offload none of their lines exist.
+#include <gtest/gtest.h>
+
+#include "server/queue.h"
+
+namespace hlwq::server {
+namespace {
+
+TEST(Metrics, ExpertCacheCountersOnlyWithACache) {
+  RequestQueue q(4, 100);
+  EXPECT_EQ(q.render_metrics().find("hlwq_expert_cache"), std::string::npos);
+  ExpertCacheStats st;
+  st.hits = 70, st.misses = 20, st.streamed = 10, st.bytes_copied = 30 * 1622016;
+  q.set_expert_cache(st);
+  const std::string m = q.render_metrics();
+  EXPECT_NE(m.find("hlwq_expert_cache_hits_total 70\n"), std::string::npos) << m;
+  EXPECT_NE(m.find("hlwq_expert_cache_loads_total 20\n"), std::string::npos) << m;
+  EXPECT_NE(m.find("hlwq_expert_cache_streamed_total 10\n"), std::string::npos) << m;
+  EXPECT_NE(m.find("hlwq_expert_cache_bytes_total 48660480\n"), std::string::npos) << m;
+  EXPECT_NE(m.find("# TYPE hlwq_expert_cache_hits_total counter"), std::string::npos) << m;
+}
+
+}  // namespace
+}  // namespace hlwq::server
