@@ -20,7 +20,7 @@ namespace hlwq {
 namespace {
 
 constexpr int64_t kOut = 48, kIn = 256, kTokens = 1024;
-// GPTQ's gain on strongly correlated inputs is large (measured ~0.3× of RTN's output error here); 0.7 leaves
+// GPTQ's gain on such low-rank inputs is large (measured 0.005-0.016x of the calibration-free output error); 0.7 leaves
 // margin while failing if the error feedback is disabled or miswired (then the ratio is ≈ 1).
 constexpr double kMaxRatioVsRtn = 0.7;
 
