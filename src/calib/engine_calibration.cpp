@@ -57,11 +57,19 @@ std::vector<int32_t> calib_tokens(const CalibOptions& opt) {
              opt.model_dir);
   HLWQ_CHECK(opt.ctx > 0 && opt.tokens > 0, "--calib-ctx {} and --calib-tokens {} must be positive", opt.ctx,
              opt.tokens);
-  std::vector<int32_t> ids = tokenize_corpus(Tokenizer::from_file(tok_path), opt.text);
-  const int64_t windows = std::min<int64_t>(int64_t(ids.size()), opt.tokens) / opt.ctx;
+  const std::vector<int32_t> all = tokenize_corpus(Tokenizer::from_file(tok_path), opt.text);
+  const int64_t avail = int64_t(all.size()) / opt.ctx;  // whole windows in the text
+  const int64_t windows = std::min(avail, opt.tokens / opt.ctx);
   HLWQ_CHECK(windows > 0, "--calib {}: {} tokens (of at most --calib-tokens {}) do not fill one window of "
-             "--calib-ctx {}", opt.text_name, ids.size(), opt.tokens, opt.ctx);
-  ids.resize(size_t(windows * opt.ctx));
+             "--calib-ctx {}", opt.text_name, all.size(), opt.tokens, opt.ctx);
+  // Windows spread evenly over the text: a text that is several corpora back to back (train.txt: documentation,
+  // then Wikipedia) is sampled from all of them, not only from its beginning.
+  std::vector<int32_t> ids;
+  ids.reserve(size_t(windows * opt.ctx));
+  for (int64_t w = 0; w < windows; ++w) {
+    const auto at = all.begin() + (w * avail / windows) * opt.ctx;
+    ids.insert(ids.end(), at, at + opt.ctx);
+  }
   return ids;
 }
 

@@ -1,8 +1,9 @@
 // EngineCalibration: the statistics calibrated quantization needs (quant/calib_stats.h), measured by running the
 // source model itself with hlwq's engine on a calibration text. The text is tokenized like an evaluation text
-// (paragraphs + "\n\n", runtime/evaluate.h), its first `tokens` tokens are cut into windows of `ctx`, and each
-// window runs as a fresh sequence through the CPU backend, whose linear-input tap (backend/cpu/cpu_ctx.h) hands
-// every linear's input rows to an accumulator: H += Xᵀ X in double, one per distinct input (linear_input_key).
+// (paragraphs + "\n\n", runtime/evaluate.h) and cut into windows of `ctx`; `tokens / ctx` of them, spread evenly
+// over the text, each run as a fresh sequence through the CPU backend, whose linear-input tap
+// (backend/cpu/cpu_ctx.h) hands every linear's input rows to an accumulator: H += Xᵀ X in double, one per
+// distinct input (linear_input_key).
 // Inputs are the bf16 model's own ("parallel" calibration: every layer sees unquantized inputs), so one pass
 // serves every layer; collect() runs one pass per call for the linears asked, which bounds memory by what the
 // caller asks for at once (8·in² bytes per distinct input).

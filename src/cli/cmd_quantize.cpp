@@ -23,6 +23,7 @@ Command add_quantize(CLI::App& app) {
     bool quiet = false;
     std::string calib, calib_mem = "8GB", gptq_scales = "during";
     int64_t calib_tokens = 65536, calib_ctx = 512;
+    bool unweighted = false;
   };
   auto a = std::make_shared<Args>();
   sub->add_option("SRC", a->opt.src, "source model directory (config.json + safetensors)")->required();
@@ -62,6 +63,9 @@ Command add_quantize(CLI::App& app) {
       sub->add_option("--gptq-damp", a->opt.gptq.damp, "GPTQ damping, relative to the mean of diag(H)")
           ->check(CLI::Range(1e-6, 10.0))
           ->capture_default_str(),
+      sub->add_flag("--gptq-unweighted-scales", a->unweighted,
+                    "group scales minimize the plain weight error, not the error weighted by each input's "
+                    "importance"),
       sub->add_flag("--act-order", a->opt.gptq.act_order,
                     "GPTQ in order of decreasing input energy (group scales then chosen before the feedback)"),
       sub->add_option("--gptq-scales", a->gptq_scales,
@@ -95,6 +99,7 @@ Command add_quantize(CLI::App& app) {
         usage_fail("--calib: calibrated quantization writes ct-int4 or hlwq, not the seed's hlwq-q5 layout");
       if (method_opt->count() == 0) a->opt.method = Int4Method::mse;
       a->opt.gptq.scales = a->gptq_scales == "before" ? GptqScales::before : GptqScales::during;
+      a->opt.gptq.weighted_scales = !a->unweighted;
       if (a->opt.gptq.act_order && a->gptq_scales == "during" && calib_opts.back()->count() > 0)
         usage_fail("--act-order needs --gptq-scales before (its column order crosses the groups)");
       try {

@@ -55,11 +55,11 @@ class Int4Grid final : public GptqGrid {
  public:
   Int4Grid(int64_t out, int64_t in) : in_(in), ng_(in / kG), scale_(size_t(out * ng_)), sf_(scale_.size()), q_(size_t(out * in)) {}
 
-  void choose_scales(int64_t r0, int64_t nr, int64_t g, const float* wg, int64_t ld) override {
+  void choose_scales(int64_t r0, int64_t nr, int64_t g, const float* wg, int64_t ld, const float* imp) override {
     alignas(64) int8_t tmp[kG];
     for (int64_t r = 0; r < nr; ++r) {
       const size_t i = size_t((r0 + r) * ng_ + g);
-      scale_[i] = int4_mse_group(wg + r * ld, tmp);
+      scale_[i] = int4_mse_group_weighted(wg + r * ld, imp, tmp);
       sf_[i] = bf16_to_f32(scale_[i]);
     }
   }
@@ -89,7 +89,7 @@ class HlwqGrid final : public GptqGrid {
       : nb_(np / kG), cb_(cb), mode_(mode), r16_(size_t(out * nb_)), rsel_(r16_.size()), rval_(r16_.size()),
         codes_(size_t(out * np)) {}
 
-  void choose_scales(int64_t r0, int64_t nr, int64_t g, const float* wg, int64_t ld) override {
+  void choose_scales(int64_t r0, int64_t nr, int64_t g, const float* wg, int64_t ld, const float* imp) override {
     const float* c = cb_.centroids().data();
     alignas(64) float z[kG];
     uint8_t codes[kG];
@@ -105,11 +105,11 @@ class HlwqGrid final : public GptqGrid {
       } else {
         for (int64_t j = 0; j < kG; ++j) z[j] = u[j] * kSqrtG / rl2;
         cb_.nearest_block(z, codes);
-        double uv = 0, vv = 0;
+        double uv = 0, vv = 0;  // least squares, weighted by importance when given
         for (int64_t j = 0; j < kG; ++j) {
-          const double v = double(c[codes[j]]) / double(kSqrtG);
-          uv += double(u[j]) * v;
-          vv += v * v;
+          const double v = double(c[codes[j]]) / double(kSqrtG), wj = imp ? double(imp[j]) : 1.0;
+          uv += wj * double(u[j]) * v;
+          vv += wj * v * v;
         }
         r16_[i] = f32_to_f16(float(uv / std::max(vv, 1e-20)));
         rsel_[i] = f16_to_f32(r16_[i]);
@@ -189,29 +189,35 @@ std::vector<double> hlwq_rotate_hessian(const double* H, int64_t in) {
   return R;
 }
 
-void gptq_quantize(const float* w, int64_t out, int64_t n, const GptqFactor& f, GptqScales scales, GptqGrid& grid) {
+void gptq_quantize(const float* w, int64_t out, int64_t n, const GptqFactor& f, const GptqOptions& opt, GptqGrid& grid) {
   HLWQ_CHECK(f.n == n && f.U.size() == size_t(n * n) && f.perm.size() == size_t(n),
              "gptq_quantize: factor for {} inputs, weight has {}", f.n, n);
   HLWQ_CHECK(out > 0 && n % kG == 0, "gptq_quantize: shape [{}, {}] needs whole groups of {}", out, n, kG);
   bool identity = true;
   for (int64_t j = 0; j < n; ++j) identity &= f.perm[size_t(j)] == j;
   // With act-order the columns of a group are reached at scattered times: its scale must exist before.
-  const bool before = scales == GptqScales::before || !identity;
+  const bool before = opt.scales == GptqScales::before || !identity;
   const Eigen::Map<const MatF> U(f.U.data(), n, n);
+  std::vector<float> imp;  // [n] input order: 1/U_jj² of the column's working position
+  if (opt.weighted_scales) {
+    imp.resize(size_t(n));
+    for (int64_t j = 0; j < n; ++j) imp[size_t(f.perm[size_t(j)])] = 1.0f / (U(j, j) * U(j, j));
+  }
+  auto imp_of = [&](int64_t g) { return imp.empty() ? nullptr : imp.data() + g * kG; };
   const int64_t n_chunks = (out + kRowChunk - 1) / kRowChunk;
   ParallelErrors errs;
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t ch = 0; ch < n_chunks; ++ch) errs.run([&] {
     const int64_t r0 = ch * kRowChunk, R = std::min(kRowChunk, out - r0);
     if (before)
-      for (int64_t g = 0; g < n / kG; ++g) grid.choose_scales(r0, R, g, w + r0 * n + g * kG, n);
+      for (int64_t g = 0; g < n / kG; ++g) grid.choose_scales(r0, R, g, w + r0 * n + g * kG, n, imp_of(g));
     MatF W(R, n);  // [R, n] the chunk's rows, columns in working order, updated as errors feed forward
     for (int64_t r = 0; r < R; ++r)
       for (int64_t j = 0; j < n; ++j) W(r, j) = w[(r0 + r) * n + f.perm[size_t(j)]];
     MatF E(R, kG);  // [R, block] scaled errors of the block's columns
     for (int64_t b0 = 0; b0 < n; b0 += kG) {
       const int64_t b1 = std::min(n, b0 + kG), nb = b1 - b0;
-      if (!before) grid.choose_scales(r0, R, b0 / kG, W.data() + b0, n);  // identity order: block = group
+      if (!before) grid.choose_scales(r0, R, b0 / kG, W.data() + b0, n, imp_of(b0 / kG));  // block = group
       for (int64_t j = b0; j < b1; ++j) {
         const int64_t col = f.perm[size_t(j)];
         const float d = U(j, j);
@@ -228,11 +234,11 @@ void gptq_quantize(const float* w, int64_t out, int64_t n, const GptqFactor& f, 
   errs.rethrow();
 }
 
-Int4Result gptq_int4(const float* w, int64_t out, int64_t in, const GptqFactor& f, GptqScales scales) {
+Int4Result gptq_int4(const float* w, int64_t out, int64_t in, const GptqFactor& f, const GptqOptions& opt) {
   HLWQ_CHECK(out > 0 && in > 0 && in % kG == 0, "gptq_int4: shape [{}, {}] needs in % {} == 0", out, in, kG);
   HLWQ_CHECK(all_finite(w, out * in), "gptq_int4: non-finite weight in [{}, {}]", out, in);
   Int4Grid grid(out, in);
-  gptq_quantize(w, out, in, f, scales, grid);
+  gptq_quantize(w, out, in, f, opt, grid);
   Int4Result r;
   r.out = out;
   r.in = in;
@@ -249,7 +255,7 @@ Int4Result gptq_int4(const float* w, int64_t out, int64_t in, const GptqFactor& 
   return r;
 }
 
-HlwqPacked gptq_hlwq(const float* w, int64_t out, int64_t in, const GptqFactor& f, GptqScales scales,
+HlwqPacked gptq_hlwq(const float* w, int64_t out, int64_t in, const GptqFactor& f, const GptqOptions& opt,
                      const HlwqCodebook& cb, int bits, HlwqScale mode) {
   HLWQ_CHECK(out > 0 && in > 0, "gptq_hlwq: bad shape [{}, {}]", out, in);
   HLWQ_CHECK(bits >= 2 && bits <= 8 && cb.n_levels() == (1 << bits),
@@ -262,7 +268,7 @@ HlwqPacked gptq_hlwq(const float* w, int64_t out, int64_t in, const GptqFactor& 
     fwht128_batch(wr.data() + o * np, nb);
   }
   HlwqGrid grid(out, np, cb, mode);
-  gptq_quantize(wr.data(), out, np, f, scales, grid);
+  gptq_quantize(wr.data(), out, np, f, opt, grid);
   HlwqPacked r;
   r.out = out;
   r.in = in;

@@ -30,6 +30,9 @@ struct GptqOptions {
   double damp = 0.01;      // λ, relative to mean(diag H); raised ×10 (up to 3 times) when H is not positive definite
   bool act_order = false;  // columns in order of decreasing H_ii (implies GptqScales::before)
   GptqScales scales = GptqScales::during;
+  // Group scales minimize the error weighted by each column's importance 1/[H⁻¹]_jj = 1/U_jj² (what quantizing
+  // column j costs once the later columns have compensated, GPTQ's own loss); off: the plain weight error.
+  bool weighted_scales = true;
 };
 
 // What GPTQ needs of one input's statistics, prepared once and shared by every linear reading that input.
@@ -52,20 +55,21 @@ std::vector<double> hlwq_rotate_hessian(const double* H, int64_t in);
 class GptqGrid {
  public:
   virtual ~GptqGrid() = default;
-  // Fixes the scales of group g for rows [r0, r0 + nr) from wg [nr, 128] (row stride ld): the group's columns.
-  virtual void choose_scales(int64_t r0, int64_t nr, int64_t g, const float* wg, int64_t ld) = 0;
+  // Fixes the scales of group g for rows [r0, r0 + nr) from wg [nr, 128] (row stride ld): the group's columns,
+  // with their importances imp[128] (nullptr: all equal).
+  virtual void choose_scales(int64_t r0, int64_t nr, int64_t g, const float* wg, int64_t ld, const float* imp) = 0;
   // The grid value nearest v at (row, col) with that group's scale; records the code. Called after choose_scales
   // for the group; concurrent calls touch distinct rows.
   virtual float quantize(int64_t row, int64_t col, float v) = 0;
 };
 
 // w [out, n] (input order) → every element quantized on `grid`, error fed forward through f.
-void gptq_quantize(const float* w, int64_t out, int64_t n, const GptqFactor& f, GptqScales scales, GptqGrid& grid);
+void gptq_quantize(const float* w, int64_t out, int64_t n, const GptqFactor& f, const GptqOptions& opt, GptqGrid& grid);
 
 // Compressed-tensors INT4 via GPTQ: same layout and scale rule as quantize_int4(Int4Method::mse) (in % 128 == 0).
-Int4Result gptq_int4(const float* w, int64_t out, int64_t in, const GptqFactor& f, GptqScales scales);
+Int4Result gptq_int4(const float* w, int64_t out, int64_t in, const GptqFactor& f, const GptqOptions& opt);
 // Native HLWQ via GPTQ in the rotated domain: f from hlwq_rotate_hessian; lsb_first packing (hlwq's format).
-HlwqPacked gptq_hlwq(const float* w, int64_t out, int64_t in, const GptqFactor& f, GptqScales scales,
+HlwqPacked gptq_hlwq(const float* w, int64_t out, int64_t in, const GptqFactor& f, const GptqOptions& opt,
                      const HlwqCodebook& cb, int bits, HlwqScale mode);
 
 // Output error Σ_rows (ŵ − w)ᵀ H (ŵ − w) and Σ_rows wᵀ H w: what GPTQ minimizes (the linear's squared output

@@ -154,7 +154,7 @@ struct Executor {
         Int4Result q;
         WeightError out_err;
         try {
-          q = cal.gptq ? gptq_int4(w.data(), out, in, factor_for(*cal.st), opt.gptq.scales)
+          q = cal.gptq ? gptq_int4(w.data(), out, in, factor_for(*cal.st), opt.gptq)
                        : quantize_int4(opt.method, w.data(), out, in);
           if (cal.st) {
             std::vector<float> deq(w.size());
@@ -185,7 +185,7 @@ struct Executor {
     HlwqPacked q;
     WeightError out_err;
     try {
-      q = cal.gptq ? gptq_hlwq(w, out, in, factor_for(*cal.st), opt.gptq.scales, *cb, opt.hlwq_bits, opt.hlwq_scale)
+      q = cal.gptq ? gptq_hlwq(w, out, in, factor_for(*cal.st), opt.gptq, *cb, opt.hlwq_bits, opt.hlwq_scale)
                    : hlwq_quantize_matrix(w, out, in, *cb, q5 ? kSeedQ5Bits : opt.hlwq_bits, order,
                                           q5 ? HlwqScale::l2_norm : opt.hlwq_scale);
       if (cal.st) {
@@ -394,9 +394,10 @@ std::string format_calibration(const QuantizeReport& r, const QuantizeOptions& o
       "calibration: {} tokens ({} windows of {}) of {}, {} pass{}, {} (quantization {}), statistics held at most {}\n",
       c.tokens, c.windows, c.ctx, c.text, c.passes, c.passes == 1 ? "" : "es", format_duration(c.seconds),
       format_duration(r.quantize_seconds), format_bytes(double(c.peak_stats_bytes)));
-  s += fmt::format("GPTQ: damp {}, act-order {}, group scales {} the feedback; fallback below {} tokens: {}\n",
+  s += fmt::format("GPTQ: damp {}, act-order {}, group scales {} the feedback ({}); fallback below {} tokens: {}\n",
                    opt.gptq.damp, opt.gptq.act_order ? "on" : "off",
                    opt.gptq.act_order || opt.gptq.scales == GptqScales::before ? "before" : "during",
+                   opt.gptq.weighted_scales ? "importance-weighted" : "unweighted",
                    opt.calib_min_tokens,
                    opt.format == QuantFormat::ct_int4 ? fmt::format("ct-int4 {}", int4_method_name(opt.method))
                                                       : std::string("the HLWQ codec"));

@@ -82,7 +82,8 @@ TEST(Gptq, Int4BeatsRtnOnCorrelatedInputs) {
   for (const bool act_order : {false, true}) {
     GptqOptions o;
     o.act_order = act_order;
-    const Int4Result q = gptq_int4(w.data(), kOut, kIn, gptq_factor(H.data(), kIn, o), o.scales);
+    o.weighted_scales = !act_order;  // both scale rules take part
+    const Int4Result q = gptq_int4(w.data(), kOut, kIn, gptq_factor(H.data(), kIn, o), o);
     const double g = output_error(w.data(), dequant(q).data(), kOut, kIn, H.data()).rel();
     EXPECT_LT(g, kMaxRatioVsRtn * rtn) << "act_order " << act_order << ": gptq " << g << " vs mse " << rtn;
     // the error sums the pipeline reports are those of the stored bytes
@@ -96,7 +97,8 @@ TEST(Gptq, Int4WithIdentityHessianIsRtn) {
   for (const GptqScales s : {GptqScales::during, GptqScales::before}) {
     GptqOptions o;
     o.scales = s;
-    const Int4Result g = gptq_int4(w.data(), kOut, kIn, gptq_factor(H.data(), kIn, o), s);
+    o.weighted_scales = false;  // with H = I the importances are equal anyway, but sums in another order may tie-break
+    const Int4Result g = gptq_int4(w.data(), kOut, kIn, gptq_factor(H.data(), kIn, o), o);
     const Int4Result r = quantize_int4(Int4Method::mse, w.data(), kOut, kIn);
     EXPECT_EQ(g.packed, r.packed);
     EXPECT_EQ(g.scale, r.scale);
@@ -113,7 +115,7 @@ TEST(Gptq, HlwqBeatsCodecOnCorrelatedInputs) {
     const HlwqPacked base = hlwq_quantize_matrix(w.data(), kOut, in, cb, 4, HlwqBitOrder::lsb_first, mode);
     const double e0 = output_error(w.data(), dequant(base, cb).data(), kOut, in, H.data()).rel();
     GptqOptions o;
-    const HlwqPacked q = gptq_hlwq(w.data(), kOut, in, gptq_factor(Hr.data(), 256, o), o.scales, cb, 4, mode);
+    const HlwqPacked q = gptq_hlwq(w.data(), kOut, in, gptq_factor(Hr.data(), 256, o), o, cb, 4, mode);
     const double e1 = output_error(w.data(), dequant(q, cb).data(), kOut, in, H.data()).rel();
     EXPECT_LT(e1, kMaxRatioVsRtn * e0) << "mode " << int(mode) << ": gptq " << e1 << " vs codec " << e0;
   }
@@ -125,8 +127,7 @@ TEST(Gptq, HlwqWithIdentityHessianIsTheCodec) {
   const auto H = identity(kIn);
   const HlwqPacked base = hlwq_quantize_matrix(w.data(), kOut, kIn, cb, 4, HlwqBitOrder::lsb_first, HlwqScale::l2_norm);
   GptqOptions o;
-  const HlwqPacked q = gptq_hlwq(w.data(), kOut, kIn, gptq_factor(H.data(), kIn, o), o.scales, cb, 4,
-                                 HlwqScale::l2_norm);
+  const HlwqPacked q = gptq_hlwq(w.data(), kOut, kIn, gptq_factor(H.data(), kIn, o), o, cb, 4, HlwqScale::l2_norm);
   EXPECT_EQ(q.norms, base.norms);
   std::vector<uint8_t> a(size_t(kOut * kIn)), b(a.size());
   hlwq_unpack_codes(q.codes.data(), int64_t(a.size()), 4, HlwqBitOrder::lsb_first, a.data());
@@ -144,10 +145,10 @@ TEST(Gptq, RefusesBadStatistics) {
   EXPECT_THROW(gptq_factor(H.data(), 128, {}), Error);
   const auto w = test::gaussian_values(4 * 128, 1);
   const GptqFactor f = gptq_factor(identity(128).data(), 128, {});
-  EXPECT_THROW(gptq_int4(w.data(), 2, 256, f, GptqScales::during), Error);  // factor for 128 inputs, weight has 256
+  EXPECT_THROW(gptq_int4(w.data(), 2, 256, f, {}), Error);  // factor for 128 inputs, weight has 256
   std::vector<float> bad = w;
   bad[7] = INFINITY;
-  EXPECT_THROW(gptq_int4(bad.data(), 4, 128, f, GptqScales::during), Error);
+  EXPECT_THROW(gptq_int4(bad.data(), 4, 128, f, {}), Error);
 }
 
 }  // namespace
