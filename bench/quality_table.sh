@@ -11,7 +11,7 @@
 # env:   TEXTS="pydocs_heldout wiki_test"  MAX_WINDOWS=0 (0: whole text; N: first N windows of 512 tokens)
 #        WINDOWS="wiki_test:100" per-text overrides of MAX_WINDOWS
 #        BUILD=build  WORK=/tmp/hlwq-quality  OUT=QUALITY.md  SPEED=1 (0: skip decode timing)  FORCE=0
-#        CALIB=../shared/corpus/train.txt  CALIB_TOKENS=65536 (calibrated methods: text and tokens)
+#        CALIB=../shared/corpus/train.txt  CALIB_TOKENS=65536  CALIB_ARGS="--gptq-damp 0.1" (calibrated methods)
 # From a fresh clone: scripts/install-deps.sh; cmake -S . -B build -G Ninja; cmake --build build; then this.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -26,6 +26,7 @@ SPEED=${SPEED:-1}
 FORCE=${FORCE:-0}
 CALIB=${CALIB:-$SHARED/corpus/train.txt}
 CALIB_TOKENS=${CALIB_TOKENS:-65536}
+CALIB_ARGS=${CALIB_ARGS:-"--gptq-damp 0.1"}  # measured best of 0.01 and 0.1 (docs/calibration.md)
 for t in $TEXTS; do
   [ "$(realpath "$SHARED/corpus/$t.txt")" != "$(realpath "$CALIB")" ] || { echo "CALIB=$CALIB is an evaluated text" >&2; exit 1; }
 done
@@ -54,8 +55,9 @@ log() { echo "[quality] $*" >&2; }
 # quantize_args METHOD -> the `hlwq quantize` options
 quantize_args() {
   case "$1" in
-    gptq) echo "--format ct-int4 --calib $CALIB --calib-tokens $CALIB_TOKENS" ;;
-    hlwq-[2-8]-gptq) local b=${1#hlwq-}; echo "--format hlwq --bits ${b%-gptq} --calib $CALIB --calib-tokens $CALIB_TOKENS" ;;
+    gptq) echo "--format ct-int4 --calib $CALIB --calib-tokens $CALIB_TOKENS $CALIB_ARGS" ;;
+    hlwq-[2-8]-gptq) local b=${1#hlwq-}
+                     echo "--format hlwq --bits ${b%-gptq} --calib $CALIB --calib-tokens $CALIB_TOKENS $CALIB_ARGS" ;;
     hlwq-[2-8]) echo "--format hlwq --bits ${1#hlwq-}" ;;
     hlwq-[2-8]-l2) local b=${1#hlwq-}; echo "--format hlwq --bits ${b%-l2} --hlwq-scale l2" ;;
     *) echo "--format ct-int4 --method $1" ;;

@@ -36,6 +36,9 @@ struct EngineCalibration::Impl {
   int64_t windows = 0;
   Model model;
   CalibrationSummary sum;
+  std::mutex sub_mu;
+  std::unordered_map<std::string, LinearWeight*> linears;   // every linear of the model's layers, by name
+  std::unordered_map<std::string, std::vector<float>> subs;  // substituted weights [out, in]
 
   Impl(const CalibOptions& o, std::vector<int32_t> tok_ids, Model m)
       : opt(o), ids(std::move(tok_ids)), model(std::move(m)) {}
@@ -89,6 +92,36 @@ EngineCalibration::EngineCalibration(const CalibOptions& opt) {
 }
 
 EngineCalibration::~EngineCalibration() = default;
+
+void EngineCalibration::substitute(const std::string& linear, const float* w, int64_t out, int64_t in) {
+  Impl& m = *impl_;
+  std::lock_guard<std::mutex> lock(m.sub_mu);
+  if (m.linears.empty()) {
+    // The model owns its weights (not const); the CPU backend and its expert provider read these views at every
+    // forward, so repointing one changes what the next pass computes.
+    ModelWeights& mw = const_cast<ModelWeights&>(m.model.weights());
+    auto add = [&](LinearWeight& lw) { m.linears[lw.name] = &lw; };
+    for (LayerWeights& l : mw.layers) {
+      for (LinearWeight* lw : {&l.gdn.in_proj_qkv, &l.gdn.in_proj_z, &l.gdn.in_proj_b, &l.gdn.in_proj_a,
+                               &l.gdn.out_proj, &l.attn.q_proj, &l.attn.k_proj, &l.attn.v_proj, &l.attn.o_proj})
+        if (!lw->name.empty()) add(*lw);
+      for (ExpertWeights* e : {&l.moe.shared}) {
+        if (!l.moe.has_shared) break;
+        add(e->gate_proj), add(e->up_proj), add(e->down_proj);
+      }
+      for (ExpertWeights& e : l.moe.experts) add(e.gate_proj), add(e.up_proj), add(e.down_proj);
+    }
+  }
+  const auto it = m.linears.find(linear);
+  HLWQ_CHECK(it != m.linears.end(), "calibration: the model has no linear {} to substitute", linear);
+  LinearWeight& lw = *it->second;
+  HLWQ_CHECK(lw.out == out && lw.in == in, "calibration: {} is [{}, {}], the substitute [{}, {}]", linear, lw.out,
+             lw.in, out, in);
+  std::vector<float>& buf = m.subs[linear];
+  buf.assign(w, w + out * in);
+  lw.format = LinearFormat::dense;
+  lw.weight = TensorView{DType::F32, {out, in}, buf.data()};
+}
 
 CalibrationSummary EngineCalibration::summary() const { return impl_->sum; }
 

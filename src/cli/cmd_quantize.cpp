@@ -66,6 +66,9 @@ Command add_quantize(CLI::App& app) {
       sub->add_flag("--gptq-unweighted-scales", a->unweighted,
                     "group scales minimize the plain weight error, not the error weighted by each input's "
                     "importance"),
+      sub->add_flag("--calib-sequential", a->opt.calib_sequential,
+                    "one calibration pass per layer on the activations of the model quantized so far (holds the "
+                    "quantized weights in fp32: 4 bytes per parameter)"),
       sub->add_flag("--act-order", a->opt.gptq.act_order,
                     "GPTQ in order of decreasing input energy (group scales then chosen before the feedback)"),
       sub->add_option("--gptq-scales", a->gptq_scales,

@@ -40,6 +40,10 @@ class CalibrationSource {
   // as the plan writes them, e.g. "model.layers.3.mlp.experts.7.down_proj"); a linear the model never ran is
   // absent. Memory: 8·in² bytes per distinct input.
   virtual LinearStatsMap collect(const std::vector<std::string>& linears) = 0;
+  // Sequential calibration: the model runs `linear` with these weights w [out, in] (its quantized values) in the
+  // passes that follow, so later layers are calibrated on the quantized model's activations. May be called from
+  // several threads at once.
+  virtual void substitute(const std::string& linear, const float* w, int64_t out, int64_t in) = 0;
   virtual CalibrationSummary summary() const = 0;
 };
 

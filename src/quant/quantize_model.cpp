@@ -156,10 +156,11 @@ struct Executor {
         try {
           q = cal.gptq ? gptq_int4(w.data(), out, in, factor_for(*cal.st), opt.gptq)
                        : quantize_int4(opt.method, w.data(), out, in);
-          if (cal.st) {
+          if (cal.st || (stats && opt.calib_sequential)) {
             std::vector<float> deq(w.size());
             int4_dequant(q.packed.data(), q.scale.data(), out, in, deq.data());
-            out_err = output_error(w.data(), deq.data(), out, in, cal.st->H.data());
+            if (cal.st) out_err = output_error(w.data(), deq.data(), out, in, cal.st->H.data());
+            if (stats && opt.calib_sequential) opt.calib->substitute(it.out_name, deq.data(), out, in);
           }
         } catch (const Error& e) {  // e.g. a non-finite weight: say which tensor of which file
           fail("{}: tensor {}: {}", src.file_of(it.src_name), it.src_name, e.what());
@@ -188,10 +189,11 @@ struct Executor {
       q = cal.gptq ? gptq_hlwq(w, out, in, factor_for(*cal.st), opt.gptq, *cb, opt.hlwq_bits, opt.hlwq_scale)
                    : hlwq_quantize_matrix(w, out, in, *cb, q5 ? kSeedQ5Bits : opt.hlwq_bits, order,
                                           q5 ? HlwqScale::l2_norm : opt.hlwq_scale);
-      if (cal.st) {
+      if (cal.st || (stats && opt.calib_sequential)) {
         std::vector<float> deq(size_t(out * in));
         hlwq_dequantize_packed(q, *cb, order, deq.data());
-        out_err = output_error(w, deq.data(), out, in, cal.st->H.data());
+        if (cal.st) out_err = output_error(w, deq.data(), out, in, cal.st->H.data());
+        if (stats && opt.calib_sequential) opt.calib->substitute(it.out_name, deq.data(), out, in);
       }
     } catch (const Error& e) {
       fail("{}: tensor {}: {}", src.file_of(it.src_name), it.src_name, e.what());
@@ -253,7 +255,7 @@ std::vector<std::vector<int64_t>> layer_groups(const std::map<int64_t, std::vect
                                                          : uint64_t(in);
       bytes += uint64_t(in) * uint64_t(in) * 8 + n * n * 4;
     }
-    if (groups.empty() || held + bytes > opt.calib_max_bytes) {
+    if (groups.empty() || held + bytes > opt.calib_max_bytes || opt.calib_sequential) {
       groups.emplace_back();
       held = 0;
     }
@@ -394,8 +396,8 @@ std::string format_calibration(const QuantizeReport& r, const QuantizeOptions& o
       "calibration: {} tokens ({} windows of {}) of {}, {} pass{}, {} (quantization {}), statistics held at most {}\n",
       c.tokens, c.windows, c.ctx, c.text, c.passes, c.passes == 1 ? "" : "es", format_duration(c.seconds),
       format_duration(r.quantize_seconds), format_bytes(double(c.peak_stats_bytes)));
-  s += fmt::format("GPTQ: damp {}, act-order {}, group scales {} the feedback ({}); fallback below {} tokens: {}\n",
-                   opt.gptq.damp, opt.gptq.act_order ? "on" : "off",
+  s += fmt::format("GPTQ{}: damp {}, act-order {}, group scales {} the feedback ({}); fallback below {} tokens: {}\n",
+                   opt.calib_sequential ? " (sequential)" : "", opt.gptq.damp, opt.gptq.act_order ? "on" : "off",
                    opt.gptq.act_order || opt.gptq.scales == GptqScales::before ? "before" : "during",
                    opt.gptq.weighted_scales ? "importance-weighted" : "unweighted",
                    opt.calib_min_tokens,

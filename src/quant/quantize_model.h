@@ -44,6 +44,8 @@ struct QuantizeOptions {
   GptqOptions gptq;
   int64_t calib_min_tokens = 128;
   uint64_t calib_max_bytes = uint64_t(8) << 30;  // statistics + factors of one group of layers
+  // One pass per layer, each on the activations of the model quantized so far (CalibrationSource::substitute).
+  bool calib_sequential = false;
 };
 
 struct RoleStats {
