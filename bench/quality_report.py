@@ -229,8 +229,9 @@ if any(m in rows for m in ("gptq", "hlwq-4-gptq")):
     calib = next((open(os.path.join(a.work, "results", m + ".quantize.txt")).read() for m in ("gptq", "hlwq-4-gptq")
                   if os.path.exists(os.path.join(a.work, "results", m + ".quantize.txt"))), "")
     cl = next((l for l in calib.splitlines() if l.startswith("calibration:")), "")
-    w("‡ Calibrated on text the evaluation never sees (docs/calibration.md); from the quantize summary: " +
-      (cl.replace(os.path.dirname(os.path.abspath(a.shared)) + "/", "../") or "—") + ".\n")
+    w("‡ Calibrated on text the evaluation never sees; from the quantize summary: " +
+      (re.sub(r"\S*/corpus/", "../shared/corpus/", cl) or "—") + ". What was chosen, the ablations, and why the")
+    w("issue's goals (calibrated CT INT4 ≤ 0.6×, HLWQ-4 ≤ 0.5× the seed RTN's KL) are missed: docs/calibration.md.\n")
 if any(r["decoded"] for r in rows.values()):
     w("† These rows ran the same codes decoded to dense fp32 weights (`hlwq_dequantize`, exact) on the engine's dense")
     w("path — what quality_table.sh falls back to when the engine of the run could not load the checkpoint natively —")
