@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Writes QUALITY.md from hlwq's own output: for the demo model (models/tiny-moe-dev) and every method — bf16, each
-# compressed-tensors INT4 method, native HLWQ at 3/4/5 bits (least-squares scale, hlwq's default) and the
-# l2-norm variants the independent reference simulates — it quantizes with `hlwq quantize`, runs
-# `hlwq eval kld` against the bf16 model on each text, times decode with hlwq_bench_model, and then
+# compressed-tensors INT4 method, native HLWQ at 3/4/5 bits (least-squares scale, hlwq's default), the
+# l2-norm variants the independent reference simulates, and calibrated (GPTQ) ct-int4 and HLWQ-4 — it quantizes
+# with `hlwq quantize`, runs `hlwq eval kld` against the bf16 model on each text, times decode with hlwq_bench_model, and then
 # bench/quality_report.py assembles the table (bits/weight, size, ppl, Δppl, KL, top-1, relative weight MSE,
 # decode tok/s, the PyTorch reference beside each). Results are cached per method and text under $WORK/results,
 # so a rerun redoes only what is missing (FORCE=1 redoes all).
@@ -11,6 +11,7 @@
 # env:   TEXTS="pydocs_heldout wiki_test"  MAX_WINDOWS=0 (0: whole text; N: first N windows of 512 tokens)
 #        WINDOWS="wiki_test:100" per-text overrides of MAX_WINDOWS
 #        BUILD=build  WORK=/tmp/hlwq-quality  OUT=QUALITY.md  SPEED=1 (0: skip decode timing)  FORCE=0
+#        CALIB=../shared/corpus/train.txt  CALIB_TOKENS=65536  CALIB_ARGS="--gptq-damp 0.1" (calibrated methods)
 # From a fresh clone: scripts/install-deps.sh; cmake -S . -B build -G Ninja; cmake --build build; then this.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -23,10 +24,18 @@ WORK=${WORK:-/tmp/hlwq-quality}
 OUT=${OUT:-QUALITY.md}
 SPEED=${SPEED:-1}
 FORCE=${FORCE:-0}
+CALIB=${CALIB:-$SHARED/corpus/train.txt}
+CALIB_TOKENS=${CALIB_TOKENS:-65536}
+CALIB_ARGS=${CALIB_ARGS:-"--gptq-damp 0.1"}  # measured best of 0.01 and 0.1 (docs/calibration.md)
+for t in $TEXTS; do
+  [ "$(realpath "$SHARED/corpus/$t.txt")" != "$(realpath "$CALIB")" ] || { echo "CALIB=$CALIB is an evaluated text" >&2; exit 1; }
+done
 BASE=models/tiny-moe-dev
 # Order = run order: the rows the reference checks first. bf16's row comes from the base model's figures of the
 # other runs (its KL to itself is 0 by definition), so bf16 only gets a decode timing.
-ALL=(hlwq-4 hlwq-3-l2 hlwq-5-l2 rtn mse rtn-ct hlwq-cascade hlwq-cascade-lm5 hlwq-3 hlwq-5 hlwq-4-l2 bf16)
+# The calibrated methods (gptq, hlwq-4-gptq: docs/calibration.md) calibrate on $CALIB, never on an evaluated text.
+ALL=(hlwq-4 hlwq-3-l2 hlwq-5-l2 rtn mse gptq hlwq-4-gptq rtn-ct hlwq-cascade hlwq-cascade-lm5 hlwq-3 hlwq-5 hlwq-4-l2
+     bf16)
 METHODS=("$@")
 [ ${#METHODS[@]} -gt 0 ] || METHODS=("${ALL[@]}")
 mkdir -p "$WORK/results" "$WORK/models" "$WORK/bin"
@@ -46,6 +55,9 @@ log() { echo "[quality] $*" >&2; }
 # quantize_args METHOD -> the `hlwq quantize` options
 quantize_args() {
   case "$1" in
+    gptq) echo "--format ct-int4 --calib $CALIB --calib-tokens $CALIB_TOKENS $CALIB_ARGS" ;;
+    hlwq-[2-8]-gptq) local b=${1#hlwq-}
+                     echo "--format hlwq --bits ${b%-gptq} --calib $CALIB --calib-tokens $CALIB_TOKENS $CALIB_ARGS" ;;
     hlwq-[2-8]) echo "--format hlwq --bits ${1#hlwq-}" ;;
     hlwq-[2-8]-l2) local b=${1#hlwq-}; echo "--format hlwq --bits ${b%-l2} --hlwq-scale l2" ;;
     *) echo "--format ct-int4 --method $1" ;;

@@ -6,6 +6,7 @@ SUDO=""
 PKGS=(g++ cmake ninja-build pkg-config
       libgtest-dev libgmock-dev libbenchmark-dev
       nlohmann-json3-dev libcli11-dev libfmt-dev libpcre2-dev libutf8proc-dev libcpp-httplib-dev libedit-dev
+      libeigen3-dev  # GPTQ's Cholesky and GEMMs (header-only)
       clang libclang-rt-dev libomp-dev llvm)  # sanitizer + libFuzzer build (SECURITY.md); llvm: llvm-symbolizer
 missing=()
 for p in "${PKGS[@]}"; do

@@ -1,6 +1,7 @@
 // `hlwq quantize SRC DST --format ct-int4 --method M`: bf16 Hugging Face checkpoint -> compressed-tensors INT4;
 // `--format hlwq --bits B`: -> native HLWQ codes; `--format hlwq-q5`: -> the seed's layout. A seed hlwq-q5 SRC
-// converts to ct-int4 the way the seed does (decode to bf16, then the INT4 method).
+// converts to ct-int4 the way the seed does (decode to bf16, then the INT4 method). `--calib FILE`: calibrated
+// quantization (GPTQ with the model's own activations on FILE, docs/calibration.md) for ct-int4 and hlwq.
 #include <cstdio>
 #include <filesystem>
 #include <vector>
@@ -8,6 +9,7 @@
 
 #include "cli/commands.h"
 #include "cli/options.h"
+#include "calib/engine_calibration.h"
 #include "core/error.h"
 #include "quant/quantize_model.h"
 
@@ -19,6 +21,9 @@ Command add_quantize(CLI::App& app) {
     QuantizeOptions opt;
     std::string format = "ct-int4", method = "rtn", hlwq_scale = "ls", max_shard = "5GB";
     bool quiet = false;
+    std::string calib, calib_mem = "8GB", gptq_scales = "during";
+    int64_t calib_tokens = 65536, calib_ctx = 512;
+    bool unweighted = false;
   };
   auto a = std::make_shared<Args>();
   sub->add_option("SRC", a->opt.src, "source model directory (config.json + safetensors)")->required();
@@ -36,13 +41,47 @@ Command add_quantize(CLI::App& app) {
                   "rtn (seed: absmax/7), rtn-ct (absmax/7.5), mse (per-group MSE-optimal scale), "
                   "hlwq-cascade (seed: HLWQ-Q5 -> INT4), hlwq-cascade-lm5 (converged Q5 table)")
       ->capture_default_str();
+  CLI::Option* method_opt = sub->get_option("--method");
+  sub->add_option("--calib", a->calib,
+                  "calibrated quantization (GPTQ) with the model's activations on this text (never an evaluation "
+                  "text); ct-int4 and hlwq; --method is then the fallback (default mse)");
+  std::vector<CLI::Option*> calib_opts = {
+      sub->add_option("--calib-tokens", a->calib_tokens, "calibration tokens (whole windows)")
+          ->check(CLI::Range(int64_t(1), int64_t(1) << 40))
+          ->capture_default_str(),
+      sub->add_option("--calib-ctx", a->calib_ctx, "calibration window length")
+          ->check(CLI::Range(int64_t(1), int64_t(1) << 20))
+          ->capture_default_str(),
+      sub->add_option("--calib-min-tokens", a->opt.calib_min_tokens,
+                      "linears (routed experts) that saw fewer calibration tokens fall back to the calibration-free "
+                      "method")
+          ->check(CLI::Range(int64_t(1), int64_t(1) << 40))
+          ->capture_default_str(),
+      sub->add_option("--calib-mem", a->calib_mem,
+                      "input statistics and GPTQ factors held at once (layers are calibrated in groups that fit)")
+          ->capture_default_str(),
+      sub->add_option("--gptq-damp", a->opt.gptq.damp, "GPTQ damping, relative to the mean of diag(H)")
+          ->check(CLI::Range(1e-6, 10.0))
+          ->capture_default_str(),
+      sub->add_flag("--gptq-unweighted-scales", a->unweighted,
+                    "group scales minimize the plain weight error, not the error weighted by each input's "
+                    "importance"),
+      sub->add_flag("--calib-sequential", a->opt.calib_sequential,
+                    "one calibration pass per layer on the activations of the model quantized so far (holds the "
+                    "quantized weights in fp32: 4 bytes per parameter)"),
+      sub->add_flag("--act-order", a->opt.gptq.act_order,
+                    "GPTQ in order of decreasing input energy (group scales then chosen before the feedback)"),
+      sub->add_option("--gptq-scales", a->gptq_scales,
+                      "group scales chosen during the feedback (from the updated weights) or before it")
+          ->check(CLI::IsMember({"during", "before"}))
+          ->capture_default_str()};
   sub->add_flag("--language-model-only", a->opt.plan.language_model_only, "drop model.visual.* and mtp.* tensors");
   sub->add_flag("--quantize-lm-head", a->opt.plan.quantize_lm_head, "quantize lm_head too (kept bf16 by default)");
   sub->add_option("-t,--threads", a->opt.threads, "worker threads (default: all cores)")->check(whole_in(0, 4096));
   sub->add_option("--max-shard-size", a->max_shard, "largest output shard")->capture_default_str();
   sub->add_flag("--force", a->opt.force, "replace DST if it exists");
   sub->add_flag("-q,--quiet", a->quiet, "no progress bar");
-  return {sub, [a] {
+  return {sub, [a, calib_opts, method_opt] {
     // The command line first (nothing is created before it is known to be right).
     try {
       a->opt.format = parse_quant_format(a->format);
@@ -55,6 +94,23 @@ Command add_quantize(CLI::App& app) {
       usage_fail("--method: {}", e.what());
     }
     a->opt.hlwq_scale = a->hlwq_scale == "l2" ? HlwqScale::l2_norm : HlwqScale::least_squares;
+    if (a->calib.empty()) {
+      for (const CLI::Option* o : calib_opts)
+        if (o->count() > 0) usage_fail("{} needs --calib FILE", o->get_name());
+    } else {
+      if (a->opt.format == QuantFormat::hlwq_q5)
+        usage_fail("--calib: calibrated quantization writes ct-int4 or hlwq, not the seed's hlwq-q5 layout");
+      if (method_opt->count() == 0) a->opt.method = Int4Method::mse;
+      a->opt.gptq.scales = a->gptq_scales == "before" ? GptqScales::before : GptqScales::during;
+      a->opt.gptq.weighted_scales = !a->unweighted;
+      if (a->opt.gptq.act_order && a->gptq_scales == "during" && calib_opts.back()->count() > 0)
+        usage_fail("--act-order needs --gptq-scales before (its column order crosses the groups)");
+      try {
+        a->opt.calib_max_bytes = parse_size(a->calib_mem);
+      } catch (const Error& e) {
+        usage_fail("--calib-mem: {}", e.what());
+      }
+    }
     try {
       a->opt.max_shard_bytes = parse_size(a->max_shard);
     } catch (const Error& e) {
@@ -76,7 +132,19 @@ Command add_quantize(CLI::App& app) {
       HLWQ_CHECK(!ec, "{}: cannot create the parent directory {}: {}", a->opt.dst, parent.string(), ec.message());
     }
     QuantizeReport r;
+    std::unique_ptr<EngineCalibration> calib;  // outlives the report's formatting, which reads a->opt
     try {
+      if (!a->calib.empty()) {
+        CalibOptions co;
+        co.model_dir = a->opt.src;
+        co.text = read_text_file(a->calib, "--calib");
+        co.text_name = a->calib;
+        co.tokens = a->calib_tokens;
+        co.ctx = a->calib_ctx;
+        co.progress = !a->quiet;
+        calib = std::make_unique<EngineCalibration>(co);
+        a->opt.calib = calib.get();
+      }
       r = quantize_model(a->opt);
     } catch (...) {
       std::error_code ec;

@@ -55,4 +55,21 @@ HlwqPacked hlwq_quantize_matrix(const float* w, int64_t out, int64_t in, const H
   return r;
 }
 
+void hlwq_dequantize_packed(const HlwqPacked& p, const HlwqCodebook& cb, HlwqBitOrder order, float* w) {
+  constexpr int kB = 128;
+  const int64_t rb = p.n_blocks * 16 * p.bits;
+  HLWQ_CHECK(p.codes.size() == size_t(p.out * rb) && p.norms.size() == size_t(p.out * p.n_blocks) &&
+                 cb.n_levels() == (1 << p.bits),
+             "hlwq_dequantize_packed: inconsistent codes for [{}, {}] at {} bits", p.out, p.in, p.bits);
+  alignas(64) float buf[kB];
+  uint8_t codes[kB];
+  for (int64_t o = 0; o < p.out; ++o)
+    for (int64_t b = 0; b < p.n_blocks; ++b) {
+      const int64_t k0 = b * kB, len = std::min<int64_t>(kB, p.in - k0);
+      hlwq_unpack_codes(p.codes.data() + o * rb + b * 16 * p.bits, kB, p.bits, order, codes);
+      hlwq_decode_block(codes, p.norms[size_t(o * p.n_blocks + b)], cb, buf);
+      std::copy(buf, buf + len, w + o * p.in + k0);
+    }
+}
+
 }  // namespace hlwq

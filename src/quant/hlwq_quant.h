@@ -25,5 +25,7 @@ struct HlwqPacked {
 // count. Throws on a non-finite weight (naming the row) and when the codebook does not have 2^bits levels.
 HlwqPacked hlwq_quantize_matrix(const float* w, int64_t out, int64_t in, const HlwqCodebook& cb, int bits,
                                 HlwqBitOrder order, HlwqScale mode);
+// The inverse: p's codes decoded to w [out, in] (exact, as the engine decodes them).
+void hlwq_dequantize_packed(const HlwqPacked& p, const HlwqCodebook& cb, HlwqBitOrder order, float* w);
 
 }  // namespace hlwq

@@ -71,6 +71,18 @@ inline float group_sq_err(const float* __restrict g, float s) {
   return acc;
 }
 
+// The same, each element's squared error weighted by imp[j].
+inline float group_weighted_sq_err(const float* __restrict g, const float* __restrict imp, float s) {
+  const float inv_s = 1.0f / s;
+  float acc = 0;
+#pragma omp simd reduction(+ : acc)
+  for (int j = 0; j < kG; ++j) {
+    const float d = clampf(round_half_even_small(clampf(g[j] * inv_s, -9.0f, 9.0f)), -8.0f, 7.0f) * s - g[j];
+    acc += imp[j] * d * d;
+  }
+  return acc;
+}
+
 const std::vector<float>& cascade_table(Int4Method m) {
   return m == Int4Method::hlwq_cascade ? seed_q5_table() : lloyd_max_table(5);
 }
@@ -128,14 +140,16 @@ uint16_t int4_rtn_ct_group(const float* g, int8_t* q) {
   return f32_to_bf16(s);
 }
 
-uint16_t int4_mse_group(const float* g, int8_t* q) {
+uint16_t int4_mse_group(const float* g, int8_t* q) { return int4_mse_group_weighted(g, nullptr, q); }
+
+uint16_t int4_mse_group_weighted(const float* g, const float* imp, int8_t* q) {
   const float base = group_amax(g) / 7.0f;
   uint16_t best = 0;
   float best_err = std::numeric_limits<float>::infinity();
   auto consider = [&](uint16_t sb) {
     const float s = bf16_to_f32(sb);
     if (!(s > 0) || !std::isfinite(s)) return;
-    const float e = group_sq_err(g, s);
+    const float e = imp ? group_weighted_sq_err(g, imp, s) : group_sq_err(g, s);
     if (e < best_err) best_err = e, best = sb;  // strict: the earlier candidate wins ties
   };
   for (int i = 0; i < kMseGridPoints; ++i) {

@@ -26,6 +26,9 @@ std::string_view int4_method_name(Int4Method m);
 uint16_t int4_rtn_group(const float* g, int8_t* q);
 uint16_t int4_rtn_ct_group(const float* g, int8_t* q);
 uint16_t int4_mse_group(const float* g, int8_t* q);
+// The same search minimizing Σ imp_j (q_j·s − g_j)² (imp[128] ≥ 0: each input's importance, e.g. GPTQ's
+// 1/[H⁻¹]_jj); imp == nullptr is int4_mse_group.
+uint16_t int4_mse_group_weighted(const float* g, const float* imp, int8_t* q);
 
 // Σ(approx − ref)² and Σ ref² in double; relative weight MSE = sq_err / sq_ref.
 struct WeightError {

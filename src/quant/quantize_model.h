@@ -3,12 +3,17 @@
 // parallel and written straight to their final offsets; the output directory appears only when complete.
 // Peak memory is bounded by the largest items in flight (one fp32 copy plus its packed result per thread),
 // not by the model size: source pages are released after each tensor is consumed.
+// Calibrated (QuantizeOptions::calib, docs/calibration.md): the linears of the model's layers are quantized by
+// GPTQ (quant/gptq.h) with their inputs' statistics, a group of layers at a time: one pass of the calibration
+// text per group, groups sized so their statistics and factors stay under calib_max_bytes.
 #pragma once
 #include <cstdint>
 #include <map>
 #include <string>
 
+#include "quant/calib_stats.h"
 #include "quant/ct_plan.h"
+#include "quant/gptq.h"
 #include "quant/hlwq_codec.h"
 #include "quant/int4_quant.h"
 
@@ -32,12 +37,25 @@ struct QuantizeOptions {
   bool force = false;                   // replace an existing dst
   uint64_t max_shard_bytes = 5000000000ull;  // HF's default "5GB"
   bool progress = true;
+  // Calibrated quantization when set: every linear of the layers with enough calibration tokens
+  // (calib_min_tokens) is quantized by GPTQ; the others (routed experts that saw too few tokens, layers the
+  // engine does not run) by the calibration-free method: `method` (ct-int4) or the codec (hlwq).
+  CalibrationSource* calib = nullptr;
+  GptqOptions gptq;
+  int64_t calib_min_tokens = 128;
+  uint64_t calib_max_bytes = uint64_t(8) << 30;  // statistics + factors of one group of layers
+  // One pass per layer, each on the activations of the model quantized so far (CalibrationSource::substitute).
+  bool calib_sequential = false;
 };
 
 struct RoleStats {
   int64_t n_in = 0, n_out = 0;  // source items and output tensors
   uint64_t bytes_in = 0, bytes_out = 0;
   WeightError error;            // quantized items only
+  // Calibrated runs: items quantized by GPTQ, items that fell back to the calibration-free method, and for
+  // every item with statistics the output error Σ ΔwᵀHΔw / Σ wᵀHw (H of the calibration inputs).
+  int64_t n_gptq = 0, n_fallback = 0;
+  WeightError out_error;
 };
 
 struct QuantizeReport {
@@ -50,6 +68,9 @@ struct QuantizeReport {
   double seconds = 0;
   uint64_t peak_rss_bytes = 0;
   bool from_seed_q5 = false;  // errors are then against the decoded Q5 weights (the original is not in SRC)
+  bool calibrated = false;
+  CalibrationSummary calib;
+  double quantize_seconds = 0;  // of seconds: the part not spent in calibration passes
 };
 
 QuantizeReport quantize_model(const QuantizeOptions& opt);

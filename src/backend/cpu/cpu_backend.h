@@ -52,11 +52,14 @@ class CpuBackend final : public Backend {
   void lm_head_host(const float* x, int64_t n, float* logits) override;
   void read(Act a, float* dst) override;
   void reset_slot(int32_t slot) override;
+  // Calibration: every linear's input goes to `tap` too (an empty function turns it off). Not part of Backend:
+  // only the CPU reference offers it.
+  void set_linear_input_tap(LinearInputTap tap) { tap_ = std::move(tap); }
 
  private:
   float* act(Act a);
   const std::vector<float>& norm_weight(int layer, NormKind which) const;
-  CpuCtx ctx() { return CpuCtx{k_, scratch_}; }
+  CpuCtx ctx() { return CpuCtx{k_, scratch_, tap_ ? &tap_ : nullptr}; }
 
   const ModelConfig& cfg_;
   const ModelWeights& w_;
@@ -69,6 +72,7 @@ class CpuBackend final : public Backend {
   std::unique_ptr<ExpertProvider> own_provider_;
   ExpertProvider* provider_;
   ScratchSet scratch_;
+  LinearInputTap tap_;
   int64_t state_bytes_ = 0, workspace_bytes_ = 0;
 
   // the current batch (copied by begin_batch into buffers of fixed capacity)

@@ -1,14 +1,26 @@
 // CpuCtx: what every CPU op needs besides its operands — the kernel table chosen at load (scalar or AVX2) and the
 // per-thread scratch arenas allocated with the backend. Passed by reference; holds no state of its own.
+// The optional LinearInputTap sees the input of every linear the forward computes (calibration: hlwq quantize
+// --calib); null in inference.
 #pragma once
+#include <cstdint>
+#include <functional>
+
 #include "backend/cpu/kernels.h"
 #include "backend/cpu/scratch.h"
 
 namespace hlwq {
 
+struct LinearWeight;
+
+// Called with x [T, w.in] (row stride ldx) before the linear w computes y = x wᵀ; a routed expert's linears see
+// only the rows of the tokens routed to it. May be called from several threads at once (the tap locks).
+using LinearInputTap = std::function<void(const LinearWeight& w, const float* x, int64_t ldx, int64_t T)>;
+
 struct CpuCtx {
   const CpuKernels& k;
   ScratchSet& scratch;
+  const LinearInputTap* tap = nullptr;
 };
 
 }  // namespace hlwq

@@ -132,6 +132,7 @@ void linear_rows(const CpuCtx& c, const LinearWeight& w, int64_t r0, int64_t nr,
 
 void linear_forward(const CpuCtx& c, const LinearWeight& w, const float* x, int64_t T, float* y) {
   if (T <= 0) return;
+  if (c.tap) (*c.tap)(w, x, w.in, T);
   const int64_t in = w.in, out = w.out, nrb = (out + kPanelRows - 1) / kPanelRows;
   const bool par = out * in * T >= kParallelMinMacs;
   ParallelErrors errs;  // a scratch or kernel error must reach the caller, not std::terminate

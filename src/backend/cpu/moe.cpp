@@ -145,6 +145,16 @@ void moe_experts(const CpuCtx& c, const MoeWeights& w, const MoeDims& d, int lay
       for (int64_t j = 0; j < k; ++j) c.k.axpy(buf.weights[t * k + j], buf.ye + int64_t(buf.token_rows[t * k + j]) * H, o, H);
     }
   }
+  // A calibration tap sees each expert's inputs: its grouped rows (its tokens only), then their activations; before
+  // release, while the provider's weights stay put.
+  if (c.tap) errs.run([&] {
+    for (int64_t j = 0; j < n_exp; ++j) {
+      const Expert ex = expert_at(j);
+      (*c.tap)(ex.e->gate_proj, ex.x, H, ex.n);
+      (*c.tap)(ex.e->up_proj, ex.x, H, ex.n);
+      (*c.tap)(ex.e->down_proj, buf.act + ex.row0 * Im, Im, ex.n);
+    }
+  });
   provider.release(layer);
   errs.rethrow();
 }

@@ -1,0 +1,102 @@
+// `hlwq quantize --calib` on the small random-weight fixture: a calibrated ct-int4 and hlwq checkpoint come out,
+// GPTQ quantized the linears the engine ran (the summary says how many fell back), the engine loads and runs the
+// output, and the compressed-tensors output passes `hlwq inspect`'s checks; misuse is refused with exit code 2
+// (usage) or 1 (a calibration text too short), leaving nothing behind.
+// The fixture's vocabulary is 512 ids, so the calibration text is digits in paragraphs: the Qwen tokenizer splits
+// digits one by one and "\n\n" is one token, all of them among its first 512 ids.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <random>
+
+#include <cmath>
+
+#include "cli_run.h"
+#include "model/model.h"
+#include "test_paths.h"
+
+using hlwq::test::run_hlwq;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct CalibSetup {
+  fs::path src, text, dir;
+};
+
+// A copy of the small fixture with a tokenizer, and a calibration text of random digit paragraphs.
+CalibSetup setup(const std::string& test) {
+  CalibSetup s;
+  s.dir = hlwq::test::scratch_dir(test);
+  s.src = s.dir / "src";
+  fs::copy(hlwq::test::source_dir() / "testdata" / "tiny-random-small-bf16", s.src, fs::copy_options::recursive);
+  fs::copy_file(hlwq::test::source_dir() / "testdata" / "tokenizer" / "tokenizer.json", s.src / "tokenizer.json");
+  for (const auto& e : fs::recursive_directory_iterator(s.src))
+    fs::permissions(e.path(), fs::perms::owner_write, fs::perm_options::add);
+  s.text = s.dir / "calib.txt";
+  std::ofstream f(s.text);
+  std::mt19937 rng(7);
+  for (int p = 0; p < 40; ++p) {
+    for (int i = 0; i < 24; ++i) f << char('0' + rng() % 10);
+    f << "\n\n";
+  }
+  return s;
+}
+
+std::string calib_args(const CalibSetup& s) {
+  return " --calib " + s.text.string() + " --calib-tokens 512 --calib-ctx 64 --calib-min-tokens 16";
+}
+
+TEST(QuantizeCalib, CtInt4AndHlwqAreCalibratedAndLoad) {
+  const CalibSetup s = setup("quantize_calib_ok");
+  for (const std::string fmt : {"ct-int4", "hlwq"}) {
+    const fs::path dst = s.dir / ("out-" + fmt);
+    auto r = run_hlwq("quantize -q " + s.src.string() + " " + dst.string() + " --format " + fmt + calib_args(s));
+    ASSERT_EQ(r.exit_code, 0) << r.out;
+    EXPECT_NE(r.out.find("calibration: 512 tokens (8 windows of 64)"), std::string::npos) << r.out;
+    // every linear of the layers is calibrated: GPTQ for those with enough tokens, the rest counted as fallbacks
+    const size_t all = r.out.find("\nall ");
+    ASSERT_NE(all, std::string::npos) << r.out;
+    long gptq = 0, fallback = 0;
+    ASSERT_EQ(std::sscanf(r.out.c_str() + all, "\nall %ld %ld", &gptq, &fallback), 2) << r.out;
+    EXPECT_GT(gptq, 0) << r.out;
+    const size_t q = r.out.find("= quantized to ");
+    ASSERT_NE(q, std::string::npos);
+    long n_quantized = 0;
+    ASSERT_EQ(std::sscanf(r.out.c_str() + r.out.find(' ', q + 15), " %ld", &n_quantized), 1) << r.out;
+    EXPECT_EQ(gptq + fallback, n_quantized) << r.out;
+    // the engine loads and runs the output (in process: the fixture's vocabulary is smaller than the tokenizer's,
+    // which the CLI's commands refuse)
+    hlwq::LoadOptions lo;
+    lo.kv_tokens = 64;
+    hlwq::Model m = hlwq::Model::load(dst.string(), lo);
+    hlwq::Sequence seq = m.new_sequence(64);
+    const std::vector<int32_t> ids = {1, 2, 3, 4, 5, 6, 7, 8};
+    std::vector<float> logits(size_t(m.config().vocab_size));
+    m.forward(ids.data(), int64_t(ids.size()), seq, logits.data());
+    for (const float v : logits) ASSERT_TRUE(std::isfinite(v));
+    if (fmt == "ct-int4") {
+      auto i = run_hlwq("inspect " + dst.string());
+      EXPECT_EQ(i.exit_code, 0) << i.out;
+    }
+  }
+}
+
+TEST(QuantizeCalib, MisuseIsRefused) {
+  const CalibSetup s = setup("quantize_calib_bad");
+  const fs::path dst = s.dir / "dst";
+  const std::string src = s.src.string() + " " + dst.string();
+  for (const std::string& args : {src + " --calib-tokens 512", src + " --act-order",
+                                  src + " --format hlwq-q5" + calib_args(s),
+                                  src + " --act-order --gptq-scales during" + calib_args(s)}) {
+    auto r = run_hlwq("quantize -q " + args);
+    EXPECT_EQ(r.exit_code, 2) << args << ": " << r.out;
+    EXPECT_FALSE(fs::exists(dst)) << args;
+  }
+  auto r = run_hlwq("quantize -q " + src + " --calib " + s.text.string() + " --calib-ctx 4096");
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_NE(r.out.find("do not fill one window of --calib-ctx 4096"), std::string::npos) << r.out;
+  EXPECT_FALSE(fs::exists(dst));
+}
+
+}  // namespace
