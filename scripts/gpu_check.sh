@@ -79,5 +79,5 @@ grep -h "^row" "$OUT/bench_kernels.log" "$OUT/bench_cublas.log" | sed 's/^row //
 grep -h "8192^3" "$OUT/bench_cublas.log"
 grep -h -E "^ceilings|^model|^row" "$OUT/bench_forward.log" | sed 's/^row //'
 # the device tool returns a few files: the logs travel as one archive
-tar czf "$OUT/logs.tgz" -C "$OUT" --exclude=logs.tgz --exclude=scratch . && find "$OUT" -mindepth 1 -maxdepth 1 ! -name logs.tgz -exec rm -rf {} +
+tar czf "$OUT.logs.tgz" -C "$OUT" --exclude=scratch . && rm -rf "$OUT" && mkdir -p "$OUT" && mv "$OUT.logs.tgz" "$OUT/logs.tgz"
 exit $status
