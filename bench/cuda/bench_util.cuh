@@ -1,5 +1,5 @@
 // Shared pieces of the CUDA kernel benchmarks: a device-side random fill (inputs are generated on the GPU, not
-// uploaded), the device-to-device copy ceiling, and graph-replay timing (N launches captured once, the median
+// uploaded), the device memory ceilings, and graph-replay timing (N launches captured once, the median
 // over replays of the per-launch time, after warm-up).
 #pragma once
 #include <cuda_runtime.h>
@@ -11,6 +11,7 @@
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/device_buffer.h"
+#include "backend/cuda_ceilings.h"
 
 namespace hlwq::bench {
 
@@ -68,47 +69,21 @@ inline double time_graph(cudaStream_t st, int n, const std::function<void(int)>&
   return median(us);
 }
 
-__global__ void copy_kernel(const uint4* __restrict__ a, uint4* __restrict__ b, int64_t n) {
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
-    b[i] = a[i];
-}
-__global__ void read_kernel(const uint4* __restrict__ a, int64_t n, uint32_t* sink) {
-  uint32_t x = 0;
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    const uint4 v = a[i];
-    x ^= v.x ^ v.y ^ v.z ^ v.w;
-  }
-  if (x == 0x12345678u) *sink = x;  // keeps the loads alive
-}
-
 struct Ceilings {
   double copy_kernel, copy_memcpy, read;  // GB/s; copies count bytes read + written
 };
 
-// Device memory ceilings on 2 GiB buffers, median of 15 graph replays each: a copy kernel (16-byte loads and
-// stores, grid-stride, 4 blocks of 256 per SM), cudaMemcpyAsync device-to-device, and a read-only kernel.
+// Device memory ceilings on 2 GiB buffers: the read and copy kernels of measure_cuda_ceilings (the same figures
+// `hlwq bench` reports), and cudaMemcpyAsync device-to-device (the copy engine), median of 15 graph replays.
 inline Ceilings measure_ceilings(cudaStream_t st) {
+  const CudaCeilings k = measure_cuda_ceilings();
   const size_t bytes = size_t(2) << 30;
-  const int64_t n = int64_t(bytes / 16);
   cuda::DeviceBuffer<uint8_t> a(bytes, "copy src"), b(bytes, "copy dst");
-  cuda::DeviceBuffer<uint32_t> sink(1, "sink");
   fill_random(a.get(), int64_t(bytes / 4), 1);
-  int sms = 0;
-  HLWQ_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), "SM count");
-  Ceilings c{};
-  const double us_k = time_graph(st, 1, [&](int) {
-    copy_kernel<<<sms * 4, 256, 0, st>>>(reinterpret_cast<const uint4*>(a.get()), reinterpret_cast<uint4*>(b.get()), n);
-  });
   const double us_m = time_graph(st, 1, [&](int) {
     HLWQ_CUDA_CHECK(cudaMemcpyAsync(b.get(), a.get(), bytes, cudaMemcpyDeviceToDevice, st), "copy");
   });
-  const double us_r = time_graph(st, 1, [&](int) {
-    read_kernel<<<sms * 4, 256, 0, st>>>(reinterpret_cast<const uint4*>(a.get()), n, sink.get());
-  });
-  c.copy_kernel = 2.0 * double(bytes) / (us_k * 1e-6) / 1e9;
-  c.copy_memcpy = 2.0 * double(bytes) / (us_m * 1e-6) / 1e9;
-  c.read = double(bytes) / (us_r * 1e-6) / 1e9;
-  return c;
+  return Ceilings{k.copy_gbs, 2.0 * double(bytes) / (us_m * 1e-6) / 1e9, k.read_gbs};
 }
 
 }  // namespace hlwq::bench
