@@ -9,7 +9,6 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
-#include <map>
 #include <sstream>
 
 #include "../model/model_test_util.h"
@@ -73,28 +72,7 @@ void expect_logits_golden(Model& m, const fs::path& golden, const std::string& w
 }
 
 void expect_hidden_golden(Model& m, const fs::path& golden) {
-  const auto tokens = test::golden_tokens(golden, "tokens_a");
-  const int L = int(m.config().n_layers);
-  std::map<int, std::vector<float>> got;
-  Sequence s = m.new_sequence(int64_t(tokens.size()));
-  ForwardOptions opt;
-  opt.hidden_hook = [&](int slot, int64_t, const float* h, int64_t n) {
-    got[slot].assign(h, h + n * m.config().hidden_size);
-  };
-  m.forward(tokens.data(), int64_t(tokens.size()), s, nullptr, opt);
-  double worst = 0;
-  for (int i = 0; i <= L; ++i) {
-    const auto ref = test::golden_f32(golden, "hidden_a." + std::to_string(i));
-    const auto& h = got.at(hf_hidden_state_slot(i, L));
-    ASSERT_EQ(h.size(), ref.size()) << "hidden_a." << i;
-    double err = 0, mag = 0;
-    for (size_t j = 0; j < h.size(); ++j) {
-      err = std::max(err, double(std::fabs(h[j] - ref[j])));
-      mag = std::max(mag, double(std::fabs(ref[j])));
-    }
-    worst = std::max(worst, err / mag);
-    EXPECT_LE(err, kCudaHiddenRelTol * mag) << "hidden_a." << i << ": max abs err " << err << " vs max |h| " << mag;
-  }
+  const double worst = test::check_hidden_golden(m, golden, kCudaHiddenRelTol);
   std::printf("[ err      ] %s hidden states: worst max |err| / max |h| = %.3g (tolerance %.3g)\n",
               golden.filename().c_str(), worst, kCudaHiddenRelTol);
 }

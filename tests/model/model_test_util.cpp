@@ -4,6 +4,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
+
+#include <gtest/gtest.h>
 
 #include "core/error.h"
 #include "io/safetensors.h"
@@ -61,6 +64,40 @@ void write_edited_checkpoint(const fs::path& src, const fs::path& dst, const std
   CheckpointWriter w(dst, specs, uint64_t(1) << 30);
   for (const auto& t : ts) w.write(t.spec.name, t.bytes.data(), t.bytes.size());
   w.finish();
+}
+
+double check_hidden_golden(Model& m, const std::filesystem::path& golden, double tol) {
+  const auto tokens = golden_tokens(golden, "tokens_a");
+  const int L = int(m.config().n_layers);
+  std::map<int, std::vector<float>> got;
+  Sequence st = m.new_sequence(int64_t(tokens.size()));
+  ForwardOptions opt;
+  bool one_batch = true;
+  opt.hidden_hook = [&](int slot, int64_t row0, const float* h, int64_t n) {
+    one_batch = one_batch && row0 == 0;  // the golden window runs as one batch
+    got[slot].assign(h, h + n * m.config().hidden_size);
+  };
+  m.forward(tokens.data(), int64_t(tokens.size()), st, nullptr, opt);
+  EXPECT_TRUE(one_batch) << golden.filename() << ": the window ran as several batches";
+  double worst = 0;
+  for (int i = 0; i <= L; ++i) {
+    const auto ref = golden_f32(golden, "hidden_a." + std::to_string(i));
+    const auto& h = got.at(hf_hidden_state_slot(i, L));
+    if (h.size() != ref.size()) {
+      ADD_FAILURE() << "hidden_a." << i << ": " << h.size() << " values, golden has " << ref.size();
+      return INFINITY;
+    }
+    double err = 0, mag = 0;
+    for (size_t j = 0; j < h.size(); ++j) {
+      err = std::max(err, double(std::fabs(h[j] - ref[j])));
+      mag = std::max(mag, double(std::fabs(ref[j])));
+    }
+    worst = std::max(worst, err / mag);
+    EXPECT_LE(err, tol * mag) << golden.filename() << " hidden_a." << i << ": max abs err " << err << " vs max |h| "
+                              << mag;
+    ::testing::Test::RecordProperty("hidden_a." + std::to_string(i) + "_rel_err", std::to_string(err / mag));
+  }
+  return worst;
 }
 
 }  // namespace hlwq::test

@@ -11,6 +11,7 @@
 #include "backend/cpu/cpu_ctx.h"
 #include "core/tensor.h"
 #include "io/checkpoint_writer.h"
+#include "model/model.h"
 
 namespace hlwq::test {
 
@@ -24,6 +25,11 @@ struct LogitsDiff {
 };
 // got, ref: [n, V]
 LogitsDiff compare_logits(const std::vector<float>& got, const std::vector<float>& ref, int64_t V);
+
+// Runs the golden's tokens_a through m as one window and checks every capture point's hidden state against the
+// golden's hidden_a.i within tol × that point's largest magnitude (a gtest failure per point, each recorded as a
+// property); returns the worst relative error.
+double check_hidden_golden(Model& m, const std::filesystem::path& golden, double tol);
 
 // A CpuCtx for calling CPU ops directly: one scratch arena of `floats` per OpenMP thread.
 struct CpuTestCtx {

@@ -5,7 +5,6 @@
 
 #include <cmath>
 #include <cstring>
-#include <map>
 
 #include "model/model.h"
 #include "model_test_util.h"
@@ -58,38 +57,12 @@ void expect_logits_golden(Model& m, const fs::path& golden, const std::string& w
   ::testing::Test::RecordProperty("logits_" + which + "_rel_err", std::to_string(d.max_abs_err / d.max_abs_ref));
 }
 
-void expect_hidden_golden(Model& m, const fs::path& golden) {
-  const auto tokens = test::golden_tokens(golden, "tokens_a");
-  const int L = int(m.config().n_layers);
-  std::map<int, std::vector<float>> got;
-  Sequence st = m.new_sequence(int64_t(tokens.size()));
-  ForwardOptions opt;
-  opt.hidden_hook = [&](int slot, int64_t row0, const float* h, int64_t n) {
-    ASSERT_EQ(row0, 0);  // the golden window runs as one batch
-    got[slot].assign(h, h + n * m.config().hidden_size);
-  };
-  m.forward(tokens.data(), int64_t(tokens.size()), st, nullptr, opt);
-  for (int i = 0; i <= L; ++i) {
-    const auto ref = test::golden_f32(golden, "hidden_a." + std::to_string(i));
-    const auto& h = got.at(hf_hidden_state_slot(i, L));
-    ASSERT_EQ(h.size(), ref.size()) << "hidden_a." << i;
-    double err = 0, mag = 0;
-    for (size_t j = 0; j < h.size(); ++j) {
-      err = std::max(err, double(std::fabs(h[j] - ref[j])));
-      mag = std::max(mag, double(std::fabs(ref[j])));
-    }
-    EXPECT_LE(err, kHiddenRelTol * mag) << golden.filename() << " hidden_a." << i << ": max abs err " << err
-                                        << " vs max |h| " << mag;
-    ::testing::Test::RecordProperty("hidden_a." + std::to_string(i) + "_rel_err", std::to_string(err / mag));
-  }
-}
-
 TEST(Golden, TinyRandomSmallBf16) {
   Model m = load(testdata("tiny-random-small-bf16"));
   const fs::path g = testdata("tiny-random-small-golden.safetensors");
   expect_logits_golden(m, g, "a");
   expect_logits_golden(m, g, "b");
-  expect_hidden_golden(m, g);
+  test::check_hidden_golden(m, g, kHiddenRelTol);
 }
 
 TEST(Golden, TinyRandomSmallCtInt4) {
@@ -106,7 +79,7 @@ TEST(Golden, TinyRandomBf16) {
   const fs::path g = shared_fixture("tiny-random-golden.safetensors");
   expect_logits_golden(m, g, "a");
   expect_logits_golden(m, g, "b");
-  expect_hidden_golden(m, g);
+  test::check_hidden_golden(m, g, kHiddenRelTol);
 }
 
 TEST(Golden, TinyRandomCtInt4) {
