@@ -118,6 +118,10 @@ class Backend {
   // Zeroes the GDN conv and recurrent state of a slot (a new or reset sequence). KV pages need no clearing:
   // attention reads only positions a sequence has written.
   virtual void reset_slot(int32_t slot) = 0;
+  // Copies the GDN conv and recurrent state of every GDN layer from slot `from` to slot `to` (from ≠ to; both
+  // < max_seqs): a prefix snapshot or a sequence resumed from one. KV pages are not copied: sequences share them
+  // by block (StatePool::fork). Ordered with the forwards around it (a GPU copies on its stream).
+  virtual void copy_slot_state(int32_t from, int32_t to) = 0;
 };
 
 }  // namespace hlwq

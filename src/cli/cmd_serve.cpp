@@ -44,6 +44,8 @@ Command add_serve(CLI::App& app) {
     int port = 8000, threads = 0;
     bool prefix_cache = true;
     int32_t max_seqs = 16;
+    int32_t snapshots = 8;
+    int64_t snapshot_interval = 512;
     std::optional<int64_t> max_len;
     int64_t max_waiting = 64, batch_tokens = kDefaultMaxBatchTokens;
     std::array<int, std::size(kIgnoredFlags)> ignored_flags{};
@@ -75,6 +77,16 @@ Command add_serve(CLI::App& app) {
   sub->add_flag("--enable-prefix-caching,!--no-enable-prefix-caching", a->prefix_cache,
                 "keep finished sequences so that a chat's next turn continues them instead of prefilling the whole "
                 "conversation again (default on, as in vLLM)");
+  sub->add_option("--prefix-snapshots", a->snapshots,
+                  "prefix snapshots kept: Gated DeltaNet state at a KV block boundary, KV blocks shared, so that any "
+                  "request sharing that prefix resumes there; each costs the model's recurrent state of one sequence "
+                  "(~60 MB on Qwen3.6; default 8, 0: none)")
+      ->check(whole_in(0, 4096));
+  sub->add_option("--prefix-snapshot-interval", a->snapshot_interval,
+                  "a prefill also takes a snapshot every this many tokens, so that a long shared prefix (system prompt, "
+                  "tools) is reused from its second user on (rounded down to whole KV blocks; default 512, 0: only at "
+                  "the prompt's end and where it branches off a cached prefix)")
+      ->check(whole_in(0, int64_t(1) << 24));
   sub->add_option("-t,--threads", a->threads, "CPU threads (default: all cores)")->check(whole_in(0, 4096));
   for (size_t i = 0; i < std::size(kIgnoredFlags); ++i)
     sub->add_flag(kIgnoredFlags[i], a->ignored_flags[i], "vLLM option, ignored by hlwq")->group("");
@@ -106,7 +118,8 @@ Command add_serve(CLI::App& app) {
             pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
 
             apply_threads(a->threads);
-            lo.max_seqs = a->max_seqs;
+            const int32_t snapshots = a->prefix_cache ? a->snapshots : 0;
+            lo.max_seqs = a->max_seqs + snapshots;  // snapshots live in state-pool slots of their own
             lo.kv_tokens = int64_t(a->max_seqs) * L;
             lo.max_batch_tokens = a->batch_tokens;
             LoadedModel m = load_model_dir(a->model, lo);
@@ -116,19 +129,24 @@ Command add_serve(CLI::App& app) {
             const int64_t kv_blocks = m.model.pool().config().kv_blocks;
             const double kv_bytes = double(kv_blocks * lo.kv_block_tokens) * double(mc.n_full_attention_layers()) *
                                     2.0 * double(mc.n_kv_heads * mc.head_dim) * 2.0;  // K and V, bf16
-            const double gdn_bytes = double(a->max_seqs) * double(mc.n_linear_attention_layers()) * 4.0 *
+            const double gdn_seq_bytes = double(mc.n_linear_attention_layers()) * 4.0 *
                                      double(mc.linear_n_value_heads * mc.linear_key_head_dim * mc.linear_value_head_dim +
                                             (2 * mc.linear_n_key_heads * mc.linear_key_head_dim +
                                              mc.linear_n_value_heads * mc.linear_value_head_dim) *
                                                 mc.linear_conv_kernel);
+            const double gdn_bytes = double(a->max_seqs) * gdn_seq_bytes;
             std::fprintf(stderr,
                          "hlwq serve: loaded %s (%s, %lld layers, %lld experts, vocab %lld) as '%s'\n"
                          "hlwq serve: memory plan: %d sequences x %lld tokens; KV pool %lld blocks of %lld tokens "
                          "(%.1f MiB), recurrent state %.1f MiB, batches of up to %lld tokens\n"
+                         "hlwq serve: prefix cache: %s; %d snapshots (%.1f MiB of recurrent state), every %lld "
+                         "tokens and at each prompt's last full block\n"
                          "hlwq serve: sampling defaults: %s\n",
                          a->model.c_str(), mc.model_type.c_str(), (long long)mc.n_layers, (long long)mc.n_experts,
                          (long long)mc.vocab_size, name.c_str(), a->max_seqs, (long long)L, (long long)kv_blocks,
                          (long long)lo.kv_block_tokens, mib(kv_bytes), mib(gdn_bytes), (long long)lo.max_batch_tokens,
+                         a->prefix_cache ? "on" : "off", snapshots, mib(double(snapshots) * gdn_seq_bytes),
+                         (long long)(a->snapshot_interval / lo.kv_block_tokens * lo.kv_block_tokens),
                          g.summary.substr(0, g.summary.rfind(", seed")).c_str());  // seeds are per request
 
             server::RequestQueue queue(size_t(a->max_waiting), kv_blocks);
@@ -144,7 +162,8 @@ Command add_serve(CLI::App& app) {
             server::HttpServer http(hc, api, queue);
             const int port = http.bind();
 
-            server::EngineConfig ec{a->max_seqs, g.opt.eos_ids, g.opt.n_valid_tokens, L, a->prefix_cache};
+            server::EngineConfig ec{a->max_seqs, g.opt.eos_ids, g.opt.n_valid_tokens, L, a->prefix_cache, snapshots,
+                                    a->snapshot_interval};
             std::thread engine([&] {
               apply_threads(a->threads);  // OpenMP's thread count is per calling thread
               try {

@@ -151,6 +151,16 @@ Sequence Model::new_sequence(int64_t max_len) {
   return Sequence(core_.get(), slot);
 }
 
+Sequence Model::fork(const Sequence& src, int64_t max_len) {
+  ModelCore& c = *core_;
+  HLWQ_CHECK(src.core_ == core_.get(), "the sequence to fork belongs to another model");
+  c.pool.check_usable(src.slot_);
+  Sequence dst = new_sequence(max_len);  // closed again if the fork is refused
+  c.pool.fork(src.slot_, dst.slot_);
+  c.be->copy_slot_state(src.slot_, dst.slot_);
+  return dst;
+}
+
 // --- forward ---
 
 void ModelCore::run_batch(const Batch& b, std::span<const int64_t> lrows, float* logits, const ForwardOptions& fo) {

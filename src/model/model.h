@@ -131,6 +131,10 @@ class Model {
   // A fresh sequence that may grow to max_len tokens (≤ the model's max_position_embeddings); throws when every
   // slot of the pool is open.
   Sequence new_sequence(int64_t max_len);
+  // A new sequence (another slot, length cap max_len) whose state is src's: it shares src's KV blocks and gets a
+  // copy of its GDN state. src must sit at a block boundary (pos a multiple of kv_block_tokens); both then go on
+  // independently. Prefix caching keeps such forks as snapshots and resumes requests from them.
+  Sequence fork(const Sequence& src, int64_t max_len);
 
   // One batch: Σ tokens ≤ max_batch_tokens, distinct sequences of this model. logits [rows, V]: for each input in
   // order, all of its tokens' rows (LogitsWanted::all), its last token's (last) or none. Everything is checked

@@ -15,6 +15,7 @@ StatePool::StatePool(const StatePoolConfig& cfg) : cfg_(cfg) {
   slots_.resize(size_t(cfg.max_seqs));
   for (Slot& s : slots_) s.blocks.reserve(size_t(cfg.kv_blocks));
   free_.reserve(size_t(cfg.kv_blocks));
+  refs_.assign(size_t(cfg.kv_blocks), 0);
   // highest id at the bottom of the stack: a fresh pool hands out blocks 0, 1, 2, …
   for (int64_t b = cfg.kv_blocks - 1; b >= 0; --b) free_.push_back(int32_t(b));
 }
@@ -44,7 +45,8 @@ int32_t StatePool::open(int64_t max_len) {
 }
 
 void StatePool::free_blocks_of(Slot& s) {
-  for (auto it = s.blocks.rbegin(); it != s.blocks.rend(); ++it) free_.push_back(*it);
+  for (auto it = s.blocks.rbegin(); it != s.blocks.rend(); ++it)
+    if (--refs_[size_t(*it)] == 0) free_.push_back(*it);
   s.blocks.clear();
 }
 
@@ -89,8 +91,37 @@ void StatePool::grow(int32_t slot, int64_t len) {
              need, cfg_.block_tokens, free_blocks(), cfg_.kv_blocks);
   for (int64_t i = 0; i < need; ++i) {
     s.blocks.push_back(free_.back());
+    refs_[size_t(free_.back())] = 1;
     free_.pop_back();
   }
+}
+
+void StatePool::fork(int32_t src, int32_t dst) {
+  check_usable(src);
+  check_usable(dst);
+  Slot& from = at(src);
+  Slot& to = at(dst);
+  HLWQ_CHECK(src != dst, "a sequence cannot fork into itself (slot {})", src);
+  HLWQ_CHECK(to.pos == 0 && to.blocks.empty(), "fork target slot {} already holds {} tokens", dst, to.pos);
+  HLWQ_CHECK(from.pos % cfg_.block_tokens == 0,
+             "a fork needs the source at a block boundary: it holds {} tokens, blocks are {} tokens", from.pos,
+             cfg_.block_tokens);
+  HLWQ_CHECK(from.pos <= to.max_len, "fork target's length cap {} is below the source's {} tokens", to.max_len,
+             from.pos);
+  // a usable sequence at a block boundary holds exactly pos / block_tokens blocks, all full
+  const size_t n = size_t(from.pos / cfg_.block_tokens);
+  HLWQ_CHECK(from.blocks.size() == n, "slot {} holds {} blocks for {} tokens", src, from.blocks.size(), from.pos);
+  for (int32_t b : from.blocks) {
+    to.blocks.push_back(b);
+    ++refs_[size_t(b)];
+  }
+  to.pos = from.pos;
+}
+
+int32_t StatePool::block_refs(int32_t block) const {
+  HLWQ_CHECK(block >= 0 && block < int64_t(refs_.size()), "KV block {} is outside the pool [0, {})", block,
+             refs_.size());
+  return refs_[size_t(block)];
 }
 
 void StatePool::advance(int32_t slot, int64_t n) { at(slot).pos += n; }

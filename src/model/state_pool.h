@@ -4,6 +4,11 @@
 // every block of the pool — so nothing here allocates while a model runs. A request that does not fit (no free
 // slot, too few free blocks, past its length cap) is refused with a clear error before any state changes.
 //
+// Blocks are reference-counted so that sequences can share a prefix (fork): a fork takes the source's blocks at a
+// block boundary (the source's position is a multiple of block_tokens, so every shared block is full) and starts
+// at that position. A shared block is never written: a sequence writes only positions ≥ its position, which lie
+// in blocks past every block it shares. A block goes back to the free list when its last holder lets it go.
+//
 // A forward that fails part-way leaves the sequences it touched with state that no longer matches their position
 // (some layers advanced, others not): the schedule marks them poisoned, and every later use of such a sequence
 // fails with the original reason until it is reset.
@@ -48,6 +53,11 @@ class StatePool {
   // free_blocks for every sequence of a batch, so that a batch is admitted whole or not at all).
   void grow(int32_t slot, int64_t len);
   void advance(int32_t slot, int64_t n);
+  // Opened slot `dst` (position 0, no blocks) takes the blocks of `src` (usable, position a whole number of
+  // blocks) and its position: the KV side of a fork (the backend copies the GDN state).
+  void fork(int32_t src, int32_t dst);
+  // Holders of a block (0: free).
+  int32_t block_refs(int32_t block) const;
 
  private:
   struct Slot {
@@ -64,6 +74,7 @@ class StatePool {
   StatePoolConfig cfg_;
   std::vector<Slot> slots_;
   std::vector<int32_t> free_;  // free block ids (a stack; capacity kv_blocks)
+  std::vector<int32_t> refs_;  // [kv_blocks] slots holding each block
 };
 
 }  // namespace hlwq

@@ -10,6 +10,7 @@
 #include "runtime/stop_condition.h"
 #include "runtime/utf8_stream.h"
 #include "server/prefix_cache.h"
+#include "server/snapshot_store.h"
 
 namespace hlwq::server {
 namespace {
@@ -23,6 +24,7 @@ struct Running {
   std::vector<int32_t> history;  // ids the sampler may penalise (prompt and generated, < n_valid)
   std::vector<int32_t> sampled;  // every generated id (all but the last were fed to the model)
   int64_t prefilled = 0;         // prompt tokens already run
+  std::vector<int64_t> snap_at;  // prompt positions, ascending, > prefilled: prefill stops there for a snapshot
   int32_t next = -1;             // the sampled token the next decode step feeds
   int64_t generated = 0;
   Clock::time_point last_token;
@@ -59,15 +61,23 @@ void run_engine(Model& model, const Tokenizer& tok, const EngineConfig& cfg, Req
   const int64_t V = model.config().vocab_size;
   const int64_t n_valid = cfg.n_valid_tokens > 0 ? cfg.n_valid_tokens : V;
   const int64_t budget = model.options().max_batch_tokens;
+  const int64_t block = model.options().kv_block_tokens;
   std::vector<std::unique_ptr<Running>> run;
   PrefixCache cache;
-  // Pool use for /metrics: all KV blocks in use, and those held by cached sequences.
+  SnapshotStore snaps(cfg.prefix_cache ? size_t(std::max(cfg.snapshots, 0)) : 0);
+  std::vector<int32_t> held;  // scratch: KV blocks held by the caches
+  // Pool use for /metrics: all KV blocks in use, and those held by cached sequences and snapshots.
   // The expert-cache counters cost a device read on the GPU: published at most every 250 ms while requests run,
   // and whenever the batch is empty (so an idle server shows the final counts).
   Clock::time_point expert_cache_published{};
   auto report = [&] {
+    held.clear();
+    cache.blocks(model.pool(), held);
+    snaps.blocks(model.pool(), held);
+    std::sort(held.begin(), held.end());
+    const int64_t cached_blocks = std::unique(held.begin(), held.end()) - held.begin();
     queue.set_engine_state(int64_t(run.size()), model.pool().config().kv_blocks - model.pool().free_blocks(),
-                           cache.kv_blocks(model.pool()), int64_t(cache.size()));
+                           cached_blocks, int64_t(cache.size()), int64_t(snaps.size()));
     const auto now = Clock::now();
     if (run.empty() || now - expert_cache_published >= std::chrono::milliseconds(250)) {
       if (const auto st = model.expert_cache_stats()) queue.set_expert_cache(*st);
@@ -112,18 +122,28 @@ void run_engine(Model& model, const Tokenizer& tok, const EngineConfig& cfg, Req
     const size_t free_slots = size_t(cfg.max_seqs) - run.size();
     for (Job& j : queue.take(free_slots, run.empty())) {
       try {
-        std::optional<PrefixCache::Hit> hit;
-        if (cfg.prefix_cache) hit = cache.take(j.req.prompt);
+        const auto& prompt = j.req.prompt;
+        const int64_t max_len = cfg.max_len > 0 ? cfg.max_len : int64_t(prompt.size()) + j.req.max_tokens;
+        // the cached sequence or the snapshot that reuses more of the prompt (a tie goes to the sequence: no copy)
+        const int64_t cont = cfg.prefix_cache ? cache.longest(prompt) : 0;
+        const SnapshotStore::Found snap = snaps.find(prompt);
+        const bool from_snap = snap.seq && snap.tokens > cont;
         Sequence s;
-        if (hit) {
-          s = std::move(hit->seq);
+        if (cont > 0 && !from_snap) {
+          s = std::move(cache.take(prompt)->seq);
         } else {
           if (run.size() + cache.size() >= size_t(cfg.max_seqs)) cache.evict_lru();  // its slot is needed
-          s = model.new_sequence(cfg.max_len > 0 ? cfg.max_len : int64_t(j.req.prompt.size()) + j.req.max_tokens);
+          s = from_snap ? model.fork(*snap.seq, max_len) : model.new_sequence(max_len);
         }
-        queue.record_prefix(int64_t(j.req.prompt.size()), hit ? hit->reused : 0);
+        const int64_t reused = from_snap ? snap.tokens : cont;
+        queue.record_prefix(int64_t(prompt.size()), reused, from_snap ? reused : 0);
+        std::vector<int64_t> at;
+        if (snaps.capacity() > 0)
+          at = snapshot_boundaries(reused, int64_t(prompt.size()), block, cfg.snapshot_interval,
+                                   std::max(snaps.common_prefix(prompt), cache.common_prefix(prompt)));
         auto r = std::make_unique<Running>(std::move(j), std::move(s), tok, cfg.eos_ids);
-        r->prefilled = hit ? hit->reused : 0;
+        r->prefilled = reused;
+        r->snap_at = std::move(at);
         for (int32_t id : r->job.req.prompt)
           if (id < n_valid) r->history.push_back(id);
         run.push_back(std::move(r));
@@ -155,12 +175,19 @@ void run_engine(Model& model, const Tokenizer& tok, const EngineConfig& cfg, Req
     for (auto& r : run) {
       if (!r->prefilling() || left <= 0) continue;
       const auto& p = r->job.req.prompt;
-      const int64_t n = std::min<int64_t>(int64_t(p.size()) - r->prefilled, left);
+      const int64_t end = r->snap_at.empty() ? int64_t(p.size()) : r->snap_at.front();  // a chunk ends there
+      const int64_t n = std::min<int64_t>(end - r->prefilled, left);
       const bool last = r->prefilled + n == int64_t(p.size());
       in.push_back({&r->seq, std::span<const int32_t>(p).subspan(size_t(r->prefilled), size_t(n)),
                     last ? LogitsWanted::last : LogitsWanted::none});
       who.push_back(r.get());
       left -= n;
+    }
+    // Snapshots hold KV blocks that no running sequence may need: evict them (then cached sequences) until the
+    // batch fits. The pool holds max_seqs sequences of the full length, so with both caches empty it always does.
+    int64_t need = 0;
+    for (const SeqInput& x : in) need += model.pool().blocks_needed(x.seq->slot(), x.seq->pos() + int64_t(x.tokens.size()));
+    while (need > model.pool().free_blocks() && (snaps.evict_lru() || cache.evict_lru())) {
     }
     try {
       model.forward_batch(in, logits.data());
@@ -180,7 +207,15 @@ void run_engine(Model& model, const Tokenizer& tok, const EngineConfig& cfg, Req
     const auto now = Clock::now();
     for (size_t i = 0; i < in.size(); ++i) {
       Running& r = *who[i];
-      if (r.prefilling()) r.prefilled += int64_t(in[i].tokens.size());
+      if (r.prefilling()) {
+        r.prefilled += int64_t(in[i].tokens.size());
+        if (!r.snap_at.empty() && r.prefilled == r.snap_at.front()) {
+          r.snap_at.erase(r.snap_at.begin());
+          const std::span<const int32_t> prefix(r.job.req.prompt.data(), size_t(r.prefilled));
+          if (!snaps.contains(prefix) && snaps.make_room())
+            snaps.put(std::vector<int32_t>(prefix.begin(), prefix.end()), model.fork(r.seq, r.prefilled));
+        }
+      }
       if (in[i].logits != LogitsWanted::last) continue;
       const std::span<const float> lg(logits.data() + row++ * size_t(V), size_t(n_valid));
       const int32_t id = r.sampler.sample(lg, r.history);

@@ -5,7 +5,10 @@
 // A cancelled request (its client went away) is dropped, freeing its sequence, before the next batch is built.
 // A failed forward ends the requests of that batch with an error; the server keeps serving the others.
 // With the prefix cache on, a request that finished normally leaves its sequence in the PrefixCache (free slots
-// only) and a new request whose prompt extends it continues it (prefix_cache.h).
+// only) and a new request whose prompt extends it continues it (prefix_cache.h); and prefills stop at chosen KV
+// block boundaries to keep snapshots (snapshot_store.h) from which any later request sharing that prefix resumes.
+// A request starts from whichever of the two reuses more of its prompt. Snapshots hold KV blocks: when a batch
+// needs more blocks than are free, snapshots and then cached sequences are evicted (LRU) until it fits.
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -22,6 +25,10 @@ struct EngineConfig {
   int64_t n_valid_tokens = 0;  // ids ≥ this are never sampled (0: the whole vocabulary)
   int64_t max_len = 0;         // every sequence may grow to this (the server's max model length)
   bool prefix_cache = true;
+  // Prefix snapshots (with prefix_cache): state-pool slots beyond max_seqs (the model is loaded with
+  // max_seqs + snapshots), and the interval in tokens of the periodic snapshot boundaries (0: none).
+  int32_t snapshots = 0;
+  int64_t snapshot_interval = 0;
 };
 
 // Runs until queue.drain() was called and every job is finished.

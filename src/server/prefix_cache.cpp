@@ -8,22 +8,45 @@ void PrefixCache::put(std::vector<int32_t> tokens, Sequence seq) {
   entries_.push_back({std::move(tokens), std::move(seq), ++clock_});
 }
 
-std::optional<PrefixCache::Hit> PrefixCache::take(const std::vector<int32_t>& prompt) {
-  auto best = entries_.end();
-  for (auto it = entries_.begin(); it != entries_.end(); ++it)
+template <class It>
+static It longest_strict_prefix(It begin, It end, const std::vector<int32_t>& prompt) {
+  It best = end;
+  for (It it = begin; it != end; ++it)
     if (it->tokens.size() < prompt.size() && std::equal(it->tokens.begin(), it->tokens.end(), prompt.begin()) &&
-        (best == entries_.end() || it->tokens.size() > best->tokens.size()))
+        (best == end || it->tokens.size() > best->tokens.size()))
       best = it;
+  return best;
+}
+
+int64_t PrefixCache::longest(const std::vector<int32_t>& prompt) const {
+  const auto best = longest_strict_prefix(entries_.begin(), entries_.end(), prompt);
+  return best == entries_.end() ? 0 : int64_t(best->tokens.size());
+}
+
+int64_t PrefixCache::common_prefix(const std::vector<int32_t>& prompt) const {
+  int64_t best = 0;
+  for (const Entry& e : entries_) {
+    const size_t n = std::min(e.tokens.size(), prompt.size());
+    const auto m = std::mismatch(e.tokens.begin(), e.tokens.begin() + ptrdiff_t(n), prompt.begin());
+    best = std::max(best, int64_t(m.first - e.tokens.begin()));
+  }
+  return best;
+}
+
+std::optional<PrefixCache::Hit> PrefixCache::take(const std::vector<int32_t>& prompt) {
+  const auto best = longest_strict_prefix(entries_.begin(), entries_.end(), prompt);
   if (best == entries_.end()) return std::nullopt;
   Hit h{std::move(best->seq), int64_t(best->tokens.size())};
   entries_.erase(best);
   return h;
 }
 
-int64_t PrefixCache::kv_blocks(const StatePool& pool) const {
-  int64_t n = 0;
-  for (const Entry& e : entries_) n += int64_t(pool.blocks(e.seq.slot()).size());
-  return n;
+void PrefixCache::blocks(const StatePool& pool, std::vector<int32_t>& out) const {
+  for (const Entry& e : entries_)
+    if (e.seq) {
+      const auto b = pool.blocks(e.seq.slot());
+      out.insert(out.end(), b.begin(), b.end());
+    }
 }
 
 bool PrefixCache::evict_lru() {

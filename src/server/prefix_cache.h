@@ -27,11 +27,15 @@ class PrefixCache {
   };
   // Removes and returns the entry with the longest token list that is a strict prefix of prompt, if any.
   std::optional<Hit> take(const std::vector<int32_t>& prompt);
+  // What take would reuse (0: nothing), without taking it.
+  int64_t longest(const std::vector<int32_t>& prompt) const;
+  // Longest common prefix of prompt with any entry's tokens.
+  int64_t common_prefix(const std::vector<int32_t>& prompt) const;
   // Drops the least recently stored entry (freeing its slot and KV blocks); false when empty.
   bool evict_lru();
   size_t size() const { return entries_.size(); }
-  // KV blocks held by the cached sequences.
-  int64_t kv_blocks(const StatePool& pool) const;
+  // The KV blocks held by the cached sequences, appended to out.
+  void blocks(const StatePool& pool, std::vector<int32_t>& out) const;
 
  private:
   struct Entry {

@@ -78,13 +78,14 @@ bool RequestQueue::finished() const {
 }
 
 void RequestQueue::set_engine_state(int64_t running, int64_t kv_blocks_used, int64_t kv_blocks_cached,
-                                    int64_t cached_seqs) {
+                                    int64_t cached_seqs, int64_t snapshots) {
   {
     std::lock_guard lk(mu_);
     running_ = running;
     kv_used_ = kv_blocks_used;
     kv_cached_ = kv_blocks_cached;
     cached_seqs_ = cached_seqs;
+    snapshots_ = snapshots;
   }
   idle_cv_.notify_all();
 }
@@ -94,10 +95,11 @@ void RequestQueue::set_expert_cache(const ExpertCacheStats& st) {
   expert_cache_ = st;
 }
 
-void RequestQueue::record_prefix(int64_t prompt_tokens, int64_t reused_tokens) {
+void RequestQueue::record_prefix(int64_t prompt_tokens, int64_t reused_tokens, int64_t snapshot_tokens) {
   std::lock_guard lk(mu_);
   prefix_queries_ += uint64_t(prompt_tokens);
   prefix_hits_ += uint64_t(reused_tokens);
+  snapshot_hits_ += uint64_t(snapshot_tokens);
 }
 
 void RequestQueue::record_token(bool first, double seconds) {
@@ -174,18 +176,25 @@ std::string RequestQueue::render_metrics() const {
   line("# HELP hlwq_kv_usage_ratio Fraction of the KV pool in use.");
   line("# TYPE hlwq_kv_usage_ratio gauge");
   line("hlwq_kv_usage_ratio {}", kv_total_ > 0 ? double(kv_used_) / double(kv_total_) : 0.0);
-  line("# HELP hlwq_kv_blocks_cached KV cache blocks held by prefix-cached sequences (included in used).");
+  line("# HELP hlwq_kv_blocks_cached KV cache blocks held by prefix-cached sequences and snapshots (included in "
+       "used; a block shared by several counts once).");
   line("# TYPE hlwq_kv_blocks_cached gauge");
   line("hlwq_kv_blocks_cached {}", kv_cached_);
   line("# HELP hlwq_prefix_cache_sequences Finished sequences kept for requests that continue them.");
   line("# TYPE hlwq_prefix_cache_sequences gauge");
   line("hlwq_prefix_cache_sequences {}", cached_seqs_);
+  line("# HELP hlwq_prefix_snapshots Prefix snapshots kept (GDN state at a KV block boundary, KV blocks shared).");
+  line("# TYPE hlwq_prefix_snapshots gauge");
+  line("hlwq_prefix_snapshots {}", snapshots_);
   line("# HELP hlwq_prefix_cache_queries_total Prompt tokens looked up in the prefix cache.");
   line("# TYPE hlwq_prefix_cache_queries_total counter");
   line("hlwq_prefix_cache_queries_total {}", prefix_queries_);
   line("# HELP hlwq_prefix_cache_hits_total Prompt tokens found in the prefix cache (not prefilled again).");
   line("# TYPE hlwq_prefix_cache_hits_total counter");
   line("hlwq_prefix_cache_hits_total {}", prefix_hits_);
+  line("# HELP hlwq_prefix_snapshot_hits_total Prompt tokens resumed from a prefix snapshot (included in hits).");
+  line("# TYPE hlwq_prefix_snapshot_hits_total counter");
+  line("hlwq_prefix_snapshot_hits_total {}", snapshot_hits_);
   if (expert_cache_) {
     const ExpertCacheStats& e = *expert_cache_;
     auto counter = [&](const char* name, const char* help, int64_t v) {

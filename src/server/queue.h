@@ -92,9 +92,12 @@ class RequestQueue {
   std::vector<Job> take(size_t max, bool block);
   // True once drain() was called and no job waits (the engine stops when it also runs none).
   bool finished() const;
-  void set_engine_state(int64_t running, int64_t kv_blocks_used, int64_t kv_blocks_cached, int64_t cached_seqs);
+  void set_engine_state(int64_t running, int64_t kv_blocks_used, int64_t kv_blocks_cached, int64_t cached_seqs,
+                        int64_t snapshots);
   void set_expert_cache(const ExpertCacheStats& s);  // the model's expert-cache counters (offload on)
-  void record_prefix(int64_t prompt_tokens, int64_t reused_tokens);  // one per admitted request
+  // One per admitted request: prompt tokens, those reused from a cached sequence or snapshot, and of those the
+  // ones that came from a snapshot.
+  void record_prefix(int64_t prompt_tokens, int64_t reused_tokens, int64_t snapshot_tokens);
   void record_token(bool first, double seconds);  // TTFT (first) or inter-token latency
   void record_finish(int64_t prompt_tokens, int64_t completion_tokens);
 
@@ -113,9 +116,10 @@ class RequestQueue {
   std::deque<Job> waiting_;
   size_t max_waiting_;
   bool draining_ = false;
-  int64_t running_ = 0, kv_used_ = 0, kv_total_, kv_cached_ = 0, cached_seqs_ = 0;
+  int64_t running_ = 0, kv_used_ = 0, kv_total_, kv_cached_ = 0, cached_seqs_ = 0, snapshots_ = 0;
   std::optional<ExpertCacheStats> expert_cache_;
   uint64_t prefix_queries_ = 0, prefix_hits_ = 0;  // prompt tokens looked up / found in the prefix cache
+  uint64_t snapshot_hits_ = 0;                      // of prefix_hits_, those resumed from a snapshot
   std::vector<std::pair<int, uint64_t>> by_status_;  // (HTTP status, count), in first-seen order
   uint64_t prompt_tokens_ = 0, generation_tokens_ = 0;
   Histogram ttft_, itl_;

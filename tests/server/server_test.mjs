@@ -18,7 +18,8 @@ async function metrics() {
   for (const m of text.matchAll(/^hlwq_requests_total\{status="(\d+)"\} (\d+)$/gm)) byStatus[m[1]] = Number(m[2]);
   return { byStatus, gen: get(/^hlwq_generation_tokens_total (\d+)$/m), prompt: get(/^hlwq_prompt_tokens_total (\d+)$/m),
            ttft: get(/^hlwq_time_to_first_token_seconds_count (\d+)$/m),
-           hits: get(/^hlwq_prefix_cache_hits_total (\d+)$/m), kvUsed: get(/^hlwq_kv_blocks_used (\d+)$/m),
+           hits: get(/^hlwq_prefix_cache_hits_total (\d+)$/m), snapHits: get(/^hlwq_prefix_snapshot_hits_total (\d+)$/m),
+           kvUsed: get(/^hlwq_kv_blocks_used (\d+)$/m),
            kvCached: get(/^hlwq_kv_blocks_cached (\d+)$/m), text };
 }
 async function streamText(params, onChunk) {
@@ -106,15 +107,19 @@ try {
   const a1 = await client.chat.completions.create({ model: MODEL, messages: turn1, temperature: 0, max_tokens: 12 });
   const turn2 = { model: MODEL, temperature: 0, max_tokens: 12, messages: [...turn1,
     { role: 'assistant', content: a1.choices[0].message.content }, { role: 'user', content: 'And another one?' }] };
-  const h0 = (await metrics()).hits;
+  const p0 = await metrics();
   const continued = await client.chat.completions.create(turn2);
-  const h1 = (await metrics()).hits;
-  const full2 = await client.chat.completions.create(turn2);  // turn 1's sequence was taken: a full prefill
-  const h2 = (await metrics()).hits;
+  const p1 = await metrics();
+  // turn 1's sequence was taken: the same request again resumes from the snapshot that `continued` took at the
+  // end of its prompt's last full KV block (16 tokens)
+  const full2 = await client.chat.completions.create(turn2);
+  const p2 = await metrics();
   ok200 += 3;
   // Everything turn 1 fed to the model was reused: its prompt and its answer but the last sampled token.
-  assert.equal(h1 - h0, a1.usage.prompt_tokens + a1.usage.completion_tokens - 1);
-  assert.equal(h2, h1);
+  assert.equal(p1.hits - p0.hits, a1.usage.prompt_tokens + a1.usage.completion_tokens - 1);
+  assert.equal(p1.snapHits, p0.snapHits);
+  assert.equal(p2.hits - p1.hits, Math.floor(continued.usage.prompt_tokens / 16) * 16);
+  assert.equal(p2.snapHits - p1.snapHits, p2.hits - p1.hits);
   assert.equal(continued.choices[0].message.content, full2.choices[0].message.content);
   assert.deepEqual(continued.usage, full2.usage);
 

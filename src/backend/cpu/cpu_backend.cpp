@@ -236,4 +236,14 @@ void CpuBackend::reset_slot(int32_t slot) {
   }
 }
 
+void CpuBackend::copy_slot_state(int32_t from, int32_t to) {
+  HLWQ_CHECK(from >= 0 && from < lim_.max_seqs && to >= 0 && to < lim_.max_seqs && from != to,
+             "state copy from slot {} to slot {}: both must be distinct slots in [0, {})", from, to, lim_.max_seqs);
+  const int64_t S_len = gd_.recurrent_state_floats(), conv_len = gd_.conv_state_floats();
+  for (size_t i = 0; i < gdn_S_.size(); ++i) {
+    std::copy_n(gdn_S_[i].begin() + from * S_len, S_len, gdn_S_[i].begin() + to * S_len);
+    std::copy_n(gdn_conv_[i].begin() + from * conv_len, conv_len, gdn_conv_[i].begin() + to * conv_len);
+  }
+}
+
 }  // namespace hlwq

@@ -52,6 +52,7 @@ class CpuBackend final : public Backend {
   void lm_head_host(const float* x, int64_t n, float* logits) override;
   void read(Act a, float* dst) override;
   void reset_slot(int32_t slot) override;
+  void copy_slot_state(int32_t from, int32_t to) override;
   // Calibration: every linear's input goes to `tap` too (an empty function turns it off). Not part of Backend:
   // only the CPU reference offers it.
   void set_linear_input_tap(LinearInputTap tap) { tap_ = std::move(tap); }

@@ -81,6 +81,7 @@ class CudaBackend final : public Backend {
   std::string memory_plan() const override { return plan_; }
   bool expert_cache_stats(ExpertCacheStats& out) const override;
   void reset_slot(int32_t slot) override;
+  void copy_slot_state(int32_t from, int32_t to) override;
 
  private:
   // Gives every MoE layer its expert slots (after everything else is allocated, so a budget sees the rest).
@@ -459,6 +460,21 @@ void CudaBackend::reset_slot(int32_t slot) {
   for (size_t i = 0; i < conv_.size(); ++i) {
     HLWQ_CUDA_CHECK(cudaMemsetAsync(conv_[i].get() + size_t(slot) * conv, 0, conv * sizeof(float), st_), "GDN reset");
     HLWQ_CUDA_CHECK(cudaMemsetAsync(S_[i].get() + size_t(slot) * s, 0, s * sizeof(float), st_), "GDN reset");
+  }
+}
+
+void CudaBackend::copy_slot_state(int32_t from, int32_t to) {
+  use_device();
+  HLWQ_CHECK(from >= 0 && from < lim_.max_seqs && to >= 0 && to < lim_.max_seqs && from != to,
+             "state copy from slot {} to slot {}: both must be distinct slots in [0, {})", from, to, lim_.max_seqs);
+  const size_t conv = size_t((gd_.K - 1) * gd_.C()), s = size_t(gd_.Hv) * gd_.dk * gd_.dv;
+  for (size_t i = 0; i < conv_.size(); ++i) {
+    HLWQ_CUDA_CHECK(cudaMemcpyAsync(conv_[i].get() + size_t(to) * conv, conv_[i].get() + size_t(from) * conv,
+                                    conv * sizeof(float), cudaMemcpyDeviceToDevice, st_),
+                    "GDN state copy");
+    HLWQ_CUDA_CHECK(cudaMemcpyAsync(S_[i].get() + size_t(to) * s, S_[i].get() + size_t(from) * s, s * sizeof(float),
+                                    cudaMemcpyDeviceToDevice, st_),
+                    "GDN state copy");
   }
 }
 
