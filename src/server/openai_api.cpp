@@ -421,19 +421,27 @@ json ResponseWriter::chat_delta_chunk(const Parsed& p, const std::vector<TokenLo
   if (!p.reasoning.empty()) delta["reasoning_content"] = p.reasoning;
   if (!p.content.empty() || (p.reasoning.empty() && p.calls.empty())) delta["content"] = p.content;
   if (!p.calls.empty()) {
-    // Each call in one delta: its index, id, type and name, and the arguments whole (clients concatenate
-    // "arguments" of the deltas with the same index; a call is released only once it is known to be well formed).
+    // A call's first delta has its index, id, type and name; later ones the same index and more of the arguments
+    // (clients concatenate "arguments" of the deltas with the same index).
     json calls = json::array();
-    for (const ToolCall& c : p.calls) {
-      calls.push_back({{"index", calls_.size()}, {"id", random_id("call_")},
-                       {"type", "function"}, {"function", {{"name", c.name}, {"arguments", c.arguments}}}});
-      calls_.push_back(c);
+    for (const ToolCallDelta& c : p.calls) {
+      if (!c.name.empty())
+        calls.push_back({{"index", c.index}, {"id", random_id("call_")}, {"type", "function"},
+                         {"function", {{"name", c.name}, {"arguments", c.arguments}}}});
+      else
+        calls.push_back({{"index", c.index}, {"function", {{"arguments", c.arguments}}}});
+      apply(c);
     }
     delta["tool_calls"] = std::move(calls);
   }
   json j = chunk_base();
   j["choices"] = json::array({{{"index", 0}, {"delta", delta}, {"logprobs", logprobs_json(lp)}, {"finish_reason", nullptr}}});
   return j;
+}
+
+void ResponseWriter::apply(const ToolCallDelta& d) {
+  if (!d.name.empty()) calls_.push_back({d.name, ""});
+  if (d.index < calls_.size()) calls_[d.index].arguments += d.arguments;  // the parser numbers calls from 0
 }
 
 std::string ResponseWriter::sse_delta(const StreamEvent& ev) {
@@ -474,7 +482,7 @@ void ResponseWriter::add(const StreamEvent& ev) {
     Parsed p = parse(ev.text);
     reasoning_text_ += p.reasoning;
     text_ += p.content;
-    for (ToolCall& c : p.calls) calls_.push_back(std::move(c));
+    for (const ToolCallDelta& c : p.calls) apply(c);
   } else {
     text_ += ev.text;
   }
@@ -486,7 +494,7 @@ std::string ResponseWriter::full(const StreamEvent& f) {
     Parsed p = parse_flush();
     reasoning_text_ += p.reasoning;
     text_ += p.content;
-    for (ToolCall& c : p.calls) calls_.push_back(std::move(c));
+    for (const ToolCallDelta& c : p.calls) apply(c);
   }
   json choice = {{"index", 0}, {"logprobs", logprobs_json(logprobs_)}, {"finish_reason", finish_reason(f)}};
   if (ep_ == Endpoint::chat) {

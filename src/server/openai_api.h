@@ -71,8 +71,9 @@ class ResponseWriter {
  private:
   struct Parsed {
     std::string reasoning, content;
-    std::vector<ToolCall> calls;
+    std::vector<ToolCallDelta> calls;
   };
+  void apply(const ToolCallDelta& d);  // into calls_
   Parsed parse(std::string_view text);  // through the tool-call parser, then the reasoning split
   Parsed parse_flush();
   nlohmann::ordered_json chunk_base() const;

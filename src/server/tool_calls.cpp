@@ -24,42 +24,7 @@ std::string_view trim(std::string_view s) {
   return s;
 }
 
-bool eat(std::string_view& s, std::string_view prefix) {
-  if (s.substr(0, prefix.size()) != prefix) return false;
-  s.remove_prefix(prefix.size());
-  return true;
-}
-
-// "<TAG=NAME>" at the front of s: NAME (non-empty, no space or '<').
-bool eat_named(std::string_view& s, std::string_view tag, std::string& name) {
-  std::string_view t = s;
-  if (!eat(t, "<") || !eat(t, tag) || !eat(t, "=")) return false;
-  const size_t gt = t.find('>');
-  if (gt == std::string_view::npos || gt == 0) return false;
-  const std::string_view n = t.substr(0, gt);
-  if (std::any_of(n.begin(), n.end(), [](char c) { return is_space(c) || c == '<'; })) return false;
-  name = std::string(n);
-  s = t.substr(gt + 1);
-  return true;
-}
-
 std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
-
-// Whether the schema of `param` says it is a string (then its XML value is never read as JSON).
-bool is_string_param(const json& parameters, const std::string& param, bool& known) {
-  known = false;
-  if (!parameters.is_object()) return false;
-  auto props = parameters.find("properties");
-  if (props == parameters.end() || !props->is_object()) return false;
-  auto p = props->find(param);
-  if (p == props->end() || !p->is_object()) return false;
-  known = true;
-  auto type = p->find("type");
-  if (type == p->end()) return false;
-  if (type->is_string()) return *type == "string";
-  if (type->is_array()) return std::find(type->begin(), type->end(), json("string")) != type->end() && type->size() == 1;
-  return false;
-}
 
 }  // namespace
 
@@ -78,39 +43,63 @@ bool ToolCallParser::parse_hermes(std::string_view body, ToolCall& out) const {
   return true;
 }
 
-bool ToolCallParser::parse_xml(std::string_view s, ToolCall& out) const {
-  std::string name;
-  if (!eat_named(s, "function", name)) return false;
-  const ToolSpec* spec = nullptr;
-  for (const ToolSpec& t : tools_)
-    if (t.name == name) spec = &t;
-  json args = json::object();
-  for (;;) {
-    s = trim(s);
-    if (eat(s, "</function>")) break;
-    std::string param;
-    if (!eat_named(s, "parameter", param)) return false;
-    const size_t end = s.find("</parameter>");
-    if (end == std::string_view::npos || args.contains(param)) return false;
-    std::string_view value = s.substr(0, end);
-    s.remove_prefix(end + std::string_view("</parameter>").size());
-    if (!value.empty() && value.front() == '\n') value.remove_prefix(1);
-    if (!value.empty() && value.back() == '\n') value.remove_suffix(1);
-    bool known = false;
-    const bool text = spec == nullptr || is_string_param(spec->parameters, param, known) || !known;
-    json v = text ? json() : json::parse(value, nullptr, false);
-    args[param] = text || v.is_discarded() ? json(std::string(value)) : v;
-  }
-  if (!trim(s).empty()) return false;
-  out = {std::move(name), dump(args)};
-  return true;
+void ToolCallParser::add_arguments(Out& out, std::string piece) const {
+  if (piece.empty()) return;
+  if (!out.calls.empty() && out.calls.back().index == n_calls_) out.calls.back().arguments += piece;
+  else out.calls.push_back({n_calls_, "", std::move(piece)});
 }
 
-bool ToolCallParser::parse_body(std::string_view body, ToolCall& out) const {
-  body = trim(body);
-  if (format_ != ToolCallFormat::qwen3_xml && body.substr(0, 1) == "{") return parse_hermes(body, out);
-  if (format_ != ToolCallFormat::hermes && body.substr(0, 10) == "<function=") return parse_xml(body, out);
-  return false;
+void ToolCallParser::advance(Out& out) {
+  if (!stream_ && !whole_) {
+    CallHeader h;
+    ArgsStream::Form form = ArgsStream::Form::hermes;
+    bool more = false;
+    if (format_ != ToolCallFormat::qwen3_xml) {
+      h = hermes_header(body_);
+      more = h.need_more;
+    }
+    if (h.end == std::string_view::npos && format_ != ToolCallFormat::hermes) {
+      CallHeader x = xml_header(body_);
+      more = more || x.need_more;
+      if (x.end != std::string_view::npos) {
+        h = std::move(x);
+        form = ArgsStream::Form::xml;
+      }
+    }
+    if (h.end == std::string_view::npos) {
+      whole_ = !more;
+      return;
+    }
+    const nlohmann::ordered_json* params = nullptr;
+    for (const ToolSpec& t : tools_)
+      if (t.name == h.name) params = &t.parameters;
+    stream_.emplace(form, params);
+    out.calls.push_back({n_calls_, h.name, ""});
+    fed_ = h.end;
+  }
+  if (stream_) {
+    add_arguments(out, stream_->feed(std::string_view(body_).substr(fed_)));
+    fed_ = body_.size();
+  }
+}
+
+void ToolCallParser::close_block(Out& out) {
+  if (stream_) {
+    ArgsStream::End e = stream_->finish(body_);
+    add_arguments(out, std::move(e.arguments));
+    out.text += e.text;
+    ++n_calls_;
+  } else {
+    ToolCall call;
+    if (format_ != ToolCallFormat::qwen3_xml && parse_hermes(trim(body_), call))
+      out.calls.push_back({n_calls_++, std::move(call.name), std::move(call.arguments)});
+    else
+      out.text += std::string(kOpen) + body_ + std::string(kClose);  // malformed: text
+  }
+  stream_.reset();
+  body_.clear();
+  whole_ = false;
+  fed_ = 0;
 }
 
 ToolCallParser::Out ToolCallParser::push(std::string_view piece) {
@@ -133,12 +122,15 @@ ToolCallParser::Out ToolCallParser::push(std::string_view piece) {
     } else {
       const size_t at = rest.find(kClose);
       if (at == std::string_view::npos) {
-        keep = std::string(rest);  // the body so far
+        const size_t n = partial_tag(rest, kClose);
+        body_ += rest.substr(0, rest.size() - n);
+        keep = std::string(rest.substr(rest.size() - n));
+        advance(out);
         break;
       }
-      ToolCall call;
-      if (parse_body(rest.substr(0, at), call)) out.calls.push_back(std::move(call));
-      else out.text += std::string(kOpen) + std::string(rest.substr(0, at + kClose.size()));  // malformed: text
+      body_ += rest.substr(0, at);
+      advance(out);
+      close_block(out);
       rest.remove_prefix(at + kClose.size());
       in_block_ = false;
     }
@@ -149,8 +141,19 @@ ToolCallParser::Out ToolCallParser::push(std::string_view piece) {
 
 ToolCallParser::Out ToolCallParser::flush() {
   Out out;
-  out.text = in_block_ ? std::string(kOpen) + held_ : held_;
+  if (in_block_) {
+    body_ += held_;  // a partial closing tag is body after all
+    advance(out);
+    if (stream_) close_block(out);  // a streamed call ends with the output
+    else out.text = std::string(kOpen) + body_;
+  } else {
+    out.text = held_;
+  }
   held_.clear();
+  body_.clear();
+  stream_.reset();
+  whole_ = false;
+  fed_ = 0;
   in_block_ = false;
   return out;
 }

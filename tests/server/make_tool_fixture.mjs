@@ -19,7 +19,7 @@ export const SCRIPTS = {
               '<function=get_weather>\n', '<parameter=city>\n', 'Paris\n', '</parameter>\n', '</function>\n',
               '</tool_call>', '<|im_end|>'],
   '</think>': ['\n\nLet me look that up.', '<tool_call>', '\n{"name": "get_weather", ',
-               '"arguments": {"city": "Tokyo"}}', '\n</tool_call>', '<|im_end|>'],
+               '"arguments": {"city": ', '"Tokyo"}}', '\n</tool_call>', '<|im_end|>'],  // arguments in pieces
   '<loop>': ['<loop>'],
 };
 

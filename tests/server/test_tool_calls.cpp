@@ -19,18 +19,31 @@ const std::vector<ToolSpec> kTools = {
 
 struct Whole {
   std::string text;
-  std::vector<ToolCall> calls;
+  std::vector<ToolCall> calls;  // the deltas put together
+  std::vector<int> deltas;      // [calls] deltas that carried arguments text
 };
+
+void apply(Whole& w, const ToolCallParser::Out& o) {
+  w.text += o.text;
+  for (const ToolCallDelta& d : o.calls) {
+    if (!d.name.empty()) {
+      ASSERT_EQ(d.index, w.calls.size());
+      w.calls.push_back({d.name, ""});
+      w.deltas.push_back(0);
+    } else {
+      ASSERT_LT(d.index, w.calls.size());
+      ASSERT_EQ(d.index, w.calls.size() - 1) << "a delta for a call other than the last";
+    }
+    w.calls[d.index].arguments += d.arguments;
+    w.deltas[d.index] += !d.arguments.empty();
+  }
+}
 
 Whole parse_pieces(const std::vector<std::string>& pieces, ToolCallFormat f = ToolCallFormat::any) {
   ToolCallParser p(f, kTools);
   Whole w;
-  for (const auto& piece : pieces) {
-    auto o = p.push(piece);
-    w.text += o.text;
-    for (auto& c : o.calls) w.calls.push_back(c);
-  }
-  w.text += p.flush().text;
+  for (const auto& piece : pieces) apply(w, p.push(piece));
+  apply(w, p.flush());
   return w;
 }
 
@@ -87,9 +100,6 @@ TEST(ToolCalls, MalformedBlocksStayText) {
            "<tool_call>{\"name\": \"a\", \"arguments\": [1]}</tool_call>",
            "<tool_call>{\"name\": \"a\", \"arguments\": \"nope\"}</tool_call>",
            "<tool_call>{\"name\": \"a\"</tool_call>",
-           "<tool_call><function=a><parameter=x>1</function></tool_call>",
-           "<tool_call><function=a><parameter=x>1</parameter><parameter=x>2</parameter></function></tool_call>",
-           "<tool_call><function=a></function>junk</tool_call>",
            "<tool_call><function=>x</function></tool_call>",
            "<tool_call><function=a b></function></tool_call>",
            "<tool_call></tool_call>",
@@ -100,6 +110,64 @@ TEST(ToolCalls, MalformedBlocksStayText) {
     auto w = parse_pieces({bad});
     EXPECT_EQ(w.text, bad);
     EXPECT_TRUE(w.calls.empty()) << bad;
+  }
+}
+
+TEST(ToolCalls, StreamedXmlCallBrokenLaterKeepsTheRestAsText) {
+  // Once <function=NAME> is complete the call has been streamed: a form broken later closes its arguments there.
+  struct Case {
+    std::string body, args, text;
+  };
+  for (const Case& c : std::vector<Case>{
+           {"<function=a><parameter=x>1</function>", R"({"x":"1</function>"})", ""},  // a value runs to </parameter>
+           {"<function=a><parameter=x>1</parameter><parameter=x>2</parameter></function>", R"({"x":"1"})",
+            "<parameter=x>2</parameter></function>"},
+           {"<function=a></function>junk", "{}", "junk"},
+           {"<function=a>junk", "{}", "junk"},
+           {"<function=get_weather><parameter=days>\n4", R"({"days":"\n4"})", ""},
+       }) {
+    for (const bool closed : {true, false}) {
+      const std::string in = "<tool_call>" + c.body + (closed ? "</tool_call>" : "");
+      const Whole w = parse_pieces({in});
+      ASSERT_EQ(w.calls.size(), 1u) << in;
+      EXPECT_EQ(w.calls[0].name, c.body.starts_with("<function=a>") ? "a" : "get_weather");
+      EXPECT_EQ(w.calls[0].arguments, c.args) << in;
+      EXPECT_TRUE(json::accept(w.calls[0].arguments)) << in;
+      EXPECT_EQ(w.text, c.text) << in;
+    }
+  }
+}
+
+TEST(ToolCalls, ArgumentsStreamPiecewiseAndJoinToTheWholeOnAnyCuts) {
+  const std::vector<std::pair<std::string, std::string>> calls = {
+      {"<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"S\\u00e3o \\\"P\\\" </x>\", "
+       "\"opts\": {\"n\": [1, 2.5e3, true]}}}\n</tool_call>",
+       R"({"city":"S\u00e3o \"P\" </x>","opts":{"n":[1,2.5e3,true]}})"},
+      {"<tool_call>\n<function=get_weather>\n<parameter=city>\nNew\n\"York\" \\ é😀 </para\n\n</parameter>\n"
+       "<parameter=days>\n3\n</parameter>\n<parameter=opts>\n{\"unit\": \"C\"}\n</parameter>\n</function>\n</tool_call>",
+       R"({"city":"New\n\"York\" \\ é😀 </para\n","days":3,"opts":{"unit":"C"}})"},
+  };
+  for (const auto& [text, args] : calls) {
+    const Whole ref = parse_pieces({"x" + text + "y"});
+    ASSERT_EQ(ref.calls.size(), 1u) << text;
+    EXPECT_EQ(ref.text, "xy");
+    EXPECT_EQ(ref.calls[0].name, "get_weather");
+    EXPECT_EQ(ref.calls[0].arguments, args);
+    EXPECT_TRUE(json::accept(args));
+    // byte by byte: the arguments come in many deltas, before the block closes
+    std::vector<std::string> bytes;
+    for (char ch : text) bytes.emplace_back(1, ch);
+    const Whole b = parse_pieces(bytes);
+    ASSERT_EQ(b.calls.size(), 1u);
+    EXPECT_EQ(b.calls[0].arguments, args);
+    EXPECT_GT(b.deltas[0], 10);
+    for (size_t i = 0; i <= text.size(); ++i)
+      for (size_t j = i; j <= text.size(); j += 3) {
+        const Whole w = parse_pieces({text.substr(0, i), text.substr(i, j - i), text.substr(j)});
+        ASSERT_EQ(w.calls.size(), 1u) << i << "," << j;
+        ASSERT_EQ(w.calls[0].arguments, args) << i << "," << j;
+        ASSERT_EQ(w.text, "") << i << "," << j;
+      }
   }
 }
 

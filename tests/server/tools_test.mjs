@@ -28,11 +28,12 @@ async function streamed(params) {
       content += ch.delta?.content ?? '';
       reasoning += ch.delta?.reasoning_content ?? '';
       for (const tc of ch.delta?.tool_calls ?? []) {
-        const call = (calls[tc.index] ??= { id: '', type: '', function: { name: '', arguments: '' } });
+        const call = (calls[tc.index] ??= { id: '', type: '', function: { name: '', arguments: '' }, pieces: 0 });
         if (tc.id) call.id = tc.id;
         if (tc.type) call.type = tc.type;
         call.function.name += tc.function?.name ?? '';
         call.function.arguments += tc.function?.arguments ?? '';
+        if (tc.function?.arguments) call.pieces += 1;
       }
       if (ch.finish_reason) finish = ch.finish_reason;
     }
@@ -58,7 +59,7 @@ try {
   assert.equal(msg.tool_calls[0].function.name, 'get_weather');
   assert.deepEqual(JSON.parse(msg.tool_calls[0].function.arguments), { city: 'Paris' });
 
-  check('the same streamed: reasoning deltas, one tool call delta, finish_reason tool_calls');
+  check('the same streamed: reasoning deltas, one tool call (its arguments in pieces), finish_reason tool_calls');
   const s = await streamed(req());
   assert.equal(s.reasoning, msg.reasoning_content);
   assert.equal(s.content, '');
@@ -66,6 +67,7 @@ try {
   assert.equal(s.calls.length, 1);
   assert.equal(s.calls[0].function.name, 'get_weather');
   assert.equal(s.calls[0].function.arguments, msg.tool_calls[0].function.arguments);
+  assert.ok(s.calls[0].pieces > 1, `arguments in ${s.calls[0].pieces} delta(s)`);
 
   check('hermes JSON call after enable_thinking false (chat_template_kwargs), streamed and not');
   const off = req({ chat_template_kwargs: { enable_thinking: false } });
@@ -79,6 +81,7 @@ try {
   assert.equal(bs.content, b.choices[0].message.content);
   assert.equal(bs.reasoning, '');
   assert.equal(bs.calls[0].function.arguments, b.choices[0].message.tool_calls[0].function.arguments);
+  assert.ok(bs.calls[0].pieces > 1, `arguments in ${bs.calls[0].pieces} delta(s)`);
 
   check('the tool result goes back on the next turn');
   const next = await client.chat.completions.create(req({ messages: [...ask, msg,
