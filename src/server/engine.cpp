@@ -64,7 +64,10 @@ void run_engine(Model& model, const Tokenizer& tok, const EngineConfig& cfg, Req
   const int64_t block = model.options().kv_block_tokens;
   std::vector<std::unique_ptr<Running>> run;
   PrefixCache cache;
-  SnapshotStore snaps(cfg.prefix_cache ? size_t(std::max(cfg.snapshots, 0)) : 0);
+  // snapshots live in the state slots beyond the max_seqs that running and cached sequences may use, so a fork
+  // always finds one
+  const int32_t spare_slots = std::max(0, model.pool().config().max_seqs - cfg.max_seqs);
+  SnapshotStore snaps(cfg.prefix_cache ? size_t(std::min(std::max(cfg.snapshots, 0), spare_slots)) : 0);
   std::vector<int32_t> held;  // scratch: KV blocks held by the caches
   // Pool use for /metrics: all KV blocks in use, and those held by cached sequences and snapshots.
   // The expert-cache counters cost a device read on the GPU: published at most every 250 ms while requests run,
@@ -186,7 +189,8 @@ void run_engine(Model& model, const Tokenizer& tok, const EngineConfig& cfg, Req
     // Snapshots hold KV blocks that no running sequence may need: evict them (then cached sequences) until the
     // batch fits. The pool holds max_seqs sequences of the full length, so with both caches empty it always does.
     int64_t need = 0;
-    for (const SeqInput& x : in) need += model.pool().blocks_needed(x.seq->slot(), x.seq->pos() + int64_t(x.tokens.size()));
+    for (const SeqInput& x : in)
+      need += model.pool().blocks_needed(x.seq->slot(), x.seq->pos() + int64_t(x.tokens.size()));
     while (need > model.pool().free_blocks() && (snaps.evict_lru() || cache.evict_lru())) {
     }
     try {

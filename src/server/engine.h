@@ -26,7 +26,8 @@ struct EngineConfig {
   int64_t max_len = 0;         // every sequence may grow to this (the server's max model length)
   bool prefix_cache = true;
   // Prefix snapshots (with prefix_cache): state-pool slots beyond max_seqs (the model is loaded with
-  // max_seqs + snapshots), and the interval in tokens of the periodic snapshot boundaries (0: none).
+  // max_seqs + snapshots; fewer spare slots cap the store), and the interval in tokens of the periodic snapshot
+  // boundaries (0: none).
   int32_t snapshots = 0;
   int64_t snapshot_interval = 0;
 };

@@ -108,8 +108,10 @@ struct Served {
 
 class Engine {
  public:
-  Engine(int32_t seqs, int32_t snapshots, int64_t interval, bool prefix_cache, int64_t max_len = 256)
-      : model_(load(seqs + snapshots, int64_t(seqs) * max_len)),
+  // spare_slots: state slots beyond seqs that the model is loaded with (−1: one per snapshot)
+  Engine(int32_t seqs, int32_t snapshots, int64_t interval, bool prefix_cache, int64_t max_len = 256,
+         int32_t spare_slots = -1)
+      : model_(load(seqs + (spare_slots < 0 ? snapshots : spare_slots), int64_t(seqs) * max_len)),
         tok_(Tokenizer::from_file(demo() / "tokenizer.json")),
         queue_(8, model_.pool().config().kv_blocks) {
     EngineConfig ec;
@@ -227,6 +229,17 @@ TEST(SnapshotEngine, EvictionsUnderTinyBudgetsStayExact) {
     EXPECT_LE(tiny.metric("hlwq_prefix_snapshots"), 1);
   }
   EXPECT_GT(tiny.metric("hlwq_prefix_snapshot_hits_total"), 0);
+}
+
+TEST(SnapshotEngine, StoreIsCappedByTheModelsSpareStateSlots) {
+  Engine capped(1, 4, 16, true, 96, 1), plain(1, 0, 0, false, 96);
+  const int64_t V = capped.vocab();
+  const auto p = tokens(70, V, 14);
+  EXPECT_EQ(capped.ask(p).text, plain.ask(p).text);  // would have taken 4 snapshots
+  EXPECT_EQ(capped.metric("hlwq_prefix_snapshots"), 1);
+  const auto q = cat(tokens(64, V, 14), tokens(3, V, 15));
+  EXPECT_EQ(capped.ask(q).text, plain.ask(q).text);
+  EXPECT_EQ(capped.metric("hlwq_prefix_snapshot_hits_total"), 64);
 }
 
 TEST(SnapshotEngine, TenTurnChatContinuesEveryTurn) {
