@@ -296,7 +296,7 @@ TEST(CudaModel, PerplexityOfTheDemoModelMatchesCpu) {
 // device sampling and a configuration the device leaves to the host (top_k = 0: −1 and that row's logits).
 TEST(CudaModel, DeviceTokenChoiceEqualsHostSampler) {
   HLWQ_REQUIRE_CUDA();
-  Model gpu = load(demo(), Device::cuda, 3);
+  Model gpu = load(demo(), Device::cuda, 6);  // two batches of three sequences below
   const int64_t V = gpu.config().vocab_size;
   const Tokenizer tok = Tokenizer::from_file(demo() / "tokenizer.json");
   const std::vector<int32_t> prompt = tok.encode("The Python interpreter");
