@@ -9,7 +9,7 @@
 // the cached K/V read, the logits written) over the read-kernel bandwidth measured in the same run.
 // Breakdown: the same step split into separate graphs (mixers, MoE blocks, lm_head + argmax), and the step
 // launched eagerly (no graph) to show the launch cost. Prefill: one sequence of P ∈ {512, 4096} tokens, eager,
-// timed with events (GDN prefill is a token loop, see gdn.cuh).
+// timed with events, with the GDN delta rule chunked (gdn_chunked.cuh) and as a token loop, and split by part.
 #include <cuda_runtime.h>
 
 #include <cmath>
@@ -22,6 +22,7 @@
 #include "backend/cuda/attention.cuh"
 #include "backend/cuda/embedding.cuh"
 #include "backend/cuda/gdn.cuh"
+#include "backend/cuda/gdn_chunked.cuh"
 #include "backend/cuda/gemm.cuh"
 #include "backend/cuda/moe.cuh"
 #include "backend/cuda/norm.cuh"
@@ -94,6 +95,7 @@ struct Scratch {
   DeviceBuffer<int> ids, pos, bt_off, nan;
   DeviceBuffer<cuda::GdnSeq> seqs;
   int n_seq;
+  DeviceBuffer<float> gdn_ws;  // prefill: the chunked GDN's workspace (empty: the token loop)
 };
 
 struct Model {
@@ -234,7 +236,8 @@ void mixer(const Model& m, Layer& L, Scratch& s, cudaStream_t st) {
     cuda::gemm(L.ba, s.xf.get(), T, s.ba.get(), L.ba.out, st);
     cuda::gdn_conv(s.proj.get(), ld, s.seqs.get(), s.n_seq, L.conv_w.get(), L.conv_state.get(), d, s.act.get(), st);
     cuda::gdn_delta_rule(s.act.get(), s.proj.get() + C, ld, s.ba.get(), L.ba.out, L.A_log.get(), L.dt_bias.get(),
-                         L.gnorm.get(), s.seqs.get(), s.n_seq, int(T / s.n_seq), L.S.get(), d, T, nullptr, s.o.get(), st);
+                         L.gnorm.get(), s.seqs.get(), s.n_seq, int(T / s.n_seq), L.S.get(), d, T,
+                         s.gdn_ws.size() ? s.gdn_ws.get() : nullptr, s.o.get(), st);
     linear(L.out, s.o.get(), T, s, s.y.get(), H, st);
   }
 }
@@ -378,9 +381,31 @@ int main() {
     }
     for (int64_t P : {512, 4096}) {
       Scratch s = make_scratch(m, P, 1);
-      const double us = time_eager(st, [&] { step(m, s, st); }, 3);
-      std::printf("row prefill P=%-4lld | %10.1f us | %8.1f tok/s (eager; GDN as a token loop)\n", (long long)P, us,
-                  double(P) / (us * 1e-6));
+      const cuda::GdnDimsDev gd{int(Hk), int(Hv), int(DK), int(DV), int(KC), 1e-6f};
+      const double loop = time_eager(st, [&] { step(m, s, st); }, 3);
+      s.gdn_ws = DeviceBuffer<float>(size_t(cuda::gdn_chunked_workspace_floats(P, gd)), "chunked GDN workspace");
+      const double chunked = time_eager(st, [&] { step(m, s, st); }, 3);
+      std::printf("row prefill P=%-4lld | %10.1f us | %8.1f tok/s (eager; GDN chunked) | GDN as a token loop %10.1f us\n",
+                  (long long)P, chunked, double(P) / (chunked * 1e-6), loop);
+      // where a prefill goes: each part over the 40 layers, eager, same inputs
+      auto part = [&](const char* name, const std::function<void(Layer&)>& f) {
+        const double t = time_eager(st, [&] { for (auto& L : m.layers) f(L); }, 2);
+        std::printf("row   prefill op P=%-4lld %-32s %10.1f us\n", (long long)P, name, t);
+      };
+      part("mixers (GDN chunked, attention)", [&](Layer& L) { mixer(m, L, s, st); });
+      part("  gdn delta rule, chunked", [&](Layer& L) {
+        if (!L.attn)
+          cuda::gdn_delta_rule(s.act.get(), s.proj.get() + C, L.qkvz.out, s.ba.get(), L.ba.out, L.A_log.get(),
+                               L.dt_bias.get(), L.gnorm.get(), s.seqs.get(), 1, int(P), L.S.get(), gd, P,
+                               s.gdn_ws.get(), s.o.get(), st);
+      });
+      part("  gdn delta rule, token loop", [&](Layer& L) {
+        if (!L.attn)
+          cuda::gdn_delta_rule(s.act.get(), s.proj.get() + C, L.qkvz.out, s.ba.get(), L.ba.out, L.A_log.get(),
+                               L.dt_bias.get(), L.gnorm.get(), s.seqs.get(), 1, int(P), L.S.get(), gd, P, nullptr,
+                               s.o.get(), st);
+      });
+      part("moe blocks", [&](Layer& L) { cuda::moe_forward(L.moe, s.moe, s.xn.get(), P, s.h.get(), true, st); });
       std::fflush(stdout);
     }
   } catch (const std::exception& e) {
