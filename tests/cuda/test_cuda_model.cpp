@@ -329,6 +329,7 @@ TEST(CudaModel, DeviceTokenChoiceEqualsHostSampler) {
   }
   // one batch, three rows: greedy, device top-k, and top_k = 0 (the whole vocabulary: the host's)
   std::vector<Sequence> a, b;
+  a.reserve(3), b.reserve(3);  // the inputs below point into these vectors
   std::vector<SeqInput> ina, inb;
   const std::vector<std::vector<int32_t>> prompts = {prompt, tok.encode("def fibonacci(n):"), tok.encode("In 1998")};
   for (const auto& p : prompts) {

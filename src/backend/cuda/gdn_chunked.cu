@@ -1,7 +1,8 @@
 // Chunked Gated DeltaNet kernels (see gdn_chunked.cuh).
 // prep: one block of 256 threads per (value head, chunk, sequence); every array of the chunk in shared memory.
 // scan: one block of 256 threads per (value head, 32 columns of S, sequence); its S tile stays in shared memory
-// across the sequence's chunks, and each chunk's q and k are re-normalized from act (cheaper than storing them).
+// across the sequence's chunks, each chunk's W, U, QK and G are staged into shared memory with coalesced loads,
+// and its q and k are re-normalized from act (cheaper than storing them).
 #include <climits>
 #include <cmath>
 
@@ -120,69 +121,101 @@ __global__ void __launch_bounds__(kThreads) prep_kernel(const float* __restrict_
   for (int i = tid; i < L; i += blockDim.x) ws.G[(tb + i) * d.Hv + h] = G[i];
 }
 
+// scan: thread (warp w, lane c) owns column c of the tile and rows w, w + 8, … of every [rows, 32] product, so each
+// shared-memory read of S feeds several FMAs and the row operands (W, q, k, QK) are warp-wide broadcasts.
+constexpr int kWarpsScan = kThreads / 32;
+constexpr int kRowsU = kL / kWarpsScan;        // rows of u and o per thread
+constexpr int kMaxRowsS = 128 / kWarpsScan;    // rows of S per thread (dk ≤ 128)
+
 __global__ void __launch_bounds__(kThreads) scan_kernel(const float* __restrict__ act, const GdnSeq* __restrict__ seqs,
                                                         int min_n, GdnDimsDev d, ChunkWs ws, float* S, float* out) {
   HLWQ_PDL_PREAMBLE();
+  static_assert(kScanCols == 32 && kL % kWarpsScan == 0, "a lane per column, whole rows per warp");
   const int ntiles = (d.dv + kScanCols - 1) / kScanCols;
   const int h = blockIdx.x / ntiles, c0 = (blockIdx.x % ntiles) * kScanCols;
   const GdnSeq sq = seqs[blockIdx.y];
   if (sq.n < min_n) return;
   const int dk = d.dk, dv = d.dv, R = dv + dk, nc = min(kScanCols, dv - c0), tid = threadIdx.x;
+  const int c = tid & 31, w = tid >> 5;
   extern __shared__ float sm[];
-  float* Ss = sm;                         // [dk][kScanCols] this block's columns of S
+  float* Ss = sm;                         // [dk][32] this block's columns of S
   float* Qs = Ss + dk * kScanCols;        // [L][dk + 1]
   float* Ks = Qs + kL * (dk + 1);         // [L][dk + 1]
-  float* Us = Ks + kL * (dk + 1);         // [L][kScanCols] u
-  float* G = Us + kL * kScanCols;         // [L]
+  float* Ws = Ks + kL * (dk + 1);         // [L][dk + 1] W of the chunk
+  float* Us = Ws + kL * (dk + 1);         // [L][32] U of the tile, then u
+  float* QK = Us + kL * kScanCols;        // [L][L]
+  float* G = QK + kL * kL;                // [L]
   float* coef = G + kL;                   // [L] e^{G_L − G_j}
   float* Sg = S + (int64_t(sq.slot) * d.Hv + h) * dk * dv;
   for (int e = tid; e < dk * kScanCols; e += blockDim.x) {
-    const int a = e / kScanCols, c = e % kScanCols;
-    Ss[e] = c < nc ? Sg[int64_t(a) * dv + c0 + c] : 0.f;
+    const int a = e / kScanCols, cc = e % kScanCols;
+    Ss[e] = cc < nc ? Sg[int64_t(a) * dv + c0 + cc] : 0.f;
   }
   for (int cs = 0; cs < sq.n; cs += kL) {
     const int L = min(kL, sq.n - cs);
     const int64_t tb = sq.t0 + cs;
-    __syncthreads();  // the previous chunk is done with Qs, Ks, Us, G and S
+    __syncthreads();  // the previous chunk is done with every array
     load_qk(act, tb, L, h, d, Qs, Ks);
+    for (int e = tid; e < L * dk; e += blockDim.x) {  // coalesced: a row of W is contiguous
+      const int i = e / dk, a = e % dk;
+      Ws[i * (dk + 1) + a] = ws.uw[((tb + i) * d.Hv + h) * R + dv + a];
+    }
+    for (int e = tid; e < L * kScanCols; e += blockDim.x) {
+      const int i = e / kScanCols, cc = e % kScanCols;
+      Us[e] = cc < nc ? ws.uw[((tb + i) * d.Hv + h) * R + c0 + cc] : 0.f;
+    }
+    for (int e = tid; e < L * kL; e += blockDim.x) QK[e] = ws.qk[((tb + e / kL) * d.Hv + h) * kL + e % kL];
     for (int i = tid; i < L; i += blockDim.x) G[i] = ws.G[(tb + i) * d.Hv + h];
     __syncthreads();
     for (int j = tid; j < L; j += blockDim.x) coef[j] = expf(G[L - 1] - G[j]);
-    // u [L, cols] = U − W S
-    for (int e = tid; e < L * kScanCols; e += blockDim.x) {
-      const int i = e / kScanCols, c = e % kScanCols;
-      const float* w = ws.uw + ((tb + i) * d.Hv + h) * R;
-      float acc = 0.f;
-      for (int a = 0; a < dk; ++a) acc += w[dv + a] * Ss[a * kScanCols + c];
-      Us[e] = c < nc ? w[c0 + c] - acc : 0.f;
+    // u = U − W S and Q S, rows w + 8r
+    float ws_[kRowsU] = {}, qs_[kRowsU] = {};
+    for (int a = 0; a < dk; ++a) {
+      const float sv = Ss[a * kScanCols + c];
+#pragma unroll
+      for (int r = 0; r < kRowsU; ++r) {
+        const int i = w + kWarpsScan * r;
+        ws_[r] += Ws[i * (dk + 1) + a] * sv;
+        qs_[r] += Qs[i * (dk + 1) + a] * sv;
+      }
     }
-    __syncthreads();
+#pragma unroll
+    for (int r = 0; r < kRowsU; ++r) {
+      const int i = w + kWarpsScan * r;
+      Us[i * kScanCols + c] = (i < L && c < nc) ? Us[i * kScanCols + c] - ws_[r] : 0.f;
+    }
+    __syncthreads();  // u complete
     // o = e^G (Q S) + QK u
-    for (int e = tid; e < L * kScanCols; e += blockDim.x) {
-      const int i = e / kScanCols, c = e % kScanCols;
-      if (c >= nc) continue;
-      const float* qi = Qs + i * (dk + 1);
-      float acc = 0.f;
-      for (int a = 0; a < dk; ++a) acc += qi[a] * Ss[a * kScanCols + c];
-      acc *= expf(G[i]);
-      const float* qk = ws.qk + ((tb + i) * d.Hv + h) * kL;
-      for (int j = 0; j <= i; ++j) acc += qk[j] * Us[j * kScanCols + c];
+#pragma unroll
+    for (int r = 0; r < kRowsU; ++r) {
+      const int i = w + kWarpsScan * r;
+      if (i >= L || c >= nc) continue;
+      float acc = qs_[r] * expf(G[i]);
+      for (int j = 0; j <= i; ++j) acc += QK[i * kL + j] * Us[j * kScanCols + c];
       out[(tb + i) * int64_t(d.Hv) * dv + int64_t(h) * dv + c0 + c] = acc;
     }
-    __syncthreads();  // every read of S for this chunk is done
-    // S ← e^{G_L} S + Σ_j e^{G_L − G_j} k_j u_jᵀ
+    // S ← e^{G_L} S + Σ_j e^{G_L − G_j} k_j u_jᵀ (this thread's own entries of S: no other thread reads them
+    // before the next chunk's barrier)
     const float eL = expf(G[L - 1]);
-    for (int e = tid; e < dk * kScanCols; e += blockDim.x) {
-      const int a = e / kScanCols, c = e % kScanCols;
-      float acc = 0.f;
-      for (int j = 0; j < L; ++j) acc += coef[j] * Ks[j * (dk + 1) + a] * Us[j * kScanCols + c];
-      Ss[e] = eL * Ss[e] + acc;
+    float sa[kMaxRowsS] = {};
+    for (int j = 0; j < L; ++j) {
+      const float u = coef[j] * Us[j * kScanCols + c];
+#pragma unroll
+      for (int r = 0; r < kMaxRowsS; ++r) {
+        const int a = w + kWarpsScan * r;
+        if (a < dk) sa[r] += Ks[j * (dk + 1) + a] * u;
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < kMaxRowsS; ++r) {
+      const int a = w + kWarpsScan * r;
+      if (a < dk) Ss[a * kScanCols + c] = eL * Ss[a * kScanCols + c] + sa[r];
     }
   }
   __syncthreads();
   for (int e = tid; e < dk * kScanCols; e += blockDim.x) {
-    const int a = e / kScanCols, c = e % kScanCols;
-    if (c < nc) Sg[int64_t(a) * dv + c0 + c] = Ss[e];
+    const int a = e / kScanCols, cc = e % kScanCols;
+    if (cc < nc) Sg[int64_t(a) * dv + c0 + cc] = Ss[e];
   }
 }
 
@@ -190,7 +223,7 @@ size_t prep_smem(const GdnDimsDev& d) {
   return sizeof(float) * size_t(2 * kL * (d.dk + 1) + kL * (d.dv + d.dk) + kL * (kL + 1) + 2 * kL);
 }
 size_t scan_smem(const GdnDimsDev& d) {
-  return sizeof(float) * size_t(d.dk * kScanCols + 2 * kL * (d.dk + 1) + kL * kScanCols + 2 * kL);
+  return sizeof(float) * size_t(d.dk * kScanCols + 3 * kL * (d.dk + 1) + kL * kScanCols + kL * kL + 2 * kL);
 }
 
 }  // namespace
