@@ -69,6 +69,9 @@ __global__ void recurrent_kernel(const float* __restrict__ act, const float* __r
   for (int i = 0; i < sq.n; ++i) {
     const int64_t t = sq.t0 + i;
     const float* row = act + t * C;
+    // every thread is done reading the previous token's q and k before they are overwritten (the two warps of a
+    // block do not run in lockstep)
+    if (i > 0) __syncthreads();
     // q, k of key head kh, L2-normalized
     float sqq = 0.f, skk = 0.f;
     for (int j = tid; j < d.dk; j += blockDim.x) {

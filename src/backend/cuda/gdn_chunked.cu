@@ -3,6 +3,8 @@
 // scan: one block of 256 threads per (value head, 32 columns of S, sequence); its S tile stays in shared memory
 // across the sequence's chunks, each chunk's W, U, QK and G are staged into shared memory with coalesced loads,
 // and its q and k are re-normalized from act (cheaper than storing them).
+#include <cuda_pipeline.h>
+
 #include <climits>
 #include <cmath>
 
@@ -25,17 +27,25 @@ struct ChunkWs {
   float *uw, *qk, *G;  // [T, Hv, R], [T, Hv, L], [T, Hv]
 };
 
-// Normalized q (× dk^-0.5) and k of the chunk's tokens [0, L) into Qs/Ks [L][dk + 1] (a warp per token).
+// Normalized q (× dk^-0.5) and k of the chunk's tokens [0, L) into Qs/Ks [L][dk + 1]. The raw rows are copied
+// with cp.async, all in flight at once (a load-then-use loop waits a full memory latency per element, and the
+// scan pays that once per chunk on its critical path); then a warp per token normalizes from shared memory.
 __device__ void load_qk(const float* act, int64_t tb, int L, int h, const GdnDimsDev& d, float* Qs, float* Ks) {
   const int dk = d.dk, kh = h / (d.Hv / d.Hk), C = 2 * d.Hk * dk + d.Hv * d.dv, lane = threadIdx.x & 31;
+  for (int e = threadIdx.x; e < L * dk; e += blockDim.x) {
+    const int i = e / dk, a = e % dk;
+    const float* row = act + (tb + i) * C;
+    __pipeline_memcpy_async(Qs + i * (dk + 1) + a, row + kh * dk + a, sizeof(float));
+    __pipeline_memcpy_async(Ks + i * (dk + 1) + a, row + d.Hk * dk + kh * dk + a, sizeof(float));
+  }
+  __pipeline_commit();
+  __pipeline_wait_prior(0);
+  __syncthreads();
   const float qscale = rsqrtf(float(dk));
   for (int i = threadIdx.x >> 5; i < L; i += blockDim.x >> 5) {
-    const float* row = act + (tb + i) * C;
     float sq = 0.f, sk = 0.f;
     for (int a = lane; a < dk; a += 32) {
-      const float qv = row[kh * dk + a], kv = row[d.Hk * dk + kh * dk + a];
-      Qs[i * (dk + 1) + a] = qv;
-      Ks[i * (dk + 1) + a] = kv;
+      const float qv = Qs[i * (dk + 1) + a], kv = Ks[i * (dk + 1) + a];
       sq += qv * qv;
       sk += kv * kv;
     }
@@ -155,17 +165,21 @@ __global__ void __launch_bounds__(kThreads) scan_kernel(const float* __restrict_
     const int L = min(kL, sq.n - cs);
     const int64_t tb = sq.t0 + cs;
     __syncthreads();  // the previous chunk is done with every array
-    load_qk(act, tb, L, h, d, Qs, Ks);
-    for (int e = tid; e < L * dk; e += blockDim.x) {  // coalesced: a row of W is contiguous
+    // the chunk's W, U (this tile's columns), QK and G, copied asynchronously (rows of W are contiguous), while
+    // load_qk's copies are in flight too; load_qk waits for all of them
+    for (int e = tid; e < L * dk; e += blockDim.x) {
       const int i = e / dk, a = e % dk;
-      Ws[i * (dk + 1) + a] = ws.uw[((tb + i) * d.Hv + h) * R + dv + a];
+      __pipeline_memcpy_async(Ws + i * (dk + 1) + a, ws.uw + ((tb + i) * d.Hv + h) * R + dv + a, sizeof(float));
     }
     for (int e = tid; e < L * kScanCols; e += blockDim.x) {
       const int i = e / kScanCols, cc = e % kScanCols;
-      Us[e] = cc < nc ? ws.uw[((tb + i) * d.Hv + h) * R + c0 + cc] : 0.f;
+      if (cc < nc) __pipeline_memcpy_async(Us + e, ws.uw + ((tb + i) * d.Hv + h) * R + c0 + cc, sizeof(float));
+      else Us[e] = 0.f;
     }
-    for (int e = tid; e < L * kL; e += blockDim.x) QK[e] = ws.qk[((tb + e / kL) * d.Hv + h) * kL + e % kL];
-    for (int i = tid; i < L; i += blockDim.x) G[i] = ws.G[(tb + i) * d.Hv + h];
+    for (int e = tid; e < L * kL; e += blockDim.x)
+      __pipeline_memcpy_async(QK + e, ws.qk + ((tb + e / kL) * d.Hv + h) * kL + e % kL, sizeof(float));
+    for (int i = tid; i < L; i += blockDim.x) __pipeline_memcpy_async(G + i, ws.G + (tb + i) * d.Hv + h, sizeof(float));
+    load_qk(act, tb, L, h, d, Qs, Ks);
     __syncthreads();
     for (int j = tid; j < L; j += blockDim.x) coef[j] = expf(G[L - 1] - G[j]);
     // u = U − W S and Q S, rows w + 8r
