@@ -250,7 +250,9 @@ TEST(CudaModel, ExpertCacheGivesBitIdenticalLogits) {
         std::printf("[ cache    ] %s, %d slots, budget %lld: %lld hits, %lld loads, %lld in place\n",
                     dir.filename().c_str(), slots, (long long)budget, (long long)st->hits, (long long)st->misses,
                     (long long)st->streamed);
-        if (slots >= m.config().n_experts) EXPECT_EQ(st->streamed, 0);
+        if (slots >= m.config().n_experts) {
+          EXPECT_EQ(st->streamed, 0);
+        }
       }
       return all;
     };
