@@ -23,6 +23,9 @@ struct CudaBackendOptions {
   // Device memory budget in bytes (0: none). With it, everything but the routed experts is placed first and the
   // rest becomes expert slots (expert_slots, when also given, is then an upper bound).
   int64_t gpu_memory = 0;
+  // Programmatic dependent launch between the kernels of a recorded decode step (Hopper and later; pdl.cuh):
+  // bench turns it off to measure what it saves.
+  bool programmatic_launch = true;
 };
 
 // True when this binary was built with the CUDA backend.
