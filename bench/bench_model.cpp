@@ -196,6 +196,7 @@ struct WeightCost {
   double token_macs = 0;    // multiply-adds of the linears per token, lm_head excluded, active experts only
   double lm_head_macs = 0;  // per token whose logits are computed
   bool int4 = false;        // any linear stored as u4b8_g128
+  int hlwq_bits = 0;        // > 0: linears stored as HLWQ codes of that width
 };
 
 double linear_bytes(const LinearWeight& w) {
@@ -213,6 +214,7 @@ WeightCost weight_cost(const Model& m) {
     c.all_bytes += linear_bytes(l);
     c.token_macs += times_decode * double(l.out) * double(l.in);
     c.int4 = c.int4 || l.format == LinearFormat::u4b8_g128;
+    if (l.format == LinearFormat::hlwq) c.hlwq_bits = l.hlwq.bits;
   };
   auto vec = [&](const std::vector<float>& v) {
     c.decode_bytes += double(v.size()) * 4;
@@ -291,7 +293,9 @@ void bench_one(const Options& o, const Context& cx, const std::string& dir, CpuI
   const WeightCost wc = weight_cost(m);
   const int64_t V = cfg.vocab_size, T = o.window;
   const std::string name = std::filesystem::path(dir).filename().string();
-  const std::string weights = wc.int4 ? "CT INT4 u4b8_g128 (rest bf16)" : std::string(dtype_name(m.weights().embed.dtype));
+  const std::string weights = wc.int4        ? "CT INT4 u4b8_g128 (rest bf16)"
+                              : wc.hlwq_bits ? fmt::format("HLWQ {}-bit (rest bf16)", wc.hlwq_bits)
+                                             : std::string(dtype_name(m.weights().embed.dtype));
   fmt::print("\n**{}** ({}): {} layers, H {}, V {}, {} experts ({} active), kernels {}; one decode token reads "
              "{:.1f} MB of weights ({:.1f} MB lm_head), all weights {:.1f} MB; {:.1f} M linear MACs/token + {:.1f} M "
              "for lm_head\n\n",

@@ -76,12 +76,18 @@ def quant_mse(m):
     return None
 
 
+speed_repeats = set()  # the timing runs' repeat counts (bench_model's "median (min–max) of N")
+
+
 def decode_speed(m):
     path = os.path.join(a.work, "results", m + ".speed.txt")
     if not os.path.exists(path):
         return None, None
     best = None
     for line in open(path):
+        r = re.search(r"median \(min–max\) of (\d+)", line)
+        if r:
+            speed_repeats.add(int(r.group(1)))
         c = [x.strip() for x in line.split("|")]
         if len(c) > 8 and c[3] == "decode":
             th = int(c[6])
@@ -143,7 +149,7 @@ w("weight (codes or int4 values + scales + shapes); **size** = all safetensors b
 w("stay bf16 in every method); **rel. MSE** = Σ(ŵ−w)²/Σw² over the model's quantized matrices (from the quantize")
 w("summary); **ref KL / ref ppl** = the independent PyTorch simulation (transformers, dequantized fp32 weights,")
 w("../shared/fixtures/tiny-moe-dev-quality-reference.json); **decode tok/s** = `hlwq_bench_model` one-token decode")
-w("(prompt 64, 32 steps, median of 5, all cores), with the machine's 1-minute load beside it: on a shared machine")
+w(f"(prompt 64, 32 steps, median of {'/'.join(map(str, sorted(speed_repeats))) or '—'}, all cores), with the machine's 1-minute load beside it: on a shared machine")
 w("it is indicative only. hlwq's HLWQ default is the least-squares block scale; the reference simulates it only at 4")
 w("bits, so the l2-norm rows are there to check hlwq against the reference at 3 and 5 bits.\n")
 w("```sh\nbench/quality_table.sh          # everything; MAX_WINDOWS=N caps each text, TEXTS=... picks texts\n```\n")

@@ -10,7 +10,7 @@
 # usage: bench/quality_table.sh [METHOD...]     (default: all; see METHODS below)
 # env:   TEXTS="pydocs_heldout wiki_test"  MAX_WINDOWS=0 (0: whole text; N: first N windows of 512 tokens)
 #        WINDOWS="wiki_test:100" per-text overrides of MAX_WINDOWS
-#        BUILD=build  WORK=/tmp/hlwq-quality  OUT=QUALITY.md  SPEED=1 (0: skip decode timing)  FORCE=0
+#        BUILD=build  WORK=/tmp/hlwq-quality  OUT=QUALITY.md  SPEED=1 (0: skip decode timing)  SPEED_REPEATS=5  FORCE=0
 #        CALIB=../shared/corpus/train.txt  CALIB_TOKENS=65536  CALIB_ARGS="--gptq-damp 0.1" (calibrated methods)
 # From a fresh clone: scripts/install-deps.sh; cmake -S . -B build -G Ninja; cmake --build build; then this.
 set -euo pipefail
@@ -23,6 +23,7 @@ MAX_WINDOWS=${MAX_WINDOWS:-0}
 WORK=${WORK:-/tmp/hlwq-quality}
 OUT=${OUT:-QUALITY.md}
 SPEED=${SPEED:-1}
+SPEED_REPEATS=${SPEED_REPEATS:-5}
 FORCE=${FORCE:-0}
 CALIB=${CALIB:-$SHARED/corpus/train.txt}
 CALIB_TOKENS=${CALIB_TOKENS:-65536}
@@ -105,8 +106,14 @@ for m in "${METHODS[@]}"; do
   done
   if [ "$SPEED" = 1 ] && [ ! -f "$R.path" ] && { [ "$FORCE" = 1 ] || [ ! -f "$R.speed.txt" ]; }; then
     log "$m: decode speed"
-    "$WORK/bin/hlwq_bench_model" --prompt 64 --decode-tokens 32 --repeats 5 --window 64 --stream-mib 256 "$q" \
-      > "$R.speed.txt" || rm -f "$R.speed.txt"
+    # A failed timing leaves no speed.txt (the table then shows "—") but says why, instead of dropping it silently.
+    if ! "$WORK/bin/hlwq_bench_model" --prompt 64 --decode-tokens 32 --repeats "$SPEED_REPEATS" --window 64 \
+         --stream-mib 256 "$q" > "$R.speed.tmp" 2> "$R.speed.err"; then
+      log "$m: decode timing failed: $(tail -c 300 "$R.speed.err")"
+      rm -f "$R.speed.tmp"
+    else
+      mv "$R.speed.tmp" "$R.speed.txt"
+    fi
   fi
 done
 python3 bench/quality_report.py --work "$WORK" --base "$BASE" --shared "$SHARED" --texts "$TEXTS" \

@@ -33,10 +33,11 @@ Command add_quantize(CLI::App& app) {
                   "layout)")
       ->check(CLI::IsMember({"ct-int4", "hlwq", "hlwq-q5"}))
       ->capture_default_str();
-  sub->add_option("--bits", a->opt.hlwq_bits, "hlwq: bits per code")->check(CLI::Range(2, 8))->capture_default_str();
-  sub->add_option("--hlwq-scale", a->hlwq_scale, "hlwq: block scale, ls (least squares) or l2 (the block's norm)")
-      ->check(CLI::IsMember({"ls", "l2"}))
-      ->capture_default_str();
+  const std::vector<CLI::Option*> hlwq_opts = {
+      sub->add_option("--bits", a->opt.hlwq_bits, "hlwq: bits per code")->check(CLI::Range(2, 8))->capture_default_str(),
+      sub->add_option("--hlwq-scale", a->hlwq_scale, "hlwq: block scale, ls (least squares) or l2 (the block's norm)")
+          ->check(CLI::IsMember({"ls", "l2"}))
+          ->capture_default_str()};
   sub->add_option("--method", a->method,
                   "rtn (seed: absmax/7), rtn-ct (absmax/7.5), mse (per-group MSE-optimal scale), "
                   "hlwq-cascade (seed: HLWQ-Q5 -> INT4), hlwq-cascade-lm5 (converged Q5 table)")
@@ -81,7 +82,7 @@ Command add_quantize(CLI::App& app) {
   sub->add_option("--max-shard-size", a->max_shard, "largest output shard")->capture_default_str();
   sub->add_flag("--force", a->opt.force, "replace DST if it exists");
   sub->add_flag("-q,--quiet", a->quiet, "no progress bar");
-  return {sub, [a, calib_opts, method_opt] {
+  return {sub, [a, calib_opts, method_opt, hlwq_opts] {
     // The command line first (nothing is created before it is known to be right).
     try {
       a->opt.format = parse_quant_format(a->format);
@@ -93,6 +94,10 @@ Command add_quantize(CLI::App& app) {
     } catch (const Error& e) {
       usage_fail("--method: {}", e.what());
     }
+    // --bits and --hlwq-scale shape native HLWQ codes only (hlwq-q5 is 5 bits with the seed's l2 norms)
+    if (a->opt.format != QuantFormat::hlwq)
+      for (const CLI::Option* o : hlwq_opts)
+        if (o->count() > 0) usage_fail("{} applies to --format hlwq only, not --format {}", o->get_name(), a->format);
     a->opt.hlwq_scale = a->hlwq_scale == "l2" ? HlwqScale::l2_norm : HlwqScale::least_squares;
     if (a->calib.empty()) {
       for (const CLI::Option* o : calib_opts)

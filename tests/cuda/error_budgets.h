@@ -25,4 +25,13 @@ inline constexpr double kAttentionRel = 1e-2;
 // Cached keys (post norm and RoPE) vs the CPU's fp32 cache: one bf16 rounding, ≤ 2⁻⁹ per element.
 inline constexpr double kKvCacheRel = 3e-3;
 
+// HLWQ GEMM (hlwq_gemm.cuh) fed arbitrary fp32 activations: the rotated activations are rounded to bf16 (2⁻⁹ per
+// element, ≈ 1.1e-3 norm-wise as above) and so are the codebook values (≤ 2⁻⁹ per weight, signs random against
+// the activations: ≈ 1.1e-3 again); independent, ≈ 1.6e-3 together; 3× margin. A wrong layout or code order
+// gives errors of order 1 (CudaHlwq.FlippedCodeOrderAndWrongWeightsFail).
+inline constexpr double kHlwqGemmRel = 5e-3;
+// MoE block with HLWQ experts, bf16-exact input: xn rotated → bf16, codebook → bf16, SiLU(gate)·up → bf16, rotated
+// h → bf16: four roundings of ≈ 1.1e-3 norm-wise, ≈ 2.2e-3 together; 4.5× margin.
+inline constexpr double kHlwqMoeRel = 1e-2;
+
 }  // namespace hlwq::test

@@ -406,10 +406,9 @@ void CudaBackend::gdn_mixer(int layer, Act in, Act out) {
   const cuda::GdnLayerDev& L = m_.layers[size_t(layer)].gdn;
   const int k = kind_index_[size_t(layer)];
   const int64_t C = gd_.C(), ld = L.qkvz.out, Hvdv = int64_t(gd_.Hv) * gd_.dv;
-  // one pack of xn serves both input projections (same H columns)
-  cuda::pack_activations(act(in), H_, T_, H_, nullptr, T_, L.qkvz.in_pad, xf_.get(), st_);
-  for (const auto& p : L.qkvz.parts) cuda::gemm(p.w, xf_.get(), T_, proj_.get() + p.col0, ld, st_);
-  for (const auto& p : L.ba.parts) cuda::gemm(p.w, xf_.get(), T_, ba_.get() + p.col0, L.ba.out, st_);
+  // one pack of xn serves both input projections (same H columns; a second one when only one of them is HLWQ)
+  cuda::fused_forward_rows({{&L.qkvz, proj_.get(), ld}, {&L.ba, ba_.get(), L.ba.out}}, act(in), H_, T_, nullptr, T_,
+                           xf_.get(), st_);
   cuda::gdn_conv(proj_.get(), ld, seqs_.get(), n_seq_, L.conv_w.get(), conv_[size_t(k)].get(), gd_, gact_.get(), st_);
   cuda::gdn_delta_rule(gact_.get(), proj_.get() + C, ld, ba_.get(), L.ba.out, L.A_log.get(), L.dt_bias.get(),
                        L.norm.get(), seqs_.get(), n_seq_, max_n_, S_[size_t(k)].get(), gd_, T_,
@@ -439,8 +438,7 @@ void CudaBackend::moe_experts(int layer, Act in, Act out) {
 
 void CudaBackend::lm_head_rows(const float* x, int64_t n_rows, const int* slot_rows, int64_t n) {
   const cuda::FusedLinearDev& w = m_.lm_head;
-  cuda::pack_activations(x, H_, n_rows, H_, slot_rows, n, w.in_pad, xf_.get(), st_);
-  for (const auto& p : w.parts) cuda::gemm(p.w, xf_.get(), n, logits_.get() + p.col0, V_, st_);
+  cuda::fused_forward_rows({{&w, logits_.get(), V_}}, x, H_, n_rows, slot_rows, n, xf_.get(), st_);
 }
 
 void CudaBackend::upload_rows(std::span<const int64_t> rows, size_t r0, int64_t n) {

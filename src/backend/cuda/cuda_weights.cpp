@@ -4,20 +4,17 @@
 #include <cmath>
 
 #include "backend/cuda/expert_store.h"
+#include "backend/cuda/hlwq_gemm.cuh"
 #include "core/error.h"
 #include "core/progress.h"
 
 namespace hlwq::cuda {
 namespace {
 
-PackedFormat format_of(const LinearWeight& w, const char* what) {
-  switch (w.format) {
-    case LinearFormat::u4b8_g128: return PackedFormat::int4;
-    case LinearFormat::dense: return PackedFormat::bf16;
-    case LinearFormat::hlwq: break;
-  }
-  fail("{}: {} is an HLWQ matrix; the CUDA backend runs CT INT4 and bf16 checkpoints (use --device cpu for HLWQ)",
-       what, w.name);
+// Sources that can share one packed part: same format and, for HLWQ, same width (pack_rows checks the codebook).
+bool same_part(const LinearWeight& a, const LinearWeight& b) {
+  return packed_format_of(a) == packed_format_of(b) &&
+         (a.format != LinearFormat::hlwq || a.hlwq.bits == b.hlwq.bits);
 }
 
 DeviceBuffer<float> upload_vec(const std::vector<float>& v, const std::string& what) { return DeviceBuffer<float>(v, what); }
@@ -38,10 +35,11 @@ FusedLinearDev upload_fused(const std::vector<const LinearWeight*>& srcs, const 
   f.in = srcs[0]->in;
   size_t i = 0;
   while (i < srcs.size()) {
-    const PackedFormat pf = format_of(*srcs[i], what);
+    const LinearWeight& first = *srcs[i];
+    const PackedFormat pf = packed_format_of(first);
     std::vector<RowRange> rows;
     const int64_t col0 = f.out;
-    for (; i < srcs.size() && format_of(*srcs[i], what) == pf; ++i) {
+    for (; i < srcs.size() && same_part(*srcs[i], first); ++i) {
       HLWQ_CHECK(srcs[i]->in == f.in, "{}: {} has {} input columns, {} has {}", what, srcs[i]->name, srcs[i]->in,
                  srcs[0]->name, f.in);
       rows.push_back({srcs[i], 0, srcs[i]->out});
@@ -53,10 +51,27 @@ FusedLinearDev upload_fused(const std::vector<const LinearWeight*>& srcs, const 
   return f;
 }
 
+void fused_forward_rows(std::initializer_list<FusedOut> outs, const float* x, int64_t ldx, int64_t n_rows,
+                        const int* slot_rows, int64_t n, uint32_t* xfrag, cudaStream_t st) {
+  int packed = -1;  // what xfrag holds: 0 plain, 1 rotated (HLWQ), −1 nothing yet
+  for (const FusedOut& o : outs) {
+    HLWQ_CHECK(o.w->in == outs.begin()->w->in && o.w->in_pad == outs.begin()->w->in_pad,
+               "fused_forward: linears of one input with {} and {} columns", o.w->in, outs.begin()->w->in);
+    for (const auto& p : o.w->parts) {
+      const int rot = p.w.format == PackedFormat::hlwq ? 1 : 0;
+      if (rot != packed) {
+        (rot ? hlwq_pack_activations : pack_activations)(x, ldx, n_rows, o.w->in, slot_rows, n, o.w->in_pad, xfrag,
+                                                          st);
+        packed = rot;
+      }
+      gemm(p.w, xfrag, n, o.y + p.col0, o.ldy, st);
+    }
+  }
+}
+
 void fused_forward(const FusedLinearDev& w, const float* x, int64_t ldx, int64_t T, uint32_t* xfrag, float* y,
                    int64_t ldy, cudaStream_t st) {
-  pack_activations(x, ldx, T, w.in, nullptr, T, w.in_pad, xfrag, st);
-  for (const auto& p : w.parts) gemm(p.w, xfrag, T, y + p.col0, ldy, st);
+  fused_forward_rows({{&w, y, ldy}}, x, ldx, T, nullptr, T, xfrag, st);
 }
 
 ModelDev upload_model(const ModelConfig& cfg, const ModelWeights& w, const HostExpertStore* experts) {
@@ -110,7 +125,6 @@ ModelDev upload_model(const ModelConfig& cfg, const ModelWeights& w, const HostE
       b += d.gdn.qkvz.bytes() + d.gdn.ba.bytes() + d.gdn.out.bytes() + vec_bytes(d.gdn.conv_w) +
            vec_bytes(d.gdn.A_log) + vec_bytes(d.gdn.dt_bias) + vec_bytes(d.gdn.norm);
     }
-    for (const auto& e : lw.moe.experts) format_of(e.gate_proj, "MoE experts");  // HLWQ experts: a clear refusal
     d.moe = experts ? upload_moe_host(lw.moe, cfg.n_experts_active, experts->device_view(size_t(l)), experts->layout())
                     : upload_moe(lw.moe, cfg.n_experts_active);
     b += d.moe.router.bytes();

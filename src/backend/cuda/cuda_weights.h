@@ -6,6 +6,7 @@
 // Dimension legend: H hidden, V vocab, C = 2·Hk·dk + Hv·dv, Hv GDN value heads, dv their width, D head_dim.
 #pragma once
 #include <cstdint>
+#include <initializer_list>
 #include <vector>
 
 #include "backend/cuda/gemm.cuh"
@@ -24,13 +25,23 @@ struct FusedLinearDev {
   int64_t out = 0, in = 0, in_pad = 0;
   int64_t bytes() const;
 };
-// The concatenation of the sources' rows; every source has the same `in`. HLWQ matrices are refused (the CUDA
-// kernels read CT INT4 and bf16 only).
+// The concatenation of the sources' rows; every source has the same `in`. A part per run of sources of one
+// format (HLWQ: and width).
 FusedLinearDev upload_fused(const std::vector<const LinearWeight*>& srcs, const char* what);
 
 // y [T, 0..out) (row stride ldy) = x [T, in] (row stride ldx) · Wᵀ; xfrag: scratch of ≥ xfrag_words(T, in_pad).
+// HLWQ parts read the activations rotated (hlwq_gemm.cuh), the others plain: xfrag is packed once per change.
 void fused_forward(const FusedLinearDev& w, const float* x, int64_t ldx, int64_t T, uint32_t* xfrag, float* y,
                    int64_t ldy, cudaStream_t st);
+// Several fused linears of one input (same in), through one xfrag: output slot s of each is row slot_rows[s] (null:
+// row s) of x [n_rows, ldx], for s < n.
+struct FusedOut {
+  const FusedLinearDev* w;
+  float* y;
+  int64_t ldy;
+};
+void fused_forward_rows(std::initializer_list<FusedOut> outs, const float* x, int64_t ldx, int64_t n_rows,
+                        const int* slot_rows, int64_t n, uint32_t* xfrag, cudaStream_t st);
 
 struct GdnLayerDev {
   FusedLinearDev qkvz;  // [C + Hv·dv, H]: q | k | v | z

@@ -26,7 +26,8 @@ namespace hlwq::cuda {
 // One expert packed for the kernels (weight_pack.h): its gate_up and down matrices' shapes, and the byte offsets
 // of their four arrays inside its B bytes (host copy and slot alike).
 struct ExpertLayout {
-  bool int4 = true;                                 // else bf16 (no scales)
+  bool int4 = true;                                 // has fp32 group scales: INT4 or HLWQ; else bf16 (no scales)
+  int hlwq_bits = 0;                                // > 0: HLWQ codes of that width (weight_pack.h)
   int64_t gu_out = 0, gu_in = 0, gu_out_pad = 0, gu_in_pad = 0;
   int64_t dn_out = 0, dn_in = 0, dn_out_pad = 0, dn_in_pad = 0;
   int64_t bytes = 0;                                // B

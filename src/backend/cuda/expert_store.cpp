@@ -16,18 +16,12 @@ namespace {
 
 int64_t align16(int64_t x) { return (x + 15) / 16 * 16; }
 
-PackedFormat expert_format(const ExpertWeights& e) {
-  HLWQ_CHECK(e.gate_proj.format != LinearFormat::hlwq, "{}: HLWQ experts do not run on the CUDA backend",
-             e.gate_proj.name);
-  return e.gate_proj.format == LinearFormat::u4b8_g128 ? PackedFormat::int4 : PackedFormat::bf16;
-}
-
 struct PackedExpert {
   PackedLinearHost gu, dn;
 };
 
 PackedExpert pack_expert(const ExpertWeights& e) {
-  const PackedFormat f = expert_format(e);
+  const PackedFormat f = packed_format_of(e.gate_proj);
   return {pack_gate_up(f, e.gate_proj, e.up_proj), pack_linear(f, e.down_proj)};
 }
 
@@ -37,7 +31,8 @@ ExpertLayout expert_layout(const MoeWeights& w) {
   HLWQ_CHECK(!w.experts.empty(), "{}: no routed experts", w.router.name);
   const PackedExpert p = pack_expert(w.experts[0]);
   ExpertLayout l;
-  l.int4 = p.gu.format == PackedFormat::int4;
+  l.int4 = p.gu.format != PackedFormat::bf16;
+  l.hlwq_bits = p.gu.bits;
   l.gu_out = p.gu.out, l.gu_in = p.gu.in, l.gu_out_pad = p.gu.out_pad, l.gu_in_pad = p.gu.in_pad;
   l.dn_out = p.dn.out, l.dn_in = p.dn.in, l.dn_out_pad = p.dn.out_pad, l.dn_in_pad = p.dn.in_pad;
   int64_t at = 0;
@@ -74,7 +69,8 @@ HostExpertStore::HostExpertStore(const ModelWeights& w) {
       errors.run([&] {
         const PackedExpert p = pack_expert(m.experts[size_t(e)]);
         HLWQ_CHECK(p.gu.out == layout_.gu_out && p.gu.in == layout_.gu_in && p.dn.out == layout_.dn_out &&
-                       p.dn.in == layout_.dn_in && (p.gu.format == PackedFormat::int4) == layout_.int4,
+                       p.dn.in == layout_.dn_in && (p.gu.format != PackedFormat::bf16) == layout_.int4 &&
+                       p.gu.bits == layout_.hlwq_bits,
                    "{}: expert shape or format differs from layer 0 expert 0", m.experts[size_t(e)].gate_proj.name);
         uint8_t* x = dst + e * layout_.bytes;
         std::memcpy(x + layout_.gu_q, p.gu.q.data(), p.gu.q.size() * 4);

@@ -13,7 +13,10 @@ namespace hlwq::cuda {
 
 class HostExpertStore {
  public:
-  // Packs the routed experts of every layer (all of one shape and format: CT INT4 or dense → bf16), in parallel.
+  // Packs the routed experts of every layer (all of one shape and format: CT INT4, HLWQ of one width, or dense →
+  // bf16), in parallel. Bytes per expert (B): weights + fp32 scales per 128 columns, so ≈ (bits + 0.25) / 8 per
+  // weight for INT4 (bits 4) and HLWQ alike, 2 per weight for bf16 (padding aside; the HLWQ codebook is not
+  // per expert).
   explicit HostExpertStore(const ModelWeights& w);
   ~HostExpertStore();
   HostExpertStore(const HostExpertStore&) = delete;

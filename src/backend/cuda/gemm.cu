@@ -8,6 +8,7 @@
 #include <algorithm>
 
 #include "backend/cuda/gemm.cuh"
+#include "backend/cuda/hlwq_gemm.cuh"
 #include "backend/cuda/pdl.cuh"
 
 namespace hlwq::cuda {
@@ -279,6 +280,9 @@ PackedLinear upload_packed(const PackedLinearHost& h, const char* what) {
   d.in_pad = h.in_pad;
   d.q = DeviceBuffer<uint32_t>(h.q, std::string(what) + " weights");
   d.scale = DeviceBuffer<float>(h.scale, std::string(what) + " scales");
+  d.bits = h.bits;
+  d.codebook = h.codebook;
+  d.codebook_dev = DeviceBuffer<float>(h.codebook, std::string(what) + " codebook");
   return d;
 }
 
@@ -294,6 +298,7 @@ void pack_activations(const float* x, int64_t ldx, int64_t n_rows, int64_t in, c
 
 void gemm(const PackedLinear& w, const uint32_t* xfrag, int64_t T, float* y, int64_t ldy, cudaStream_t st) {
   if (T == 0) return;
+  if (w.format == PackedFormat::hlwq) return hlwq_gemm(w, xfrag, T, y, ldy, st);
   KParams kp{};
   kp.q0 = w.q.get();
   kp.s0 = w.scale.get();
@@ -316,9 +321,12 @@ void gemm(const PackedLinear& w, const uint32_t* xfrag, int64_t T, float* y, int
 
 GroupedLinear make_grouped_ptrs(PackedFormat f, int64_t out, int64_t in, int64_t out_pad, int64_t in_pad,
                                 const std::vector<const uint32_t*>& q, const std::vector<const float*>& scale,
-                                const char* what) {
+                                const char* what, int bits, const std::vector<float>& codebook) {
   HLWQ_CHECK(!q.empty() && q.size() == scale.size(), "{}: {} weight and {} scale pointers", what, q.size(),
              scale.size());
+  HLWQ_CHECK(f != PackedFormat::hlwq || (bits >= 2 && bits <= 8 && codebook.size() == (size_t(1) << bits)),
+             "{}: HLWQ matrices need their width (got {}) and a codebook of 2^bits values (got {})", what, bits,
+             codebook.size());
   GroupedLinear g;
   g.format = f;
   g.out = out;
@@ -328,6 +336,10 @@ GroupedLinear make_grouped_ptrs(PackedFormat f, int64_t out, int64_t in, int64_t
   g.n = int64_t(q.size());
   g.q = DeviceBuffer<const uint32_t*>(q, std::string(what) + " pointers");
   g.scale = DeviceBuffer<const float*>(scale, std::string(what) + " scale pointers");
+  if (f == PackedFormat::hlwq) {
+    g.bits = bits;
+    g.codebook = DeviceBuffer<float>(codebook, std::string(what) + " codebook");
+  }
   return g;
 }
 
@@ -339,16 +351,19 @@ GroupedLinear make_grouped(const std::vector<const PackedLinear*>& mats, const c
   for (const PackedLinear* m : mats) {
     HLWQ_CHECK(m->format == m0.format && m->out == m0.out && m->in == m0.in, "{}: matrix [{}, {}] differs from [{}, {}]",
                what, m->out, m->in, m0.out, m0.in);
+    HLWQ_CHECK(m->bits == m0.bits && m->codebook == m0.codebook, "{}: HLWQ matrices with different codebooks", what);
     qp.push_back(m->q.get());
     sp.push_back(m->scale.get());
   }
-  return make_grouped_ptrs(m0.format, m0.out, m0.in, m0.out_pad, m0.in_pad, qp, sp, what);
+  return make_grouped_ptrs(m0.format, m0.out, m0.in, m0.out_pad, m0.in_pad, qp, sp, what, m0.bits, m0.codebook);
 }
 
 void gemm_grouped(const GroupedLinear& w, GroupedEpilogue epi, const uint32_t* xfrag, const int* tile_mat,
                   int64_t max_tiles, uint32_t* h_xfrag, int64_t h_in_pad, float* y, int64_t ldy, const float* slot_w,
                   cudaStream_t st) {
   if (max_tiles == 0) return;
+  if (w.format == PackedFormat::hlwq)
+    return hlwq_gemm_grouped(w, epi, xfrag, tile_mat, max_tiles, h_xfrag, h_in_pad, y, ldy, slot_w, st);
   KParams kp{};
   kp.qarr = w.q.get();
   kp.sarr = w.scale.get();

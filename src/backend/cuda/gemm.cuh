@@ -1,6 +1,7 @@
 // Tensor-core GEMM/GEMV over fragment-ordered weights (weight_pack.h): Y [slots, out] = X [slots, in] · Wᵀ with
 // bf16 activations, fp32 accumulation, INT4 (dequantized exactly in registers, scale applied per 128-column
-// group to the fp32 partial sums) or BF16 weights. One kernel serves decode (1–16 tokens: a GEMV that reads each
+// group to the fp32 partial sums) or BF16 weights; HLWQ matrices are handed to hlwq_gemm.cuh (whose activations
+// must be packed rotated). One kernel serves decode (1–16 tokens: a GEMV that reads each
 // weight once) and prefill (many 8- or 16-token tiles; each tile re-reads the weights, mostly from L2).
 // Grouped mode runs many matrices of one shape in one launch (MoE experts): each 8-token tile names its matrix.
 //
@@ -24,8 +25,11 @@ struct PackedLinear {
   PackedFormat format = PackedFormat::int4;
   int64_t out = 0, in = 0, out_pad = 0, in_pad = 0;
   DeviceBuffer<uint32_t> q;
-  DeviceBuffer<float> scale;  // INT4 only
-  int64_t bytes() const { return int64_t(q.bytes() + scale.bytes()); }
+  DeviceBuffer<float> scale;  // INT4 and HLWQ
+  int bits = 0;                  // HLWQ (hlwq_gemm.cuh): code width, its codebook [2^bits] on the host (for the
+  std::vector<float> codebook;   // checks of make_grouped) and on the device
+  DeviceBuffer<float> codebook_dev;
+  int64_t bytes() const { return int64_t(q.bytes() + scale.bytes() + codebook_dev.bytes()); }
 };
 PackedLinear upload_packed(const PackedLinearHost& h, const char* what);
 
@@ -45,14 +49,17 @@ struct GroupedLinear {
   PackedFormat format = PackedFormat::int4;
   int64_t out = 0, in = 0, out_pad = 0, in_pad = 0, n = 0;
   DeviceBuffer<const uint32_t*> q;  // [n] device pointers into the matrices' storage
-  DeviceBuffer<const float*> scale;  // [n] (INT4)
+  DeviceBuffer<const float*> scale;  // [n] (INT4, HLWQ)
+  int bits = 0;                      // HLWQ: the code width and codebook [2^bits] all n matrices share
+  DeviceBuffer<float> codebook;
 };
-// The matrices must outlive the result and share format and shape.
+// The matrices must outlive the result and share format and shape (HLWQ: and codebook).
 GroupedLinear make_grouped(const std::vector<const PackedLinear*>& mats, const char* what);
-// The same from device-visible pointers to packed storage of shape [out, in] (padded to [out_pad, in_pad]).
+// The same from device-visible pointers to packed storage of shape [out, in] (padded to [out_pad, in_pad]); HLWQ
+// also takes the width and the codebook.
 GroupedLinear make_grouped_ptrs(PackedFormat f, int64_t out, int64_t in, int64_t out_pad, int64_t in_pad,
                                 const std::vector<const uint32_t*>& q, const std::vector<const float*>& scale,
-                                const char* what);
+                                const char* what, int bits = 0, const std::vector<float>& codebook = {});
 
 // Epilogues of the grouped kernel.
 enum class GroupedEpilogue : uint8_t {

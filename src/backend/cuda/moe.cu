@@ -3,6 +3,8 @@
 
 #include <cuda_runtime.h>
 
+#include "backend/cuda/hlwq_gemm.cuh"
+
 namespace hlwq::cuda {
 
 int64_t MoeLayerDev::expert_bytes() const {
@@ -33,9 +35,7 @@ MoeLayerDev upload_router(const MoeWeights& w, int64_t n_active) {
   return L;
 }
 
-PackedFormat expert_format(const MoeWeights& w) {
-  return w.experts[0].gate_proj.format == LinearFormat::u4b8_g128 ? PackedFormat::int4 : PackedFormat::bf16;
-}
+PackedFormat expert_format(const MoeWeights& w) { return packed_format_of(w.experts[0].gate_proj); }
 
 // Features [s·I, (s+1)·I) of the shared expert as one more expert-width expert.
 template <typename F>
@@ -71,7 +71,9 @@ MoeLayerDev upload_moe_host(const MoeWeights& w, int64_t n_active, const uint8_t
                             const ExpertLayout& lay) {
   MoeLayerDev L = upload_router(w, n_active);
   const PackedFormat f = expert_format(w);
-  HLWQ_CHECK((f == PackedFormat::int4) == lay.int4 && lay.gu_in == L.H && lay.dn_in == L.I,
+  const HlwqMatrixView& hv = w.experts[0].gate_proj.hlwq;
+  const int bits = f == PackedFormat::hlwq ? hv.bits : 0;
+  HLWQ_CHECK((f != PackedFormat::bf16) == lay.int4 && bits == lay.hlwq_bits && lay.gu_in == L.H && lay.dn_in == L.I,
              "MoE {}: the expert store's layout does not match this layer", w.router.name);
   for_shared_parts(w, L, [&](const ExpertWeights& e) {
     L.gate_up.push_back(upload_packed(pack_gate_up(f, e.gate_proj, e.up_proj), e.gate_proj.name.c_str()));
@@ -90,8 +92,9 @@ MoeLayerDev upload_moe_host(const MoeWeights& w, int64_t n_active, const uint8_t
     gq.push_back(L.gate_up[i].q.get()), gs.push_back(L.gate_up[i].scale.get());
     dq.push_back(L.down[i].q.get()), ds.push_back(L.down[i].scale.get());
   }
-  L.gu = make_grouped_ptrs(f, lay.gu_out, lay.gu_in, lay.gu_out_pad, lay.gu_in_pad, gq, gs, "MoE gate_up");
-  L.dn = make_grouped_ptrs(f, lay.dn_out, lay.dn_in, lay.dn_out_pad, lay.dn_in_pad, dq, ds, "MoE down");
+  const std::vector<float> cb = bits ? std::vector<float>(hv.codebook, hv.codebook + (1 << bits)) : std::vector<float>{};
+  L.gu = make_grouped_ptrs(f, lay.gu_out, lay.gu_in, lay.gu_out_pad, lay.gu_in_pad, gq, gs, "MoE gate_up", bits, cb);
+  L.dn = make_grouped_ptrs(f, lay.dn_out, lay.dn_in, lay.dn_out_pad, lay.dn_in_pad, dq, ds, "MoE down", bits, cb);
   return L;
 }
 
@@ -133,9 +136,12 @@ void moe_forward(const MoeLayerDev& L, MoeWorkspace& ws, const float* xn, int64_
   if (L.cache)
     expert_cache_step(*L.cache, ws.topk_ids.get(), T, L.k,
                       ExpertTables{L.gu.q.get(), L.gu.scale.get(), L.dn.q.get(), L.dn.scale.get()}, st);
-  pack_activations(xn, L.H, T, L.H, ws.slot_tok.get(), tiles * 8, L.gu.in_pad, ws.x_slot.get(), st);
+  // HLWQ experts read rotated activations (hlwq_gemm.cuh): xn rotated while gathered, h rotated in place
+  (L.gu.format == PackedFormat::hlwq ? hlwq_pack_activations : pack_activations)(
+      xn, L.H, T, L.H, ws.slot_tok.get(), tiles * 8, L.gu.in_pad, ws.x_slot.get(), st);
   gemm_grouped(L.gu, GroupedEpilogue::swiglu, ws.x_slot.get(), ws.tile_mat.get(), tiles, ws.h.get(), L.dn.in_pad,
                nullptr, 0, nullptr, st);
+  if (L.dn.format == PackedFormat::hlwq) hlwq_rotate_xfrag(ws.h.get(), tiles * 8, L.I, L.dn.in_pad, ws.tile_mat.get(), st);
   gemm_grouped(L.dn, GroupedEpilogue::weighted, ws.h.get(), ws.tile_mat.get(), tiles, nullptr, 0, ws.y.get(), L.H,
                ws.slot_w.get(), st);
   moe_combine(ws.y.get(), ws.tok_slot.get(), T, A, L.H, accumulate, out, st);

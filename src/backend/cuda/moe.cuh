@@ -2,7 +2,8 @@
 // (one bf16 matrix [E + 1, H]) → route (moe_route.cuh) → gather xn into expert slots → grouped gate_up with SiLU·up
 // (all selected experts and the shared expert in one launch) → grouped down, scaled by the routing weight →
 // combine per token (optionally added onto the residual stream).
-// Expert weights are INT4 (u4b8_g128 checkpoints) or bf16 (dense checkpoints), all resident; a shared expert of
+// Expert weights are INT4 (u4b8_g128 checkpoints), HLWQ (native or seed Q5 checkpoints; then xn is packed rotated
+// and h rotated in place before down: hlwq_gemm.cuh) or bf16 (dense checkpoints), all resident; a shared expert of
 // width S·I runs as S slices of the routed experts' width I (moe_route.cuh; Qwen3.5/3.6: S = 1, the demo model 2).
 // Dimension legend: T tokens, H hidden, E experts, k active, I expert width, S shared parts, M = E + S matrices.
 #pragma once

@@ -3,11 +3,14 @@
 #include "backend/cuda/weight_pack.h"
 
 #include <algorithm>
+#include <cstring>
 #include <map>
 
 #include <fmt/format.h>
 
+#include "core/dtype.h"
 #include "core/error.h"
+#include "quant/hlwq_pack.h"
 
 namespace hlwq::cuda {
 namespace {
@@ -19,14 +22,77 @@ struct SrcRow {
   int64_t r = 0;
 };
 
+// HLWQ branch of pack_rows: p has its shape set, rows is padded to out_pad.
+void pack_hlwq(PackedLinearHost& p, const std::vector<SrcRow>& rows, const char* what) {
+  const HlwqMatrixView* ref = nullptr;
+  for (const auto& s : rows) {
+    if (!s.w) continue;
+    const HlwqMatrixView& v = s.w->hlwq;
+    if (!ref) {
+      ref = &v;
+      continue;
+    }
+    HLWQ_CHECK(v.bits == ref->bits && std::memcmp(v.codebook, ref->codebook, sizeof(float) << v.bits) == 0,
+               "pack {}: {} has {}-bit codes or a codebook unlike the {}-bit codes before it (one matrix, one table)",
+               what, s.w->name, v.bits, ref->bits);
+  }
+  const int B = ref->bits, W = 2 * B;  // u32 words per lane per k-unit
+  p.bits = B;
+  p.codebook.assign(ref->codebook, ref->codebook + (1 << B));
+  const int64_t RT = p.out_pad / 16, KU = p.in_pad / 128;
+  p.q.assign(size_t(RT * KU * 32 * W), 0u);
+  p.scale.assign(size_t(RT * KU * 16), 0.f);
+  std::vector<std::vector<uint8_t>> tile(16, std::vector<uint8_t>(size_t(p.in_pad)));  // code per (row, col)
+  for (int64_t rt = 0; rt < RT; ++rt) {
+    for (int64_t i = 0; i < 16; ++i) {
+      auto& t = tile[size_t(i)];
+      std::fill(t.begin(), t.end(), uint8_t(0));
+      const SrcRow& s = rows[size_t(rt * 16 + i)];
+      if (!s.w) continue;
+      const HlwqMatrixView& v = s.w->hlwq;
+      HLWQ_CHECK(v.in_padded() == p.in_pad, "pack {}: {} has {} padded columns, expected {}", what, s.w->name,
+                 v.in_padded(), p.in_pad);
+      hlwq_unpack_codes(v.codes + s.r * v.row_bytes(), p.in_pad, B, v.order, t.data());
+      for (int64_t b = 0; b < KU; ++b)
+        p.scale[size_t(((rt * KU + b) * 8 + i % 8) * 2 + i / 8)] = f16_to_f32(v.norms[s.r * KU + b]) / 128.f;
+    }
+    for (int64_t ku = 0; ku < KU; ++ku)
+      for (int64_t lane = 0; lane < 32; ++lane) {
+        const int64_t g = lane / 4, c = lane % 4;
+        uint32_t* dst = p.q.data() + ((rt * KU + ku) * 32 + lane) * W;
+        for (int64_t st = 0; st < 8; ++st)
+          for (int64_t r = 0; r < 4; ++r)
+            for (int64_t half = 0; half < 2; ++half) {
+              const int64_t row = g + 8 * (r & 1), col = ku * 128 + st * 16 + 2 * c + 8 * (r >> 1) + half;
+              const uint32_t code = tile[size_t(row)][size_t(col)];
+              const int64_t bit = ((st * 4 + r) * 2 + half) * B, wd = bit / 32, sh = bit % 32;
+              dst[wd] |= code << sh;
+              if (sh + B > 32) dst[wd + 1] |= code >> (32 - sh);
+            }
+      }
+  }
+}
+
 }  // namespace
+
+PackedFormat packed_format_of(const LinearWeight& w) {
+  switch (w.format) {
+    case LinearFormat::u4b8_g128: return PackedFormat::int4;
+    case LinearFormat::dense: return PackedFormat::bf16;
+    case LinearFormat::hlwq: return PackedFormat::hlwq;
+  }
+  fail("{}: unknown linear format {}", w.name, int(w.format));
+}
 
 LinearWeight row_slice(const LinearWeight& w, int64_t r0, int64_t n) {
   HLWQ_CHECK(r0 >= 0 && n > 0 && r0 + n <= w.out, "{}: rows [{}, {}) outside its {} rows", w.name, r0, r0 + n, w.out);
-  HLWQ_CHECK(w.format != LinearFormat::hlwq, "{}: HLWQ matrices are not sliced", w.name);
   LinearWeight s = w;
   s.name = fmt::format("{}[{}:{}]", w.name, r0, r0 + n);
   s.out = n;
+  if (w.format == LinearFormat::hlwq) {
+    s.hlwq = w.hlwq.rows(r0, n);
+    return s;
+  }
   auto rows = [&](TensorView& t) {
     const size_t row_bytes = t.nbytes() / size_t(t.dim(0));
     t.data = static_cast<const uint8_t*>(t.data) + size_t(r0) * row_bytes;
@@ -40,10 +106,26 @@ LinearWeight row_slice(const LinearWeight& w, int64_t r0, int64_t n) {
 LinearWeight column_slice(const LinearWeight& w, int64_t c0, int64_t n, std::vector<uint8_t>& storage) {
   HLWQ_CHECK(c0 >= 0 && n > 0 && c0 + n <= w.in, "{}: columns [{}, {}) outside its {} columns", w.name, c0, c0 + n,
              w.in);
-  HLWQ_CHECK(w.format != LinearFormat::hlwq, "{}: HLWQ matrices are not sliced", w.name);
   LinearWeight s = w;
   s.name = fmt::format("{}[:, {}:{}]", w.name, c0, c0 + n);
   s.in = n;
+  if (w.format == LinearFormat::hlwq) {
+    HLWQ_CHECK(c0 % 128 == 0 && (n % 128 == 0 || c0 + n == w.in),
+               "{}: HLWQ columns [{}, {}) do not fall on 128-column blocks", w.name, c0, c0 + n);
+    const HlwqMatrixView& v = w.hlwq;
+    const int64_t b0 = c0 / 128, nb = (n + 127) / 128, cb = nb * 16 * v.bits;  // code bytes per row of the slice
+    storage.resize(size_t(w.out * (cb + nb * 2)));
+    uint8_t* codes = storage.data();
+    auto* norms = reinterpret_cast<uint16_t*>(storage.data() + w.out * cb);  // cb % 16 == 0: aligned
+    for (int64_t r = 0; r < w.out; ++r) {
+      std::copy_n(v.codes + r * v.row_bytes() + b0 * 16 * v.bits, cb, codes + r * cb);
+      std::copy_n(v.norms + r * v.n_blocks() + b0, nb, norms + r * nb);
+    }
+    s.hlwq.in = n;
+    s.hlwq.codes = codes;
+    s.hlwq.norms = norms;
+    return s;
+  }
   // Columns [a, a + m) of each row of t (elements per row: cols) into storage at byte offset `at`; t views them.
   auto cols = [&](TensorView& t, int64_t cols_total, int64_t a, int64_t m, size_t at) {
     const size_t es = dtype_size(t.dtype);
@@ -80,6 +162,8 @@ PackedLinearHost pack_rows(PackedFormat f, const std::vector<RowRange>& ranges, 
       in = w.in;
       if (f == PackedFormat::int4)
         HLWQ_CHECK(w.format == LinearFormat::u4b8_g128, "pack {}: {} is not INT4 u4b8_g128", what, w.name);
+      else if (f == PackedFormat::hlwq)
+        HLWQ_CHECK(w.format == LinearFormat::hlwq, "pack {}: {} is not an HLWQ matrix", what, w.name);
       else
         HLWQ_CHECK(w.format == LinearFormat::dense, "pack {}: {} is not a dense matrix", what, w.name);
     }
@@ -96,6 +180,10 @@ PackedLinearHost pack_rows(PackedFormat f, const std::vector<RowRange>& ranges, 
   rows.resize(size_t(p.out_pad));  // padding rows: w == nullptr
   const int64_t RT = p.out_pad / 16;
 
+  if (f == PackedFormat::hlwq) {
+    pack_hlwq(p, rows, what);
+    return p;
+  }
   if (f == PackedFormat::bf16) {
     // value(row, col) as bf16 bits; dense sources converted one row at a time
     const int64_t KS = p.in_pad / 16;
