@@ -75,6 +75,8 @@ struct ExpertCacheStats {
   int64_t misses = 0;      // needed experts loaded into a slot
   int64_t streamed = 0;    // needed experts copied through a stream buffer
   int64_t prefetched = 0;  // experts placed by prefetch()
+  int64_t prefetch_hits = 0;    // hits on a slot a prefetch filled, before anything else used it
+  int64_t prefetch_wasted = 0;  // prefetched experts evicted (or overwritten by a prefetch) before any use
   int64_t bytes_copied = 0;  // (misses + streamed + prefetched) · bytes_per_expert
   int64_t steps = 0;         // begin_step calls
 
@@ -112,6 +114,7 @@ class ExpertCache {
     std::vector<int32_t> expert_slot;   // [n_experts], -1 = not resident
     std::vector<uint64_t> slot_used;    // [n_slots] tick of the last use (step or prefetch)
     std::vector<uint8_t> slot_pinned;   // [n_slots] used by the open step (or reserved by the current prefetch)
+    std::vector<uint8_t> slot_prefetched;  // [n_slots] filled by prefetch() and not used since
     std::vector<uint32_t> uses;         // [n_experts] aged demand-use counts (both policies keep them)
     int64_t steps = 0;
     bool in_step = false;
