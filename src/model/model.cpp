@@ -90,7 +90,8 @@ Model Model::load(const std::string& dir, const LoadOptions& opt) {
   if (opt.device == Device::cuda) {
     HLWQ_CHECK(!experts, "the CUDA backend keeps its own expert cache; an explicit expert provider is CPU-only");
     c.be = make_cuda_backend(c.cfg, c.w, lim,
-                             CudaBackendOptions{0, opt.cuda_graphs, opt.moe_expert_cache_size, opt.gpu_memory});
+                             CudaBackendOptions{0, opt.cuda_graphs, opt.moe_expert_cache_size, opt.gpu_memory,
+                                                opt.moe_prefetch});
   } else {
     c.be = std::make_unique<CpuBackend>(c.cfg, c.w, lim, CpuBackendOptions{opt.isa, opt.gdn_mode, experts});
   }

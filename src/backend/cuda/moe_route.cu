@@ -7,6 +7,7 @@
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/moe_route.cuh"
+#include "backend/cuda/pdl.cuh"
 
 namespace hlwq::cuda {
 namespace {
@@ -17,6 +18,7 @@ constexpr int kMaxExperts = 512;  // 16 per lane (Qwen3-Next has 512)
 template <int kMaxPerLane>  // experts per lane: 8 (E ≤ 256) or 16 (E ≤ 512); fewer means a shorter per-lane sort
 __global__ void __launch_bounds__(kThreads) route_kernel(const float* __restrict__ logits, int64_t ld, int T, int E,
                                                           int k, int S, MoePlan p, int max_tiles) {
+  HLWQ_PDL_PREAMBLE();
   extern __shared__ int sm[];
   const int M = E + S, A = k + S;
   int* count = sm;              // [M]
@@ -99,11 +101,13 @@ __global__ void __launch_bounds__(kThreads) route_kernel(const float* __restrict
     for (int j = 0; j < k; ++j) sel += j < 32 ? __shfl_sync(0xffffffffu, my_p, j) : p.topk_w[t * k + j];
     __syncwarp();
     if (lane < k) {
-      p.topk_ids[t * k + lane] = my_id;
+      const int id = p.route_ids ? p.route_ids[t * k + lane] : my_id;  // a trace keeps the rank-order weights
+      p.topk_ids[t * k + lane] = id;
       p.topk_w[t * k + lane] = my_p / sel;
-      atomicAdd(&count[my_id], 1);
+      atomicAdd(&count[id], 1);
     }
     for (int j = 32 + lane; j < k; j += 32) {
+      if (p.route_ids) p.topk_ids[t * k + j] = p.route_ids[t * k + j];
       p.topk_w[t * k + j] /= sel;
       atomicAdd(&count[p.topk_ids[t * k + j]], 1);
     }
@@ -147,6 +151,7 @@ __global__ void __launch_bounds__(kThreads) route_kernel(const float* __restrict
 
 __global__ void combine_kernel(const float* __restrict__ y, const int* __restrict__ tok_slot, int64_t A, int64_t H,
                                bool accumulate, float* out) {
+  HLWQ_PDL_PREAMBLE();
   const int64_t t = blockIdx.y, i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= H) return;
   float s = 0.f;
