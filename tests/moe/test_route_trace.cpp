@@ -81,6 +81,8 @@ TEST(RouteTrace, ReuseKeepsThePreviousStepsExperts) {
 // The defaults bench uses for Qwen3.6 (256 experts, top-8): the published LRU hit rates at N/E = 12.5 % and 25 %.
 TEST(RouteTrace, FittedTraceHitsThePublishedLruRates) {
   const RouteTraceFit f = fit_route_trace(256, 8, default_route_trace_targets());
+  std::printf("[ fit      ] 256 experts top-8: zipf %.3f, reuse %.3f; fitting simulation %.3f at N=32, %.3f at N=64\n",
+              f.zipf, f.reuse, f.achieved[0], f.achieved[1]);
   RouteTraceParams p;
   p.n_layers = 8, p.n_experts = 256, p.top_k = 8, p.n_seqs = 1, p.n_steps = 3000;
   p.zipf = f.zipf, p.reuse = f.reuse, p.seed = 12345;  // not the fit's seed

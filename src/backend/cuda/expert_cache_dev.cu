@@ -49,7 +49,7 @@ __global__ void plan_kernel(PlanParams p) {
   __shared__ unsigned char s_pinned[kMaxE];
   __shared__ unsigned char s_seen[kMaxE];
   __shared__ int s_order[kMaxE];
-  __shared__ int s_n, s_victim;
+  __shared__ int s_n;
   const int lane = threadIdx.x;
   for (int i = lane; i < p.N; i += 32) s_slot_expert[i] = p.slot_expert[i], s_used[i] = p.slot_used[i], s_pinned[i] = 0;
   for (int i = lane; i < p.E; i += 32) s_seen[i] = 0;
