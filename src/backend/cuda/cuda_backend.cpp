@@ -1,8 +1,10 @@
 // CudaBackend: the Backend (backend.h) on one CUDA device, with every weight resident (cuda_weights.h). Each op is
 // the launch sequence that bench/cuda/NOTES.md maps it to; all of them go to one stream in order, so the schedule
 // (src/model) needs no synchronisation of its own. What crosses PCIe per batch: the batch description (token ids,
-// positions, block tables: one copy from pinned staging), then the logits rows asked for. Nothing is allocated
-// after construction.
+// positions, block tables: one copy from pinned staging; with a replayed routing trace also its rows for the
+// batch), then the logits rows asked for. Nothing is allocated after construction, except by set_route_trace (a
+// benchmark's call, between forwards). With an expert cache, moe_forward may fork a copy stream per layer for
+// prefetch (moe_prefetch.cuh) and joins it before the next layer's plan; the recorded graphs carry the fork/join.
 //
 // Decode batches (every sequence one token) are recorded as a CUDA graph per batch size the first time and
 // replayed afterwards: launch arguments depend only on T (the batch data lives in fixed device buffers), so one
