@@ -186,7 +186,13 @@ std::vector<ExpertCopy> ExpertCache::prefetch(int layer, std::span<const int32_t
                layer, e, cfg_.n_experts);
   const uint64_t now = ++tick_;
   std::vector<ExpertCopy> copies;
-  std::vector<int> reserved;  // slots filled by this call: pinned until it returns so it cannot undo itself
+  // slots reserved by this call, pinned until it returns: the resident predicted experts (placing one predicted
+  // expert must not evict another) and the slots it fills (so it cannot undo itself)
+  std::vector<int> reserved;
+  for (int32_t e : experts) {
+    const int s = L.expert_slot[size_t(e)];
+    if (s >= 0 && !L.slot_pinned[size_t(s)]) L.slot_pinned[size_t(s)] = 1, reserved.push_back(s);
+  }
   for (int32_t e : experts) {
     if (L.expert_slot[size_t(e)] >= 0) continue;
     const int s = pick_victim(L);

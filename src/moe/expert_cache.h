@@ -99,7 +99,8 @@ class ExpertCache {
   std::vector<int32_t> suggest_prefetch(int layer, int max) const;
   // Places non-resident experts into unpinned slots ahead of their step, in the given order, and returns the
   // copies to issue. Stops when no unpinned slot is left; under kLfru places an expert only where it is used
-  // at least as often as the victim. Never touches a pinned slot or a slot placed earlier in the same call.
+  // at least as often as the victim. Never touches a pinned slot, a slot placed earlier in the same call, or a
+  // slot holding one of the given experts.
   std::vector<ExpertCopy> prefetch(int layer, std::span<const int32_t> experts);
 
   int32_t slot_expert(int layer, int slot) const;  // expert held by a slot, or -1 when empty

@@ -213,6 +213,10 @@ __global__ void __launch_bounds__(kPrefetchThreads) prefetch_kernel(PrefetchPara
   }
   __syncthreads();
   if (warp != 0) return;
+  // the resident predicted experts are reserved too: placing one prediction never evicts another
+  for (int e = lane; e < p.E; e += 32)
+    if (s_hint[e] && p.expert_slot[e] >= 0) s_reserved[p.expert_slot[e]] = 1;
+  __syncwarp();
   const long long now = *p.step + 1;
   unsigned long long placed = 0, wasted = 0;
   int nc = 0;
