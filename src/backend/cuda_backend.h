@@ -25,6 +25,9 @@ struct CudaBackendOptions {
   int64_t gpu_memory = 0;
   // With an expert cache: prefetch the next layer's predicted experts on a copy stream (moe_prefetch.cuh).
   bool moe_prefetch = true;
+  // Programmatic dependent launch between the kernels of a recorded decode step (Hopper and later; pdl.cuh):
+  // bench turns it off to measure what it saves.
+  bool programmatic_launch = true;
 };
 
 // True when this binary was built with the CUDA backend.

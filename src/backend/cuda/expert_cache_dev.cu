@@ -3,6 +3,7 @@
 // Slot state is staged in shared memory for the walk and written back at the end. The prefetch plan is the same
 // walk over the predicted experts, after a warp-per-token top-k of the next layer's router logits.
 #include "backend/cuda/expert_cache_dev.cuh"
+#include "backend/cuda/pdl.cuh"
 
 #include <cuda_runtime.h>
 
@@ -10,7 +11,6 @@
 #include <vector>
 
 #include "backend/cuda/cuda_check.h"
-#include "backend/cuda/pdl.cuh"
 #include "core/error.h"
 
 namespace hlwq::cuda {
