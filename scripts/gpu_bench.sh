@@ -96,7 +96,7 @@ if matrix:
     # One row per (cell, routing): decode B=1, then prefill 512 and 4096. hit = expert-cache hit rate; PCIe MB/tok =
     # expert bytes copied or read in place per token; H2D = achieved GB/s (PCIe bytes / time) beside the pinned
     # ceiling; SoL = speed of light (weight bytes at the HBM read ceiling + PCIe bytes at the H2D ceiling); frac =
-    # achieved / SoL.
+    # achieved / SoL (prefill: of the compute speed of light when the tensor-core ceiling was measured).
     c0 = matrix[0][1]["ceilings"]
     print(f"\n== offload matrix (Qwen3.6-35B-A3B CT-INT4 synthetic; HBM read {c0['read_gbs']:.0f} GB/s, pinned H2D "
           f"{c0.get('h2d_pinned_gbs', 0):.1f} GB/s)")
@@ -115,6 +115,8 @@ if matrix:
                 f"{dsol:7.1f} {100*dfr:4.0f}%")
         for p in [j["prefill"]] + j.get("prefill_more", []):
             t, h, _, _, _, fr = ph(p, p["tokens"])
+            # prefill binds on compute where the tensor-core ceiling was measured: that fraction, else the bytes'
+            fr = p.get("fraction_of_compute_speed_of_light", fr)
             line += f" | {t:7.0f} {100*h:5.1f}% {100*fr:4.0f}%"
         print(line)
 PY
