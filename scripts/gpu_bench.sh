@@ -5,8 +5,16 @@
 # emulate 24/16/12/8 GB cards (the whole plan — weights, KV, workspace, slots — must fit the budget; the CUDA
 # context is not counted). Every run writes its JSON under $OUT; a table comes last. Runs go in order of value and
 # each has a time limit, so a cut-short call still returns the first ones.
-# Usage: [RUNS="resident_b1 …"] scripts/gpu_bench.sh [BIN_DIR]   (BIN_DIR holds hlwq and lib/, as for
-# scripts/gpu_check.sh; RUNS picks some of the runs below by name)
+# The offload matrix (issue 8, runs named m_<routing>_<config>): decode B=1 (G=32) and prefill 512 and 4096 in one
+# process per cell, for budgets 8/12/16/24 GB and N = 8/16/32/64 slots, under the model's own routing and under a
+# routing trace (bench --route-trace-gen: fitted to llama.cpp PR #27861's LRU hit rates, see src/moe/route_trace.h;
+# trace cells run without prefetch — the router's predictions say nothing about a trace's experts — and two A/B
+# cells at 12 GB show prefetch's gain under the model's routing and its pure cost under the trace).
+# To fit ~8 minutes of device time each cell runs --warmup 1 --repeats 1 (one timed run after a warm-up that also
+# records the decode graph and warms the cache): a model load is most of a cell's time (estimated 15–25 s of ~30 s,
+# not yet measured), so the 18 cells' loads are the floor. MATRIX_ONLY=1 skips the resident and older cache runs.
+# Usage: [RUNS="resident_b1 …"] [MATRIX_ONLY=1] scripts/gpu_bench.sh [BIN_DIR]   (BIN_DIR holds hlwq and lib/, as
+# for scripts/gpu_check.sh; RUNS picks some of the runs below by name, e.g. RUNS="m_trace_gb12 m_model_gb12")
 set -uo pipefail
 BIN=${1:-build}
 OUT=${OUT:-/tmp/hlwq-gpu-bench}
@@ -30,6 +38,31 @@ run() {  # run NAME SECONDS ARGS...   (only the names in $RUNS when it is set)
   timeout "$limit" "$BIN/hlwq" bench "$M" --device cuda --json "$@" >"$OUT/$name.json" 2>"$OUT/$name.err" \
     || { echo "$name: failed or cut at ${limit}s"; tail -3 "$OUT/$name.err"; rm -f "$OUT/$name.json"; }
 }
+run_matrix() {  # the offload matrix (see the header); the trace first: it is the realistic routing
+  local TR="$D/qwen36-b1.trace"
+  if [ ! -f "$TR" ]; then
+    "$BIN/hlwq" bench "$M" --route-trace-gen "$TR" --trace-steps 8192 --trace-seqs 1 >"$OUT/trace_gen.log" 2>&1 \
+      || { echo "trace generation failed"; tail -3 "$OUT/trace_gen.log"; return; }
+  fi
+  cat "$OUT/trace_gen.log" 2>/dev/null
+  local common=(--batch 1 --prompt-len 512 --more-prompt-lens 4096 --gen-len 32 --warmup 1 --repeats 1)
+  for cell in gb12 gb8 gb16 gb24 n32 n64 n16 n8; do
+    local cfg
+    case $cell in
+      gb*) cfg=(--gpu-memory "${cell#gb}GB") ;;
+      n*) cfg=(--moe-expert-cache-size "${cell#n}") ;;
+    esac
+    # a trace's experts are not what the model's router predicts, so prefetch would only add copies: off
+    run "m_trace_$cell" 75 "${cfg[@]}" "${common[@]}" --route-trace "$TR" --moe-prefetch off
+    run "m_model_$cell" 75 "${cfg[@]}" "${common[@]}"
+  done
+  # prefetch A/B at the 12 GB budget: its gain under the model's routing, its cost under the trace
+  run m_model_gb12_noprefetch 75 --gpu-memory 12GB "${common[@]}" --moe-prefetch off
+  run m_trace_gb12_prefetch 75 --gpu-memory 12GB "${common[@]}" --route-trace "$TR" --moe-prefetch on
+}
+run_matrix
+[ -n "${MATRIX_ONLY:-}" ] && RUNS="${RUNS:-none}"
+
 run resident_b1 150 --batch 1 --prompt-len 512 --gen-len 32 --repeats 3
 run cache_n16_b1 120 --moe-expert-cache-size 16 --batch 1 --prompt-len 512 --gen-len 32 --repeats 3
 run budget_12gb_b1 120 --gpu-memory 12GB --batch 1 --prompt-len 512 --gen-len 32 --repeats 3
@@ -42,11 +75,13 @@ run budget_12gb_b4 120 --gpu-memory 12GB --batch 4 --prompt-len 512 --gen-len 32
 
 echo "== summary (commit $commit; JSON in $OUT)"
 python3 - "$OUT" <<'PY'
-import json, pathlib, sys
-rows = []
+import json, pathlib, re, sys
+rows, matrix = [], []
 for f in sorted(pathlib.Path(sys.argv[1]).glob("*.json")):
     if f.stat().st_size == 0: continue
     j, _ = json.JSONDecoder().raw_decode(f.read_text())
+    if f.stem.startswith("m_"):
+        matrix.append((f.stem, j)); continue
     c, p, d = j["ceilings"], j["prefill"], j["decode"]
     ec = d.get("expert_cache", {})
     print(f"{f.stem:<16} B={d['batch']:<2} decode {d['tok_s']:8.1f} tok/s ({d['step_ms']:6.2f} ms/step, SoL "
@@ -57,4 +92,31 @@ for f in sorted(pathlib.Path(sys.argv[1]).glob("*.json")):
           f"{c.get('h2d_pinned_gbs', 0):.1f} GB/s, tensor cores {c.get('tc_bf16_tflops', 0):.0f} TFLOP/s")
     plan = j.get("memory_plan", "")
     if plan: print("   ", plan.replace("\n", "\n    "))
+if matrix:
+    # One row per (cell, routing): decode B=1, then prefill 512 and 4096. hit = expert-cache hit rate; PCIe MB/tok =
+    # expert bytes copied or read in place per token; H2D = achieved GB/s (PCIe bytes / time) beside the pinned
+    # ceiling; SoL = speed of light (weight bytes at the HBM read ceiling + PCIe bytes at the H2D ceiling); frac =
+    # achieved / SoL (prefill: of the compute speed of light when the tensor-core ceiling was measured).
+    c0 = matrix[0][1]["ceilings"]
+    print(f"\n== offload matrix (Qwen3.6-35B-A3B CT-INT4 synthetic; HBM read {c0['read_gbs']:.0f} GB/s, pinned H2D "
+          f"{c0.get('h2d_pinned_gbs', 0):.1f} GB/s)")
+    print(f"{'cell':<26} {'routing':<6} {'slots':>5} | {'decode':>7} {'hit':>6} {'MB/tok':>7} {'H2D':>6} {'SoL':>7} {'frac':>5} "
+          f"| {'pp512':>7} {'hit':>6} {'frac':>5} | {'pp4096':>7} {'hit':>6} {'frac':>5}")
+    def ph(p, tokens):
+        ec = p.get("expert_cache", {})
+        return p["tok_s"], ec.get("hit_rate", float("nan")), ec.get("pcie_bytes", 0) / tokens / 1e6, ec.get("h2d_gbs", 0), \
+            p["speed_of_light_tok_s"], p["fraction_of_speed_of_light"]
+    for name, j in matrix:
+        d = j["decode"]
+        m = re.search(r"expert cache: (\d+) of", j.get("memory_plan", ""))
+        routing = "trace" if j.get("routing", "model").startswith("trace") else "model"
+        dt, dh, dmb, dh2d, dsol, dfr = ph(d, d["steps"] * d["batch"])
+        line = (f"{name:<26} {routing:<6} {m.group(1) if m else '-':>5} | {dt:7.1f} {100*dh:5.1f}% {dmb:7.1f} {dh2d:6.1f} "
+                f"{dsol:7.1f} {100*dfr:4.0f}%")
+        for p in [j["prefill"]] + j.get("prefill_more", []):
+            t, h, _, _, _, fr = ph(p, p["tokens"])
+            # prefill binds on compute where the tensor-core ceiling was measured: that fraction, else the bytes'
+            fr = p.get("fraction_of_compute_speed_of_light", fr)
+            line += f" | {t:7.0f} {100*h:5.1f}% {100*fr:4.0f}%"
+        print(line)
 PY

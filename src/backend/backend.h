@@ -23,10 +23,13 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 
+#include "core/error.h"
 #include "moe/expert_cache.h"
+#include "moe/route_trace.h"
 
 namespace hlwq {
 
@@ -134,6 +137,14 @@ class Backend {
   virtual std::string memory_plan() const { return {}; }
   // Counters of the backend's own expert cache (the GPU's, expert_cache_dev.cuh): false when it has none.
   virtual bool expert_cache_stats(ExpertCacheStats& out) const { return false; }
+  // Benchmarks (issue 8 item 5): replay a routing trace (moe/route_trace.h) instead of the router's choices. Each
+  // batch of T tokens takes the trace's next T rows (from row 0 after this call, wrapping); the router still runs
+  // and its renormalized top-k weights are kept — the trace's j-th expert of a token gets the j-th largest — so
+  // only which experts run changes. The trace must match the model's MoE layers, experts and top-k. null: the
+  // model's own routing again.
+  virtual void set_route_trace(std::shared_ptr<const RouteTrace> trace) {
+    HLWQ_CHECK(!trace, "the {} backend cannot replay a routing trace", name());
+  }
   // Zeroes the GDN conv and recurrent state of a slot (a new or reset sequence). KV pages need no clearing:
   // attention reads only positions a sequence has written.
   virtual void reset_slot(int32_t slot) = 0;

@@ -23,6 +23,8 @@ struct CudaBackendOptions {
   // Device memory budget in bytes (0: none). With it, everything but the routed experts is placed first and the
   // rest becomes expert slots (expert_slots, when also given, is then an upper bound).
   int64_t gpu_memory = 0;
+  // With an expert cache: prefetch the next layer's predicted experts on a copy stream (moe_prefetch.cuh).
+  bool moe_prefetch = true;
   // Programmatic dependent launch between the kernels of a recorded decode step (Hopper and later; pdl.cuh):
   // bench turns it off to measure what it saves.
   bool programmatic_launch = true;

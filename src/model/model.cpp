@@ -94,6 +94,7 @@ Model Model::load(const std::string& dir, const LoadOptions& opt) {
     co.programmatic_launch = opt.cuda_pdl;
     co.expert_slots = opt.moe_expert_cache_size;
     co.gpu_memory = opt.gpu_memory;
+    co.moe_prefetch = opt.moe_prefetch;
     c.be = make_cuda_backend(c.cfg, c.w, lim, co);
   } else {
     c.be = std::make_unique<CpuBackend>(c.cfg, c.w, lim, CpuBackendOptions{opt.isa, opt.gdn_mode, experts});

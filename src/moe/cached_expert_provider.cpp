@@ -76,7 +76,6 @@ CachedExpertProvider::CachedExpertProvider(const ModelWeights& w, const ExpertCa
              cfg.bytes_per_expert, off);
   slot_views_.resize(size_t(cfg.n_layers));
   stream_views_.resize(size_t(cfg.n_layers));
-  prefetched_unused_.assign(size_t(cfg.n_layers), std::vector<uint8_t>(size_t(cfg.n_slots), 0));
   for (int l = 0; l < cfg.n_layers; ++l) {
     for (int s = 0; s < cfg.n_slots; ++s) slot_views_[size_t(l)].push_back(view_at(arena.slot(l, s)));
     for (int b = 0; b < cfg.n_stream_buffers; ++b) stream_views_[size_t(l)].push_back(view_at(arena.stream_buffer(l, b)));
@@ -108,12 +107,6 @@ void CachedExpertProvider::acquire(int layer, std::span<const int32_t> ids, std:
   // A backend computes every expert of a layer at once: all of them must be placed in one wave.
   HLWQ_CHECK(plan.n_waves <= 1, "layer {} needs {} experts beyond its {} slots, more than its {} staging buffers",
              layer, ids.size(), cache_.config().n_slots, cache_.config().n_stream_buffers);
-  auto& unused = prefetched_unused_[size_t(layer)];
-  for (const ExpertPlacement& p : plan.placements) {
-    if (p.where == ExpertWhere::kSlotHit && unused[size_t(p.index)]) ++prefetch_hits_;
-    if (p.where == ExpertWhere::kSlotLoad && unused[size_t(p.index)]) ++prefetch_wasted_;
-    if (p.where != ExpertWhere::kStream) unused[size_t(p.index)] = 0;
-  }
   issue(layer, plan.copies);
   arena_.fence();
   for (size_t i = 0; i < plan.placements.size(); ++i) {
@@ -130,17 +123,12 @@ void CachedExpertProvider::hint(int layer, std::span<const int32_t> ids) {
   distinct_.assign(ids.begin(), ids.end());
   std::sort(distinct_.begin(), distinct_.end());
   distinct_.erase(std::unique(distinct_.begin(), distinct_.end()), distinct_.end());
-  const std::vector<ExpertCopy> copies = cache_.prefetch(layer, distinct_);
-  auto& unused = prefetched_unused_[size_t(layer)];
-  for (const ExpertCopy& c : copies) {
-    if (unused[size_t(c.index)]) ++prefetch_wasted_;  // an earlier prefetch there was never used
-    unused[size_t(c.index)] = 1;
-  }
-  issue(layer, copies);
+  issue(layer, cache_.prefetch(layer, distinct_));
 }
 
 ExpertProviderStats CachedExpertProvider::stats() const {
-  return ExpertProviderStats{cache_.stats(), prefetch_hits_, prefetch_wasted_};
+  const ExpertCacheStats& c = cache_.stats();
+  return ExpertProviderStats{c, c.prefetch_hits, c.prefetch_wasted};
 }
 
 }  // namespace hlwq

@@ -46,8 +46,8 @@ class HostExpertArena final : public ExpertArena {
 
 struct ExpertProviderStats {
   ExpertCacheStats cache;       // hits, misses, streamed, prefetched, bytes copied
-  int64_t prefetch_hits = 0;    // hits on a slot a prefetch filled, before anything else used it
-  int64_t prefetch_wasted = 0;  // prefetched experts evicted (or overwritten) before any use
+  int64_t prefetch_hits = 0;    // = cache.prefetch_hits (kept for the callers of this struct)
+  int64_t prefetch_wasted = 0;  // = cache.prefetch_wasted
 };
 
 class CachedExpertProvider final : public ExpertProvider {
@@ -82,9 +82,7 @@ class CachedExpertProvider final : public ExpertProvider {
   bool prefetch_;
   ExpertWeights layout_;                 // expert 0 of layer 0 with its views' data as offsets into a blob
   std::vector<std::vector<ExpertWeights>> slot_views_, stream_views_;  // [layer][slot | buffer]
-  std::vector<std::vector<uint8_t>> prefetched_unused_;               // [layer][slot]
   std::vector<int32_t> distinct_;                                      // hint scratch
-  int64_t prefetch_hits_ = 0, prefetch_wasted_ = 0;
 };
 
 }  // namespace hlwq

@@ -33,6 +33,7 @@ ExpertCache::ExpertCache(const ExpertCacheConfig& cfg) : cfg_(cfg) {
     L.expert_slot.assign(size_t(cfg.n_experts), -1);
     L.slot_used.assign(size_t(cfg.n_slots), 0);
     L.slot_pinned.assign(size_t(cfg.n_slots), 0);
+    L.slot_prefetched.assign(size_t(cfg.n_slots), 0);
     L.uses.assign(size_t(cfg.n_experts), 0);
   }
 }
@@ -117,6 +118,7 @@ StepPlan ExpertCache::begin_step(int layer, std::span<const int32_t> experts) {
       L.slot_pinned[size_t(s)] = 1;
       L.slot_used[size_t(s)] = now;
       ++stats_.hits;
+      if (L.slot_prefetched[size_t(s)]) ++stats_.prefetch_hits, L.slot_prefetched[size_t(s)] = 0;
     } else {
       miss_order.push_back(i);
     }
@@ -137,6 +139,7 @@ StepPlan ExpertCache::begin_step(int layer, std::span<const int32_t> experts) {
     place(L, s, e);
     L.slot_pinned[size_t(s)] = 1;
     L.slot_used[size_t(s)] = now;
+    if (L.slot_prefetched[size_t(s)]) ++stats_.prefetch_wasted, L.slot_prefetched[size_t(s)] = 0;
     plan.placements[i] = {e, ExpertWhere::kSlotLoad, s, 0};
     plan.copies.push_back({e, ExpertCopyDst::kSlot, s, 0});
     ++stats_.misses;
@@ -183,7 +186,13 @@ std::vector<ExpertCopy> ExpertCache::prefetch(int layer, std::span<const int32_t
                layer, e, cfg_.n_experts);
   const uint64_t now = ++tick_;
   std::vector<ExpertCopy> copies;
-  std::vector<int> reserved;  // slots filled by this call: pinned until it returns so it cannot undo itself
+  // slots reserved by this call, pinned until it returns: the resident predicted experts (placing one predicted
+  // expert must not evict another) and the slots it fills (so it cannot undo itself)
+  std::vector<int> reserved;
+  for (int32_t e : experts) {
+    const int s = L.expert_slot[size_t(e)];
+    if (s >= 0 && !L.slot_pinned[size_t(s)]) L.slot_pinned[size_t(s)] = 1, reserved.push_back(s);
+  }
   for (int32_t e : experts) {
     if (L.expert_slot[size_t(e)] >= 0) continue;
     const int s = pick_victim(L);
@@ -192,6 +201,8 @@ std::vector<ExpertCopy> ExpertCache::prefetch(int layer, std::span<const int32_t
     place(L, s, e);
     L.slot_used[size_t(s)] = now;
     L.slot_pinned[size_t(s)] = 1;
+    if (L.slot_prefetched[size_t(s)]) ++stats_.prefetch_wasted;  // an earlier prefetch there was never used
+    L.slot_prefetched[size_t(s)] = 1;
     reserved.push_back(s);
     copies.push_back({e, ExpertCopyDst::kSlot, s, 0});
   }

@@ -75,6 +75,8 @@ struct ExpertCacheStats {
   int64_t misses = 0;      // needed experts loaded into a slot
   int64_t streamed = 0;    // needed experts copied through a stream buffer
   int64_t prefetched = 0;  // experts placed by prefetch()
+  int64_t prefetch_hits = 0;    // hits on a slot a prefetch filled, before anything else used it
+  int64_t prefetch_wasted = 0;  // prefetched experts evicted (or overwritten by a prefetch) before any use
   int64_t bytes_copied = 0;  // (misses + streamed + prefetched) · bytes_per_expert
   int64_t steps = 0;         // begin_step calls
 
@@ -97,7 +99,8 @@ class ExpertCache {
   std::vector<int32_t> suggest_prefetch(int layer, int max) const;
   // Places non-resident experts into unpinned slots ahead of their step, in the given order, and returns the
   // copies to issue. Stops when no unpinned slot is left; under kLfru places an expert only where it is used
-  // at least as often as the victim. Never touches a pinned slot or a slot placed earlier in the same call.
+  // at least as often as the victim. Never touches a pinned slot, a slot placed earlier in the same call, or a
+  // slot holding one of the given experts.
   std::vector<ExpertCopy> prefetch(int layer, std::span<const int32_t> experts);
 
   int32_t slot_expert(int layer, int slot) const;  // expert held by a slot, or -1 when empty
@@ -112,6 +115,7 @@ class ExpertCache {
     std::vector<int32_t> expert_slot;   // [n_experts], -1 = not resident
     std::vector<uint64_t> slot_used;    // [n_slots] tick of the last use (step or prefetch)
     std::vector<uint8_t> slot_pinned;   // [n_slots] used by the open step (or reserved by the current prefetch)
+    std::vector<uint8_t> slot_prefetched;  // [n_slots] filled by prefetch() and not used since
     std::vector<uint32_t> uses;         // [n_experts] aged demand-use counts (both policies keep them)
     int64_t steps = 0;
     bool in_step = false;

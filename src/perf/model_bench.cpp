@@ -16,6 +16,7 @@
 #include "backend/cuda_ceilings.h"
 #include "core/error.h"
 #include "core/progress.h"
+#include "moe/route_trace.h"
 #include "perf/counting_experts.h"
 #include "perf/cpu_ceilings.h"
 #include "perf/weight_traffic.h"
@@ -60,12 +61,32 @@ void add_pcie(PhaseResult& p, double tokens, double read_gbs, double h2d_gbs) {
 // Expert-cache counters now (zeros without a cache).
 ExpertCacheStats cache_now(const Model& m) { return m.expert_cache_stats().value_or(ExpertCacheStats{}); }
 
-// pcie_bytes and hit rate of `runs` runs between two counter readings.
+// pcie_bytes, hit rate and prefetch counts of `runs` runs between two counter readings (after finish_phase).
 void set_cache_delta(PhaseResult& p, const ExpertCacheStats& a, const ExpertCacheStats& b, int runs) {
   const int64_t look = b.lookups() - a.lookups();
   if (look <= 0) return;
   p.pcie_bytes = double(b.bytes_copied - a.bytes_copied) / runs;
   p.hit_rate = double(b.hits - a.hits) / double(look);
+  p.h2d_gbs = p.seconds > 0 ? p.pcie_bytes / p.seconds / 1e9 : 0;
+  p.prefetched = double(b.prefetched - a.prefetched) / runs;
+  p.prefetch_hits = double(b.prefetch_hits - a.prefetch_hits) / runs;
+  p.prefetch_wasted = double(b.prefetch_wasted - a.prefetch_wasted) / runs;
+}
+
+// b − a, counter by counter.
+ExpertCacheStats stats_delta(const ExpertCacheStats& a, const ExpertCacheStats& b) {
+  ExpertCacheStats d;
+  d.hits = b.hits - a.hits, d.misses = b.misses - a.misses, d.streamed = b.streamed - a.streamed;
+  d.prefetched = b.prefetched - a.prefetched, d.prefetch_hits = b.prefetch_hits - a.prefetch_hits;
+  d.prefetch_wasted = b.prefetch_wasted - a.prefetch_wasted, d.bytes_copied = b.bytes_copied - a.bytes_copied;
+  d.steps = b.steps - a.steps;
+  return d;
+}
+
+void add_stats(ExpertCacheStats& to, const ExpertCacheStats& d) {
+  to.hits += d.hits, to.misses += d.misses, to.streamed += d.streamed, to.prefetched += d.prefetched;
+  to.prefetch_hits += d.prefetch_hits, to.prefetch_wasted += d.prefetch_wasted, to.bytes_copied += d.bytes_copied;
+  to.steps += d.steps;
 }
 
 }  // namespace
@@ -86,9 +107,15 @@ BenchResult run_model_bench(const std::string& model_dir, const BenchOptions& op
   lo.device = opt.device;
   lo.moe_expert_cache_size = opt.moe_expert_cache_size;
   lo.gpu_memory = opt.gpu_memory;
+  lo.moe_prefetch = opt.moe_prefetch;
   lo.max_seqs = int32_t(B);
   const int64_t decode_len = Pd + G;
-  lo.kv_tokens = std::max(P, B * decode_len) + (B + 1) * lo.kv_block_tokens;
+  int64_t P_max = P;
+  for (int64_t Pm : opt.more_prompt_lens) {
+    HLWQ_CHECK(Pm >= 1, "bench: prompt length {} must be positive", Pm);
+    P_max = std::max(P_max, Pm);
+  }
+  lo.kv_tokens = std::max(P_max, B * decode_len) + (B + 1) * lo.kv_block_tokens;
   HLWQ_CHECK(B <= lo.max_batch_tokens, "bench: batch {} is larger than the largest batch of {} tokens", B,
              lo.max_batch_tokens);
   CountingExpertProvider counter;
@@ -97,10 +124,17 @@ BenchResult run_model_bench(const std::string& model_dir, const BenchOptions& op
   if (counted) lo.experts = &counter;
   Model m = Model::load(model_dir, lo);
   const ModelConfig& cfg = m.config();
-  HLWQ_CHECK(P <= cfg.max_position_embeddings && decode_len <= cfg.max_position_embeddings,
-             "bench: prompt length {} and decode prompt + generation {} must fit the model's context of {}", P,
+  HLWQ_CHECK(P_max <= cfg.max_position_embeddings && decode_len <= cfg.max_position_embeddings,
+             "bench: prompt length {} and decode prompt + generation {} must fit the model's context of {}", P_max,
              decode_len, cfg.max_position_embeddings);
   r.memory_plan = m.backend().memory_plan();
+  std::shared_ptr<const RouteTrace> trace;
+  r.routing = "model";
+  if (!opt.route_trace.empty()) {
+    trace = std::make_shared<const RouteTrace>(read_route_trace(opt.route_trace));
+    m.backend().set_route_trace(trace);  // checks the shape against the model now, before any measuring
+    r.routing = fmt::format("trace {} ({})", opt.route_trace, trace->describe());
+  }
   std::unique_ptr<MappedExpertProvider> mapped;
   if (counted) {
     mapped = std::make_unique<MappedExpertProvider>(m.weights());
@@ -132,15 +166,17 @@ BenchResult run_model_bench(const std::string& model_dir, const BenchOptions& op
   auto expert_bound = [&](int64_t tokens) {
     return double(wt.n_moe_layers) * double(std::min(cfg.n_experts, cfg.n_experts_active * tokens));
   };
-  std::vector<int32_t> tok(size_t(std::max(P, Pd + B + G)));  // fixed pseudo-random ids
+  std::vector<int32_t> tok(size_t(std::max(P_max, Pd + B + G)));  // fixed pseudo-random ids
   for (size_t i = 0; i < tok.size(); ++i) tok[i] = int32_t((int64_t(i) * 7919 + 13) % V);
 
-  // Prefill: a fresh sequence of P tokens per run (the model runs it in chunks of max_batch_tokens).
-  {
+  // Prefill: a fresh sequence of P tokens per run (the model runs it in chunks of max_batch_tokens); P is the
+  // prompt length, then each of the further lengths (more_prompt_lens) the same way.
+  auto prefill = [&](int64_t P, PhaseResult& p) {
     std::vector<float> logits(static_cast<size_t>(V));  // [V] of the last token
     std::vector<double> secs;
     double experts = 0;
     ExpertCacheStats c0;
+    if (trace) m.backend().set_route_trace(trace);  // rewind: the phase replays rows from 0
     for (int i = 0; i < opt.warmup + opt.repeats; ++i) {
       if (i == opt.warmup) c0 = cache_now(m);
       Sequence s = m.new_sequence(P);
@@ -153,7 +189,6 @@ BenchResult run_model_bench(const std::string& model_dir, const BenchOptions& op
     const int64_t chunk = lo.max_batch_tokens, n_chunks = (P + chunk - 1) / chunk;
     double bound = 0;
     for (int64_t c = 0; c < n_chunks; ++c) bound += expert_bound(std::min(chunk, P - c * chunk));
-    PhaseResult& p = r.prefill;
     p.experts_counted = counted;
     p.routed_experts = counted ? experts / opt.repeats : bound;
     p.weight_bytes = double(n_chunks) * wt.dense_step_bytes + double(P) * wt.embed_row_bytes +
@@ -167,7 +202,9 @@ BenchResult run_model_bench(const std::string& model_dir, const BenchOptions& op
       p.compute_sol_tok_s = double(P) / (p.flops / (r.tc_bf16_tflops * 1e12));
       p.compute_fraction = p.tok_s / p.compute_sol_tok_s;
     }
-  }
+  };
+  prefill(P, r.prefill);
+  for (int64_t Pm : opt.more_prompt_lens) prefill(Pm, r.prefill_more.emplace_back());
 
   // Decode: B sequences, each after its own short prompt, then G steps of one token each for all B at once.
   {
@@ -186,6 +223,7 @@ BenchResult run_model_bench(const std::string& model_dir, const BenchOptions& op
     std::vector<double> secs;
     double experts = 0;
     ExpertCacheStats c0, c1;
+    if (trace) m.backend().set_route_trace(trace);  // rewind (decode rows stay aligned to B: prompts take B·Pd)
     for (int i = 0; i < opt.warmup + opt.repeats; ++i) {
       for (int64_t b = 0; b < B; ++b) {
         seqs[size_t(b)].reset();
@@ -206,9 +244,7 @@ BenchResult run_model_bench(const std::string& model_dir, const BenchOptions& op
       const double dt = seconds_since(t0);
       if (i >= opt.warmup) {
         secs.push_back(dt), experts += double(counter.acquired());
-        const ExpertCacheStats after = cache_now(m);
-        c1.hits += after.hits - before.hits, c1.misses += after.misses - before.misses;
-        c1.streamed += after.streamed - before.streamed, c1.bytes_copied += after.bytes_copied - before.bytes_copied;
+        add_stats(c1, stats_delta(before, cache_now(m)));
       }
     }
     PhaseResult& d = r.decode;
@@ -236,15 +272,29 @@ nlohmann::json bench_result_json(const BenchResult& r) {
                           {"routed_experts_counted", p.experts_counted},
                           {"speed_of_light_tok_s", p.speed_of_light_tok_s},
                           {"fraction_of_speed_of_light", p.fraction}};
-    if (p.hit_rate >= 0) j["expert_cache"] = {{"pcie_bytes", p.pcie_bytes}, {"hit_rate", p.hit_rate}};
+    if (p.hit_rate >= 0)
+      j["expert_cache"] = {{"pcie_bytes", p.pcie_bytes},       {"hit_rate", p.hit_rate},
+                           {"h2d_gbs", p.h2d_gbs},             {"prefetched", p.prefetched},
+                           {"prefetch_hits", p.prefetch_hits}, {"prefetch_wasted", p.prefetch_wasted}};
     return j;
   };
-  nlohmann::json pre = phase(r.prefill), dec = phase(r.decode);
+  nlohmann::json pre = phase(r.prefill), dec = phase(r.decode), more = nlohmann::json::array();
   pre["tokens"] = r.opt.prompt_len;
   pre["flops"] = r.prefill.flops;
   if (r.prefill.compute_sol_tok_s > 0) {
     pre["compute_speed_of_light_tok_s"] = r.prefill.compute_sol_tok_s;
     pre["fraction_of_compute_speed_of_light"] = r.prefill.compute_fraction;
+  }
+  for (size_t i = 0; i < r.prefill_more.size(); ++i) {
+    const PhaseResult& pm = r.prefill_more[i];
+    nlohmann::json j = phase(pm);
+    j["tokens"] = r.opt.more_prompt_lens[i];
+    j["flops"] = pm.flops;
+    if (pm.compute_sol_tok_s > 0) {
+      j["compute_speed_of_light_tok_s"] = pm.compute_sol_tok_s;
+      j["fraction_of_compute_speed_of_light"] = pm.compute_fraction;
+    }
+    more.push_back(j);
   }
   dec["batch"] = r.opt.batch;
   dec["steps"] = r.opt.gen_len;
@@ -272,7 +322,10 @@ nlohmann::json bench_result_json(const BenchResult& r) {
           {"memory_plan", r.memory_plan},
           {"moe_expert_cache_size", r.opt.moe_expert_cache_size},
           {"gpu_memory", r.opt.gpu_memory},
+          {"moe_prefetch", r.opt.moe_prefetch},
+          {"routing", r.routing},
           {"prefill", pre},
+          {"prefill_more", more},
           {"decode", dec}};
 }
 
@@ -297,13 +350,23 @@ std::string format_bench_result(const BenchResult& r) {
   };
   row("prefill", r.prefill, fmt::format("{} tokens", r.opt.prompt_len),
       r.prefill.weight_bytes / double(r.opt.prompt_len));
+  for (size_t i = 0; i < r.prefill_more.size(); ++i)
+    row("prefill", r.prefill_more[i], fmt::format("{} tokens", r.opt.more_prompt_lens[i]),
+        r.prefill_more[i].weight_bytes / double(r.opt.more_prompt_lens[i]));
   row("decode", r.decode, fmt::format("batch {} × {} steps", r.opt.batch, r.opt.gen_len),
       r.decode_weight_bytes_per_token);
-  for (const auto& [name, p, tokens] : {std::tuple{"prefill", &r.prefill, double(r.opt.prompt_len)},
-                                        std::tuple{"decode", &r.decode, double(r.opt.batch * r.opt.gen_len)}})
+  std::vector<std::tuple<std::string, const PhaseResult*, double>> phases{
+      {"prefill", &r.prefill, double(r.opt.prompt_len)}};
+  for (size_t i = 0; i < r.prefill_more.size(); ++i)
+    phases.emplace_back("prefill", &r.prefill_more[i], double(r.opt.more_prompt_lens[i]));
+  phases.emplace_back("decode", &r.decode, double(r.opt.batch * r.opt.gen_len));
+  for (const auto& [name, p, tokens] : phases)
     if (p->hit_rate >= 0)
-      s += fmt::format("{:<8} expert cache: {:.1f} % hits, {} per token over PCIe\n", name, 100 * p->hit_rate,
-                       format_bytes(p->pcie_bytes / tokens));
+      s += fmt::format("{:<8} expert cache: {:.1f} % hits, {} per token over PCIe ({:.1f} GB/s achieved, pinned "
+                       "ceiling {:.1f} GB/s); prefetched {:.0f} per run, {:.0f} used, {:.0f} wasted\n", name,
+                       100 * p->hit_rate, format_bytes(p->pcie_bytes / tokens), p->h2d_gbs, r.h2d_pinned_gbs,
+                       p->prefetched, p->prefetch_hits, p->prefetch_wasted);
+  s += fmt::format("routing: {}\n", r.routing);
   if (r.prefill.compute_sol_tok_s > 0)
     s += fmt::format("prefill  compute: {:.1f} GFLOP per token, speed of light {:.0f} tok/s at the tensor-core rate, "
                      "{:.0f}% of it\n", r.prefill.flops / double(r.opt.prompt_len) / 1e9, r.prefill.compute_sol_tok_s,

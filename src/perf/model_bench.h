@@ -8,9 +8,16 @@
 // provider; the CUDA backend takes no provider, so there the count is the upper bound min(E, k · tokens) per layer.
 // With an expert cache (--moe-expert-cache-size, --gpu-memory) the cache's counters give the PCIe traffic per run.
 // Token ids are a fixed pseudo-random sequence (the weights are what is measured, not the text).
+// Routing: the model's own (random weights route almost uniformly, with no token-to-token locality), or a replayed
+// routing trace (route_trace.h, --route-trace FILE): each phase rewinds it to row 0, so prefill replays rows
+// 0..P-1 and decode replays each sequence's prompt and steps (trace rows in batch order; a trace made with
+// n_seqs = B gives each decode sequence its own stream). Only the experts chosen change, never the arithmetic.
+// With an expert cache the report adds the achieved H2D rate (PCIe bytes of the run over its time) beside the
+// pinned-copy ceiling, and the prefetch counters.
 #pragma once
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -22,11 +29,14 @@ struct BenchOptions {
   Device device = Device::cpu;
   int batch = 1;                  // B decode sequences
   int64_t prompt_len = 512;       // P prefill tokens
+  std::vector<int64_t> more_prompt_lens;  // further prefill lengths, measured the same way (prefill_more)
   int64_t gen_len = 32;           // G decode steps per timed run
   int64_t decode_prompt_len = 16;  // each decode sequence's prompt
   int warmup = 1, repeats = 3;
   int moe_expert_cache_size = 0;  // expert cache slots per layer (0: none); see LoadOptions
   int64_t gpu_memory = 0;         // CUDA device memory budget in bytes (0: none)
+  bool moe_prefetch = true;       // with a cache: prefetch the next layer's predicted experts
+  std::string route_trace;        // a routing trace file to replay ("" : the model's own routing)
   uint64_t ceiling_bytes = uint64_t(1) << 30;  // CPU ceiling buffers
 };
 
@@ -42,6 +52,8 @@ struct PhaseResult {
   // With an expert cache: expert bytes that crossed PCIe in one run (copied into slots or read in place) and the
   // hit rate; the speed of light then adds those bytes at the pinned host→device ceiling.
   double pcie_bytes = 0, hit_rate = -1;
+  double h2d_gbs = 0;  // pcie_bytes / seconds: the achieved host→device rate
+  double prefetched = 0, prefetch_hits = 0, prefetch_wasted = 0;  // per run
   // Prefill only, on a device with a tensor-core ceiling: the run's FLOPs (weight_traffic.h's multiply-accumulates
   // × 2) at that rate give a compute speed of light, the one that binds prefill.
   double flops = 0, compute_sol_tok_s = 0, compute_fraction = 0;
@@ -58,8 +70,10 @@ struct BenchResult {
   int64_t n_layers = 0, n_experts = 0, n_experts_active = 0;
   BenchOptions opt;
   PhaseResult prefill, decode;
+  std::vector<PhaseResult> prefill_more;  // [more_prompt_lens]
   double decode_weight_bytes_per_token = 0;
   std::string memory_plan;  // the backend's own account of where it placed what
+  std::string routing;      // "model" or "trace FILE (…)"
 };
 
 BenchResult run_model_bench(const std::string& model_dir, const BenchOptions& opt);

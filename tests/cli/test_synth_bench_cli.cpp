@@ -1,5 +1,7 @@
 // `hlwq synth` and `hlwq bench` end to end: a synthetic demo-shaped model is accepted by inspect and run, bench
-// prints every field with a positive value (speed is never asserted), and bad input is one clear error.
+// prints every field with a positive value (speed is never asserted), and bad input is one clear error. Routing
+// traces: --route-trace-gen writes one for the model, --route-trace replays it (each decode step then acquires
+// exactly top-k experts per layer), and a trace for another model's shape is refused by name.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -61,6 +63,41 @@ TEST(BenchCli, JsonFieldsArePositive) {
   EXPECT_EQ(j["kv_bytes_per_token"].get<double>(), 2 * 2 * 2 * 64 * 2);
   EXPECT_EQ(run_hlwq("bench " + demo() + " --batch 0").exit_code, 2);
   EXPECT_EQ(run_hlwq("bench /no/such/model").exit_code, 2);
+}
+
+TEST(BenchCli, RouteTraceGenAndReplay) {
+  const fs::path dir = hlwq::test::scratch_dir("bench-trace");
+  const std::string trace = (dir / "demo.trace").string(), other = (dir / "other.trace").string();
+  auto g = run_hlwq("bench " + demo() + " --route-trace-gen " + trace +
+                    " --trace-steps 64 --trace-zipf 0.6 --trace-reuse 0.3 --trace-seed 9");
+  ASSERT_EQ(g.exit_code, 0) << g.out;
+  EXPECT_NE(g.out.find("16 experts top-4, 6 layers"), std::string::npos) << g.out;
+  const std::string common = " --device cpu --batch 1 --prompt-len 8 --more-prompt-lens 16 --gen-len 2 "
+                             "--decode-prompt-len 4 --repeats 1 --warmup 0 --json -t 2";
+  auto r = run_hlwq("bench " + demo() + common + " --route-trace " + trace);
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["routing"].get<std::string>().rfind("trace " + trace, 0), 0u) << j["routing"];
+  ASSERT_EQ(j["prefill_more"].size(), 1u);
+  EXPECT_EQ(j["prefill_more"][0]["tokens"], 16);
+  EXPECT_GT(j["prefill_more"][0]["tok_s"].get<double>(), 0);
+  // one token per step: the trace's 4 distinct experts in each of the 6 layers, counted through the provider
+  EXPECT_EQ(j["decode"]["routed_experts"].get<double>(), 6 * 2 * 4);
+  // with a cache, the counters come per phase (prefetch on by default)
+  auto c = run_hlwq("bench " + demo() + common + " --route-trace " + trace + " --moe-expert-cache-size 4");
+  ASSERT_EQ(c.exit_code, 0) << c.out;
+  const auto jc = nlohmann::json::parse(c.out);
+  EXPECT_TRUE(jc["decode"]["expert_cache"].contains("prefetch_wasted")) << c.out;
+  EXPECT_TRUE(jc["moe_prefetch"].get<bool>());
+  // a trace for the 4-layer, 8-expert fixture does not fit the demo model
+  const std::string small = (hlwq::test::source_dir() / "testdata/tiny-random-small-ct-int4").string();
+  ASSERT_EQ(run_hlwq("bench " + small + " --route-trace-gen " + other + " --trace-steps 8 --trace-zipf 0 "
+                     "--trace-reuse 0").exit_code, 0);
+  auto bad = run_hlwq("bench " + demo() + common + " --route-trace " + other);
+  EXPECT_EQ(bad.exit_code, 1) << bad.out;
+  EXPECT_NE(bad.out.find("routing trace of 4 layers, 8 experts top-4"), std::string::npos) << bad.out;
+  EXPECT_EQ(run_hlwq("bench " + demo() + " --route-trace-gen " + trace + " --trace-zipf 1").exit_code, 2);
+  EXPECT_EQ(run_hlwq("bench " + demo() + " --route-trace /no/such.trace").exit_code, 2);
 }
 
 }  // namespace

@@ -1,7 +1,9 @@
 // The GPU expert cache's plan (expert_cache_dev.cuh) against the tested CPU policy (src/moe/expert_cache, kLru):
 // on random routing sequences, for cache sizes from one slot to all experts and batches of 1–16 tokens, every
 // step leaves the same expert in every slot, the same counters, pointer tables that point each expert at its slot
-// or its host copy, and slot bytes equal to the expert's host bytes.
+// or its host copy, and slot bytes equal to the expert's host bytes. With prefetch: between steps, a prefetch from
+// crafted router logits (the predicted experts score highest) places exactly what ExpertCache::prefetch places
+// for the same distinct ids, ascending, with the same prefetch hit and waste counts.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -14,8 +16,8 @@
 namespace hlwq {
 namespace {
 
-void check_policy(int64_t E, int64_t N, int64_t T, int64_t k, uint64_t seed) {
-  SCOPED_TRACE(testing::Message() << "E=" << E << " N=" << N << " T=" << T << " k=" << k);
+void check_policy(int64_t E, int64_t N, int64_t T, int64_t k, uint64_t seed, bool prefetch = false) {
+  SCOPED_TRACE(testing::Message() << "E=" << E << " N=" << N << " T=" << T << " k=" << k << " prefetch " << prefetch);
   std::mt19937_64 rng(seed);
   cuda::ExpertLayout lay;
   lay.int4 = true;
@@ -63,16 +65,41 @@ void check_policy(int64_t E, int64_t N, int64_t T, int64_t k, uint64_t seed) {
       if (std::find(req.begin(), req.end(), e) == req.end()) req.push_back(e);
     ref.begin_step(0, req);
     ref.end_step(0);
+    std::vector<int32_t> touched(req);
+    if (prefetch) {  // predictions for the next step: half hot, half anywhere, for 1..T tokens
+      const int64_t Th = 1 + int64_t(rng() % uint64_t(T));
+      std::vector<float> logits(size_t(Th * (E + 1)));
+      std::vector<int32_t> hinted;
+      for (int64_t t = 0; t < Th; ++t) {
+        std::vector<int32_t> pool(hot);
+        if (rng() % 2) std::shuffle(pool.begin(), pool.end(), rng);
+        else std::shuffle(pool.begin(), pool.begin() + std::min<int64_t>(E, 3 * k), rng);
+        float* row = logits.data() + t * (E + 1);
+        for (int64_t e = 0; e <= E; ++e) row[e] = float(rng() % 1000) * 1e-3f;  // column E: a shared gate
+        for (int64_t j = 0; j < k; ++j) row[pool[size_t(j)]] = 10.f + float(j), hinted.push_back(pool[size_t(j)]);
+      }
+      cuda::DeviceBuffer<float> dl(logits, "hint logits");
+      cuda::expert_cache_prefetch(c, dl.get(), E + 1, Th, k, tables, nullptr);
+      cuda::expert_cache_prefetch_copy(c, Th * k, nullptr);
+      HLWQ_CUDA_CHECK(cudaDeviceSynchronize(), "expert cache prefetch");
+      std::sort(hinted.begin(), hinted.end());
+      hinted.erase(std::unique(hinted.begin(), hinted.end()), hinted.end());
+      ref.prefetch(0, hinted);
+      touched.insert(touched.end(), hinted.begin(), hinted.end());
+    }
     const auto se = c.slot_expert.download();
     for (int64_t s = 0; s < N; ++s) ASSERT_EQ(se[size_t(s)], ref.slot_expert(0, int(s))) << "step " << step << " slot " << s;
     const auto cnt = cuda::expert_cache_counters(c);
     ASSERT_EQ(int64_t(cnt.hits), ref.stats().hits) << "step " << step;
     ASSERT_EQ(int64_t(cnt.loads), ref.stats().misses) << "step " << step;
     ASSERT_EQ(int64_t(cnt.streamed), ref.stats().streamed) << "step " << step;
+    ASSERT_EQ(int64_t(cnt.prefetched), ref.stats().prefetched) << "step " << step;
+    ASSERT_EQ(int64_t(cnt.prefetch_hits), ref.stats().prefetch_hits) << "step " << step;
+    ASSERT_EQ(int64_t(cnt.prefetch_wasted), ref.stats().prefetch_wasted) << "step " << step;
     // tables and slot contents
     const auto tq = gq.download();
     const auto slots = c.slots.download();
-    for (int32_t e : req) {
+    for (int32_t e : touched) {
       const int s = ref.expert_slot(0, e);
       const uint8_t* want = s >= 0 ? c.slots.get() + s * lay.bytes : dhost.get() + e * lay.bytes;
       ASSERT_EQ(reinterpret_cast<const uint8_t*>(tq[size_t(e)]), want + lay.gu_q) << "step " << step << " expert " << e;
@@ -91,6 +118,15 @@ TEST(CudaExpertCache, PlanMatchesTheCpuPolicy) {
     for (int64_t T : {1, 4, 16}) check_policy(64, N, T, 8, seed++);
   check_policy(256, 16, 1, 8, seed++);  // Qwen3.6's 256 experts, top-8
   check_policy(512, 100, 4, 10, seed++);  // Qwen3-Next's 512, top-10
+}
+
+TEST(CudaExpertCache, PrefetchMatchesTheCpuPolicy) {
+  HLWQ_REQUIRE_CUDA();
+  uint64_t seed = 100;
+  for (int64_t N : {1, 3, 8, 20, 64})
+    for (int64_t T : {1, 4}) check_policy(64, N, T, 8, seed++, true);
+  check_policy(256, 32, 1, 8, seed++, true);
+  check_policy(512, 64, 2, 10, seed++, true);
 }
 
 // Negative control: the check sees a wrong plan. A cache advanced by an extra step diverges from the policy.

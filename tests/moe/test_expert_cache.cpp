@@ -191,6 +191,29 @@ TEST(ExpertCache, PrefetchNeverTouchesPinnedSlots) {
   expect_placement(step(c, {3}).placements[0], 3, ExpertWhere::kSlotHit, copies[0].index);
 }
 
+// A prediction already resident keeps its slot: the LRU victim (slot 0, expert 0, the tie's lower index) is
+// itself predicted, so the new prediction goes to slot 1; the counters see a prefetch hit and a wasted prefetch.
+TEST(ExpertCache, PrefetchNeverEvictsAPredictedExpert) {
+  ExpertCache c(config(2, ExpertEvictionPolicy::kLru));
+  step(c, {0, 1});
+  const std::vector<int32_t> predicted = {0, 5};
+  std::vector<ExpertCopy> copies = c.prefetch(0, predicted);
+  ASSERT_EQ(copies.size(), 1u);
+  EXPECT_EQ(copies[0].expert, 5);
+  EXPECT_EQ(c.slot_expert(0, 0), 0);
+  EXPECT_EQ(c.slot_expert(0, 1), 5);
+  EXPECT_FALSE(c.slot_pinned(0, 0));  // the reservation ends with the call
+  step(c, {5});
+  EXPECT_EQ(c.stats().prefetch_hits, 1);
+  const std::vector<int32_t> next = {7};
+  c.prefetch(0, next);  // evicts slot 0 (expert 0, older): not a prefetched slot
+  EXPECT_EQ(c.stats().prefetch_wasted, 0);
+  c.prefetch(0, std::vector<int32_t>{8});   // evicts slot 1 (5, used since): not wasted
+  c.prefetch(0, std::vector<int32_t>{9});   // evicts slot 0 (7, never used): wasted
+  c.prefetch(0, std::vector<int32_t>{10});  // evicts slot 1 (8, never used): wasted
+  EXPECT_EQ(c.stats().prefetch_wasted, 2) << "7 and 8 were prefetched and evicted unused";
+}
+
 TEST(ExpertCache, PrefetchKeepsPinsOfAnOpenStepOnTheSameLayer) {
   ExpertCache c(config(3, ExpertEvictionPolicy::kLru));
   const std::vector<int32_t> a = {1}, b = {5, 6};

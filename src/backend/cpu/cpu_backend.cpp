@@ -4,6 +4,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cmath>
 
 #include "backend/cpu/mapped_experts.h"
 #include "backend/cpu/matmul.h"
@@ -150,6 +151,18 @@ void CpuBackend::begin_batch(const Batch& b) {
                "token id {} at batch row {} is outside the vocabulary [0, {})", tokens_[size_t(t)], t, cfg_.vocab_size);
   T_ = T;
   batch_seqs_ = std::span<const BatchSeq>(seqs_.data(), b.seqs.size());
+  if (trace_) trace_->next(T, trace_ids_);
+}
+
+void CpuBackend::set_route_trace(std::shared_ptr<const RouteTrace> trace) {
+  trace_.reset();
+  if (!trace) return;
+  const RouteTraceParams& p = trace->params;
+  HLWQ_CHECK(p.n_layers == cfg_.n_layers && p.n_experts == cfg_.n_experts && p.top_k == cfg_.n_experts_active,
+             "routing trace of {} layers, {} experts top-{} for a model of {} MoE layers, {} experts top-{}",
+             p.n_layers, p.n_experts, p.top_k, cfg_.n_layers, cfg_.n_experts, cfg_.n_experts_active);
+  trace_ids_.assign(size_t(int64_t(p.n_layers) * lim_.max_batch_tokens * p.top_k), 0);
+  trace_ = std::make_unique<RouteTraceCursor>(std::move(trace));
 }
 
 void CpuBackend::embed(Act out) {
@@ -193,6 +206,15 @@ void CpuBackend::attn_mixer(int layer, Act in, Act out) {
 
 void CpuBackend::moe_route(int layer, Act in) {
   hlwq::moe_route(ctx(), w_.layers[size_t(layer)].moe, md_, act(in), T_, moe_buf_);
+  if (!trace_) return;
+  // the trace's ids with the router's weights, largest first (set_route_trace in backend.h)
+  const int64_t k = md_.k;
+  for (int64_t t = 0; t < T_; ++t) {
+    float* w = moe_buf_.weights + t * k;
+    // NaN (a poisoned row) ranks last, as in the router's own top-k: std::sort needs a strict weak order
+    std::sort(w, w + k, [](float a, float b) { return (std::isnan(a) ? -INFINITY : a) > (std::isnan(b) ? -INFINITY : b); });
+    std::copy_n(trace_ids_.data() + (int64_t(layer) * T_ + t) * k, k, moe_buf_.ids + t * k);
+  }
 }
 
 void CpuBackend::moe_hint(int layer, Act in) {

@@ -53,6 +53,7 @@ class CpuBackend final : public Backend {
   void read(Act a, float* dst) override;
   void reset_slot(int32_t slot) override;
   void copy_slot_state(int32_t from, int32_t to) override;
+  void set_route_trace(std::shared_ptr<const RouteTrace> trace) override;
   // Calibration: every linear's input goes to `tap` too (an empty function turns it off). Not part of Backend:
   // only the CPU reference offers it.
   void set_linear_input_tap(LinearInputTap tap) { tap_ = std::move(tap); }
@@ -91,6 +92,8 @@ class CpuBackend final : public Backend {
   GdnBuffers gdn_buf_{};
   AttentionBuffers attn_buf_{};
   MoeBuffers moe_buf_{};
+  std::unique_ptr<RouteTraceCursor> trace_;  // a replayed routing trace (set_route_trace), or null
+  std::vector<int32_t> trace_ids_;            // [n_layers, T, k] the batch's rows of it
 
   // state: per layer, its index among the GDN or the attention layers
   std::vector<int> kind_index_;

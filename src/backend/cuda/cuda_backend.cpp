@@ -1,8 +1,10 @@
 // CudaBackend: the Backend (backend.h) on one CUDA device, with every weight resident (cuda_weights.h). Each op is
 // the launch sequence that bench/cuda/NOTES.md maps it to; all of them go to one stream in order, so the schedule
 // (src/model) needs no synchronisation of its own. What crosses PCIe per batch: the batch description (token ids,
-// positions, block tables: one copy from pinned staging), then the logits rows asked for. Nothing is allocated
-// after construction.
+// positions, block tables: one copy from pinned staging; with a replayed routing trace also its rows for the
+// batch), then the logits rows asked for. Nothing is allocated after construction, except by set_route_trace (a
+// benchmark's call, between forwards). With an expert cache, moe_forward may fork a copy stream per layer for
+// prefetch (moe_prefetch.cuh) and joins it before the next layer's plan; the recorded graphs carry the fork/join.
 //
 // Decode batches (every sequence one token) are recorded as a CUDA graph per batch size the first time and
 // replayed afterwards: launch arguments depend only on T (the batch data lives in fixed device buffers), so one
@@ -28,6 +30,7 @@
 #include "backend/cuda/expert_store.h"
 #include "backend/cuda/gdn.cuh"
 #include "backend/cuda/gdn_chunked.cuh"
+#include "backend/cuda/moe_prefetch.cuh"
 #include "backend/cuda/norm.cuh"
 #include "backend/cuda/pdl_graph.h"
 #include "backend/cuda/sampling.cuh"
@@ -90,6 +93,7 @@ class CudaBackend final : public Backend {
   bool expert_cache_stats(ExpertCacheStats& out) const override;
   void reset_slot(int32_t slot) override;
   void copy_slot_state(int32_t from, int32_t to) override;
+  void set_route_trace(std::shared_ptr<const RouteTrace> trace) override;
 
  private:
   // Gives every MoE layer its expert slots (after everything else is allocated, so a budget sees the rest).
@@ -143,8 +147,16 @@ class CudaBackend final : public Backend {
   std::vector<DeviceBuffer<float>> conv_, S_;
   std::vector<DeviceBuffer<uint16_t>> kp_, vp_;
 
+  // offload-trace: prefetch of the next layer's experts (with a cache), a replayed routing trace — its rows for
+  // the batch go up with the batch description: pinned [n_layers, T, k] → trace_ids_
+  std::unique_ptr<cuda::MoePrefetcher> prefetch_;
+  std::unique_ptr<RouteTraceCursor> trace_;
+  std::unique_ptr<PinnedBuffer> stage_trace_;
+  DeviceBuffer<int> trace_ids_;
+
   // decode graphs by batch size T (index T), recorded on first use
   std::vector<cudaGraphExec_t> graphs_;
+  void drop_graphs();
   bool capturing_ = false, replayed_ = false;
 };
 
@@ -235,6 +247,7 @@ CudaBackend::CudaBackend(const ModelConfig& cfg, const ModelWeights& w, const Ba
                       double(used) / double(1 << 30), double(m_.bytes) / double(1 << 30), lim.kv_blocks,
                       lim.kv_block_tokens, lim.max_seqs, lim.max_batch_tokens);
   if (experts_) plan_expert_cache(used);
+  if (experts_ && opt.moe_prefetch) prefetch_ = std::make_unique<cuda::MoePrefetcher>(int(m_.layers.size()));
   if (opt.gpu_memory > 0) {
     HLWQ_CUDA_CHECK(cudaMemGetInfo(&free1, &total), "device memory");
     HLWQ_CHECK(int64_t(free0) - int64_t(free1) <= opt.gpu_memory, "the plan uses {} bytes of device memory, past the "
@@ -261,9 +274,10 @@ void CudaBackend::plan_expert_cache(int64_t used) {
   for (size_t l = 0; l < m_.layers.size(); ++l)
     cuda::attach_expert_cache(m_.layers[l].moe, experts_->device_view(l), experts_->layout(), slots);
   plan_ += fmt::format("\n  expert cache: {} of {} routed experts per layer on the GPU ({:.2f} GiB of slots); all {} "
-                       "({:.2f} GiB) in pinned host memory, misses read in place over PCIe",
+                       "({:.2f} GiB) in pinned host memory, misses read in place over PCIe; prefetch of the next "
+                       "layer's predicted experts {}",
                        slots, E, double(slots * NL * B) / double(1 << 30), E,
-                       double(experts_->bytes()) / double(1 << 30));
+                       double(experts_->bytes()) / double(1 << 30), opt_.moe_prefetch ? "on" : "off");
   if (opt_.gpu_memory > 0)
     plan_ += fmt::format(" (budget {:.2f} GiB)", double(opt_.gpu_memory) / double(1 << 30));
 }
@@ -276,16 +290,44 @@ bool CudaBackend::expert_cache_stats(ExpertCacheStats& out) const {
     out.hits += int64_t(c.hits);
     out.misses += int64_t(c.loads);
     out.streamed += int64_t(c.streamed);
+    out.prefetched += int64_t(c.prefetched);
+    out.prefetch_hits += int64_t(c.prefetch_hits);
+    out.prefetch_wasted += int64_t(c.prefetch_wasted);
   }
-  out.bytes_copied = (out.misses + out.streamed) * experts_->layout().bytes;  // both cross PCIe once
+  // every load, in-place read and prefetch crosses PCIe once
+  out.bytes_copied = (out.misses + out.streamed + out.prefetched) * experts_->layout().bytes;
   out.steps = 0;
   return true;
 }
 
+void CudaBackend::drop_graphs() {
+  for (cudaGraphExec_t& g : graphs_)
+    if (g) cudaGraphExecDestroy(g), g = nullptr;
+}
+
+void CudaBackend::set_route_trace(std::shared_ptr<const RouteTrace> trace) {
+  use_device();
+  HLWQ_CHECK(!capturing_, "set_route_trace inside a recorded layer schedule");
+  sync("routing trace change");  // the staging buffer and the recorded graphs may be in use
+  drop_graphs();                 // they were recorded with the previous routing's pointers
+  trace_.reset();
+  if (!trace) return;
+  const RouteTraceParams& p = trace->params;
+  HLWQ_CHECK(p.n_layers == int64_t(m_.layers.size()) && p.n_experts == cfg_.n_experts &&
+                 p.top_k == cfg_.n_experts_active,
+             "routing trace of {} layers, {} experts top-{} for a model of {} MoE layers, {} experts top-{}",
+             p.n_layers, p.n_experts, p.top_k, m_.layers.size(), cfg_.n_experts, cfg_.n_experts_active);
+  const size_t n = size_t(int64_t(p.n_layers) * Tm_ * p.top_k);
+  if (trace_ids_.size() < n) {
+    stage_trace_ = std::make_unique<PinnedBuffer>(n * sizeof(int), "routing trace rows");
+    trace_ids_ = DeviceBuffer<int>(n, "routing trace rows");
+  }
+  trace_ = std::make_unique<RouteTraceCursor>(std::move(trace));
+}
+
 CudaBackend::~CudaBackend() {
   if (capturing_) abandon_capture();
-  for (cudaGraphExec_t g : graphs_)
-    if (g) cudaGraphExecDestroy(g);
+  drop_graphs();
   cudaEventDestroy(staged_);
   cudaStreamDestroy(st_);
 }
@@ -351,7 +393,14 @@ void CudaBackend::begin_batch(const Batch& b) {
                   "batch upload");
   HLWQ_CUDA_CHECK(cudaMemcpyAsync(seqs_.get(), seqs, b.seqs.size() * sizeof(cuda::GdnSeq), cudaMemcpyHostToDevice,
                                   st_), "batch sequences upload");
+  if (trace_) {  // this batch's rows of the replayed routing trace, beside the batch description
+    const int64_t n = int64_t(m_.layers.size()) * T * cfg_.n_experts_active;
+    trace_->next(T, std::span<int32_t>(stage_trace_->as<int32_t>(), size_t(n)));
+    HLWQ_CUDA_CHECK(cudaMemcpyAsync(trace_ids_.get(), stage_trace_->as<int>(), size_t(n) * sizeof(int),
+                                    cudaMemcpyHostToDevice, st_), "routing trace upload");
+  }
   HLWQ_CUDA_CHECK(cudaEventRecord(staged_, st_), "batch upload event");
+  if (prefetch_) prefetch_->begin_batch();
   T_ = T;
   n_seq_ = int(b.seqs.size());
   max_n_ = 0;
@@ -433,7 +482,12 @@ void CudaBackend::attn_mixer(int layer, Act in, Act out) {
 }
 
 void CudaBackend::moe_experts(int layer, Act in, Act out) {
-  cuda::moe_forward(m_.layers[size_t(layer)].moe, moe_ws_, act(in), T_, act(out), false, st_);
+  cuda::MoeStepHooks h;
+  if (trace_) h.route_ids = trace_ids_.get() + int64_t(layer) * T_ * cfg_.n_experts_active;  // [T, k] of this layer
+  h.prefetch = prefetch_.get();
+  h.layer = layer;
+  if (size_t(layer) + 1 < m_.layers.size()) h.next = &m_.layers[size_t(layer) + 1].moe;
+  cuda::moe_forward(m_.layers[size_t(layer)].moe, moe_ws_, act(in), T_, act(out), false, st_, h);
 }
 
 void CudaBackend::lm_head_rows(const float* x, int64_t n_rows, const int* slot_rows, int64_t n) {

@@ -1,6 +1,7 @@
 // The GPU expert cache (see expert_cache_dev.cuh). The plan is one warp: lane 0 walks the requests in order (the
 // policy is sequential by definition: each miss sees the slots earlier misses took), the warp scans for victims.
-// Slot state is staged in shared memory for the walk and written back at the end.
+// Slot state is staged in shared memory for the walk and written back at the end. The prefetch plan is the same
+// walk over the predicted experts, after a warp-per-token top-k of the next layer's router logits.
 #include "backend/cuda/expert_cache_dev.cuh"
 #include "backend/cuda/pdl.cuh"
 
@@ -9,6 +10,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "backend/cuda/cuda_check.h"
 #include "core/error.h"
 
 namespace hlwq::cuda {
@@ -25,6 +27,7 @@ struct PlanParams {
   long long* step;
   int* copies;
   int* n_copies;
+  unsigned char* slot_prefetched;
   unsigned long long* counters;
   ExpertTables t;
   ExpertLayout lay;
@@ -46,13 +49,13 @@ __global__ void plan_kernel(PlanParams p) {
   __shared__ unsigned char s_pinned[kMaxE];
   __shared__ unsigned char s_seen[kMaxE];
   __shared__ int s_order[kMaxE];
-  __shared__ int s_n, s_victim;
+  __shared__ int s_n;
   const int lane = threadIdx.x;
   for (int i = lane; i < p.N; i += 32) s_slot_expert[i] = p.slot_expert[i], s_used[i] = p.slot_used[i], s_pinned[i] = 0;
   for (int i = lane; i < p.E; i += 32) s_seen[i] = 0;
   __syncwarp();
   const long long now = *p.step + 1;
-  unsigned long long hits = 0, loads = 0, streamed = 0;
+  unsigned long long hits = 0, loads = 0, streamed = 0, pf_hits = 0, pf_wasted = 0;
   int nc = 0;
   if (lane == 0) {
     *p.step = now;
@@ -68,6 +71,7 @@ __global__ void plan_kernel(PlanParams p) {
         s_pinned[s] = 1;
         s_used[s] = now;
         ++hits;
+        if (p.slot_prefetched[s]) ++pf_hits, p.slot_prefetched[s] = 0;
       }
     }
     s_n = n;
@@ -113,6 +117,7 @@ __global__ void plan_kernel(PlanParams p) {
         p.expert_slot[e] = best;
         s_pinned[best] = 1;
         s_used[best] = now;
+        if (p.slot_prefetched[best]) ++pf_wasted, p.slot_prefetched[best] = 0;
         point_at(p, e, p.slots + int64_t(best) * p.lay.bytes);
         p.copies[2 * nc] = e;
         p.copies[2 * nc + 1] = best;
@@ -128,6 +133,127 @@ __global__ void plan_kernel(PlanParams p) {
     p.counters[0] += hits;
     p.counters[1] += loads;
     p.counters[2] += streamed;
+    p.counters[4] += pf_hits;
+    p.counters[5] += pf_wasted;
+  }
+}
+
+// The victim among the unpinned slots, the same for every lane: an empty one first (lowest index), else the least
+// recently used (lowest index on ties); −1 when every slot is pinned. The ExpertCache policy's pick_victim.
+__device__ int warp_victim(const int* s_slot_expert, const long long* s_used, const unsigned char* s_pinned, int N,
+                           int lane) {
+  int best = -1;
+  long long best_used = 0;
+  bool best_empty = false;
+  for (int s = lane; s < N; s += 32) {
+    if (s_pinned[s]) continue;
+    const bool empty = s_slot_expert[s] < 0;
+    const bool better = best < 0 || (empty && !best_empty) || (empty == best_empty && !empty && s_used[s] < best_used);
+    if (better) best = s, best_used = s_used[s], best_empty = empty;
+  }
+  for (int o = 16; o > 0; o >>= 1) {
+    const int ob = __shfl_xor_sync(0xffffffffu, best, o);
+    const long long ou = __shfl_xor_sync(0xffffffffu, best_used, o);
+    const bool oe = __shfl_xor_sync(0xffffffffu, int(best_empty), o) != 0;
+    bool take;
+    if (ob < 0) take = false;
+    else if (best < 0) take = true;
+    else if (oe != best_empty) take = oe;
+    else if (!oe && ou != best_used) take = ou < best_used;
+    else take = ob < best;
+    if (take) best = ob, best_used = ou, best_empty = oe;
+  }
+  return best;
+}
+
+struct PrefetchParams {
+  const float* logits;
+  int ld, T, k;
+  PlanParams c;  // the cache (ids, n_ids unused; copies/n_copies are the prefetch's own lists)
+};
+
+constexpr int kPrefetchThreads = 256;
+constexpr int kMaxPerLane = kMaxE / 32;
+
+// One block: warps take tokens (top-k of the logits row, marking the predictions), then warp 0 places them.
+__global__ void __launch_bounds__(kPrefetchThreads) prefetch_kernel(PrefetchParams q) {
+  HLWQ_PDL_PREAMBLE();
+  const PlanParams& p = q.c;
+  __shared__ unsigned char s_hint[kMaxE];
+  __shared__ int s_slot_expert[kMaxE];
+  __shared__ long long s_used[kMaxE];
+  __shared__ unsigned char s_reserved[kMaxE];
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, nw = blockDim.x >> 5;
+  for (int i = tid; i < p.E; i += blockDim.x) s_hint[i] = 0;
+  for (int i = tid; i < p.N; i += blockDim.x)
+    s_slot_expert[i] = p.slot_expert[i], s_used[i] = p.slot_used[i], s_reserved[i] = 0;
+  __syncthreads();
+  for (int t = warp; t < q.T; t += nw) {
+    const float* l = q.logits + int64_t(t) * q.ld;
+    unsigned taken = 0;  // bit i: this lane's candidate lane + 32·i was chosen
+    for (int j = 0; j < q.k; ++j) {
+      float bk = -INFINITY;
+      int bi = 0x7fffffff;
+      for (int i = 0; i < kMaxPerLane; ++i) {
+        const int e = lane + 32 * i;
+        if (e >= p.E || (taken >> i & 1u)) continue;
+        float x = l[e];
+        if (isnan(x)) x = -INFINITY;
+        if (bi == 0x7fffffff || x > bk) bk = x, bi = e;  // ascending e: ties keep the lower id
+      }
+      for (int o = 16; o > 0; o >>= 1) {
+        const float ok = __shfl_xor_sync(0xffffffffu, bk, o);
+        const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+        if (oi != 0x7fffffff && (bi == 0x7fffffff || ok > bk || (ok == bk && oi < bi))) bk = ok, bi = oi;
+      }
+      if (bi == 0x7fffffff) break;  // k > E cannot happen (checked on the host); defensive
+      if ((bi & 31) == lane) taken |= 1u << (bi >> 5);
+      if (lane == 0) s_hint[bi] = 1;
+    }
+  }
+  __syncthreads();
+  if (warp != 0) return;
+  // the resident predicted experts are reserved too: placing one prediction never evicts another
+  for (int e = lane; e < p.E; e += 32)
+    if (s_hint[e] && p.expert_slot[e] >= 0) s_reserved[p.expert_slot[e]] = 1;
+  __syncwarp();
+  const long long now = *p.step + 1;
+  unsigned long long placed = 0, wasted = 0;
+  int nc = 0;
+  bool full = false;
+  for (int e = 0; e < p.E && !full; ++e) {
+    if (!s_hint[e] || p.expert_slot[e] >= 0) continue;  // same value in every lane (lane 0 writes after __syncwarp)
+    const int best = warp_victim(s_slot_expert, s_used, s_reserved, p.N, lane);
+    if (best < 0) {
+      full = true;  // every slot already holds this call's prefetches
+      continue;
+    }
+    if (lane == 0) {
+      const int old = s_slot_expert[best];
+      if (old >= 0) {
+        p.expert_slot[old] = -1;
+        point_at(p, old, p.host + int64_t(old) * p.lay.bytes);
+      }
+      if (p.slot_prefetched[best]) ++wasted;  // an earlier prefetch there was never used
+      p.slot_prefetched[best] = 1;
+      s_slot_expert[best] = e;
+      p.expert_slot[e] = best;
+      s_used[best] = now;
+      s_reserved[best] = 1;
+      point_at(p, e, p.slots + int64_t(best) * p.lay.bytes);
+      p.copies[2 * nc] = e;
+      p.copies[2 * nc + 1] = best;
+      ++nc;
+      ++placed;
+    }
+    __syncwarp();
+  }
+  for (int i = lane; i < p.N; i += 32) p.slot_expert[i] = s_slot_expert[i], p.slot_used[i] = s_used[i];
+  if (lane == 0) {
+    *p.step = now;
+    *p.n_copies = nc;
+    p.counters[3] += placed;
+    p.counters[5] += wasted;
   }
 }
 
@@ -164,7 +290,11 @@ ExpertCacheDev make_expert_cache(int64_t E, int64_t n_slots, const ExpertLayout&
   c.step = DeviceBuffer<long long>(std::vector<long long>(1, 0), "expert cache step");
   c.copies = DeviceBuffer<int>(size_t(2 * n_slots), "expert cache copies");
   c.n_copies = DeviceBuffer<int>(std::vector<int>(1, 0), "expert cache copy count");
-  c.counters = DeviceBuffer<unsigned long long>(std::vector<unsigned long long>(3, 0), "expert cache counters");
+  c.slot_prefetched = DeviceBuffer<unsigned char>(std::vector<unsigned char>(size_t(n_slots), 0),
+                                                  "expert cache prefetch flags");
+  c.pf_copies = DeviceBuffer<int>(size_t(2 * n_slots), "expert cache prefetch copies");
+  c.pf_n = DeviceBuffer<int>(std::vector<int>(1, 0), "expert cache prefetch copy count");
+  c.counters = DeviceBuffer<unsigned long long>(std::vector<unsigned long long>(6, 0), "expert cache counters");
   return c;
 }
 
@@ -172,8 +302,8 @@ void expert_cache_step(ExpertCacheDev& c, const int* topk_ids, int64_t T, int64_
                        cudaStream_t st) {
   if (T == 0) return;
   const PlanParams p{topk_ids, int(T * k), int(c.E), int(c.n_slots), c.slot_expert.get(), c.expert_slot.get(),
-                     c.slot_used.get(), c.step.get(), c.copies.get(), c.n_copies.get(), c.counters.get(), t,
-                     c.layout, c.host, c.slots.get()};
+                     c.slot_used.get(), c.step.get(), c.copies.get(), c.n_copies.get(), c.slot_prefetched.get(),
+                     c.counters.get(), t, c.layout, c.host, c.slots.get()};
   plan_kernel<<<1, 32, 0, st>>>(p);
   HLWQ_CUDA_LAUNCH_CHECK("expert cache plan ({} ids, {} slots)", T * k, c.n_slots);
   const int64_t max_copies = std::min<int64_t>(c.n_slots, T * k);
@@ -183,9 +313,31 @@ void expert_cache_step(ExpertCacheDev& c, const int* topk_ids, int64_t T, int64_
   HLWQ_CUDA_LAUNCH_CHECK("expert cache copies (up to {} experts of {} bytes)", max_copies, c.layout.bytes);
 }
 
+void expert_cache_prefetch(ExpertCacheDev& c, const float* logits, int64_t ld, int64_t T, int64_t k,
+                           const ExpertTables& t, cudaStream_t st) {
+  HLWQ_CHECK(T >= 1 && T <= kMaxPrefetchTokens && k >= 1 && k <= c.E && ld >= c.E,
+             "expert cache prefetch: {} tokens (1..{}), top-{} of {} experts, row stride {}", T, kMaxPrefetchTokens, k,
+             c.E, ld);
+  const PrefetchParams q{logits, int(ld), int(T), int(k),
+                         PlanParams{nullptr, 0, int(c.E), int(c.n_slots), c.slot_expert.get(), c.expert_slot.get(),
+                                    c.slot_used.get(), c.step.get(), c.pf_copies.get(), c.pf_n.get(),
+                                    c.slot_prefetched.get(), c.counters.get(), t, c.layout, c.host, c.slots.get()}};
+  prefetch_kernel<<<1, kPrefetchThreads, 0, st>>>(q);
+  HLWQ_CUDA_LAUNCH_CHECK("expert cache prefetch plan ({} tokens, top-{}, {} slots)", T, k, c.n_slots);
+}
+
+void expert_cache_prefetch_copy(ExpertCacheDev& c, int64_t max_copies, cudaStream_t st) {
+  max_copies = std::min<int64_t>(max_copies, c.n_slots);
+  if (max_copies <= 0) return;
+  const dim3 grid(unsigned((c.layout.bytes + kCopyChunk - 1) / kCopyChunk), unsigned(max_copies));
+  copy_kernel<<<grid, 256, 0, st>>>(c.pf_copies.get(), c.pf_n.get(), c.host, c.slots.get(), c.layout.bytes,
+                                    kCopyChunk);
+  HLWQ_CUDA_LAUNCH_CHECK("expert cache prefetch copies (up to {} experts of {} bytes)", max_copies, c.layout.bytes);
+}
+
 ExpertCacheCounters expert_cache_counters(const ExpertCacheDev& c) {
   const auto v = c.counters.download();
-  return {v[0], v[1], v[2]};
+  return {v[0], v[1], v[2], v[3], v[4], v[5]};
 }
 
 }  // namespace hlwq::cuda

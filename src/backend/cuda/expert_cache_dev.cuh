@@ -13,6 +13,19 @@
 // only after its copy (the seed's eviction bug cannot happen). The copy costs the same PCIe bytes as reading that
 // expert in place once; later steps then read it from device memory.
 // "Request order" is the order of first appearance in the step's top-k ids, row-major [T, k].
+//
+// Prefetch (issue 8 item 2; moe_prefetch.cuh orchestrates it): while layer l computes, expert_cache_prefetch runs
+// on the compute stream right after layer l's own plan: it takes layer l+1's router logits on layer l's hidden
+// state, their top-k per token, and places the distinct predicted experts (ascending id, the order the CPU
+// provider gives ExpertCache::prefetch) that are not resident into layer l+1's least recently used slots —
+// exactly ExpertCache::prefetch under kLru: no slot placed earlier in the same call or holding a predicted expert
+// is reused, and none is pinned,
+// since layer l+1 has no open step before its own plan. It rewrites l+1's tables and bookkeeping at once; the
+// bytes follow on a copy stream (expert_cache_prefetch_copy), joined back before layer l+1's plan, which is the
+// first thing that reads l+1's slots or tables. Recency is a per-layer clock that both the plan and the prefetch
+// advance, so a prefetched slot is more recent than anything older and less recent than the step that follows,
+// as under the CPU policy's global clock. Counters: a hit on a prefetched slot before any other use is a
+// prefetch hit; evicting (or re-prefetching over) one never used is a wasted prefetch.
 // Dimension legend: T tokens, k active experts, E routed experts, N slots, B bytes per expert (16-byte aligned).
 #pragma once
 #include <cstdint>
@@ -37,6 +50,7 @@ struct ExpertLayout {
 // Counters, accumulated on the device (read with expert_cache_counters).
 struct ExpertCacheCounters {
   unsigned long long hits = 0, loads = 0, streamed = 0;
+  unsigned long long prefetched = 0, prefetch_hits = 0, prefetch_wasted = 0;
 };
 
 struct ExpertCacheDev {
@@ -46,11 +60,14 @@ struct ExpertCacheDev {
   DeviceBuffer<uint8_t> slots;    // [N][B]
   DeviceBuffer<int> slot_expert;  // [N] −1 = empty
   DeviceBuffer<int> expert_slot;  // [E] −1 = not resident
-  DeviceBuffer<long long> slot_used;  // [N] the layer's step of the last use
-  DeviceBuffer<long long> step;       // [1]
+  DeviceBuffer<long long> slot_used;  // [N] the layer's clock at the last use (a step or a prefetch)
+  DeviceBuffer<long long> step;       // [1] the layer's clock: +1 per plan and per prefetch
   DeviceBuffer<int> copies;           // [N] (expert, slot) pairs to copy this step, as 2 ints each (so [2N])
   DeviceBuffer<int> n_copies;         // [1]
-  DeviceBuffer<unsigned long long> counters;  // [3] hits, loads, streamed
+  DeviceBuffer<unsigned char> slot_prefetched;  // [N] filled by a prefetch and not used since
+  DeviceBuffer<int> pf_copies;        // [2N] the last prefetch's (expert, slot) pairs
+  DeviceBuffer<int> pf_n;             // [1]
+  DeviceBuffer<unsigned long long> counters;  // [6] hits, loads, streamed, prefetched, prefetch hits, wasted
 };
 
 // A cache of n_slots (1 ≤ n_slots ≤ E ≤ 512) over host copies at `host`; every expert starts on the host.
@@ -67,6 +84,15 @@ struct ExpertTables {
 // Plans the step for the routed ids [T, k] (device), rewrites the tables and copies the admitted experts.
 void expert_cache_step(ExpertCacheDev& c, const int* topk_ids, int64_t T, int64_t k, const ExpertTables& t,
                        cudaStream_t st);
+
+// Prefetch plan (see above): logits fp32 [T, ld] are this cache's layer's router (columns [0, E)) applied to the
+// previous layer's hidden state; the top-k of each row (NaN as −inf, ties to the lower id) are the predictions.
+// Places them, rewrites the tables `t`, and leaves the copies for expert_cache_prefetch_copy. T ≤ 64.
+void expert_cache_prefetch(ExpertCacheDev& c, const float* logits, int64_t ld, int64_t T, int64_t k,
+                           const ExpertTables& t, cudaStream_t st);
+// The last prefetch plan's copies host → slot (up to max_copies = min(N, T·k) of them), on stream st.
+void expert_cache_prefetch_copy(ExpertCacheDev& c, int64_t max_copies, cudaStream_t st);
+inline constexpr int64_t kMaxPrefetchTokens = 64;
 
 ExpertCacheCounters expert_cache_counters(const ExpertCacheDev& c);  // synchronizes the device
 

@@ -4,6 +4,7 @@
 #include <cuda_runtime.h>
 
 #include "backend/cuda/hlwq_gemm.cuh"
+#include "backend/cuda/moe_prefetch.cuh"
 
 namespace hlwq::cuda {
 
@@ -124,18 +125,22 @@ MoeWorkspace make_moe_workspace(const MoeLayerDev& L, int64_t max_T) {
 }
 
 void moe_forward(const MoeLayerDev& L, MoeWorkspace& ws, const float* xn, int64_t T, float* out, bool accumulate,
-                 cudaStream_t st) {
+                 cudaStream_t st, const MoeStepHooks& hooks) {
   HLWQ_CHECK(T <= ws.max_T, "moe_forward: {} tokens, workspace for {}", T, ws.max_T);
   if (T == 0) return;
   const int64_t tiles = moe_max_tiles(T, L.k, L.E, L.n_shared), A = L.k + L.n_shared;
   pack_activations(xn, L.H, T, L.H, nullptr, T, L.router.in_pad, ws.x_tok.get(), st);
   gemm(L.router, ws.x_tok.get(), T, ws.logits.get(), L.router.out, st);
   MoePlan plan{ws.topk_ids.get(), ws.topk_w.get(), ws.slot_tok.get(), ws.slot_w.get(), ws.tile_mat.get(),
-               ws.tok_slot.get()};
+               ws.tok_slot.get(), hooks.route_ids};
   moe_route(ws.logits.get(), L.router.out, T, L.E, L.k, L.n_shared, plan, tiles, st);
-  if (L.cache)
+  if (L.cache) {
+    if (hooks.prefetch) hooks.prefetch->join(hooks.layer, st);  // before anything touches this layer's slots
     expert_cache_step(*L.cache, ws.topk_ids.get(), T, L.k,
                       ExpertTables{L.gu.q.get(), L.gu.scale.get(), L.dn.q.get(), L.dn.scale.get()}, st);
+  }
+  if (hooks.prefetch && hooks.next && hooks.next->cache)  // overlaps this layer's experts (moe_prefetch.cuh)
+    hooks.prefetch->issue(hooks.layer + 1, *hooks.next, ws.x_tok.get(), T, ws.logits.get(), st);
   // HLWQ experts read rotated activations (hlwq_gemm.cuh): xn rotated while gathered, h rotated in place
   (L.gu.format == PackedFormat::hlwq ? hlwq_pack_activations : pack_activations)(
       xn, L.H, T, L.H, ws.slot_tok.get(), tiles * 8, L.gu.in_pad, ws.x_slot.get(), st);

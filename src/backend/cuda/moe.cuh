@@ -46,8 +46,19 @@ struct MoeWorkspace {
 };
 MoeWorkspace make_moe_workspace(const MoeLayerDev& L, int64_t max_T);
 
+class MoePrefetcher;
+// Optional parts of a step (offload-trace): a replayed routing trace's ids [T, k] for this layer (moe_route.cuh),
+// and the prefetch of the next layer's predicted experts (moe_prefetch.cuh) — `layer` is this layer's index,
+// `next` the next MoE layer (null for the last).
+struct MoeStepHooks {
+  const int* route_ids = nullptr;
+  MoePrefetcher* prefetch = nullptr;
+  int layer = 0;
+  const MoeLayerDev* next = nullptr;
+};
+
 // out [T, H] (+)= moe(xn [T, H]).
 void moe_forward(const MoeLayerDev& L, MoeWorkspace& ws, const float* xn, int64_t T, float* out, bool accumulate,
-                 cudaStream_t st);
+                 cudaStream_t st, const MoeStepHooks& hooks = {});
 
 }  // namespace hlwq::cuda

@@ -101,11 +101,13 @@ __global__ void __launch_bounds__(kThreads) route_kernel(const float* __restrict
     for (int j = 0; j < k; ++j) sel += j < 32 ? __shfl_sync(0xffffffffu, my_p, j) : p.topk_w[t * k + j];
     __syncwarp();
     if (lane < k) {
-      p.topk_ids[t * k + lane] = my_id;
+      const int id = p.route_ids ? p.route_ids[t * k + lane] : my_id;  // a trace keeps the rank-order weights
+      p.topk_ids[t * k + lane] = id;
       p.topk_w[t * k + lane] = my_p / sel;
-      atomicAdd(&count[my_id], 1);
+      atomicAdd(&count[id], 1);
     }
     for (int j = 32 + lane; j < k; j += 32) {
+      if (p.route_ids) p.topk_ids[t * k + j] = p.route_ids[t * k + j];
       p.topk_w[t * k + j] /= sel;
       atomicAdd(&count[p.topk_ids[t * k + j]], 1);
     }

@@ -4,7 +4,9 @@
 // Matrices: 0..E-1 the routed experts, E..E+S-1 the S parts of the shared expert (every token, each part weighted
 // sigmoid(shared-gate logit)): a shared expert S times as wide as a routed one runs as S expert-width slices of its
 // intermediate features, whose down projections sum to the whole (SwiGLU is per feature). S = 0: no shared expert.
-// Each matrix's assignments fill whole 8-slot tiles; slots are grouped by matrix.
+// Each matrix's assignments fill whole 8-slot tiles; slots are grouped by matrix. With MoePlan::route_ids (a
+// benchmark's routing trace) the ids are replaced after the top-k, so the expert cache and the slot plan see the
+// trace's experts while the weights and every kernel stay as they were.
 // Dimension legend: T tokens, E experts, k active experts, S shared parts, M = E + S matrices, A = k + S slots per
 // token.
 #pragma once
@@ -27,6 +29,9 @@ struct MoePlan {          // device pointers, sized for max_tiles = moe_max_tile
   float* slot_w;          // [max_tiles·8] weight of each slot (0 for padding)
   int* tile_mat;          // [max_tiles] matrix of each tile, −1 = unused
   int* tok_slot;          // [T, A] slot of (token, j): j < k routed in top-k order, j = k + s shared part s
+  // A replayed routing trace (Backend::set_route_trace): ids [T, k] that replace the router's choices before the
+  // slot plan is built; the weights stay the router's, in rank order (largest first). null: the router's ids.
+  const int* route_ids = nullptr;
 };
 
 // logits fp32 [T, ld]: columns [0, E) the router, column E the shared gate (when S > 0). E ≤ 512, k ≤ E, S ≤ 32.
