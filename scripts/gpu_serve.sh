@@ -5,8 +5,8 @@
 # under $OUT; one short table comes last. The model is $1; when it holds no config.json it is synthesized there as
 # scripts/gpu_bench.sh does (`hlwq synth --like qwen3.6-35b-a3b`, random weights, exact shapes), so passing
 # gpu_bench.sh's $SYNTH_DIR/qwen36-ct-int4 reuses that one.
-# Needs Node and the openai npm package (OPENAI_MJS=path/to/openai/index.mjs, else node_modules/openai/index.mjs
-# here or in BIN_DIR): without them it says so and exits 0, having run nothing.
+# The client is the official openai npm package under Node when both are here (OPENAI_MJS=path/to/openai/index.mjs,
+# else node_modules/openai/index.mjs here or in BIN_DIR), else bench/serve_load.py (same requests, same output).
 # Usage: [OPENAI_MJS=…] scripts/gpu_serve.sh MODEL_DIR [BIN_DIR=build]   (DEVICE=cpu: a smoke test on the CPU)
 set -uo pipefail
 M=${1:?usage: scripts/gpu_serve.sh MODEL_DIR [BIN_DIR]}
@@ -16,19 +16,23 @@ mkdir -p "$OUT"
 export LD_LIBRARY_PATH="$BIN/lib:${LD_LIBRARY_PATH:-}"
 here="$(cd "$(dirname "$0")/.." && pwd)"
 
-if ! node --version >/dev/null 2>&1; then
-  echo "gpu_serve: node is not installed on this machine: the client could not run (carry a node binary)"
-  exit 0
-fi
+# The client: the official openai package under Node when both are here, else bench/serve_load.py (the same
+# requests and output over plain HTTP, Python's standard library: the GPU machine may have no Node).
 OAI=${OPENAI_MJS:-}
 for c in "$here/node_modules/openai/index.mjs" "$BIN/node_modules/openai/index.mjs"; do
   [ -z "$OAI" ] && [ -f "$c" ] && OAI="$c"
 done
-if [ -z "$OAI" ] || [ ! -f "$OAI" ]; then
-  echo "gpu_serve: the openai npm package is missing (set OPENAI_MJS=…/openai/index.mjs): the client could not run"
+if node --version >/dev/null 2>&1 && [ -n "$OAI" ] && [ -f "$OAI" ]; then
+  load() { node "$here/bench/serve_load.mjs" "$OAI" "$@"; }
+  client="node $(node --version), $OAI"
+elif python3 --version >/dev/null 2>&1; then
+  load() { python3 "$here/bench/serve_load.py" "$@"; }
+  client="$(python3 --version) bench/serve_load.py (no Node with the openai package here)"
+else
+  echo "gpu_serve: neither Node with the openai package nor Python 3 is here: the client could not run"
   exit 0
 fi
-echo "== node $(node --version), client $OAI, commit $(cat "$BIN/COMMIT" 2>/dev/null | tr '\n' ' ' || echo unknown)"
+echo "== client: $client; commit $(cat "$BIN/COMMIT" 2>/dev/null | tr '\n' ' ' || echo unknown)"
 
 if [ ! -f "$M/config.json" ]; then
   mkdir -p "$M"
@@ -37,9 +41,9 @@ if [ ! -f "$M/config.json" ]; then
   tail -1 "$OUT/synth.log"
 fi
 
-http_get() {  # the body of a 200 response (node: curl may be missing on the GPU machine)
-  node -e 'fetch(process.argv[1]).then(async r => { if (!r.ok) process.exit(1); process.stdout.write(await r.text()); })
-           .catch(() => process.exit(1))' "$1" 2>/dev/null
+http_get() {  # the body of a 200 response (Python: curl and Node may be missing on the GPU machine)
+  python3 -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())' \
+    "$1" 2>/dev/null
 }
 
 server_pid=""
@@ -70,7 +74,7 @@ serve() {  # serve NAME [SERVER ARGS...]: start, wait for /health, run the three
   [ -n "$url" ] || { echo "$name: server not healthy within 300 s"; tail -5 "$OUT/$name.server.log"; stop_server; return; }
   grep "memory plan\|cuda:" "$OUT/$name.server.log" | head -4
   for c in 1 4 16; do
-    timeout 180 node "$here/bench/serve_load.mjs" "$OAI" "$url" "$c" 4 64 >"$OUT/${name}_c$c.json" 2>"$OUT/${name}_c$c.err" \
+    timeout 180 load "$url" "$c" 4 64 >"$OUT/${name}_c$c.json" 2>"$OUT/${name}_c$c.err" \
       || { echo "$name c=$c: failed or cut at 180 s"; tail -3 "$OUT/${name}_c$c.err"; rm -f "$OUT/${name}_c$c.json"; }
   done
   http_get "${url%/v1}/metrics" >"$OUT/$name.metrics.txt"
@@ -80,17 +84,17 @@ serve resident
 serve budget_12gb --gpu-memory 12GB
 
 echo "== serve benchmark (JSON and logs in $OUT)"
-node - "$OUT" <<'JS'
-const fs = require('fs'), path = require('path');
-const dir = process.argv[2];
-console.log('run            clients  gen tok/s  TTFT p50/p99 ms    ITL p50/p99 ms');
-for (const name of ['resident', 'budget_12gb'])
-  for (const c of [1, 4, 16]) {
-    const f = path.join(dir, `${name}_c${c}.json`);
-    if (!fs.existsSync(f)) { console.log(`${name.padEnd(14)} ${String(c).padStart(7)}  (no result)`); continue; }
-    const j = JSON.parse(fs.readFileSync(f, 'utf8').trim().split('\n').pop());
-    console.log(`${name.padEnd(14)} ${String(c).padStart(7)} ${j.gen_tok_s.toFixed(1).padStart(10)}  ` +
-                `${(j.ttft_p50_ms.toFixed(1) + ' / ' + j.ttft_p99_ms.toFixed(1)).padEnd(18)} ` +
-                `${j.itl_p50_ms.toFixed(1)} / ${j.itl_p99_ms.toFixed(1)}`);
-  }
-JS
+python3 - "$OUT" <<'PY'
+import json, os, sys
+d = sys.argv[1]
+print("run            clients  gen tok/s  TTFT p50/p99 ms    ITL p50/p99 ms")
+for name in ["resident", "budget_12gb"]:
+    for c in [1, 4, 16]:
+        f = os.path.join(d, f"{name}_c{c}.json")
+        if not os.path.exists(f) or not open(f).read().strip():
+            print(f"{name:<14} {c:>7}  (no result)")
+            continue
+        j = json.loads(open(f).read().strip().splitlines()[-1])
+        print(f"{name:<14} {c:>7} {j['gen_tok_s']:>10.1f}  {j['ttft_p50_ms']:.1f} / {j['ttft_p99_ms']:.1f}".ljust(52) +
+              f"{j['itl_p50_ms']:.1f} / {j['itl_p99_ms']:.1f}")
+PY

@@ -98,6 +98,9 @@ void run_engine(Model& model, const Tokenizer& tok, const EngineConfig& cfg, Req
     std::erase_if(run, [](const auto& r) { return r->done; });
   };
   std::vector<float> logits(size_t(cfg.max_seqs) * size_t(V));  // [rows ≤ max_seqs, V]
+  std::vector<RowSampling> how;  // per logits row: the token choice asked of the backend
+  std::vector<bool> drawn;       // per logits row: its sampler's draw is in how (device_choice)
+  std::vector<int32_t> chosen;   // per logits row: the backend's choice, −1 = logits on the host
 
   auto finish = [&](Running& r, FinishReason why) {
     if (why != FinishReason::stop_string && why != FinishReason::eos) {
@@ -193,8 +196,25 @@ void run_engine(Model& model, const Tokenizer& tok, const EngineConfig& cfg, Req
       need += model.pool().blocks_needed(x.seq->slot(), x.seq->pos() + int64_t(x.tokens.size()));
     while (need > model.pool().free_blocks() && (snaps.evict_lru() || cache.evict_lru())) {
     }
+    // Token choice on the backend where a row allows it (only ids cross from a GPU): the sampler takes its draw
+    // now, as it would on the host. A row that wants logprobs, or whose sampler the backend cannot run, asks for
+    // its logits instead (RowSampling with top_k 0 is never chosen on the backend: backend.h).
+    how.clear(), drawn.clear();
+    for (size_t i = 0; i < in.size(); ++i) {
+      if (in[i].logits != LogitsWanted::last) continue;
+      Running& r = *who[i];
+      std::optional<RowSampling> d;
+      if (r.job.req.top_logprobs < 0) d = r.sampler.device_choice();
+      drawn.push_back(d.has_value());
+      how.push_back(d ? *d : RowSampling{1.f, 0, 1.f, 0.f, 0.0});
+    }
+    chosen.assign(how.size(), -1);
+    ForwardOptions fo;
+    fo.sample = how;
+    fo.ids = chosen.data();
+    fo.n_valid_tokens = n_valid;
     try {
-      model.forward_batch(in, logits.data());
+      model.forward_batch(in, logits.data(), fo);
     } catch (const std::exception& e) {
       for (Running* r : who) {
         StreamEvent ev;
@@ -221,8 +241,11 @@ void run_engine(Model& model, const Tokenizer& tok, const EngineConfig& cfg, Req
         }
       }
       if (in[i].logits != LogitsWanted::last) continue;
-      const std::span<const float> lg(logits.data() + row++ * size_t(V), size_t(n_valid));
-      const int32_t id = r.sampler.sample(lg, r.history);
+      const size_t k = row++;
+      const std::span<const float> lg(logits.data() + k * size_t(V), size_t(n_valid));
+      const int32_t id = chosen[k] >= 0 ? chosen[k]
+                         : drawn[k]     ? r.sampler.sample_drawn(lg, r.history, how[k].u)
+                                        : r.sampler.sample(lg, r.history);
       r.history.push_back(id);
       r.sampled.push_back(id);
       ++r.generated;
