@@ -9,6 +9,7 @@
 #include "backend/cuda_ceilings.h"
 #include "io/hf_config.h"
 #include "model/weights.h"
+#include "moe/cpu_split.h"
 
 namespace hlwq {
 
@@ -23,6 +24,11 @@ struct CudaBackendOptions {
   // Device memory budget in bytes (0: none). With it, everything but the routed experts is placed first and the
   // rest becomes expert slots (expert_slots, when also given, is then an upper bound).
   int64_t gpu_memory = 0;
+  // Routed experts on the CPU (moe/cpu_split.h): with an expert cache, which misses the CPU computes (off, auto
+  // from the measured PCIe and CPU costs, all); and the first n_cpu_moe MoE layers' routed experts, which are
+  // then computed on the CPU only and never placed on the device (0 ≤ n_cpu_moe ≤ the layer count).
+  CpuExperts cpu_experts = CpuExperts::off;
+  int64_t n_cpu_moe = 0;
 };
 
 // True when this binary was built with the CUDA backend.

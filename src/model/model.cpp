@@ -87,10 +87,13 @@ Model Model::load(const std::string& dir, const LoadOptions& opt) {
     experts = c.expert_cache.get();
   }
   HLWQ_CHECK(opt.gpu_memory == 0 || opt.device == Device::cuda, "a GPU memory budget needs --device cuda");
+  HLWQ_CHECK((opt.cpu_experts == CpuExperts::off && opt.n_cpu_moe == 0) || opt.device == Device::cuda,
+             "--cpu-experts and --n-cpu-moe move routed experts from the GPU to the CPU: they need --device cuda");
   if (opt.device == Device::cuda) {
     HLWQ_CHECK(!experts, "the CUDA backend keeps its own expert cache; an explicit expert provider is CPU-only");
     c.be = make_cuda_backend(c.cfg, c.w, lim,
-                             CudaBackendOptions{0, opt.cuda_graphs, opt.moe_expert_cache_size, opt.gpu_memory});
+                             CudaBackendOptions{0, opt.cuda_graphs, opt.moe_expert_cache_size, opt.gpu_memory,
+                                                opt.cpu_experts, opt.n_cpu_moe});
   } else {
     c.be = std::make_unique<CpuBackend>(c.cfg, c.w, lim, CpuBackendOptions{opt.isa, opt.gdn_mode, experts});
   }

@@ -77,8 +77,14 @@ struct ExpertCacheStats {
   int64_t prefetched = 0;  // experts placed by prefetch()
   int64_t bytes_copied = 0;  // (misses + streamed + prefetched) · bytes_per_expert
   int64_t steps = 0;         // begin_step calls
+  // Routed experts computed on the CPU (CUDA backend: --cpu-experts, --n-cpu-moe; cpu_split.h). cpu_only: needed
+  // experts of a cache that the CPU computed instead of copying (a miss that crossed no PCIe); cpu_experts: every
+  // (layer, step, expert) the CPU computed, for any reason; cpu_bytes: their weight bytes read from host memory;
+  // cpu_ns: wall time of the CPU's work.
+  int64_t cpu_only = 0;
+  int64_t cpu_experts = 0, cpu_bytes = 0, cpu_ns = 0;
 
-  int64_t lookups() const { return hits + misses + streamed; }
+  int64_t lookups() const { return hits + misses + streamed + cpu_only; }
   double hit_rate() const { return lookups() ? double(hits) / double(lookups()) : 0.0; }
 };
 

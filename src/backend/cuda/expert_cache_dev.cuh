@@ -13,6 +13,10 @@
 // only after its copy (the seed's eviction bug cannot happen). The copy costs the same PCIe bytes as reading that
 // expert in place once; later steps then read it from device memory.
 // "Request order" is the order of first appearance in the step's top-k ids, row-major [T, k].
+// With CPU experts (cpu_split.h: --cpu-experts all|auto) the plan also decides, after the hits, which misses the
+// CPU computes: the last cpu_split_count(...) misses in request order are marked in `mark` [E]; under auto they
+// take no slot and no copy (their table entries stay on the host copies, which the grouped kernels then skip:
+// cpu_experts.cuh), under all they are still admitted when a slot is free.
 // Dimension legend: T tokens, k active experts, E routed experts, N slots, B bytes per expert (16-byte aligned).
 #pragma once
 #include <cstdint>
@@ -20,6 +24,7 @@
 #include <cuda_runtime_api.h>
 
 #include "backend/cuda/device_buffer.h"
+#include "moe/cpu_split.h"
 
 namespace hlwq::cuda {
 
@@ -36,6 +41,7 @@ struct ExpertLayout {
 // Counters, accumulated on the device (read with expert_cache_counters).
 struct ExpertCacheCounters {
   unsigned long long hits = 0, loads = 0, streamed = 0;
+  unsigned long long cpu_only = 0;  // misses computed on the CPU without a copy (--cpu-experts auto)
 };
 
 struct ExpertCacheDev {
@@ -49,7 +55,7 @@ struct ExpertCacheDev {
   DeviceBuffer<long long> step;       // [1]
   DeviceBuffer<int> copies;           // [N] (expert, slot) pairs to copy this step, as 2 ints each (so [2N])
   DeviceBuffer<int> n_copies;         // [1]
-  DeviceBuffer<unsigned long long> counters;  // [3] hits, loads, streamed
+  DeviceBuffer<unsigned long long> counters;  // [4] hits, loads, streamed, cpu_only
 };
 
 // A cache of n_slots (1 ≤ n_slots ≤ E ≤ 512) over host copies at `host`; every expert starts on the host.
@@ -63,9 +69,16 @@ struct ExpertTables {
   const float** dn_s;
 };
 
+// Which misses go to the CPU (mode off: none; mark: device [E], rewritten every step).
+struct CpuSplitArgs {
+  CpuExperts mode = CpuExperts::off;
+  CpuSplitCosts costs;
+  uint8_t* mark = nullptr;
+};
+
 // Plans the step for the routed ids [T, k] (device), rewrites the tables and copies the admitted experts.
 void expert_cache_step(ExpertCacheDev& c, const int* topk_ids, int64_t T, int64_t k, const ExpertTables& t,
-                       cudaStream_t st);
+                       cudaStream_t st, const CpuSplitArgs& cpu = {});
 
 ExpertCacheCounters expert_cache_counters(const ExpertCacheDev& c);  // synchronizes the device
 
