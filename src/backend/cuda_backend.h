@@ -29,6 +29,7 @@ struct CudaBackendOptions {
   // then computed on the CPU only and never placed on the device (0 ≤ n_cpu_moe ≤ the layer count).
   CpuExperts cpu_experts = CpuExperts::off;
   int64_t n_cpu_moe = 0;
+  CpuSplitCosts split_costs;  // auto's costs; all zero: measured at load (tests pin them to force a split)
 };
 
 // True when this binary was built with the CUDA backend.

@@ -93,7 +93,7 @@ Model Model::load(const std::string& dir, const LoadOptions& opt) {
     HLWQ_CHECK(!experts, "the CUDA backend keeps its own expert cache; an explicit expert provider is CPU-only");
     c.be = make_cuda_backend(c.cfg, c.w, lim,
                              CudaBackendOptions{0, opt.cuda_graphs, opt.moe_expert_cache_size, opt.gpu_memory,
-                                                opt.cpu_experts, opt.n_cpu_moe});
+                                                opt.cpu_experts, opt.n_cpu_moe, opt.cpu_split_costs});
   } else {
     c.be = std::make_unique<CpuBackend>(c.cfg, c.w, lim, CpuBackendOptions{opt.isa, opt.gdn_mode, experts});
   }

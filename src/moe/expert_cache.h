@@ -81,11 +81,17 @@ struct ExpertCacheStats {
   // experts of a cache that the CPU computed instead of copying (a miss that crossed no PCIe); cpu_experts: every
   // (layer, step, expert) the CPU computed, for any reason; cpu_bytes: their weight bytes read from host memory;
   // cpu_ns: wall time of the CPU's work.
+  // cpu_static: those of cpu_experts in --n-cpu-moe layers, which have no cache (not lookups).
   int64_t cpu_only = 0;
-  int64_t cpu_experts = 0, cpu_bytes = 0, cpu_ns = 0;
+  int64_t cpu_experts = 0, cpu_static = 0, cpu_bytes = 0, cpu_ns = 0;
 
   int64_t lookups() const { return hits + misses + streamed + cpu_only; }
   double hit_rate() const { return lookups() ? double(hits) / double(lookups()) : 0.0; }
+  // Share of the routed expert computations (cache lookups and --n-cpu-moe layers' experts) done on the CPU.
+  double cpu_share() const {
+    const int64_t all = lookups() + cpu_static;
+    return all ? double(cpu_experts) / double(all) : 0.0;
+  }
 };
 
 class ExpertCache {

@@ -61,7 +61,12 @@ ExpertCacheStats cache_now(const Model& m) { return m.expert_cache_stats().value
 
 // pcie_bytes and hit rate of `runs` runs between two counter readings.
 void set_cache_delta(PhaseResult& p, const ExpertCacheStats& a, const ExpertCacheStats& b, int runs) {
-  const int64_t look = b.lookups() - a.lookups();
+  const int64_t look = b.lookups() - a.lookups(), all = look + b.cpu_static - a.cpu_static;
+  if (b.cpu_experts > 0 && all > 0) {
+    p.cpu_share = double(b.cpu_experts - a.cpu_experts) / double(all);
+    p.cpu_bytes = double(b.cpu_bytes - a.cpu_bytes) / runs;
+    p.cpu_ms = double(b.cpu_ns - a.cpu_ns) / 1e6 / runs;
+  }
   if (look <= 0) return;
   p.pcie_bytes = double(b.bytes_copied - a.bytes_copied) / runs;
   p.hit_rate = double(b.hits - a.hits) / double(look);
@@ -85,6 +90,8 @@ BenchResult run_model_bench(const std::string& model_dir, const BenchOptions& op
   lo.device = opt.device;
   lo.moe_expert_cache_size = opt.moe_expert_cache_size;
   lo.gpu_memory = opt.gpu_memory;
+  lo.cpu_experts = opt.cpu_experts;
+  lo.n_cpu_moe = opt.n_cpu_moe;
   lo.max_seqs = int32_t(B);
   const int64_t decode_len = Pd + G;
   lo.kv_tokens = std::max(P, B * decode_len) + (B + 1) * lo.kv_block_tokens;
@@ -219,6 +226,8 @@ nlohmann::json bench_result_json(const BenchResult& r) {
                           {"speed_of_light_tok_s", p.speed_of_light_tok_s},
                           {"fraction_of_speed_of_light", p.fraction}};
     if (p.hit_rate >= 0) j["expert_cache"] = {{"pcie_bytes", p.pcie_bytes}, {"hit_rate", p.hit_rate}};
+    if (p.cpu_share >= 0)
+      j["cpu_experts"] = {{"share", p.cpu_share}, {"host_bytes", p.cpu_bytes}, {"cpu_ms", p.cpu_ms}};
     return j;
   };
   nlohmann::json pre = phase(r.prefill), dec = phase(r.decode);
@@ -248,6 +257,8 @@ nlohmann::json bench_result_json(const BenchResult& r) {
           {"memory_plan", r.memory_plan},
           {"moe_expert_cache_size", r.opt.moe_expert_cache_size},
           {"gpu_memory", r.opt.gpu_memory},
+          {"cpu_experts", cpu_experts_name(r.opt.cpu_experts)},
+          {"n_cpu_moe", r.opt.n_cpu_moe},
           {"prefill", pre},
           {"decode", dec}};
 }
@@ -278,6 +289,12 @@ std::string format_bench_result(const BenchResult& r) {
     if (p->hit_rate >= 0)
       s += fmt::format("{:<8} expert cache: {:.1f} % hits, {} per token over PCIe\n", name, 100 * p->hit_rate,
                        format_bytes(p->pcie_bytes / tokens));
+  for (const auto& [name, p, tokens] : {std::tuple{"prefill", &r.prefill, double(r.opt.prompt_len)},
+                                        std::tuple{"decode", &r.decode, double(r.opt.batch * r.opt.gen_len)}})
+    if (p->cpu_share >= 0)
+      s += fmt::format("{:<8} CPU experts: {:.1f} % of the routed experts, {} per token read from host memory, "
+                       "{:.2f} ms of CPU per token\n", name, 100 * p->cpu_share, format_bytes(p->cpu_bytes / tokens),
+                       p->cpu_ms / tokens);
   if (!r.memory_plan.empty()) s += r.memory_plan + "\n";
   s += fmt::format("median of {} runs after {} warm-up; prefill's speed of light counts weight reads only (it is "
                    "compute-bound)\n", r.opt.repeats, r.opt.warmup);

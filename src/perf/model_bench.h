@@ -27,6 +27,8 @@ struct BenchOptions {
   int warmup = 1, repeats = 3;
   int moe_expert_cache_size = 0;  // expert cache slots per layer (0: none); see LoadOptions
   int64_t gpu_memory = 0;         // CUDA device memory budget in bytes (0: none)
+  CpuExperts cpu_experts = CpuExperts::off;  // CUDA: routed experts on the CPU (see LoadOptions)
+  int64_t n_cpu_moe = 0;
   uint64_t ceiling_bytes = uint64_t(1) << 30;  // CPU ceiling buffers
 };
 
@@ -42,6 +44,9 @@ struct PhaseResult {
   // With an expert cache: expert bytes that crossed PCIe in one run (copied into slots or read in place) and the
   // hit rate; the speed of light then adds those bytes at the pinned host→device ceiling.
   double pcie_bytes = 0, hit_rate = -1;
+  // With routed experts on the CPU (--cpu-experts, --n-cpu-moe): their share of the routed expert computations,
+  // the weight bytes the CPU read from host memory and the CPU's time, per run (cpu_share −1: none).
+  double cpu_share = -1, cpu_bytes = 0, cpu_ms = 0;
 };
 
 struct BenchResult {

@@ -30,6 +30,7 @@ CpuExpertJobs::CpuExpertJobs(int64_t H, int64_t I, int64_t Jm, CpuIsa isa)
       scratch_(omp_get_max_threads(), linear_scratch_floats(std::max(H, I)) + size_t(2 * Jm * kRowsPerItem) + 32),
       order_(size_t(Jm)), xg_(size_t(Jm * H)), act_(size_t(Jm * I)) {
   HLWQ_CHECK(H >= 1 && I >= 1 && Jm >= 1, "CPU experts: H {}, I {}, {} jobs", H, I, Jm);
+  groups_.reserve(size_t(Jm));
 }
 
 CpuExpertWork CpuExpertJobs::run(const MoeWeights& w, const CpuExpertJob* jobs, int64_t J, const float* xn,
@@ -52,11 +53,8 @@ CpuExpertWork CpuExpertJobs::run(const MoeWeights& w, const CpuExpertJob* jobs, 
     const CpuExpertJob &x = jobs[a], &y = jobs[b];
     return x.expert != y.expert ? x.expert < y.expert : x.slot != y.slot ? x.slot < y.slot : a < b;
   });
-  struct Group {
-    int64_t row0, n;  // rows [row0, row0 + n) of the sorted order
-    const ExpertWeights* e;
-  };
-  std::vector<Group> groups;  // ≤ J small entries: the host node runs once per layer and step
+  std::vector<Group>& groups = groups_;
+  groups.clear();
   for (int64_t r = 0; r < J;) {
     int64_t r1 = r + 1;
     while (r1 < J && jobs[ord[r1]].expert == jobs[ord[r]].expert) ++r1;

@@ -46,7 +46,12 @@ class CpuExpertJobs {
   int64_t H_, I_, Jm_;
   const CpuKernels& k_;
   ScratchSet scratch_;
+  struct Group {
+    int64_t row0, n;  // rows [row0, row0 + n) of the sorted order
+    const ExpertWeights* e;
+  };
   std::vector<int32_t> order_;  // [J] jobs sorted by (expert, slot)
+  std::vector<Group> groups_;   // ≤ Jm experts of one call (reserved: a host node allocates nothing)
   std::vector<float> xg_, act_;  // [Jm, H] gathered inputs, [Jm, I] silu(gate)·up
 };
 

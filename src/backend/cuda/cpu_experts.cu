@@ -17,6 +17,7 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kCollectBlocks = 32;  // blocks copying xn (block 0 also builds the job list)
+constexpr int64_t kScatterBlocks = 256;  // blocks of the scatter (each loops over jobs)
 
 int64_t align256(int64_t x) { return (x + 255) / 256 * 256; }
 
@@ -66,10 +67,11 @@ __global__ void scatter_kernel(const int* hdr, const CpuExpertJob* jobs, const f
 
 }  // namespace
 
-CpuExpertsDev::CpuExpertsDev(const ModelWeights& w, int64_t Tm, int64_t k)
+CpuExpertsDev::CpuExpertsDev(const ModelWeights& w, int64_t Tm, int64_t k, int64_t n_static_layers)
     : w_(w), Tm_(Tm), k_(k), H_(w.layers.empty() ? 0 : w.layers[0].moe.router.in), Jm_(Tm * k),
       jobs_(H_, w.layers.empty() || w.layers[0].moe.experts.empty() ? 1 : w.layers[0].moe.experts[0].gate_proj.out,
-            std::max<int64_t>(Tm * k, 1)) {
+            std::max<int64_t>(Tm * k, 1)),
+      n_static_(n_static_layers) {
   HLWQ_CHECK(!w.layers.empty() && Tm >= 1 && k >= 1, "CPU experts: {} layers, batches of {} tokens, top-{}",
              w.layers.size(), Tm, k);
   const int64_t o_job = align256(int64_t(sizeof(Header))), o_xn = o_job + align256(Jm_ * int64_t(sizeof(CpuExpertJob)));
@@ -117,7 +119,7 @@ void CpuExpertsDev::fork(int layer, const float* xn, int64_t T, int* tile_mat, c
 
 void CpuExpertsDev::join(float* y, int64_t T, cudaStream_t st) {
   HLWQ_CUDA_CHECK(cudaStreamWaitEvent(st, join_, 0), "CPU experts: join");
-  const int blocks = int(std::max<int64_t>(T * k_, 1));
+  const int blocks = int(std::clamp<int64_t>(T * k_, 1, kScatterBlocks));
   scatter_kernel<<<blocks, kThreads, 0, st>>>(reinterpret_cast<const int*>(d_hdr_), d_job_, d_out_, int(H_), y);
   HLWQ_CUDA_LAUNCH_CHECK("CPU experts: scatter ({} tokens)", T);
 }
@@ -137,6 +139,7 @@ void CpuExpertsDev::run_layer(int layer) {
                "and {})", h.n, h.T, Jm_, Tm_);
     const CpuExpertWork w = jobs_.run(w_.layers[size_t(layer)].moe, job_, n, xn_, h.T, out_);
     experts_ += w.experts;
+    if (layer < n_static_) static_ += w.experts;
     rows_ += n;
     bytes_ += w.bytes;
   } catch (const std::exception& e) {
@@ -155,7 +158,7 @@ void CpuExpertsDev::rethrow_failure() const {
 CpuExpertCounters CpuExpertsDev::counters() const {
   HLWQ_CUDA_CHECK(cudaStreamSynchronize(side_), "CPU experts' side stream");
   rethrow_failure();
-  return {experts_.load(), rows_.load(), bytes_.load(), ns_.load()};
+  return {experts_.load(), static_.load(), rows_.load(), bytes_.load(), ns_.load()};
 }
 
 CpuSplitCosts CpuExpertsDev::measure_cpu_costs() {

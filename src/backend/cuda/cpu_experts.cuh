@@ -34,6 +34,7 @@ namespace hlwq::cuda {
 
 struct CpuExpertCounters {
   int64_t experts = 0;  // distinct experts computed on the CPU, summed over layers and steps
+  int64_t static_experts = 0;  // of those, in the first n_static_layers (--n-cpu-moe)
   int64_t rows = 0;     // (token, expert) pairs
   int64_t bytes = 0;    // expert weight bytes the CPU read from host memory
   int64_t ns = 0;       // wall time of the host nodes
@@ -41,8 +42,9 @@ struct CpuExpertCounters {
 
 class CpuExpertsDev {
  public:
-  // For batches of up to Tm tokens of the model w (every MoE layer alike: E experts, top-k, width I, hidden H).
-  CpuExpertsDev(const ModelWeights& w, int64_t Tm, int64_t k);
+  // For batches of up to Tm tokens of the model w (every MoE layer alike: E experts, top-k, width I, hidden H);
+  // the first n_static_layers are --n-cpu-moe's (counted apart).
+  CpuExpertsDev(const ModelWeights& w, int64_t Tm, int64_t k, int64_t n_static_layers);
   ~CpuExpertsDev();
   CpuExpertsDev(const CpuExpertsDev&) = delete;
   CpuExpertsDev& operator=(const CpuExpertsDev&) = delete;
@@ -86,7 +88,8 @@ class CpuExpertsDev {
   cudaStream_t side_ = nullptr;
   cudaEvent_t fork_ = nullptr, join_ = nullptr;
   std::vector<Task> tasks_;          // [layers], stable addresses: the recorded host nodes point at them
-  std::atomic<int64_t> experts_{0}, rows_{0}, bytes_{0}, ns_{0};
+  int64_t n_static_;
+  std::atomic<int64_t> experts_{0}, static_{0}, rows_{0}, bytes_{0}, ns_{0};
   mutable std::mutex err_mu_;
   std::string error_;                // the first host-node failure
 };

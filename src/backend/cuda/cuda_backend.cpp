@@ -177,7 +177,7 @@ CudaBackend::CudaBackend(const ModelConfig& cfg, const ModelWeights& w, const Ba
   if (cache_asked && opt.n_cpu_moe < cfg.n_layers) experts_ = std::make_unique<cuda::HostExpertStore>(w);
   m_ = cuda::upload_model(cfg, w, experts_.get(), opt.n_cpu_moe);
   if (opt.n_cpu_moe > 0 || (experts_ && opt.cpu_experts != CpuExperts::off))
-    cpu_ = std::make_unique<cuda::CpuExpertsDev>(w, lim.max_batch_tokens, cfg.n_experts_active);
+    cpu_ = std::make_unique<cuda::CpuExpertsDev>(w, lim.max_batch_tokens, cfg.n_experts_active, opt.n_cpu_moe);
 
   const int64_t C = gd_.C(), Hvdv = int64_t(gd_.Hv) * gd_.dv, D = ad_.D, Hq = ad_.Hq, Hkv = ad_.Hkv;
   const int64_t S = lim.max_seqs;
@@ -241,7 +241,16 @@ CudaBackend::CudaBackend(const ModelConfig& cfg, const ModelWeights& w, const Ba
                          opt.n_cpu_moe - 1, double(bytes) / double(1 << 30));
   }
   if (experts_) plan_expert_cache(used);
-  if (experts_ && opt.cpu_experts != CpuExperts::off) measure_split_costs();
+  if (experts_ && opt.cpu_experts != CpuExperts::off) {
+    const CpuSplitCosts& c = opt.split_costs;
+    if (c.pcie_ns > 0 || c.cpu_ns > 0 || c.cpu_fixed_ns > 0) {
+      split_costs_ = c;
+      plan_ += fmt::format("\n  cpu experts {}: costs given (PCIe {:.1f} µs, CPU {:.1f} µs + {:.1f} µs per expert)",
+                           cpu_experts_name(opt.cpu_experts), c.pcie_ns / 1e3, c.cpu_ns / 1e3, c.cpu_fixed_ns / 1e3);
+    } else {
+      measure_split_costs();
+    }
+  }
   if (opt.gpu_memory > 0) {
     HLWQ_CUDA_CHECK(cudaMemGetInfo(&free1, &total), "device memory");
     HLWQ_CHECK(int64_t(free0) - int64_t(free1) <= opt.gpu_memory, "the plan uses {} bytes of device memory, past the "
@@ -320,6 +329,7 @@ bool CudaBackend::expert_cache_stats(ExpertCacheStats& out) const {
   if (cpu_) {
     const cuda::CpuExpertCounters c = cpu_->counters();
     out.cpu_experts = c.experts;
+    out.cpu_static = c.static_experts;
     out.cpu_bytes = c.bytes;
     out.cpu_ns = c.ns;
   }
