@@ -10,6 +10,8 @@
 #include <cstdio>
 #include <functional>
 
+#include <fmt/format.h>
+
 #include "../model/model_test_util.h"
 #include "cuda_test_util.h"
 #include "model/model.h"

@@ -11,6 +11,7 @@
 
 #include "backend/cpu/expert_jobs.h"
 #include "backend/cpu/matmul.h"
+#include "core/error.h"
 #include "model/model.h"
 #include "test_paths.h"
 
@@ -32,7 +33,7 @@ std::vector<float> dense(const LinearWeight& w) {
 std::vector<double> reference(const ExpertWeights& e, const float* x, float weight) {
   const auto g = dense(e.gate_proj), u = dense(e.up_proj), d = dense(e.down_proj);
   const int64_t I = e.gate_proj.out, H = e.gate_proj.in;
-  std::vector<double> a(size_t(I)), y(size_t(H));
+  std::vector<double> a(static_cast<size_t>(I)), y(static_cast<size_t>(H));
   for (int64_t i = 0; i < I; ++i) {
     double sg = 0, su = 0;
     for (int64_t h = 0; h < H; ++h) sg += double(g[size_t(i * H + h)]) * x[h], su += double(u[size_t(i * H + h)]) * x[h];

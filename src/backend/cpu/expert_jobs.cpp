@@ -26,8 +26,8 @@ int64_t expert_weight_bytes(const ExpertWeights& e) {
 }
 
 CpuExpertJobs::CpuExpertJobs(int64_t H, int64_t I, int64_t Jm, CpuIsa isa)
-    : H_(H), I_(I), Jm_(Jm), k_(cpu_kernels(isa)),
-      scratch_(omp_get_max_threads(), linear_scratch_floats(std::max(H, I)) + size_t(2 * Jm * kRowsPerItem) + 32),
+    : H_(H), I_(I), Jm_(Jm), n_threads_(omp_get_max_threads()), k_(cpu_kernels(isa)),
+      scratch_(n_threads_, linear_scratch_floats(std::max(H, I)) + size_t(2 * Jm * kRowsPerItem) + 32),
       order_(size_t(Jm)), xg_(size_t(Jm * H)), act_(size_t(Jm * I)) {
   HLWQ_CHECK(H >= 1 && I >= 1 && Jm >= 1, "CPU experts: H {}, I {}, {} jobs", H, I, Jm);
   groups_.reserve(size_t(Jm));
@@ -69,7 +69,7 @@ CpuExpertWork CpuExpertJobs::run(const MoeWeights& w, const CpuExpertJob* jobs, 
   float* xg = xg_.data();
   float* act = act_.data();
   ParallelErrors errs;
-#pragma omp parallel
+#pragma omp parallel num_threads(n_threads_)
   {
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < J; ++r) {

@@ -44,6 +44,9 @@ class CpuExpertJobs {
 
  private:
   int64_t H_, I_, Jm_;
+  // Threads of the caller at construction: the CUDA backend calls run from the driver's callback thread, whose
+  // OpenMP default is not what the user set (-t) on the main thread.
+  int n_threads_;
   const CpuKernels& k_;
   ScratchSet scratch_;
   struct Group {
