@@ -34,7 +34,7 @@ constexpr int kDecodeSteps = 12;
 fs::path testdata(const std::string& rel) { return test::source_dir() / "testdata" / rel; }
 fs::path demo() { return test::source_dir() / "models" / "tiny-moe-dev"; }
 
-struct Run {
+struct Outcome {
   std::vector<std::vector<float>> logits;  // prefill's last row, then each decode step's
   std::vector<int32_t> tokens;             // greedy choice after each of them
   ExpertCacheStats stats;
@@ -45,7 +45,7 @@ int32_t argmax(const std::vector<float>& v) { return int32_t(std::max_element(v.
 
 // Prefill 24 tokens, then kDecodeSteps single-token steps feeding `forced` (the reference's greedy tokens; empty:
 // the run's own), so one near-tie flip does not derail the comparison.
-Run run(const fs::path& dir, const std::function<void(LoadOptions&)>& tweak, const std::vector<int32_t>& forced) {
+Outcome run(const fs::path& dir, const std::function<void(LoadOptions&)>& tweak, const std::vector<int32_t>& forced) {
   LoadOptions lo;
   lo.device = Device::cuda;
   lo.kv_tokens = 256;
@@ -56,7 +56,7 @@ Run run(const fs::path& dir, const std::function<void(LoadOptions&)>& tweak, con
   for (size_t i = 0; i < prompt.size(); ++i) prompt[i] = int32_t((i * 7919 + 11) % size_t(V));
   Sequence s = m.new_sequence(64);
   std::vector<float> row(static_cast<size_t>(V));
-  Run r;
+  Outcome r;
   m.forward(prompt.data(), int64_t(prompt.size()), s, row.data());
   for (int i = 0;; ++i) {
     r.logits.push_back(row);
@@ -72,7 +72,7 @@ Run run(const fs::path& dir, const std::function<void(LoadOptions&)>& tweak, con
 
 // Logits within tol of the reference at every step; a greedy token differs only where the reference's top-2
 // margin is within the same tolerance (a near-tie).
-void expect_close(const Run& got, const Run& ref, double tol, const std::string& what) {
+void expect_close(const Outcome& got, const Outcome& ref, double tol, const std::string& what) {
   ASSERT_EQ(got.logits.size(), ref.logits.size());
   const int64_t V = int64_t(ref.logits[0].size());
   int flips = 0;
@@ -96,14 +96,14 @@ void expect_close(const Run& got, const Run& ref, double tol, const std::string&
 
 void check_model(const fs::path& dir, double tol) {
   SCOPED_TRACE(dir.filename().string());
-  const Run ref = run(dir, [](LoadOptions&) {}, {});
+  const Outcome ref = run(dir, [](LoadOptions&) {}, {});
   const ModelConfig cfg = Model::load(dir, LoadOptions{}).config();
   const int64_t L = cfg.n_layers, k = cfg.n_experts_active;
   std::vector<int32_t> forced(ref.tokens.begin(), ref.tokens.end() - 1);
 
   // --n-cpu-moe K: the first K layers' routed experts only on the CPU (every step computes k per token there)
   for (int64_t K : {int64_t(1), L}) {
-    const Run r = run(dir, [&](LoadOptions& lo) { lo.n_cpu_moe = K; }, forced);
+    const Outcome r = run(dir, [&](LoadOptions& lo) { lo.n_cpu_moe = K; }, forced);
     expect_close(r, ref, tol, fmt::format("--n-cpu-moe {}", K));
     EXPECT_GE(r.stats.cpu_experts, kDecodeSteps * K * k) << "K = " << K;
     EXPECT_EQ(r.stats.cpu_static, r.stats.cpu_experts) << "K = " << K;
@@ -111,7 +111,7 @@ void check_model(const fs::path& dir, double tol) {
   }
   // with a cache in the other layers too: slots only where experts are on the GPU
   {
-    const Run r = run(dir, [&](LoadOptions& lo) { lo.n_cpu_moe = 1, lo.moe_expert_cache_size = 2; }, forced);
+    const Outcome r = run(dir, [&](LoadOptions& lo) { lo.n_cpu_moe = 1, lo.moe_expert_cache_size = 2; }, forced);
     expect_close(r, ref, tol, "--n-cpu-moe 1 --moe-expert-cache-size 2");
     EXPECT_NE(r.plan.find(fmt::format("in {} layers", L - 1)), std::string::npos) << r.plan;
     EXPECT_GE(r.stats.lookups(), kDecodeSteps * (L - 1) * k);
@@ -120,7 +120,7 @@ void check_model(const fs::path& dir, double tol) {
   // misses of a decode step between the paths)
   for (int64_t N : {int64_t(1), k - 1, k}) {
     if (N < 1) continue;
-    const Run all = run(dir, [&](LoadOptions& lo) {
+    const Outcome all = run(dir, [&](LoadOptions& lo) {
       lo.moe_expert_cache_size = int(N);
       lo.cpu_experts = CpuExperts::all;
     }, forced);
@@ -128,7 +128,7 @@ void check_model(const fs::path& dir, double tol) {
     EXPECT_GT(all.stats.cpu_experts, 0) << N << " slots";
     EXPECT_EQ(all.stats.cpu_only, 0) << "all admits its misses where a slot is free";
     EXPECT_EQ(all.stats.streamed, 0) << "under all no miss is read over PCIe in place";
-    const Run au = run(dir, [&](LoadOptions& lo) {
+    const Outcome au = run(dir, [&](LoadOptions& lo) {
       lo.moe_expert_cache_size = int(N);
       lo.cpu_experts = CpuExperts::automatic;
       // a CPU 2.5x faster than PCIe and no round trip: a lone miss goes to the CPU, of 3 or more some stay on
@@ -136,10 +136,12 @@ void check_model(const fs::path& dir, double tol) {
       lo.cpu_split_costs = CpuSplitCosts{1000, 400, 0};
     }, forced);
     expect_close(au, ref, tol, fmt::format("--cpu-experts auto, {} slots", N));
-    if (N < k) EXPECT_GT(au.stats.cpu_only, 0) << N << " slots: every decode step has a miss";
+    if (N < k) {
+      EXPECT_GT(au.stats.cpu_only, 0) << N << " slots: every decode step has a miss";
+    }
     EXPECT_EQ(au.stats.cpu_only, au.stats.cpu_experts) << "auto's CPU experts are misses not copied";
     // measured costs: whatever auto decides, the result is the same
-    const Run measured = run(dir, [&](LoadOptions& lo) {
+    const Outcome measured = run(dir, [&](LoadOptions& lo) {
       lo.moe_expert_cache_size = int(N);
       lo.cpu_experts = CpuExperts::automatic;
     }, forced);
@@ -181,7 +183,7 @@ TEST(CudaCpuExperts, GraphReplayEqualsPlainLaunches) {
         if (cache) lo.moe_expert_cache_size = 1, lo.cpu_experts = CpuExperts::all;
       };
     };
-    const Run g = run(dir, tweak(true), {}), e = run(dir, tweak(false), g.tokens);
+    const Outcome g = run(dir, tweak(true), {}), e = run(dir, tweak(false), g.tokens);
     EXPECT_EQ(g.logits, e.logits) << (cache ? "with" : "without") << " a cache";
   }
 }
