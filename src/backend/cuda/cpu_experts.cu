@@ -8,6 +8,7 @@
 #include <cmath>
 #include <limits>
 
+#include "backend/cpu/expert_jobs.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/pdl.cuh"
 #include "core/error.h"
@@ -69,8 +70,9 @@ __global__ void scatter_kernel(const int* hdr, const CpuExpertJob* jobs, const f
 
 CpuExpertsDev::CpuExpertsDev(const ModelWeights& w, int64_t Tm, int64_t k, int64_t n_static_layers)
     : w_(w), Tm_(Tm), k_(k), H_(w.layers.empty() ? 0 : w.layers[0].moe.router.in), Jm_(Tm * k),
-      jobs_(H_, w.layers.empty() || w.layers[0].moe.experts.empty() ? 1 : w.layers[0].moe.experts[0].gate_proj.out,
-            std::max<int64_t>(Tm * k, 1)),
+      jobs_(std::make_unique<CpuExpertJobs>(
+          H_, w.layers.empty() || w.layers[0].moe.experts.empty() ? 1 : w.layers[0].moe.experts[0].gate_proj.out,
+          std::max<int64_t>(Tm * k, 1))),
       n_static_(n_static_layers) {
   HLWQ_CHECK(!w.layers.empty() && Tm >= 1 && k >= 1, "CPU experts: {} layers, batches of {} tokens, top-{}",
              w.layers.size(), Tm, k);
@@ -137,7 +139,7 @@ void CpuExpertsDev::run_layer(int layer) {
   try {  // nothing may throw into the driver's thread
     HLWQ_CHECK(h.n >= 0 && h.n <= Jm_ && h.T >= 1 && h.T <= Tm_, "CPU experts: {} jobs over {} tokens (room for {} "
                "and {})", h.n, h.T, Jm_, Tm_);
-    const CpuExpertWork w = jobs_.run(w_.layers[size_t(layer)].moe, job_, n, xn_, h.T, out_);
+    const CpuExpertWork w = jobs_->run(w_.layers[size_t(layer)].moe, job_, n, xn_, h.T, out_);
     experts_ += w.experts;
     if (layer < n_static_) static_ += w.experts;
     rows_ += n;
@@ -173,7 +175,7 @@ CpuSplitCosts CpuExpertsDev::measure_cpu_costs() {
   std::vector<double> cpu, trip;
   for (int i = 0; i < 6; ++i) {
     const auto t0 = clock::now();
-    jobs_.run(w_.layers[0].moe, &one, 1, xn_, 1, out_);
+    jobs_->run(w_.layers[0].moe, &one, 1, xn_, 1, out_);
     if (i > 0) cpu.push_back(double(std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now() - t0).count()));
   }
   // the side branch's round trip: fork, an empty host node, join

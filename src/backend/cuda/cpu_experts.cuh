@@ -20,15 +20,22 @@
 #pragma once
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
 
 #include <cuda_runtime_api.h>
 
-#include "backend/cpu/expert_jobs.h"
 #include "model/weights.h"
 #include "moe/cpu_split.h"
+
+namespace hlwq {
+// backend/cpu/expert_jobs.h, kept out of this header: its CPU scratch types would leak into every .cu that
+// includes moe.cuh
+class CpuExpertJobs;
+struct CpuExpertJob;
+}  // namespace hlwq
 
 namespace hlwq::cuda {
 
@@ -75,7 +82,7 @@ class CpuExpertsDev {
 
   const ModelWeights& w_;
   int64_t Tm_, k_, H_, Jm_;
-  CpuExpertJobs jobs_;
+  std::unique_ptr<CpuExpertJobs> jobs_;
   void* pinned_ = nullptr;           // [Header | jobs Jm | xn Tm·H | out Jm·H], mapped
   Header* hdr_ = nullptr;
   CpuExpertJob* job_ = nullptr;
