@@ -52,7 +52,9 @@ for f in sorted(pathlib.Path(sys.argv[1]).glob("*.json")):
     print(f"{f.stem:<16} B={d['batch']:<2} decode {d['tok_s']:8.1f} tok/s ({d['step_ms']:6.2f} ms/step, SoL "
           f"{d['speed_of_light_tok_s']:7.1f}, {100*d['fraction_of_speed_of_light']:4.1f} %) | prefill {p['tokens']} "
           f"{p['tok_s']:8.1f} tok/s | " + (f"hits {100*ec['hit_rate']:.1f} %, PCIe {ec['pcie_bytes']/d['steps']/d['batch']/1e6:.1f} MB/tok | "
-          if ec else "") + f"read {c['read_gbs']:.0f} GB/s, H2D {c.get('h2d_pinned_gbs', 0):.1f} GB/s")
+          if ec else "") + (f"prefill {100*p['fraction_of_compute_speed_of_light']:.1f} % of compute SoL | "
+          if "fraction_of_compute_speed_of_light" in p else "") + f"read {c['read_gbs']:.0f} GB/s, H2D "
+          f"{c.get('h2d_pinned_gbs', 0):.1f} GB/s, tensor cores {c.get('tc_bf16_tflops', 0):.0f} TFLOP/s")
     plan = j.get("memory_plan", "")
     if plan: print("   ", plan.replace("\n", "\n    "))
 PY

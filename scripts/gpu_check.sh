@@ -44,13 +44,18 @@ done
 echo "== memcheck (quick tests)"
 if command -v compute-sanitizer >/dev/null; then
   timeout 240 compute-sanitizer --tool memcheck --error-exitcode 9 "$BIN/test_cuda" \
-    --gtest_filter='CudaNorm.*:CudaEmbedding.*:CudaMoe.Router*:CudaGdn.TwoSequences*:CudaSampling.Argmax*:CudaGemm.DetectsWrongWeights:CudaExpertCache.*' \
+    --gtest_filter='CudaNorm.*:CudaEmbedding.*:CudaMoe.Router*:CudaGdn.TwoSequences*:CudaGdn.ChunkedAndRecurrent*:CudaSampling.*:CudaGemm.DetectsWrongWeights:CudaExpertCache.*' \
     >"$OUT/memcheck.log" 2>&1
   mc=$?
   tail -3 "$OUT/memcheck.log"
   [ $mc -eq 0 ] || { echo "memcheck exit $mc"; status=1; }
+  timeout 300 compute-sanitizer --tool racecheck --error-exitcode 9 "$BIN/test_cuda" \
+    --gtest_filter='CudaGdn.TwoSequences*:CudaGdn.ChunkedAndRecurrent*:CudaNorm.*:CudaMoe.Router*:CudaSampling.Argmax*:CudaExpertCache.*' >"$OUT/racecheck.log" 2>&1
+  rc_race=$?
+  tail -1 "$OUT/racecheck.log"
+  [ $rc_race -eq 0 ] || { echo "racecheck exit $rc_race"; status=1; mc="$mc/race $rc_race"; }
   timeout 240 compute-sanitizer --tool memcheck --error-exitcode 9 "$BIN/test_cuda_model" \
-    --gtest_filter='CudaModel.GraphReplay*:CudaModel.GoldensOfTheBundled*' >"$OUT/memcheck_model.log" 2>&1
+    --gtest_filter='CudaModel.GraphReplay*:CudaModel.GoldensOfTheBundled*:CudaModel.DeviceTokenChoice*' >"$OUT/memcheck_model.log" 2>&1
   mm=$?
   tail -3 "$OUT/memcheck_model.log"
   [ $mm -eq 0 ] || { echo "memcheck (model) exit $mm"; status=1; mc="$mc/$mm"; }

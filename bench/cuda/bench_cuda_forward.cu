@@ -9,7 +9,7 @@
 // the cached K/V read, the logits written) over the read-kernel bandwidth measured in the same run.
 // Breakdown: the same step split into separate graphs (mixers, MoE blocks, lm_head + argmax), and the step
 // launched eagerly (no graph) to show the launch cost. Prefill: one sequence of P ∈ {512, 4096} tokens, eager,
-// timed with events (GDN prefill is a token loop, see gdn.cuh).
+// timed with events, with the GDN delta rule chunked (gdn_chunked.cuh) and as a token loop, and split by part.
 #include <cuda_runtime.h>
 
 #include <cmath>
@@ -22,6 +22,7 @@
 #include "backend/cuda/attention.cuh"
 #include "backend/cuda/embedding.cuh"
 #include "backend/cuda/gdn.cuh"
+#include "backend/cuda/gdn_chunked.cuh"
 #include "backend/cuda/gemm.cuh"
 #include "backend/cuda/moe.cuh"
 #include "backend/cuda/norm.cuh"
@@ -94,6 +95,7 @@ struct Scratch {
   DeviceBuffer<int> ids, pos, bt_off, nan;
   DeviceBuffer<cuda::GdnSeq> seqs;
   int n_seq;
+  DeviceBuffer<float> gdn_ws;  // prefill: the chunked GDN's workspace (empty: the token loop)
 };
 
 struct Model {
@@ -233,8 +235,9 @@ void mixer(const Model& m, Layer& L, Scratch& s, cudaStream_t st) {
     cuda::gemm(L.qkvz, s.xf.get(), T, s.proj.get(), ld, st);
     cuda::gemm(L.ba, s.xf.get(), T, s.ba.get(), L.ba.out, st);
     cuda::gdn_conv(s.proj.get(), ld, s.seqs.get(), s.n_seq, L.conv_w.get(), L.conv_state.get(), d, s.act.get(), st);
-    cuda::gdn_recurrent(s.act.get(), s.proj.get() + C, ld, s.ba.get(), L.ba.out, L.A_log.get(), L.dt_bias.get(),
-                        L.gnorm.get(), s.seqs.get(), s.n_seq, L.S.get(), d, T, s.o.get(), st);
+    cuda::gdn_delta_rule(s.act.get(), s.proj.get() + C, ld, s.ba.get(), L.ba.out, L.A_log.get(), L.dt_bias.get(),
+                         L.gnorm.get(), s.seqs.get(), s.n_seq, int(T / s.n_seq), L.S.get(), d, T,
+                         s.gdn_ws.size() ? s.gdn_ws.get() : nullptr, s.o.get(), st);
     linear(L.out, s.o.get(), T, s, s.y.get(), H, st);
   }
 }
@@ -249,7 +252,7 @@ void head(Model& m, Scratch& s, cudaStream_t st) {
   const int64_t r0 = s.T - rows;
   cuda::rmsnorm_zero_centred(s.h.get() + r0 * H, nullptr, m.final_norm.get(), rows, H, 1e-6f, s.xn.get(), st);
   linear(m.lm_head, s.xn.get(), rows, s, s.logits.get(), V, st);
-  cuda::argmax(s.logits.get(), rows, V, s.ids.get(), s.nan.get(), st);
+  cuda::argmax(s.logits.get(), rows, V, V, s.ids.get(), s.nan.get(), st);
 }
 
 void step(Model& m, Scratch& s, cudaStream_t st) {
@@ -318,23 +321,24 @@ int main() {
       const double kv = 10.0 * B * (CTX + 1) * KVROW * 2 * 2;
       const double bytes = double(m.weight_bytes_dense) + experts * expert_b + state + kv + double(B) * V * 4;
       const double sol_us = bytes / (ceil.read * 1e3);
-      const double us = bench::time_graph(st, 1, [&](int) { step(m, s, st); }, 3, 20);
+      const double us = bench::time_graph(st, 1, [&](int) { step(m, s, st); }, 3, 20, /*pdl=*/true);
+      const double no_pdl = bench::time_graph(st, 1, [&](int) { step(m, s, st); }, 3, 20, /*pdl=*/false);
       const double eager = time_eager(st, [&] { step(m, s, st); }, 5);
-      const double mix = bench::time_graph(st, 1, [&](int) { for (auto& L : m.layers) mixer(m, L, s, st); }, 2, 10);
-      const double moe = bench::time_graph(st, 1, [&](int) { for (auto& L : m.layers) moe_block(L, s, st); }, 2, 10);
-      const double hd = bench::time_graph(st, 1, [&](int) { head(m, s, st); }, 2, 10);
+      const double mix = bench::time_graph(st, 1, [&](int) { for (auto& L : m.layers) mixer(m, L, s, st); }, 2, 10, true);
+      const double moe = bench::time_graph(st, 1, [&](int) { for (auto& L : m.layers) moe_block(L, s, st); }, 2, 10, true);
+      const double hd = bench::time_graph(st, 1, [&](int) { head(m, s, st); }, 2, 10, true);
       std::printf("row decode B=%-2lld | step %8.1f us | %7.1f tok/s | SoL %6.1f us (%.2f GB: experts %.0f MB, "
                   "other weights %.0f MB, GDN state %.0f MB, KV %.0f MB) | %4.1f %% of SoL | eager %8.1f us | "
-                  "mixers %7.1f us, MoE %7.1f us, lm_head+argmax %6.1f us | NaN rows %d\n",
+                  "mixers %7.1f us, MoE %7.1f us, lm_head+argmax %6.1f us | NaN rows %d | graph without PDL %8.1f us\n",
                   (long long)B, us, double(B) / (us * 1e-6), sol_us, bytes / 1e9, experts * expert_b / 1e6,
                   double(m.weight_bytes_dense) / 1e6, state / 1e6, kv / 1e6, 100.0 * sol_us / us, eager, mix, moe, hd,
-                  nans);
+                  nans, no_pdl);
       std::fflush(stdout);
       if (B == 1 || B == 16) {  // per-op time over all 40 layers (each op alone in a graph, same inputs)
         const cuda::GdnDimsDev gd{int(Hk), int(Hv), int(DK), int(DV), int(KC), 1e-6f};
         const cuda::AttnDimsDev ad{int(Hq), int(Hkv), int(D), int(R), 1e-6f};
         auto op = [&](const char* name, const std::function<void(Layer&)>& f) {
-          const double t = bench::time_graph(st, 1, [&](int) { for (auto& L : m.layers) f(L); }, 2, 10);
+          const double t = bench::time_graph(st, 1, [&](int) { for (auto& L : m.layers) f(L); }, 2, 10, true);
           std::printf("row   op B=%-2lld %-28s %8.1f us per step\n", (long long)B, name, t);
         };
         op("gdn qkvz gemm (int4)", [&](Layer& L) { if (!L.attn) cuda::gemm(L.qkvz, s.xf.get(), B, s.proj.get(), L.qkvz.out, st); });
@@ -344,8 +348,9 @@ int main() {
         });
         op("gdn recurrent", [&](Layer& L) {
           if (!L.attn)
-            cuda::gdn_recurrent(s.act.get(), s.proj.get() + C, L.qkvz.out, s.ba.get(), L.ba.out, L.A_log.get(), L.dt_bias.get(),
-                                L.gnorm.get(), s.seqs.get(), s.n_seq, L.S.get(), gd, B, s.o.get(), st);
+            cuda::gdn_delta_rule(s.act.get(), s.proj.get() + C, L.qkvz.out, s.ba.get(), L.ba.out, L.A_log.get(),
+                                 L.dt_bias.get(), L.gnorm.get(), s.seqs.get(), s.n_seq, 1, L.S.get(), gd, B, nullptr,
+                                 s.o.get(), st);
         });
         op("gdn out gemm (int4)", [&](Layer& L) { if (!L.attn) cuda::gemm(L.out, s.xf.get(), B, s.y.get(), H, st); });
         op("attn qkv gemm (int4)", [&](Layer& L) { if (L.attn) cuda::gemm(L.qkv, s.xf.get(), B, s.proj.get(), L.qkv.out, st); });
@@ -376,9 +381,31 @@ int main() {
     }
     for (int64_t P : {512, 4096}) {
       Scratch s = make_scratch(m, P, 1);
-      const double us = time_eager(st, [&] { step(m, s, st); }, 3);
-      std::printf("row prefill P=%-4lld | %10.1f us | %8.1f tok/s (eager; GDN as a token loop)\n", (long long)P, us,
-                  double(P) / (us * 1e-6));
+      const cuda::GdnDimsDev gd{int(Hk), int(Hv), int(DK), int(DV), int(KC), 1e-6f};
+      const double loop = time_eager(st, [&] { step(m, s, st); }, 3);
+      s.gdn_ws = DeviceBuffer<float>(size_t(cuda::gdn_chunked_workspace_floats(P, gd)), "chunked GDN workspace");
+      const double chunked = time_eager(st, [&] { step(m, s, st); }, 3);
+      std::printf("row prefill P=%-4lld | %10.1f us | %8.1f tok/s (eager; GDN chunked) | GDN as a token loop %10.1f us\n",
+                  (long long)P, chunked, double(P) / (chunked * 1e-6), loop);
+      // where a prefill goes: each part over the 40 layers, eager, same inputs
+      auto part = [&](const char* name, const std::function<void(Layer&)>& f) {
+        const double t = time_eager(st, [&] { for (auto& L : m.layers) f(L); }, 2);
+        std::printf("row   prefill op P=%-4lld %-32s %10.1f us\n", (long long)P, name, t);
+      };
+      part("mixers (GDN chunked, attention)", [&](Layer& L) { mixer(m, L, s, st); });
+      part("  gdn delta rule, chunked", [&](Layer& L) {
+        if (!L.attn)
+          cuda::gdn_delta_rule(s.act.get(), s.proj.get() + C, L.qkvz.out, s.ba.get(), L.ba.out, L.A_log.get(),
+                               L.dt_bias.get(), L.gnorm.get(), s.seqs.get(), 1, int(P), L.S.get(), gd, P,
+                               s.gdn_ws.get(), s.o.get(), st);
+      });
+      part("  gdn delta rule, token loop", [&](Layer& L) {
+        if (!L.attn)
+          cuda::gdn_delta_rule(s.act.get(), s.proj.get() + C, L.qkvz.out, s.ba.get(), L.ba.out, L.A_log.get(),
+                               L.dt_bias.get(), L.gnorm.get(), s.seqs.get(), 1, int(P), L.S.get(), gd, P, nullptr,
+                               s.o.get(), st);
+      });
+      part("moe blocks", [&](Layer& L) { cuda::moe_forward(L.moe, s.moe, s.xn.get(), P, s.h.get(), true, st); });
       std::fflush(stdout);
     }
   } catch (const std::exception& e) {

@@ -11,11 +11,14 @@
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/device_buffer.h"
+#include "backend/cuda/pdl.cuh"
+#include "backend/cuda/pdl_graph.h"
 #include "backend/cuda_ceilings.h"
 
 namespace hlwq::bench {
 
 __global__ void fill_kernel(uint32_t* p, int64_t n, uint64_t seed, uint32_t and_mask, uint32_t or_mask) {
+  HLWQ_PDL_PREAMBLE();
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     uint64_t z = seed + uint64_t(i) * 0x9E3779B97F4A7C15ull;  // splitmix64
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
@@ -40,13 +43,18 @@ inline double median(std::vector<double> v) {
 }
 
 // Microseconds per launch: `launch(i)` for i < n captured into one graph on stream st, replayed `reps` times after
-// `warm` replays; median replay time / n.
-inline double time_graph(cudaStream_t st, int n, const std::function<void(int)>& launch, int warm = 3, int reps = 15) {
+// `warm` replays; median replay time / n. pdl: kernel edges become programmatic (pdl_graph.h), as in the engine's
+// decode graph — only for hlwq's own kernels, which start with HLWQ_PDL_PREAMBLE (never for cuBLAS).
+inline double time_graph(cudaStream_t st, int n, const std::function<void(int)>& launch, int warm = 3, int reps = 15,
+                         bool pdl = false) {
   cudaGraph_t g;
   cudaGraphExec_t ge;
   HLWQ_CUDA_CHECK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal), "capture");
   for (int i = 0; i < n; ++i) launch(i);
   HLWQ_CUDA_CHECK(cudaStreamEndCapture(st, &g), "end capture");
+  int dev = 0;
+  HLWQ_CUDA_CHECK(cudaGetDevice(&dev), "current device");
+  cuda::make_kernel_edges_programmatic(g, dev, pdl);
   HLWQ_CUDA_CHECK(cudaGraphInstantiate(&ge, g, 0), "instantiate");
   cudaEvent_t a, b;
   HLWQ_CUDA_CHECK(cudaEventCreate(&a), "event");

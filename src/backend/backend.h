@@ -78,6 +78,17 @@ struct BackendLimits {
   KvDtype kv_dtype = KvDtype::bf16;
 };
 
+// How the token of one logits row is chosen by a backend that samples (backend/cuda/sampling.cuh): temperature 0
+// is greedy (lowest id among equal maxima); otherwise temperature → top-k (1..1024, ties at the k-th logit kept)
+// → min-p → top-p → the draw u ∈ [0, 1), which the caller takes from the sequence's own RNG (runtime/sampler.h),
+// so a seed gives the same tokens as the host sampler. Penalties are not applied here.
+struct RowSampling {
+  float temperature = 0.f;
+  int32_t top_k = 0;
+  float top_p = 1.f, min_p = 0.f;
+  double u = 0.0;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -107,6 +118,14 @@ class Backend {
   virtual void moe_experts(int layer, Act in, Act out) = 0;
   // logits [rows.size(), V] (host, fp32) = lm_head(in[rows]).
   virtual void lm_head(Act in, std::span<const int64_t> rows, float* logits) = 0;
+  // Token choice on the backend, so only ids cross to the host: ids[i] = the token chosen by how[i] from
+  // lm_head(in[rows[i]]) among ids [0, n_valid). False when this backend does not sample (the caller then asks
+  // lm_head for logits). A row it could not choose for (its limits) gets −1: lm_head for that row still works, as
+  // `in` is unchanged. A row with a NaN or +inf logit throws, as the host sampler does.
+  virtual bool lm_head_sample(Act in, std::span<const int64_t> rows, int64_t n_valid,
+                              std::span<const RowSampling> how, int32_t* ids) {
+    return false;
+  }
   // logits [n, V] (host) = lm_head(x [n, H] host): for evaluation, which keeps hidden states and streams logits.
   virtual void lm_head_host(const float* x, int64_t n, float* logits) = 0;
   // dst [T, H] (host, fp32) = an activation buffer: hidden-state capture for goldens and layer-by-layer diffs.

@@ -30,6 +30,9 @@ struct CudaBackendOptions {
   CpuExperts cpu_experts = CpuExperts::off;
   int64_t n_cpu_moe = 0;
   CpuSplitCosts split_costs;  // auto's costs; all zero: measured at load (tests pin them to force a split)
+  // Programmatic dependent launch between the kernels of a recorded decode step (Hopper and later; pdl.cuh):
+  // bench turns it off to measure what it saves.
+  bool programmatic_launch = true;
 };
 
 // True when this binary was built with the CUDA backend.

@@ -91,9 +91,15 @@ Model Model::load(const std::string& dir, const LoadOptions& opt) {
              "--cpu-experts and --n-cpu-moe move routed experts from the GPU to the CPU: they need --device cuda");
   if (opt.device == Device::cuda) {
     HLWQ_CHECK(!experts, "the CUDA backend keeps its own expert cache; an explicit expert provider is CPU-only");
-    c.be = make_cuda_backend(c.cfg, c.w, lim,
-                             CudaBackendOptions{0, opt.cuda_graphs, opt.moe_expert_cache_size, opt.gpu_memory,
-                                                opt.cpu_experts, opt.n_cpu_moe, opt.cpu_split_costs});
+    CudaBackendOptions co;
+    co.graphs = opt.cuda_graphs;
+    co.programmatic_launch = opt.cuda_pdl;
+    co.expert_slots = opt.moe_expert_cache_size;
+    co.gpu_memory = opt.gpu_memory;
+    co.cpu_experts = opt.cpu_experts;
+    co.n_cpu_moe = opt.n_cpu_moe;
+    co.split_costs = opt.cpu_split_costs;
+    c.be = make_cuda_backend(c.cfg, c.w, lim, co);
   } else {
     c.be = std::make_unique<CpuBackend>(c.cfg, c.w, lim, CpuBackendOptions{opt.isa, opt.gdn_mode, experts});
   }
@@ -186,6 +192,15 @@ void ModelCore::run_batch(const Batch& b, std::span<const int64_t> lrows, float*
   }
   e.end_layers();
   hook(L + 1, Act::xn);
+  if (fo.ids && !lrows.empty()) {
+    const int64_t V = cfg.vocab_size, n_valid = fo.n_valid_tokens > 0 ? fo.n_valid_tokens : V;
+    if (e.lm_head_sample(Act::xn, lrows, n_valid, fo.sample, fo.ids)) {
+      for (size_t i = 0; i < lrows.size(); ++i)  // rows past the backend's limits: logits, for the host sampler
+        if (fo.ids[i] < 0) e.lm_head(Act::xn, lrows.subspan(i, 1), logits + int64_t(i) * V);
+      return;
+    }
+    std::fill(fo.ids, fo.ids + lrows.size(), -1);
+  }
   if (logits && !lrows.empty()) e.lm_head(Act::xn, lrows, logits);
 }
 
@@ -214,6 +229,16 @@ void Model::forward_batch(std::span<const SeqInput> in, float* logits, const For
   }
   HLWQ_CHECK(T <= c.opt.max_batch_tokens, "batch of {} tokens is larger than the {} the model was loaded for", T,
              c.opt.max_batch_tokens);
+  if (opt.ids) {
+    size_t rows = 0;
+    for (const SeqInput& s : in)
+      rows += s.logits == LogitsWanted::all ? s.tokens.size() : s.logits == LogitsWanted::last ? 1 : 0;
+    HLWQ_CHECK(opt.sample.size() == rows && (logits || rows == 0),
+               "token choice on the backend needs one sampling entry per logits row ({} given, {} rows) and a logits "
+               "buffer for the rows it cannot choose", opt.sample.size(), rows);
+    HLWQ_CHECK(opt.n_valid_tokens >= 0 && opt.n_valid_tokens <= V, "n_valid_tokens {} is outside [0, {}]",
+               opt.n_valid_tokens, V);
+  }
   HLWQ_CHECK(blocks <= c.pool.free_blocks(),
              "KV pool is full: the batch needs {} more blocks of {} tokens, {} of {} are free (load the model with a "
              "larger KV pool, or finish other sequences)",
@@ -250,6 +275,7 @@ void Model::forward(const int32_t* tokens, int64_t n, Sequence& seq, float* logi
   const int64_t V = c.cfg.vocab_size, chunk = c.opt.max_batch_tokens;
   HLWQ_CHECK(n > 0, "forward needs at least one token");
   HLWQ_CHECK(seq.core_ == core_.get(), "the sequence belongs to another model");
+  HLWQ_CHECK(!opt.ids || !opt.all_logits, "forward: token choice on the backend is for the last token only");
   c.pool.check_usable(seq.slot_);
   HLWQ_CHECK(seq.pos() + n <= seq.max_len(), "sequence would reach {} tokens, past its max_len {}", seq.pos() + n,
              seq.max_len());
@@ -271,6 +297,11 @@ void Model::forward(const int32_t* tokens, int64_t n, Sequence& seq, float* logi
     o.hidden_hook_slot = opt.hidden_hook_slot;
     if (opt.hidden_hook)
       o.hidden_hook = [&](int slot, int64_t, const float* h, int64_t T) { opt.hidden_hook(slot, t0, h, T); };
+    if (last && opt.ids) {  // the token choice belongs to the last chunk's row
+      o.sample = opt.sample;
+      o.ids = opt.ids;
+      o.n_valid_tokens = opt.n_valid_tokens;
+    }
     float* out = !logits ? nullptr : opt.all_logits ? logits + t0 * V : last ? logits : nullptr;
     forward_batch(std::span<const SeqInput>(&in, 1), out, o);
   }

@@ -72,12 +72,20 @@ struct LoadOptions {
   CpuSplitCosts cpu_split_costs;  // --cpu-experts auto: all zero = measured at load; tests pin them to force a split
   bool moe_prefetch = true;  // with a cache: prefetch the next layer's predicted experts
   bool cuda_graphs = true;   // CUDA: record each decode batch size's layer schedule once and replay it
+  bool cuda_pdl = true;      // CUDA: programmatic dependent launch inside those recordings (Hopper and later)
 };
 
 struct ForwardOptions {
   bool all_logits = false;  // logits [n, V] for every token; otherwise [V] for the last token only
   HiddenHook hidden_hook;   // optional
   int hidden_hook_slot = -1;  // call the hook for this capture slot only (−1: every slot)
+  // Token choice on the backend (forward_batch only): with `ids` set, one RowSampling per logits row, and each
+  // row's chosen id among [0, n_valid_tokens) (0: the whole vocabulary) is written to ids — only ids cross to the
+  // host. A row the backend did not choose for (a backend without sampling, or its limits: backend.h) gets −1,
+  // and its logits are written to the logits buffer (which must then be given) at that row, as without ids.
+  std::span<const RowSampling> sample;
+  int32_t* ids = nullptr;
+  int64_t n_valid_tokens = 0;
 };
 
 // Options for a whole-window run (perplexity, goldens): logits for every token.

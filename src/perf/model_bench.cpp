@@ -19,6 +19,7 @@
 #include "perf/counting_experts.h"
 #include "perf/cpu_ceilings.h"
 #include "perf/weight_traffic.h"
+#include "runtime/sampler.h"
 
 namespace hlwq {
 namespace {
@@ -117,7 +118,9 @@ BenchResult run_model_bench(const std::string& model_dir, const BenchOptions& op
     const CudaCeilings c = measure_cuda_ceilings();
     r.device_name = c.device_name;
     r.read_ceiling_gbs = c.read_gbs, r.copy_ceiling_gbs = c.copy_gbs, r.h2d_pinned_gbs = c.h2d_pinned_gbs;
-    r.ceiling_method = "measure_cuda_ceilings: read and copy kernels over 2 GiB of device memory";
+    r.tc_bf16_tflops = c.tc_bf16_tflops;
+    r.ceiling_method = "measure_cuda_ceilings: read and copy kernels over 2 GiB of device memory, mma.sync bf16 for "
+                       "the tensor cores";
   } else {
     const CpuCeilings c = measure_cpu_ceilings(opt.ceiling_bytes);
     r.device_name = cpu_model_name();
@@ -165,6 +168,12 @@ BenchResult run_model_bench(const std::string& model_dir, const BenchOptions& op
     finish_phase(p, secs, double(P), r.read_ceiling_gbs);
     set_cache_delta(p, c0, cache_now(m), opt.repeats);
     add_pcie(p, double(P), r.read_ceiling_gbs, r.h2d_pinned_gbs);
+    p.flops = 2 * (double(P) * (wt.token_macs + double(cfg.n_experts_active) * wt.expert_macs) + wt.lm_head_macs +
+                   wt.attn_macs_per_position * double(P) * double(P + 1) / 2);
+    if (r.tc_bf16_tflops > 0) {
+      p.compute_sol_tok_s = double(P) / (p.flops / (r.tc_bf16_tflops * 1e12));
+      p.compute_fraction = p.tok_s / p.compute_sol_tok_s;
+    }
   }
 
   // Decode: B sequences, each after its own short prompt, then G steps of one token each for all B at once.
@@ -174,6 +183,13 @@ BenchResult run_model_bench(const std::string& model_dir, const BenchOptions& op
     std::vector<float> logits(static_cast<size_t>(B * V));  // [B, V]
     std::vector<int32_t> next(static_cast<size_t>(B));
     std::vector<SeqInput> in(static_cast<size_t>(B));
+    // each step ends in a greedy token choice, as generation makes it: on the device when the backend samples
+    // (only ids cross to the host), else from the logits on the host
+    const std::vector<RowSampling> greedy(static_cast<size_t>(B));
+    std::vector<int32_t> chosen(static_cast<size_t>(B));
+    ForwardOptions choose;
+    choose.sample = greedy;
+    choose.ids = chosen.data();
     std::vector<double> secs;
     double experts = 0;
     ExpertCacheStats c0, c1;
@@ -190,7 +206,9 @@ BenchResult run_model_bench(const std::string& model_dir, const BenchOptions& op
           next[size_t(b)] = tok[size_t(Pd + b + g) % tok.size()];
           in[size_t(b)] = SeqInput{&seqs[size_t(b)], {&next[size_t(b)], 1}};
         }
-        m.forward_batch(in, logits.data());
+        m.forward_batch(in, logits.data(), choose);
+        for (int64_t b = 0; b < B; ++b)
+          if (chosen[size_t(b)] < 0) chosen[size_t(b)] = sampler_argmax({logits.data() + b * V, size_t(V)});
       }
       const double dt = seconds_since(t0);
       if (i >= opt.warmup) {
@@ -232,6 +250,11 @@ nlohmann::json bench_result_json(const BenchResult& r) {
   };
   nlohmann::json pre = phase(r.prefill), dec = phase(r.decode);
   pre["tokens"] = r.opt.prompt_len;
+  pre["flops"] = r.prefill.flops;
+  if (r.prefill.compute_sol_tok_s > 0) {
+    pre["compute_speed_of_light_tok_s"] = r.prefill.compute_sol_tok_s;
+    pre["fraction_of_compute_speed_of_light"] = r.prefill.compute_fraction;
+  }
   dec["batch"] = r.opt.batch;
   dec["steps"] = r.opt.gen_len;
   dec["prompt_tokens_per_sequence"] = r.opt.decode_prompt_len;
@@ -239,6 +262,7 @@ nlohmann::json bench_result_json(const BenchResult& r) {
   dec["step_ms"] = r.decode.seconds / double(r.opt.gen_len) * 1e3;
   nlohmann::json ceil = {{"read_gbs", r.read_ceiling_gbs}, {"copy_gbs", r.copy_ceiling_gbs}, {"method", r.ceiling_method}};
   if (r.h2d_pinned_gbs > 0) ceil["h2d_pinned_gbs"] = r.h2d_pinned_gbs;
+  if (r.tc_bf16_tflops > 0) ceil["tc_bf16_tflops"] = r.tc_bf16_tflops;
   return {{"model", r.model},
           {"device", r.device},
           {"device_name", r.device_name},
@@ -266,8 +290,10 @@ nlohmann::json bench_result_json(const BenchResult& r) {
 std::string format_bench_result(const BenchResult& r) {
   std::string s;
   s += fmt::format("model {} on {} ({}, {} threads)\n", r.model, r.device, r.device_name, r.threads);
-  s += fmt::format("ceilings: read {:.1f} GB/s, copy {:.1f} GB/s{} ({})\n", r.read_ceiling_gbs, r.copy_ceiling_gbs,
+  s += fmt::format("ceilings: read {:.1f} GB/s, copy {:.1f} GB/s{}{} ({})\n", r.read_ceiling_gbs,
+                   r.copy_ceiling_gbs,
                    r.h2d_pinned_gbs > 0 ? fmt::format(", pinned H2D {:.1f} GB/s", r.h2d_pinned_gbs) : "",
+                   r.tc_bf16_tflops > 0 ? fmt::format(", bf16 tensor cores {:.0f} TFLOP/s", r.tc_bf16_tflops) : "",
                    r.ceiling_method);
   s += fmt::format("weights resident {}, read per step {} dense + {} per routed expert; KV {} per token, GDN state {} "
                    "per sequence\n",
@@ -295,9 +321,14 @@ std::string format_bench_result(const BenchResult& r) {
       s += fmt::format("{:<8} CPU experts: {:.1f} % of the routed experts, {} per token read from host memory, "
                        "{:.2f} ms of CPU per token\n", name, 100 * p->cpu_share, format_bytes(p->cpu_bytes / tokens),
                        p->cpu_ms / tokens);
+  if (r.prefill.compute_sol_tok_s > 0)
+    s += fmt::format("prefill  compute: {:.1f} GFLOP per token, speed of light {:.0f} tok/s at the tensor-core rate, "
+                     "{:.0f}% of it\n", r.prefill.flops / double(r.opt.prompt_len) / 1e9, r.prefill.compute_sol_tok_s,
+                     100 * r.prefill.compute_fraction);
   if (!r.memory_plan.empty()) s += r.memory_plan + "\n";
-  s += fmt::format("median of {} runs after {} warm-up; prefill's speed of light counts weight reads only (it is "
-                   "compute-bound)\n", r.opt.repeats, r.opt.warmup);
+  s += fmt::format("median of {} runs after {} warm-up; the speed of light per row counts weight reads only "
+                   "(prefill is compute-bound: its compute line, where measured, is the binding one)\n",
+                   r.opt.repeats, r.opt.warmup);
   return s;
 }
 

@@ -47,12 +47,16 @@ struct PhaseResult {
   // With routed experts on the CPU (--cpu-experts, --n-cpu-moe): their share of the routed expert computations,
   // the weight bytes the CPU read from host memory and the CPU's time, per run (cpu_share −1: none).
   double cpu_share = -1, cpu_bytes = 0, cpu_ms = 0;
+  // Prefill only, on a device with a tensor-core ceiling: the run's FLOPs (weight_traffic.h's multiply-accumulates
+  // × 2) at that rate give a compute speed of light, the one that binds prefill.
+  double flops = 0, compute_sol_tok_s = 0, compute_fraction = 0;
 };
 
 struct BenchResult {
   std::string model, device, device_name;
   int threads = 0;
   double read_ceiling_gbs = 0, copy_ceiling_gbs = 0, h2d_pinned_gbs = 0;  // h2d: CUDA only
+  double tc_bf16_tflops = 0;  // CUDA only: the bf16 tensor-core rate of mma.sync (cuda_ceilings.h)
   std::string ceiling_method;
   double resident_weight_bytes = 0, dense_step_bytes = 0, expert_bytes = 0;
   double kv_bytes_per_token = 0, gdn_state_bytes_per_sequence = 0;

@@ -18,7 +18,11 @@ WeightTraffic weight_traffic(const Model& m) {
   const ModelConfig& cfg = m.config();
   const ModelWeights& w = m.weights();
   WeightTraffic t;
-  auto lin = [&](const LinearWeight& l) { t.dense_step_bytes += linear_weight_bytes(l); };
+  auto macs = [](const LinearWeight& l) { return double(l.in) * double(l.out); };
+  auto lin = [&](const LinearWeight& l) {
+    t.dense_step_bytes += linear_weight_bytes(l);
+    t.token_macs += macs(l);
+  };
   auto vec = [&](const std::vector<float>& v) { t.dense_step_bytes += double(v.size() * sizeof(float)); };
   auto expert = [](const ExpertWeights& e) {
     return linear_weight_bytes(e.gate_proj) + linear_weight_bytes(e.up_proj) + linear_weight_bytes(e.down_proj);
@@ -43,21 +47,26 @@ WeightTraffic weight_traffic(const Model& m) {
       vec(lw.attn.k_norm);
       const double kv_elem = m.options().kv_dtype == KvDtype::bf16 ? 2 : 4;
       t.kv_bytes_per_token += 2 * double(cfg.n_kv_heads * cfg.head_dim) * kv_elem;
+      t.attn_macs_per_position += 2 * double(cfg.n_heads * cfg.head_dim);
     }
     const MoeWeights& moe = lw.moe;
     lin(moe.router);
     if (moe.has_shared) {
-      t.dense_step_bytes += expert(moe.shared);
+      for (const LinearWeight* x : {&moe.shared.gate_proj, &moe.shared.up_proj, &moe.shared.down_proj}) lin(*x);
       lin(moe.shared_gate);
     }
     if (!moe.experts.empty()) {
       ++t.n_moe_layers;
       t.expert_bytes = expert(moe.experts[0]);
+      const ExpertWeights& e0 = moe.experts[0];
+      t.expert_macs = macs(e0.gate_proj) + macs(e0.up_proj) + macs(e0.down_proj);
       for (const ExpertWeights& e : moe.experts) all_experts += expert(e);
     }
   }
   vec(w.final_norm);
   lin(w.lm_head);
+  t.lm_head_macs = macs(w.lm_head);
+  t.token_macs -= t.lm_head_macs;
   t.embed_row_bytes = double(cfg.hidden_size * int64_t(dtype_size(w.embed.dtype)));
   t.resident_bytes = t.dense_step_bytes + all_experts + (cfg.tie_word_embeddings ? 0 : double(w.embed.nbytes()));
   return t;

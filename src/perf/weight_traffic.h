@@ -18,6 +18,11 @@ struct WeightTraffic {
   double kv_bytes_per_token = 0;  // K and V of every full-attention layer at the model's KV dtype
   double gdn_state_bytes_per_sequence = 0;  // fp32 delta-rule state + conv window of every GDN layer
   int64_t n_moe_layers = 0;
+  // Multiply-accumulates, for the compute ceiling of prefill: one token through every linear layer except its
+  // routed experts and the lm_head; one routed expert; the lm_head (one logits row); and attention scores and
+  // values per position attended (QKᵀ and PV of every full-attention layer). The GDN recurrence (≈ 1 % of a
+  // Qwen3.6 token's work) is not counted.
+  double token_macs = 0, expert_macs = 0, lm_head_macs = 0, attn_macs_per_position = 0;
 };
 
 double linear_weight_bytes(const LinearWeight& w);

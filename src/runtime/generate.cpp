@@ -36,17 +36,34 @@ GenerateResult generate(Model& model, const Tokenizer& tok, Sequence& st,
   GenerateResult res;
   res.n_prompt = int64_t(prompt.size());
   std::vector<float> logits(static_cast<size_t>(V));  // [V] of the last token
-  auto t0 = clock::now();
-  model.forward(prompt.data(), int64_t(prompt.size()), st, logits.data());
-  res.prefill_s = std::chrono::duration<double>(clock::now() - t0).count();
-
   Sampler sampler(opt.sampler);
-  StreamingDetokenizer detok(tok);
-  StopChecker stop(opt.eos_ids, opt.stop_strings);
   // Ids the sampler may penalise: only those it can draw (it sees logits [n_valid] and rejects larger ids).
   std::vector<int32_t> history;
   for (int32_t id : prompt)
     if (id < n_valid) history.push_back(id);
+  // Runs tokens [n] and chooses the next one: on the backend when the sampler allows it (a GPU then sends back only
+  // the id), else on the host. The sampler sees only logits [0, n_valid): the same as masking the padded ids to
+  // -inf, except that a -inf candidate could still come back from the sampler's rounding-slack fallback.
+  auto forward_choose = [&](const int32_t* tokens, int64_t n) {
+    const std::optional<RowSampling> how = sampler.device_choice();
+    int32_t id = -1;
+    ForwardOptions fo;
+    if (how) {
+      fo.sample = std::span<const RowSampling>(&*how, 1);
+      fo.ids = &id;
+      fo.n_valid_tokens = n_valid;
+    }
+    model.forward(tokens, n, st, logits.data(), fo);
+    if (id >= 0) return id;
+    const std::span<const float> lg = std::span<const float>(logits).first(size_t(n_valid));
+    return how ? sampler.sample_drawn(lg, history, how->u) : sampler.sample(lg, history);
+  };
+  auto t0 = clock::now();
+  int32_t next = forward_choose(prompt.data(), int64_t(prompt.size()));
+  res.prefill_s = std::chrono::duration<double>(clock::now() - t0).count();
+
+  StreamingDetokenizer detok(tok);
+  StopChecker stop(opt.eos_ids, opt.stop_strings);
   auto emit = [&](const std::string& s) {
     if (s.empty()) return;
     res.text += s;
@@ -54,9 +71,6 @@ GenerateResult generate(Model& model, const Tokenizer& tok, Sequence& st,
   };
   auto t1 = clock::now();
   for (int64_t i = 0; i < opt.max_new_tokens; ++i) {
-    // The sampler sees only logits [0, n_valid): the same as masking the padded ids to -inf, except that a -inf
-    // candidate could still come back from the sampler's rounding-slack fallback (its last candidate).
-    const int32_t next = sampler.sample(std::span<const float>(logits).first(size_t(n_valid)), history);
     res.tokens.push_back(next);
     history.push_back(next);
     if (stop.is_eos(next)) {
@@ -77,7 +91,7 @@ GenerateResult generate(Model& model, const Tokenizer& tok, Sequence& st,
       res.finish = FinishReason::context;
       break;
     }
-    model.forward(&next, 1, st, logits.data());
+    next = forward_choose(&next, 1);
   }
   if (!stop.stopped()) emit(stop.push(detok.flush()) + stop.flush());
   res.decode_s = std::chrono::duration<double>(clock::now() - t1).count();

@@ -112,13 +112,23 @@ Sampler::Sampler(const SamplerConfig& cfg) : cfg_(cfg), rng_(cfg.seed) {
 }
 
 int32_t Sampler::sample(std::span<const float> logits, std::span<const int32_t> history) {
+  return sample_drawn(logits, history, cfg_.temperature == 0.0f ? 0.0 : draw());
+}
+
+std::optional<RowSampling> Sampler::device_choice() {
+  if (cfg_.repetition_penalty != 1.0f || cfg_.presence_penalty != 0.0f) return std::nullopt;
+  if (cfg_.temperature == 0.0f) return RowSampling{};
+  if (cfg_.top_k < 1 || cfg_.top_k > 1024) return std::nullopt;
+  return RowSampling{cfg_.temperature, cfg_.top_k, cfg_.top_p, cfg_.min_p, draw()};
+}
+
+int32_t Sampler::sample_drawn(std::span<const float> logits, std::span<const int32_t> history, double u) {
   work_.assign(logits.begin(), logits.end());
   sampler_apply_penalties(work_, history, cfg_.repetition_penalty, cfg_.presence_penalty);
   if (cfg_.temperature == 0.0f) return sampler_argmax(work_);
   SamplerCandidates c = sampler_filter(work_, cfg_);
-  // 53 random bits -> u in [0, 1); done by hand because std::uniform_real_distribution is not specified
+  // u: 53 random bits in [0, 1) (draw()), done by hand because std::uniform_real_distribution is not specified
   // bit-exactly across standard libraries and we promise seed-reproducible output.
-  const double u = double(rng_() >> 11) * 0x1.0p-53;
   double cum = 0.0;
   for (size_t k = 0; k < c.ids.size(); ++k) {
     cum += c.probs[k];

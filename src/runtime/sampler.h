@@ -6,9 +6,12 @@
 // so one Sampler per sequence: same seed + same inputs -> same tokens.
 #pragma once
 #include <cstdint>
+#include <optional>
 #include <random>
 #include <span>
 #include <vector>
+
+#include "backend/backend.h"
 
 namespace hlwq {
 
@@ -40,10 +43,19 @@ class Sampler {
  public:
   explicit Sampler(const SamplerConfig& cfg);
   int32_t sample(std::span<const float> logits, std::span<const int32_t> history);
+  // Token choice on the backend (backend.h RowSampling): when this configuration can run there — no penalties,
+  // and greedy or top_k in [1, 1024] — the row's RowSampling, with the draw u taken from this sampler's RNG
+  // exactly as sample() takes it (greedy draws nothing), so a seed chooses the same tokens on either side;
+  // otherwise nothing, and the RNG is untouched.
+  std::optional<RowSampling> device_choice();
+  // The host's choice with a draw already taken (a row the backend gave back after device_choice()).
+  int32_t sample_drawn(std::span<const float> logits, std::span<const int32_t> history, double u);
   void reseed(uint64_t seed) { rng_.seed(seed); }
   const SamplerConfig& config() const { return cfg_; }
 
  private:
+  double draw() { return double(rng_() >> 11) * 0x1.0p-53; }
+
   SamplerConfig cfg_;
   std::mt19937_64 rng_;
   std::vector<float> work_;  // [vocab] penalised logits, reused between calls

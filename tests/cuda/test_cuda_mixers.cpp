@@ -4,10 +4,12 @@
 // continue one sequence (prefill chunk, decode steps, another chunk), plus two sequences batched in one call.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "backend/cuda/attention.cuh"
 #include "backend/cuda/gdn.cuh"
+#include "backend/cuda/gdn_chunked.cuh"
 #include "backend/cuda/gemm.cuh"
 #include "core/dtype.h"
 #include "cuda_test_util.h"
@@ -58,9 +60,10 @@ struct GdnFixture {
     norm_w = DeviceBuffer<float>(w.norm, "norm");
   }
 
-  // One call over a batch of sequences; states [slots] on the device.
+  // One call over a batch of sequences; states [slots] on the device. chunked: sequences of at least
+  // kGdnChunkedMinTokens run the chunked form (otherwise every one the token recurrence).
   void run(const float* dx, int64_t T, const std::vector<cuda::GdnSeq>& seqs, float* conv_state, float* S,
-           float* dout) {
+           float* dout, bool chunked = true) {
     DeviceBuffer<uint32_t> xf(size_t(cuda::xfrag_words(T, 4096)), "xf");
     DeviceBuffer<float> proj(size_t(T * qkvz.out), "proj"), bav(size_t(T * ba.out), "ba"), act(size_t(T * C), "act"),
         o(size_t(T * Hv * dv), "o");
@@ -69,8 +72,13 @@ struct GdnFixture {
     dev_linear(ba, dx, T, xf, bav.get());
     const cuda::GdnDimsDev dd{int(Hk), int(Hv), int(dk), int(dv), int(K), 1e-6f};
     cuda::gdn_conv(proj.get(), qkvz.out, ds.get(), int(seqs.size()), conv_w.get(), conv_state, dd, act.get(), nullptr);
-    cuda::gdn_recurrent(act.get(), proj.get() + C, qkvz.out, bav.get(), ba.out, A_log.get(), dt_bias.get(),
-                        norm_w.get(), ds.get(), int(seqs.size()), S, dd, T, o.get(), nullptr);
+    int max_n = 0;
+    for (const auto& q : seqs) max_n = std::max(max_n, q.n);
+    DeviceBuffer<float> ws(size_t(cuda::gdn_chunked_workspace_floats(T, dd)), "chunked GDN workspace");
+    ASSERT_TRUE(cuda::gdn_chunked_fits(dd, 0));
+    cuda::gdn_delta_rule(act.get(), proj.get() + C, qkvz.out, bav.get(), ba.out, A_log.get(), dt_bias.get(),
+                         norm_w.get(), ds.get(), int(seqs.size()), max_n, S, dd, T, chunked ? ws.get() : nullptr,
+                         o.get(), nullptr);
     dev_linear(out_proj, o.get(), T, xf, dout);
     HLWQ_CUDA_CHECK(cudaDeviceSynchronize(), "gdn test");
   }
@@ -83,7 +91,8 @@ TEST(CudaGdn, LayerMatchesCpuAcrossCalls) {
   std::vector<float> S_ref(size_t(f.d.recurrent_state_floats()), 0.f), conv_ref(size_t(f.d.conv_state_floats()), 0.f);
   DeviceBuffer<float> conv(conv_ref, "conv state"), S(S_ref, "S");
   int64_t pos0 = 0;
-  for (int64_t T : {5, 1, 1, 40, 1}) {
+  // 200 and 64 tokens run the chunked form (several chunks, a partial last one), the rest the recurrence
+  for (int64_t T : {5, 1, 1, 40, 200, 1, 64, 1}) {
     SCOPED_TRACE(testing::Message() << "T=" << T);
     const auto x = test::random_bf16_exact(size_t(T * f.H), 1.f, rng);
     std::vector<float> ref(size_t(T * f.H));
@@ -117,6 +126,35 @@ TEST(CudaGdn, TwoSequencesInOneBatch) {
   EXPECT_REL(out.download(), ref, test::kGdnLayerRel);
   EXPECT_REL(S.download(), S_ref, test::kGdnStateRel);
   EXPECT_REL(conv.download(), conv_ref, test::kFp32Rel);
+}
+
+// A long and a short sequence in one batch: the chunked form takes the first, the recurrence the second; and the
+// chunked form against the recurrence on the same long input (both against the CPU above).
+TEST(CudaGdn, ChunkedAndRecurrentSequencesInOneBatch) {
+  HLWQ_REQUIRE_CUDA();
+  std::mt19937_64 rng(32);
+  GdnFixture f(rng);
+  const int64_t n0 = 150, n1 = 2, T = n0 + n1;
+  const auto x = test::random_bf16_exact(size_t(T * f.H), 1.f, rng);
+  const BatchSeq seqs[2] = {{0, 0, 0, n0, {}}, {1, 0, n0, n1, {}}};
+  const size_t cs = size_t(f.d.conv_state_floats()), ss = size_t(f.d.recurrent_state_floats());
+  std::vector<float> S_ref(2 * ss, 0.f), conv_ref(2 * cs, 0.f), ref(size_t(T * f.H));
+  test::ref_gdn(f.w, f.d, x.data(), T, seqs, S_ref.data(), conv_ref.data(), ref.data());
+  std::vector<float> outs[2], states[2];
+  for (bool chunked : {true, false}) {
+    DeviceBuffer<float> conv(conv_ref.size(), "conv"), S(S_ref.size(), "S");
+    HLWQ_CUDA_CHECK(cudaMemset(conv.get(), 0, conv.bytes()), "");
+    HLWQ_CUDA_CHECK(cudaMemset(S.get(), 0, S.bytes()), "");
+    DeviceBuffer<float> dx(x, "x"), out(size_t(T * f.H), "out");
+    f.run(dx.get(), T, {{0, int(n0), 0}, {int(n0), int(n1), 1}}, conv.get(), S.get(), out.get(), chunked);
+    outs[chunked] = out.download();
+    states[chunked] = S.download();
+    SCOPED_TRACE(chunked ? "chunked" : "recurrent");
+    EXPECT_REL(outs[chunked], ref, test::kGdnLayerRel);
+    EXPECT_REL(states[chunked], S_ref, test::kGdnStateRel);
+  }
+  EXPECT_REL(outs[1], outs[0], test::kGdnLayerRel);
+  EXPECT_REL(states[1], states[0], test::kGdnStateRel);
 }
 
 TEST(CudaAttention, LayerMatchesCpuOverPagedCache) {

@@ -15,6 +15,8 @@
 #include "cuda_test_util.h"
 #include "model/model.h"
 #include "runtime/evaluate.h"
+#include "runtime/generate.h"
+#include "runtime/sampler.h"
 #include "runtime/tokenizer.h"
 #include "test_paths.h"
 
@@ -248,7 +250,9 @@ TEST(CudaModel, ExpertCacheGivesBitIdenticalLogits) {
         std::printf("[ cache    ] %s, %d slots, budget %lld: %lld hits, %lld loads, %lld in place\n",
                     dir.filename().c_str(), slots, (long long)budget, (long long)st->hits, (long long)st->misses,
                     (long long)st->streamed);
-        if (slots >= m.config().n_experts) EXPECT_EQ(st->streamed, 0);
+        if (slots >= m.config().n_experts) {
+          EXPECT_EQ(st->streamed, 0);
+        }
       }
       return all;
     };
@@ -287,6 +291,81 @@ TEST(CudaModel, PerplexityOfTheDemoModelMatchesCpu) {
   std::printf("[ ppl      ] demo model: cuda %.4f, cpu %.4f (relative difference %.2g, tolerance %.2g)\n", ppl[0],
               ppl[1], std::fabs(ppl[0] / ppl[1] - 1), kCudaPplRelTol);
   EXPECT_NEAR(ppl[0] / ppl[1], 1.0, kCudaPplRelTol);
+}
+
+// Token choice on the device (only ids cross to the host) picks exactly what the host sampler picks from the same
+// logits: through generate() for greedy and seeded top-k / top-p / min-p, and in one batch whose rows mix greedy,
+// device sampling and a configuration the device leaves to the host (top_k = 0: −1 and that row's logits).
+TEST(CudaModel, DeviceTokenChoiceEqualsHostSampler) {
+  HLWQ_REQUIRE_CUDA();
+  Model gpu = load(demo(), Device::cuda, 6);  // two batches of three sequences below
+  const int64_t V = gpu.config().vocab_size;
+  const Tokenizer tok = Tokenizer::from_file(demo() / "tokenizer.json");
+  const std::vector<int32_t> prompt = tok.encode("The Python interpreter");
+  SamplerConfig greedy;
+  greedy.temperature = 0.f;
+  SamplerConfig nucleus;
+  nucleus.temperature = 0.8f, nucleus.top_k = 40, nucleus.top_p = 0.95f, nucleus.seed = 7;
+  SamplerConfig sharp;
+  sharp.temperature = 1.2f, sharp.top_k = 5, sharp.min_p = 0.1f, sharp.seed = 3;
+  for (const SamplerConfig& cfg : {greedy, nucleus, sharp}) {
+    SCOPED_TRACE(testing::Message() << "temperature " << cfg.temperature << " top_k " << cfg.top_k);
+    GenerateOptions go;
+    go.max_new_tokens = 24;
+    go.sampler = cfg;
+    Sequence s1 = gpu.new_sequence(256);
+    const GenerateResult dev = generate(gpu, tok, s1, prompt, go, nullptr);
+    ASSERT_TRUE(Sampler(cfg).device_choice().has_value()) << "this configuration must run on the device";
+    Sequence s2 = gpu.new_sequence(256);  // the same forward, logits to the host, the host sampler
+    Sampler sp(cfg);
+    std::vector<int32_t> history(prompt), host;
+    std::vector<float> lg(static_cast<size_t>(V));
+    gpu.forward(prompt.data(), int64_t(prompt.size()), s2, lg.data());
+    for (int i = 0; i < 24; ++i) {
+      const int32_t id = sp.sample(lg, history);
+      host.push_back(id);
+      history.push_back(id);
+      if (i + 1 < 24) gpu.forward(&id, 1, s2, lg.data());
+    }
+    EXPECT_EQ(dev.tokens, host);
+  }
+  // one batch, three rows: greedy, device top-k, and top_k = 0 (the whole vocabulary: the host's)
+  std::vector<Sequence> a, b;
+  a.reserve(3), b.reserve(3);  // the inputs below point into these vectors
+  std::vector<SeqInput> ina, inb;
+  const std::vector<std::vector<int32_t>> prompts = {prompt, tok.encode("def fibonacci(n):"), tok.encode("In 1998")};
+  for (const auto& p : prompts) {
+    a.push_back(gpu.new_sequence(64));
+    ina.push_back({&a.back(), p});
+  }
+  for (const auto& p : prompts) {
+    b.push_back(gpu.new_sequence(64));
+    inb.push_back({&b.back(), p});
+  }
+  std::vector<float> plain(3 * size_t(V)), fallback(3 * size_t(V), -1.f);
+  gpu.forward_batch(ina, plain.data());
+  const std::vector<RowSampling> how = {RowSampling{}, RowSampling{0.9f, 20, 0.9f, 0.f, 0.37},
+                                        RowSampling{1.f, 0, 1.f, 0.f, 0.5}};
+  std::vector<int32_t> ids(3, -7);
+  ForwardOptions fo;
+  fo.sample = how;
+  fo.ids = ids.data();
+  gpu.forward_batch(inb, fallback.data(), fo);
+  EXPECT_EQ(ids[0], sampler_argmax({plain.data(), size_t(V)}));
+  SamplerConfig c1;
+  c1.temperature = 0.9f, c1.top_k = 20, c1.top_p = 0.9f;
+  const SamplerCandidates cand = sampler_filter({plain.data() + V, size_t(V)}, c1);
+  double cum = 0;
+  int32_t want = cand.ids.back();
+  for (size_t i = 0; i < cand.ids.size(); ++i)
+    if (0.37 < (cum += cand.probs[i])) {
+      want = cand.ids[i];
+      break;
+    }
+  EXPECT_EQ(ids[1], want);
+  EXPECT_EQ(ids[2], -1) << "top_k = 0 is left to the host";
+  EXPECT_TRUE(std::equal(plain.begin() + 2 * V, plain.end(), fallback.begin() + 2 * V))
+      << "the row left to the host gets its logits";
 }
 
 TEST(CudaModel, RefusesWhatItDoesNotRun) {

@@ -65,27 +65,39 @@ TEST(CudaEmbedding, GathersRowsExactly) {
 
 constexpr int64_t kVocab = 248320;
 
-TEST(CudaSampling, ArgmaxMatchesCpuWithTiesAndNan) {
+TEST(CudaSampling, ArgmaxMatchesCpuWithTiesNanAndInf) {
   HLWQ_REQUIRE_CUDA();
   std::mt19937_64 rng(53);
-  const int64_t rows = 4;
+  const int64_t rows = 5;
   auto l = test::random_f32(size_t(rows * kVocab), -10.f, 10.f, rng);
   l[size_t(0 * kVocab + 200000)] = 50.f;  // row 0: tie between 200000 and 123 -> 123
   l[size_t(0 * kVocab + 123)] = 50.f;
   l[size_t(1 * kVocab + 5)] = NAN;  // row 1: a NaN, flagged
   l[size_t(1 * kVocab + kVocab - 1)] = 60.f;
+  l[size_t(4 * kVocab + 77)] = INFINITY;  // row 4: +inf, flagged like NaN (the CPU sampler refuses both)
   DeviceBuffer<float> dl(l, "logits");
-  DeviceBuffer<int> ids(size_t(rows), "ids"), nan(size_t(rows), "nan");
-  cuda::argmax(dl.get(), rows, kVocab, ids.get(), nan.get(), nullptr);
-  const auto got = ids.download(), gn = nan.download();
+  DeviceBuffer<int> ids(size_t(rows), "ids"), bad(size_t(rows), "bad rows");
+  cuda::argmax(dl.get(), rows, kVocab, kVocab, ids.get(), bad.get(), nullptr);
+  const auto got = ids.download(), gb = bad.download();
   for (int64_t r = 0; r < rows; ++r) {
-    if (r != 1) {
+    if (r != 1 && r != 4) {
       EXPECT_EQ(got[size_t(r)], sampler_argmax(std::span<const float>(l.data() + r * kVocab, size_t(kVocab))));
     }
-    EXPECT_EQ(gn[size_t(r)], r == 1 ? 1 : 0);
+    EXPECT_EQ(gb[size_t(r)], r == 1 || r == 4 ? 1 : 0);
   }
   EXPECT_EQ(got[0], 123);
   EXPECT_EQ(got[1], kVocab - 1);
+  // candidates limited to the first V = kVocab − 1 ids of each row: row 1's maximum (the last id) is excluded
+  cuda::argmax(dl.get(), rows, kVocab - 1, kVocab, ids.get(), bad.get(), nullptr);
+  const auto cut = ids.download();
+  EXPECT_EQ(cut[0], 123);
+  int64_t best = -1;  // row 1 over its first kVocab − 1 ids, NaN ranked below every number
+  for (int64_t i = 0; i < kVocab - 1; ++i) {
+    const float v = l[size_t(kVocab + i)];
+    if (!std::isnan(v) && (best < 0 || v > l[size_t(kVocab + best)])) best = i;
+  }
+  EXPECT_EQ(cut[1], best);
+  EXPECT_NE(cut[1], kVocab - 1);
 }
 
 TEST(CudaSampling, TopKTopPMinPDrawsMatchCpuSampler) {
@@ -108,7 +120,8 @@ TEST(CudaSampling, TopKTopPMinPDrawsMatchCpuSampler) {
     DeviceBuffer<float> dl(l, "logits");
     DeviceBuffer<double> du(u, "u");
     DeviceBuffer<int> ids(size_t(rows), "ids");
-    cuda::sample_top_k(dl.get(), rows, kVocab, {c.temperature, c.top_k, c.top_p, c.min_p}, du.get(), ids.get(), nullptr);
+    cuda::sample_top_k(dl.get(), rows, kVocab, kVocab, {c.temperature, c.top_k, c.top_p, c.min_p}, du.get(), ids.get(),
+                       nullptr);
     const auto got = ids.download();
     SamplerConfig cfg;
     cfg.temperature = c.temperature;

@@ -145,6 +145,30 @@ TEST(Batch, FragmentedPoolEqualsFreshPool) {
   expect_rows(got, alone(tiny_moe_dev(), tok, f32_kv(1, 256)), V, "fragmented pool");
 }
 
+// Token choice on the backend: the CPU backend does not sample, so every row comes back −1 with its logits, the
+// same logits as without the request; a request whose entries do not match the rows is refused before anything runs.
+TEST(Batch, TokenChoiceOnTheCpuBackendFallsBackToLogits) {
+  Model m = Model::load(small_bf16(), f32_kv(2, 64));
+  const int64_t V = m.config().vocab_size;
+  const auto tok = tokens_of(12, V, 4);
+  Sequence a = m.new_sequence(64), b = m.new_sequence(64);
+  std::vector<SeqInput> in{{&a, {tok.data(), 5}}, {&b, {tok.data() + 5, 7}}};
+  std::vector<float> want(2 * size_t(V)), got(2 * size_t(V));
+  m.forward_batch(in, want.data());
+  a.reset(), b.reset();
+  const std::vector<RowSampling> how(2);
+  std::vector<int32_t> ids{5, 5};
+  ForwardOptions fo;
+  fo.sample = how;
+  fo.ids = ids.data();
+  m.forward_batch(in, got.data(), fo);
+  EXPECT_EQ(ids, (std::vector<int32_t>{-1, -1}));
+  EXPECT_EQ(got, want);
+  fo.sample = std::span<const RowSampling>(how).first(1);  // one entry for two rows
+  EXPECT_THROW(m.forward_batch(in, got.data(), fo), Error);
+  EXPECT_EQ(a.pos(), 5) << "a refused batch moved a sequence";
+}
+
 TEST(Batch, FullKvPoolRefusesWithoutTouchingState) {
   Model m = Model::load(small_bf16(), f32_kv(2, 32));  // 2 blocks of 16
   const auto tok = tokens_of(20, m.config().vocab_size, 1);

@@ -51,10 +51,18 @@ TEST(ExpertOffload, EveryCacheSizeGivesBitIdenticalLogits) {
       const ExpertProviderStats st = m.expert_cache()->stats();
       const int64_t bytes = m.expert_cache()->config().bytes_per_expert;
       EXPECT_EQ(st.cache.bytes_copied, (st.cache.misses + st.cache.streamed + st.cache.prefetched) * bytes);
-      if (n == 1) EXPECT_GT(st.cache.misses + st.cache.streamed, st.cache.hits) << "one slot must thrash";
-      if (n == E) EXPECT_EQ(st.cache.streamed, 0);
-      if (!prefetch) EXPECT_EQ(st.cache.prefetched, 0);
-      if (prefetch && n >= k) EXPECT_GT(st.cache.prefetched, 0) << "cache " << n;
+      if (n == 1) {
+        EXPECT_GT(st.cache.misses + st.cache.streamed, st.cache.hits) << "one slot must thrash";
+      }
+      if (n == E) {
+        EXPECT_EQ(st.cache.streamed, 0);
+      }
+      if (!prefetch) {
+        EXPECT_EQ(st.cache.prefetched, 0);
+      }
+      if (prefetch && n >= k) {
+        EXPECT_GT(st.cache.prefetched, 0) << "cache " << n;
+      }
       EXPECT_LE(st.prefetch_hits, st.cache.prefetched);
     }
 }

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <fstream>
+#include <random>
 
 #include "core/error.h"
 #include "runtime/sampler.h"
@@ -165,6 +166,32 @@ TEST(Sampler, NonFiniteLogitsAreAnError) {
   EXPECT_EQ(Sampler(SamplerConfig{}).sample(masked, {}), 1);
   std::vector<float> all_masked = {-INFINITY, -INFINITY};
   EXPECT_THROW(sampler_argmax(all_masked), Error);
+}
+
+// The draw of a device choice is the draw sample() takes: a sampler that hands every choice to the device (and,
+// here, makes it itself with sample_drawn) chooses the same tokens as one that samples on the host, seed for seed.
+TEST(Sampler, DeviceChoiceTakesTheSameDrawsAsSample) {
+  std::mt19937_64 rng(9);
+  std::uniform_real_distribution<float> dist(-4.f, 4.f);
+  SamplerConfig cfg;
+  cfg.temperature = 0.9f, cfg.top_k = 30, cfg.top_p = 0.9f, cfg.min_p = 0.02f, cfg.seed = 11;
+  Sampler host(cfg), dev(cfg);
+  for (int step = 0; step < 50; ++step) {
+    std::vector<float> l(500);
+    for (auto& x : l) x = dist(rng);
+    const auto how = dev.device_choice();
+    ASSERT_TRUE(how.has_value());
+    EXPECT_EQ(how->top_k, 30);
+    EXPECT_EQ(dev.sample_drawn(l, {}, how->u), host.sample(l, {})) << "step " << step;
+  }
+  cfg.temperature = 0.f;  // greedy: a device choice that draws nothing
+  Sampler g(cfg);
+  ASSERT_TRUE(g.device_choice().has_value());
+  EXPECT_EQ(g.device_choice()->temperature, 0.f);
+  cfg.temperature = 1.f, cfg.top_k = 0;  // the whole vocabulary, and penalties: host only
+  EXPECT_FALSE(Sampler(cfg).device_choice().has_value());
+  cfg.top_k = 10, cfg.repetition_penalty = 1.1f;
+  EXPECT_FALSE(Sampler(cfg).device_choice().has_value());
 }
 
 // generation_config.json was the one JSON file read without the depth limit (100,000 levels crashed).

@@ -11,6 +11,7 @@
 #include "backend/cuda/block_reduce.cuh"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/attention.cuh"
+#include "backend/cuda/pdl.cuh"
 
 namespace hlwq::cuda {
 namespace {
@@ -29,6 +30,7 @@ __global__ void norm_rope_kernel(float* qg, int64_t ldq, const float* __restrict
                                  const float* __restrict__ inv_freq, const int* __restrict__ pos,
                                  const int* __restrict__ bt_off, const int* __restrict__ bt, __nv_bfloat16* k_pages,
                                  __nv_bfloat16* v_pages, AttnDimsDev d) {
+  HLWQ_PDL_PREAMBLE();
   __shared__ float scratch[32];
   __shared__ float x[256];
   const int t = blockIdx.x, hh = blockIdx.y, i = threadIdx.x;
@@ -63,6 +65,7 @@ __global__ void __launch_bounds__(kWarps * 32) attend_kernel(const float* __rest
                                                              const __nv_bfloat16* __restrict__ k_pages,
                                                              const __nv_bfloat16* __restrict__ v_pages, AttnDimsDev d,
                                                              float* out, float* part) {
+  HLWQ_PDL_PREAMBLE();
   constexpr int DPL = D / 32;  // dims per lane
   extern __shared__ float sm[];  // [kWarps][rep][D] o, then [kWarps][rep] m and l
   const int t = blockIdx.x, hk = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -139,6 +142,7 @@ __global__ void __launch_bounds__(kWarps * 32) attend_kernel(const float* __rest
 template <int D>
 __global__ void attend_combine_kernel(const float* __restrict__ qg, int64_t ldq, const float* __restrict__ part, int ns,
                                       AttnDimsDev d, float* out) {
+  HLWQ_PDL_PREAMBLE();
   const int t = blockIdx.x, hq = blockIdx.y, i = threadIdx.x;
   const float* pp = part + (int64_t(t) * d.Hq + hq) * ns * (D + 2);
   float M = -INFINITY;

@@ -31,7 +31,10 @@
 #include "backend/cuda/embedding.cuh"
 #include "backend/cuda/expert_store.h"
 #include "backend/cuda/gdn.cuh"
+#include "backend/cuda/gdn_chunked.cuh"
 #include "backend/cuda/norm.cuh"
+#include "backend/cuda/pdl_graph.h"
+#include "backend/cuda/sampling.cuh"
 #include "core/error.h"
 
 namespace hlwq {
@@ -43,6 +46,9 @@ using cuda::DeviceBuffer;
 constexpr int64_t kCudaKvBlockTokens = 16;
 // Logits rows computed per lm_head pass: bounds the device logits buffer to ~256 MB at V = 248,320.
 constexpr int64_t kLogitsBudgetBytes = int64_t(256) << 20;
+
+// Token choice staging per row: a DeviceSamplerConfig, the draw u, the chosen id and the non-finite flag.
+constexpr size_t kPickBytesPerRow = sizeof(cuda::DeviceSamplerConfig) + sizeof(double) + 2 * sizeof(int);
 
 // Pinned host memory, freed on destruction.
 class PinnedBuffer {
@@ -80,6 +86,8 @@ class CudaBackend final : public Backend {
   void moe_hint(int, Act) override {}
   void moe_experts(int layer, Act in, Act out) override;
   void lm_head(Act in, std::span<const int64_t> rows, float* logits) override;
+  bool lm_head_sample(Act in, std::span<const int64_t> rows, int64_t n_valid, std::span<const RowSampling> how,
+                      int32_t* ids) override;
   void lm_head_host(const float* x, int64_t n, float* logits) override;
   void read(Act a, float* dst) override;
   std::string memory_plan() const override { return plan_; }
@@ -96,9 +104,11 @@ class CudaBackend final : public Backend {
   void use_device() const { HLWQ_CUDA_CHECK(cudaSetDevice(opt_.device), "selecting CUDA device {}", opt_.device); }
   void sync(const char* what) const { HLWQ_CUDA_CHECK(cudaStreamSynchronize(st_), "{}", what); }
   void abandon_capture();
-  // logits [n, V] (host) = lm_head(x rows): x fp32 [n_rows, H] on the device, row i of the result from row
+  // logits_ [n, V] (device) = lm_head(x rows): x fp32 [n_rows, H] on the device, row i of the result from row
   // slot_rows[i] (device ints; null: row i).
-  void lm_head_rows(const float* x, int64_t n_rows, const int* slot_rows, int64_t n, float* logits);
+  void lm_head_rows(const float* x, int64_t n_rows, const int* slot_rows, int64_t n);
+  // rows_ [n] (device) = rows [r0, r0 + n) of the batch, checked against it.
+  void upload_rows(std::span<const int64_t> rows, size_t r0, int64_t n);
 
   const ModelConfig& cfg_;
   BackendLimits lim_;
@@ -119,14 +129,18 @@ class CudaBackend final : public Backend {
   PinnedBuffer stage_;
   PinnedBuffer stage_seqs_;
   PinnedBuffer stage_rows_;
+  // token choice on the device: [configs Tm | u Tm | ids Tm | non-finite flags Tm], staged in pinned memory
+  PinnedBuffer stage_pick_;
+  DeviceBuffer<uint8_t> pick_;
   DeviceBuffer<int> batch_;
   DeviceBuffer<cuda::GdnSeq> seqs_;
   DeviceBuffer<int> rows_;
   int64_t T_ = 0;
-  int n_seq_ = 0;
+  int n_seq_ = 0, max_n_ = 0;  // sequences of the batch, the most tokens of one
 
   // workspace
   DeviceBuffer<float> h_, xn_, y_, proj_, ba_, gact_, o_, attn_ws_, logits_, lm_x_;
+  DeviceBuffer<float> gdn_ws_;  // chunked GDN for prefill (gdn_chunked.cuh); empty where the device cannot run it
   DeviceBuffer<uint32_t> xf_;
   cuda::MoeWorkspace moe_ws_;
   int64_t logits_rows_ = 0;
@@ -149,7 +163,8 @@ CudaBackend::CudaBackend(const ModelConfig& cfg, const ModelWeights& w, const Ba
       eps_(float(cfg.rms_norm_eps)),
       stage_((use_device(), size_t(ints_of_batch(lim.max_batch_tokens, lim.kv_blocks)) * sizeof(int)), "batch"),
       stage_seqs_(size_t(lim.max_seqs) * sizeof(cuda::GdnSeq), "batch sequences"),
-      stage_rows_(size_t(lim.max_batch_tokens) * sizeof(int), "logits rows") {
+      stage_rows_(size_t(lim.max_batch_tokens) * sizeof(int), "logits rows"),
+      stage_pick_(size_t(lim.max_batch_tokens) * kPickBytesPerRow, "token choice") {
   HLWQ_CHECK(lim.kv_dtype == KvDtype::bf16, "the CUDA backend keeps the KV cache in bf16 (kv_dtype f32 is the CPU "
              "reference configuration; use --device cpu for it)");
   HLWQ_CHECK(lim.kv_block_tokens == kCudaKvBlockTokens, "the CUDA attention kernels read KV pages of {} positions, "
@@ -204,6 +219,7 @@ CudaBackend::CudaBackend(const ModelConfig& cfg, const ModelWeights& w, const Ba
   batch_ = DeviceBuffer<int>(size_t(ints_of_batch(Tm_, lim.kv_blocks)), "batch description");
   seqs_ = DeviceBuffer<cuda::GdnSeq>(size_t(S), "batch sequences");
   rows_ = DeviceBuffer<int>(size_t(Tm_), "logits rows");
+  pick_ = DeviceBuffer<uint8_t>(size_t(Tm_) * kPickBytesPerRow, "token choice");
   h_ = DeviceBuffer<float>(size_t(Tm_ * H_), "h");
   xn_ = DeviceBuffer<float>(size_t(Tm_ * H_), "xn");
   y_ = DeviceBuffer<float>(size_t(Tm_ * H_), "y");
@@ -218,6 +234,8 @@ CudaBackend::CudaBackend(const ModelConfig& cfg, const ModelWeights& w, const Ba
   for (int64_t T = 1; T <= Tm_; ++T) ws = std::max(ws, cuda::attend_workspace_floats(T, ad_, sms));
   attn_ws_ = DeviceBuffer<float>(size_t(ws), "attention split workspace");
   moe_ws_ = cuda::make_moe_workspace(m_.layers[0].moe, Tm_);
+  if (gd_.Hv > 0 && Tm_ >= cuda::kGdnChunkedMinTokens && cuda::gdn_chunked_fits(gd_, opt.device))
+    gdn_ws_ = DeviceBuffer<float>(size_t(cuda::gdn_chunked_workspace_floats(Tm_, gd_)), "chunked GDN workspace");
   logits_rows_ = std::clamp<int64_t>(kLogitsBudgetBytes / (V_ * 4), 1, Tm_);
   logits_ = DeviceBuffer<float>(size_t(logits_rows_ * V_), "logits");
   lm_x_ = DeviceBuffer<float>(size_t(logits_rows_ * H_), "lm_head input");
@@ -409,6 +427,8 @@ void CudaBackend::begin_batch(const Batch& b) {
   HLWQ_CUDA_CHECK(cudaEventRecord(staged_, st_), "batch upload event");
   T_ = T;
   n_seq_ = int(b.seqs.size());
+  max_n_ = 0;
+  for (const BatchSeq& s : b.seqs) max_n_ = std::max(max_n_, int(s.n));
   replayed_ = false;
   if (opt_.graphs && b.recordable && decode && !graphs_[size_t(T)]) {
     HLWQ_CUDA_CHECK(cudaStreamBeginCapture(st_, cudaStreamCaptureModeThreadLocal), "recording the decode step of {} "
@@ -431,7 +451,14 @@ void CudaBackend::end_layers() {
   capturing_ = false;
   HLWQ_CUDA_CHECK(cudaStreamEndCapture(st_, &g), "recording the decode step of {} sequences", T_);
   cudaGraphExec_t ge = nullptr;
-  const cudaError_t e = cudaGraphInstantiate(&ge, g, 0);
+  cudaError_t e = cudaSuccess;
+  try {
+    cuda::make_kernel_edges_programmatic(g, opt_.device, opt_.programmatic_launch);
+  } catch (...) {
+    cudaGraphDestroy(g);
+    throw;
+  }
+  e = cudaGraphInstantiate(&ge, g, 0);
   cudaGraphDestroy(g);
   HLWQ_CUDA_CHECK(e, "instantiating the decode step of {} sequences", T_);
   graphs_[size_t(T_)] = ge;
@@ -457,8 +484,9 @@ void CudaBackend::gdn_mixer(int layer, Act in, Act out) {
   for (const auto& p : L.qkvz.parts) cuda::gemm(p.w, xf_.get(), T_, proj_.get() + p.col0, ld, st_);
   for (const auto& p : L.ba.parts) cuda::gemm(p.w, xf_.get(), T_, ba_.get() + p.col0, L.ba.out, st_);
   cuda::gdn_conv(proj_.get(), ld, seqs_.get(), n_seq_, L.conv_w.get(), conv_[size_t(k)].get(), gd_, gact_.get(), st_);
-  cuda::gdn_recurrent(gact_.get(), proj_.get() + C, ld, ba_.get(), L.ba.out, L.A_log.get(), L.dt_bias.get(),
-                      L.norm.get(), seqs_.get(), n_seq_, S_[size_t(k)].get(), gd_, T_, o_.get(), st_);
+  cuda::gdn_delta_rule(gact_.get(), proj_.get() + C, ld, ba_.get(), L.ba.out, L.A_log.get(), L.dt_bias.get(),
+                       L.norm.get(), seqs_.get(), n_seq_, max_n_, S_[size_t(k)].get(), gd_, T_,
+                       gdn_ws_.size() == 0 ? nullptr : gdn_ws_.get(), o_.get(), st_);
   cuda::fused_forward(L.out, o_.get(), Hvdv, T_, xf_.get(), act(out), H_, st_);
 }
 
@@ -483,31 +511,83 @@ void CudaBackend::moe_experts(int layer, Act in, Act out) {
   cuda::moe_forward(m_.layers[size_t(layer)].moe, moe_ws_, act(in), T_, act(out), false, st_, cpu_ ? &cpu : nullptr);
 }
 
-void CudaBackend::lm_head_rows(const float* x, int64_t n_rows, const int* slot_rows, int64_t n, float* logits) {
+void CudaBackend::lm_head_rows(const float* x, int64_t n_rows, const int* slot_rows, int64_t n) {
   const cuda::FusedLinearDev& w = m_.lm_head;
   cuda::pack_activations(x, H_, n_rows, H_, slot_rows, n, w.in_pad, xf_.get(), st_);
   for (const auto& p : w.parts) cuda::gemm(p.w, xf_.get(), n, logits_.get() + p.col0, V_, st_);
-  HLWQ_CUDA_CHECK(cudaMemcpyAsync(logits, logits_.get(), size_t(n * V_) * sizeof(float), cudaMemcpyDeviceToHost, st_),
-                  "logits download ({} rows)", n);
+}
+
+void CudaBackend::upload_rows(std::span<const int64_t> rows, size_t r0, int64_t n) {
+  int* rr = stage_rows_.as<int>();
+  for (int64_t i = 0; i < n; ++i) {
+    HLWQ_CHECK(rows[r0 + size_t(i)] >= 0 && rows[r0 + size_t(i)] < T_, "lm_head row {} outside the batch of {}",
+               rows[r0 + size_t(i)], T_);
+    rr[i] = int(rows[r0 + size_t(i)]);
+  }
+  HLWQ_CUDA_CHECK(cudaMemcpyAsync(rows_.get(), rr, size_t(n) * sizeof(int), cudaMemcpyHostToDevice, st_),
+                  "logits rows upload");
 }
 
 void CudaBackend::lm_head(Act in, std::span<const int64_t> rows, float* logits) {
   HLWQ_CHECK(!capturing_, "lm_head inside a recorded layer schedule");
   for (size_t r0 = 0; r0 < rows.size(); r0 += size_t(logits_rows_)) {
     const int64_t n = std::min<int64_t>(logits_rows_, int64_t(rows.size() - r0));
-    int* rr = stage_rows_.as<int>();
-    for (int64_t i = 0; i < n; ++i) {
-      HLWQ_CHECK(rows[r0 + size_t(i)] >= 0 && rows[r0 + size_t(i)] < T_, "lm_head row {} outside the batch of {}",
-                 rows[r0 + size_t(i)], T_);
-      rr[i] = int(rows[r0 + size_t(i)]);
-    }
-    HLWQ_CUDA_CHECK(cudaMemcpyAsync(rows_.get(), rr, size_t(n) * sizeof(int), cudaMemcpyHostToDevice, st_),
-                    "logits rows upload");
-    lm_head_rows(act(in), T_, rows_.get(), n, logits + int64_t(r0) * V_);
+    upload_rows(rows, r0, n);
+    lm_head_rows(act(in), T_, rows_.get(), n);
+    HLWQ_CUDA_CHECK(cudaMemcpyAsync(logits + int64_t(r0) * V_, logits_.get(), size_t(n * V_) * sizeof(float),
+                                    cudaMemcpyDeviceToHost, st_), "logits download ({} rows)", n);
     sync("lm_head");  // also: the rows staging is free again, and any failure of this batch surfaces here
   }
   if (rows.empty()) sync("the batch");
   if (cpu_) cpu_->rethrow_failure();  // a host node's failure (cpu_experts.cuh), also when a graph was replayed
+}
+
+bool CudaBackend::lm_head_sample(Act in, std::span<const int64_t> rows, int64_t n_valid,
+                                 std::span<const RowSampling> how, int32_t* ids) {
+  HLWQ_CHECK(!capturing_, "lm_head inside a recorded layer schedule");
+  HLWQ_CHECK(how.size() == rows.size() && n_valid >= 1 && n_valid <= V_,
+             "token choice: {} configurations for {} rows, {} valid ids of {}", how.size(), rows.size(), n_valid, V_);
+  const size_t Tm = size_t(Tm_);
+  auto* cfg = stage_pick_.as<cuda::DeviceSamplerConfig>();
+  auto* u = reinterpret_cast<double*>(cfg + Tm);
+  int* pick = reinterpret_cast<int*>(u + Tm);
+  int* bad = pick + Tm;
+  auto* dcfg = reinterpret_cast<cuda::DeviceSamplerConfig*>(pick_.get());
+  auto* du = reinterpret_cast<double*>(dcfg + Tm);
+  int* dpick = reinterpret_cast<int*>(du + Tm);
+  int* dbad = dpick + Tm;
+  for (size_t r0 = 0; r0 < rows.size(); r0 += size_t(logits_rows_)) {
+    const int64_t n = std::min<int64_t>(logits_rows_, int64_t(rows.size() - r0));
+    upload_rows(rows, r0, n);
+    bool any_sampled = false;
+    for (int64_t i = 0; i < n; ++i) {
+      const RowSampling& h = how[r0 + size_t(i)];
+      // the device does greedy, and top-k within [1, 1024] (sampling.cuh); other rows are left to the host (−1)
+      const bool sampled = h.temperature > 0.f && h.top_k >= 1 && h.top_k <= 1024 && h.top_p > 0.f &&
+                           h.top_p <= 1.f && h.min_p >= 0.f && h.min_p <= 1.f;
+      cfg[i] = sampled ? cuda::DeviceSamplerConfig{h.temperature, h.top_k, h.top_p, h.min_p}
+                       : cuda::DeviceSamplerConfig{};
+      u[i] = h.u;
+      any_sampled = any_sampled || sampled;
+    }
+    HLWQ_CUDA_CHECK(cudaMemcpyAsync(dcfg, cfg, Tm * (sizeof(*cfg) + sizeof(*u)), cudaMemcpyHostToDevice, st_),
+                    "token choice upload");
+    lm_head_rows(act(in), T_, rows_.get(), n);
+    cuda::argmax(logits_.get(), n, n_valid, V_, dpick, dbad, st_);  // every row: greedy ids and non-finite flags
+    if (any_sampled) cuda::sample_rows(logits_.get(), n, n_valid, V_, dcfg, du, dpick, st_);
+    HLWQ_CUDA_CHECK(cudaMemcpyAsync(pick, dpick, 2 * Tm * sizeof(int), cudaMemcpyDeviceToHost, st_),
+                    "chosen ids download ({} rows)", n);
+    sync("token choice");
+    for (int64_t i = 0; i < n; ++i) {
+      HLWQ_CHECK(!bad[i], "sampler: row {} of the batch has a NaN or +inf logit; the model produced non-finite "
+                 "logits (numerical overflow or a broken checkpoint), so nothing can be sampled", r0 + size_t(i));
+      const RowSampling& h = how[r0 + size_t(i)];
+      const bool device_row = h.temperature == 0.f || cfg[i].temperature > 0.f;
+      ids[r0 + size_t(i)] = device_row ? pick[i] : -1;  // pick is −1 too when the device gave up (sampling.cuh)
+    }
+  }
+  if (rows.empty()) sync("the batch");
+  return true;
 }
 
 void CudaBackend::lm_head_host(const float* x, int64_t n, float* logits) {
@@ -516,7 +596,9 @@ void CudaBackend::lm_head_host(const float* x, int64_t n, float* logits) {
     const int64_t k = std::min(logits_rows_, n - r0);
     HLWQ_CUDA_CHECK(cudaMemcpyAsync(lm_x_.get(), x + r0 * H_, size_t(k * H_) * sizeof(float), cudaMemcpyHostToDevice,
                                     st_), "lm_head input upload ({} rows)", k);
-    lm_head_rows(lm_x_.get(), k, nullptr, k, logits + r0 * V_);
+    lm_head_rows(lm_x_.get(), k, nullptr, k);
+    HLWQ_CUDA_CHECK(cudaMemcpyAsync(logits + r0 * V_, logits_.get(), size_t(k * V_) * sizeof(float),
+                                    cudaMemcpyDeviceToHost, st_), "logits download ({} rows)", k);
     sync("lm_head");
   }
 }

@@ -3,11 +3,13 @@
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/embedding.cuh"
+#include "backend/cuda/pdl.cuh"
 
 namespace hlwq::cuda {
 namespace {
 
 __global__ void embed_kernel(const int* __restrict__ ids, const __nv_bfloat16* __restrict__ table, int64_t H, float* h) {
+  HLWQ_PDL_PREAMBLE();
   const int64_t t = blockIdx.y, i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < H) h[t * H + i] = __bfloat162float(table[int64_t(ids[t]) * H + i]);
 }

@@ -2,6 +2,7 @@
 // policy is sequential by definition: each miss sees the slots earlier misses took), the warp scans for victims.
 // Slot state is staged in shared memory for the walk and written back at the end.
 #include "backend/cuda/expert_cache_dev.cuh"
+#include "backend/cuda/pdl.cuh"
 
 #include <cuda_runtime.h>
 
@@ -40,6 +41,7 @@ __device__ void point_at(const PlanParams& p, int e, const uint8_t* base) {
 }
 
 __global__ void plan_kernel(PlanParams p) {
+  HLWQ_PDL_PREAMBLE();
   __shared__ int s_slot_expert[kMaxE];
   __shared__ long long s_used[kMaxE];
   __shared__ unsigned char s_pinned[kMaxE];
@@ -146,6 +148,7 @@ __global__ void plan_kernel(PlanParams p) {
 // grid (chunks of an expert, copies): block (c, i) copies chunk c of copy i when i < n_copies.
 __global__ void copy_kernel(const int* __restrict__ copies, const int* __restrict__ n_copies, const uint8_t* host,
                             uint8_t* slots, int64_t bytes, int64_t chunk) {
+  HLWQ_PDL_PREAMBLE();
   const int i = blockIdx.y;
   if (i >= *n_copies) return;
   const int e = copies[2 * i], s = copies[2 * i + 1];

@@ -1,14 +1,18 @@
 // Gated DeltaNet kernels (see gdn.cuh).
 // gdn_conv: one thread per (sequence, channel) walks that sequence's tokens with a sliding window of K inputs.
-// gdn_recurrent: one block per (sequence, value head, 32 columns of S), 64 threads; thread pair (2c, 2c+1) owns
+// gdn_delta_rule: long sequences in the chunked form (gdn_chunked.cu); the others (every one without a workspace)
+// in the token recurrence, one block per (sequence, value head, 32 columns of S), 64 threads; thread pair (2c, 2c+1) owns
 // column c of S [dk, dv], half the rows each, in registers for the whole token loop; per token: S ← e^g S;
 // u = β (v − Sᵀk); S += k uᵀ; o = Sᵀq. Then a second kernel applies the gated RMSNorm over each head's dv outputs.
+#include <climits>
 #include <cmath>
 
 #include "backend/cuda/block_reduce.cuh"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/gdn.cuh"
+#include "backend/cuda/gdn_chunked.cuh"
 #include "backend/cuda/norm.cuh"
+#include "backend/cuda/pdl.cuh"
 
 namespace hlwq::cuda {
 namespace {
@@ -22,6 +26,7 @@ __device__ __forceinline__ float softplus_f(float x) { return x > 20.f ? x : log
 
 __global__ void conv_kernel(const float* __restrict__ proj, int64_t ldp, const GdnSeq* __restrict__ seqs,
                             const float* __restrict__ conv_w, float* conv_state, int C, int K, float* act) {
+  HLWQ_PDL_PREAMBLE();
   const int c = blockIdx.x * blockDim.x + threadIdx.x;
   if (c >= C) return;
   const GdnSeq s = seqs[blockIdx.y];
@@ -42,8 +47,9 @@ __global__ void conv_kernel(const float* __restrict__ proj, int64_t ldp, const G
 
 __global__ void recurrent_kernel(const float* __restrict__ act, const float* __restrict__ z, int64_t ldz,
                                  const float* __restrict__ ba, int64_t ldba, const float* __restrict__ A_log,
-                                 const float* __restrict__ dt_bias, const GdnSeq* __restrict__ seqs, float* S,
-                                 GdnDimsDev d, float* out) {
+                                 const float* __restrict__ dt_bias, const GdnSeq* __restrict__ seqs, int max_n,
+                                 float* S, GdnDimsDev d, float* out) {
+  HLWQ_PDL_PREAMBLE();
   extern __shared__ float sm[];  // q [dk] | k [dk]
   __shared__ float scratch[32];
   float* qs = sm;
@@ -52,6 +58,7 @@ __global__ void recurrent_kernel(const float* __restrict__ act, const float* __r
   const int h = blockIdx.x / ntiles, tid = threadIdx.x, col = (blockIdx.x % ntiles) * kColTile + (tid >> 1),
             half = tid & 1;
   const GdnSeq sq = seqs[blockIdx.y];
+  if (sq.n > max_n) return;  // a long sequence of this batch runs the chunked form
   const int rep = d.Hv / d.Hk, kh = h / rep, C = 2 * d.Hk * d.dk + d.Hv * d.dv, hd = d.dk / 2, a0 = half * hd;
   const bool active = col < d.dv;
   float* Sh = S + (int64_t(sq.slot) * d.Hv + h) * d.dk * d.dv;
@@ -62,6 +69,9 @@ __global__ void recurrent_kernel(const float* __restrict__ act, const float* __r
   for (int i = 0; i < sq.n; ++i) {
     const int64_t t = sq.t0 + i;
     const float* row = act + t * C;
+    // every thread is done reading the previous token's q and k before they are overwritten (the two warps of a
+    // block do not run in lockstep)
+    if (i > 0) __syncthreads();
     // q, k of key head kh, L2-normalized
     float sqq = 0.f, skk = 0.f;
     for (int j = tid; j < d.dk; j += blockDim.x) {
@@ -113,17 +123,23 @@ void gdn_conv(const float* proj, int64_t ldp, const GdnSeq* seqs, int n_seq, con
   HLWQ_CUDA_LAUNCH_CHECK("gdn_conv {} channels, {} sequences", d.C(), n_seq);
 }
 
-void gdn_recurrent(const float* act, const float* z, int64_t ldz, const float* ba, int64_t ldba, const float* A_log,
-                   const float* dt_bias, const float* norm_w, const GdnSeq* seqs, int n_seq, float* S,
-                   const GdnDimsDev& d, int64_t T, float* out, cudaStream_t st) {
+void gdn_delta_rule(const float* act, const float* z, int64_t ldz, const float* ba, int64_t ldba, const float* A_log,
+                    const float* dt_bias, const float* norm_w, const GdnSeq* seqs, int n_seq, int max_n, float* S,
+                    const GdnDimsDev& d, int64_t T, float* chunk_ws, float* out, cudaStream_t st) {
   HLWQ_CHECK(d.dk % 2 == 0 && d.dk <= 2 * kMaxHalfDk && d.dv <= 512 && d.Hv % d.Hk == 0,
-             "gdn_recurrent: dk {} dv {} Hk {} Hv {} unsupported (dk even ≤ 128, dv ≤ 512)", d.dk, d.dv, d.Hk, d.Hv);
+             "gdn_delta_rule: dk {} dv {} Hk {} Hv {} unsupported (dk even ≤ 128, dv ≤ 512)", d.dk, d.dv, d.Hk, d.Hv);
   if (n_seq == 0) return;
-  const int ntiles = (d.dv + kColTile - 1) / kColTile;
-  const dim3 grid(unsigned(d.Hv * ntiles), unsigned(n_seq));
-  recurrent_kernel<<<grid, 2 * kColTile, size_t(2 * d.dk) * sizeof(float), st>>>(act, z, ldz, ba, ldba, A_log, dt_bias,
-                                                                                 seqs, S, d, out);
-  HLWQ_CUDA_LAUNCH_CHECK("gdn_recurrent {} heads, {} sequences", d.Hv, n_seq);
+  const bool chunked = chunk_ws && max_n >= kGdnChunkedMinTokens;
+  if (chunked)
+    gdn_chunked(act, ba, ldba, A_log, dt_bias, seqs, n_seq, kGdnChunkedMinTokens, max_n, S, d, chunk_ws, T, out, st);
+  if (!chunked || n_seq > 1) {  // the recurrence takes the sequences the chunked form left
+    const int ntiles = (d.dv + kColTile - 1) / kColTile;
+    const dim3 grid(unsigned(d.Hv * ntiles), unsigned(n_seq));
+    const int rec_max = chunked ? kGdnChunkedMinTokens - 1 : INT_MAX;
+    recurrent_kernel<<<grid, 2 * kColTile, size_t(2 * d.dk) * sizeof(float), st>>>(act, z, ldz, ba, ldba, A_log,
+                                                                                   dt_bias, seqs, rec_max, S, d, out);
+    HLWQ_CUDA_LAUNCH_CHECK("gdn_recurrent {} heads, {} sequences", d.Hv, n_seq);
+  }
   // the gated RMSNorm over each (token, head): one row of dv per head, gate z at z + t·ldz + h·dv
   rmsnorm_gated(out, z, ldz, norm_w, T, d.Hv, d.dv, d.eps, st);
 }

@@ -1,8 +1,8 @@
 // Gated DeltaNet mixer core on the device (SPEC §5 steps 2–6, without the projections, which are GEMMs):
 // causal depthwise conv with its saved state + SiLU, per-head L2 norm of q and k (q · dk^-0.5), β = sigmoid(b),
 // g = −exp(A_log)·softplus(a + dt_bias), the delta-rule recurrence on the saved fp32 state, and the gated
-// RMSNorm of the output. Prefill runs the same token recurrence (a token loop inside one launch per layer; the
-// chunked WY form is not ported yet), so any split of a sequence gives the same state.
+// RMSNorm of the output. Long sequences (prefill) run the chunked WY form (gdn_chunked.cuh), the rest a token loop
+// inside one launch per layer; both give the same state to summation order, so any split of a sequence does.
 // Sequences of a batch: seq i owns tokens [t0, t0 + n) of the batch and state slot `slot`.
 // Dimension legend: T tokens, Hk/Hv key/value heads, dk/dv head dims, C = 2·Hk·dk + Hv·dv, K conv width.
 #pragma once
@@ -27,12 +27,18 @@ struct GdnDimsDev {
 void gdn_conv(const float* proj, int64_t ldp, const GdnSeq* seqs, int n_seq, const float* conv_w, float* conv_state,
               const GdnDimsDev& d, float* act, cudaStream_t st);
 
+// Sequences of at least this many tokens run the chunked form when it is on (a prefill); shorter ones, decode
+// steps among them, the token recurrence, whose one pass over the state costs less than the chunk set-up.
+inline constexpr int kGdnChunkedMinTokens = 64;
+
 // out [T, Hv·dv] = gated-normed delta-rule output. act [T, C] (q | k | v after conv), z [T, ·] at column 0 with
 // row stride ldz, ba [T, ·] with b at columns [0, Hv) and a at [Hv, 2Hv), row stride ldba; A_log, dt_bias [Hv];
 // norm_w [dv]; S fp32 [slots, Hv, dk, dv] read and advanced. Needs dk ≤ 128 (even), dv ≤ 512.
-// T: tokens of the batch (rows of act/z/out).
-void gdn_recurrent(const float* act, const float* z, int64_t ldz, const float* ba, int64_t ldba, const float* A_log,
-                   const float* dt_bias, const float* norm_w, const GdnSeq* seqs, int n_seq, float* S,
-                   const GdnDimsDev& d, int64_t T, float* out, cudaStream_t st);
+// T: tokens of the batch (rows of act/z/out). max_n: the most tokens of any sequence of the batch (the host knows
+// it). chunk_ws: gdn_chunked_workspace_floats(T) floats (gdn_chunked.cuh) to run sequences of at least
+// kGdnChunkedMinTokens in the chunked form, or null to run every sequence as the token recurrence.
+void gdn_delta_rule(const float* act, const float* z, int64_t ldz, const float* ba, int64_t ldba, const float* A_log,
+                    const float* dt_bias, const float* norm_w, const GdnSeq* seqs, int n_seq, int max_n, float* S,
+                    const GdnDimsDev& d, int64_t T, float* chunk_ws, float* out, cudaStream_t st);
 
 }  // namespace hlwq::cuda

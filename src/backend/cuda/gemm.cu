@@ -8,6 +8,7 @@
 #include <algorithm>
 
 #include "backend/cuda/gemm.cuh"
+#include "backend/cuda/pdl.cuh"
 
 namespace hlwq::cuda {
 namespace {
@@ -74,6 +75,7 @@ __device__ __forceinline__ int64_t xfrag_elem(int64_t n, int64_t k, int in_pad) 
 // straight from L2 otherwise (each warp reads only its k-units once).
 template <bool kInt4, int NT, int RT, int kEpi>
 __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) gemm_kernel(KParams p) {
+  HLWQ_PDL_PREAMBLE();
   constexpr int kWpu = kInt4 ? 2 : 8;  // uint4 per lane per row tile per k-unit
   constexpr int kU = kInFlight / (kWpu * RT) > 0 ? kInFlight / (kWpu * RT) : 1;  // k-units in flight per warp
   extern __shared__ uint4 xs[];                                       // [NT·ku·128] staged activations
@@ -252,6 +254,7 @@ void launch(const KParams& kp, int64_t out_pad, int64_t tiles, cudaStream_t st, 
 
 __global__ void pack_kernel(const float* __restrict__ x, int64_t ldx, int64_t n_rows, int64_t in,
                             const int* __restrict__ slot_tok, int64_t n_slots, int in_pad, uint32_t* __restrict__ out) {
+  HLWQ_PDL_PREAMBLE();
   const int64_t pairs = in_pad / 2, i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n_slots * pairs) return;
   const int64_t slot = i / pairs, k = (i % pairs) * 2;

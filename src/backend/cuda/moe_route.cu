@@ -7,6 +7,7 @@
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/moe_route.cuh"
+#include "backend/cuda/pdl.cuh"
 
 namespace hlwq::cuda {
 namespace {
@@ -17,6 +18,7 @@ constexpr int kMaxExperts = 512;  // 16 per lane (Qwen3-Next has 512)
 template <int kMaxPerLane>  // experts per lane: 8 (E ≤ 256) or 16 (E ≤ 512); fewer means a shorter per-lane sort
 __global__ void __launch_bounds__(kThreads) route_kernel(const float* __restrict__ logits, int64_t ld, int T, int E,
                                                           int k, int S, MoePlan p, int max_tiles) {
+  HLWQ_PDL_PREAMBLE();
   extern __shared__ int sm[];
   const int M = E + S, A = k + S;
   int* count = sm;              // [M]
@@ -147,6 +149,7 @@ __global__ void __launch_bounds__(kThreads) route_kernel(const float* __restrict
 
 __global__ void combine_kernel(const float* __restrict__ y, const int* __restrict__ tok_slot, int64_t A, int64_t H,
                                bool accumulate, float* out) {
+  HLWQ_PDL_PREAMBLE();
   const int64_t t = blockIdx.y, i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= H) return;
   float s = 0.f;

@@ -2,6 +2,7 @@
 #include "backend/cuda/block_reduce.cuh"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/norm.cuh"
+#include "backend/cuda/pdl.cuh"
 
 namespace hlwq::cuda {
 namespace {
@@ -14,6 +15,7 @@ constexpr int kPer = 16;
 
 __global__ void rmsnorm_kernel(float* h, const float* __restrict__ res, const float* __restrict__ w, int64_t d,
                                float eps, float* y) {
+  HLWQ_PDL_PREAMBLE();
   __shared__ float scratch[32];
   float* hr = h + int64_t(blockIdx.x) * d;
   float* yr = y + int64_t(blockIdx.x) * d;
@@ -43,6 +45,7 @@ __global__ void rmsnorm_kernel(float* h, const float* __restrict__ res, const fl
 
 __global__ void rmsnorm_gated_kernel(float* x, const float* __restrict__ z, int64_t ldz, const float* __restrict__ w,
                                      int64_t heads, int64_t d, float eps) {
+  HLWQ_PDL_PREAMBLE();
   __shared__ float scratch[32];
   float* xr = x + int64_t(blockIdx.x) * d;
   const float* zr = z + (int64_t(blockIdx.x) / heads) * ldz + (int64_t(blockIdx.x) % heads) * d;

@@ -7,6 +7,7 @@
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/sampling.cuh"
+#include "backend/cuda/pdl.cuh"
 
 namespace hlwq::cuda {
 namespace {
@@ -21,23 +22,24 @@ __device__ __forceinline__ uint32_t fkey(float f) {
   return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 
-__global__ void __launch_bounds__(kThreads) argmax_kernel(const float* __restrict__ logits, int64_t V, int* ids,
-                                                          int* nan_rows) {
+__global__ void __launch_bounds__(kThreads) argmax_kernel(const float* __restrict__ logits, int64_t V, int64_t ld,
+                                                          int* ids, int* bad_rows) {
+  HLWQ_PDL_PREAMBLE();
   __shared__ uint64_t best_s[32];
-  __shared__ int nan_s;
-  const float* l = logits + int64_t(blockIdx.x) * V;
-  if (threadIdx.x == 0) nan_s = 0;
+  __shared__ int bad_s;
+  const float* l = logits + int64_t(blockIdx.x) * ld;
+  if (threadIdx.x == 0) bad_s = 0;
   __syncthreads();
   // pack (key, ~index) so one max picks the largest value and, among equals, the lowest index
   uint64_t best = 0;
-  bool nan = false;
+  bool bad = false;
   for (int64_t i = threadIdx.x; i < V; i += blockDim.x) {
     const float f = l[i];
-    nan |= isnan(f);
+    bad |= isnan(f) || f == INFINITY;
     const uint64_t c = (uint64_t(fkey(f)) << 32) | uint32_t(~uint32_t(i));
     best = c > best ? c : best;
   }
-  if (nan) nan_s = 1;
+  if (bad) bad_s = 1;
   for (int o = 16; o > 0; o >>= 1) {
     const uint64_t ob = __shfl_xor_sync(0xffffffffu, best, o);
     best = ob > best ? ob : best;
@@ -48,20 +50,24 @@ __global__ void __launch_bounds__(kThreads) argmax_kernel(const float* __restric
     for (int w = 1; w < int(blockDim.x >> 5); ++w) best = best_s[w] > best ? best_s[w] : best;
     best = best_s[0] > best ? best_s[0] : best;
     ids[blockIdx.x] = int(~uint32_t(best & 0xffffffffu));
-    if (nan_rows) nan_rows[blockIdx.x] = nan_s;
+    if (bad_rows) bad_rows[blockIdx.x] = bad_s;
   }
 }
 
-__global__ void __launch_bounds__(kThreads) topk_kernel(const float* __restrict__ logits, int64_t V,
-                                                        DeviceSamplerConfig cfg, const double* __restrict__ u,
-                                                        int* ids) {
+__global__ void __launch_bounds__(kThreads) topk_kernel(const float* __restrict__ logits, int64_t V, int64_t ld,
+                                                        DeviceSamplerConfig one,
+                                                        const DeviceSamplerConfig* __restrict__ per_row,
+                                                        const double* __restrict__ u, int* ids) {
+  HLWQ_PDL_PREAMBLE();
+  const DeviceSamplerConfig cfg = per_row ? per_row[blockIdx.x] : one;
+  if (!(cfg.temperature > 0.f)) return;  // a greedy row of a mixed batch: argmax chose it
   __shared__ int hist[256];
   __shared__ uint32_t prefix_s, want_s;
   __shared__ float cv[kMaxCand];
   __shared__ int ci[kMaxCand];
   __shared__ double cw[kMaxCand];
   __shared__ int n_s;
-  const float* l = logits + int64_t(blockIdx.x) * V;
+  const float* l = logits + int64_t(blockIdx.x) * ld;
   const int tid = threadIdx.x;
   const uint32_t k = uint32_t(int64_t(cfg.top_k) < V ? int64_t(cfg.top_k) : V);
   // 1. radix select of the k-th largest key
@@ -163,22 +169,31 @@ __global__ void __launch_bounds__(kThreads) topk_kernel(const float* __restrict_
 
 }  // namespace
 
-void argmax(const float* logits, int64_t rows, int64_t V, int* ids, int* nan_rows, cudaStream_t st) {
-  HLWQ_CHECK(V > 0 && V < (int64_t(1) << 31), "argmax: vocabulary {}", V);
+void argmax(const float* logits, int64_t rows, int64_t V, int64_t ld, int* ids, int* bad_rows, cudaStream_t st) {
+  HLWQ_CHECK(V > 0 && V <= ld && V < (int64_t(1) << 31), "argmax: vocabulary {} in rows of {}", V, ld);
   if (rows == 0) return;
-  argmax_kernel<<<unsigned(rows), kThreads, 0, st>>>(logits, V, ids, nan_rows);
+  argmax_kernel<<<unsigned(rows), kThreads, 0, st>>>(logits, V, ld, ids, bad_rows);
   HLWQ_CUDA_LAUNCH_CHECK("argmax {} rows x {}", rows, V);
 }
 
-void sample_top_k(const float* logits, int64_t rows, int64_t V, const DeviceSamplerConfig& cfg, const double* u,
-                  int* ids, cudaStream_t st) {
+void sample_top_k(const float* logits, int64_t rows, int64_t V, int64_t ld, const DeviceSamplerConfig& cfg,
+                  const double* u, int* ids, cudaStream_t st) {
+  HLWQ_CHECK(V > 0 && V <= ld && V < (int64_t(1) << 31), "sample_top_k: vocabulary {} in rows of {}", V, ld);
   HLWQ_CHECK(cfg.temperature > 0.f && cfg.top_k >= 1 && cfg.top_k <= 1024 && cfg.top_p > 0.f && cfg.top_p <= 1.f &&
                  cfg.min_p >= 0.f && cfg.min_p <= 1.f,
              "sample_top_k: temperature {} top_k {} top_p {} min_p {} (device sampling needs top_k in [1, 1024])",
              cfg.temperature, cfg.top_k, cfg.top_p, cfg.min_p);
   if (rows == 0) return;
-  topk_kernel<<<unsigned(rows), kThreads, 0, st>>>(logits, V, cfg, u, ids);
+  topk_kernel<<<unsigned(rows), kThreads, 0, st>>>(logits, V, ld, cfg, nullptr, u, ids);
   HLWQ_CUDA_LAUNCH_CHECK("sample_top_k {} rows x {}", rows, V);
+}
+
+void sample_rows(const float* logits, int64_t rows, int64_t V, int64_t ld, const DeviceSamplerConfig* cfgs,
+                 const double* u, int* ids, cudaStream_t st) {
+  HLWQ_CHECK(V > 0 && V <= ld && V < (int64_t(1) << 31), "sample_rows: vocabulary {} in rows of {}", V, ld);
+  if (rows == 0) return;
+  topk_kernel<<<unsigned(rows), kThreads, 0, st>>>(logits, V, ld, DeviceSamplerConfig{}, cfgs, u, ids);
+  HLWQ_CUDA_LAUNCH_CHECK("sample_rows {} rows x {}", rows, V);
 }
 
 }  // namespace hlwq::cuda
