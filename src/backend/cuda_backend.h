@@ -9,6 +9,7 @@
 #include "backend/cuda_ceilings.h"
 #include "io/hf_config.h"
 #include "model/weights.h"
+#include "moe/cpu_split.h"
 
 namespace hlwq {
 
@@ -25,6 +26,12 @@ struct CudaBackendOptions {
   int64_t gpu_memory = 0;
   // With an expert cache: prefetch the next layer's predicted experts on a copy stream (moe_prefetch.cuh).
   bool moe_prefetch = true;
+  // Routed experts on the CPU (moe/cpu_split.h): with an expert cache, which misses the CPU computes (off, auto
+  // from the measured PCIe and CPU costs, all); and the first n_cpu_moe MoE layers' routed experts, which are
+  // then computed on the CPU only and never placed on the device (0 ≤ n_cpu_moe ≤ the layer count).
+  CpuExperts cpu_experts = CpuExperts::off;
+  int64_t n_cpu_moe = 0;
+  CpuSplitCosts split_costs;  // auto's costs; all zero: measured at load (tests pin them to force a split)
   // Programmatic dependent launch between the kernels of a recorded decode step (Hopper and later; pdl.cuh):
   // bench turns it off to measure what it saves.
   bool programmatic_launch = true;

@@ -114,6 +114,8 @@ Command add_bench(CLI::App& app) {
             a->o.moe_expert_cache_size = lo.moe_expert_cache_size;
             a->o.gpu_memory = lo.gpu_memory;
             a->o.moe_prefetch = a->prefetch == "on";
+            a->o.cpu_experts = lo.cpu_experts;
+            a->o.n_cpu_moe = lo.n_cpu_moe;
             const BenchResult r = run_model_bench(a->model, a->o);
             if (a->json) std::puts(bench_result_json(r).dump(2).c_str());
             else std::fputs(format_bench_result(r).c_str(), stdout);

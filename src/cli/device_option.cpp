@@ -20,6 +20,13 @@ void add_device_options(CLI::App* sub, DeviceArgs& a) {
       ->check(whole_in(0, 1 << 20));
   sub->add_option("--gpu-memory", a.gpu_memory,
                   "device memory budget, e.g. 12GB: everything else first, the rest becomes expert slots (cuda)");
+  sub->add_option("--cpu-experts", a.cpu_experts,
+                  "with an expert cache, cache misses computed on the CPU instead of crossing PCIe: off, auto (per "
+                  "step, from the PCIe and CPU speeds measured at load) or all (cuda)")
+      ->check(CLI::IsMember({"off", "auto", "all"}));
+  sub->add_option("--n-cpu-moe", a.n_cpu_moe,
+                  "routed experts of the first K MoE layers computed on the CPU, none of them on the GPU (cuda)")
+      ->check(whole_in(0, 1 << 20));
 }
 
 void apply_device_args(const DeviceArgs& a, LoadOptions& lo) {
@@ -31,13 +38,27 @@ void apply_device_args(const DeviceArgs& a, LoadOptions& lo) {
     if (b < (uint64_t(1) << 20)) usage_fail("--gpu-memory {}: a budget below 1 MiB cannot hold a model", a.gpu_memory);
     lo.gpu_memory = int64_t(b);
   }
+  lo.cpu_experts = a.cpu_experts == "all" ? CpuExperts::all : a.cpu_experts == "auto" ? CpuExperts::automatic
+                                                                                       : CpuExperts::off;
+  lo.n_cpu_moe = a.n_cpu_moe;
+  if ((lo.cpu_experts != CpuExperts::off || lo.n_cpu_moe > 0) && lo.device != Device::cuda)
+    usage_fail("--cpu-experts {} / --n-cpu-moe {} move routed experts from the GPU to the CPU: they need --device "
+               "cuda (on --device cpu every expert already runs on the CPU)", a.cpu_experts, a.n_cpu_moe);
 }
 
 std::string expert_cache_summary(const Model& m) {
   const auto s = m.expert_cache_stats();
   if (!s) return {};
-  return fmt::format("expert cache: {:.1f} % hits ({} hits, {} loaded into slots, {} read in place), {:.2f} GB over PCIe",
-                     100.0 * s->hit_rate(), s->hits, s->misses, s->streamed, double(s->bytes_copied) / 1e9);
+  std::string r;
+  if (s->lookups() > 0)
+    r = fmt::format("expert cache: {:.1f} % hits ({} hits, {} loaded into slots, {} read in place{}), {:.2f} GB over "
+                    "PCIe", 100.0 * s->hit_rate(), s->hits, s->misses, s->streamed,
+                    s->cpu_only ? fmt::format(", {} computed on the CPU instead", s->cpu_only) : std::string(),
+                    double(s->bytes_copied) / 1e9);
+  if (s->cpu_experts > 0)
+    r += fmt::format("{}CPU experts: {} computed on the CPU, {:.2f} GB read from host memory, {:.1f} ms",
+                     r.empty() ? "" : "; ", s->cpu_experts, double(s->cpu_bytes) / 1e9, double(s->cpu_ns) / 1e6);
+  return r;
 }
 
 Device resolve_device(const std::string& device) {

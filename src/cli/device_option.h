@@ -4,6 +4,10 @@
 // the GPU, the rest in host memory; --gpu-memory SIZE a device memory budget, what is left after everything else
 // becomes expert slots. On the CPU the cache runs with host-memory slots (same results, its counters show the
 // traffic a GPU would see); a budget needs --device cuda.
+// Routed experts on the CPU (cuda): --n-cpu-moe K (llama.cpp's spelling and meaning: the routed experts of the first
+// K MoE layers computed on the CPU, none of them on the GPU) and --cpu-experts off|auto|all (with a cache: which
+// misses the CPU computes instead of PCIe carrying them; src/moe/cpu_split.h). "auto" and "all" rather than a
+// boolean: auto decides per step from the bandwidths measured at load, all forces every miss to the CPU.
 #pragma once
 #include <string>
 
@@ -17,13 +21,16 @@ struct DeviceArgs {
   std::string device;       // "" = the default
   int64_t expert_cache = 0;  // --moe-expert-cache-size
   std::string gpu_memory;    // --gpu-memory, e.g. "12GB"
+  std::string cpu_experts = "off";  // --cpu-experts off|auto|all
+  int64_t n_cpu_moe = 0;            // --n-cpu-moe K
 };
 
 void add_device_option(CLI::App* sub, std::string& device);
 void add_device_options(CLI::App* sub, DeviceArgs& a);  // --device and the two offload options
 // Sets lo.device, the expert cache and the budget (UsageError for what cannot be honoured).
 void apply_device_args(const DeviceArgs& a, LoadOptions& lo);
-// "expert cache: 93.1 % hits (…), 1.25 GB copied or read over PCIe" for a model with a cache, else "".
+// "expert cache: 93.1 % hits (…), 1.25 GB copied or read over PCIe[, CPU experts: …]" for a model with a cache or
+// CPU experts, else "".
 std::string expert_cache_summary(const Model& m);
 // "" (the option not given) picks the default; "cuda" without CUDA support or a GPU is a UsageError that says which.
 Device resolve_device(const std::string& device);

@@ -87,6 +87,8 @@ Model Model::load(const std::string& dir, const LoadOptions& opt) {
     experts = c.expert_cache.get();
   }
   HLWQ_CHECK(opt.gpu_memory == 0 || opt.device == Device::cuda, "a GPU memory budget needs --device cuda");
+  HLWQ_CHECK((opt.cpu_experts == CpuExperts::off && opt.n_cpu_moe == 0) || opt.device == Device::cuda,
+             "--cpu-experts and --n-cpu-moe move routed experts from the GPU to the CPU: they need --device cuda");
   if (opt.device == Device::cuda) {
     HLWQ_CHECK(!experts, "the CUDA backend keeps its own expert cache; an explicit expert provider is CPU-only");
     CudaBackendOptions co;
@@ -95,6 +97,9 @@ Model Model::load(const std::string& dir, const LoadOptions& opt) {
     co.expert_slots = opt.moe_expert_cache_size;
     co.gpu_memory = opt.gpu_memory;
     co.moe_prefetch = opt.moe_prefetch;
+    co.cpu_experts = opt.cpu_experts;
+    co.n_cpu_moe = opt.n_cpu_moe;
+    co.split_costs = opt.cpu_split_costs;
     c.be = make_cuda_backend(c.cfg, c.w, lim, co);
   } else {
     c.be = std::make_unique<CpuBackend>(c.cfg, c.w, lim, CpuBackendOptions{opt.isa, opt.gdn_mode, experts});

@@ -23,6 +23,7 @@
 #include "backend/cpu/kernels.h"
 #include "io/hf_config.h"
 #include "io/safetensors.h"
+#include "moe/cpu_split.h"
 #include "model/state_pool.h"
 #include "model/weights.h"
 #include "moe/cached_expert_provider.h"
@@ -64,6 +65,11 @@ struct LoadOptions {
   // and N slots per layer on the GPU.
   int moe_expert_cache_size = 0;
   int64_t gpu_memory = 0;  // CUDA: device memory budget in bytes (0: none); what is left after the rest → slots
+  // CUDA: routed experts on the CPU (moe/cpu_split.h): which cache misses (--cpu-experts), and every routed expert
+  // of the first n_cpu_moe MoE layers (--n-cpu-moe, llama.cpp's meaning), which then take no device memory.
+  CpuExperts cpu_experts = CpuExperts::off;
+  int64_t n_cpu_moe = 0;
+  CpuSplitCosts cpu_split_costs;  // --cpu-experts auto: all zero = measured at load; tests pin them to force a split
   bool moe_prefetch = true;  // with a cache: prefetch the next layer's predicted experts
   bool cuda_graphs = true;   // CUDA: record each decode batch size's layer schedule once and replay it
   bool cuda_pdl = true;      // CUDA: programmatic dependent launch inside those recordings (Hopper and later)

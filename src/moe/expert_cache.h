@@ -79,9 +79,21 @@ struct ExpertCacheStats {
   int64_t prefetch_wasted = 0;  // prefetched experts evicted (or overwritten by a prefetch) before any use
   int64_t bytes_copied = 0;  // (misses + streamed + prefetched) · bytes_per_expert
   int64_t steps = 0;         // begin_step calls
+  // Routed experts computed on the CPU (CUDA backend: --cpu-experts, --n-cpu-moe; cpu_split.h). cpu_only: needed
+  // experts of a cache that the CPU computed instead of copying (a miss that crossed no PCIe); cpu_experts: every
+  // (layer, step, expert) the CPU computed, for any reason; cpu_bytes: their weight bytes read from host memory;
+  // cpu_ns: wall time of the CPU's work.
+  // cpu_static: those of cpu_experts in --n-cpu-moe layers, which have no cache (not lookups).
+  int64_t cpu_only = 0;
+  int64_t cpu_experts = 0, cpu_static = 0, cpu_bytes = 0, cpu_ns = 0;
 
-  int64_t lookups() const { return hits + misses + streamed; }
+  int64_t lookups() const { return hits + misses + streamed + cpu_only; }
   double hit_rate() const { return lookups() ? double(hits) / double(lookups()) : 0.0; }
+  // Share of the routed expert computations (cache lookups and --n-cpu-moe layers' experts) done on the CPU.
+  double cpu_share() const {
+    const int64_t all = lookups() + cpu_static;
+    return all ? double(cpu_experts) / double(all) : 0.0;
+  }
 };
 
 class ExpertCache {

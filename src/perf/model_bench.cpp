@@ -63,7 +63,12 @@ ExpertCacheStats cache_now(const Model& m) { return m.expert_cache_stats().value
 
 // pcie_bytes, hit rate and prefetch counts of `runs` runs between two counter readings (after finish_phase).
 void set_cache_delta(PhaseResult& p, const ExpertCacheStats& a, const ExpertCacheStats& b, int runs) {
-  const int64_t look = b.lookups() - a.lookups();
+  const int64_t look = b.lookups() - a.lookups(), all = look + b.cpu_static - a.cpu_static;
+  if (b.cpu_experts > 0 && all > 0) {
+    p.cpu_share = double(b.cpu_experts - a.cpu_experts) / double(all);
+    p.cpu_bytes = double(b.cpu_bytes - a.cpu_bytes) / runs;
+    p.cpu_ms = double(b.cpu_ns - a.cpu_ns) / 1e6 / runs;
+  }
   if (look <= 0) return;
   p.pcie_bytes = double(b.bytes_copied - a.bytes_copied) / runs;
   p.hit_rate = double(b.hits - a.hits) / double(look);
@@ -108,6 +113,8 @@ BenchResult run_model_bench(const std::string& model_dir, const BenchOptions& op
   lo.moe_expert_cache_size = opt.moe_expert_cache_size;
   lo.gpu_memory = opt.gpu_memory;
   lo.moe_prefetch = opt.moe_prefetch;
+  lo.cpu_experts = opt.cpu_experts;
+  lo.n_cpu_moe = opt.n_cpu_moe;
   lo.max_seqs = int32_t(B);
   const int64_t decode_len = Pd + G;
   int64_t P_max = P;
@@ -276,6 +283,8 @@ nlohmann::json bench_result_json(const BenchResult& r) {
       j["expert_cache"] = {{"pcie_bytes", p.pcie_bytes},       {"hit_rate", p.hit_rate},
                            {"h2d_gbs", p.h2d_gbs},             {"prefetched", p.prefetched},
                            {"prefetch_hits", p.prefetch_hits}, {"prefetch_wasted", p.prefetch_wasted}};
+    if (p.cpu_share >= 0)
+      j["cpu_experts"] = {{"share", p.cpu_share}, {"host_bytes", p.cpu_bytes}, {"cpu_ms", p.cpu_ms}};
     return j;
   };
   nlohmann::json pre = phase(r.prefill), dec = phase(r.decode), more = nlohmann::json::array();
@@ -324,6 +333,8 @@ nlohmann::json bench_result_json(const BenchResult& r) {
           {"gpu_memory", r.opt.gpu_memory},
           {"moe_prefetch", r.opt.moe_prefetch},
           {"routing", r.routing},
+          {"cpu_experts", cpu_experts_name(r.opt.cpu_experts)},
+          {"n_cpu_moe", r.opt.n_cpu_moe},
           {"prefill", pre},
           {"prefill_more", more},
           {"decode", dec}};
@@ -366,6 +377,12 @@ std::string format_bench_result(const BenchResult& r) {
                        "ceiling {:.1f} GB/s); prefetched {:.0f} per run, {:.0f} used, {:.0f} wasted\n", name,
                        100 * p->hit_rate, format_bytes(p->pcie_bytes / tokens), p->h2d_gbs, r.h2d_pinned_gbs,
                        p->prefetched, p->prefetch_hits, p->prefetch_wasted);
+  for (const auto& [name, p, tokens] : {std::tuple{"prefill", &r.prefill, double(r.opt.prompt_len)},
+                                        std::tuple{"decode", &r.decode, double(r.opt.batch * r.opt.gen_len)}})
+    if (p->cpu_share >= 0)
+      s += fmt::format("{:<8} CPU experts: {:.1f} % of the routed experts, {} per token read from host memory, "
+                       "{:.2f} ms of CPU per token\n", name, 100 * p->cpu_share, format_bytes(p->cpu_bytes / tokens),
+                       p->cpu_ms / tokens);
   s += fmt::format("routing: {}\n", r.routing);
   if (r.prefill.compute_sol_tok_s > 0)
     s += fmt::format("prefill  compute: {:.1f} GFLOP per token, speed of light {:.0f} tok/s at the tensor-core rate, "

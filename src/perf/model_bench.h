@@ -37,6 +37,8 @@ struct BenchOptions {
   int64_t gpu_memory = 0;         // CUDA device memory budget in bytes (0: none)
   bool moe_prefetch = true;       // with a cache: prefetch the next layer's predicted experts
   std::string route_trace;        // a routing trace file to replay ("" : the model's own routing)
+  CpuExperts cpu_experts = CpuExperts::off;  // CUDA: routed experts on the CPU (see LoadOptions)
+  int64_t n_cpu_moe = 0;
   uint64_t ceiling_bytes = uint64_t(1) << 30;  // CPU ceiling buffers
 };
 
@@ -54,6 +56,9 @@ struct PhaseResult {
   double pcie_bytes = 0, hit_rate = -1;
   double h2d_gbs = 0;  // pcie_bytes / seconds: the achieved host→device rate
   double prefetched = 0, prefetch_hits = 0, prefetch_wasted = 0;  // per run
+  // With routed experts on the CPU (--cpu-experts, --n-cpu-moe): their share of the routed expert computations,
+  // the weight bytes the CPU read from host memory and the CPU's time, per run (cpu_share −1: none).
+  double cpu_share = -1, cpu_bytes = 0, cpu_ms = 0;
   // Prefill only, on a device with a tensor-core ceiling: the run's FLOPs (weight_traffic.h's multiply-accumulates
   // × 2) at that rate give a compute speed of light, the one that binds prefill.
   double flops = 0, compute_sol_tok_s = 0, compute_fraction = 0;

@@ -64,6 +64,15 @@ TEST(CliErrors, RangesInWordsBeforeAnythingRuns) {
   expect_usage_error("quantize " + demo() + " /tmp/x --max-shard-size 5XB", "--max-shard-size: ");
 }
 
+// Routed experts on the CPU are a CUDA backend feature; their values are checked before anything loads.
+TEST(CliErrors, CpuExpertOptionsAreChecked) {
+  const std::string run = "run " + demo() + " -p hi ";
+  expect_usage_error(run + "--device cpu --n-cpu-moe 1", "they need --device cuda");
+  expect_usage_error(run + "--device cpu --cpu-experts auto", "they need --device cuda");
+  expect_usage_error(run + "--cpu-experts sometimes", "--cpu-experts");
+  expect_usage_error(run + "--n-cpu-moe -1", "--n-cpu-moe: got -1");
+}
+
 TEST(CliErrors, MissingPathsAreSaidToBeMissing) {
   expect_usage_error("run /no/such/model -p hi", "model directory /no/such/model does not exist");
   expect_usage_error("inspect /no/such/model", "model directory /no/such/model does not exist");

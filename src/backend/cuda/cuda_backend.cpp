@@ -12,6 +12,8 @@
 //
 // Numerics differ from the CPU backend in one place: GEMM inputs are rounded to bf16 (the tensor-core path), a
 // relative error of ≤ 2^-9 per activation; accumulation is fp32 everywhere, the KV cache bf16 (as the CPU default).
+// Routed experts may run on the CPU (--n-cpu-moe K, --cpu-experts auto|all): cpu_experts.cuh, as a side branch of
+// the same stream order (and of the decode graph).
 // Dimension legend: T batch tokens, H hidden, V vocab, C = 2·Hk·dk + Hv·dv, D head_dim.
 #include "backend/cuda_backend.h"
 
@@ -23,7 +25,9 @@
 
 #include <fmt/format.h>
 
+#include "backend/cpu/expert_jobs.h"
 #include "backend/cuda/attention.cuh"
+#include "backend/cuda/cpu_experts.cuh"
 #include "backend/cuda/cuda_weights.h"
 #include "backend/cuda/device_buffer.h"
 #include "backend/cuda/embedding.cuh"
@@ -98,6 +102,8 @@ class CudaBackend final : public Backend {
  private:
   // Gives every MoE layer its expert slots (after everything else is allocated, so a budget sees the rest).
   void plan_expert_cache(int64_t device_bytes_used);
+  // --cpu-experts auto: the per-expert costs of the two paths, measured now (cpu_split.h).
+  void measure_split_costs();
   float* act(Act a) const;
   const float* norm_weight(int layer, NormKind which) const;
   void use_device() const { HLWQ_CUDA_CHECK(cudaSetDevice(opt_.device), "selecting CUDA device {}", opt_.device); }
@@ -113,6 +119,8 @@ class CudaBackend final : public Backend {
   BackendLimits lim_;
   CudaBackendOptions opt_;
   std::unique_ptr<cuda::HostExpertStore> experts_;  // with an expert cache: every routed expert, pinned
+  std::unique_ptr<cuda::CpuExpertsDev> cpu_;        // with --n-cpu-moe or --cpu-experts: routed experts on the CPU
+  CpuSplitCosts split_costs_;                        // --cpu-experts auto
   cuda::ModelDev m_;
   std::string plan_;
   int64_t H_, V_, Tm_;
@@ -182,13 +190,22 @@ CudaBackend::CudaBackend(const ModelConfig& cfg, const ModelWeights& w, const Ba
   ad_ = {int(cfg.n_heads), int(cfg.n_kv_heads), int(cfg.head_dim), int(cfg.rotary_dim()), eps_};
   HLWQ_CHECK(opt.expert_slots >= 0 && opt.gpu_memory >= 0, "expert slots {} and GPU memory {} must not be negative",
              opt.expert_slots, opt.gpu_memory);
+  HLWQ_CHECK(opt.n_cpu_moe >= 0 && opt.n_cpu_moe <= cfg.n_layers, "--n-cpu-moe {}: the model has {} MoE layers "
+             "(K must be in 0..{})", opt.n_cpu_moe, cfg.n_layers, cfg.n_layers);
+  const bool cache_asked = opt.expert_slots > 0 || opt.gpu_memory > 0;
+  HLWQ_CHECK(opt.cpu_experts == CpuExperts::off || cache_asked, "--cpu-experts {} chooses, per miss of the GPU expert "
+             "cache, between PCIe and the CPU: it needs --moe-expert-cache-size N or --gpu-memory SIZE (for a static "
+             "split use --n-cpu-moe K)", cpu_experts_name(opt.cpu_experts));
   size_t free0 = 0, total = 0;
   HLWQ_CUDA_CHECK(cudaMemGetInfo(&free0, &total), "device memory");
   HLWQ_CUDA_CHECK(cudaStreamCreateWithFlags(&st_, cudaStreamNonBlocking), "CUDA backend stream");
   HLWQ_CUDA_CHECK(cudaEventCreateWithFlags(&staged_, cudaEventDisableTiming), "CUDA backend event");
 
-  if (opt.expert_slots > 0 || opt.gpu_memory > 0) experts_ = std::make_unique<cuda::HostExpertStore>(w);
-  m_ = cuda::upload_model(cfg, w, experts_.get());
+  // with every layer's routed experts on the CPU no layer has a cache
+  if (cache_asked && opt.n_cpu_moe < cfg.n_layers) experts_ = std::make_unique<cuda::HostExpertStore>(w);
+  m_ = cuda::upload_model(cfg, w, experts_.get(), opt.n_cpu_moe);
+  if (opt.n_cpu_moe > 0 || (experts_ && opt.cpu_experts != CpuExperts::off))
+    cpu_ = std::make_unique<cuda::CpuExpertsDev>(w, lim.max_batch_tokens, cfg.n_experts_active, opt.n_cpu_moe);
 
   const int64_t C = gd_.C(), Hvdv = int64_t(gd_.Hv) * gd_.dv, D = ad_.D, Hq = ad_.Hq, Hkv = ad_.Hkv;
   const int64_t S = lim.max_seqs;
@@ -246,8 +263,26 @@ CudaBackend::CudaBackend(const ModelConfig& cfg, const ModelWeights& w, const Ba
                       experts_ ? "routed experts in pinned host memory behind an expert cache" : "every weight on the GPU",
                       double(used) / double(1 << 30), double(m_.bytes) / double(1 << 30), lim.kv_blocks,
                       lim.kv_block_tokens, lim.max_seqs, lim.max_batch_tokens);
+  if (opt.n_cpu_moe > 0) {
+    int64_t bytes = 0;
+    for (int64_t l = 0; l < opt.n_cpu_moe; ++l)
+      for (const auto& e : w.layers[size_t(l)].moe.experts) bytes += expert_weight_bytes(e);
+    plan_ += fmt::format("\n  --n-cpu-moe {}: the routed experts of MoE layers 0..{} ({:.2f} GiB in the checkpoint, "
+                         "host memory) are computed on the CPU, none of them on the GPU", opt.n_cpu_moe,
+                         opt.n_cpu_moe - 1, double(bytes) / double(1 << 30));
+  }
   if (experts_) plan_expert_cache(used);
   if (experts_ && opt.moe_prefetch) prefetch_ = std::make_unique<cuda::MoePrefetcher>(int(m_.layers.size()));
+  if (experts_ && opt.cpu_experts != CpuExperts::off) {
+    const CpuSplitCosts& c = opt.split_costs;
+    if (c.pcie_ns > 0 || c.cpu_ns > 0 || c.cpu_fixed_ns > 0) {
+      split_costs_ = c;
+      plan_ += fmt::format("\n  cpu experts {}: costs given (PCIe {:.1f} µs, CPU {:.1f} µs + {:.1f} µs per expert)",
+                           cpu_experts_name(opt.cpu_experts), c.pcie_ns / 1e3, c.cpu_ns / 1e3, c.cpu_fixed_ns / 1e3);
+    } else {
+      measure_split_costs();
+    }
+  }
   if (opt.gpu_memory > 0) {
     HLWQ_CUDA_CHECK(cudaMemGetInfo(&free1, &total), "device memory");
     HLWQ_CHECK(int64_t(free0) - int64_t(free1) <= opt.gpu_memory, "the plan uses {} bytes of device memory, past the "
@@ -256,7 +291,9 @@ CudaBackend::CudaBackend(const ModelConfig& cfg, const ModelWeights& w, const Ba
 }
 
 void CudaBackend::plan_expert_cache(int64_t used) {
-  const int64_t B = experts_->layout().bytes, NL = int64_t(m_.layers.size()), E = experts_->experts_per_layer();
+  // layers below --n-cpu-moe have no cache: their share of the budget goes to the other layers' slots
+  const int64_t B = experts_->layout().bytes, NL = int64_t(m_.layers.size()) - opt_.n_cpu_moe,
+                E = experts_->experts_per_layer();
   int64_t slots = opt_.expert_slots > 0 ? std::min(opt_.expert_slots, E) : E;
   if (opt_.gpu_memory > 0) {
     // slot copies + the per-layer bookkeeping (a few ints per expert and slot) must fit what is left, with room
@@ -271,21 +308,50 @@ void CudaBackend::plan_expert_cache(int64_t used) {
                NL);
     slots = std::min(slots, fit);
   }
-  for (size_t l = 0; l < m_.layers.size(); ++l)
+  for (size_t l = size_t(opt_.n_cpu_moe); l < m_.layers.size(); ++l)
     cuda::attach_expert_cache(m_.layers[l].moe, experts_->device_view(l), experts_->layout(), slots);
-  plan_ += fmt::format("\n  expert cache: {} of {} routed experts per layer on the GPU ({:.2f} GiB of slots); all {} "
-                       "({:.2f} GiB) in pinned host memory, misses read in place over PCIe; prefetch of the next "
-                       "layer's predicted experts {}",
-                       slots, E, double(slots * NL * B) / double(1 << 30), E,
+  plan_ += fmt::format("\n  expert cache: {} of {} routed experts per layer on the GPU in {} layers ({:.2f} GiB of "
+                       "slots); all {} ({:.2f} GiB) in pinned host memory, misses read in place over PCIe; prefetch of "
+                       "the next layer's predicted experts {}",
+                       slots, E, NL, double(slots * NL * B) / double(1 << 30), E,
                        double(experts_->bytes()) / double(1 << 30), opt_.moe_prefetch ? "on" : "off");
   if (opt_.gpu_memory > 0)
     plan_ += fmt::format(" (budget {:.2f} GiB)", double(opt_.gpu_memory) / double(1 << 30));
 }
 
+void CudaBackend::measure_split_costs() {
+  split_costs_ = cpu_->measure_cpu_costs();
+  // one expert host → slot, back to back as a step's misses go (the first cached layer's slot 0, still empty)
+  const cuda::MoeLayerDev& L = m_.layers[size_t(opt_.n_cpu_moe)].moe;
+  const int64_t B = experts_->layout().bytes;
+  constexpr int kCopies = 8;
+  cudaEvent_t e0 = nullptr, e1 = nullptr;
+  HLWQ_CUDA_CHECK(cudaEventCreate(&e0), "timing event");
+  HLWQ_CUDA_CHECK(cudaEventCreate(&e1), "timing event");
+  float ms = 0;
+  for (int rep = 0; rep < 2; ++rep) {  // the first round warms up
+    HLWQ_CUDA_CHECK(cudaEventRecord(e0, st_), "timing event");
+    for (int i = 0; i < kCopies; ++i)
+      HLWQ_CUDA_CHECK(cudaMemcpyAsync(L.cache->slots.get(), experts_->device_view(size_t(opt_.n_cpu_moe)) + i % L.E * B,
+                                      size_t(B), cudaMemcpyDefault, st_), "timing an expert copy");
+    HLWQ_CUDA_CHECK(cudaEventRecord(e1, st_), "timing event");
+    HLWQ_CUDA_CHECK(cudaEventSynchronize(e1), "timing an expert copy");
+    HLWQ_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1), "timing an expert copy");
+  }
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  split_costs_.pcie_ns = ms * 1e6f / kCopies;
+  plan_ += fmt::format("\n  cpu experts {}: one expert over PCIe {:.1f} µs ({:.1f} GB/s), on the CPU {:.1f} µs + "
+                       "{:.1f} µs round trip per layer and step (measured at load)", cpu_experts_name(opt_.cpu_experts),
+                       split_costs_.pcie_ns / 1e3, double(B) / split_costs_.pcie_ns, split_costs_.cpu_ns / 1e3,
+                       split_costs_.cpu_fixed_ns / 1e3);
+}
+
 bool CudaBackend::expert_cache_stats(ExpertCacheStats& out) const {
-  if (!experts_) return false;
+  if (!experts_ && !cpu_) return false;
   out = {};
   for (const auto& L : m_.layers) {
+    if (!L.moe.cache) continue;  // a layer of --n-cpu-moe
     const cuda::ExpertCacheCounters c = cuda::expert_cache_counters(*L.moe.cache);
     out.hits += int64_t(c.hits);
     out.misses += int64_t(c.loads);
@@ -293,9 +359,17 @@ bool CudaBackend::expert_cache_stats(ExpertCacheStats& out) const {
     out.prefetched += int64_t(c.prefetched);
     out.prefetch_hits += int64_t(c.prefetch_hits);
     out.prefetch_wasted += int64_t(c.prefetch_wasted);
+    out.cpu_only += int64_t(c.cpu_only);
   }
   // every load, in-place read and prefetch crosses PCIe once
-  out.bytes_copied = (out.misses + out.streamed + out.prefetched) * experts_->layout().bytes;
+  if (experts_) out.bytes_copied = (out.misses + out.streamed + out.prefetched) * experts_->layout().bytes;
+  if (cpu_) {
+    const cuda::CpuExpertCounters c = cpu_->counters();
+    out.cpu_experts = c.experts;
+    out.cpu_static = c.static_experts;
+    out.cpu_bytes = c.bytes;
+    out.cpu_ns = c.ns;
+  }
   out.steps = 0;
   return true;
 }
@@ -487,7 +561,9 @@ void CudaBackend::moe_experts(int layer, Act in, Act out) {
   h.prefetch = prefetch_.get();
   h.layer = layer;
   if (size_t(layer) + 1 < m_.layers.size()) h.next = &m_.layers[size_t(layer) + 1].moe;
-  cuda::moe_forward(m_.layers[size_t(layer)].moe, moe_ws_, act(in), T_, act(out), false, st_, h);
+  const cuda::MoeCpuPart cpu{cpu_.get(), layer, layer < opt_.n_cpu_moe, opt_.cpu_experts, split_costs_};
+  cuda::moe_forward(m_.layers[size_t(layer)].moe, moe_ws_, act(in), T_, act(out), false, st_, h,
+                    cpu_ ? &cpu : nullptr);
 }
 
 void CudaBackend::lm_head_rows(const float* x, int64_t n_rows, const int* slot_rows, int64_t n) {
@@ -517,6 +593,7 @@ void CudaBackend::lm_head(Act in, std::span<const int64_t> rows, float* logits) 
     sync("lm_head");  // also: the rows staging is free again, and any failure of this batch surfaces here
   }
   if (rows.empty()) sync("the batch");
+  if (cpu_) cpu_->rethrow_failure();  // a host node's failure (cpu_experts.cuh), also when a graph was replayed
 }
 
 bool CudaBackend::lm_head_sample(Act in, std::span<const int64_t> rows, int64_t n_valid,

@@ -74,7 +74,8 @@ void fused_forward(const FusedLinearDev& w, const float* x, int64_t ldx, int64_t
   fused_forward_rows({{&w, y, ldy}}, x, ldx, T, nullptr, T, xfrag, st);
 }
 
-ModelDev upload_model(const ModelConfig& cfg, const ModelWeights& w, const HostExpertStore* experts) {
+ModelDev upload_model(const ModelConfig& cfg, const ModelWeights& w, const HostExpertStore* experts,
+                      int64_t n_cpu_moe) {
   ModelDev m;
   const int64_t V = cfg.vocab_size, H = cfg.hidden_size;
   HLWQ_CHECK(w.embed.numel() == V * H, "embed_tokens: {} elements, expected {} x {}", w.embed.numel(), V, H);
@@ -125,7 +126,8 @@ ModelDev upload_model(const ModelConfig& cfg, const ModelWeights& w, const HostE
       b += d.gdn.qkvz.bytes() + d.gdn.ba.bytes() + d.gdn.out.bytes() + vec_bytes(d.gdn.conv_w) +
            vec_bytes(d.gdn.A_log) + vec_bytes(d.gdn.dt_bias) + vec_bytes(d.gdn.norm);
     }
-    d.moe = experts ? upload_moe_host(lw.moe, cfg.n_experts_active, experts->device_view(size_t(l)), experts->layout())
+    d.moe = int64_t(l) < n_cpu_moe ? upload_moe_cpu(lw.moe, cfg.n_experts_active)
+            : experts ? upload_moe_host(lw.moe, cfg.n_experts_active, experts->device_view(size_t(l)), experts->layout())
                     : upload_moe(lw.moe, cfg.n_experts_active);
     b += d.moe.router.bytes();
     for (size_t i = 0; i < d.moe.gate_up.size(); ++i) b += d.moe.gate_up[i].bytes() + d.moe.down[i].bytes();

@@ -74,8 +74,10 @@ struct ModelDev {
 };
 
 // experts: null uploads every expert; else routed experts stay in that host store (upload_moe_host) and bytes
-// counts what is on the device.
+// counts what is on the device. The routed experts of the first n_cpu_moe layers are not uploaded at all (the CPU
+// computes them: upload_moe_cpu).
 class HostExpertStore;
-ModelDev upload_model(const ModelConfig& cfg, const ModelWeights& w, const HostExpertStore* experts);
+ModelDev upload_model(const ModelConfig& cfg, const ModelWeights& w, const HostExpertStore* experts,
+                      int64_t n_cpu_moe = 0);
 
 }  // namespace hlwq::cuda

@@ -33,6 +33,7 @@ struct PlanParams {
   ExpertLayout lay;
   const uint8_t* host;
   uint8_t* slots;
+  CpuSplitArgs cpu;
 };
 
 __device__ void point_at(const PlanParams& p, int e, const uint8_t* base) {
@@ -49,13 +50,15 @@ __global__ void plan_kernel(PlanParams p) {
   __shared__ unsigned char s_pinned[kMaxE];
   __shared__ unsigned char s_seen[kMaxE];
   __shared__ int s_order[kMaxE];
-  __shared__ int s_n;
+  __shared__ int s_n, s_first_cpu;
   const int lane = threadIdx.x;
   for (int i = lane; i < p.N; i += 32) s_slot_expert[i] = p.slot_expert[i], s_used[i] = p.slot_used[i], s_pinned[i] = 0;
   for (int i = lane; i < p.E; i += 32) s_seen[i] = 0;
+  if (p.cpu.mark)
+    for (int i = lane; i < p.E; i += 32) p.cpu.mark[i] = 0;
   __syncwarp();
   const long long now = *p.step + 1;
-  unsigned long long hits = 0, loads = 0, streamed = 0, pf_hits = 0, pf_wasted = 0;
+  unsigned long long hits = 0, loads = 0, streamed = 0, pf_hits = 0, pf_wasted = 0, cpu_only = 0;
   int nc = 0;
   if (lane == 0) {
     *p.step = now;
@@ -75,12 +78,22 @@ __global__ void plan_kernel(PlanParams p) {
       }
     }
     s_n = n;
+    const int misses = n - int(hits);  // the CPU takes the last cpu_split_count of them (cpu_split.h)
+    s_first_cpu = p.cpu.mark ? misses - cpu_split_count(p.cpu.mode, misses, p.cpu.costs) : misses;
   }
   __syncwarp();
-  const int n = s_n;
+  const int n = s_n, first_cpu = s_first_cpu;
+  int miss = 0;  // misses so far (the same in every lane)
   for (int j = 0; j < n; ++j) {
     const int e = s_order[j];
     if (p.expert_slot[e] >= 0) continue;  // a hit (same value for every lane: only lane 0 writes, below, after the scan)
+    const bool on_cpu = miss++ >= first_cpu;
+    if (on_cpu && lane == 0) p.cpu.mark[e] = 1;
+    if (on_cpu && p.cpu.mode != CpuExperts::all) {  // auto: computed on the CPU, never copied, no slot
+      if (lane == 0) ++cpu_only;
+      __syncwarp();
+      continue;
+    }
     // victim: an empty unpinned slot first (lowest index), else the least recently used unpinned (lowest index)
     int best = -1;
     long long best_used = 0;
@@ -106,7 +119,7 @@ __global__ void plan_kernel(PlanParams p) {
     }
     if (lane == 0) {
       if (best < 0) {
-        ++streamed;  // every slot is pinned by this step: read in place from host memory
+        if (!on_cpu) ++streamed;  // every slot is pinned by this step: read in place from host memory
       } else {
         const int old = s_slot_expert[best];
         if (old >= 0) {
@@ -135,6 +148,7 @@ __global__ void plan_kernel(PlanParams p) {
     p.counters[2] += streamed;
     p.counters[4] += pf_hits;
     p.counters[5] += pf_wasted;
+    p.counters[6] += cpu_only;
   }
 }
 
@@ -294,16 +308,17 @@ ExpertCacheDev make_expert_cache(int64_t E, int64_t n_slots, const ExpertLayout&
                                                   "expert cache prefetch flags");
   c.pf_copies = DeviceBuffer<int>(size_t(2 * n_slots), "expert cache prefetch copies");
   c.pf_n = DeviceBuffer<int>(std::vector<int>(1, 0), "expert cache prefetch copy count");
-  c.counters = DeviceBuffer<unsigned long long>(std::vector<unsigned long long>(6, 0), "expert cache counters");
+  c.counters = DeviceBuffer<unsigned long long>(std::vector<unsigned long long>(7, 0), "expert cache counters");
   return c;
 }
 
 void expert_cache_step(ExpertCacheDev& c, const int* topk_ids, int64_t T, int64_t k, const ExpertTables& t,
-                       cudaStream_t st) {
+                       cudaStream_t st, const CpuSplitArgs& cpu) {
   if (T == 0) return;
   const PlanParams p{topk_ids, int(T * k), int(c.E), int(c.n_slots), c.slot_expert.get(), c.expert_slot.get(),
                      c.slot_used.get(), c.step.get(), c.copies.get(), c.n_copies.get(), c.slot_prefetched.get(),
-                     c.counters.get(), t, c.layout, c.host, c.slots.get()};
+                     c.counters.get(), t, c.layout, c.host, c.slots.get(),
+                     cpu.mode == CpuExperts::off ? CpuSplitArgs{} : cpu};
   plan_kernel<<<1, 32, 0, st>>>(p);
   HLWQ_CUDA_LAUNCH_CHECK("expert cache plan ({} ids, {} slots)", T * k, c.n_slots);
   const int64_t max_copies = std::min<int64_t>(c.n_slots, T * k);
@@ -337,7 +352,7 @@ void expert_cache_prefetch_copy(ExpertCacheDev& c, int64_t max_copies, cudaStrea
 
 ExpertCacheCounters expert_cache_counters(const ExpertCacheDev& c) {
   const auto v = c.counters.download();
-  return {v[0], v[1], v[2], v[3], v[4], v[5]};
+  return {v[0], v[1], v[2], v[3], v[4], v[5], v[6]};
 }
 
 }  // namespace hlwq::cuda

@@ -26,6 +26,11 @@
 // advance, so a prefetched slot is more recent than anything older and less recent than the step that follows,
 // as under the CPU policy's global clock. Counters: a hit on a prefetched slot before any other use is a
 // prefetch hit; evicting (or re-prefetching over) one never used is a wasted prefetch.
+//
+// With CPU experts (cpu_split.h: --cpu-experts all|auto) the plan also decides, after the hits, which misses the
+// CPU computes: the last cpu_split_count(...) misses in request order are marked in `mark` [E]; under auto they
+// take no slot and no copy (their table entries stay on the host copies, which the grouped kernels then skip:
+// cpu_experts.cuh), under all they are still admitted when a slot is free.
 // Dimension legend: T tokens, k active experts, E routed experts, N slots, B bytes per expert (16-byte aligned).
 #pragma once
 #include <cstdint>
@@ -33,6 +38,7 @@
 #include <cuda_runtime_api.h>
 
 #include "backend/cuda/device_buffer.h"
+#include "moe/cpu_split.h"
 
 namespace hlwq::cuda {
 
@@ -51,6 +57,7 @@ struct ExpertLayout {
 struct ExpertCacheCounters {
   unsigned long long hits = 0, loads = 0, streamed = 0;
   unsigned long long prefetched = 0, prefetch_hits = 0, prefetch_wasted = 0;
+  unsigned long long cpu_only = 0;  // misses computed on the CPU without a copy (--cpu-experts auto)
 };
 
 struct ExpertCacheDev {
@@ -67,7 +74,8 @@ struct ExpertCacheDev {
   DeviceBuffer<unsigned char> slot_prefetched;  // [N] filled by a prefetch and not used since
   DeviceBuffer<int> pf_copies;        // [2N] the last prefetch's (expert, slot) pairs
   DeviceBuffer<int> pf_n;             // [1]
-  DeviceBuffer<unsigned long long> counters;  // [6] hits, loads, streamed, prefetched, prefetch hits, wasted
+  DeviceBuffer<unsigned long long> counters;  // [7] hits, loads, streamed, prefetched, prefetch hits, wasted,
+                                              // cpu_only
 };
 
 // A cache of n_slots (1 ≤ n_slots ≤ E ≤ 512) over host copies at `host`; every expert starts on the host.
@@ -81,9 +89,16 @@ struct ExpertTables {
   const float** dn_s;
 };
 
+// Which misses go to the CPU (mode off: none; mark: device [E], rewritten every step).
+struct CpuSplitArgs {
+  CpuExperts mode = CpuExperts::off;
+  CpuSplitCosts costs;
+  uint8_t* mark = nullptr;
+};
+
 // Plans the step for the routed ids [T, k] (device), rewrites the tables and copies the admitted experts.
 void expert_cache_step(ExpertCacheDev& c, const int* topk_ids, int64_t T, int64_t k, const ExpertTables& t,
-                       cudaStream_t st);
+                       cudaStream_t st, const CpuSplitArgs& cpu = {});
 
 // Prefetch plan (see above): logits fp32 [T, ld] are this cache's layer's router (columns [0, E)) applied to the
 // previous layer's hidden state; the top-k of each row (NaN as −inf, ties to the lower id) are the predictions.

@@ -99,6 +99,28 @@ MoeLayerDev upload_moe_host(const MoeWeights& w, int64_t n_active, const uint8_t
   return L;
 }
 
+MoeLayerDev upload_moe_cpu(const MoeWeights& w, int64_t n_active) {
+  MoeLayerDev L = upload_router(w, n_active);
+  const PackedFormat f = expert_format(w);
+  for_shared_parts(w, L, [&](const ExpertWeights& e) {
+    L.gate_up.push_back(upload_packed(pack_gate_up(f, e.gate_proj, e.up_proj), e.gate_proj.name.c_str()));
+    L.down.push_back(upload_packed(pack_linear(f, e.down_proj), e.down_proj.name.c_str()));
+  });
+  // the routed entries are never read (their tiles go to the CPU); the shape is the shared parts' or, without a
+  // shared expert, that of the routed experts as packed (weight_pack.h)
+  const PackedLinearHost gu0 = pack_gate_up(f, w.experts[0].gate_proj, w.experts[0].up_proj);
+  const PackedLinearHost dn0 = pack_linear(f, w.experts[0].down_proj);
+  std::vector<const uint32_t*> gq(size_t(L.E), nullptr), dq(size_t(L.E), nullptr);
+  std::vector<const float*> gs(size_t(L.E), nullptr), ds(size_t(L.E), nullptr);
+  for (size_t i = 0; i < L.gate_up.size(); ++i) {
+    gq.push_back(L.gate_up[i].q.get()), gs.push_back(L.gate_up[i].scale.get());
+    dq.push_back(L.down[i].q.get()), ds.push_back(L.down[i].scale.get());
+  }
+  L.gu = make_grouped_ptrs(f, gu0.out, gu0.in, gu0.out_pad, gu0.in_pad, gq, gs, "MoE gate_up");
+  L.dn = make_grouped_ptrs(f, dn0.out, dn0.in, dn0.out_pad, dn0.in_pad, dq, ds, "MoE down");
+  return L;
+}
+
 void attach_expert_cache(MoeLayerDev& L, const uint8_t* host_experts, const ExpertLayout& layout, int64_t n_slots) {
   L.cache = std::make_unique<ExpertCacheDev>(make_expert_cache(L.E, std::min(n_slots, L.E), layout, host_experts));
 }
@@ -121,11 +143,12 @@ MoeWorkspace make_moe_workspace(const MoeLayerDev& L, int64_t max_T) {
   ws.slot_tok = DeviceBuffer<int>(size_t(slots), "MoE slot tokens");
   ws.tile_mat = DeviceBuffer<int>(size_t(ws.max_tiles), "MoE tile matrices");
   ws.tok_slot = DeviceBuffer<int>(size_t(max_T * A), "MoE token slots");
+  ws.cpu_mark = DeviceBuffer<uint8_t>(size_t(L.E), "MoE experts on the CPU");
   return ws;
 }
 
 void moe_forward(const MoeLayerDev& L, MoeWorkspace& ws, const float* xn, int64_t T, float* out, bool accumulate,
-                 cudaStream_t st, const MoeStepHooks& hooks) {
+                 cudaStream_t st, const MoeStepHooks& hooks, const MoeCpuPart* cpu) {
   HLWQ_CHECK(T <= ws.max_T, "moe_forward: {} tokens, workspace for {}", T, ws.max_T);
   if (T == 0) return;
   const int64_t tiles = moe_max_tiles(T, L.k, L.E, L.n_shared), A = L.k + L.n_shared;
@@ -134,11 +157,19 @@ void moe_forward(const MoeLayerDev& L, MoeWorkspace& ws, const float* xn, int64_
   MoePlan plan{ws.topk_ids.get(), ws.topk_w.get(), ws.slot_tok.get(), ws.slot_w.get(), ws.tile_mat.get(),
                ws.tok_slot.get(), hooks.route_ids};
   moe_route(ws.logits.get(), L.router.out, T, L.E, L.k, L.n_shared, plan, tiles, st);
+  // the plan marks misses for the CPU only where the mode applies to a step of this size (cpu_split.h)
+  const bool marks = L.cache && cpu && cpu->cpu && !cpu->all_routed && cpu->mode != CpuExperts::off &&
+                     (cpu->mode == CpuExperts::all || T <= kCpuSplitMaxTokens);
   if (L.cache) {
     if (hooks.prefetch) hooks.prefetch->join(hooks.layer, st);  // before anything touches this layer's slots
     expert_cache_step(*L.cache, ws.topk_ids.get(), T, L.k,
-                      ExpertTables{L.gu.q.get(), L.gu.scale.get(), L.dn.q.get(), L.dn.scale.get()}, st);
+                      ExpertTables{L.gu.q.get(), L.gu.scale.get(), L.dn.q.get(), L.dn.scale.get()}, st,
+                      marks ? CpuSplitArgs{cpu->mode, cpu->costs, ws.cpu_mark.get()} : CpuSplitArgs{});
   }
+  const bool to_cpu = cpu && cpu->cpu && (cpu->all_routed || marks);
+  if (to_cpu)
+    cpu->cpu->fork(cpu->layer, xn, T, ws.tile_mat.get(), ws.slot_tok.get(), ws.slot_w.get(), tiles, L.E,
+                   cpu->all_routed ? nullptr : ws.cpu_mark.get(), st);
   if (hooks.prefetch && hooks.next && hooks.next->cache)  // overlaps this layer's experts (moe_prefetch.cuh)
     hooks.prefetch->issue(hooks.layer + 1, *hooks.next, ws.x_tok.get(), T, ws.logits.get(), st);
   // HLWQ experts read rotated activations (hlwq_gemm.cuh): xn rotated while gathered, h rotated in place
@@ -149,6 +180,7 @@ void moe_forward(const MoeLayerDev& L, MoeWorkspace& ws, const float* xn, int64_
   if (L.dn.format == PackedFormat::hlwq) hlwq_rotate_xfrag(ws.h.get(), tiles * 8, L.I, L.dn.in_pad, ws.tile_mat.get(), st);
   gemm_grouped(L.dn, GroupedEpilogue::weighted, ws.h.get(), ws.tile_mat.get(), tiles, nullptr, 0, ws.y.get(), L.H,
                ws.slot_w.get(), st);
+  if (to_cpu) cpu->cpu->join(ws.y.get(), T, st);
   moe_combine(ws.y.get(), ws.tok_slot.get(), T, A, L.H, accumulate, out, st);
 }
 

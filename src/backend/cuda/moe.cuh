@@ -5,12 +5,16 @@
 // Expert weights are INT4 (u4b8_g128 checkpoints), HLWQ (native or seed Q5 checkpoints; then xn is packed rotated
 // and h rotated in place before down: hlwq_gemm.cuh) or bf16 (dense checkpoints), all resident; a shared expert of
 // width S·I runs as S slices of the routed experts' width I (moe_route.cuh; Qwen3.5/3.6: S = 1, the demo model 2).
+// Routed experts may run on the CPU instead (MoeCpuPart, cpu_experts.cuh): the whole routed part of a layer
+// (--n-cpu-moe: upload_moe_cpu keeps none of its experts on the device), or the misses the slot plan hands over
+// (--cpu-experts); their tiles are skipped by the grouped kernels and their rows join before the combine.
 // Dimension legend: T tokens, H hidden, E experts, k active, I expert width, S shared parts, M = E + S matrices.
 #pragma once
 #include <cstdint>
 #include <memory>
 #include <vector>
 
+#include "backend/cuda/cpu_experts.cuh"
 #include "backend/cuda/expert_cache_dev.cuh"
 #include "backend/cuda/gemm.cuh"
 #include "backend/cuda/moe_route.cuh"
@@ -34,6 +38,9 @@ MoeLayerDev upload_moe(const MoeWeights& w, int64_t n_active);
 // out as `layout`), read in place until attach_expert_cache gives the layer its slots; shared expert resident.
 MoeLayerDev upload_moe_host(const MoeWeights& w, int64_t n_active, const uint8_t* host_experts,
                             const ExpertLayout& layout);
+// Routed experts computed on the CPU only (--n-cpu-moe): router and shared expert resident, no routed expert on the
+// device (their table entries are null; every routed tile goes to the CPU, MoeCpuPart::all_routed).
+MoeLayerDev upload_moe_cpu(const MoeWeights& w, int64_t n_active);
 // n_slots device slots (1 ≤ n_slots; more than E is clamped) caching the routed experts of upload_moe_host.
 void attach_expert_cache(MoeLayerDev& L, const uint8_t* host_experts, const ExpertLayout& layout, int64_t n_slots);
 
@@ -43,6 +50,7 @@ struct MoeWorkspace {
   DeviceBuffer<uint32_t> x_tok, x_slot, h;  // xfrag: xn by token, xn by slot, SiLU(gate)·up by slot
   DeviceBuffer<float> logits, y, slot_w, topk_w;
   DeviceBuffer<int> topk_ids, slot_tok, tile_mat, tok_slot;
+  DeviceBuffer<uint8_t> cpu_mark;  // [E] experts the slot plan hands to the CPU this step
 };
 MoeWorkspace make_moe_workspace(const MoeLayerDev& L, int64_t max_T);
 
@@ -57,8 +65,17 @@ struct MoeStepHooks {
   const MoeLayerDev* next = nullptr;
 };
 
-// out [T, H] (+)= moe(xn [T, H]).
+// Routed experts of one moe_forward call computed on the CPU.
+struct MoeCpuPart {
+  CpuExpertsDev* cpu = nullptr;
+  int layer = 0;                          // the layer's index in the model (the CPU reads its weights)
+  bool all_routed = false;                // every routed expert (--n-cpu-moe), else the plan's choice
+  CpuExperts mode = CpuExperts::off;      // with a cache: which misses go to the CPU (cpu_split.h)
+  CpuSplitCosts costs;
+};
+
+// out [T, H] (+)= moe(xn [T, H]); hooks: trace and prefetch; cpu: null or the routed experts the CPU computes.
 void moe_forward(const MoeLayerDev& L, MoeWorkspace& ws, const float* xn, int64_t T, float* out, bool accumulate,
-                 cudaStream_t st, const MoeStepHooks& hooks = {});
+                 cudaStream_t st, const MoeStepHooks& hooks = {}, const MoeCpuPart* cpu = nullptr);
 
 }  // namespace hlwq::cuda

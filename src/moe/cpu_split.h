@@ -1,0 +1,67 @@
+// Which routed experts of a step run on the CPU instead of the GPU (issue 8 item 3): the modes of --cpu-experts and
+// the cost model of `auto`, as pure functions the GPU's slot planner (expert_cache_dev.cu, inside the decode graph)
+// and the CPU unit tests both call. No CUDA header; with nvcc the functions are also __device__.
+//
+// Modes (with a GPU expert cache; a "miss" is a needed expert of the step that no slot holds):
+//  - off:  every miss crosses PCIe (copied into a slot, or read in place when no unpinned slot is left).
+//  - all:  every miss is computed on the CPU, so no GEMM of the step waits on PCIe; a miss is still admitted into
+//          a free slot as with off (the copy overlaps the CPU's work), so the cache warms and later steps hit.
+//  - auto: per MoE layer and step, the last n_cpu misses in request order go to the CPU and are NOT copied (their
+//          bytes never cross PCIe), the others behave as with off. n_cpu minimizes the step's miss time:
+//            t_gpu(n) = (m − n) · pcie_ns          m misses, pcie_ns = B / (pinned H2D bandwidth)
+//            t_cpu(n) = n > 0 ? cpu_fixed_ns + n · cpu_ns : 0
+//                                                  cpu_ns = one expert for one token on the CPU (measured at load:
+//                                                  it reads the expert's checkpoint bytes once), cpu_fixed_ns = the
+//                                                  host round trip of the side branch (activations out, host node,
+//                                                  rows back; measured at load)
+//          The two paths run concurrently (the CPU's side branch of the step's graph overlaps the GPU's copies
+//          and GEMMs), so the step pays max(t_gpu, t_cpu): n_cpu = argmin_n max(t_gpu(n), t_cpu(n)), the smallest
+//          such n on ties (the GPU path also warms the cache). The last misses in request order are the ones the
+//          LRU planner would stream (no slot left), so those leave PCIe first.
+//          The model charges the CPU per expert, not per token: it holds for decode-sized steps, where the CPU's
+//          gemv reads each expert once for up to kGemvMaxTokens tokens; a step of more than kCpuSplitMaxTokens
+//          tokens keeps every miss on the GPU (prefill: the CPU's time grows with the tokens, PCIe's does not).
+// --n-cpu-moe K (llama.cpp's spelling and meaning) is separate: every routed expert of the first K MoE layers is
+// computed on the CPU and none of them is placed on the GPU.
+#pragma once
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define HLWQ_HD __host__ __device__
+#else
+#define HLWQ_HD
+#endif
+
+namespace hlwq {
+
+enum class CpuExperts : uint8_t { off = 0, automatic = 1, all = 2 };
+
+// Largest step (tokens) for which `auto` considers the CPU (see above).
+constexpr int64_t kCpuSplitMaxTokens = 16;
+
+// Per-expert costs of the two paths, in nanoseconds (see the cost model above).
+struct CpuSplitCosts {
+  float pcie_ns = 0;       // one expert over PCIe (copied or read in place)
+  float cpu_ns = 0;        // one expert computed on the CPU (one token)
+  float cpu_fixed_ns = 0;  // once per layer and step that sends anything to the CPU
+};
+
+// How many of a step's `misses` (the last ones in request order) run on the CPU.
+HLWQ_HD inline int cpu_split_count(CpuExperts mode, int misses, const CpuSplitCosts& c) {
+  if (misses <= 0 || mode == CpuExperts::off) return 0;
+  if (mode == CpuExperts::all) return misses;
+  int best = 0;
+  float best_t = float(misses) * c.pcie_ns;
+  for (int n = 1; n <= misses; ++n) {
+    const float tg = float(misses - n) * c.pcie_ns, tc = c.cpu_fixed_ns + float(n) * c.cpu_ns;
+    const float t = tg > tc ? tg : tc;
+    if (t < best_t) best = n, best_t = t;
+  }
+  return best;
+}
+
+inline const char* cpu_experts_name(CpuExperts m) {
+  return m == CpuExperts::all ? "all" : m == CpuExperts::automatic ? "auto" : "off";
+}
+
+}  // namespace hlwq
