@@ -23,10 +23,10 @@ for c in "$here/node_modules/openai/index.mjs" "$BIN/node_modules/openai/index.m
   [ -z "$OAI" ] && [ -f "$c" ] && OAI="$c"
 done
 if node --version >/dev/null 2>&1 && [ -n "$OAI" ] && [ -f "$OAI" ]; then
-  load() { node "$here/bench/serve_load.mjs" "$OAI" "$@"; }
+  load=(node "$here/bench/serve_load.mjs" "$OAI")
   client="node $(node --version), $OAI"
 elif python3 --version >/dev/null 2>&1; then
-  load() { python3 "$here/bench/serve_load.py" "$@"; }
+  load=(python3 "$here/bench/serve_load.py")
   client="$(python3 --version) bench/serve_load.py (no Node with the openai package here)"
 else
   echo "gpu_serve: neither Node with the openai package nor Python 3 is here: the client could not run"
@@ -74,7 +74,7 @@ serve() {  # serve NAME [SERVER ARGS...]: start, wait for /health, run the three
   [ -n "$url" ] || { echo "$name: server not healthy within 300 s"; tail -5 "$OUT/$name.server.log"; stop_server; return; }
   grep "memory plan\|cuda:" "$OUT/$name.server.log" | head -4
   for c in 1 4 16; do
-    timeout 180 load "$url" "$c" 4 64 >"$OUT/${name}_c$c.json" 2>"$OUT/${name}_c$c.err" \
+    timeout 180 "${load[@]}" "$url" "$c" 4 64 >"$OUT/${name}_c$c.json" 2>"$OUT/${name}_c$c.err" \
       || { echo "$name c=$c: failed or cut at 180 s"; tail -3 "$OUT/${name}_c$c.err"; rm -f "$OUT/${name}_c$c.json"; }
   done
   http_get "${url%/v1}/metrics" >"$OUT/$name.metrics.txt"
