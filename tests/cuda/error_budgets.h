@@ -26,12 +26,12 @@ inline constexpr double kAttentionRel = 1e-2;
 inline constexpr double kKvCacheRel = 3e-3;
 
 // HLWQ GEMM (hlwq_gemm.cuh) fed arbitrary fp32 activations: the rotated activations are rounded to bf16 (2⁻⁹ per
-// element, ≈ 1.1e-3 norm-wise as above) and so are the codebook values (≤ 2⁻⁹ per weight, signs random against
-// the activations: ≈ 1.1e-3 again); independent, ≈ 1.6e-3 together; 3× margin. A wrong layout or code order
-// gives errors of order 1 (CudaHlwq.FlippedCodeOrderAndWrongWeightsFail).
-inline constexpr double kHlwqGemmRel = 5e-3;
-// MoE block with HLWQ experts, bf16-exact input: xn rotated → bf16, codebook → bf16, SiLU(gate)·up → bf16, rotated
-// h → bf16: four roundings of ≈ 1.1e-3 norm-wise, ≈ 2.2e-3 together; 4.5× margin.
+// element, ≈ 1.1e-3 norm-wise as above); the codebook values enter the MMAs as a bf16 hi + lo pair (≈ 2⁻¹⁷, no
+// budget of its own: CudaHlwq.CodebookValuesAreExact checks it at kExactInputGemmRel). A wrong layout or code
+// order gives errors of order 1 (CudaHlwq.FlippedCodeOrderAndWrongWeightsFail).
+inline constexpr double kHlwqGemmRel = kBf16ActivationRel;
+// MoE block with HLWQ experts, bf16-exact input: xn rotated → bf16, SiLU(gate)·up (fp32) rotated → bf16: two
+// roundings of ≈ 1.1e-3 norm-wise, ≈ 1.6e-3 together; 6× margin.
 inline constexpr double kHlwqMoeRel = 1e-2;
 
 }  // namespace hlwq::test

@@ -1,6 +1,6 @@
 // HLWQ on the GPU (hlwq_gemm.cuh) against the CPU HLWQ kernels (src/quant/hlwq_linear*, through the CPU backend's
 // linear_forward) and the CPU FWHT (quant/hadamard.h): the documented packed layout (CPU-only, runs everywhere),
-// the rotated activation pack and the in-place rotation, the GEMM at every width 2..8 and on Qwen3.6 shapes
+// the rotated activation pack, exact codebook values, the GEMM at every width 2..8 and on Qwen3.6 shapes
 // (2048→512 experts, 512→2048 down, 2048→8192) at decode batches 1/4/16 and prefill, the MoE block with HLWQ
 // experts and a wide shared expert, and negative cases (flipped code order, another matrix).
 #include <gtest/gtest.h>
@@ -142,9 +142,9 @@ std::vector<float> read_xfrag(const cuda::DeviceBuffer<uint32_t>& xf, int64_t sl
   return x;
 }
 
-// The rotated activation pack is FWHT per block then one bf16 rounding (2⁻⁹ per element, kBf16ActivationRel);
-// the in-place rotation of an xfrag (bf16 in, FWHT in fp32, bf16 out) the same.
-TEST(CudaHlwq, RotatedPackAndInPlaceRotationAreTheFwht) {
+// The rotated activation pack is FWHT per block then one bf16 rounding (2⁻⁹ per element, kBf16ActivationRel), by
+// token and by slot (the SwiGLU output: dead tiles left alone).
+TEST(CudaHlwq, RotatedPackIsTheFwht) {
   HLWQ_REQUIRE_CUDA();
   std::mt19937_64 rng(43);
   const int64_t T = 5, in = 300, in_pad = 384, slots = 16;
@@ -160,15 +160,26 @@ TEST(CudaHlwq, RotatedPackAndInPlaceRotationAreTheFwht) {
   HLWQ_CUDA_CHECK(cudaDeviceSynchronize(), "pack");
   EXPECT_REL(read_xfrag(xf, slots, in_pad), ref, test::kBf16ActivationRel);
 
-  // plain pack, then rotate in place (columns ≥ in read as zero)
-  cuda::pack_activations(dx.get(), in, T, in, nullptr, T, in_pad, xf.get(), nullptr);
-  cuda::hlwq_rotate_xfrag(xf.get(), slots, in, in_pad, nullptr, nullptr);
-  HLWQ_CUDA_CHECK(cudaDeviceSynchronize(), "rotate");
-  EXPECT_REL(read_xfrag(xf, slots, in_pad), ref, 2 * test::kBf16ActivationRel);  // two bf16 roundings
   // a wrong transform is far outside: the unrotated activations
   cuda::pack_activations(dx.get(), in, T, in, nullptr, T, in_pad, xf.get(), nullptr);
   HLWQ_CUDA_CHECK(cudaDeviceSynchronize(), "plain");
   EXPECT_GT(rel_err(read_xfrag(xf, slots, in_pad), ref), 0.5);
+
+  // rows by slot with the second 8-slot tile dead: the first tile rotated, the second left as it was (ones here)
+  const auto h = test::random_f32(size_t(slots * in), -1.f, 1.f, rng);
+  std::vector<float> href(size_t(slots * in_pad), 1.f);
+  for (int64_t n = 0; n < 8; ++n) {
+    std::fill_n(href.begin() + n * in_pad, in_pad, 0.f);
+    std::copy_n(h.begin() + n * in, in, href.begin() + n * in_pad);
+    for (int64_t b = 0; b < 3; ++b) fwht128_unscaled(href.data() + n * in_pad + b * 128);
+  }
+  const std::vector<float> ones(size_t(slots * in_pad), 1.f);
+  cuda::DeviceBuffer<float> dones(ones, "ones"), dh(h, "h");
+  cuda::DeviceBuffer<int> tile_mat(std::vector<int>{3, -1}, "tile_mat");
+  cuda::pack_activations(dones.get(), in_pad, slots, in_pad, nullptr, slots, in_pad, xf.get(), nullptr);
+  cuda::hlwq_pack_slots(dh.get(), in, slots, in, tile_mat.get(), in_pad, xf.get(), nullptr);
+  HLWQ_CUDA_CHECK(cudaDeviceSynchronize(), "pack slots");
+  EXPECT_REL(read_xfrag(xf, slots, in_pad), href, test::kBf16ActivationRel);
 }
 
 // GPU y [T, out] for an HLWQ matrix and fp32 x [T, in].
@@ -199,6 +210,30 @@ TEST(CudaHlwq, GemmMatchesCpuAtEveryWidth) {
   for (int bits = 2; bits <= 8; ++bits) {
     auto w = random_hlwq("w", 300, 700, bits, 0.5f, rng);  // ragged: rows padded, a 60-column tail block
     check_gemm(*w, {1, 3, 8, 9, 16, 40}, rng);
+  }
+}
+
+// The codebook values reach the products exactly (to ~2⁻¹⁷): with one power-of-two input per 128-column block the
+// unscaled FWHT gives ±that power in every column, exact in bf16, so the activation rounding is out of the way and
+// only the fp32 accumulation order differs from the CPU. A bf16 table of the Lloyd-Max values (the previous kernel)
+// is off by up to 2⁻⁹ per weight here, ≈ 1e-3 norm-wise: 100× this budget.
+TEST(CudaHlwq, CodebookValuesAreExact) {
+  HLWQ_REQUIRE_CUDA();
+  std::mt19937_64 rng(45);
+  for (int bits : {3, 4, 5, 8}) {
+    auto w = random_hlwq("w", 256, 640, bits, 0.5f, rng);
+    const auto dw = cuda::upload_packed(cuda::pack_linear(cuda::PackedFormat::hlwq, w->w), "w");
+    for (int64_t T : {1, 16}) {
+      SCOPED_TRACE(testing::Message() << bits << " bits T=" << T);
+      std::vector<float> x(size_t(T * w->w.in), 0.f);
+      std::uniform_int_distribution<int> col(0, 127), pw(-2, 2), sign(0, 1);
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t b = 0; b < w->w.in / 128; ++b)
+          x[size_t(t * w->w.in + b * 128 + col(rng))] = std::ldexp(sign(rng) ? 1.f : -1.f, pw(rng));
+      std::vector<float> ref(size_t(T * w->w.out));
+      test::ref_linear(w->w, x.data(), T, ref.data());
+      EXPECT_REL(gpu_hlwq(dw, x, T), ref, test::kExactInputGemmRel);
+    }
   }
 }
 

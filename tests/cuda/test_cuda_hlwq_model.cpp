@@ -79,40 +79,97 @@ TEST(CudaHlwqModel, PrefillLogitsMatchCpu) {
   }
 }
 
-// Greedy decoding with teacher forcing (both engines continue with the CPU's choice), as test_cuda_model.cpp's
-// GreedyGenerationEqualsCpu: flips only at near-ties, at most one step in 20.
-TEST(CudaHlwqModel, GreedyDecodeMatchesCpu) {
-  HLWQ_REQUIRE_CUDA();
-  Model gpu = load(hlwq4(), Device::cuda), cpu = load(hlwq4(), Device::cpu);
+// Teacher-forced greedy decoding (both engines continue with the CPU's choice, so one near-tie flip does not derail
+// the comparison): each step's max |err| / max |logit| and the flips, with the CPU's top-2 margin at each flip.
+struct Drift {
+  std::vector<double> rel;  // per step
+  std::vector<double> kl;   // per step, KL(cpu ‖ gpu) in nats
+  std::vector<double> flip_margins;  // CPU top-2 margin / max |logit| at each flip
+  static double quantile(std::vector<double> v, double q) {
+    std::sort(v.begin(), v.end());
+    return v.empty() ? 0.0 : v[std::min(v.size() - 1, size_t(q * double(v.size())))];
+  }
+};
+
+Drift teacher_forced(const fs::path& dir) {
+  Model gpu = load(dir, Device::cuda), cpu = load(dir, Device::cpu);
   const int64_t V = gpu.config().vocab_size;
   const Tokenizer tok = Tokenizer::from_file(demo() / "tokenizer.json");
-  int flips = 0, steps = 0;
+  Drift d;
   for (const char* prompt : {"The Python interpreter", "def fibonacci(n):", "In 1998, the city council"}) {
     const std::vector<int32_t> ids = tok.encode(prompt);
     Sequence sg = gpu.new_sequence(256), sc = cpu.new_sequence(256);
     std::vector<float> lg(static_cast<size_t>(V)), lc(static_cast<size_t>(V));
     gpu.forward(ids.data(), int64_t(ids.size()), sg, lg.data());
     cpu.forward(ids.data(), int64_t(ids.size()), sc, lc.data());
-    for (int i = 0; i < kGreedySteps; ++i, ++steps) {
-      const auto d = test::compare_logits(lg, lc, V);
-      EXPECT_LE(d.max_abs_err, kHlwqCudaLogitsRelTol * d.max_abs_ref) << prompt << " step " << i;
+    for (int i = 0; i < kGreedySteps; ++i) {
+      const auto e = test::compare_logits(lg, lc, V);
+      d.rel.push_back(e.max_abs_err / e.max_abs_ref);
+      d.kl.push_back(e.max_kl);
       const int32_t c = int32_t(std::max_element(lc.begin(), lc.end()) - lc.begin());
       const int32_t g = int32_t(std::max_element(lg.begin(), lg.end()) - lg.begin());
       if (g != c) {
-        ++flips;
         std::vector<float> top(lc);
         std::nth_element(top.begin(), top.begin() + 1, top.end(), std::greater<float>());
-        const double margin = double(top[0] - top[1]);
-        std::printf("[ greedy   ] '%s' step %d: cuda %d, cpu %d, cpu top-2 margin %.3g (max |logit| %.3g)\n", prompt,
-                    i, g, c, margin, d.max_abs_ref);
-        EXPECT_LE(margin, kHlwqCudaLogitsRelTol * d.max_abs_ref) << "a flip that is not a near-tie";
+        d.flip_margins.push_back(double(top[0] - top[1]) / e.max_abs_ref);
       }
       gpu.forward(&c, 1, sg, lg.data());
       cpu.forward(&c, 1, sc, lc.data());
     }
   }
-  std::printf("[ greedy   ] hlwq-4 demo: %d flips at near-ties in %d steps\n", flips, steps);
-  EXPECT_LE(flips, steps / 20);
+  return d;
+}
+
+void print_drift(const char* what, const Drift& d) {
+  using Q = Drift;
+  std::printf("[ drift    ] %-12s per-step max |err| / max |logit|: median %.3g, 95%% %.3g, max %.3g; KL median %.2e, "
+              "95%% %.2e, max %.2e; %zu flips in %zu steps\n", what, Q::quantile(d.rel, 0.5), Q::quantile(d.rel, 0.95),
+              Q::quantile(d.rel, 1.0), Q::quantile(d.kl, 0.5), Q::quantile(d.kl, 0.95), Q::quantile(d.kl, 1.0),
+              d.flip_margins.size(), d.rel.size());
+}
+
+// The demo model at 4 bits as CT INT4 (mse scales): the same rounding path on the GPU but for the dequantization.
+const fs::path& int4() {
+  static const fs::path dir = [] {
+    const fs::path d = test::scratch_dir("cuda-int4-mse") / "ckpt";
+    QuantizeOptions o;
+    o.src = demo().string();
+    o.dst = d.string();
+    o.format = QuantFormat::ct_int4;
+    o.method = Int4Method::mse;
+    o.progress = false;
+    o.force = true;
+    quantize_model(o);
+    return d;
+  }();
+  return dir;
+}
+
+// Teacher-forced decode bounds, per step against the CPU engine. The typical step (median, 95th percentile) is held
+// to the budgets of the random fixtures, which a systematic error (a wrong rounding, a lost rotation, a wrong code)
+// exceeds everywhere; single steps may go higher where the trained model amplifies the GPU's bf16 roundings (its
+// GDN layer after the first attention layer multiplies a 5e-4 difference ~50×: test_cuda_cpu_experts.cpp). Measured
+// on the H200 (2026-11-30, 144 steps): hlwq-4 median 0.0044, 95 % 0.015, max 0.197 (2 steps above 0.12); bf16 and
+// INT4 of the same model: 95 % 0.041 / 0.032, max 0.103 / 0.105. The flipped code order gives 1.25 at every step.
+constexpr double kDriftMedianTol = 2e-2;
+constexpr double kDriftP95Tol = 6e-2;
+constexpr double kDriftMaxTol = 2.5e-1;
+constexpr double kDriftKlP95Tol = 1e-2;  // nats; the 4-bit quantization itself costs ~0.19 (QUALITY.md)
+
+TEST(CudaHlwqModel, GreedyDecodeMatchesCpu) {
+  HLWQ_REQUIRE_CUDA();
+  const Drift h = teacher_forced(hlwq4());
+  print_drift("hlwq-4", h);
+  // the same measurement for the bf16 and INT4 versions of the model, for scale (not asserted here: CudaModel's
+  // tests own them)
+  print_drift("bf16", teacher_forced(demo()));
+  print_drift("ct-int4 mse", teacher_forced(int4()));
+  EXPECT_LE(Drift::quantile(h.rel, 0.5), kDriftMedianTol);
+  EXPECT_LE(Drift::quantile(h.rel, 0.95), kDriftP95Tol);
+  EXPECT_LE(Drift::quantile(h.rel, 1.0), kDriftMaxTol);
+  EXPECT_LE(Drift::quantile(h.kl, 0.95), kDriftKlP95Tol);
+  for (double m : h.flip_margins) EXPECT_LE(m, kHlwqCudaLogitsRelTol) << "a flip that is not a near-tie";
+  EXPECT_LE(h.flip_margins.size(), h.rel.size() / 20);
 }
 
 // The expert cache reads the same packed HLWQ bytes from a slot or in place from host memory: bit-identical.

@@ -42,6 +42,20 @@ LogitsDiff compare_logits(const std::vector<float>& got, const std::vector<float
   for (size_t r = 0; r < got.size() / size_t(V); ++r) {
     auto g = got.begin() + long(r * V), f = ref.begin() + long(r * V);
     d.argmax_mismatches += std::max_element(g, g + V) - g != std::max_element(f, f + V) - f;
+    // log-softmax of both rows in double: KL = Σ p (log p − log q)
+    auto log_z = [&](auto row) {
+      const double m = *std::max_element(row, row + V);
+      double z = 0;
+      for (int64_t i = 0; i < V; ++i) z += std::exp(double(row[i]) - m);
+      return m + std::log(z);
+    };
+    const double zf = log_z(f), zg = log_z(g);
+    double kl = 0;
+    for (int64_t i = 0; i < V; ++i) {
+      const double lp = double(f[i]) - zf, lq = double(g[i]) - zg;
+      kl += std::exp(lp) * (lp - lq);
+    }
+    d.max_kl = std::max(d.max_kl, kl);
   }
   return d;
 }

@@ -20,6 +20,7 @@ std::vector<int32_t> golden_tokens(const std::filesystem::path& file, const std:
 
 struct LogitsDiff {
   double max_abs_err = 0, max_abs_ref = 0;
+  double max_kl = 0;  // largest KL(softmax(ref) ‖ softmax(got)) over the rows, in nats
   int64_t argmax_mismatches = 0;
   bool within(double rel_tol) const { return max_abs_err <= rel_tol * max_abs_ref && argmax_mismatches == 0; }
 };

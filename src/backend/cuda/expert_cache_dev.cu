@@ -43,6 +43,35 @@ __device__ void point_at(const PlanParams& p, int e, const uint8_t* base) {
   p.t.dn_s[e] = p.lay.int4 ? reinterpret_cast<const float*>(base + p.lay.dn_s) : nullptr;
 }
 
+// The victim among the unpinned slots, the same for every lane: an empty one first (lowest index), else the least
+// recently used (lowest index on ties); −1 when every slot is pinned. The ExpertCache policy's pick_victim.
+__device__ int warp_victim(const int* s_slot_expert, const long long* s_used, const unsigned char* s_pinned, int N,
+                           int lane) {
+  int best = -1;
+  long long best_used = 0;
+  bool best_empty = false;
+  for (int s = lane; s < N; s += 32) {
+    if (s_pinned[s]) continue;
+    const bool empty = s_slot_expert[s] < 0;
+    const bool better = best < 0 || (empty && !best_empty) || (empty == best_empty && !empty && s_used[s] < best_used);
+    if (better) best = s, best_used = s_used[s], best_empty = empty;
+  }
+  for (int o = 16; o > 0; o >>= 1) {
+    const int ob = __shfl_xor_sync(0xffffffffu, best, o);
+    const long long ou = __shfl_xor_sync(0xffffffffu, best_used, o);
+    const bool oe = __shfl_xor_sync(0xffffffffu, int(best_empty), o) != 0;
+    bool take;
+    if (ob < 0) take = false;
+    else if (best < 0) take = true;
+    else if (oe != best_empty) take = oe;
+    else if (!oe && ou != best_used) take = ou < best_used;
+    else take = ob < best;
+    if (take) best = ob, best_used = ou, best_empty = oe;
+  }
+  __syncwarp();  // every lane's reads of the slot state above come before the caller's lane-0 writes
+  return best;
+}
+
 __global__ void plan_kernel(PlanParams p) {
   HLWQ_PDL_PREAMBLE();
   __shared__ int s_slot_expert[kMaxE];
@@ -94,29 +123,7 @@ __global__ void plan_kernel(PlanParams p) {
       __syncwarp();
       continue;
     }
-    // victim: an empty unpinned slot first (lowest index), else the least recently used unpinned (lowest index)
-    int best = -1;
-    long long best_used = 0;
-    bool best_empty = false;
-    for (int s = lane; s < p.N; s += 32) {
-      if (s_pinned[s]) continue;
-      const bool empty = s_slot_expert[s] < 0;
-      const bool better = best < 0 || (empty && !best_empty) ||
-                          (empty == best_empty && !empty && s_used[s] < best_used);
-      if (better) best = s, best_used = s_used[s], best_empty = empty;
-    }
-    for (int o = 16; o > 0; o >>= 1) {
-      const int ob = __shfl_xor_sync(0xffffffffu, best, o);
-      const long long ou = __shfl_xor_sync(0xffffffffu, best_used, o);
-      const bool oe = __shfl_xor_sync(0xffffffffu, int(best_empty), o) != 0;
-      bool take;
-      if (ob < 0) take = false;
-      else if (best < 0) take = true;
-      else if (oe != best_empty) take = oe;
-      else if (!oe && ou != best_used) take = ou < best_used;
-      else take = ob < best;
-      if (take) best = ob, best_used = ou, best_empty = oe;
-    }
+    const int best = warp_victim(s_slot_expert, s_used, s_pinned, p.N, lane);
     if (lane == 0) {
       if (best < 0) {
         if (!on_cpu) ++streamed;  // every slot is pinned by this step: read in place from host memory
@@ -152,34 +159,6 @@ __global__ void plan_kernel(PlanParams p) {
   }
 }
 
-// The victim among the unpinned slots, the same for every lane: an empty one first (lowest index), else the least
-// recently used (lowest index on ties); −1 when every slot is pinned. The ExpertCache policy's pick_victim.
-__device__ int warp_victim(const int* s_slot_expert, const long long* s_used, const unsigned char* s_pinned, int N,
-                           int lane) {
-  int best = -1;
-  long long best_used = 0;
-  bool best_empty = false;
-  for (int s = lane; s < N; s += 32) {
-    if (s_pinned[s]) continue;
-    const bool empty = s_slot_expert[s] < 0;
-    const bool better = best < 0 || (empty && !best_empty) || (empty == best_empty && !empty && s_used[s] < best_used);
-    if (better) best = s, best_used = s_used[s], best_empty = empty;
-  }
-  for (int o = 16; o > 0; o >>= 1) {
-    const int ob = __shfl_xor_sync(0xffffffffu, best, o);
-    const long long ou = __shfl_xor_sync(0xffffffffu, best_used, o);
-    const bool oe = __shfl_xor_sync(0xffffffffu, int(best_empty), o) != 0;
-    bool take;
-    if (ob < 0) take = false;
-    else if (best < 0) take = true;
-    else if (oe != best_empty) take = oe;
-    else if (!oe && ou != best_used) take = ou < best_used;
-    else take = ob < best;
-    if (take) best = ob, best_used = ou, best_empty = oe;
-  }
-  return best;
-}
-
 struct PrefetchParams {
   const float* logits;
   int ld, T, k;
@@ -193,7 +172,7 @@ constexpr int kMaxPerLane = kMaxE / 32;
 __global__ void __launch_bounds__(kPrefetchThreads) prefetch_kernel(PrefetchParams q) {
   HLWQ_PDL_PREAMBLE();
   const PlanParams& p = q.c;
-  __shared__ unsigned char s_hint[kMaxE];
+  __shared__ int s_hint[kMaxE];  // int for atomicExch: warps of several tokens may mark one expert
   __shared__ int s_slot_expert[kMaxE];
   __shared__ long long s_used[kMaxE];
   __shared__ unsigned char s_reserved[kMaxE];
@@ -222,7 +201,7 @@ __global__ void __launch_bounds__(kPrefetchThreads) prefetch_kernel(PrefetchPara
       }
       if (bi == 0x7fffffff) break;  // k > E cannot happen (checked on the host); defensive
       if ((bi & 31) == lane) taken |= 1u << (bi >> 5);
-      if (lane == 0) s_hint[bi] = 1;
+      if (lane == 0) atomicExch(&s_hint[bi], 1);
     }
   }
   __syncthreads();

@@ -363,7 +363,7 @@ void gemm_grouped(const GroupedLinear& w, GroupedEpilogue epi, const uint32_t* x
                   cudaStream_t st) {
   if (max_tiles == 0) return;
   if (w.format == PackedFormat::hlwq)
-    return hlwq_gemm_grouped(w, epi, xfrag, tile_mat, max_tiles, h_xfrag, h_in_pad, y, ldy, slot_w, st);
+    return hlwq_gemm_grouped(w, epi, xfrag, tile_mat, max_tiles, y, ldy, slot_w, st);
   KParams kp{};
   kp.qarr = w.q.get();
   kp.sarr = w.scale.get();
@@ -378,6 +378,7 @@ void gemm_grouped(const GroupedLinear& w, GroupedEpilogue epi, const uint32_t* x
   kp.h = reinterpret_cast<__nv_bfloat16*>(h_xfrag);
   kp.h_in_pad = int(h_in_pad);
   const bool i4 = w.format == PackedFormat::int4;
+  HLWQ_CHECK(epi != GroupedEpilogue::swiglu_f32, "gemm_grouped: fp32 SwiGLU output is for HLWQ experts only");
   if (epi == GroupedEpilogue::swiglu) {
     HLWQ_CHECK(h_xfrag && w.out % 2 == 0 && (w.out / 2 + 15) / 16 * 16 <= h_in_pad,
                "gemm_grouped swiglu: {} gate_up rows, h columns {}", w.out, h_in_pad);

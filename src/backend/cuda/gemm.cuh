@@ -63,9 +63,11 @@ GroupedLinear make_grouped_ptrs(PackedFormat f, int64_t out, int64_t in, int64_t
 
 // Epilogues of the grouped kernel.
 enum class GroupedEpilogue : uint8_t {
-  swiglu,    // W is a gate_up matrix (pack_gate_up): h = silu(gate)·up written as bf16 into h_xfrag (in_pad of h =
-             // h_in_pad, slots as the input's), ready as the input of the down matrices
-  weighted,  // y [slot, 0..out) = slot_w[slot] · (x W_mᵀ) fp32, row stride ldy
+  swiglu,      // W is a gate_up matrix (pack_gate_up): h = silu(gate)·up written as bf16 into h_xfrag (in_pad of h =
+               // h_in_pad, slots as the input's), ready as the input of the down matrices (INT4, bf16)
+  swiglu_f32,  // as swiglu, but h [slot, 0..out/2) written in fp32 to y (row stride ldy): an HLWQ down projection
+               // rotates h first (hlwq_pack_activations), and rounding it to bf16 before that would round it twice
+  weighted,    // y [slot, 0..out) = slot_w[slot] · (x W_mᵀ) fp32, row stride ldy
 };
 
 // For every 8-slot tile i < max_tiles with tile_mat[i] = m ≥ 0: the slots 8i..8i+7 of xfrag through matrix m.

@@ -144,6 +144,9 @@ MoeWorkspace make_moe_workspace(const MoeLayerDev& L, int64_t max_T) {
   ws.tile_mat = DeviceBuffer<int>(size_t(ws.max_tiles), "MoE tile matrices");
   ws.tok_slot = DeviceBuffer<int>(size_t(max_T * A), "MoE token slots");
   ws.cpu_mark = DeviceBuffer<uint8_t>(size_t(L.E), "MoE experts on the CPU");
+  if (L.dn.format == PackedFormat::hlwq) {
+    ws.h32 = DeviceBuffer<float>(size_t(slots * L.I), "MoE h (fp32, HLWQ experts)");
+  }
   return ws;
 }
 
@@ -172,12 +175,17 @@ void moe_forward(const MoeLayerDev& L, MoeWorkspace& ws, const float* xn, int64_
                    cpu->all_routed ? nullptr : ws.cpu_mark.get(), st);
   if (hooks.prefetch && hooks.next && hooks.next->cache)  // overlaps this layer's experts (moe_prefetch.cuh)
     hooks.prefetch->issue(hooks.layer + 1, *hooks.next, ws.x_tok.get(), T, ws.logits.get(), st);
-  // HLWQ experts read rotated activations (hlwq_gemm.cuh): xn rotated while gathered, h rotated in place
+  // HLWQ experts read rotated activations (hlwq_gemm.cuh): xn rotated while gathered, h rotated from fp32
   (L.gu.format == PackedFormat::hlwq ? hlwq_pack_activations : pack_activations)(
       xn, L.H, T, L.H, ws.slot_tok.get(), tiles * 8, L.gu.in_pad, ws.x_slot.get(), st);
-  gemm_grouped(L.gu, GroupedEpilogue::swiglu, ws.x_slot.get(), ws.tile_mat.get(), tiles, ws.h.get(), L.dn.in_pad,
-               nullptr, 0, nullptr, st);
-  if (L.dn.format == PackedFormat::hlwq) hlwq_rotate_xfrag(ws.h.get(), tiles * 8, L.I, L.dn.in_pad, ws.tile_mat.get(), st);
+  if (L.dn.format == PackedFormat::hlwq) {  // h in fp32 [slots, I], then rotated and rounded once
+    gemm_grouped(L.gu, GroupedEpilogue::swiglu_f32, ws.x_slot.get(), ws.tile_mat.get(), tiles, nullptr, 0,
+                 ws.h32.get(), L.I, nullptr, st);
+    hlwq_pack_slots(ws.h32.get(), L.I, tiles * 8, L.I, ws.tile_mat.get(), L.dn.in_pad, ws.h.get(), st);
+  } else {
+    gemm_grouped(L.gu, GroupedEpilogue::swiglu, ws.x_slot.get(), ws.tile_mat.get(), tiles, ws.h.get(), L.dn.in_pad,
+                 nullptr, 0, nullptr, st);
+  }
   gemm_grouped(L.dn, GroupedEpilogue::weighted, ws.h.get(), ws.tile_mat.get(), tiles, nullptr, 0, ws.y.get(), L.H,
                ws.slot_w.get(), st);
   if (to_cpu) cpu->cpu->join(ws.y.get(), T, st);

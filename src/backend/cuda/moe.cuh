@@ -49,6 +49,7 @@ struct MoeWorkspace {
   int64_t max_T = 0, max_tiles = 0;
   DeviceBuffer<uint32_t> x_tok, x_slot, h;  // xfrag: xn by token, xn by slot, SiLU(gate)·up by slot
   DeviceBuffer<float> logits, y, slot_w, topk_w;
+  DeviceBuffer<float> h32;  // HLWQ experts only: SiLU(gate)·up by slot [slots, I] in fp32, before its rotation
   DeviceBuffer<int> topk_ids, slot_tok, tile_mat, tok_slot;
   DeviceBuffer<uint8_t> cpu_mark;  // [E] experts the slot plan hands to the CPU this step
 };
