@@ -193,7 +193,8 @@ for t in texts:
           f"{', '.join(verdict)} |")
     w("")
 # The ablation of quality_table.sh: KL with only one kind of Linear quantized (the rest at the bf16 value).
-KINDS = [("mixers", "mixers", r"\.(self_attn|linear_attn)\."), ("experts", "routed experts", r"\.mlp\.experts\."),
+KINDS = [("mixers", "mixers", r"\.(self_attn|linear_attn)\."), ("attn", "attention", r"\.self_attn\."),
+         ("gdn", "Gated DeltaNet", r"\.linear_attn\."), ("experts", "routed experts", r"\.mlp\.experts\."),
          ("shared", "shared expert", r"\.mlp\.shared_expert\."),
          ("nomixers", "all but the mixers", r"\.mlp\.(experts|shared_expert)\.")]
 ABL_METHODS = ["rtn", "gptq", "hlwq-4-gptq"]
@@ -229,8 +230,9 @@ if abl:
     w("Each cell: KL(bf16‖q) of the model with **only that kind** of Linear quantized by the row's method, every other")
     w("Linear at its bf16 value (`hlwq_ablate`: the chosen matrices' exact decode, dense; same windows as the table),")
     w("and in brackets that KL over the seed RTN's whole-model KL on the text. **all** is the row above. Share of the")
-    w("quantized weights: " + ", ".join(f"{lbl} {100 * share[k]:.1f}%" for k, lbl, _ in KINDS if k in share and k != "nomixers")
-      + " (mixers = the attention layers' q/k/v/o and the Gated DeltaNet layers' in_proj_qkv/in_proj_z/out_proj).\n")
+    w("quantized weights: " + ", ".join(f"{lbl} {100 * share[k]:.1f}%" for k, lbl, _ in KINDS
+                                        if k in share and k not in ("mixers", "nomixers"))
+      + " (mixers = attention (q/k/v/o_proj) + Gated DeltaNet (in_proj_qkv, in_proj_z, out_proj)).\n")
     for t in texts:
         have_m = [m for m in ABL_METHODS if (m, t) in abl and m in rows and t in rows[m]["res"]]
         if not have_m or "rtn" not in rows or t not in rows["rtn"]["res"]:
@@ -253,7 +255,10 @@ if abl:
                 tot = sum(d[k]["kld"] for k in parts)
                 w(f"- {DESC[m].rstrip(' ‡')}: the mixers alone give {d['mixers']['kld']:.4f}, "
                   f"{100 * d['mixers']['kld'] / full:.0f}% of the whole model's {full:.4f}, from "
-                  f"{100 * share.get('mixers', 0):.1f}% of the weights; the three kinds alone sum to {tot:.4f} "
+                  f"{100 * share.get('mixers', 0):.1f}% of the weights" +
+                  (f" (Gated DeltaNet {d['gdn']['kld']:.4f} from {100 * share.get('gdn', 0):.1f}%, attention "
+                   f"{d['attn']['kld']:.4f})" if "gdn" in d and "attn" in d else "") +
+                  f"; the three kinds alone sum to {tot:.4f} "
                   f"({tot / full:.2f}× the whole: " + ("errors of different kinds partly offset each other)." if tot > full
                                                       else "errors of different kinds compound)."))
             for goal_m, goal in (("gptq", 0.6), ("hlwq-4-gptq", 0.5)):

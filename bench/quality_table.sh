@@ -36,7 +36,8 @@ ABLATE_TEXTS=${ABLATE_TEXTS:-pydocs_heldout}
 ABLATE_METHODS=${ABLATE_METHODS:-"rtn gptq hlwq-4-gptq"}
 # kind -> the module names hlwq_ablate keeps quantized (nomixers: every Linear but the mixers')
 declare -A ABLATE_KINDS=([experts]='\.mlp\.experts\.' [shared]='\.mlp\.shared_expert\.'
-                         [mixers]='\.(self_attn|linear_attn)\.' [nomixers]='\.mlp\.(experts|shared_expert)\.')
+                         [mixers]='\.(self_attn|linear_attn)\.' [attn]='\.self_attn\.' [gdn]='\.linear_attn\.'
+                         [nomixers]='\.mlp\.(experts|shared_expert)\.')
 for t in $TEXTS; do
   [ "$(realpath "$SHARED/corpus/$t.txt")" != "$(realpath "$CALIB")" ] || { echo "CALIB=$CALIB is an evaluated text" >&2; exit 1; }
 done
@@ -128,7 +129,7 @@ done
 if [ "$ABLATE" = 1 ]; then
   for m in $ABLATE_METHODS; do
     [ -d "$WORK/models/$m" ] || continue  # a method not run yet has nothing to ablate
-    for k in experts shared mixers nomixers; do
+    for k in experts shared mixers attn gdn nomixers; do
       for t in $ABLATE_TEXTS; do
         f="$WORK/results/ablate.$m.$k.$t.json"
         mw=$(windows_for "$t")
