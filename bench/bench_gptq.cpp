@@ -1,7 +1,7 @@
 // hlwq_bench_gptq: the cost of calibrated quantization's parts at Qwen3.6-35B-A3B's expert shapes (hidden 2048,
 // expert width 512), on this machine's threads: accumulating H += XᵀX per token, the factor of one input
 // (gptq_factor, n = 2048 and 512), and GPTQ on one matrix (gate/up [512, 2048], down [2048, 512]) for INT4 and
-// HLWQ-4. It then projects the full model (40 layers × 256 experts; the attention/GDN and shared-expert linears,
+// HLWQ-4, also with one round of scale re-fitting (--gptq-refit 1). It then projects the full model (40 layers × 256 experts; the attention/GDN and shared-expert linears,
 // ~3% of the parameters, are left out of the projection and said so) for a given number of calibration tokens.
 // Median of --repeats runs; synthetic correlated inputs (GPTQ's cost does not depend on the values).
 #include <CLI/CLI.hpp>
@@ -82,12 +82,18 @@ int main(int argc, char** argv) {
   const double t_dn = median_s(repeats, [&] { hlwq::gptq_int4(w.data(), kH, kI, fi, o); });
   const double t_gu4 = median_s(repeats, [&] { hlwq::gptq_hlwq(w.data(), kI, kH, fh, o, cb, 4, hlwq::HlwqScale::least_squares); });
   const double t_dn4 = median_s(repeats, [&] { hlwq::gptq_hlwq(w.data(), kH, kI, fi, o, cb, 4, hlwq::HlwqScale::least_squares); });
+  GptqOptions orf = o;  // --gptq-refit 1: the factor keeps H; the re-fit is the extra work per matrix
+  orf.refit = 1;
+  const GptqFactor fhr = hlwq::gptq_factor(Hh.data(), kH, orf), fir = hlwq::gptq_factor(Hi.data(), kI, orf);
+  const double t_gur = median_s(repeats, [&] { hlwq::gptq_int4(w.data(), kI, kH, fhr, orf); });
+  const double t_dnr = median_s(repeats, [&] { hlwq::gptq_int4(w.data(), kH, kI, fir, orf); });
   // accumulation: one token's rows into an expert's two inputs (x [H] and its activation [I]), as the tap does
   const double acc_flops = 2.0 * double(kH * kH + kI * kI);
   fmt::print("hlwq_bench_gptq: {} threads, median of {}, CPU seconds (all threads together)\n", threads, repeats);
   fmt::print("gptq_factor n={}: {:.3f} s   n={}: {:.3f} s\n", kH, t_fh, kI, t_fi);
   fmt::print("gptq_int4 [{}, {}]: {:.3f} s   [{}, {}]: {:.3f} s\n", kI, kH, t_gu, kH, kI, t_dn);
   fmt::print("gptq_hlwq-4 [{}, {}]: {:.3f} s   [{}, {}]: {:.3f} s\n", kI, kH, t_gu4, kH, kI, t_dn4);
+  fmt::print("with --gptq-refit 1: gptq_int4 [{}, {}]: {:.3f} s   [{}, {}]: {:.3f} s\n", kI, kH, t_gur, kH, kI, t_dnr);
   // Per expert: one factor per input (gate and up share theirs), GPTQ on three matrices, and an output-error check
   // about as costly as one GPTQ row pass (not timed separately: counted as one more matrix).
   const double per_expert = t_fh + t_fi + 3 * t_gu + 2 * t_dn;

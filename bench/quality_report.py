@@ -192,6 +192,82 @@ for t in texts:
           f"{'—' if refkl is None else f'{refkl:.4f}'} | {'—' if refppl is None else f'{refppl:.3f}'} | {vs} | {tok} | "
           f"{', '.join(verdict)} |")
     w("")
+# The ablation of quality_table.sh: KL with only one kind of Linear quantized (the rest at the bf16 value).
+KINDS = [("mixers", "mixers", r"\.(self_attn|linear_attn)\."), ("attn", "attention", r"\.self_attn\."),
+         ("gdn", "Gated DeltaNet", r"\.linear_attn\."), ("experts", "routed experts", r"\.mlp\.experts\."),
+         ("shared", "shared expert", r"\.mlp\.shared_expert\."),
+         ("nomixers", "all but the mixers", r"\.mlp\.(experts|shared_expert)\.")]
+ABL_METHODS = ["rtn", "gptq", "hlwq-4-gptq"]
+abl = {}  # (method, text) -> {kind: eval json}
+for m in ABL_METHODS:
+    for t in texts:
+        for k, _, _ in KINDS:
+            f = os.path.join(a.work, "results", f"ablate.{m}.{k}.{t}.json")
+            if os.path.exists(f):
+                abl.setdefault((m, t), {})[k] = json.load(open(f))
+
+
+def kind_shares():
+    """kind -> its share of the quantized weights (from the seed RTN checkpoint's packed tensors)."""
+    mdir = os.path.join(a.work, "models", "rtn")
+    n, total = {}, 0
+    for fn in sorted(os.listdir(mdir)) if os.path.isdir(mdir) else []:
+        if fn.endswith(".safetensors"):
+            h, _ = st_header(os.path.join(mdir, fn))
+            for name, e in h.items():
+                if name.endswith(".weight_packed"):
+                    c = e["shape"][0] * e["shape"][1] * 8
+                    total += c
+                    for k, _, rx in KINDS:
+                        if re.search(rx, name):
+                            n[k] = n.get(k, 0) + c
+    return {k: v / total for k, v in n.items()} if total else {}
+
+
+if abl:
+    share = kind_shares()
+    w("## Where the error comes from (ablation)\n")
+    w("Each cell: KL(bf16‖q) of the model with **only that kind** of Linear quantized by the row's method, every other")
+    w("Linear at its bf16 value (`hlwq_ablate`: the chosen matrices' exact decode, dense; same windows as the table),")
+    w("and in brackets that KL over the seed RTN's whole-model KL on the text. **all** is the row above. Share of the")
+    w("quantized weights: " + ", ".join(f"{lbl} {100 * share[k]:.1f}%" for k, lbl, _ in KINDS
+                                        if k in share and k not in ("mixers", "nomixers"))
+      + " (mixers = attention (q/k/v/o_proj) + Gated DeltaNet (in_proj_qkv, in_proj_z, out_proj)).\n")
+    for t in texts:
+        have_m = [m for m in ABL_METHODS if (m, t) in abl and m in rows and t in rows[m]["res"]]
+        if not have_m or "rtn" not in rows or t not in rows["rtn"]["res"]:
+            continue
+        seed = rows["rtn"]["res"][t]["kld"]
+        w(f"### {t}\n")
+        w("| method | " + " | ".join(lbl for _, lbl, _ in KINDS) + " | all |")
+        w("|---|" + "---|" * (len(KINDS) + 1))
+        for m in have_m:
+            cells = []
+            for k, _, _ in KINDS + [("all", "", "")]:
+                e = rows[m]["res"][t] if k == "all" else abl[(m, t)].get(k)
+                cells.append("—" if e is None else f"{e['kld']:.4f} ({e['kld'] / seed:.2f}×)")
+            w(f"| {DESC[m].rstrip(' ‡')} | " + " | ".join(cells) + " |")
+        w("")
+        for m in have_m:
+            d, full = abl[(m, t)], rows[m]["res"][t]["kld"]
+            parts = [k for k in ("mixers", "experts", "shared") if k in d]
+            if len(parts) == 3:
+                tot = sum(d[k]["kld"] for k in parts)
+                w(f"- {DESC[m].rstrip(' ‡')}: the mixers alone give {d['mixers']['kld']:.4f}, "
+                  f"{100 * d['mixers']['kld'] / full:.0f}% of the whole model's {full:.4f}, from "
+                  f"{100 * share.get('mixers', 0):.1f}% of the weights" +
+                  (f" (Gated DeltaNet {d['gdn']['kld']:.4f} from {100 * share.get('gdn', 0):.1f}%, attention "
+                   f"{d['attn']['kld']:.4f})" if "gdn" in d and "attn" in d else "") +
+                  f"; the three kinds alone sum to {tot:.4f} "
+                  f"({tot / full:.2f}× the whole: " + ("errors of different kinds partly offset each other)." if tot > full
+                                                      else "errors of different kinds compound)."))
+            for goal_m, goal in (("gptq", 0.6), ("hlwq-4-gptq", 0.5)):
+                if m == goal_m and "nomixers" in d:
+                    r = d["nomixers"]["kld"] / seed
+                    w(f"  With the mixers left at bf16 (the bound of any wider format for them) it reaches "
+                      f"{d['nomixers']['kld']:.4f} = {r:.2f}× the seed's RTN (goal ≤ {goal}×: "
+                      f"{'met' if r <= goal else f'missed by {r - goal:.2f}×'}).")
+        w("")
 # Findings, computed from the rows above (the sentences are fixed, every number is measured).
 w("## What the numbers say\n")
 for t in texts:

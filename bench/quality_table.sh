@@ -5,13 +5,16 @@
 # with `hlwq quantize`, runs `hlwq eval kld` against the bf16 model on each text, times decode with hlwq_bench_model, and then
 # bench/quality_report.py assembles the table (bits/weight, size, ppl, Δppl, KL, top-1, relative weight MSE,
 # decode tok/s, the PyTorch reference beside each). Results are cached per method and text under $WORK/results,
-# so a rerun redoes only what is missing (FORCE=1 redoes all).
+# so a rerun redoes only what is missing (FORCE=1 redoes all). Then the ablation behind issue 13's "why"
+# (docs/calibration.md): for the seed RTN and the calibrated rows, the model with only one kind of Linear quantized
+# (hlwq_ablate; the others at their bf16 value), and its KL on $ABLATE_TEXTS.
 #
 # usage: bench/quality_table.sh [METHOD...]     (default: all; see METHODS below)
 # env:   TEXTS="pydocs_heldout wiki_test"  MAX_WINDOWS=0 (0: whole text; N: first N windows of 512 tokens)
 #        WINDOWS="wiki_test:100" per-text overrides of MAX_WINDOWS
 #        BUILD=build  WORK=/tmp/hlwq-quality  OUT=QUALITY.md  SPEED=1 (0: skip decode timing)  SPEED_REPEATS=5  FORCE=0
 #        CALIB=../shared/corpus/train.txt  CALIB_TOKENS=65536  CALIB_ARGS="--gptq-damp 0.1" (calibrated methods)
+#        ABLATE=1 (0: skip the ablation)  ABLATE_TEXTS=pydocs_heldout  ABLATE_METHODS="rtn gptq hlwq-4-gptq"
 # From a fresh clone: scripts/install-deps.sh; cmake -S . -B build -G Ninja; cmake --build build; then this.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -28,6 +31,13 @@ FORCE=${FORCE:-0}
 CALIB=${CALIB:-$SHARED/corpus/train.txt}
 CALIB_TOKENS=${CALIB_TOKENS:-65536}
 CALIB_ARGS=${CALIB_ARGS:-"--gptq-damp 0.1"}  # measured best of 0.01 and 0.1 (docs/calibration.md)
+ABLATE=${ABLATE:-1}
+ABLATE_TEXTS=${ABLATE_TEXTS:-pydocs_heldout}
+ABLATE_METHODS=${ABLATE_METHODS:-"rtn gptq hlwq-4-gptq"}
+# kind -> the module names hlwq_ablate keeps quantized (nomixers: every Linear but the mixers')
+declare -A ABLATE_KINDS=([experts]='\.mlp\.experts\.' [shared]='\.mlp\.shared_expert\.'
+                         [mixers]='\.(self_attn|linear_attn)\.' [attn]='\.self_attn\.' [gdn]='\.linear_attn\.'
+                         [nomixers]='\.mlp\.(experts|shared_expert)\.')
 for t in $TEXTS; do
   [ "$(realpath "$SHARED/corpus/$t.txt")" != "$(realpath "$CALIB")" ] || { echo "CALIB=$CALIB is an evaluated text" >&2; exit 1; }
 done
@@ -41,7 +51,7 @@ METHODS=("$@")
 [ ${#METHODS[@]} -gt 0 ] || METHODS=("${ALL[@]}")
 mkdir -p "$WORK/results" "$WORK/models" "$WORK/bin"
 # The binaries are copied first, so rebuilding during a long run does not change them under it.
-for t in hlwq hlwq_bench_model hlwq_dequantize; do
+for t in hlwq hlwq_bench_model hlwq_dequantize hlwq_ablate; do
   [ -x "$BUILD/$t" ] || { echo "build $BUILD/$t first (cmake --build $BUILD --target $t)" >&2; exit 1; }
   cp "$BUILD/$t" "$WORK/bin/$t"
 done
@@ -116,6 +126,26 @@ for m in "${METHODS[@]}"; do
     fi
   fi
 done
+if [ "$ABLATE" = 1 ]; then
+  for m in $ABLATE_METHODS; do
+    [ -d "$WORK/models/$m" ] || continue  # a method not run yet has nothing to ablate
+    for k in experts shared mixers attn gdn nomixers; do
+      for t in $ABLATE_TEXTS; do
+        f="$WORK/results/ablate.$m.$k.$t.json"
+        mw=$(windows_for "$t")
+        [ "$FORCE" != 1 ] && [ -f "$f" ] && grep -q "\"max_windows\": $mw\b" "$f" && continue
+        log "$m: ablation, only $k quantized: eval kld on $t (max windows $mw)"
+        a="$WORK/models/ablate-$m-$k"
+        "$WORK/bin/hlwq_ablate" "$BASE" "$WORK/models/$m" "$a" "${ABLATE_KINDS[$k]}" >&2
+        "$HLWQ" eval kld "$a" --base "$BASE" --text "$SHARED/corpus/$t.txt" --max-windows "$mw" --json |
+          python3 -c "import json,sys; j=json.load(sys.stdin); j['max_windows']=$mw; j['ablate']='$k'; print(json.dumps(j, indent=1))" \
+          > "$f.tmp"
+        mv "$f.tmp" "$f"
+        rm -rf "$a"
+      done
+    done
+  done
+fi
 python3 bench/quality_report.py --work "$WORK" --base "$BASE" --shared "$SHARED" --texts "$TEXTS" \
   --methods "${ALL[*]}" --out "$OUT"
 log "wrote $OUT"

@@ -67,6 +67,11 @@ Command add_quantize(CLI::App& app) {
       sub->add_flag("--gptq-unweighted-scales", a->unweighted,
                     "group scales minimize the plain weight error, not the error weighted by each input's "
                     "importance"),
+      sub->add_option("--gptq-refit", a->opt.gptq.refit,
+                      "rounds of re-fitting each row's group scales to its codes by least squares on GPTQ's loss "
+                      "(k > 1: the column loop again at the re-fit scales, then re-fit)")
+          ->check(CLI::Range(0, 8))
+          ->capture_default_str(),
       sub->add_flag("--calib-sequential", a->opt.calib_sequential,
                     "one calibration pass per layer on the activations of the model quantized so far (holds the "
                     "quantized weights in fp32: 4 bytes per parameter)"),

@@ -1,5 +1,5 @@
-// GPTQ: the factor of the damped inverse Hessian, the blocked column loop with lazy updates, and its INT4 and
-// HLWQ grids (see gptq.h). Eigen does the dense algebra; its own threading is off (EIGEN_DONT_PARALLELIZE): the
+// GPTQ: the factor of the damped inverse Hessian, the blocked column loop with lazy updates, its INT4 and HLWQ
+// grids, and the re-fit of group scales to the chosen codes (see gptq.h). Eigen does the dense algebra; its own threading is off (EIGEN_DONT_PARALLELIZE): the
 // rows run in fixed chunks on OpenMP threads, so every row's arithmetic is the same for any thread count.
 #define EIGEN_DONT_PARALLELIZE
 #include "quant/gptq.h"
@@ -49,13 +49,25 @@ void fwht128_double(double* x) {
   for (int64_t j = 0; j < kG; ++j) x[j] *= 1.0 / std::sqrt(double(kG));
 }
 
+// A grid whose group scales can be read, re-fit and then held fixed (for the scale re-fit rounds).
+class ScaledGrid : public GptqGrid {
+ public:
+  bool fixed = false;  // choose_scales leaves the current scales (set by set_scale) in place
+  // The chosen code's value at unit scale (what the group scale multiplies).
+  virtual float unit(int64_t row, int64_t col) const = 0;
+  virtual float scale(int64_t row, int64_t g) const = 0;  // as stored (decoded)
+  virtual float stored(float s) const = 0;                 // s rounded as it would be stored
+  virtual void set_scale(int64_t row, int64_t g, float s) = 0;
+};
+
 // INT4 (compressed-tensors u4b8, group 128): the group scale is int4_mse_group's (bf16, MSE-optimal on a grid),
 // an element rounds like every INT4 method here: q = clamp(round_half_even(v / s), −8, 7).
-class Int4Grid final : public GptqGrid {
+class Int4Grid final : public ScaledGrid {
  public:
   Int4Grid(int64_t out, int64_t in) : in_(in), ng_(in / kG), scale_(size_t(out * ng_)), sf_(scale_.size()), q_(size_t(out * in)) {}
 
   void choose_scales(int64_t r0, int64_t nr, int64_t g, const float* wg, int64_t ld, const float* imp) override {
+    if (fixed) return;
     alignas(64) int8_t tmp[kG];
     for (int64_t r = 0; r < nr; ++r) {
       const size_t i = size_t((r0 + r) * ng_ + g);
@@ -68,6 +80,14 @@ class Int4Grid final : public GptqGrid {
     const float x = std::clamp(std::nearbyint(std::clamp(v / s, -9.0f, 9.0f)), -8.0f, 7.0f);
     q_[size_t(row * in_ + col)] = int8_t(x);
     return x * s;
+  }
+  float unit(int64_t row, int64_t col) const override { return float(q_[size_t(row * in_ + col)]); }
+  float scale(int64_t row, int64_t g) const override { return sf_[size_t(row * ng_ + g)]; }
+  float stored(float s) const override { return bf16_to_f32(f32_to_bf16(s)); }
+  void set_scale(int64_t row, int64_t g, float s) override {
+    const size_t i = size_t(row * ng_ + g);
+    scale_[i] = f32_to_bf16(s);
+    sf_[i] = bf16_to_f32(scale_[i]);
   }
   const std::vector<uint16_t>& scales() const { return scale_; }
   const int8_t* q() const { return q_.data(); }
@@ -83,13 +103,14 @@ class Int4Grid final : public GptqGrid {
 // H(c/√128) rotated back is c/√128). The block scale is the codec's rule on the block when it is fixed: the l2
 // norm, or the least-squares scale of the codes nearest at that norm; elements then round to the nearest grid
 // point at the scale fixed (for l2, codes are chosen at the unrounded norm, as the codec does).
-class HlwqGrid final : public GptqGrid {
+class HlwqGrid final : public ScaledGrid {
  public:
   HlwqGrid(int64_t out, int64_t np, const HlwqCodebook& cb, HlwqScale mode)
       : nb_(np / kG), cb_(cb), mode_(mode), r16_(size_t(out * nb_)), rsel_(r16_.size()), rval_(r16_.size()),
         codes_(size_t(out * np)) {}
 
   void choose_scales(int64_t r0, int64_t nr, int64_t g, const float* wg, int64_t ld, const float* imp) override {
+    if (fixed) return;
     const float* c = cb_.centroids().data();
     alignas(64) float z[kG];
     uint8_t codes[kG];
@@ -124,6 +145,16 @@ class HlwqGrid final : public GptqGrid {
     codes_[size_t(row * nb_ * kG + col)] = code;
     return rval_[i] * cb_.centroids()[code] / kSqrtG;
   }
+  float unit(int64_t row, int64_t col) const override {
+    return cb_.centroids()[codes_[size_t(row * nb_ * kG + col)]] / kSqrtG;
+  }
+  float scale(int64_t row, int64_t g) const override { return rval_[size_t(row * nb_ + g)]; }
+  float stored(float s) const override { return f16_to_f32(f32_to_f16(s)); }
+  void set_scale(int64_t row, int64_t g, float s) override {  // codes are then chosen at the stored scale
+    const size_t i = size_t(row * nb_ + g);
+    r16_[i] = f32_to_f16(s);
+    rsel_[i] = rval_[i] = f16_to_f32(r16_[i]);
+  }
   const std::vector<uint16_t>& scales() const { return r16_; }
   const uint8_t* codes() const { return codes_.data(); }
 
@@ -135,6 +166,76 @@ class HlwqGrid final : public GptqGrid {
   std::vector<float> rsel_, rval_;  // [out, nb] the scale codes are chosen at / the decoded (fp16) scale
   std::vector<uint8_t> codes_;    // [out, nb, 128]
 };
+
+// The re-fit of gptq.h: per row, A s = b with A_gh = q_gᵀ Hd_gh q_h and b_g = q_gᵀ (Hd w)_g (q_g the row's unit
+// values on group g, w the original weights, both in the working domain, input order); the row's loss for
+// scales s is sᵀ A s − 2 bᵀ s + wᵀ Hd w, so old and new (stored) scales are compared without recomputing ŵ.
+// Rows run in fixed chunks, so the result does not depend on the thread count.
+void refit_scales(const float* w, int64_t out, int64_t n, const GptqFactor& f, ScaledGrid& grid) {
+  HLWQ_CHECK(f.H.size() == size_t(n * n), "gptq: the scale re-fit needs a factor made with GptqOptions::refit");
+  const int64_t ng = n / kG;
+  const double ridge = f.damp * f.mean_diag;
+  const Eigen::Map<const MatD> H(f.H.data(), n, n);
+  const int64_t n_chunks = (out + kRowChunk - 1) / kRowChunk;
+  ParallelErrors errs;
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t ch = 0; ch < n_chunks; ++ch) errs.run([&] {
+    const int64_t r0 = ch * kRowChunk, R = std::min(kRowChunk, out - r0);
+    MatD Wc(R, n), Q(R, n);  // [R, n] original weights, unit values of the chosen codes
+    for (int64_t r = 0; r < R; ++r)
+      for (int64_t j = 0; j < n; ++j) {
+        Wc(r, j) = w[(r0 + r) * n + j];
+        Q(r, j) = grid.unit(r0 + r, j);
+      }
+    MatD HW = Wc * H;  // [R, n] (Hd w)ᵀ per row (H symmetric)
+    HW += ridge * Wc;
+    std::vector<MatD> A(size_t(R), MatD::Zero(ng, ng));  // per row [ng, ng]
+    for (int64_t h = 0; h < ng; ++h) {
+      MatD Y = Q.middleCols(h * kG, kG) * H.middleRows(h * kG, kG);  // [R, n] (Hd q_h)ᵀ per row
+      Y.middleCols(h * kG, kG) += ridge * Q.middleCols(h * kG, kG);
+      for (int64_t r = 0; r < R; ++r)
+        for (int64_t g = 0; g < ng; ++g)
+          A[size_t(r)](g, h) = Q.row(r).segment(g * kG, kG).dot(Y.row(r).segment(g * kG, kG));
+    }
+    Eigen::VectorXd b(ng), s0(ng), s(ng), sr(ng);
+    for (int64_t r = 0; r < R; ++r) {
+      MatD& Ar = A[size_t(r)];
+      for (int64_t g = 0; g < ng; ++g) {
+        b(g) = Q.row(r).segment(g * kG, kG).dot(HW.row(r).segment(g * kG, kG));
+        s0(g) = grid.scale(r0 + r, g);
+        if (Ar(g, g) <= 0) {  // every code of the group is 0: its scale changes nothing, keep it
+          Ar.row(g).setZero();
+          Ar.col(g).setZero();
+          Ar(g, g) = 1;
+          b(g) = s0(g);
+        }
+      }
+      s = Ar.ldlt().solve(b);
+      bool ok = s.allFinite();
+      for (int64_t g = 0; g < ng && ok; ++g) {
+        sr(g) = grid.stored(float(s(g)));
+        ok = sr(g) > 0 && std::isfinite(sr(g));
+      }
+      if (!ok) continue;
+      const double loss_old = s0.dot(Ar * s0) - 2 * b.dot(s0), loss_new = sr.dot(Ar * sr) - 2 * b.dot(sr);
+      if (loss_new < loss_old)
+        for (int64_t g = 0; g < ng; ++g) grid.set_scale(r0 + r, g, float(sr(g)));
+    }
+  });
+  errs.rethrow();
+}
+
+// The column loop, then opt.refit rounds of re-fitting (later rounds: the column loop again at fixed scales).
+void gptq_run(const float* w, int64_t out, int64_t n, const GptqFactor& f, const GptqOptions& opt, ScaledGrid& grid) {
+  gptq_quantize(w, out, n, f, opt, grid);
+  for (int round = 1; round <= opt.refit; ++round) {
+    if (round > 1) {
+      grid.fixed = true;
+      gptq_quantize(w, out, n, f, opt, grid);
+    }
+    refit_scales(w, out, n, f, grid);
+  }
+}
 
 }  // namespace
 
@@ -155,6 +256,11 @@ GptqFactor gptq_factor(const double* H, int64_t n, const GptqOptions& opt) {
   for (int64_t i = 0; i < n; ++i)
     for (int64_t j = 0; j < n; ++j) A(i, j) = i == j ? d(f.perm[size_t(i)]) : Hm(f.perm[size_t(i)], f.perm[size_t(j)]);
   const double mean = d.mean();
+  if (opt.refit > 0) {  // the loss the re-fit minimizes, in input order (dead inputs as in the factor)
+    f.H.assign(H, H + n * n);
+    for (int64_t i = 0; i < n; ++i) f.H[size_t(i * n + i)] = d(i);
+  }
+  f.mean_diag = mean;
   for (int attempt = 0; attempt <= kDampRetries; ++attempt) {
     const double lam = opt.damp * std::pow(10.0, attempt);
     MatD Ad = A;
@@ -238,7 +344,7 @@ Int4Result gptq_int4(const float* w, int64_t out, int64_t in, const GptqFactor& 
   HLWQ_CHECK(out > 0 && in > 0 && in % kG == 0, "gptq_int4: shape [{}, {}] needs in % {} == 0", out, in, kG);
   HLWQ_CHECK(all_finite(w, out * in), "gptq_int4: non-finite weight in [{}, {}]", out, in);
   Int4Grid grid(out, in);
-  gptq_quantize(w, out, in, f, opt, grid);
+  gptq_run(w, out, in, f, opt, grid);
   Int4Result r;
   r.out = out;
   r.in = in;
@@ -268,7 +374,7 @@ HlwqPacked gptq_hlwq(const float* w, int64_t out, int64_t in, const GptqFactor& 
     fwht128_batch(wr.data() + o * np, nb);
   }
   HlwqGrid grid(out, np, cb, mode);
-  gptq_quantize(wr.data(), out, np, f, opt, grid);
+  gptq_run(wr.data(), out, np, f, opt, grid);
   HlwqPacked r;
   r.out = out;
   r.in = in;

@@ -11,6 +11,11 @@
 // Group scales are chosen "during" the feedback (from the updated columns when the group's first column is
 // reached, columns in input order) or "before" it (from the original W; the only choice with act-order, whose
 // column order crosses groups).
+// Scale re-fit (GptqOptions::refit, docs/calibration.md): after the column loop each row's group scales are re-fit
+// jointly to the codes it chose, by least squares on GPTQ's own loss (ŵ − w)ᵀ Hd (ŵ − w) with ŵ = Σ_g s_g·q_g and
+// Hd = H + λ·mean(diag H)·I (the damped Hessian the factor was made from); a row keeps its old scales unless the
+// stored (rounded) new ones lower that loss and are all positive. Further rounds run the column loop again with
+// the scales fixed at the re-fit values (codes re-chosen under feedback), then re-fit again.
 // Invariant (the negative control of the tests): with H = I no error is fed anywhere, and the result equals the
 // calibration-free quantizer with the same scale rule.
 // Dimension legend: out rows of W, n its columns (= inputs, padded to whole 128-blocks for HLWQ).
@@ -33,6 +38,9 @@ struct GptqOptions {
   // Group scales minimize the error weighted by each column's importance 1/[H⁻¹]_jj = 1/U_jj² (what quantizing
   // column j costs once the later columns have compensated, GPTQ's own loss); off: the plain weight error.
   bool weighted_scales = true;
+  // Rounds of scale re-fitting after the column loop: 0 off; 1 re-fit once; k > 1: k − 1 more column loops with
+  // the re-fit scales fixed, each followed by a re-fit. Needs the factor made with the same refit (it keeps H).
+  int refit = 0;
 };
 
 // What GPTQ needs of one input's statistics, prepared once and shared by every linear reading that input.
@@ -41,6 +49,8 @@ struct GptqFactor {
   std::vector<int32_t> perm;  // [n] working column j is input column perm[j]
   std::vector<float> U;       // [n, n] row-major upper Cholesky factor of (Hp + λ·mean(diag)·I)⁻¹, Hp = H permuted
   double damp = 0;            // the λ that made it positive definite
+  std::vector<double> H;      // [n, n] input order, undamped: kept only when GptqOptions::refit > 0 (8·n² bytes)
+  double mean_diag = 0;       // mean(diag H) after dead inputs got 1: λ·mean_diag is the damping added
 };
 
 // H [n, n] (symmetric, Σ x xᵀ) → the factor. Columns never seen (H_ii = 0) get H_ii = 1: their error feeds nothing.

@@ -396,10 +396,12 @@ std::string format_calibration(const QuantizeReport& r, const QuantizeOptions& o
       "calibration: {} tokens ({} windows of {}) of {}, {} pass{}, {} (quantization {}), statistics held at most {}\n",
       c.tokens, c.windows, c.ctx, c.text, c.passes, c.passes == 1 ? "" : "es", format_duration(c.seconds),
       format_duration(r.quantize_seconds), format_bytes(double(c.peak_stats_bytes)));
-  s += fmt::format("GPTQ{}: damp {}, act-order {}, group scales {} the feedback ({}); fallback below {} tokens: {}\n",
+  s += fmt::format("GPTQ{}: damp {}, act-order {}, group scales {} the feedback ({}{}); fallback below {} tokens: {}\n",
                    opt.calib_sequential ? " (sequential)" : "", opt.gptq.damp, opt.gptq.act_order ? "on" : "off",
                    opt.gptq.act_order || opt.gptq.scales == GptqScales::before ? "before" : "during",
                    opt.gptq.weighted_scales ? "importance-weighted" : "unweighted",
+                   opt.gptq.refit ? fmt::format(", re-fit {} round{}", opt.gptq.refit, opt.gptq.refit == 1 ? "" : "s")
+                                  : std::string(),
                    opt.calib_min_tokens,
                    opt.format == QuantFormat::ct_int4 ? fmt::format("ct-int4 {}", int4_method_name(opt.method))
                                                       : std::string("the HLWQ codec"));

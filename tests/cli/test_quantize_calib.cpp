@@ -1,7 +1,7 @@
 // `hlwq quantize --calib` on the small random-weight fixture: a calibrated ct-int4 and hlwq checkpoint come out,
 // GPTQ quantized the linears the engine ran (the summary says how many fell back), the engine loads and runs the
-// output, and the compressed-tensors output passes `hlwq inspect`'s checks; misuse is refused with exit code 2
-// (usage) or 1 (a calibration text too short), leaving nothing behind.
+// output, and the compressed-tensors output passes `hlwq inspect`'s checks; --gptq-refit runs and is reported;
+// misuse is refused with exit code 2 (usage) or 1 (a calibration text too short), leaving nothing behind.
 // The fixture's vocabulary is 512 ids, so the calibration text is digits in paragraphs: the Qwen tokenizer splits
 // digits one by one and "\n\n" is one token, all of them among its first 512 ids.
 #include <gtest/gtest.h>
@@ -82,11 +82,21 @@ TEST(QuantizeCalib, CtInt4AndHlwqAreCalibratedAndLoad) {
   }
 }
 
+TEST(QuantizeCalib, ScaleRefitRunsAndIsReported) {
+  const CalibSetup s = setup("quantize_calib_refit");
+  const fs::path dst = s.dir / "out";
+  auto r = run_hlwq("quantize -q " + s.src.string() + " " + dst.string() + " --format hlwq --gptq-refit 2" + calib_args(s));
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("(importance-weighted, re-fit 2 rounds)"), std::string::npos) << r.out;
+  EXPECT_TRUE(fs::exists(dst / "config.json"));
+}
+
 TEST(QuantizeCalib, MisuseIsRefused) {
   const CalibSetup s = setup("quantize_calib_bad");
   const fs::path dst = s.dir / "dst";
   const std::string src = s.src.string() + " " + dst.string();
-  for (const std::string& args : {src + " --calib-tokens 512", src + " --act-order",
+  for (const std::string& args : {src + " --calib-tokens 512", src + " --act-order", src + " --gptq-refit 1",
+                                  src + " --gptq-refit 9" + calib_args(s),
                                   src + " --format hlwq-q5" + calib_args(s),
                                   src + " --act-order --gptq-scales during" + calib_args(s)}) {
     auto r = run_hlwq("quantize -q " + args);
