@@ -8,11 +8,13 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <functional>
 
 #include <fmt/format.h>
 
 #include "../model/model_test_util.h"
+#include "backend/cuda/expert_store.h"
 #include "cuda_test_util.h"
 #include "model/model.h"
 #include "runtime/tokenizer.h"
@@ -223,6 +225,20 @@ TEST(CudaCpuExperts, GraphReplayEqualsPlainLaunches) {
     const Outcome g = run(dir, prompt, tweak(true), {}), e = run(dir, prompt, tweak(false), g.tokens);
     EXPECT_EQ(g.logits, e.logits) << (cache ? "with" : "without") << " a cache";
   }
+}
+
+// --n-cpu-moe K: the first K layers' experts are computed from the checkpoint on the CPU, so they get no pinned
+// copy for the GPU (at Qwen3.6 sizes that is 410 MB of host memory per layer).
+TEST(CudaCpuExperts, StaticLayersGetNoPinnedCopy) {
+  HLWQ_REQUIRE_CUDA();
+  const Model m = Model::load(testdata("tiny-random-small-ct-int4"), LoadOptions{});
+  const ModelWeights& w = m.weights();
+  const int64_t L = int64_t(w.layers.size());
+  const cuda::HostExpertStore all(w, 0), part(w, 1);
+  EXPECT_EQ(part.bytes() * L, all.bytes() * (L - 1));
+  EXPECT_EQ(0, std::memcmp(part.device_view(1), all.device_view(1), size_t(all.experts_per_layer() *
+                                                                          all.layout().bytes)));
+  EXPECT_THROW(part.device_view(0), Error);
 }
 
 TEST(CudaCpuExperts, Refusals) {

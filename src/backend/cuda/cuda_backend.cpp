@@ -202,7 +202,7 @@ CudaBackend::CudaBackend(const ModelConfig& cfg, const ModelWeights& w, const Ba
   HLWQ_CUDA_CHECK(cudaEventCreateWithFlags(&staged_, cudaEventDisableTiming), "CUDA backend event");
 
   // with every layer's routed experts on the CPU no layer has a cache
-  if (cache_asked && opt.n_cpu_moe < cfg.n_layers) experts_ = std::make_unique<cuda::HostExpertStore>(w);
+  if (cache_asked && opt.n_cpu_moe < cfg.n_layers) experts_ = std::make_unique<cuda::HostExpertStore>(w, opt.n_cpu_moe);
   m_ = cuda::upload_model(cfg, w, experts_.get(), opt.n_cpu_moe);
   if (opt.n_cpu_moe > 0 || (experts_ && opt.cpu_experts != CpuExperts::off))
     cpu_ = std::make_unique<cuda::CpuExpertsDev>(w, lim.max_batch_tokens, cfg.n_experts_active, opt.n_cpu_moe);
@@ -311,8 +311,8 @@ void CudaBackend::plan_expert_cache(int64_t used) {
   for (size_t l = size_t(opt_.n_cpu_moe); l < m_.layers.size(); ++l)
     cuda::attach_expert_cache(m_.layers[l].moe, experts_->device_view(l), experts_->layout(), slots);
   plan_ += fmt::format("\n  expert cache: {} of {} routed experts per layer on the GPU in {} layers ({:.2f} GiB of "
-                       "slots); all {} ({:.2f} GiB) in pinned host memory, misses read in place over PCIe; prefetch of "
-                       "the next layer's predicted experts {}",
+                       "slots); all {} of each of these layers ({:.2f} GiB) in pinned host memory, misses read in "
+                       "place over PCIe; prefetch of the next layer's predicted experts {}",
                        slots, E, NL, double(slots * NL * B) / double(1 << 30), E,
                        double(experts_->bytes()) / double(1 << 30), opt_.moe_prefetch ? "on" : "off");
   if (opt_.gpu_memory > 0)

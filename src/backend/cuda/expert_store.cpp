@@ -44,16 +44,21 @@ ExpertLayout expert_layout(const MoeWeights& w) {
   return l;
 }
 
-HostExpertStore::HostExpertStore(const ModelWeights& w) {
-  HLWQ_CHECK(!w.layers.empty(), "expert store: a model without layers");
-  layout_ = expert_layout(w.layers[0].moe);
-  E_ = int64_t(w.layers[0].moe.experts.size());
+HostExpertStore::HostExpertStore(const ModelWeights& w, int64_t first_layer) : first_(first_layer) {
+  HLWQ_CHECK(first_layer >= 0 && first_layer < int64_t(w.layers.size()), "expert store: first layer {} of {}",
+             first_layer, w.layers.size());
+  layout_ = expert_layout(w.layers[size_t(first_layer)].moe);
+  E_ = int64_t(w.layers[size_t(first_layer)].moe.experts.size());
   const size_t layer_bytes = size_t(E_ * layout_.bytes);
-  const size_t NL = w.layers.size();
-  Progress progress("pack experts into pinned host memory", "layers", int64_t(NL), int64_t(NL * layer_bytes));
-  for (size_t l = 0; l < NL; ++l) {
+  const size_t NL = w.layers.size(), first = size_t(first_layer);
+  host_.assign(first, nullptr);
+  device_.assign(first, nullptr);
+  Progress progress("pack experts into pinned host memory", "layers", int64_t(NL - first),
+                    int64_t((NL - first) * layer_bytes));
+  for (size_t l = first; l < NL; ++l) {
     const MoeWeights& m = w.layers[l].moe;
-    HLWQ_CHECK(int64_t(m.experts.size()) == E_, "layer {}: {} experts, layer 0 has {}", l, m.experts.size(), E_);
+    HLWQ_CHECK(int64_t(m.experts.size()) == E_, "layer {}: {} experts, layer {} has {}", l, m.experts.size(), first,
+               E_);
     void* h = nullptr;
     HLWQ_CUDA_CHECK(cudaHostAlloc(&h, layer_bytes, cudaHostAllocMapped | cudaHostAllocPortable),
                     "pinned host memory for the experts of layer {} ({} bytes; lower --moe-expert-cache-size does not "
@@ -71,7 +76,8 @@ HostExpertStore::HostExpertStore(const ModelWeights& w) {
         HLWQ_CHECK(p.gu.out == layout_.gu_out && p.gu.in == layout_.gu_in && p.dn.out == layout_.dn_out &&
                        p.dn.in == layout_.dn_in && (p.gu.format != PackedFormat::bf16) == layout_.int4 &&
                        p.gu.bits == layout_.hlwq_bits,
-                   "{}: expert shape or format differs from layer 0 expert 0", m.experts[size_t(e)].gate_proj.name);
+                   "{}: expert shape or format differs from layer {} expert 0", m.experts[size_t(e)].gate_proj.name,
+                   first);
         uint8_t* x = dst + e * layout_.bytes;
         std::memcpy(x + layout_.gu_q, p.gu.q.data(), p.gu.q.size() * 4);
         std::memcpy(x + layout_.gu_s, p.gu.scale.data(), p.gu.scale.size() * 4);
@@ -86,7 +92,14 @@ HostExpertStore::HostExpertStore(const ModelWeights& w) {
 }
 
 HostExpertStore::~HostExpertStore() {
-  for (void* h : host_) cudaFreeHost(h);
+  for (void* h : host_)
+    if (h) cudaFreeHost(h);
+}
+
+const uint8_t* HostExpertStore::device_view(size_t layer) const {
+  HLWQ_CHECK(layer < device_.size() && device_[layer], "expert store: layer {} has no pinned experts (layers {}..{})",
+             layer, first_, device_.size() - 1);
+  return device_[layer];
 }
 
 }  // namespace hlwq::cuda

@@ -13,24 +13,25 @@ namespace hlwq::cuda {
 
 class HostExpertStore {
  public:
-  // Packs the routed experts of every layer (all of one shape and format: CT INT4, HLWQ of one width, or dense →
-  // bf16), in parallel. Bytes per expert (B): weights + fp32 scales per 128 columns, so ≈ (bits + 0.25) / 8 per
-  // weight for INT4 (bits 4) and HLWQ alike, 2 per weight for bf16 (padding aside; the HLWQ codebook is not
+  // Packs the routed experts of layers first_layer.. (all of one shape and format: CT INT4, HLWQ of one width, or
+  // dense → bf16), in parallel; the layers below first_layer (--n-cpu-moe's, computed on the CPU from the
+  // checkpoint) get no pinned copy. Bytes per expert (B): weights + fp32 scales per 128 columns, so ≈ (bits + 0.25)
+  // / 8 per weight for INT4 (bits 4) and HLWQ alike, 2 per weight for bf16 (padding aside; the HLWQ codebook is not
   // per expert).
-  explicit HostExpertStore(const ModelWeights& w);
+  HostExpertStore(const ModelWeights& w, int64_t first_layer);
   ~HostExpertStore();
   HostExpertStore(const HostExpertStore&) = delete;
   HostExpertStore& operator=(const HostExpertStore&) = delete;
 
   const ExpertLayout& layout() const { return layout_; }
   int64_t experts_per_layer() const { return E_; }
-  const uint8_t* device_view(size_t layer) const { return device_[layer]; }  // [E][B], for kernels
-  int64_t bytes() const { return int64_t(host_.size()) * E_ * layout_.bytes; }
+  const uint8_t* device_view(size_t layer) const;  // [E][B], for kernels; only for layers ≥ first_layer
+  int64_t bytes() const { return (int64_t(host_.size()) - first_) * E_ * layout_.bytes; }  // pinned, in all
 
  private:
   ExpertLayout layout_;
-  int64_t E_ = 0;
-  std::vector<void*> host_;             // per layer, pinned
+  int64_t E_ = 0, first_ = 0;
+  std::vector<void*> host_;             // per layer, pinned (null below first_)
   std::vector<const uint8_t*> device_;  // per layer, the device's view of the same bytes
 };
 
