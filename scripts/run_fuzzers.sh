@@ -11,7 +11,7 @@ artifacts=${3:-$build/fuzz-artifacts}
 shift $(( $# < 3 ? $# : 3 ))
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(fuzz_safetensors fuzz_index fuzz_config fuzz_tokenizer fuzz_tokenizer_json fuzz_chat_template
-                                fuzz_server_request)
+                                fuzz_server_request fuzz_route_trace)
 mkdir -p "$artifacts"
 status=0
 for t in "${targets[@]}"; do
