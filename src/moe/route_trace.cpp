@@ -49,9 +49,16 @@ void check_params(const RouteTraceParams& p) {
              p.n_steps);
   HLWQ_CHECK(std::isfinite(p.zipf) && p.zipf >= 0 && p.zipf <= 10, "route trace: zipf {} outside [0, 10]", p.zipf);
   HLWQ_CHECK(std::isfinite(p.reuse) && p.reuse >= 0 && p.reuse <= 1, "route trace: reuse {} outside [0, 1]", p.reuse);
-  const int64_t n = int64_t(p.n_steps) * p.n_seqs * p.n_layers * p.top_k;
-  HLWQ_CHECK(n * 2 + int64_t(kHeaderBytes) <= int64_t(kMaxTraceBytes), "route trace: {} ids exceed the {} GiB limit",
-             n, kMaxTraceBytes >> 30);
+  // The id count is multiplied up one factor at a time, each partial product checked against the limit before the
+  // next factor: every factor is below 2^31, so no product of a checked partial (≤ 2^31) and a factor overflows.
+  // (Multiplying all four first overflowed 64 bits for a header with counts near 2^31: a fuzzer finding.)
+  constexpr int64_t kMaxIds = int64_t(kMaxTraceBytes - kHeaderBytes) / 2;
+  int64_t n = 1;
+  for (const int f : {p.n_steps, p.n_seqs, p.n_layers, p.top_k}) {
+    n *= f;
+    HLWQ_CHECK(n <= kMaxIds, "route trace: {} steps × {} sequences × {} layers × top-{} ids exceed the {} GiB limit",
+               p.n_steps, p.n_seqs, p.n_layers, p.top_k, kMaxTraceBytes >> 30);
+  }
 }
 
 template <typename T>

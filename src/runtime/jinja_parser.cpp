@@ -684,6 +684,9 @@ class Parser {
       expect_op("]");
       break;
     }
+    // `x[]` is a syntax error in Jinja as in Python; an Index without its index expression would be evaluated
+    // through a null pointer (fuzz_chat_template finding).
+    if (!slice && !parts[0]) error(pos, "empty subscript: expected an index or a slice inside '[]'");
     ExprPtr e = node(slice ? Expr::Kind::Slice : Expr::Kind::Index, pos);
     e->a = std::move(obj);
     if (slice) {

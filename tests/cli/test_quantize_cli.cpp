@@ -3,7 +3,10 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <cstring>
 #include <fstream>
+
+#include <nlohmann/json.hpp>
 
 #include "cli_run.h"
 #include "io/safetensors.h"
@@ -130,6 +133,41 @@ TEST(QuantizeCli, MissingShard) {
   fs::path src = copy_small("qc_shard");
   fs::remove(src / "model-00002-of-00003.safetensors");
   expect_quantize_fails(src, "shard 'model-00002-of-00003.safetensors' named in model.safetensors.index.json is missing");
+}
+
+// Rewrites one tensor's header entry of a shard (issue 11: expert tensors of the wrong dtype or rank "succeeded").
+// The data is left as it is: only the header changes, re-padded to a multiple of 8 bytes.
+static void edit_header_entry(const fs::path& shard, const std::string& name, const nlohmann::json& dtype_and_shape) {
+  std::string bytes;
+  {
+    std::ifstream f(shard, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(f), {});
+  }
+  uint64_t hlen = 0;
+  std::memcpy(&hlen, bytes.data(), 8);
+  nlohmann::json h = nlohmann::json::parse(bytes.substr(8, hlen));
+  ASSERT_TRUE(h.contains(name)) << name;
+  h[name].update(dtype_and_shape);
+  std::string out = h.dump();
+  out.append((8 - out.size() % 8) % 8, ' ');
+  const uint64_t n = out.size();
+  std::ofstream f(shard, std::ios::binary | std::ios::trunc);
+  f.write(reinterpret_cast<const char*>(&n), 8);
+  f << out << bytes.substr(8 + hlen);
+}
+
+TEST(QuantizeCli, ExpertTensorOfWrongDtypeOrRankIsRefused) {
+  const std::string name = "model.language_model.layers.0.mlp.experts.0.down_proj.weight";  // BF16 [128, 128]
+  {
+    fs::path src = copy_small("qc_expert_dtype");
+    edit_header_entry(src / kShard1, name, {{"dtype", "I16"}});  // same size, not floating point
+    expect_quantize_fails(src, "tensor " + name + " must be floating point, got I16");
+  }
+  {
+    fs::path src = copy_small("qc_expert_rank");
+    edit_header_entry(src / kShard1, name, {{"shape", {128 * 128}}});  // same size, one dimension
+    expect_quantize_fails(src, "tensor " + name + " must have 2 dimensions, got [16384]");
+  }
 }
 
 TEST(QuantizeCli, WrongExpertShapeForConfig) {

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -134,6 +135,12 @@ TEST(RouteTrace, FileRoundTripAndRefusals) {
   s = good;
   s[12] = 0, s[13] = 0, s[14] = 0, s[15] = 0;  // 0 experts
   refuses(s, "zero experts");
+  // Layers, sequences and steps of 2^31 − 1 with 65535 experts, top-65535: the id count overflows 64 bits, which the
+  // size check must refuse rather than wrap (fuzz_route_trace's first finding; UBSan reported the wrap).
+  s = good;
+  auto put_u32 = [&](size_t off, uint32_t v) { std::memcpy(s.data() + off, &v, 4); };
+  put_u32(8, 0x7fffffff), put_u32(12, 65535), put_u32(16, 65535), put_u32(20, 0x7fffffff), put_u32(24, 0x7fffffff);
+  refuses(s, "counts whose product overflows");
   std::remove(path.c_str());
   EXPECT_THROW(read_route_trace(temp_path("missing.trace")), Error);
 }
@@ -164,5 +171,8 @@ TEST(RouteTrace, GeneratorRefusesBadParameters) {
   EXPECT_THROW(generate_route_trace(p), Error);
   p = small();
   p.n_steps = 0;
+  EXPECT_THROW(generate_route_trace(p), Error);
+  p = small();
+  p.n_steps = p.n_seqs = p.n_layers = (1 << 30) + 1;  // 2^90 ids: refused before anything is sized
   EXPECT_THROW(generate_route_trace(p), Error);
 }

@@ -1,7 +1,7 @@
 // Hostile chat templates (issue 11): every resource a template can consume is bounded and every failure is one
 // hlwq::Error naming the limit, never a stack overflow, trap, hang or runaway allocation. Each case here was a
 // crash, hang or wrong answer before the limits existed (deep nesting, self-containing namespace, INT64_MIN % -1,
-// 'a' * 2**63, nested range loops, a doubling macro, silent integer overflow, literals >= 2**63).
+// 'a' * 2**63, nested range loops, a doubling macro, silent integer overflow, literals >= 2**63, an empty subscript).
 #include <gtest/gtest.h>
 
 #include <functional>
@@ -54,6 +54,21 @@ TEST(JinjaLimits, DeepNestingIsAParseErrorNotAStackOverflow) {
   // Moderate nesting is still fine.
   EXPECT_EQ(render_src("{{ " + repeat("(", 20) + "1" + repeat(")", 20) + " }}"), "1");
   EXPECT_EQ(render_src(repeat("{% if true %}", 30) + "x" + repeat("{% endif %}", 30)), "x");
+}
+
+// fuzz_chat_template finding (2026-11-30): `x[]` parsed into an index expression without its index, which the
+// renderer then evaluated through a null pointer (UBSan). It is a syntax error, as in Jinja and Python.
+TEST(JinjaLimits, EmptySubscriptIsAParseError) {
+  const char* const kNeedle = "empty subscript";
+  EXPECT_ERROR_HAS(render_src("{{ x[] }}"), kNeedle);
+  EXPECT_ERROR_HAS(render_src("{{ [][] }}"), kNeedle);
+  EXPECT_ERROR_HAS(render_src("{{ x[][0] }}"), kNeedle);
+  EXPECT_ERROR_HAS(render_src("{% set y = x[] %}"), kNeedle);
+  // Subscripts and slices with their parts left out are still fine.
+  EXPECT_EQ(render_src("{{ [1, 2, 3][1] }}"), "2");
+  EXPECT_EQ(render_src("{{ [1, 2, 3][1:] }}"), "[2, 3]");
+  EXPECT_EQ(render_src("{{ [1, 2, 3][:] }}"), "[1, 2, 3]");
+  EXPECT_EQ(render_src("{{ [1, 2, 3][::-1] }}"), "[3, 2, 1]");
 }
 
 TEST(JinjaLimits, NamespaceCannotContainItself) {

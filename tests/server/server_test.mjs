@@ -2,7 +2,8 @@
 // paths and with raw fetch() for hostile inputs. Exits non-zero with a message at the first failed check.
 // argv[2]: path of the openai package's index.mjs; env: BASE (…/v1), HLWQ (binary), MODEL (model dir), KEY.
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 
 const { default: OpenAI } = await import(process.argv[2]);
 const BASE = process.env.BASE, KEY = process.env.KEY, ROOT = BASE.replace(/\/v1$/, '');
@@ -34,9 +35,14 @@ async function streamText(params, onChunk) {
 }
 const chatReq = (content, max_tokens = 16) =>
   ({ model: MODEL, messages: [{ role: 'user', content }], temperature: 0, max_tokens });
-const hlwqRun = (args) =>
-  execFileSync(process.env.HLWQ, ['run', process.env.MODEL, '--temp', '0', '-t', '1', '--no-display-prompt', ...args],
-               { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).replace(/\n$/, '');
+// `hlwq run` as a child process, asynchronously: the event loop must keep running meanwhile. (A synchronous
+// execFileSync blocked it for as long as `hlwq run` took; when that passed the server's 5 s keep-alive timeout, as
+// under ASan on a loaded machine, the client never saw the server close its idle pooled connection, sent the next
+// request on it and got ECONNRESET, "Connection error.")
+const hlwqRun = async (args) =>
+  (await promisify(execFile)(process.env.HLWQ, ['run', process.env.MODEL, '--temp', '0', '-t', '1',
+                                                '--no-display-prompt', ...args], { encoding: 'utf8' }))
+    .stdout.replace(/\n$/, '');
 
 try {
   const m0 = await metrics();
@@ -57,7 +63,7 @@ try {
   assert.equal(st.text, text);
   assert.equal(st.finish, full.choices[0].finish_reason);
   assert.deepEqual(st.usage, full.usage);
-  assert.equal(hlwqRun(['--chat', '-p', prompt, '-n', '24']), text);
+  assert.equal(await hlwqRun(['--chat', '-p', prompt, '-n', '24']), text);
 
   check('text completion, non-streaming vs streaming vs hlwq run (greedy), stop, seed');
   const cp = 'The quick brown fox';
@@ -68,7 +74,7 @@ try {
                                                           stream: true })) ctext += c.choices[0]?.text ?? '';
   ok200++;
   assert.equal(ctext, c1.choices[0].text);
-  assert.equal(hlwqRun(['-p', cp, '-n', '20']), c1.choices[0].text);
+  assert.equal(await hlwqRun(['-p', cp, '-n', '20']), c1.choices[0].text);
   const seeded = async () => (await client.completions.create({ model: MODEL, prompt: cp, temperature: 1, top_k: 50,
                                                                 top_p: 0.9, seed: 7, max_tokens: 12 })).choices[0].text;
   assert.equal(await seeded(), await seeded()); ok200 += 2;
@@ -171,6 +177,9 @@ try {
   assert.equal(m1.kvUsed, m1.kvCached, 'KV blocks in use beyond those of cached sequences');
   console.log('server test: all checks passed');
 } catch (e) {
-  console.error(`server test: FAILED at "${step}":`, e?.message ?? e);
+  // The client's "Connection error." says nothing by itself: print the chain of causes (the socket's own error code).
+  let why = String(e?.message ?? e);
+  for (let c = e?.cause; c; c = c.cause) why += ` <- ${c.code ?? c.name ?? ''}: ${c.message ?? c}`;
+  console.error(`server test: FAILED at "${step}" after ${process.uptime().toFixed(1)} s:`, why);
   process.exit(1);
 }

@@ -126,6 +126,9 @@ try {
   await waitFor('idle', async () => (await metric('hlwq_requests_running')) === 0);
   console.log('tools test: all checks passed');
 } catch (e) {
-  console.error(`tools test: FAILED at "${step}":`, e?.message ?? e);
+  // The client's "Connection error." says nothing by itself: print the chain of causes (the socket's own error code).
+  let why = String(e?.message ?? e);
+  for (let c = e?.cause; c; c = c.cause) why += ` <- ${c.code ?? c.name ?? ''}: ${c.message ?? c}`;
+  console.error(`tools test: FAILED at "${step}" after ${process.uptime().toFixed(1)} s:`, why);
   process.exit(1);
 }
