@@ -45,10 +45,22 @@ TEST(EvalCli, PerplexityMatchesTransformersOnPydocs) {
   expect_ppl_matches("pydocs_heldout.txt", "pydocs_heldout");
 }
 
-TEST(EvalCli, PerplexityMatchesTransformersOnWikiText) {
+// WikiText-2 on its first 64 windows (32,704 scored tokens) against transformers on the same windows
+// (testdata/tiny-moe-dev-wiki-test-64w-ppl.json, written by tests/tools/ppl_reference.py on the GPU machine with
+// torch 2.11 / transformers 5.17; the same script run on the whole texts reproduces the shared fixture's 137.21502
+// and 38.92623 to the last digit). The whole text (765 windows) took 520–766 s of CI's two cores, the suite's
+// critical path; the windows are independent, so the first 64 exercise the same protocol and code at 1/12 of it.
+TEST(EvalCli, PerplexityMatchesTransformersOnWikiTextFirst64Windows) {
   REQUIRE_CORPUS("wiki_test.txt");
-  HLWQ_REQUIRE_SHARED("tiny-moe-dev-ppl.json");
-  expect_ppl_matches("wiki_test.txt", "wiki_test");
+  auto ref = hlwq::read_json_file(
+      (hlwq::test::source_dir() / "testdata/tiny-moe-dev-wiki-test-64w-ppl.json").string());
+  ASSERT_EQ(ref["windows"].get<int>(), 64);
+  auto r = run_hlwq("eval ppl " + demo() + " --text " + corpus("wiki_test.txt").string() + " --max-windows 64 --json");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  auto j = nlohmann::json::parse(r.out);
+  const double want = ref["ppl"].get<double>();
+  EXPECT_EQ(j["scored_tokens"], ref["scored_tokens"]);
+  EXPECT_NEAR(j["ppl"].get<double>(), want, want * kPplRelTol);
 }
 
 TEST(EvalCli, PerplexityDoesNotDependOnThreadCount) {
