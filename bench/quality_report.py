@@ -21,7 +21,7 @@ REF = {"rtn": "ct-int4-rtn (absmax/7, seed)", "rtn-ct": "ct-int4-rtn (absmax/7.5
        "hlwq-cascade-lm5": "ct-int4-cascade (converged Q5 -> rtn)", "hlwq-4": "hlwq-4 ls-scale",
        "hlwq-3-l2": "hlwq-3", "hlwq-4-l2": "hlwq-4", "hlwq-5-l2": "hlwq-5"}
 DISPLAY = ["bf16", "rtn", "rtn-ct", "mse", "gptq", "hlwq-cascade", "hlwq-cascade-lm5", "hlwq-3", "hlwq-4",
-           "hlwq-4-gptq", "hlwq-5", "hlwq-3-l2", "hlwq-4-l2", "hlwq-5-l2"]
+           "hlwq-4-gptq", "hlwq-4-gdn5-gptq", "hlwq-5", "hlwq-3-l2", "hlwq-4-l2", "hlwq-5-l2"]
 DESC = {"bf16": "bf16 (no quantization)", "rtn": "ct-int4 `rtn` (seed: absmax/7)",
         "rtn-ct": "ct-int4 `rtn-ct` (compressed-tensors: absmax/7.5)", "mse": "ct-int4 `mse` (MSE-optimal scale)",
         "hlwq-cascade": "ct-int4 `hlwq-cascade` (seed: HLWQ-Q5 → INT4)",
@@ -31,6 +31,8 @@ for b in range(2, 9):
     DESC[f"hlwq-{b}"] = f"native `hlwq --bits {b}` (least-squares scale)"
     DESC[f"hlwq-{b}-gptq"] = f"native `hlwq --bits {b} --calib` (GPTQ in the rotated domain) ‡"
     DESC[f"hlwq-{b}-l2"] = f"native `hlwq --bits {b} --hlwq-scale l2`"
+DESC["hlwq-4-gdn5-gptq"] = ("native `hlwq --bits 4 --bits-for '.*\\.linear_attn\\.=5' --calib` (Gated DeltaNet "
+                            "projections at 5 bits, overrides) ‡")
 
 
 def st_header(path):
@@ -301,11 +303,14 @@ for t in texts:
         w(f"  Agreement with the independent reference: KL within {100 * d:.1f}% for every method checked "
           f"(largest: {DESC.get(m, m)}){'' if not mw else f'; note this text was cut to {mw} windows while the reference scores all of it'}.")
     # issue 13's goals: calibrated KL relative to the seed's RTN
-    for m, goal in (("gptq", 0.6), ("hlwq-4-gptq", 0.5)):
+    for m, goal in (("gptq", 0.6), ("hlwq-4-gptq", 0.5), ("hlwq-4-gdn5-gptq", 0.5)):
         if m in have and "rtn" in have:
             ratio = have[m]["kld"] / have["rtn"]["kld"]
-            w(f"  {DESC[m].rstrip(' ‡')}: KL {have[m]['kld']:.4f} = {ratio:.2f}× the seed's RTN (goal ≤ {goal}×: "
-              f"{'met' if ratio <= goal else f'missed by {ratio - goal:.2f}×'}).")
+            # issue 13's HLWQ goal is ≤ 0.5× at ≤ 4.25 bits/weight: a mixed-width row must meet both
+            over = rows[m]["bits"] is not None and rows[m]["bits"] > 4.25
+            w(f"  {DESC[m].rstrip(' ‡')}: KL {have[m]['kld']:.4f} = {ratio:.2f}× the seed's RTN at "
+              f"{rows[m]['bits']:.3f} bits/w (goal ≤ {goal}×{' at ≤ 4.25 bits/w' if m.startswith('hlwq') else ''}: "
+              f"{'met' if ratio <= goal and not over else (f'missed by {ratio - goal:.2f}×' if ratio > goal else 'too many bits')}).")
 w("")
 if any(m in rows for m in ("gptq", "hlwq-4-gptq")):
     calib = next((open(os.path.join(a.work, "results", m + ".quantize.txt")).read() for m in ("gptq", "hlwq-4-gptq")
@@ -313,7 +318,8 @@ if any(m in rows for m in ("gptq", "hlwq-4-gptq")):
     cl = next((l for l in calib.splitlines() if l.startswith("calibration:")), "")
     w("‡ Calibrated on text the evaluation never sees; from the quantize summary: " +
       (re.sub(r"\S*/corpus/", "../shared/corpus/", cl) or "—") + ". What was chosen, the ablations, and why the")
-    w("issue's goals (calibrated CT INT4 ≤ 0.6×, HLWQ-4 ≤ 0.5× the seed RTN's KL) are missed: docs/calibration.md.\n")
+    w("issue's goals (calibrated CT INT4 ≤ 0.6×, HLWQ ≤ 0.5× the seed RTN's KL at ≤ 4.25 bits/w) are missed at one width")
+    w("and where mixed widths stand: docs/calibration.md.\n")
 if any(r["decoded"] for r in rows.values()):
     w("† These rows ran the same codes decoded to dense fp32 weights (`hlwq_dequantize`, exact) on the engine's dense")
     w("path — what quality_table.sh falls back to when the engine of the run could not load the checkpoint natively —")

@@ -2,7 +2,10 @@
 // `--format hlwq --bits B`: -> native HLWQ codes; `--format hlwq-q5`: -> the seed's layout. A seed hlwq-q5 SRC
 // converts to ct-int4 the way the seed does (decode to bf16, then the INT4 method). `--calib FILE`: calibrated
 // quantization (GPTQ with the model's own activations on FILE, docs/calibration.md) for ct-int4 and hlwq.
+// `--bits-for REGEX=B` (hlwq): mixed widths, stored as quantization_config.overrides (docs/hlwq-format.md).
+#include <charconv>
 #include <cstdio>
+#include <regex>
 #include <filesystem>
 #include <vector>
 #include <memory>
@@ -11,6 +14,7 @@
 #include "cli/options.h"
 #include "calib/engine_calibration.h"
 #include "core/error.h"
+#include "io/hlwq_format.h"
 #include "quant/quantize_model.h"
 
 namespace hlwq::cli {
@@ -24,6 +28,7 @@ Command add_quantize(CLI::App& app) {
     std::string calib, calib_mem = "8GB", gptq_scales = "during";
     int64_t calib_tokens = 65536, calib_ctx = 512;
     bool unweighted = false;
+    std::vector<std::string> bits_for;  // REGEX=B
   };
   auto a = std::make_shared<Args>();
   sub->add_option("SRC", a->opt.src, "source model directory (config.json + safetensors)")->required();
@@ -35,6 +40,10 @@ Command add_quantize(CLI::App& app) {
       ->capture_default_str();
   const std::vector<CLI::Option*> hlwq_opts = {
       sub->add_option("--bits", a->opt.hlwq_bits, "hlwq: bits per code")->check(CLI::Range(2, 8))->capture_default_str(),
+      sub->add_option("--bits-for", a->bits_for,
+                      "hlwq: REGEX=B gives the quantized modules whose name REGEX matches (from the start, like "
+                      "'ignore') B bits; repeatable, the first match decides")
+          ->allow_extra_args(false),
       sub->add_option("--hlwq-scale", a->hlwq_scale, "hlwq: block scale, ls (least squares) or l2 (the block's norm)")
           ->check(CLI::IsMember({"ls", "l2"}))
           ->capture_default_str()};
@@ -104,6 +113,21 @@ Command add_quantize(CLI::App& app) {
       for (const CLI::Option* o : hlwq_opts)
         if (o->count() > 0) usage_fail("{} applies to --format hlwq only, not --format {}", o->get_name(), a->format);
     a->opt.hlwq_scale = a->hlwq_scale == "l2" ? HlwqScale::l2_norm : HlwqScale::least_squares;
+    for (const std::string& rb : a->bits_for) {  // REGEX=B: the last '=' splits (a regex may contain '=')
+      const size_t eq = rb.rfind('=');
+      if (eq == std::string::npos || eq == 0) usage_fail("--bits-for '{}': expected REGEX=B", rb);
+      const std::string b = rb.substr(eq + 1);
+      int bits = 0;
+      const auto [end, ec] = std::from_chars(b.data(), b.data() + b.size(), bits);
+      if (ec != std::errc() || end != b.data() + b.size() || bits < kHlwqMinBits || bits > kHlwqMaxBits)
+        usage_fail("--bits-for '{}': B must be an integer in [{}, {}], got '{}'", rb, kHlwqMinBits, kHlwqMaxBits, b);
+      try {
+        std::regex(rb.substr(0, eq), std::regex::ECMAScript);
+      } catch (const std::regex_error& e) {
+        usage_fail("--bits-for '{}': bad regular expression '{}': {}", rb, rb.substr(0, eq), e.what());
+      }
+      a->opt.hlwq_bits_for.emplace_back(rb.substr(0, eq), bits);
+    }
     if (a->calib.empty()) {
       for (const CLI::Option* o : calib_opts)
         if (o->count() > 0) usage_fail("{} needs --calib FILE", o->get_name());

@@ -4,8 +4,10 @@
 #include <cctype>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "core/progress.h"
+#include "io/hlwq_format.h"
 #include "io/tensor_kind.h"
 
 namespace hlwq {
@@ -89,10 +91,15 @@ CheckpointSummary summarize_checkpoint(const ModelConfig& cfg, const Checkpoint&
                             uint64_t(cfg.linear_n_value_heads * cfg.linear_key_head_dim * cfg.linear_value_head_dim +
                                      conv_dim * std::max<int64_t>(cfg.linear_conv_kernel - 1, 0)) *
                             4;
+  std::string overrides;  // mixed-width HLWQ (format version 2): the widths other than the top level's
+  if (cfg.quant && cfg.quant->quant_method == "hlwq")
+    for (const HlwqOverride& o :
+         parse_hlwq_quantization_config(cfg.raw["quantization_config"], "config.json").overrides)
+      overrides += fmt::format("; {}-bit for {}", o.bits, fmt::join(o.targets, ", "));
   s.scheme = !cfg.quant ? "unquantized"
              : cfg.quant->quant_method == "hlwq"
-                 ? fmt::format("hlwq native, {}-bit Lloyd-Max codes, Hadamard blocks of {}", cfg.quant->num_bits,
-                               cfg.quant->group_size)
+                 ? fmt::format("hlwq native, {}-bit Lloyd-Max codes{}, Hadamard blocks of {}", cfg.quant->num_bits,
+                               overrides, cfg.quant->group_size)
                  : fmt::format("{} {} int{} group {} symmetric", cfg.quant->quant_method, cfg.quant->format,
                                cfg.quant->num_bits, cfg.quant->group_size);
   return s;

@@ -5,7 +5,9 @@
 //   P.weight_shape I64 [2] = [out, in]
 // with n_blocks = ⌈in/128⌉ (the tail of the last block is zero padding), and config.json carries a
 // `quantization_config` with quant_method "hlwq" that names the codebook and lists its values (the values are
-// authoritative; decoding needs nothing else). This file holds the names, sizes and that JSON block, both ways.
+// authoritative; decoding needs nothing else). Version 2 adds `overrides`: modules whose width and codebook differ
+// from the top-level ones (the first override whose targets match a module decides it). This file holds the
+// names, sizes and that JSON block, both ways, and which width a module resolves to.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -16,7 +18,8 @@
 namespace hlwq {
 
 inline constexpr int kHlwqBlock = 128;         // inputs per block (one FWHT, one norm)
-inline constexpr int kHlwqFormatVersion = 1;
+inline constexpr int kHlwqFormatVersion = 1;           // files without overrides (every module one width)
+inline constexpr int kHlwqFormatVersionOverrides = 2;  // files with overrides (old readers refuse the version)
 inline constexpr int kHlwqMinBits = 2, kHlwqMaxBits = 8;
 inline constexpr const char* kHlwqQuantMethod = "hlwq";
 inline constexpr const char* kHlwqFormatName = "hlwq-native";
@@ -29,6 +32,21 @@ inline int64_t hlwq_n_blocks(int64_t in) { return (in + kHlwqBlock - 1) / kHlwqB
 // Bytes of one row's codes: each block of 128 codes packs into exactly 16 · bits bytes.
 inline int64_t hlwq_row_bytes(int64_t in, int bits) { return hlwq_n_blocks(in) * (kHlwqBlock / 8) * bits; }
 
+// One entry of quantization_config.overrides: the modules it targets (names or "re:" patterns, matched like
+// `ignore`: a pattern is anchored at the name's start, as Python's re.match) get `bits` and `codebook`.
+struct HlwqOverride {
+  std::vector<std::string> targets;
+  int bits = 4;
+  std::string codebook_name = "lloyd-max-gaussian";
+  std::vector<float> codebook;  // [2^bits] ascending
+};
+
+// The width and codebook a module resolves to (points into the HlwqFormat, which must outlive it).
+struct HlwqWidth {
+  int bits = 0;
+  const std::vector<float>* codebook = nullptr;
+};
+
 // What the quantization_config block says.
 struct HlwqFormat {
   int bits = 4;
@@ -40,7 +58,14 @@ struct HlwqFormat {
   std::string codebook_name = "lloyd-max-gaussian";
   std::vector<float> codebook;
   std::vector<std::string> ignore;  // names and "re:" patterns kept unquantized (as compressed-tensors writes it)
+  std::vector<HlwqOverride> overrides;  // version 2 only; empty: every module has `bits` and `codebook`
 };
+
+// True when `target` (a module name, or "re:" + an ECMAScript regex anchored at the start) matches `module`.
+// Throws on a bad regex, naming it.
+bool hlwq_target_matches(const std::string& target, const std::string& module);
+// The first override matching `module`, else the top-level bits and codebook.
+HlwqWidth hlwq_resolve(const HlwqFormat& f, const std::string& module);
 
 nlohmann::json hlwq_quantization_config(const HlwqFormat& f);
 // Validates everything a reader relies on (method, format, version, block size, packing, bits, codebook size

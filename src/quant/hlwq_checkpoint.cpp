@@ -16,8 +16,9 @@ bool hlwq_has_native(const Checkpoint& ck, const std::string& module) { return c
 
 HlwqMatrixView hlwq_native_view(const Checkpoint& ck, const std::string& module, int64_t out, int64_t in,
                                 const HlwqFormat& f) {
-  HLWQ_CHECK(f.codebook.size() == (size_t(1) << f.bits), "{}: the HLWQ codebook has {} values for {} bits",
-             ck.dir(), f.codebook.size(), f.bits);
+  const HlwqWidth wd = hlwq_resolve(f, module);  // the module's own width (an override's, or the top level's)
+  HLWQ_CHECK(wd.codebook->size() == (size_t(1) << wd.bits), "{}: the HLWQ codebook of {} has {} values for {} bits",
+             ck.dir(), module, wd.codebook->size(), wd.bits);
   auto get = [&](const std::string& name, DType dtype, const Shape& shape) {
     HLWQ_CHECK(ck.has(name), "{}: missing tensor {}", ck.dir(), name);
     const TensorView t = ck.view(name);
@@ -26,7 +27,17 @@ HlwqMatrixView hlwq_native_view(const Checkpoint& ck, const std::string& module,
            ck.file_of(name));
     return t;
   };
-  const TensorView codes = get(hlwq_codes_name(module), DType::U8, {out, hlwq_row_bytes(in, f.bits)});
+  // A row of B-bit codes is nb·16·B bytes: a width other than the configured one shows in the row length.
+  const std::string codes_name = hlwq_codes_name(module);
+  HLWQ_CHECK(ck.has(codes_name), "{}: missing tensor {}", ck.dir(), codes_name);
+  const TensorView ct = ck.view(codes_name);
+  const int64_t nb16 = hlwq_n_blocks(in) * (kHlwqBlock / 8);
+  if (ct.dtype == DType::U8 && ct.shape.size() == 2 && ct.shape[0] == out && ct.shape[1] != nb16 * wd.bits &&
+      ct.shape[1] % nb16 == 0)
+    fail("{} in {}: quantization_config gives {} {}-bit codes ({} bytes per row), but the tensor holds {}-bit codes "
+         "({} bytes per row)",
+         codes_name, ck.file_of(codes_name), module, wd.bits, nb16 * wd.bits, ct.shape[1] / nb16, ct.shape[1]);
+  const TensorView codes = get(codes_name, DType::U8, {out, hlwq_row_bytes(in, wd.bits)});
   const TensorView norms = get(hlwq_norms_name(module), DType::F16, {out, hlwq_n_blocks(in)});
   const TensorView shape = get(hlwq_shape_name(module), DType::I64, {2});
   int64_t dims[2];
@@ -36,11 +47,11 @@ HlwqMatrixView hlwq_native_view(const Checkpoint& ck, const std::string& module,
   HlwqMatrixView v;
   v.out = out;
   v.in = in;
-  v.bits = f.bits;
+  v.bits = wd.bits;
   v.order = HlwqBitOrder::lsb_first;
   v.codes = static_cast<const uint8_t*>(codes.data);
   v.norms = static_cast<const uint16_t*>(norms.data);
-  v.codebook = f.codebook.data();
+  v.codebook = wd.codebook->data();
   hlwq_check_view(v, module.c_str());
   return v;
 }

@@ -13,7 +13,8 @@ namespace hlwq {
 
 // True when ck holds P.hlwq_codes.
 bool hlwq_has_native(const Checkpoint& ck, const std::string& module);
-// Checks P.hlwq_codes U8 [out, nb·16·bits], P.hlwq_norms F16 [out, nb], P.weight_shape I64 [2] = [out, in]
+// Checks P.hlwq_codes U8 [out, nb·16·bits] (bits: the width P resolves to, hlwq_resolve; another width is an
+// error naming both), P.hlwq_norms F16 [out, nb], P.weight_shape I64 [2] = [out, in]
 // (out, in as the caller expects, e.g. from config.json); errors say expected and actual, naming the tensor.
 HlwqMatrixView hlwq_native_view(const Checkpoint& ck, const std::string& module, int64_t out, int64_t in,
                                 const HlwqFormat& f);

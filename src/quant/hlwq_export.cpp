@@ -33,9 +33,9 @@ std::string seed_q5_key(const std::string& module) {
   return k;
 }
 
-std::vector<TensorSpec> hlwq_output_specs(const CtPlan& plan, int bits) {
-  return output_specs(plan, [bits](std::vector<TensorSpec>& s, const std::string& m, int64_t out, int64_t in) {
-    s.push_back({hlwq_codes_name(m), DType::U8, {out, hlwq_row_bytes(in, bits)}});
+std::vector<TensorSpec> hlwq_output_specs(const CtPlan& plan, const HlwqFormat& f) {
+  return output_specs(plan, [&f](std::vector<TensorSpec>& s, const std::string& m, int64_t out, int64_t in) {
+    s.push_back({hlwq_codes_name(m), DType::U8, {out, hlwq_row_bytes(in, hlwq_resolve(f, m).bits)}});
     s.push_back({hlwq_norms_name(m), DType::F16, {out, hlwq_n_blocks(in)}});
     s.push_back({hlwq_shape_name(m), DType::I64, {2}});
   });

@@ -6,14 +6,15 @@
 #include <vector>
 
 #include "io/checkpoint_writer.h"
+#include "io/hlwq_format.h"
 #include "quant/ct_plan.h"
 #include "quant/hlwq_quant.h"
 
 namespace hlwq {
 
-// Output tensors: per quantized item P.hlwq_codes U8 [out, nb·16·bits], P.hlwq_norms F16 [out, nb],
+// Output tensors: per quantized item P.hlwq_codes U8 [out, nb·16·bits] (bits: the width P resolves to in f), P.hlwq_norms F16 [out, nb],
 // P.weight_shape I64 [2]; copied items as they are. Sorted by name.
-std::vector<TensorSpec> hlwq_output_specs(const CtPlan& plan, int bits);
+std::vector<TensorSpec> hlwq_output_specs(const CtPlan& plan, const HlwqFormat& f);
 // Output tensors of the seed's layout: per quantized item K__packed U8 [out·nb·80], K__norms F16 [out, nb],
 // K__meta I64 [5], K = seed_q5_key(out_name). Sorted by name.
 std::vector<TensorSpec> seed_q5_output_specs(const CtPlan& plan);

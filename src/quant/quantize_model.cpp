@@ -64,9 +64,32 @@ uint64_t peak_rss() {
   return uint64_t(ru.ru_maxrss) * 1024;
 }
 
-// The codebook of an HLWQ output: the converged Lloyd-Max table, or the seed's for its own layout.
-const std::vector<float>& hlwq_table(const QuantizeOptions& opt) {
-  return opt.format == QuantFormat::hlwq_q5 ? seed_q5_table() : lloyd_max_table(opt.hlwq_bits);
+// The quantization_config of a native HLWQ output: --bits with the converged Lloyd-Max table, and one override per
+// --bits-for (REGEX, B) with B's table. Checks each B and REGEX, and that every REGEX matches a quantized module.
+HlwqFormat hlwq_output_format(const QuantizeOptions& opt, const CtPlan& plan) {
+  HlwqFormat f;
+  f.bits = opt.hlwq_bits;
+  f.scale_rule = opt.hlwq_scale == HlwqScale::l2_norm ? "l2-norm" : "least-squares";
+  f.codebook_name = "lloyd-max-gaussian";
+  f.codebook = lloyd_max_table(opt.hlwq_bits);
+  for (const auto& [re, bits] : opt.hlwq_bits_for) {
+    HLWQ_CHECK(bits >= kHlwqMinBits && bits <= kHlwqMaxBits, "--bits-for {}={}: bits must be in [{}, {}]", re, bits,
+               kHlwqMinBits, kHlwqMaxBits);
+    HlwqOverride o;
+    o.targets = {"re:" + re};
+    o.bits = bits;
+    o.codebook = lloyd_max_table(bits);
+    int64_t n = 0;
+    try {
+      for (const auto& it : plan.items) n += it.action == PlanAction::quantize && hlwq_target_matches(o.targets[0], it.out_name);
+    } catch (const Error& e) {
+      fail("--bits-for {}={}: {}", re, bits, e.what());
+    }
+    HLWQ_CHECK(n > 0, "--bits-for {}={}: the regular expression matches no quantized module of {} (it is matched "
+               "from the start of names like model.layers.0.linear_attn.in_proj_qkv)", re, bits, opt.src);
+    f.overrides.push_back(std::move(o));
+  }
+  return f;
 }
 
 struct Calibrated {  // how a quantize item was calibrated
@@ -77,7 +100,8 @@ struct Calibrated {  // how a quantize item was calibrated
 struct Executor {
   const QuantizeOptions& opt;
   const ModelSource& src;
-  const HlwqCodebook* cb;  // HLWQ outputs only
+  const HlwqFormat* hf;  // native HLWQ outputs: which width each module gets
+  const std::map<int, HlwqCodebook>* cbs;  // HLWQ outputs: the codebook of each width in use
   CheckpointWriter& writer;
   QuantizeReport& report;
   std::mutex mu;
@@ -183,15 +207,16 @@ struct Executor {
   void run_hlwq(const PlanItem& it, const float* w, int64_t out, int64_t in, const Calibrated& cal) {
     const bool q5 = opt.format == QuantFormat::hlwq_q5;
     const HlwqBitOrder order = q5 ? HlwqBitOrder::msb_first : HlwqBitOrder::lsb_first;
+    const int bits = q5 ? kSeedQ5Bits : hlwq_resolve(*hf, it.out_name).bits;
+    const HlwqCodebook& cb = cbs->at(bits);
     HlwqPacked q;
     WeightError out_err;
     try {
-      q = cal.gptq ? gptq_hlwq(w, out, in, factor_for(*cal.st), opt.gptq, *cb, opt.hlwq_bits, opt.hlwq_scale)
-                   : hlwq_quantize_matrix(w, out, in, *cb, q5 ? kSeedQ5Bits : opt.hlwq_bits, order,
-                                          q5 ? HlwqScale::l2_norm : opt.hlwq_scale);
+      q = cal.gptq ? gptq_hlwq(w, out, in, factor_for(*cal.st), opt.gptq, cb, bits, opt.hlwq_scale)
+                   : hlwq_quantize_matrix(w, out, in, cb, bits, order, q5 ? HlwqScale::l2_norm : opt.hlwq_scale);
       if (cal.st || (stats && opt.calib_sequential)) {
         std::vector<float> deq(size_t(out * in));
-        hlwq_dequantize_packed(q, *cb, order, deq.data());
+        hlwq_dequantize_packed(q, cb, order, deq.data());
         if (cal.st) out_err = output_error(w, deq.data(), out, in, cal.st->H.data());
         if (stats && opt.calib_sequential) opt.calib->substitute(it.out_name, deq.data(), out, in);
       }
@@ -199,6 +224,11 @@ struct Executor {
       fail("{}: tensor {}: {}", src.file_of(it.src_name), it.src_name, e.what());
     }
     const uint64_t bytes = q5 ? write_seed_q5_item(writer, it.out_name, q) : write_hlwq_item(writer, it.out_name, q);
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      report.hlwq_weights += out * in;
+      report.hlwq_code_bytes += q.codes.size() + q.norms.size() * 2;
+    }
     account(it, bytes, 3, q.error, cal, out_err);
   }
 };
@@ -299,7 +329,10 @@ QuantizeReport quantize_model(const QuantizeOptions& opt) {
 
   // The source is protected: with --force, DST being SRC (or a parent of it) would delete the input.
   StagedDir stage(opt.dst, opt.force, {fs::path(opt.src)});
-  const std::vector<TensorSpec> specs = opt.format == QuantFormat::hlwq    ? hlwq_output_specs(plan, opt.hlwq_bits)
+  HLWQ_CHECK(opt.hlwq_bits_for.empty() || opt.format == QuantFormat::hlwq,
+             "--bits-for needs --format hlwq (got --format {})", quant_format_name(opt.format));
+  const HlwqFormat hf = opt.format == QuantFormat::hlwq ? hlwq_output_format(opt, plan) : HlwqFormat{};
+  const std::vector<TensorSpec> specs = opt.format == QuantFormat::hlwq    ? hlwq_output_specs(plan, hf)
                                         : opt.format == QuantFormat::hlwq_q5 ? seed_q5_output_specs(plan)
                                                                              : ct_output_specs(plan);
   CheckpointWriter writer(stage.path(), specs, opt.max_shard_bytes);
@@ -323,9 +356,13 @@ QuantizeReport quantize_model(const QuantizeOptions& opt) {
   }
   report.threads = opt.threads > 0 ? cap_thread_count(opt.threads, stderr) : omp_get_num_procs();
   omp_set_num_threads(report.threads);
-  const std::optional<HlwqCodebook> cb =
-      opt.format == QuantFormat::ct_int4 ? std::nullopt : std::optional<HlwqCodebook>(hlwq_table(opt));
-  Executor ex{opt, source, cb ? &*cb : nullptr, writer, report, {}, nullptr, nullptr, {}};
+  std::map<int, HlwqCodebook> cbs;
+  if (opt.format == QuantFormat::hlwq_q5) cbs.emplace(kSeedQ5Bits, HlwqCodebook(seed_q5_table()));
+  if (opt.format == QuantFormat::hlwq) {
+    cbs.emplace(hf.bits, HlwqCodebook(hf.codebook));
+    for (const HlwqOverride& o : hf.overrides) cbs.emplace(o.bits, HlwqCodebook(o.codebook));
+  }
+  Executor ex{opt, source, &hf, &cbs, writer, report, {}, nullptr, nullptr, {}};
   run_items(ex, items, "quantize");
   for (const auto& group : layer_groups(by_layer, opt)) {
     std::vector<const PlanItem*> todo;
@@ -351,11 +388,7 @@ QuantizeReport quantize_model(const QuantizeOptions& opt) {
   nlohmann::json config = cfg.raw;
   nlohmann::json qc = ct_quantization_config(plan.extra_ignore, opt.plan.quantize_lm_head, plan.extra_ignore_patterns);
   if (opt.format == QuantFormat::hlwq) {
-    HlwqFormat f;
-    f.bits = opt.hlwq_bits;
-    f.scale_rule = opt.hlwq_scale == HlwqScale::l2_norm ? "l2-norm" : "least-squares";
-    f.codebook_name = "lloyd-max-gaussian";
-    f.codebook = hlwq_table(opt);
+    HlwqFormat f = hf;
     f.ignore = qc["ignore"].get<std::vector<std::string>>();
     qc = hlwq_quantization_config(f);
   }
@@ -422,7 +455,10 @@ std::string format_quantize_report(const QuantizeReport& r, const QuantizeOption
   const std::string what =
       opt.format == QuantFormat::ct_int4 ? fmt::format("ct-int4, method {}", int4_method_name(opt.method))
       : opt.format == QuantFormat::hlwq
-          ? fmt::format("hlwq, {} bits, {} scale", opt.hlwq_bits,
+          ? fmt::format("hlwq, {} bits{}, {} scale", opt.hlwq_bits,
+                        opt.hlwq_bits_for.empty() ? std::string()
+                                                  : fmt::format(" ({} override{})", opt.hlwq_bits_for.size(),
+                                                                opt.hlwq_bits_for.size() == 1 ? "" : "s"),
                         opt.hlwq_scale == HlwqScale::l2_norm ? "l2-norm" : "least-squares")
           : std::string("hlwq-q5, the seed's layout and table");
   std::string s = fmt::format("quantized {} -> {} ({}, {} thread{}, {} shard{})\n", opt.src, opt.dst, what,
@@ -449,6 +485,9 @@ std::string format_quantize_report(const QuantizeReport& r, const QuantizeOption
   total.bytes_in = r.bytes_in;
   total.bytes_out = r.bytes_out;
   row("total", total, true);
+  if (r.hlwq_weights > 0)
+    s += fmt::format("bits/weight of the quantized linears: {:.4f} (codes and block norms, {} weights)\n",
+                     8.0 * double(r.hlwq_code_bytes) / double(r.hlwq_weights), r.hlwq_weights);
   if (r.n_dropped_visual || r.n_dropped_mtp)
     s += fmt::format("--language-model-only dropped {} visual and {} mtp tensors\n", r.n_dropped_visual,
                      r.n_dropped_mtp);

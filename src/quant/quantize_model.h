@@ -10,6 +10,8 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "quant/calib_stats.h"
 #include "quant/ct_plan.h"
@@ -31,6 +33,9 @@ struct QuantizeOptions {
   QuantFormat format = QuantFormat::ct_int4;
   Int4Method method = Int4Method::rtn;  // ct-int4
   int hlwq_bits = 4;                    // hlwq: 2..8
+  // hlwq: (REGEX, B) — quantized modules whose name REGEX matches (anchored at the start, like `ignore`'s "re:")
+  // get B bits instead; the first matching entry decides. Stored as quantization_config.overrides (version 2).
+  std::vector<std::pair<std::string, int>> hlwq_bits_for;
   HlwqScale hlwq_scale = HlwqScale::least_squares;  // hlwq (hlwq-q5 always uses the seed's l2 norm)
   PlanOptions plan;
   int threads = 0;                      // 0: all cores
@@ -61,6 +66,9 @@ struct RoleStats {
 struct QuantizeReport {
   std::map<TensorRole, RoleStats> roles;
   RoleStats quantized, kept, dropped;  // by action
+  // HLWQ outputs: weights of the quantized items and the bytes of their codes and norms (bits/weight = 8·bytes/n)
+  int64_t hlwq_weights = 0;
+  uint64_t hlwq_code_bytes = 0;
   WeightError error;                   // all quantized weights together
   int64_t n_dropped_visual = 0, n_dropped_mtp = 0;
   uint64_t bytes_in = 0, bytes_out = 0;

@@ -1,6 +1,7 @@
 // `hlwq quantize --format hlwq` options: --bits 2..8 each write codes of that width (config and tensor shapes say
 // so), 1 and 9 are refused with one line naming the option and the range, --hlwq-scale ls / l2 is recorded and
-// changes the norms, and both options are refused with another --format instead of being silently ignored.
+// changes the norms, and the options are refused with another --format instead of being silently ignored;
+// --bits-for REGEX=B writes mixed widths (overrides, version 2) and refuses bad B, bad or unmatched REGEX.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -147,4 +148,68 @@ TEST(QuantizeHlwqCli, HlwqOptionsNeedTheHlwqFormat) {
     EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << "one line expected: " << r.out;
     EXPECT_FALSE(fs::exists(root / "dst"));
   }
+}
+
+TEST(QuantizeHlwqCli, BitsForGivesMatchingModulesTheirWidth) {
+  const fs::path dst = hlwq::test::scratch_dir("qh_bitsfor") / "dst";
+  auto r = run_hlwq("quantize " + small().string() + " " + dst.string() +
+                    " --format hlwq --bits 4 --bits-for '.*\\.linear_attn\\.=5' --bits-for '.*\\.self_attn\\.o_proj$=3'");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("bits/weight of the quantized linears: "), std::string::npos) << r.out;
+  const json q = read_json(dst / "config.json")["quantization_config"];
+  EXPECT_EQ(q["version"], 2);  // overrides change row lengths: readers without them must refuse the file
+  ASSERT_EQ(q["overrides"].size(), 2u);
+  EXPECT_EQ(q["overrides"][0]["targets"][0], "re:.*\\.linear_attn\\.");
+  EXPECT_EQ(q["overrides"][0]["bits"], 5);
+  EXPECT_EQ(q["overrides"][0]["codebook"]["values"].size(), 32u);
+  EXPECT_EQ(q["overrides"][1]["bits"], 3);
+  int seen[9] = {};
+  const json all = tensors(dst);
+  for (auto& [name, t] : all.items()) {
+    if (!name.ends_with(".hlwq_codes")) continue;
+    const std::string base = name.substr(0, name.size() - std::strlen(".hlwq_codes"));
+    const int want = base.find(".linear_attn.") != std::string::npos ? 5 : base.ends_with(".self_attn.o_proj") ? 3 : 4;
+    const int64_t nb = all[base + ".hlwq_norms"]["shape"][1];
+    EXPECT_EQ(int64_t(t["shape"][1]), nb * 16 * want) << name;
+    ++seen[want];
+  }
+  EXPECT_GT(seen[3], 0);
+  EXPECT_GT(seen[4], 0);
+  EXPECT_GT(seen[5], 0);
+  // without overrides the file stays version 1
+  const fs::path plain = hlwq::test::scratch_dir("qh_bitsfor") / "plain";
+  ASSERT_EQ(run_hlwq("quantize -q " + small().string() + " " + plain.string() + " --format hlwq --bits 4").exit_code, 0);
+  EXPECT_EQ(read_json(plain / "config.json")["quantization_config"]["version"], 1);
+  EXPECT_FALSE(read_json(plain / "config.json")["quantization_config"].contains("overrides"));
+}
+
+TEST(QuantizeHlwqCli, BadBitsForIsRefused) {
+  const fs::path root = hlwq::test::scratch_dir("qh_bitsfor_bad");
+  const struct {
+    const char* arg;
+    int exit_code;
+    const char* says;
+  } cases[] = {
+      {"'.*\\.linear_attn\\.=9'", 2, "B must be an integer in [2, 8], got '9'"},
+      {"'.*\\.linear_attn\\.=1'", 2, "B must be an integer in [2, 8], got '1'"},
+      {"'.*\\.linear_attn\\.=five'", 2, "B must be an integer in [2, 8], got 'five'"},
+      {"'.*\\.linear_attn\\.'", 2, "expected REGEX=B"},
+      {"'=5'", 2, "expected REGEX=B"},
+      {"'(linear_attn=5'", 2, "bad regular expression '(linear_attn'"},
+      {"'.*\\.no_such_module=5'", 1, "matches no quantized module"},
+      {"'.*\\.in_proj_a$=5'", 1, "matches no quantized module"},  // kept unquantized: nothing to widen
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.arg);
+    auto r = run_hlwq("quantize -q " + small().string() + " " + (root / "dst").string() + " --format hlwq --bits-for " +
+                      c.arg);
+    EXPECT_EQ(r.exit_code, c.exit_code) << r.out;
+    EXPECT_NE(r.out.find(c.says), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("--bits-for"), std::string::npos) << r.out;
+    EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << "one line expected: " << r.out;
+    EXPECT_FALSE(fs::exists(root / "dst"));
+  }
+  auto ct = run_hlwq("quantize -q " + small().string() + " " + (root / "dst").string() + " --bits-for '.*=5'");
+  EXPECT_EQ(ct.exit_code, 2) << ct.out;
+  EXPECT_NE(ct.out.find("applies to --format hlwq only"), std::string::npos) << ct.out;
 }

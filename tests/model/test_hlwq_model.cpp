@@ -1,17 +1,22 @@
 // The engine on HLWQ checkpoints: native HLWQ (3, 4, 5 bits) and the seed's hlwq-q5 run through the fused
 // kernels (rotated-activation GEMV for decode, weight-domain row decode for prefill) and must give the logits
 // the engine's dense path gives on the same codes decoded to fp32 (write_hlwq_decoded), with the scalar and the
-// AVX2 kernel sets; a codes tensor of the wrong shape is refused naming it; a flipped code order changes the
+// AVX2 kernel sets, also with mixed widths (overrides); a codes tensor of the wrong shape, or of a width other
+// than its module resolves to, is refused naming it; a flipped code order changes the
 // logits (negative control).
 #include <gtest/gtest.h>
 
+#include <fstream>
 #include <numeric>
+
+#include <nlohmann/json.hpp>
 
 #include "core/error.h"
 #include "model/model.h"
 #include "model_test_util.h"
 #include "quant/hlwq_checkpoint.h"
 #include "quant/hlwq_pack.h"
+#include "quant/lloyd_max.h"
 #include "quant/quantize_model.h"
 #include "test_paths.h"
 
@@ -86,6 +91,49 @@ TEST(HlwqModel, NativeRunsLikeItsDecodedWeights) {
     write_hlwq_decoded((root / "q").string(), (root / "dec").string());
     ASSERT_EQ(Model::load((root / "q").string()).weights().layers[0].gdn.in_proj_qkv.format, LinearFormat::hlwq);
     expect_same_as_decoded(root / "q", root / "dec", "hlwq-" + std::to_string(bits));
+  }
+}
+
+TEST(HlwqModel, MixedWidthsRunLikeTheirDecodedWeights) {
+  const fs::path root = test::scratch_dir("hlwq-model-mixed");
+  QuantizeOptions o;
+  o.src = demo().string();
+  o.dst = (root / "q").string();
+  o.format = QuantFormat::hlwq;
+  o.hlwq_bits = 4;
+  o.hlwq_bits_for = {{".*\\.linear_attn\\.", 5}, {".*\\.mlp\\.shared_expert\\.", 3}};
+  o.progress = false;
+  quantize_model(o);
+  write_hlwq_decoded((root / "q").string(), (root / "dec").string());
+  const Model m = Model::load((root / "q").string());
+  EXPECT_EQ(m.weights().layers[0].gdn.in_proj_qkv.hlwq.bits, 5);
+  EXPECT_EQ(m.weights().layers[0].gdn.out_proj.hlwq.bits, 5);
+  EXPECT_EQ(m.weights().layers[1].moe.experts[3].down_proj.hlwq.bits, 4);
+  EXPECT_EQ(m.weights().layers[1].moe.shared.down_proj.hlwq.bits, 3);
+  expect_same_as_decoded(root / "q", root / "dec", "hlwq-4 with gdn-5, shared-3");
+}
+
+// The config says the Gated DeltaNet projections are 5-bit, the file holds 4-bit codes: refused by name and width.
+TEST(HlwqModel, CodesNarrowerThanTheirOverrideAreRefused) {
+  const fs::path root = test::scratch_dir("hlwq-model-mixed-bad");
+  quantize(root / "q", QuantFormat::hlwq, 4);
+  nlohmann::json cfg = nlohmann::json::parse(std::ifstream(root / "q" / "config.json"));
+  nlohmann::json& q = cfg["quantization_config"];
+  nlohmann::json values = nlohmann::json::array();
+  for (const float c : lloyd_max_table(5)) values.push_back(double(c));
+  q["version"] = 2;
+  q["overrides"] = {{{"targets", {"re:.*\\.linear_attn\\.in_proj_qkv$"}},
+                     {"bits", 5},
+                     {"codebook", {{"name", "lloyd-max-gaussian"}, {"values", values}}}}};
+  std::ofstream(root / "q" / "config.json") << cfg.dump(2);
+  try {
+    Model::load((root / "q").string());
+    FAIL() << "4-bit codes under a 5-bit override must be refused";
+  } catch (const Error& e) {
+    const std::string w = e.what();
+    EXPECT_NE(w.find("model.layers.0.linear_attn.in_proj_qkv.hlwq_codes"), std::string::npos) << w;
+    EXPECT_NE(w.find("5-bit codes"), std::string::npos) << w;
+    EXPECT_NE(w.find("holds 4-bit codes"), std::string::npos) << w;
   }
 }
 

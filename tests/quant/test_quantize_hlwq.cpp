@@ -3,10 +3,13 @@
 // copies, the config names the table), a flipped code order in the file is detected, the config block is
 // validated; the seed's hlwq-q5 layout round-trips, and `--format ct-int4` from it is byte-identical to the
 // seed's cascade run on the bf16 original, also for a fused 3-D expert tensor; bad Q5 input is refused clearly.
+// Mixed widths (--bits-for, quantization_config.overrides): each module decodes at its own width and table,
+// bad overrides and bad --bits-for are refused.
 #include <gtest/gtest.h>
 
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <fstream>
 
 #include "core/dtype.h"
@@ -56,7 +59,6 @@ NativeCheck check_native(const fs::path& src_dir, const fs::path& dir, HlwqScale
   const ModelConfig cfg = load_model_config(dir.string());
   EXPECT_TRUE(cfg.quant && cfg.quant->quant_method == "hlwq");
   const HlwqFormat f = parse_hlwq_quantization_config(cfg.raw["quantization_config"], "config.json");
-  const HlwqCodebook cb(f.codebook);
   Checkpoint src(src_dir.string()), out(dir.string());
   NativeCheck c;
   for (const std::string& name : src.names()) {
@@ -73,6 +75,8 @@ NativeCheck check_native(const fs::path& src_dir, const fs::path& dir, HlwqScale
     const TensorView t = src.view(name);
     const int64_t rows = t.shape[0], in = t.shape[1];
     const HlwqMatrixView v = hlwq_native_view(out, base, rows, in, f);
+    const HlwqCodebook cb(*hlwq_resolve(f, base).codebook);  // the module's width (overrides) decides the table
+    EXPECT_EQ(v.bits, hlwq_resolve(f, base).bits) << base;
     const std::vector<float> w = to_f32(t);
     const HlwqCodes ref = hlwq_encode(w.data(), rows, in, cb, mode);
     std::vector<float> want(w.size()), got(static_cast<size_t>(in));
@@ -156,6 +160,117 @@ TEST(QuantizeHlwq, NativeRoundTripsEveryWidthUsersPick) {
     EXPECT_EQ(f.codebook, lloyd_max_table(bits));
     EXPECT_EQ(f.scale_rule, "least-squares");
   }
+}
+
+TEST(QuantizeHlwq, MixedWidthsRoundTrip) {
+  const fs::path dst = test::scratch_dir("hlwq_mixed") / "out";
+  QuantizeOptions o = options(small_src(), dst, QuantFormat::hlwq, 4);
+  o.hlwq_bits_for = {{".*\\.linear_attn\\.", 5}, {".*\\.mlp\\.experts\\.0\\.", 3}};
+  const QuantizeReport r = quantize_model(o);
+  const NativeCheck c = check_native(small_src(), dst, HlwqScale::least_squares);
+  EXPECT_EQ(c.n_bad, 0);
+  EXPECT_EQ(c.n_quantized, r.quantized.n_in);
+  EXPECT_NEAR(c.sq_err / c.sq_ref, r.error.rel(), 1e-9);
+  const HlwqFormat f = parse_hlwq_quantization_config(
+      read_json_file((dst / "config.json").string())["quantization_config"], "config.json");
+  ASSERT_EQ(f.overrides.size(), 2u);
+  EXPECT_EQ(f.overrides[0].codebook, lloyd_max_table(5));
+  EXPECT_EQ(f.overrides[1].codebook, lloyd_max_table(3));
+  // the widths really differ per module, and bits/weight counts each at its own width
+  Checkpoint out(dst.string());
+  std::map<int, int64_t> weights;
+  for (const std::string& n : out.names())
+    if (n.ends_with(".hlwq_codes")) {
+      const std::string m = n.substr(0, n.size() - 11);
+      const int b = hlwq_resolve(f, m).bits;
+      EXPECT_EQ(b, m.find(".linear_attn.") != std::string::npos ? 5 : m.find(".mlp.experts.0.") != std::string::npos ? 3 : 4) << m;
+      const Shape s = out.entry(n).shape;
+      EXPECT_EQ(s[1], hlwq_row_bytes(out.entry(hlwq_norms_name(m)).shape[1] * 128, b)) << m;
+      weights[b] += s[0] * out.entry(hlwq_norms_name(m)).shape[1] * 128;
+    }
+  ASSERT_EQ(weights.size(), 3u);
+  int64_t n = 0;
+  double bits = 0;
+  for (const auto& [b, k] : weights) {
+    n += k;
+    bits += double(k) * (b + 16.0 / 128);
+  }
+  EXPECT_EQ(r.hlwq_weights, n);  // the small model's inputs are multiples of 128: no padding
+  EXPECT_NEAR(8.0 * double(r.hlwq_code_bytes) / double(r.hlwq_weights), bits / double(n), 1e-12);
+}
+
+TEST(QuantizeHlwq, BitsForIsChecked) {
+  const fs::path dst = test::scratch_dir("hlwq_mixed_bad") / "out";
+  for (const auto& [re, b] : std::vector<std::pair<std::string, int>>{
+           {".*\\.linear_attn\\.", 9}, {".*\\.linear_attn\\.", 1}, {"(", 5}, {".*nothing_like_this", 5}}) {
+    QuantizeOptions o = options(small_src(), dst, QuantFormat::hlwq, 4);
+    o.hlwq_bits_for = {{re, b}};
+    try {
+      quantize_model(o);
+      ADD_FAILURE() << re << "=" << b << " must be refused";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("--bits-for " + re + "=" + std::to_string(b)), std::string::npos) << e.what();
+    }
+    EXPECT_FALSE(fs::exists(dst));
+  }
+  QuantizeOptions ct = options(small_src(), dst, QuantFormat::ct_int4);
+  ct.hlwq_bits_for = {{".*", 5}};
+  EXPECT_THROW(quantize_model(ct), Error);
+}
+
+TEST(QuantizeHlwq, OverridesAreValidated) {
+  HlwqFormat f;
+  f.bits = 4;
+  f.codebook = lloyd_max_table(4);
+  HlwqOverride o;
+  o.targets = {"re:.*\\.linear_attn\\.", "model.layers.0.mlp.shared_expert.down_proj"};
+  o.bits = 5;
+  o.codebook = lloyd_max_table(5);
+  f.overrides = {o};
+  const nlohmann::json good = hlwq_quantization_config(f);
+  EXPECT_EQ(good["version"], 2);
+  const HlwqFormat g = parse_hlwq_quantization_config(good, "c");
+  ASSERT_EQ(g.overrides.size(), 1u);
+  EXPECT_EQ(g.overrides[0].targets, o.targets);
+  EXPECT_EQ(g.overrides[0].codebook, o.codebook);
+  EXPECT_EQ(hlwq_resolve(g, "model.layers.3.linear_attn.in_proj_qkv").bits, 5);
+  EXPECT_EQ(hlwq_resolve(g, "model.layers.0.mlp.shared_expert.down_proj").bits, 5);
+  EXPECT_EQ(hlwq_resolve(g, "model.layers.0.mlp.shared_expert.down_proj.x").bits, 4);  // a name matches exactly
+  EXPECT_EQ(hlwq_resolve(g, "x.linear_attnXin").bits, 4);
+  EXPECT_EQ(hlwq_resolve(g, "model.layers.3.self_attn.q_proj").bits, 4);
+  EXPECT_EQ(hlwq_resolve(g, "model.layers.3.self_attn.q_proj").codebook, &g.codebook);
+  auto expect_refused = [](const nlohmann::json& j, const std::string& says) {
+    try {
+      parse_hlwq_quantization_config(j, "c");
+      ADD_FAILURE() << "must be refused: " << says;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(says), std::string::npos) << e.what();
+    }
+  };
+  nlohmann::json j = good;
+  j["overrides"][0]["codebook"]["values"].erase(0);  // 31 values for 5 bits
+  expect_refused(j, "overrides[0].codebook: values must list 2^5 = 32 numbers");
+  j = good;
+  j["overrides"][0]["bits"] = 4;  // 32 values for 4 bits
+  expect_refused(j, "overrides[0].codebook: values must list 2^4 = 16 numbers");
+  j = good;
+  j["overrides"][0]["bits"] = 9;
+  expect_refused(j, "overrides[0]: bits 9 must be in [2, 8]");
+  j = good;
+  j["overrides"][0]["targets"] = {"re:(x"};
+  expect_refused(j, "bad regular expression '(x'");
+  j = good;
+  j["overrides"][0]["targets"] = nlohmann::json::array();
+  expect_refused(j, "targets must be a non-empty list");
+  j = good;
+  j["version"] = 1;  // overrides in a version 1 file: an old reader would misread it
+  expect_refused(j, "version 1 must not have an 'overrides' list");
+  j = good;
+  j.erase("overrides");  // version 2 without overrides
+  expect_refused(j, "version 2 needs an 'overrides' list");
+  j = good;
+  j["version"] = 3;
+  expect_refused(j, "version 3 is not supported");
 }
 
 TEST(QuantizeHlwq, L2ScaleOptionAndItsError) {

@@ -75,9 +75,10 @@ HostExpertStore::HostExpertStore(const ModelWeights& w, int64_t first_layer) : f
         const PackedExpert p = pack_expert(m.experts[size_t(e)]);
         HLWQ_CHECK(p.gu.out == layout_.gu_out && p.gu.in == layout_.gu_in && p.dn.out == layout_.dn_out &&
                        p.dn.in == layout_.dn_in && (p.gu.format != PackedFormat::bf16) == layout_.int4 &&
-                       p.gu.bits == layout_.hlwq_bits,
-                   "{}: expert shape or format differs from layer {} expert 0", m.experts[size_t(e)].gate_proj.name,
-                   first);
+                       p.gu.bits == layout_.hlwq_bits && p.dn.bits == layout_.hlwq_bits,
+                   "{}: expert shape or format differs from layer {} expert 0 (HLWQ: gate_up {}-bit, down {}-bit, "
+                   "the store's layout {}-bit: the host expert store needs one width for every routed expert)",
+                   m.experts[size_t(e)].gate_proj.name, first, p.gu.bits, p.dn.bits, layout_.hlwq_bits);
         uint8_t* x = dst + e * layout_.bytes;
         std::memcpy(x + layout_.gu_q, p.gu.q.data(), p.gu.q.size() * 4);
         std::memcpy(x + layout_.gu_s, p.gu.scale.data(), p.gu.scale.size() * 4);

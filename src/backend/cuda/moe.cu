@@ -3,6 +3,8 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
+
 #include "backend/cuda/hlwq_gemm.cuh"
 #include "backend/cuda/moe_prefetch.cuh"
 
@@ -49,9 +51,30 @@ void for_shared_parts(const MoeWeights& w, const MoeLayerDev& L, F add) {
   }
 }
 
+// Mixed-width HLWQ checkpoints (docs/hlwq-format.md, overrides): the grouped expert GEMM of a layer runs one
+// width and one codebook for all its routed experts and the shared expert's parts (gate_up and down alike, as
+// the host expert store keeps one layout), so a layer that mixes widths is refused here, naming both matrices.
+void check_one_hlwq_width(const MoeWeights& w) {
+  if (w.experts.empty() || w.experts[0].gate_proj.format != LinearFormat::hlwq) return;
+  const LinearWeight& ref = w.experts[0].gate_proj;
+  auto check = [&](const LinearWeight& m) {
+    if (m.format != LinearFormat::hlwq) return;  // a format mismatch is expert_format's to report
+    HLWQ_CHECK(m.hlwq.bits == ref.hlwq.bits &&
+                   std::equal(m.hlwq.codebook, m.hlwq.codebook + (1 << m.hlwq.bits), ref.hlwq.codebook),
+               "{}: {}-bit HLWQ codes, but {} has {}-bit (or another codebook): on the GPU the routed and shared "
+               "experts of a layer need one width and codebook (quantize them with one --bits-for width)",
+               m.name, m.hlwq.bits, ref.name, ref.hlwq.bits);
+  };
+  for (const ExpertWeights& e : w.experts)
+    for (const LinearWeight* m : {&e.gate_proj, &e.up_proj, &e.down_proj}) check(*m);
+  if (w.has_shared)
+    for (const LinearWeight* m : {&w.shared.gate_proj, &w.shared.up_proj, &w.shared.down_proj}) check(*m);
+}
+
 }  // namespace
 
 MoeLayerDev upload_moe(const MoeWeights& w, int64_t n_active) {
+  check_one_hlwq_width(w);
   MoeLayerDev L = upload_router(w, n_active);
   const PackedFormat f =
       expert_format(w);
@@ -70,6 +93,7 @@ MoeLayerDev upload_moe(const MoeWeights& w, int64_t n_active) {
 
 MoeLayerDev upload_moe_host(const MoeWeights& w, int64_t n_active, const uint8_t* host_experts,
                             const ExpertLayout& lay) {
+  check_one_hlwq_width(w);
   MoeLayerDev L = upload_router(w, n_active);
   const PackedFormat f = expert_format(w);
   const HlwqMatrixView& hv = w.experts[0].gate_proj.hlwq;
