@@ -27,20 +27,25 @@ constexpr int kGreedySteps = 48;
 
 fs::path demo() { return test::source_dir() / "models" / "tiny-moe-dev"; }
 
+// The demo model quantized into scratch directory `name` with the options `set` chooses.
+fs::path quantize_demo(const char* name, const std::function<void(QuantizeOptions&)>& set) {
+  const fs::path d = test::scratch_dir(name) / "ckpt";
+  QuantizeOptions o;
+  o.src = demo().string();
+  o.dst = d.string();
+  o.progress = false;
+  o.force = true;
+  set(o);
+  quantize_model(o);
+  return d;
+}
+
 // The demo model at 4 bits, quantized once per process.
 const fs::path& hlwq4() {
-  static const fs::path dir = [] {
-    const fs::path d = test::scratch_dir("cuda-hlwq4") / "ckpt";
-    QuantizeOptions o;
-    o.src = demo().string();
-    o.dst = d.string();
+  static const fs::path dir = quantize_demo("cuda-hlwq4", [](QuantizeOptions& o) {
     o.format = QuantFormat::hlwq;
     o.hlwq_bits = 4;
-    o.progress = false;
-    o.force = true;
-    quantize_model(o);
-    return d;
-  }();
+  });
   return dir;
 }
 
@@ -130,18 +135,10 @@ void print_drift(const char* what, const Drift& d) {
 
 // The demo model at 4 bits as CT INT4 (mse scales): the same rounding path on the GPU but for the dequantization.
 const fs::path& int4() {
-  static const fs::path dir = [] {
-    const fs::path d = test::scratch_dir("cuda-int4-mse") / "ckpt";
-    QuantizeOptions o;
-    o.src = demo().string();
-    o.dst = d.string();
+  static const fs::path dir = quantize_demo("cuda-int4-mse", [](QuantizeOptions& o) {
     o.format = QuantFormat::ct_int4;
     o.method = Int4Method::mse;
-    o.progress = false;
-    o.force = true;
-    quantize_model(o);
-    return d;
-  }();
+  });
   return dir;
 }
 
