@@ -9,7 +9,8 @@
 # process per cell, for budgets 8/12/16/24 GB and N = 8/16/32/64 slots, under the model's own routing and under a
 # routing trace (bench --route-trace-gen: fitted to llama.cpp PR #27861's LRU hit rates, see src/moe/route_trace.h;
 # trace cells run without prefetch — the router's predictions say nothing about a trace's experts — and two A/B
-# cells at 12 GB show prefetch's gain under the model's routing and its pure cost under the trace).
+# cells at 12 GB show prefetch's gain under the model's routing and its pure cost under the trace; streaming A/B
+# cells and a prefill-length sweep, every batch streamed against none, place the streaming threshold).
 # To fit ~8 minutes of device time each cell runs --warmup 1 --repeats 1 (one timed run after a warm-up that also
 # records the decode graph and warms the cache): a model load is most of a cell's time (estimated 15–25 s of ~30 s,
 # not yet measured), so the 18 cells' loads are the floor. MATRIX_ONLY=1 skips the resident and older cache runs.
@@ -59,6 +60,16 @@ run_matrix() {  # the offload matrix (see the header); the trace first: it is th
   # prefetch A/B at the 12 GB budget: its gain under the model's routing, its cost under the trace
   run m_model_gb12_noprefetch 75 --gpu-memory 12GB "${common[@]}" --moe-prefetch off
   run m_trace_gb12_prefetch 75 --gpu-memory 12GB "${common[@]}" --route-trace "$TR" --moe-prefetch on
+  # whole-layer streaming of prefill (moe_stream.cuh) A/B: off at 8 slots and at 8 GB; and where it starts to pay,
+  # for the default threshold: prefill of 64..1024 tokens at 8 slots, every batch streamed against none
+  run m_trace_n8_nostream 75 --moe-expert-cache-size 8 "${common[@]}" --route-trace "$TR" --moe-prefetch off \
+    --moe-stream-min-tokens 0
+  run m_trace_gb8_nostream 75 --gpu-memory 8GB "${common[@]}" --route-trace "$TR" --moe-prefetch off \
+    --moe-stream-min-tokens 0
+  local sweep=(--moe-expert-cache-size 8 --batch 1 --prompt-len 64 --more-prompt-lens 128,256,512,1024 --gen-len 8
+               --warmup 1 --repeats 1 --route-trace "$TR" --moe-prefetch off)
+  run m_sweep_stream_all 75 "${sweep[@]}" --moe-stream-min-tokens 1
+  run m_sweep_stream_none 75 "${sweep[@]}" --moe-stream-min-tokens 0
 }
 run_matrix
 [ -n "${MATRIX_ONLY:-}" ] && RUNS="${RUNS:-none}"
@@ -101,7 +112,7 @@ if matrix:
     print(f"\n== offload matrix (Qwen3.6-35B-A3B CT-INT4 synthetic; HBM read {c0['read_gbs']:.0f} GB/s, pinned H2D "
           f"{c0.get('h2d_pinned_gbs', 0):.1f} GB/s)")
     print(f"{'cell':<26} {'routing':<6} {'slots':>5} | {'decode':>7} {'hit':>6} {'MB/tok':>7} {'H2D':>6} {'SoL':>7} {'frac':>5} "
-          f"| {'pp512':>7} {'hit':>6} {'frac':>5} | {'pp4096':>7} {'hit':>6} {'frac':>5}")
+          f"| {'pp512':>7} {'hit':>6} {'frac':>6} | {'pp4096':>7} {'hit':>6} {'frac':>6}")
     def ph(p, tokens):
         ec = p.get("expert_cache", {})
         return p["tok_s"], ec.get("hit_rate", float("nan")), ec.get("pcie_bytes", 0) / tokens / 1e6, ec.get("h2d_gbs", 0), \
@@ -114,9 +125,15 @@ if matrix:
         line = (f"{name:<26} {routing:<6} {m.group(1) if m else '-':>5} | {dt:7.1f} {100*dh:5.1f}% {dmb:7.1f} {dh2d:6.1f} "
                 f"{dsol:7.1f} {100*dfr:4.0f}%")
         for p in [j["prefill"]] + j.get("prefill_more", []):
-            t, h, _, _, _, fr = ph(p, p["tokens"])
-            # prefill binds on compute where the tensor-core ceiling was measured: that fraction, else the bytes'
-            fr = p.get("fraction_of_compute_speed_of_light", fr)
-            line += f" | {t:7.0f} {100*h:5.1f}% {100*fr:4.0f}%"
+            t, h, mb, _, _, fr = ph(p, p["tokens"])
+            # prefill: the copies overlap the GEMMs (moe_stream.cuh), so its speed of light is the slower of the
+            # tensor-core time and the PCIe time of its expert bytes at the pinned ceiling (c or p marks which)
+            if "compute_speed_of_light_tok_s" in p:
+                t_c = 1 / p["compute_speed_of_light_tok_s"]
+                t_p = mb * 1e6 / (j["ceilings"].get("h2d_pinned_gbs", 0) * 1e9 or float("inf"))
+                fr = t * max(t_c, t_p)
+                line += f" | {t:7.0f} {100*h:5.1f}% {100*fr:4.0f}%{'p' if t_p > t_c else 'c'}"
+            else:
+                line += f" | {t:7.0f} {100*h:5.1f}% {100*fr:4.0f}% "
         print(line)
 PY

@@ -10,6 +10,7 @@
 #include "io/hf_config.h"
 #include "model/weights.h"
 #include "moe/cpu_split.h"
+#include "moe/layer_stream.h"
 
 namespace hlwq {
 
@@ -26,6 +27,9 @@ struct CudaBackendOptions {
   int64_t gpu_memory = 0;
   // With an expert cache: prefetch the next layer's predicted experts on a copy stream (moe_prefetch.cuh).
   bool moe_prefetch = true;
+  // With an expert cache: batches of at least this many tokens stream each MoE layer's missing experts through
+  // two staging buffers (moe_stream.cuh) instead of reading them in place per tile; 0 never streams.
+  int64_t moe_stream_min_tokens = kDefaultStreamMinTokens;
   // Routed experts on the CPU (moe/cpu_split.h): with an expert cache, which misses the CPU computes (off, auto
   // from the measured PCIe and CPU costs, all); and the first n_cpu_moe MoE layers' routed experts, which are
   // then computed on the CPU only and never placed on the device (0 ≤ n_cpu_moe ≤ the layer count).

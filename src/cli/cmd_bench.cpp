@@ -1,4 +1,5 @@
 // `hlwq bench MODEL [--device cpu|cuda] [--moe-expert-cache-size N] [--gpu-memory SIZE] [--moe-prefetch on|off]
+// [--moe-stream-min-tokens N]
 // [--route-trace FILE] [--batch B] [--prompt-len P] [--gen-len G] [--json] [-t N]`: prefill and decode tok/s,
 // weight GB/s and the fraction of the speed of light against ceilings measured in the same run (perf/model_bench.h
 // says what is counted and how).
@@ -69,6 +70,11 @@ Command add_bench(CLI::App& app) {
   add_device_options(sub, a->device);
   sub->add_option("--moe-prefetch", a->prefetch, "with an expert cache: prefetch the next layer's predicted experts")
       ->check(CLI::IsMember({"on", "off"}))
+      ->capture_default_str();
+  sub->add_option("--moe-stream-min-tokens", a->o.moe_stream_min_tokens,
+                  "with an expert cache (cuda): batches of at least N tokens stream each layer's missing experts once "
+                  "through staging buffers; 0: never")
+      ->check(whole_in(0, 1 << 22))
       ->capture_default_str();
   sub->add_option("--route-trace", a->o.route_trace, "replay this routing trace instead of the model's routing")
       ->check(CLI::ExistingFile);

@@ -51,8 +51,9 @@ std::string expert_cache_summary(const Model& m) {
   if (!s) return {};
   std::string r;
   if (s->lookups() > 0)
-    r = fmt::format("expert cache: {:.1f} % hits ({} hits, {} loaded into slots, {} read in place{}), {:.2f} GB over "
-                    "PCIe", 100.0 * s->hit_rate(), s->hits, s->misses, s->streamed,
+    r = fmt::format("expert cache: {:.1f} % hits ({} hits, {} loaded into slots, {} read in place{}{}), {:.2f} GB "
+                    "over PCIe", 100.0 * s->hit_rate(), s->hits, s->misses, s->streamed,
+                    s->staged ? fmt::format(", {} streamed with their layer", s->staged) : std::string(),
                     s->cpu_only ? fmt::format(", {} computed on the CPU instead", s->cpu_only) : std::string(),
                     double(s->bytes_copied) / 1e9);
   if (s->cpu_experts > 0)

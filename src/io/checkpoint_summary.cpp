@@ -47,9 +47,9 @@ bool match_expert(const std::string& name, int64_t& layer, int64_t& expert) {
 
 }  // namespace
 
-uint64_t CheckpointSummary::resident_with_cache(int64_t slots) const {
-  const int64_t s = std::min(slots, n_experts);
-  return resident_bytes + uint64_t(s) * uint64_t(n_moe_layers) * expert_bytes;
+uint64_t CheckpointSummary::resident_with_cache(int64_t slots, int64_t n_cpu_moe) const {
+  const int64_t s = std::min(slots, n_experts), gpu_layers = n_moe_layers - std::clamp<int64_t>(n_cpu_moe, 0, n_moe_layers);
+  return resident_bytes + uint64_t(s) * uint64_t(gpu_layers) * expert_bytes;
 }
 
 CheckpointSummary summarize_checkpoint(const ModelConfig& cfg, const Checkpoint& ck) {
@@ -105,7 +105,7 @@ CheckpointSummary summarize_checkpoint(const ModelConfig& cfg, const Checkpoint&
   return s;
 }
 
-std::string format_checkpoint_summary(const ModelConfig& cfg, const CheckpointSummary& s) {
+std::string format_checkpoint_summary(const ModelConfig& cfg, const CheckpointSummary& s, int64_t n_cpu_moe) {
   std::string o;
   o += fmt::format("architecture   {} ({}), {} layers: {} Gated DeltaNet + {} full attention\n",
                    model_arch_name(cfg.arch), cfg.model_type, cfg.n_layers, cfg.n_linear_attention_layers(),
@@ -122,11 +122,17 @@ std::string format_checkpoint_summary(const ModelConfig& cfg, const CheckpointSu
   o += fmt::format("memory plan (weights resident on the GPU; experts per MoE layer cached, the rest in host RAM)\n");
   o += fmt::format("  one expert {}, {} MoE layers, non-expert resident set {}\n", format_bytes(double(s.expert_bytes)),
                    s.n_moe_layers, format_bytes(double(s.resident_bytes)));
+  if (n_cpu_moe > 0)
+    o += fmt::format("  --n-cpu-moe {}: the routed experts of MoE layers 0..{} stay in host RAM ({}) and run on the CPU, "
+                     "which reads {} of them per token\n", n_cpu_moe, n_cpu_moe - 1,
+                     format_bytes(double(uint64_t(n_cpu_moe * s.n_experts) * s.expert_bytes)),
+                     format_bytes(double(uint64_t(n_cpu_moe * cfg.n_experts_active) * s.expert_bytes)));
   o += fmt::format("  {:>16} {:>14}\n", "expert cache", "resident");
   for (int64_t c : kCacheSizes)
-    if (c < s.n_experts) o += fmt::format("  {:>16} {:>14}\n", c, format_bytes(double(s.resident_with_cache(c))));
+    if (c < s.n_experts)
+      o += fmt::format("  {:>16} {:>14}\n", c, format_bytes(double(s.resident_with_cache(c, n_cpu_moe))));
   o += fmt::format("  {:>16} {:>14}\n", fmt::format("all ({})", s.n_experts),
-                   format_bytes(double(s.resident_with_cache(s.n_experts))));
+                   format_bytes(double(s.resident_with_cache(s.n_experts, n_cpu_moe))));
   o += fmt::format("  KV cache (bf16) per 1k tokens {}; recurrent state per sequence {} (fp32)\n",
                    format_bytes(double(s.kv_bytes_per_1k_tokens)), format_bytes(double(s.recurrent_state_bytes)));
   return o;
@@ -147,13 +153,14 @@ std::string identifier(const std::string& words) {
 
 }  // namespace
 
-nlohmann::json checkpoint_summary_json(const ModelConfig& cfg, const CheckpointSummary& s) {
+nlohmann::json checkpoint_summary_json(const ModelConfig& cfg, const CheckpointSummary& s, int64_t n_cpu_moe) {
   nlohmann::json kinds = nlohmann::json::object();
   for (const auto& [k, st] : s.kinds) kinds[identifier(k)] = {{"tensors", st.n_tensors}, {"bytes", st.bytes}};
   nlohmann::json plan = nlohmann::json::array();  // one row per cache size; the last caches every expert
   for (int64_t c : kCacheSizes)
-    if (c < s.n_experts) plan.push_back({{"cached_experts", c}, {"resident_bytes", s.resident_with_cache(c)}});
-  plan.push_back({{"cached_experts", s.n_experts}, {"resident_bytes", s.resident_with_cache(s.n_experts)}});
+    if (c < s.n_experts)
+      plan.push_back({{"cached_experts", c}, {"resident_bytes", s.resident_with_cache(c, n_cpu_moe)}});
+  plan.push_back({{"cached_experts", s.n_experts}, {"resident_bytes", s.resident_with_cache(s.n_experts, n_cpu_moe)}});
   return {{"architecture", model_arch_name(cfg.arch)},
           {"model_type", cfg.model_type},
           {"layers", {{"total", cfg.n_layers},
@@ -169,6 +176,8 @@ nlohmann::json checkpoint_summary_json(const ModelConfig& cfg, const CheckpointS
           {"memory_plan", {{"expert_bytes", s.expert_bytes},
                            {"moe_layers", s.n_moe_layers},
                            {"non_expert_resident_bytes", s.resident_bytes},
+                           {"n_cpu_moe", n_cpu_moe},
+                           {"cpu_expert_bytes_per_token", uint64_t(n_cpu_moe * cfg.n_experts_active) * s.expert_bytes},
                            {"resident_bytes_by_expert_cache_size", plan},
                            {"kv_cache_bytes_per_1k_tokens_bf16", s.kv_bytes_per_1k_tokens},
                            {"recurrent_state_bytes_per_sequence", s.recurrent_state_bytes}}}};

@@ -31,12 +31,14 @@ struct CheckpointSummary {
   uint64_t recurrent_state_bytes = 0;    // fp32 GDN state + conv state of all linear layers, one sequence
   std::string scheme;  // "bf16", "compressed-tensors pack-quantized int4 g128", ...
 
-  // Resident bytes with `slots` cached experts per MoE layer (slots >= n_experts: everything on the GPU).
-  uint64_t resident_with_cache(int64_t slots) const;
+  // Resident bytes with `slots` cached experts per MoE layer (slots >= n_experts: everything on the GPU), the
+  // routed experts of the first n_cpu_moe MoE layers computed on the CPU and never placed on the GPU (--n-cpu-moe).
+  uint64_t resident_with_cache(int64_t slots, int64_t n_cpu_moe = 0) const;
 };
 
 CheckpointSummary summarize_checkpoint(const ModelConfig& cfg, const Checkpoint& ck);
-std::string format_checkpoint_summary(const ModelConfig& cfg, const CheckpointSummary& s);
-nlohmann::json checkpoint_summary_json(const ModelConfig& cfg, const CheckpointSummary& s);
+// n_cpu_moe: the plan under --n-cpu-moe K (0 ≤ K ≤ the MoE layers), as `run`/`serve` would place it.
+std::string format_checkpoint_summary(const ModelConfig& cfg, const CheckpointSummary& s, int64_t n_cpu_moe = 0);
+nlohmann::json checkpoint_summary_json(const ModelConfig& cfg, const CheckpointSummary& s, int64_t n_cpu_moe = 0);
 
 }  // namespace hlwq

@@ -97,6 +97,7 @@ Model Model::load(const std::string& dir, const LoadOptions& opt) {
     co.expert_slots = opt.moe_expert_cache_size;
     co.gpu_memory = opt.gpu_memory;
     co.moe_prefetch = opt.moe_prefetch;
+    co.moe_stream_min_tokens = opt.moe_stream_min_tokens;
     co.cpu_experts = opt.cpu_experts;
     co.n_cpu_moe = opt.n_cpu_moe;
     co.split_costs = opt.cpu_split_costs;

@@ -28,6 +28,7 @@
 #include "model/weights.h"
 #include "moe/cached_expert_provider.h"
 #include "moe/expert_provider.h"
+#include "moe/layer_stream.h"
 
 namespace hlwq {
 
@@ -71,6 +72,8 @@ struct LoadOptions {
   int64_t n_cpu_moe = 0;
   CpuSplitCosts cpu_split_costs;  // --cpu-experts auto: all zero = measured at load; tests pin them to force a split
   bool moe_prefetch = true;  // with a cache: prefetch the next layer's predicted experts
+  // CUDA, with a cache: batches of at least this many tokens stream each layer's missing experts (0: never)
+  int64_t moe_stream_min_tokens = kDefaultStreamMinTokens;
   bool cuda_graphs = true;   // CUDA: record each decode batch size's layer schedule once and replay it
   bool cuda_pdl = true;      // CUDA: programmatic dependent launch inside those recordings (Hopper and later)
 };

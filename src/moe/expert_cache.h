@@ -77,7 +77,9 @@ struct ExpertCacheStats {
   int64_t prefetched = 0;  // experts placed by prefetch()
   int64_t prefetch_hits = 0;    // hits on a slot a prefetch filled, before anything else used it
   int64_t prefetch_wasted = 0;  // prefetched experts evicted (or overwritten by a prefetch) before any use
-  int64_t bytes_copied = 0;  // (misses + streamed + prefetched) · bytes_per_expert
+  int64_t staged = 0;        // CUDA: needed experts of a large batch copied once through the whole-layer stream's
+                             // staging buffers (moe_stream.cuh), never admitted into a slot
+  int64_t bytes_copied = 0;  // (misses + streamed + prefetched + staged) · bytes_per_expert
   int64_t steps = 0;         // begin_step calls
   // Routed experts computed on the CPU (CUDA backend: --cpu-experts, --n-cpu-moe; cpu_split.h). cpu_only: needed
   // experts of a cache that the CPU computed instead of copying (a miss that crossed no PCIe); cpu_experts: every
@@ -87,7 +89,7 @@ struct ExpertCacheStats {
   int64_t cpu_only = 0;
   int64_t cpu_experts = 0, cpu_static = 0, cpu_bytes = 0, cpu_ns = 0;
 
-  int64_t lookups() const { return hits + misses + streamed + cpu_only; }
+  int64_t lookups() const { return hits + misses + streamed + cpu_only + staged; }
   double hit_rate() const { return lookups() ? double(hits) / double(lookups()) : 0.0; }
   // Share of the routed expert computations (cache lookups and --n-cpu-moe layers' experts) done on the CPU.
   double cpu_share() const {

@@ -84,14 +84,14 @@ ExpertCacheStats stats_delta(const ExpertCacheStats& a, const ExpertCacheStats& 
   d.hits = b.hits - a.hits, d.misses = b.misses - a.misses, d.streamed = b.streamed - a.streamed;
   d.prefetched = b.prefetched - a.prefetched, d.prefetch_hits = b.prefetch_hits - a.prefetch_hits;
   d.prefetch_wasted = b.prefetch_wasted - a.prefetch_wasted, d.bytes_copied = b.bytes_copied - a.bytes_copied;
-  d.steps = b.steps - a.steps;
+  d.staged = b.staged - a.staged, d.cpu_only = b.cpu_only - a.cpu_only, d.steps = b.steps - a.steps;
   return d;
 }
 
 void add_stats(ExpertCacheStats& to, const ExpertCacheStats& d) {
   to.hits += d.hits, to.misses += d.misses, to.streamed += d.streamed, to.prefetched += d.prefetched;
   to.prefetch_hits += d.prefetch_hits, to.prefetch_wasted += d.prefetch_wasted, to.bytes_copied += d.bytes_copied;
-  to.steps += d.steps;
+  to.staged += d.staged, to.cpu_only += d.cpu_only, to.steps += d.steps;
 }
 
 }  // namespace
@@ -113,6 +113,7 @@ BenchResult run_model_bench(const std::string& model_dir, const BenchOptions& op
   lo.moe_expert_cache_size = opt.moe_expert_cache_size;
   lo.gpu_memory = opt.gpu_memory;
   lo.moe_prefetch = opt.moe_prefetch;
+  lo.moe_stream_min_tokens = opt.moe_stream_min_tokens;
   lo.cpu_experts = opt.cpu_experts;
   lo.n_cpu_moe = opt.n_cpu_moe;
   lo.max_seqs = int32_t(B);
@@ -332,6 +333,7 @@ nlohmann::json bench_result_json(const BenchResult& r) {
           {"moe_expert_cache_size", r.opt.moe_expert_cache_size},
           {"gpu_memory", r.opt.gpu_memory},
           {"moe_prefetch", r.opt.moe_prefetch},
+          {"moe_stream_min_tokens", r.opt.moe_stream_min_tokens},
           {"routing", r.routing},
           {"cpu_experts", cpu_experts_name(r.opt.cpu_experts)},
           {"n_cpu_moe", r.opt.n_cpu_moe},

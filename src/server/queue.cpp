@@ -206,8 +206,10 @@ std::string RequestQueue::render_metrics() const {
     counter("hlwq_expert_cache_loads_total", "Routed experts copied into a slot (misses admitted).", e.misses);
     counter("hlwq_expert_cache_streamed_total", "Routed experts read in place from host memory (misses not admitted).",
             e.streamed);
-    counter("hlwq_expert_cache_bytes_total", "Expert bytes that crossed PCIe (loads and in-place reads).",
-            e.bytes_copied);
+    counter("hlwq_expert_cache_staged_total",
+            "Routed experts of large batches copied once through the whole-layer stream's staging buffers.", e.staged);
+    counter("hlwq_expert_cache_bytes_total", "Expert bytes that crossed PCIe (loads, in-place reads, prefetches and "
+            "staged copies).", e.bytes_copied);
   }
   return s;
 }

@@ -49,11 +49,12 @@ const fs::path& hlwq4() {
   return dir;
 }
 
-Model load(const fs::path& dir, Device d, int slots = 0) {
+Model load(const fs::path& dir, Device d, int slots = 0, int64_t stream_min_tokens = kDefaultStreamMinTokens) {
   LoadOptions lo;
   lo.device = d;
   lo.kv_tokens = 1024;
   lo.moe_expert_cache_size = slots;
+  lo.moe_stream_min_tokens = stream_min_tokens;
   return Model::load(dir, lo);
 }
 
@@ -172,8 +173,8 @@ TEST(CudaHlwqModel, GreedyDecodeMatchesCpu) {
 // The expert cache reads the same packed HLWQ bytes from a slot or in place from host memory: bit-identical.
 TEST(CudaHlwqModel, ExpertCacheGivesBitIdenticalLogits) {
   HLWQ_REQUIRE_CUDA();
-  auto run = [&](int slots) {
-    Model m = load(hlwq4(), Device::cuda, slots);
+  auto run = [&](int slots, int64_t stream_min_tokens) {
+    Model m = load(hlwq4(), Device::cuda, slots, stream_min_tokens);
     const auto ids = test_prompt(24);
     const int64_t V = m.config().vocab_size;
     Sequence s = m.new_sequence(64);
@@ -186,8 +187,10 @@ TEST(CudaHlwqModel, ExpertCacheGivesBitIdenticalLogits) {
     }
     return all;
   };
-  const auto ref = run(0);
-  for (int n : {1, 3, 16}) EXPECT_EQ(run(n), ref) << n << " slots";
+  const auto ref = run(0, kDefaultStreamMinTokens);
+  for (int n : {1, 3, 16}) EXPECT_EQ(run(n, kDefaultStreamMinTokens), ref) << n << " slots";
+  // the prefill streamed through the staging buffers (moe_stream.cuh): the HLWQ MLP in rounds of tile ranges
+  for (int n : {1, 3}) EXPECT_EQ(run(n, 1), ref) << n << " slots, the prefill streamed";
 }
 
 // Negative case: the same code bytes with the order of the two 4-bit codes in each byte flipped are a different

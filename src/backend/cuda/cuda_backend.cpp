@@ -35,6 +35,7 @@
 #include "backend/cuda/gdn.cuh"
 #include "backend/cuda/gdn_chunked.cuh"
 #include "backend/cuda/moe_prefetch.cuh"
+#include "backend/cuda/moe_stream.cuh"
 #include "backend/cuda/norm.cuh"
 #include "backend/cuda/pdl_graph.h"
 #include "backend/cuda/sampling.cuh"
@@ -44,30 +45,19 @@ namespace hlwq {
 namespace {
 
 using cuda::DeviceBuffer;
+using cuda::PinnedBuffer;
 
 // The KV page size the attention kernels are written for (attention.cuh).
 constexpr int64_t kCudaKvBlockTokens = 16;
+// Experts per staging buffer of the whole-layer stream (moe_stream.cuh): E/4, so that a layer takes at least four
+// rounds and copy and compute overlap, at most 16 — Qwen3.6: rounds of 16 experts (~26 MB, ~0.5 ms over PCIe 5)
+// keep the copy engine busy while the GPU computes the previous round; two buffers ≈ 51 MB.
+int stream_slots(int64_t E) { return int(std::clamp<int64_t>(E / 4, 1, 16)); }
 // Logits rows computed per lm_head pass: bounds the device logits buffer to ~256 MB at V = 248,320.
 constexpr int64_t kLogitsBudgetBytes = int64_t(256) << 20;
 
 // Token choice staging per row: a DeviceSamplerConfig, the draw u, the chosen id and the non-finite flag.
 constexpr size_t kPickBytesPerRow = sizeof(cuda::DeviceSamplerConfig) + sizeof(double) + 2 * sizeof(int);
-
-// Pinned host memory, freed on destruction.
-class PinnedBuffer {
- public:
-  explicit PinnedBuffer(size_t bytes, const char* what) {
-    HLWQ_CUDA_CHECK(cudaHostAlloc(&p_, bytes, cudaHostAllocDefault), "pinned host buffer {} ({} bytes)", what, bytes);
-  }
-  ~PinnedBuffer() { cudaFreeHost(p_); }
-  PinnedBuffer(const PinnedBuffer&) = delete;
-  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
-  template <typename T>
-  T* as() const { return static_cast<T*>(p_); }
-
- private:
-  void* p_ = nullptr;
-};
 
 class CudaBackend final : public Backend {
  public:
@@ -158,6 +148,7 @@ class CudaBackend final : public Backend {
   // offload-trace: prefetch of the next layer's experts (with a cache), a replayed routing trace — its rows for
   // the batch go up with the batch description: pinned [n_layers, T, k] → trace_ids_
   std::unique_ptr<cuda::MoePrefetcher> prefetch_;
+  std::unique_ptr<cuda::MoeLayerStreamer> stream_;  // with a cache: whole-layer streaming of large batches
   std::unique_ptr<RouteTraceCursor> trace_;
   std::unique_ptr<PinnedBuffer> stage_trace_;
   DeviceBuffer<int> trace_ids_;
@@ -253,6 +244,11 @@ CudaBackend::CudaBackend(const ModelConfig& cfg, const ModelWeights& w, const Ba
   logits_ = DeviceBuffer<float>(size_t(logits_rows_ * V_), "logits");
   lm_x_ = DeviceBuffer<float>(size_t(logits_rows_ * H_), "lm_head input");
   graphs_.assign(size_t(S + 1), nullptr);
+  // staging of the whole-layer stream: part of what a budget places before the expert slots
+  if (experts_ && opt.moe_stream_min_tokens > 0)
+    stream_ = std::make_unique<cuda::MoeLayerStreamer>(experts_->layout(), experts_->experts_per_layer(),
+                                                       moe_ws_.max_tiles, opt.moe_stream_min_tokens,
+                                                       stream_slots(experts_->experts_per_layer()));
   for (int32_t s = 0; s < S; ++s) reset_slot(s);
   sync("CUDA backend set-up");
   size_t free1 = 0;
@@ -315,6 +311,10 @@ void CudaBackend::plan_expert_cache(int64_t used) {
                        "place over PCIe; prefetch of the next layer's predicted experts {}",
                        slots, E, NL, double(slots * NL * B) / double(1 << 30), E,
                        double(experts_->bytes()) / double(1 << 30), opt_.moe_prefetch ? "on" : "off");
+  if (stream_)
+    plan_ += fmt::format("\n  batches of {}+ tokens stream each layer's missing experts once, {} at a time through "
+                         "two staging buffers ({:.1f} MiB)", stream_->min_tokens(), stream_->slots_per_buffer(),
+                         double(stream_->staging_bytes()) / double(1 << 20));
   if (opt_.gpu_memory > 0)
     plan_ += fmt::format(" (budget {:.2f} GiB)", double(opt_.gpu_memory) / double(1 << 30));
 }
@@ -361,8 +361,13 @@ bool CudaBackend::expert_cache_stats(ExpertCacheStats& out) const {
     out.prefetch_wasted += int64_t(c.prefetch_wasted);
     out.cpu_only += int64_t(c.cpu_only);
   }
-  // every load, in-place read and prefetch crosses PCIe once
-  if (experts_) out.bytes_copied = (out.misses + out.streamed + out.prefetched) * experts_->layout().bytes;
+  if (stream_) {
+    out.hits += stream_->counters().resident;
+    out.staged = stream_->counters().staged;
+  }
+  // every load, in-place read, prefetch and staged copy crosses PCIe once
+  if (experts_)
+    out.bytes_copied = (out.misses + out.streamed + out.prefetched + out.staged) * experts_->layout().bytes;
   if (cpu_) {
     const cuda::CpuExpertCounters c = cpu_->counters();
     out.cpu_experts = c.experts;
@@ -559,6 +564,7 @@ void CudaBackend::moe_experts(int layer, Act in, Act out) {
   cuda::MoeStepHooks h;
   if (trace_) h.route_ids = trace_ids_.get() + int64_t(layer) * T_ * cfg_.n_experts_active;  // [T, k] of this layer
   h.prefetch = prefetch_.get();
+  h.stream = capturing_ ? nullptr : stream_.get();  // it synchronizes the stream, which a recording cannot
   h.layer = layer;
   if (size_t(layer) + 1 < m_.layers.size()) h.next = &m_.layers[size_t(layer) + 1].moe;
   const cuda::MoeCpuPart cpu{cpu_.get(), layer, layer < opt_.n_cpu_moe, opt_.cpu_experts, split_costs_};

@@ -1,6 +1,6 @@
 // DeviceBuffer<T>: an owning, move-only device allocation of n elements (plain cudaMalloc, never managed memory),
 // with checked host<->device copies. Zero elements is valid (null pointer). The context string names the buffer
-// in error messages.
+// in error messages. PinnedBuffer: page-locked host memory for asynchronous copies.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -57,6 +57,22 @@ class DeviceBuffer {
   T* p_ = nullptr;
   size_t n_ = 0;
   std::string what_;
+};
+
+// Pinned (page-locked) host memory for asynchronous copies, freed on destruction.
+class PinnedBuffer {
+ public:
+  PinnedBuffer(size_t bytes, const char* what) {
+    HLWQ_CUDA_CHECK(cudaHostAlloc(&p_, bytes, cudaHostAllocDefault), "pinned host buffer {} ({} bytes)", what, bytes);
+  }
+  ~PinnedBuffer() { cudaFreeHost(p_); }
+  PinnedBuffer(const PinnedBuffer&) = delete;
+  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
+  template <typename T>
+  T* as() const { return static_cast<T*>(p_); }
+
+ private:
+  void* p_ = nullptr;
 };
 
 // Number of CUDA devices usable by this process (0 when there is no driver or no device; never throws).

@@ -36,11 +36,18 @@ struct PlanParams {
   CpuSplitArgs cpu;
 };
 
-__device__ void point_at(const PlanParams& p, int e, const uint8_t* base) {
-  p.t.gu_q[e] = reinterpret_cast<const uint32_t*>(base + p.lay.gu_q);
-  p.t.dn_q[e] = reinterpret_cast<const uint32_t*>(base + p.lay.dn_q);
-  p.t.gu_s[e] = p.lay.int4 ? reinterpret_cast<const float*>(base + p.lay.gu_s) : nullptr;
-  p.t.dn_s[e] = p.lay.int4 ? reinterpret_cast<const float*>(base + p.lay.dn_s) : nullptr;
+__device__ void point_at(const ExpertTables& t, const ExpertLayout& lay, int e, const uint8_t* base) {
+  t.gu_q[e] = reinterpret_cast<const uint32_t*>(base + lay.gu_q);
+  t.dn_q[e] = reinterpret_cast<const uint32_t*>(base + lay.dn_q);
+  t.gu_s[e] = lay.int4 ? reinterpret_cast<const float*>(base + lay.gu_s) : nullptr;
+  t.dn_s[e] = lay.int4 ? reinterpret_cast<const float*>(base + lay.dn_s) : nullptr;
+}
+__device__ void point_at(const PlanParams& p, int e, const uint8_t* base) { point_at(p.t, p.lay, e, base); }
+
+__global__ void point_kernel(ExpertTables t, ExpertLayout lay, PointedExperts e, const uint8_t* base) {
+  HLWQ_PDL_PREAMBLE();
+  const int j = int(threadIdx.x);
+  if (j < e.n) point_at(t, lay, e.id[j], base + int64_t(e.pos[j]) * lay.bytes);
 }
 
 // The victim among the unpinned slots, the same for every lane: an empty one first (lowest index), else the least
@@ -327,6 +334,14 @@ void expert_cache_prefetch_copy(ExpertCacheDev& c, int64_t max_copies, cudaStrea
   copy_kernel<<<grid, 256, 0, st>>>(c.pf_copies.get(), c.pf_n.get(), c.host, c.slots.get(), c.layout.bytes,
                                     kCopyChunk);
   HLWQ_CUDA_LAUNCH_CHECK("expert cache prefetch copies (up to {} experts of {} bytes)", max_copies, c.layout.bytes);
+}
+
+void expert_tables_point(const ExpertTables& t, const ExpertLayout& lay, const PointedExperts& e, const uint8_t* base,
+                         cudaStream_t st) {
+  HLWQ_CHECK(e.n >= 0 && e.n <= kMaxPointed, "expert tables: {} experts to point (at most {})", e.n, kMaxPointed);
+  if (e.n == 0) return;
+  point_kernel<<<1, kMaxPointed, 0, st>>>(t, lay, e, base);
+  HLWQ_CUDA_LAUNCH_CHECK("pointing {} experts' table entries", e.n);
 }
 
 ExpertCacheCounters expert_cache_counters(const ExpertCacheDev& c) {

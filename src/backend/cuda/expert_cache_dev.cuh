@@ -111,4 +111,15 @@ inline constexpr int64_t kMaxPrefetchTokens = 64;
 
 ExpertCacheCounters expert_cache_counters(const ExpertCacheDev& c);  // synchronizes the device
 
+// Table entries of up to kMaxPointed experts pointed at other copies of them: expert id[j] at base + pos[j]·B
+// (moe_stream.cuh: a staging slot for a round, then back to the expert's host copy, pos = id, base = host).
+inline constexpr int kMaxPointed = 64;
+struct PointedExperts {
+  int n = 0;
+  int id[kMaxPointed];
+  int pos[kMaxPointed];
+};
+void expert_tables_point(const ExpertTables& t, const ExpertLayout& lay, const PointedExperts& e, const uint8_t* base,
+                         cudaStream_t st);
+
 }  // namespace hlwq::cuda

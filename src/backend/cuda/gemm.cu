@@ -213,7 +213,8 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) gemm_kernel(KParams p
 }
 
 template <bool kInt4, int NT, int RT, int kEpi>
-void launch_rt(KParams kp, int64_t out_pad, int64_t tiles, cudaStream_t st, const char* what) {
+void launch_rt(KParams kp, int64_t out_pad, int64_t tiles, int64_t config_tiles, cudaStream_t st,
+               const char* what) {
   int sms = 0;
   HLWQ_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), "{} gemm: SM count", what);
   kp.n_groups = int(out_pad / (16 * RT));
@@ -223,11 +224,11 @@ void launch_rt(KParams kp, int64_t out_pad, int64_t tiles, cudaStream_t st, cons
   constexpr int kWpu = kInt4 ? 2 : 8, kU = kInFlight / (kWpu * RT) > 0 ? kInFlight / (kWpu * RT) : 1;
   kp.split = 1;
   while (kp.split < kWarps && kp.split * kU < kp.ku) kp.split *= 2;
-  while (kp.split < kWarps && kp.split * 2 <= kp.ku && int64_t(kp.n_groups) * kp.split * tiles < int64_t(sms) * 16)
+  while (kp.split < kWarps && kp.split * 2 <= kp.ku && int64_t(kp.n_groups) * kp.split * config_tiles < int64_t(sms) * 16)
     kp.split *= 2;
   const int G = kWarps / kp.split;
   const int64_t need = (kp.n_groups + G - 1) / G;
-  const int64_t cap = std::max<int64_t>(1, (int64_t(sms) * 4 + tiles - 1) / tiles);
+  const int64_t cap = std::max<int64_t>(1, (int64_t(sms) * 4 + config_tiles - 1) / config_tiles);
   const size_t xbytes = size_t(NT) * size_t(kp.ku) * 128 * sizeof(uint4);
   kp.x_smem = kp.split < kWarps && xbytes <= size_t(96) << 10;
   const size_t smem = kp.x_smem ? xbytes : 0;
@@ -243,13 +244,14 @@ void launch_rt(KParams kp, int64_t out_pad, int64_t tiles, cudaStream_t st, cons
 // RT = 2 for SwiGLU (gate and up side by side) and for tall dense matrices at ≤ 8 tokens (the lm_head: two row
 // tiles share each activation load, halving the activation traffic); 1 otherwise (more blocks for short ones).
 template <bool kInt4, int NT, int kEpi>
-void launch(const KParams& kp, int64_t out_pad, int64_t tiles, cudaStream_t st, const char* what) {
-  if constexpr (kEpi == kSwiglu) launch_rt<kInt4, NT, 2, kEpi>(kp, out_pad, tiles, st, what);
+void launch(const KParams& kp, int64_t out_pad, int64_t tiles, int64_t config_tiles, cudaStream_t st,
+            const char* what) {
+  if constexpr (kEpi == kSwiglu) launch_rt<kInt4, NT, 2, kEpi>(kp, out_pad, tiles, config_tiles, st, what);
   else if constexpr (kEpi == kStore && NT == 1) {  // NT = 2 with RT = 2 would spill registers
-    if (out_pad / 16 >= 4096) launch_rt<kInt4, NT, 2, kEpi>(kp, out_pad, tiles, st, what);
-    else launch_rt<kInt4, NT, 1, kEpi>(kp, out_pad, tiles, st, what);
+    if (out_pad / 16 >= 4096) launch_rt<kInt4, NT, 2, kEpi>(kp, out_pad, tiles, config_tiles, st, what);
+    else launch_rt<kInt4, NT, 1, kEpi>(kp, out_pad, tiles, config_tiles, st, what);
   } else {
-    launch_rt<kInt4, NT, 1, kEpi>(kp, out_pad, tiles, st, what);
+    launch_rt<kInt4, NT, 1, kEpi>(kp, out_pad, tiles, config_tiles, st, what);
   }
 }
 
@@ -310,12 +312,12 @@ void gemm(const PackedLinear& w, const uint32_t* xfrag, int64_t T, float* y, int
   kp.ldy = ldy;
   const bool i4 = w.format == PackedFormat::int4;
   if (T <= 8) {
-    if (i4) launch<true, 1, kStore>(kp, w.out_pad, 1, st, "int4");
-    else launch<false, 1, kStore>(kp, w.out_pad, 1, st, "bf16");
+    if (i4) launch<true, 1, kStore>(kp, w.out_pad, 1, 1, st, "int4");
+    else launch<false, 1, kStore>(kp, w.out_pad, 1, 1, st, "bf16");
   } else {
     const int64_t tiles = (T + 15) / 16;
-    if (i4) launch<true, 2, kStore>(kp, w.out_pad, tiles, st, "int4");
-    else launch<false, 2, kStore>(kp, w.out_pad, tiles, st, "bf16");
+    if (i4) launch<true, 2, kStore>(kp, w.out_pad, tiles, tiles, st, "int4");
+    else launch<false, 2, kStore>(kp, w.out_pad, tiles, tiles, st, "bf16");
   }
 }
 
@@ -360,10 +362,11 @@ GroupedLinear make_grouped(const std::vector<const PackedLinear*>& mats, const c
 
 void gemm_grouped(const GroupedLinear& w, GroupedEpilogue epi, const uint32_t* xfrag, const int* tile_mat,
                   int64_t max_tiles, uint32_t* h_xfrag, int64_t h_in_pad, float* y, int64_t ldy, const float* slot_w,
-                  cudaStream_t st) {
+                  cudaStream_t st, int64_t launch_tiles) {
   if (max_tiles == 0) return;
   if (w.format == PackedFormat::hlwq)
-    return hlwq_gemm_grouped(w, epi, xfrag, tile_mat, max_tiles, y, ldy, slot_w, st);
+    return hlwq_gemm_grouped(w, epi, xfrag, tile_mat, max_tiles, y, ldy, slot_w, st, launch_tiles);
+  const int64_t cfg = launch_tiles > 0 ? launch_tiles : max_tiles;
   KParams kp{};
   kp.qarr = w.q.get();
   kp.sarr = w.scale.get();
@@ -382,12 +385,12 @@ void gemm_grouped(const GroupedLinear& w, GroupedEpilogue epi, const uint32_t* x
   if (epi == GroupedEpilogue::swiglu) {
     HLWQ_CHECK(h_xfrag && w.out % 2 == 0 && (w.out / 2 + 15) / 16 * 16 <= h_in_pad,
                "gemm_grouped swiglu: {} gate_up rows, h columns {}", w.out, h_in_pad);
-    if (i4) launch<true, 1, kSwiglu>(kp, w.out_pad, max_tiles, st, "int4 gate_up");
-    else launch<false, 1, kSwiglu>(kp, w.out_pad, max_tiles, st, "bf16 gate_up");
+    if (i4) launch<true, 1, kSwiglu>(kp, w.out_pad, max_tiles, cfg, st, "int4 gate_up");
+    else launch<false, 1, kSwiglu>(kp, w.out_pad, max_tiles, cfg, st, "bf16 gate_up");
   } else {
     HLWQ_CHECK(y && slot_w, "gemm_grouped weighted: null output or weights");
-    if (i4) launch<true, 1, kWeighted>(kp, w.out_pad, max_tiles, st, "int4 down");
-    else launch<false, 1, kWeighted>(kp, w.out_pad, max_tiles, st, "bf16 down");
+    if (i4) launch<true, 1, kWeighted>(kp, w.out_pad, max_tiles, cfg, st, "int4 down");
+    else launch<false, 1, kWeighted>(kp, w.out_pad, max_tiles, cfg, st, "bf16 down");
   }
 }
 

@@ -35,6 +35,8 @@ PackedLinear upload_packed(const PackedLinearHost& h, const char* what);
 
 // u32 words of an xfrag buffer for n_slots (rounded up to 16: gemm reads whole 16-slot tiles) rows of in_pad columns.
 inline int64_t xfrag_words(int64_t n_slots, int64_t in_pad) { return (n_slots + 15) / 16 * 16 * in_pad / 2; }
+// Words of one 8-slot tile (xfrag_elem: tile t starts at t · xfrag_tile_words).
+inline int64_t xfrag_tile_words(int64_t in_pad) { return 4 * in_pad; }
 
 // xfrag [n_slots] = bf16(x [row, 0..in)) with row = slot_tok[slot] (slot_tok null: row = slot); rows that are
 // -1 or ≥ n_rows, and columns in..in_pad, are zeros. x fp32 [n_rows, ldx].
@@ -72,8 +74,11 @@ enum class GroupedEpilogue : uint8_t {
 
 // For every 8-slot tile i < max_tiles with tile_mat[i] = m ≥ 0: the slots 8i..8i+7 of xfrag through matrix m.
 // Tiles with tile_mat -1 do nothing (the device-side routing decides how many tiles are live).
+// launch_tiles (0: max_tiles) is the tile count the launch shape (its split of k) is chosen for: a launch over a
+// part of a plan (pointers advanced by xfrag_tile_words / 8 slots per tile) passes the whole plan's count, so every
+// output sums in the same order as in one launch over the whole plan.
 void gemm_grouped(const GroupedLinear& w, GroupedEpilogue epi, const uint32_t* xfrag, const int* tile_mat,
                   int64_t max_tiles, uint32_t* h_xfrag, int64_t h_in_pad, float* y, int64_t ldy, const float* slot_w,
-                  cudaStream_t st);
+                  cudaStream_t st, int64_t launch_tiles = 0);
 
 }  // namespace hlwq::cuda

@@ -267,18 +267,19 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) hlwq_gemm_kernel(KPar
 
 // As gemm.cu's launch_rt: one load round per warp, then split k further until the grid holds ≥ 16 warps per SM.
 template <int B, int NT, int RT, int kEpi>
-void launch_rt(KParams kp, int64_t out_pad, int64_t tiles, cudaStream_t st, const char* what) {
+void launch_rt(KParams kp, int64_t out_pad, int64_t tiles, int64_t config_tiles, cudaStream_t st,
+               const char* what) {
   int sms = 0;
   HLWQ_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), "{} hlwq gemm: SM count", what);
   kp.n_groups = int(out_pad / (16 * RT));
   constexpr int kU = kUnits<B, RT>;
   kp.split = 1;
   while (kp.split < kWarps && kp.split * kU < kp.ku) kp.split *= 2;
-  while (kp.split < kWarps && kp.split * 2 <= kp.ku && int64_t(kp.n_groups) * kp.split * tiles < int64_t(sms) * 16)
+  while (kp.split < kWarps && kp.split * 2 <= kp.ku && int64_t(kp.n_groups) * kp.split * config_tiles < int64_t(sms) * 16)
     kp.split *= 2;
   const int G = kWarps / kp.split;
   const int64_t need = (kp.n_groups + G - 1) / G;
-  const int64_t cap = std::max<int64_t>(1, (int64_t(sms) * 4 + tiles - 1) / tiles);
+  const int64_t cap = std::max<int64_t>(1, (int64_t(sms) * 4 + config_tiles - 1) / config_tiles);
   const size_t xbytes = size_t(NT) * size_t(kp.ku) * 128 * sizeof(uint4);
   kp.x_smem = kp.split < kWarps && xbytes <= size_t(96) << 10;
   const size_t smem = kp.x_smem ? xbytes : 0;
@@ -293,38 +294,40 @@ void launch_rt(KParams kp, int64_t out_pad, int64_t tiles, cudaStream_t st, cons
 
 // Row tiles per group as gemm.cu's launch (RT = 2 for SwiGLU and for the tall lm_head at ≤ 8 tokens).
 template <int B, int NT, int kEpi>
-void launch(const KParams& kp, int64_t out_pad, int64_t tiles, cudaStream_t st, const char* what) {
-  if constexpr (kEpi == kSwigluF32) launch_rt<B, NT, 2, kEpi>(kp, out_pad, tiles, st, what);
+void launch(const KParams& kp, int64_t out_pad, int64_t tiles, int64_t config_tiles, cudaStream_t st,
+            const char* what) {
+  if constexpr (kEpi == kSwigluF32) launch_rt<B, NT, 2, kEpi>(kp, out_pad, tiles, config_tiles, st, what);
   else if constexpr (kEpi == kStore && NT == 1) {
-    if (out_pad / 16 >= 4096) launch_rt<B, NT, 2, kEpi>(kp, out_pad, tiles, st, what);
-    else launch_rt<B, NT, 1, kEpi>(kp, out_pad, tiles, st, what);
+    if (out_pad / 16 >= 4096) launch_rt<B, NT, 2, kEpi>(kp, out_pad, tiles, config_tiles, st, what);
+    else launch_rt<B, NT, 1, kEpi>(kp, out_pad, tiles, config_tiles, st, what);
   } else {
-    launch_rt<B, NT, 1, kEpi>(kp, out_pad, tiles, st, what);
+    launch_rt<B, NT, 1, kEpi>(kp, out_pad, tiles, config_tiles, st, what);
   }
 }
 
 // 8-slot tiles (NT = 1) for any width; 16-slot tiles (NT = 2: each weight read serves twice the tokens) for the
 // widths users pick.
 template <int kEpi>
-void launch_bits(int bits, int NT, const KParams& kp, int64_t out_pad, int64_t tiles, cudaStream_t st,
+void launch_bits(int bits, int NT, const KParams& kp, int64_t out_pad, int64_t tiles, int64_t config_tiles,
+                 cudaStream_t st,
                  const char* what) {
   if constexpr (kEpi == kStore) {  // the grouped epilogues run 8-slot tiles only
     if (NT == 2) switch (bits) {
-        case 3: return launch<3, 2, kEpi>(kp, out_pad, tiles, st, what);
-        case 4: return launch<4, 2, kEpi>(kp, out_pad, tiles, st, what);
-        case 5: return launch<5, 2, kEpi>(kp, out_pad, tiles, st, what);
+        case 3: return launch<3, 2, kEpi>(kp, out_pad, tiles, config_tiles, st, what);
+        case 4: return launch<4, 2, kEpi>(kp, out_pad, tiles, config_tiles, st, what);
+        case 5: return launch<5, 2, kEpi>(kp, out_pad, tiles, config_tiles, st, what);
         default: break;
       }
   }
   HLWQ_CHECK(NT == 1, "{}: no 16-token HLWQ kernel for {} bits", what, bits);
   switch (bits) {
-    case 2: return launch<2, 1, kEpi>(kp, out_pad, tiles, st, what);
-    case 3: return launch<3, 1, kEpi>(kp, out_pad, tiles, st, what);
-    case 4: return launch<4, 1, kEpi>(kp, out_pad, tiles, st, what);
-    case 5: return launch<5, 1, kEpi>(kp, out_pad, tiles, st, what);
-    case 6: return launch<6, 1, kEpi>(kp, out_pad, tiles, st, what);
-    case 7: return launch<7, 1, kEpi>(kp, out_pad, tiles, st, what);
-    case 8: return launch<8, 1, kEpi>(kp, out_pad, tiles, st, what);
+    case 2: return launch<2, 1, kEpi>(kp, out_pad, tiles, config_tiles, st, what);
+    case 3: return launch<3, 1, kEpi>(kp, out_pad, tiles, config_tiles, st, what);
+    case 4: return launch<4, 1, kEpi>(kp, out_pad, tiles, config_tiles, st, what);
+    case 5: return launch<5, 1, kEpi>(kp, out_pad, tiles, config_tiles, st, what);
+    case 6: return launch<6, 1, kEpi>(kp, out_pad, tiles, config_tiles, st, what);
+    case 7: return launch<7, 1, kEpi>(kp, out_pad, tiles, config_tiles, st, what);
+    case 8: return launch<8, 1, kEpi>(kp, out_pad, tiles, config_tiles, st, what);
     default: break;
   }
   fail("{}: HLWQ bits {} must be in [2, 8]", what, bits);
@@ -392,14 +395,16 @@ void hlwq_gemm(const PackedLinear& w, const uint32_t* xfrag, int64_t T, float* y
   kp.y = y;
   kp.ldy = ldy;
   const bool wide = w.bits >= 3 && w.bits <= 5;
-  if (T <= 8) launch_bits<kStore>(w.bits, 1, kp, w.out_pad, 1, st, "hlwq");
-  else if (wide) launch_bits<kStore>(w.bits, 2, kp, w.out_pad, (T + 15) / 16, st, "hlwq");
-  else launch_bits<kStore>(w.bits, 1, kp, w.out_pad, (T + 7) / 8, st, "hlwq");
+  if (T <= 8) launch_bits<kStore>(w.bits, 1, kp, w.out_pad, 1, 1, st, "hlwq");
+  else if (wide) launch_bits<kStore>(w.bits, 2, kp, w.out_pad, (T + 15) / 16, (T + 15) / 16, st, "hlwq");
+  else launch_bits<kStore>(w.bits, 1, kp, w.out_pad, (T + 7) / 8, (T + 7) / 8, st, "hlwq");
 }
 
 void hlwq_gemm_grouped(const GroupedLinear& w, GroupedEpilogue epi, const uint32_t* xfrag, const int* tile_mat,
-                       int64_t max_tiles, float* y, int64_t ldy, const float* slot_w, cudaStream_t st) {
+                       int64_t max_tiles, float* y, int64_t ldy, const float* slot_w, cudaStream_t st,
+                       int64_t launch_tiles) {
   if (max_tiles == 0) return;
+  const int64_t cfg = launch_tiles > 0 ? launch_tiles : max_tiles;
   HLWQ_CHECK(w.format == PackedFormat::hlwq && w.codebook.size() == (size_t(1) << w.bits),
              "hlwq_gemm_grouped: not HLWQ matrices with their codebook ({} bits, {} centroids)", w.bits,
              w.codebook.size());
@@ -418,11 +423,11 @@ void hlwq_gemm_grouped(const GroupedLinear& w, GroupedEpilogue epi, const uint32
   if (epi == GroupedEpilogue::swiglu_f32) {
     HLWQ_CHECK(y && w.out % 2 == 0 && w.out / 2 <= ldy, "hlwq_gemm_grouped swiglu: {} gate_up rows, row stride {}",
                w.out, ldy);
-    launch_bits<kSwigluF32>(w.bits, 1, kp, w.out_pad, max_tiles, st, "hlwq gate_up");
+    launch_bits<kSwigluF32>(w.bits, 1, kp, w.out_pad, max_tiles, cfg, st, "hlwq gate_up");
   } else {
     HLWQ_CHECK(epi == GroupedEpilogue::weighted && y && slot_w, "hlwq_gemm_grouped: HLWQ experts take the fp32 "
                "SwiGLU epilogue or the weighted one with an output and weights");
-    launch_bits<kWeighted>(w.bits, 1, kp, w.out_pad, max_tiles, st, "hlwq down");
+    launch_bits<kWeighted>(w.bits, 1, kp, w.out_pad, max_tiles, cfg, st, "hlwq down");
   }
 }
 

@@ -34,6 +34,7 @@ void hlwq_pack_slots(const float* h, int64_t ldh, int64_t n_slots, int64_t in, c
 // gemm() and gemm_grouped() for PackedFormat::hlwq (same contracts, xfrag holding rotated activations).
 void hlwq_gemm(const PackedLinear& w, const uint32_t* xfrag, int64_t T, float* y, int64_t ldy, cudaStream_t st);
 void hlwq_gemm_grouped(const GroupedLinear& w, GroupedEpilogue epi, const uint32_t* xfrag, const int* tile_mat,
-                       int64_t max_tiles, float* y, int64_t ldy, const float* slot_w, cudaStream_t st);
+                       int64_t max_tiles, float* y, int64_t ldy, const float* slot_w, cudaStream_t st,
+                       int64_t launch_tiles = 0);
 
 }  // namespace hlwq::cuda

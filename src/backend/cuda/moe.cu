@@ -7,6 +7,7 @@
 
 #include "backend/cuda/hlwq_gemm.cuh"
 #include "backend/cuda/moe_prefetch.cuh"
+#include "backend/cuda/moe_stream.cuh"
 
 namespace hlwq::cuda {
 
@@ -174,6 +175,33 @@ MoeWorkspace make_moe_workspace(const MoeLayerDev& L, int64_t max_T) {
   return ws;
 }
 
+namespace {
+
+ExpertTables tables_of(const MoeLayerDev& L) {
+  return ExpertTables{L.gu.q.get(), L.gu.scale.get(), L.dn.q.get(), L.dn.scale.get()};
+}
+
+// The experts' SwiGLU MLPs for the tiles [t0, t0 + n) of a step's slot plan of `tiles` tiles: x_slot → h → y (rows
+// 8·t0 on). Every launch keeps the whole plan's shape (launch_tiles), so a range sums as the whole would.
+// HLWQ experts read rotated activations (hlwq_gemm.cuh): h in fp32 [slots, I], then rotated and rounded once.
+void expert_mlp(const MoeLayerDev& L, MoeWorkspace& ws, int64_t t0, int64_t n, int64_t tiles, cudaStream_t st) {
+  const int64_t s0 = t0 * 8;
+  const uint32_t* x = ws.x_slot.get() + t0 * xfrag_tile_words(L.gu.in_pad);
+  uint32_t* h = ws.h.get() + t0 * xfrag_tile_words(L.dn.in_pad);
+  const int* tm = ws.tile_mat.get() + t0;
+  if (L.dn.format == PackedFormat::hlwq) {
+    float* h32 = ws.h32.get() + s0 * L.I;
+    gemm_grouped(L.gu, GroupedEpilogue::swiglu_f32, x, tm, n, nullptr, 0, h32, L.I, nullptr, st, tiles);
+    hlwq_pack_slots(h32, L.I, n * 8, L.I, tm, L.dn.in_pad, h, st);
+  } else {
+    gemm_grouped(L.gu, GroupedEpilogue::swiglu, x, tm, n, h, L.dn.in_pad, nullptr, 0, nullptr, st, tiles);
+  }
+  gemm_grouped(L.dn, GroupedEpilogue::weighted, h, tm, n, nullptr, 0, ws.y.get() + s0 * L.H, L.H,
+               ws.slot_w.get() + s0, st, tiles);
+}
+
+}  // namespace
+
 void moe_forward(const MoeLayerDev& L, MoeWorkspace& ws, const float* xn, int64_t T, float* out, bool accumulate,
                  cudaStream_t st, const MoeStepHooks& hooks, const MoeCpuPart* cpu) {
   HLWQ_CHECK(T <= ws.max_T, "moe_forward: {} tokens, workspace for {}", T, ws.max_T);
@@ -187,31 +215,28 @@ void moe_forward(const MoeLayerDev& L, MoeWorkspace& ws, const float* xn, int64_
   // the plan marks misses for the CPU only where the mode applies to a step of this size (cpu_split.h)
   const bool marks = L.cache && cpu && cpu->cpu && !cpu->all_routed && cpu->mode != CpuExperts::off &&
                      (cpu->mode == CpuExperts::all || T <= kCpuSplitMaxTokens);
+  const bool to_cpu = cpu && cpu->cpu && (cpu->all_routed || marks);
+  // a large batch streams the layer's missing experts (moe_stream.cuh) instead of the cache's per-step plan
+  const bool stream = L.cache && hooks.stream && hooks.stream->wants(T) && !to_cpu;
   if (L.cache) {
     if (hooks.prefetch) hooks.prefetch->join(hooks.layer, st);  // before anything touches this layer's slots
-    expert_cache_step(*L.cache, ws.topk_ids.get(), T, L.k,
-                      ExpertTables{L.gu.q.get(), L.gu.scale.get(), L.dn.q.get(), L.dn.scale.get()}, st,
-                      marks ? CpuSplitArgs{cpu->mode, cpu->costs, ws.cpu_mark.get()} : CpuSplitArgs{});
+    if (!stream)
+      expert_cache_step(*L.cache, ws.topk_ids.get(), T, L.k, tables_of(L), st,
+                        marks ? CpuSplitArgs{cpu->mode, cpu->costs, ws.cpu_mark.get()} : CpuSplitArgs{});
   }
-  const bool to_cpu = cpu && cpu->cpu && (cpu->all_routed || marks);
   if (to_cpu)
     cpu->cpu->fork(cpu->layer, xn, T, ws.tile_mat.get(), ws.slot_tok.get(), ws.slot_w.get(), tiles, L.E,
                    cpu->all_routed ? nullptr : ws.cpu_mark.get(), st);
   if (hooks.prefetch && hooks.next && hooks.next->cache)  // overlaps this layer's experts (moe_prefetch.cuh)
     hooks.prefetch->issue(hooks.layer + 1, *hooks.next, ws.x_tok.get(), T, ws.logits.get(), st);
-  // HLWQ experts read rotated activations (hlwq_gemm.cuh): xn rotated while gathered, h rotated from fp32
+  // HLWQ experts read rotated activations (hlwq_gemm.cuh): xn rotated while gathered
   (L.gu.format == PackedFormat::hlwq ? hlwq_pack_activations : pack_activations)(
       xn, L.H, T, L.H, ws.slot_tok.get(), tiles * 8, L.gu.in_pad, ws.x_slot.get(), st);
-  if (L.dn.format == PackedFormat::hlwq) {  // h in fp32 [slots, I], then rotated and rounded once
-    gemm_grouped(L.gu, GroupedEpilogue::swiglu_f32, ws.x_slot.get(), ws.tile_mat.get(), tiles, nullptr, 0,
-                 ws.h32.get(), L.I, nullptr, st);
-    hlwq_pack_slots(ws.h32.get(), L.I, tiles * 8, L.I, ws.tile_mat.get(), L.dn.in_pad, ws.h.get(), st);
-  } else {
-    gemm_grouped(L.gu, GroupedEpilogue::swiglu, ws.x_slot.get(), ws.tile_mat.get(), tiles, ws.h.get(), L.dn.in_pad,
-                 nullptr, 0, nullptr, st);
-  }
-  gemm_grouped(L.dn, GroupedEpilogue::weighted, ws.h.get(), ws.tile_mat.get(), tiles, nullptr, 0, ws.y.get(), L.H,
-               ws.slot_w.get(), st);
+  if (stream)
+    hooks.stream->run(*L.cache, tables_of(L), ws.tile_mat.get(), tiles, st,
+                      [&](int64_t t0, int64_t n) { expert_mlp(L, ws, t0, n, tiles, st); });
+  else
+    expert_mlp(L, ws, 0, tiles, tiles, st);
   if (to_cpu) cpu->cpu->join(ws.y.get(), T, st);
   moe_combine(ws.y.get(), ws.tok_slot.get(), T, A, L.H, accumulate, out, st);
 }

@@ -8,6 +8,8 @@
 // Routed experts may run on the CPU instead (MoeCpuPart, cpu_experts.cuh): the whole routed part of a layer
 // (--n-cpu-moe: upload_moe_cpu keeps none of its experts on the device), or the misses the slot plan hands over
 // (--cpu-experts); their tiles are skipped by the grouped kernels and their rows join before the combine.
+// With a cache, a large batch runs the two grouped GEMMs per round of a whole-layer stream of its missing experts
+// instead (MoeStepHooks::stream, moe_stream.cuh).
 // Dimension legend: T tokens, H hidden, E experts, k active, I expert width, S shared parts, M = E + S matrices.
 #pragma once
 #include <cstdint>
@@ -56,14 +58,17 @@ struct MoeWorkspace {
 MoeWorkspace make_moe_workspace(const MoeLayerDev& L, int64_t max_T);
 
 class MoePrefetcher;
+class MoeLayerStreamer;
 // Optional parts of a step (offload-trace): a replayed routing trace's ids [T, k] for this layer (moe_route.cuh),
-// and the prefetch of the next layer's predicted experts (moe_prefetch.cuh) — `layer` is this layer's index,
-// `next` the next MoE layer (null for the last).
+// the prefetch of the next layer's predicted experts (moe_prefetch.cuh) — `layer` is this layer's index, `next`
+// the next MoE layer (null for the last) — and the whole-layer streaming of large batches (moe_stream.cuh; it
+// synchronizes the stream, so it is null while a graph is recorded).
 struct MoeStepHooks {
   const int* route_ids = nullptr;
   MoePrefetcher* prefetch = nullptr;
   int layer = 0;
   const MoeLayerDev* next = nullptr;
+  MoeLayerStreamer* stream = nullptr;
 };
 
 // Routed experts of one moe_forward call computed on the CPU.
