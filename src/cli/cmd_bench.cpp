@@ -60,7 +60,6 @@ Command add_bench(CLI::App& app) {
     std::string model;
     DeviceArgs device;
     BenchOptions o;
-    std::string prefetch = "on";
     TraceGenArgs gen;
     int threads = 0;
     bool json = false;
@@ -68,9 +67,6 @@ Command add_bench(CLI::App& app) {
   auto a = std::make_shared<Args>();
   sub->add_option("MODEL,-m,--model", a->model, "model directory")->required();
   add_device_options(sub, a->device);
-  sub->add_option("--moe-prefetch", a->prefetch, "with an expert cache: prefetch the next layer's predicted experts")
-      ->check(CLI::IsMember({"on", "off"}))
-      ->capture_default_str();
   sub->add_option("--moe-stream-min-tokens", a->o.moe_stream_min_tokens,
                   "with an expert cache (cuda): batches of at least N tokens stream each layer's missing experts once "
                   "through staging buffers; 0: never")
@@ -119,7 +115,7 @@ Command add_bench(CLI::App& app) {
             a->o.device = lo.device;
             a->o.moe_expert_cache_size = lo.moe_expert_cache_size;
             a->o.gpu_memory = lo.gpu_memory;
-            a->o.moe_prefetch = a->prefetch == "on";
+            a->o.moe_prefetch = lo.moe_prefetch;
             a->o.cpu_experts = lo.cpu_experts;
             a->o.n_cpu_moe = lo.n_cpu_moe;
             const BenchResult r = run_model_bench(a->model, a->o);

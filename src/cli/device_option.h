@@ -8,6 +8,9 @@
 // K MoE layers computed on the CPU, none of them on the GPU) and --cpu-experts off|auto|all (with a cache: which
 // misses the CPU computes instead of PCIe carrying them; src/moe/cpu_split.h). "auto" and "all" rather than a
 // boolean: auto decides per step from the bandwidths measured at load, all forces every miss to the CPU.
+// --moe-prefetch on|off: with a cache, the next layer's router applied to this layer's hidden state predicts its
+// experts, which are copied while this layer computes (on by default: BENCHMARKS.md, "prefetch", has the evidence
+// for and against).
 #pragma once
 #include <string>
 
@@ -23,6 +26,7 @@ struct DeviceArgs {
   std::string gpu_memory;    // --gpu-memory, e.g. "12GB"
   std::string cpu_experts = "off";  // --cpu-experts off|auto|all
   int64_t n_cpu_moe = 0;            // --n-cpu-moe K
+  std::string prefetch = "on";      // --moe-prefetch on|off
 };
 
 void add_device_option(CLI::App* sub, std::string& device);

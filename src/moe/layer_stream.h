@@ -20,8 +20,11 @@
 
 namespace hlwq {
 
-// The smallest batch that streams by default (tokens; BENCHMARKS.md, offload matrix: prefill with and without).
-inline constexpr int64_t kDefaultStreamMinTokens = 256;
+// The smallest batch that streams by default, in tokens. Measured on the H200 (BENCHMARKS.md, offload matrix,
+// Qwen3.6 under the routing trace, 8 slots): streaming every batch against none, prefill of 64 / 128 / 256 / 512 /
+// 1024 tokens ran at 417 / 605 / 928 / 1,495 / 2,450 against 386 / 494 / 636 / 799 / 957 tok/s. It pays from 64
+// on; 128 leaves a margin for a warm cache, where little is missing and the per-layer sync is the whole cost.
+inline constexpr int64_t kDefaultStreamMinTokens = 128;
 
 struct StreamCopyRun {
   int expert = 0, slot = 0, count = 0;  // experts [expert, expert + count) → staging slots [slot, slot + count)
