@@ -7,7 +7,7 @@
 // Negative control: the model's own routing does not reproduce the trace's counters. (3) Whole-layer streaming of
 // large batches (moe_stream.cuh), forced for every batch: logits bit-identical to all resident for every cache
 // size, with decode graphs (prefill streams, decode uses the cache: the tables must be pointed back) and without
-// (every step streams, the cache plan never runs); its counters add up.
+// (every step streams, the cache plan never runs, and the experts adopted into empty slots hit); its counters add up.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -111,10 +111,10 @@ TEST(CudaOffloadTrace, LayerStreamingKeepsLogitsBitIdentical) {
                     dir.filename().c_str(), n, int(graphs), (long long)st->hits, (long long)st->misses,
                     (long long)st->streamed, (long long)st->staged);
         EXPECT_GT(st->staged, 0);  // the prefill found an empty cache: every expert it needed was staged
-        if (!graphs) {  // every step streamed: the cache's own plan never ran
+        if (!graphs) {  // every step streamed: the cache's own plan never ran ...
           EXPECT_EQ(st->misses, 0);
           EXPECT_EQ(st->streamed, 0);
-          EXPECT_EQ(st->hits, 0);  // ... so nothing ever became resident
+          EXPECT_GT(st->hits, 0);  // ... but the prefill's staged experts were adopted into the empty slots
         }
       }
   }

@@ -336,6 +336,31 @@ void expert_cache_prefetch_copy(ExpertCacheDev& c, int64_t max_copies, cudaStrea
   HLWQ_CUDA_LAUNCH_CHECK("expert cache prefetch copies (up to {} experts of {} bytes)", max_copies, c.layout.bytes);
 }
 
+__global__ void adopt_kernel(ExpertTables t, ExpertLayout lay, PointedExperts e, uint8_t* slots, int* slot_expert,
+                             int* expert_slot, long long* slot_used, const long long* step,
+                             unsigned char* slot_prefetched) {
+  HLWQ_PDL_PREAMBLE();
+  const int j = int(threadIdx.x);
+  if (j >= e.n) return;
+  const int x = e.id[j], s = e.pos[j];
+  slot_expert[s] = x;
+  expert_slot[x] = s;
+  slot_used[s] = *step;
+  slot_prefetched[s] = 0;
+  point_at(t, lay, x, slots + int64_t(s) * lay.bytes);
+}
+
+void expert_cache_adopt(ExpertCacheDev& c, const ExpertTables& t, const PointedExperts& e, cudaStream_t st) {
+  HLWQ_CHECK(e.n >= 0 && e.n <= kMaxPointed, "expert cache: {} experts to adopt (at most {})", e.n, kMaxPointed);
+  for (int j = 0; j < e.n; ++j)
+    HLWQ_CHECK(e.id[j] >= 0 && e.id[j] < c.E && e.pos[j] >= 0 && e.pos[j] < c.n_slots, "expert cache: adopting "
+               "expert {} into slot {} ({} experts, {} slots)", e.id[j], e.pos[j], c.E, c.n_slots);
+  if (e.n == 0) return;
+  adopt_kernel<<<1, kMaxPointed, 0, st>>>(t, c.layout, e, c.slots.get(), c.slot_expert.get(), c.expert_slot.get(),
+                                          c.slot_used.get(), c.step.get(), c.slot_prefetched.get());
+  HLWQ_CUDA_LAUNCH_CHECK("adopting {} experts into the cache", e.n);
+}
+
 void expert_tables_point(const ExpertTables& t, const ExpertLayout& lay, const PointedExperts& e, const uint8_t* base,
                          cudaStream_t st) {
   HLWQ_CHECK(e.n >= 0 && e.n <= kMaxPointed, "expert tables: {} experts to point (at most {})", e.n, kMaxPointed);

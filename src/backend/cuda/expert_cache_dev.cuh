@@ -112,7 +112,8 @@ inline constexpr int64_t kMaxPrefetchTokens = 64;
 ExpertCacheCounters expert_cache_counters(const ExpertCacheDev& c);  // synchronizes the device
 
 // Table entries of up to kMaxPointed experts pointed at other copies of them: expert id[j] at base + pos[j]·B
-// (moe_stream.cuh: a staging slot for a round, then back to the expert's host copy, pos = id, base = host).
+// (moe_stream.cuh: a staging slot for a round, then back to the expert's host copy, pos = id, base = host; or the
+// cache slot an expert is adopted into, pos = slot).
 inline constexpr int kMaxPointed = 64;
 struct PointedExperts {
   int n = 0;
@@ -121,5 +122,9 @@ struct PointedExperts {
 };
 void expert_tables_point(const ExpertTables& t, const ExpertLayout& lay, const PointedExperts& e, const uint8_t* base,
                          cudaStream_t st);
+// Experts id[j] whose bytes are already in EMPTY slots pos[j] (copied there device to device: moe_stream.cuh) become
+// resident: bookkeeping as an admission (recency = the layer's clock, not prefetched) and tables at the slots.
+// The caller guarantees the slots were empty and the experts not resident.
+void expert_cache_adopt(ExpertCacheDev& c, const ExpertTables& t, const PointedExperts& e, cudaStream_t st);
 
 }  // namespace hlwq::cuda

@@ -9,10 +9,11 @@
 //   compute stream: wait for that copy → point the staged experts' table entries at the buffer → the round's
 //                  expert GEMMs (mlp: a contiguous tile range) → point the entries back at the host copies →
 //                  mark the buffer free
-// Two buffers alternate across rounds and layers, so round r+1's copy overlaps round r's GEMMs. Staged experts are
-// not admitted into the cache: its slots, residency and recency stay as they were (a prefill's union is most of
-// the layer; admitting it would only churn the slots that decode then needs). Experts already resident are read
-// from their slots and count as hits.
+// Two buffers alternate across rounds and layers, so round r+1's copy overlaps round r's GEMMs. Experts already
+// resident are read from their slots and count as hits. Staged experts evict nothing (a prefill's union is most of
+// the layer; admitting it by LRU would churn the slots decode needs, and cost PCIe again), but while the cache has
+// EMPTY slots they are adopted into them from the staging buffer (device to device, after their round), so a cold
+// cache — the first prompt — warms as the cache's own plan would have warmed it.
 // Numerics: the staging copy is byte-exact and every launch keeps the whole step's launch shape (gemm.cuh,
 // launch_tiles), so a streamed step's logits equal the cache path's and the all-resident run's bit for bit.
 #pragma once
@@ -31,6 +32,7 @@ struct LayerStreamCounters {
   int64_t rounds = 0;    // rounds that copied experts
   int64_t staged = 0;    // experts copied into staging (each crossed PCIe once)
   int64_t resident = 0;  // needed experts found in a cache slot (hits)
+  int64_t adopted = 0;   // staged experts adopted into empty cache slots
 };
 
 class MoeLayerStreamer {
@@ -50,7 +52,7 @@ class MoeLayerStreamer {
 
   // Runs the expert MLPs of a routed step of cache `c` whose grouped tables are `t`: tile_mat [tiles] is the step's
   // slot plan on the device (written on st); mlp(first_tile, n_tiles) enqueues the GEMMs of a tile range on st.
-  void run(const ExpertCacheDev& c, const ExpertTables& t, const int* tile_mat, int64_t tiles, cudaStream_t st,
+  void run(ExpertCacheDev& c, const ExpertTables& t, const int* tile_mat, int64_t tiles, cudaStream_t st,
            const std::function<void(int64_t, int64_t)>& mlp);
 
  private:
@@ -60,7 +62,7 @@ class MoeLayerStreamer {
   int64_t E_, max_tiles_, min_tokens_;
   int S_;
   DeviceBuffer<uint8_t> staging_;  // [2][S][B]
-  PinnedBuffer plan_;              // [max_tiles] tile_mat, then [E] expert_slot, read back once per streamed layer
+  PinnedBuffer plan_;  // [max_tiles] tile_mat, [E] expert_slot, [E ≥ N] slot_expert, read back once per streamed layer
   cudaStream_t copy_ = nullptr;
   cudaEvent_t copied_[2] = {nullptr, nullptr};  // buffer b's copies of its current round are done
   cudaEvent_t free_[2] = {nullptr, nullptr};    // buffer b's last round's GEMMs are done
