@@ -1,6 +1,8 @@
 // plan_stream_rounds (see layer_stream.h).
 #include "moe/layer_stream.h"
 
+#include <algorithm>
+
 #include "core/error.h"
 
 namespace hlwq {
@@ -44,6 +46,47 @@ std::vector<StreamRound> plan_stream_rounds(std::span<const int> tile_mat, std::
     rounds.push_back(std::move(cur));
   }
   return rounds;
+}
+
+StreamAdmission plan_stream_admission(std::span<const int> tile_mat, std::span<const int> expert_slot,
+                                      std::span<const int> slot_expert, std::span<const long long> slot_used) {
+  const int E = int(expert_slot.size()), N = int(slot_expert.size());
+  HLWQ_CHECK(slot_used.size() == slot_expert.size(), "stream admission: {} slots, {} recencies", N, slot_used.size());
+  std::vector<int64_t> tiles(size_t(E), 0);  // the step's tiles per routed expert
+  for (int m : tile_mat)
+    if (m >= 0 && m < E) ++tiles[size_t(m)];
+  StreamAdmission a;
+  std::vector<char> pinned(size_t(N), 0);
+  std::vector<int> occupant(slot_expert.begin(), slot_expert.end());
+  std::vector<int> staged;
+  for (int e = 0; e < E; ++e) {
+    if (tiles[size_t(e)] == 0) continue;
+    const int s = expert_slot[size_t(e)];
+    if (s >= 0) {
+      HLWQ_CHECK(s < N && occupant[size_t(s)] == e, "stream admission: expert {} maps to slot {}, which holds {}", e, s,
+                 s < N ? occupant[size_t(s)] : -2);
+      pinned[size_t(s)] = 1;
+      a.touch.emplace_back(e, s);
+    } else {
+      staged.push_back(e);
+    }
+  }
+  std::stable_sort(staged.begin(), staged.end(), [&](int x, int y) { return tiles[size_t(x)] > tiles[size_t(y)]; });
+  for (int e : staged) {
+    int v = -1;
+    for (int s = 0; s < N; ++s) {
+      if (pinned[size_t(s)]) continue;
+      const bool empty = occupant[size_t(s)] < 0;
+      if (v < 0 || (empty && occupant[size_t(v)] >= 0) ||
+          (empty == (occupant[size_t(v)] < 0) && !empty && slot_used[size_t(s)] < slot_used[size_t(v)]))
+        v = s;
+    }
+    if (v < 0) break;  // every slot is pinned by this step
+    pinned[size_t(v)] = 1;
+    occupant[size_t(v)] = e;
+    a.admit.emplace_back(e, v);
+  }
+  return a;
 }
 
 }  // namespace hlwq

@@ -16,6 +16,7 @@
 #pragma once
 #include <cstdint>
 #include <span>
+#include <utility>
 #include <vector>
 
 namespace hlwq {
@@ -39,6 +40,18 @@ struct StreamRound {
 
 // tile_mat [n_tiles]: each tile's matrix, live tiles first in ascending matrix order, then −1 (moe_route.cuh);
 // expert_slot [E]: the cache slot of each routed expert, −1 when not resident; S ≥ 1 staging slots per round.
+// Admission (which staged experts also stay in the cache, and where; the copy is device to device from staging, so
+// it costs no PCIe): the cache's own LRU rule applied to the step — the resident experts the step uses are pinned
+// and become the most recent; then the staged experts, most tiles first (ties to the lower id), each take the
+// lowest empty slot, else the least recently used unpinned one (ties to the lower slot), until every slot is
+// pinned. touch: (expert, slot) of the resident experts used; admit: (expert, slot) in that order.
+struct StreamAdmission {
+  std::vector<std::pair<int, int>> touch, admit;
+};
+// tile_mat as below; expert_slot [E], slot_expert [N] (−1 = empty) and slot_used [N] (recency) of the cache.
+StreamAdmission plan_stream_admission(std::span<const int> tile_mat, std::span<const int> expert_slot,
+                                      std::span<const int> slot_expert, std::span<const long long> slot_used);
+
 // Matrices ≥ E (the shared expert's parts) live on the device and are never staged. Throws when tile_mat breaks
 // its invariant: a live tile after an unused one, matrices out of order, a negative id other than −1.
 std::vector<StreamRound> plan_stream_rounds(std::span<const int> tile_mat, std::span<const int> expert_slot, int S);

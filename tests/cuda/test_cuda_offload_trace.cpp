@@ -7,7 +7,7 @@
 // Negative control: the model's own routing does not reproduce the trace's counters. (3) Whole-layer streaming of
 // large batches (moe_stream.cuh), forced for every batch: logits bit-identical to all resident for every cache
 // size, with decode graphs (prefill streams, decode uses the cache: the tables must be pointed back) and without
-// (every step streams, the cache plan never runs, and the experts adopted into empty slots hit); its counters add up.
+// (every step streams, the cache plan never runs, and the experts admitted from staging hit); its counters add up.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -114,7 +114,7 @@ TEST(CudaOffloadTrace, LayerStreamingKeepsLogitsBitIdentical) {
         if (!graphs) {  // every step streamed: the cache's own plan never ran ...
           EXPECT_EQ(st->misses, 0);
           EXPECT_EQ(st->streamed, 0);
-          EXPECT_GT(st->hits, 0);  // ... but the prefill's staged experts were adopted into the empty slots
+          EXPECT_GT(st->hits, 0);  // ... but staged experts were admitted from staging and hit later
         }
       }
   }

@@ -1,6 +1,7 @@
 // plan_stream_rounds (moe/layer_stream.h): rounds are contiguous tile ranges that together cover every live tile
 // once, stage each non-resident routed expert exactly once and never more than S per round, leave resident
 // experts and shared parts unstaged, and merge contiguous copies; a slot plan out of order is refused.
+// plan_stream_admission: the cache's LRU rule applied to a streamed step.
 #include <gtest/gtest.h>
 
 #include <random>
@@ -108,6 +109,29 @@ TEST(LayerStream, RandomPlansKeepTheInvariants) {
     EXPECT_EQ(staged, want);
     EXPECT_EQ(resident, want_resident);
   }
+}
+
+// Admission: the resident experts used are touched (pinned); staged ones, most tiles first, fill empty slots in
+// ascending order, then evict by LRU, never a pinned slot; once every slot is pinned the rest stay unadmitted.
+TEST(LayerStream, AdmissionIsTheCachesLruRule) {
+  // E = 6; tiles: expert 0 ×1, 1 ×3, 2 ×2, 4 ×3, 5 ×1; expert 3 unused. Cache of 4 slots: slot 0 holds 3 (used 5),
+  // slot 1 holds 4 (used 9, needed: pinned), slot 2 empty, slot 3 holds 0 (used 2, needed: pinned).
+  const std::vector<int> tiles = tiles_of({8, 24, 16, 0, 24, 8}, 1);
+  const std::vector<int> expert_slot{3, -1, -1, 0, 1, -1}, slot_expert{3, 4, -1, 0};
+  const std::vector<long long> used{5, 9, 0, 2};
+  const StreamAdmission a = plan_stream_admission(tiles, expert_slot, slot_expert, used);
+  EXPECT_EQ(a.touch, (std::vector<std::pair<int, int>>{{0, 3}, {4, 1}}));
+  // staged by tiles: 1 (3 tiles), 2 (2), 5 (1); 1 takes the empty slot 2, 2 evicts the LRU unpinned slot 0 (expert
+  // 3), then every slot is pinned and 5 stays out
+  EXPECT_EQ(a.admit, (std::vector<std::pair<int, int>>{{1, 2}, {2, 0}}));
+
+  // negative control: with a larger cache every staged expert gets a slot, the empty ones first
+  const std::vector<int> slot_expert6{3, 4, -1, 0, -1, -1};
+  const std::vector<long long> used6{5, 9, 0, 2, 0, 0};
+  const StreamAdmission b = plan_stream_admission(tiles, expert_slot, slot_expert6, used6);
+  EXPECT_EQ(b.admit, (std::vector<std::pair<int, int>>{{1, 2}, {2, 4}, {5, 5}}));
+  // a residency map that contradicts the slots is refused
+  EXPECT_THROW(plan_stream_admission(tiles, std::vector<int>{3, -1, -1, 0, 2, -1}, slot_expert, used), Error);
 }
 
 TEST(LayerStream, RefusesAPlanOutOfOrder) {

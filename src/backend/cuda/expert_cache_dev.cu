@@ -336,29 +336,54 @@ void expert_cache_prefetch_copy(ExpertCacheDev& c, int64_t max_copies, cudaStrea
   HLWQ_CUDA_LAUNCH_CHECK("expert cache prefetch copies (up to {} experts of {} bytes)", max_copies, c.layout.bytes);
 }
 
-__global__ void adopt_kernel(ExpertTables t, ExpertLayout lay, PointedExperts e, uint8_t* slots, int* slot_expert,
-                             int* expert_slot, long long* slot_used, const long long* step,
-                             unsigned char* slot_prefetched) {
+struct PlaceParams {
+  ExpertTables t;
+  ExpertLayout lay;
+  PointedExperts e;
+  bool begin_step;
+  const uint8_t* host;
+  uint8_t* slots;
+  int* slot_expert;
+  int* expert_slot;
+  long long* slot_used;
+  long long* step;
+  unsigned char* slot_prefetched;
+  unsigned long long* counters;
+};
+
+__global__ void place_kernel(PlaceParams p) {
   HLWQ_PDL_PREAMBLE();
   const int j = int(threadIdx.x);
-  if (j >= e.n) return;
-  const int x = e.id[j], s = e.pos[j];
-  slot_expert[s] = x;
-  expert_slot[x] = s;
-  slot_used[s] = *step;
-  slot_prefetched[s] = 0;
-  point_at(t, lay, x, slots + int64_t(s) * lay.bytes);
+  if (p.begin_step && j == 0) *p.step += 1;
+  __syncthreads();
+  if (j >= p.e.n) return;
+  const long long now = *p.step;
+  const int x = p.e.id[j], s = p.e.pos[j], old = p.slot_expert[s];
+  if (old >= 0 && old != x) {
+    p.expert_slot[old] = -1;
+    point_at(p.t, p.lay, old, p.host + int64_t(old) * p.lay.bytes);
+    if (p.slot_prefetched[s]) atomicAdd(&p.counters[5], 1ull);  // a prefetch evicted unused
+  } else if (old == x && p.slot_prefetched[s]) {
+    atomicAdd(&p.counters[4], 1ull);  // the first use of a prefetched expert
+  }
+  p.slot_prefetched[s] = 0;
+  p.slot_expert[s] = x;
+  p.expert_slot[x] = s;
+  p.slot_used[s] = now;
+  point_at(p.t, p.lay, x, p.slots + int64_t(s) * p.lay.bytes);
 }
 
-void expert_cache_adopt(ExpertCacheDev& c, const ExpertTables& t, const PointedExperts& e, cudaStream_t st) {
-  HLWQ_CHECK(e.n >= 0 && e.n <= kMaxPointed, "expert cache: {} experts to adopt (at most {})", e.n, kMaxPointed);
+void expert_cache_place(ExpertCacheDev& c, const ExpertTables& t, const PointedExperts& e, bool begin_step,
+                        cudaStream_t st) {
+  HLWQ_CHECK(e.n >= 0 && e.n <= kMaxPointed, "expert cache: {} experts to place (at most {})", e.n, kMaxPointed);
   for (int j = 0; j < e.n; ++j)
-    HLWQ_CHECK(e.id[j] >= 0 && e.id[j] < c.E && e.pos[j] >= 0 && e.pos[j] < c.n_slots, "expert cache: adopting "
-               "expert {} into slot {} ({} experts, {} slots)", e.id[j], e.pos[j], c.E, c.n_slots);
-  if (e.n == 0) return;
-  adopt_kernel<<<1, kMaxPointed, 0, st>>>(t, c.layout, e, c.slots.get(), c.slot_expert.get(), c.expert_slot.get(),
-                                          c.slot_used.get(), c.step.get(), c.slot_prefetched.get());
-  HLWQ_CUDA_LAUNCH_CHECK("adopting {} experts into the cache", e.n);
+    HLWQ_CHECK(e.id[j] >= 0 && e.id[j] < c.E && e.pos[j] >= 0 && e.pos[j] < c.n_slots, "expert cache: placing "
+               "expert {} in slot {} ({} experts, {} slots)", e.id[j], e.pos[j], c.E, c.n_slots);
+  if (e.n == 0 && !begin_step) return;
+  const PlaceParams p{t, c.layout, e, begin_step, c.host, c.slots.get(), c.slot_expert.get(), c.expert_slot.get(),
+                      c.slot_used.get(), c.step.get(), c.slot_prefetched.get(), c.counters.get()};
+  place_kernel<<<1, kMaxPointed, 0, st>>>(p);
+  HLWQ_CUDA_LAUNCH_CHECK("placing {} experts in the cache", e.n);
 }
 
 void expert_tables_point(const ExpertTables& t, const ExpertLayout& lay, const PointedExperts& e, const uint8_t* base,

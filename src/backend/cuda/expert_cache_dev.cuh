@@ -113,7 +113,7 @@ ExpertCacheCounters expert_cache_counters(const ExpertCacheDev& c);  // synchron
 
 // Table entries of up to kMaxPointed experts pointed at other copies of them: expert id[j] at base + pos[j]·B
 // (moe_stream.cuh: a staging slot for a round, then back to the expert's host copy, pos = id, base = host; or the
-// cache slot an expert is adopted into, pos = slot).
+// cache slot an expert is placed in, pos = slot).
 inline constexpr int kMaxPointed = 64;
 struct PointedExperts {
   int n = 0;
@@ -122,9 +122,12 @@ struct PointedExperts {
 };
 void expert_tables_point(const ExpertTables& t, const ExpertLayout& lay, const PointedExperts& e, const uint8_t* base,
                          cudaStream_t st);
-// Experts id[j] whose bytes are already in EMPTY slots pos[j] (copied there device to device: moe_stream.cuh) become
-// resident: bookkeeping as an admission (recency = the layer's clock, not prefetched) and tables at the slots.
-// The caller guarantees the slots were empty and the experts not resident.
-void expert_cache_adopt(ExpertCacheDev& c, const ExpertTables& t, const PointedExperts& e, cudaStream_t st);
+// Expert id[j] is (now) in slot pos[j] — already resident there (a touch), or copied there device to device by
+// the caller (moe_stream.cuh) — with the bookkeeping of the cache's plan: a different previous occupant is
+// unmapped and pointed back at its host copy (a wasted prefetch if it was never used), the slot's recency is the
+// layer's clock (advanced first when begin_step), a prefetched slot found in use counts as a prefetch hit, and
+// the expert's table entries point at the slot.
+void expert_cache_place(ExpertCacheDev& c, const ExpertTables& t, const PointedExperts& e, bool begin_step,
+                        cudaStream_t st);
 
 }  // namespace hlwq::cuda

@@ -12,7 +12,8 @@ namespace hlwq::cuda {
 MoeLayerStreamer::MoeLayerStreamer(const ExpertLayout& lay, int64_t E, int64_t max_tiles, int64_t min_tokens, int S)
     : lay_(lay), E_(E), max_tiles_(max_tiles), min_tokens_(min_tokens), S_(S),
       staging_(size_t(2 * S) * size_t(lay.bytes), "layer streaming staging buffers"),
-      plan_(size_t(max_tiles + 2 * E) * sizeof(int), "layer streaming plan") {
+      plan_(size_t(max_tiles + 2 * E) * sizeof(int), "layer streaming plan"),
+      used_(size_t(E) * sizeof(long long), "layer streaming recency") {
   HLWQ_CHECK(S >= 1 && S <= kMaxPointed && min_tokens >= 1 && E >= 1 && max_tiles >= 1,
              "layer streaming: {} staging slots per buffer (1..{}), batches from {} tokens (≥ 1)", S, kMaxPointed,
              min_tokens);
@@ -52,13 +53,25 @@ void MoeLayerStreamer::run(ExpertCacheDev& c, const ExpertTables& t, const int* 
                   "layer streaming: reading the cache's residency");
   HLWQ_CUDA_CHECK(cudaMemcpyAsync(h_slot_expert, c.slot_expert.get(), size_t(c.n_slots) * sizeof(int),
                                   cudaMemcpyDeviceToHost, st), "layer streaming: reading the cache's slots");
+  long long* h_used = used_.as<long long>();
+  HLWQ_CUDA_CHECK(cudaMemcpyAsync(h_used, c.slot_used.get(), size_t(c.n_slots) * sizeof(long long),
+                                  cudaMemcpyDeviceToHost, st), "layer streaming: reading the cache's recency");
   HLWQ_CUDA_CHECK(cudaStreamSynchronize(st), "layer streaming: the step's routing");
-  std::vector<int> empty;  // the cache's empty slots, ascending: staged experts are adopted into them
-  for (int64_t s = 0; s < c.n_slots; ++s)
-    if (h_slot_expert[s] < 0) empty.push_back(int(s));
-  size_t next_empty = 0;
-  const std::vector<StreamRound> rounds =
-      plan_stream_rounds(std::span<const int>(h_tiles, size_t(tiles)), std::span<const int>(h_slot, size_t(E_)), S_);
+  const std::span<const int> plan(h_tiles, size_t(tiles)), residency(h_slot, size_t(E_));
+  const std::vector<StreamRound> rounds = plan_stream_rounds(plan, residency, S_);
+  const StreamAdmission adm = plan_stream_admission(plan, residency, std::span<const int>(h_slot_expert, size_t(c.n_slots)),
+                                                    std::span<const long long>(h_used, size_t(c.n_slots)));
+  std::vector<int> admit_slot(size_t(E_), -1);  // where each admitted staged expert goes
+  for (const auto& [e, s] : adm.admit) admit_slot[size_t(e)] = s;
+  // the resident experts used become the most recent (and the layer's clock advances, as the cache's plan does)
+  for (size_t i = 0; i == 0 || i < adm.touch.size(); i += kMaxPointed) {
+    PointedExperts touch;
+    for (size_t j = i; j < adm.touch.size() && touch.n < kMaxPointed; ++j) {
+      touch.id[touch.n] = adm.touch[j].first;
+      touch.pos[touch.n++] = adm.touch[j].second;
+    }
+    expert_cache_place(c, t, touch, i == 0, st);
+  }
   const int64_t B = lay_.bytes;
   ++n_.layers;
   for (const StreamRound& r : rounds) {
@@ -88,16 +101,17 @@ void MoeLayerStreamer::run(ExpertCacheDev& c, const ExpertTables& t, const int* 
     expert_tables_point(t, lay_, to, buf, st);
     mlp(r.first_tile, r.n_tiles);
     expert_tables_point(t, lay_, back, c.host, st);
-    PointedExperts adopt;  // into empty slots while any are left: staging slot j → cache slot pos
-    for (int j = 0; j < to.n && next_empty < empty.size(); ++j) {
-      const int s = empty[next_empty++];
+    PointedExperts admit;  // the round's admitted experts: staging slot j → their cache slot (no PCIe)
+    for (int j = 0; j < to.n; ++j) {
+      const int s = admit_slot[size_t(to.id[j])];
+      if (s < 0) continue;
       HLWQ_CUDA_CHECK(cudaMemcpyAsync(c.slots.get() + int64_t(s) * B, buf + int64_t(j) * B, size_t(B),
-                                      cudaMemcpyDeviceToDevice, st), "layer streaming: adopting expert {}", to.id[j]);
-      adopt.id[adopt.n] = to.id[j];
-      adopt.pos[adopt.n++] = s;
+                                      cudaMemcpyDeviceToDevice, st), "layer streaming: admitting expert {}", to.id[j]);
+      admit.id[admit.n] = to.id[j];
+      admit.pos[admit.n++] = s;
     }
-    expert_cache_adopt(c, t, adopt, st);
-    n_.adopted += adopt.n;
+    expert_cache_place(c, t, admit, false, st);
+    n_.admitted += admit.n;
     HLWQ_CUDA_CHECK(cudaEventRecord(free_[b], st), "layer streaming: buffer {} used", b);
     ++n_.rounds;
     n_.staged += to.n;
