@@ -66,6 +66,8 @@ run_matrix() {  # the offload matrix (see the header); the trace first: it is th
     --moe-stream-min-tokens 0
   run m_trace_gb8_nostream 75 --gpu-memory 8GB "${common[@]}" --route-trace "$TR" --moe-prefetch off \
     --moe-stream-min-tokens 0
+  run m_trace_gb12_nostream 75 --gpu-memory 12GB "${common[@]}" --route-trace "$TR" --moe-prefetch off \
+    --moe-stream-min-tokens 0
   local sweep=(--moe-expert-cache-size 8 --batch 1 --prompt-len 64 --more-prompt-lens 128,256,512,1024 --gen-len 8
                --warmup 1 --repeats 1 --route-trace "$TR" --moe-prefetch off)
   run m_sweep_stream_all 75 "${sweep[@]}" --moe-stream-min-tokens 1
