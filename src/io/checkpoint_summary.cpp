@@ -48,7 +48,8 @@ bool match_expert(const std::string& name, int64_t& layer, int64_t& expert) {
 }  // namespace
 
 uint64_t CheckpointSummary::resident_with_cache(int64_t slots, int64_t n_cpu_moe) const {
-  const int64_t s = std::min(slots, n_experts), gpu_layers = n_moe_layers - std::clamp<int64_t>(n_cpu_moe, 0, n_moe_layers);
+  const int64_t s = std::min(slots, n_experts);
+  const int64_t gpu_layers = n_moe_layers - std::clamp<int64_t>(n_cpu_moe, 0, n_moe_layers);
   return resident_bytes + uint64_t(s) * uint64_t(gpu_layers) * expert_bytes;
 }
 
@@ -123,8 +124,8 @@ std::string format_checkpoint_summary(const ModelConfig& cfg, const CheckpointSu
   o += fmt::format("  one expert {}, {} MoE layers, non-expert resident set {}\n", format_bytes(double(s.expert_bytes)),
                    s.n_moe_layers, format_bytes(double(s.resident_bytes)));
   if (n_cpu_moe > 0)
-    o += fmt::format("  --n-cpu-moe {}: the routed experts of MoE layers 0..{} stay in host RAM ({}) and run on the CPU, "
-                     "which reads {} of them per token\n", n_cpu_moe, n_cpu_moe - 1,
+    o += fmt::format("  --n-cpu-moe {}: the routed experts of MoE layers 0..{} stay in host RAM ({}) and run on the "
+                     "CPU, which reads {} of them per token\n", n_cpu_moe, n_cpu_moe - 1,
                      format_bytes(double(uint64_t(n_cpu_moe * s.n_experts) * s.expert_bytes)),
                      format_bytes(double(uint64_t(n_cpu_moe * cfg.n_experts_active) * s.expert_bytes)));
   o += fmt::format("  {:>16} {:>14}\n", "expert cache", "resident");

@@ -59,8 +59,9 @@ void MoeLayerStreamer::run(ExpertCacheDev& c, const ExpertTables& t, const int* 
   HLWQ_CUDA_CHECK(cudaStreamSynchronize(st), "layer streaming: the step's routing");
   const std::span<const int> plan(h_tiles, size_t(tiles)), residency(h_slot, size_t(E_));
   const std::vector<StreamRound> rounds = plan_stream_rounds(plan, residency, S_);
-  const StreamAdmission adm = plan_stream_admission(plan, residency, std::span<const int>(h_slot_expert, size_t(c.n_slots)),
-                                                    std::span<const long long>(h_used, size_t(c.n_slots)));
+  const StreamAdmission adm =
+      plan_stream_admission(plan, residency, std::span<const int>(h_slot_expert, size_t(c.n_slots)),
+                            std::span<const long long>(h_used, size_t(c.n_slots)));
   std::vector<int> admit_slot(size_t(E_), -1);  // where each admitted staged expert goes
   for (const auto& [e, s] : adm.admit) admit_slot[size_t(e)] = s;
   // the resident experts used become the most recent (and the layer's clock advances, as the cache's plan does)
@@ -95,8 +96,8 @@ void MoeLayerStreamer::run(ExpertCacheDev& c, const ExpertTables& t, const int* 
     to.n = back.n = int(r.staged.size());
     for (int j = 0; j < to.n; ++j) {
       to.id[j] = back.id[j] = r.staged[size_t(j)];
-      to.pos[j] = j;                          // staging slot j of buffer b
-      back.pos[j] = r.staged[size_t(j)];      // the expert's own host copy
+      to.pos[j] = j;                      // staging slot j of buffer b
+      back.pos[j] = r.staged[size_t(j)];  // the expert's own host copy
     }
     expert_tables_point(t, lay_, to, buf, st);
     mlp(r.first_tile, r.n_tiles);

@@ -63,7 +63,7 @@ class MoeLayerStreamer {
   int64_t E_, max_tiles_, min_tokens_;
   int S_;
   DeviceBuffer<uint8_t> staging_;  // [2][S][B]
-  PinnedBuffer plan_;  // [max_tiles] tile_mat, [E] expert_slot, [E ≥ N] slot_expert, read back once per streamed layer
+  PinnedBuffer plan_;  // [max_tiles] tile_mat, [E] expert_slot, [E ≥ N] slot_expert: read back per streamed layer
   PinnedBuffer used_;  // [E ≥ N] slot_used, read back with them
   cudaStream_t copy_ = nullptr;
   cudaEvent_t copied_[2] = {nullptr, nullptr};  // buffer b's copies of its current round are done
