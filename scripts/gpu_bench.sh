@@ -114,7 +114,12 @@ if matrix:
     print(f"\n== offload matrix (Qwen3.6-35B-A3B CT-INT4 synthetic; HBM read {c0['read_gbs']:.0f} GB/s, pinned H2D "
           f"{c0.get('h2d_pinned_gbs', 0):.1f} GB/s)")
     print(f"{'cell':<26} {'routing':<6} {'slots':>5} | {'decode':>7} {'hit':>6} {'MB/tok':>7} {'H2D':>6} {'SoL':>7} {'frac':>5} "
-          f"| {'pp512':>7} {'hit':>6} {'frac':>6} | {'pp4096':>7} {'hit':>6} {'frac':>6}")
+          f"{'copy':>6} {'exp':>6} | {'pp512':>7} {'hit':>6} {'frac':>6} | {'pp4096':>7} {'hit':>6} {'frac':>6} "
+          f"{'copy':>6} {'exp':>6}")
+    # copy / exp: ms per token that expert copies ran, and the part of it not hidden by compute (the forward waited)
+    def copies(p, tokens):
+        ec = p.get("expert_cache", {})
+        return f" {ec.get('copy_ms', float('nan'))/tokens:6.3f} {ec.get('copy_exposed_ms', float('nan'))/tokens:6.3f}"
     def ph(p, tokens):
         ec = p.get("expert_cache", {})
         return p["tok_s"], ec.get("hit_rate", float("nan")), ec.get("pcie_bytes", 0) / tokens / 1e6, ec.get("h2d_gbs", 0), \
@@ -125,7 +130,7 @@ if matrix:
         routing = "trace" if j.get("routing", "model").startswith("trace") else "model"
         dt, dh, dmb, dh2d, dsol, dfr = ph(d, d["steps"] * d["batch"])
         line = (f"{name:<26} {routing:<6} {m.group(1) if m else '-':>5} | {dt:7.1f} {100*dh:5.1f}% {dmb:7.1f} {dh2d:6.1f} "
-                f"{dsol:7.1f} {100*dfr:4.0f}%")
+                f"{dsol:7.1f} {100*dfr:4.0f}%" + copies(d, d["steps"] * d["batch"]))
         for p in [j["prefill"]] + j.get("prefill_more", []):
             t, h, mb, _, _, fr = ph(p, p["tokens"])
             # prefill: the copies overlap the GEMMs (moe_stream.cuh), so its speed of light is the slower of the
@@ -137,5 +142,6 @@ if matrix:
                 line += f" | {t:7.0f} {100*h:5.1f}% {100*fr:4.0f}%{'p' if t_p > t_c else 'c'}"
             else:
                 line += f" | {t:7.0f} {100*h:5.1f}% {100*fr:4.0f}% "
-        print(line)
+        last = (j.get("prefill_more") or [j["prefill"]])[-1]
+        print(line + copies(last, last["tokens"]))
 PY

@@ -57,10 +57,11 @@ std::string expert_cache_summary(const Model& m) {
   std::string r;
   if (s->lookups() > 0)
     r = fmt::format("expert cache: {:.1f} % hits ({} hits, {} loaded into slots, {} read in place{}{}), {:.2f} GB "
-                    "over PCIe", 100.0 * s->hit_rate(), s->hits, s->misses, s->streamed,
+                    "over PCIe; copies {:.1f} ms, {:.1f} ms of it not hidden by compute", 100.0 * s->hit_rate(),
+                    s->hits, s->misses, s->streamed,
                     s->staged ? fmt::format(", {} streamed with their layer", s->staged) : std::string(),
                     s->cpu_only ? fmt::format(", {} computed on the CPU instead", s->cpu_only) : std::string(),
-                    double(s->bytes_copied) / 1e9);
+                    double(s->bytes_copied) / 1e9, double(s->copy_ns) / 1e6, double(s->copy_exposed_ns) / 1e6);
   if (s->cpu_experts > 0)
     r += fmt::format("{}CPU experts: {} computed on the CPU, {:.2f} GB read from host memory, {:.1f} ms",
                      r.empty() ? "" : "; ", s->cpu_experts, double(s->cpu_bytes) / 1e9, double(s->cpu_ns) / 1e6);

@@ -2,6 +2,7 @@
 #include "moe/cached_expert_provider.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 
 #include "core/error.h"
@@ -97,9 +98,12 @@ void CachedExpertProvider::copy_expert(int layer, int32_t expert, uint8_t* dst) 
 }
 
 void CachedExpertProvider::issue(int layer, const std::vector<ExpertCopy>& copies) {
+  if (copies.empty()) return;
+  const auto t0 = std::chrono::steady_clock::now();
   for (const ExpertCopy& c : copies)
     copy_expert(layer, c.expert, c.dst == ExpertCopyDst::kSlot ? arena_.slot(layer, c.index)
                                                                : arena_.stream_buffer(layer, c.index));
+  copy_ns_ += std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count();
 }
 
 void CachedExpertProvider::acquire(int layer, std::span<const int32_t> ids, std::span<const ExpertWeights*> where) {
@@ -127,7 +131,8 @@ void CachedExpertProvider::hint(int layer, std::span<const int32_t> ids) {
 }
 
 ExpertProviderStats CachedExpertProvider::stats() const {
-  const ExpertCacheStats& c = cache_.stats();
+  ExpertCacheStats c = cache_.stats();
+  c.copy_ns = c.copy_exposed_ns = copy_ns_;  // the host arena copies synchronously, on the forward's own thread
   return ExpertProviderStats{c, c.prefetch_hits, c.prefetch_wasted};
 }
 

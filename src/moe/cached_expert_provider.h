@@ -83,6 +83,7 @@ class CachedExpertProvider final : public ExpertProvider {
   ExpertWeights layout_;                 // expert 0 of layer 0 with its views' data as offsets into a blob
   std::vector<std::vector<ExpertWeights>> slot_views_, stream_views_;  // [layer][slot | buffer]
   std::vector<int32_t> distinct_;                                      // hint scratch
+  int64_t copy_ns_ = 0;  // wall time of issue(): with the host arena's synchronous memcpy, all of it exposed
 };
 
 }  // namespace hlwq

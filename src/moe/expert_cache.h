@@ -80,6 +80,10 @@ struct ExpertCacheStats {
   int64_t staged = 0;        // CUDA: needed experts of a large batch copied once through the whole-layer stream's
                              // staging buffers (moe_stream.cuh), never admitted into a slot
   int64_t bytes_copied = 0;  // (misses + streamed + prefetched + staged) · bytes_per_expert
+  // Time expert copies ran (into slots, prefetches, staging), and the part of it not hidden by compute: the
+  // compute waited for it (CPU: every copy is a synchronous memcpy, all exposed; CUDA: expert_cache_dev.cuh and
+  // moe_stream.cuh say how each kind is timed). Misses read in place by the GPU kernels are not copies.
+  int64_t copy_ns = 0, copy_exposed_ns = 0;
   int64_t steps = 0;         // begin_step calls
   // Routed experts computed on the CPU (CUDA backend: --cpu-experts, --n-cpu-moe; cpu_split.h). cpu_only: needed
   // experts of a cache that the CPU computed instead of copying (a miss that crossed no PCIe); cpu_experts: every

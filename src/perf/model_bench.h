@@ -57,6 +57,7 @@ struct PhaseResult {
   double pcie_bytes = 0, hit_rate = -1;
   double h2d_gbs = 0;  // pcie_bytes / seconds: the achieved host→device rate
   double prefetched = 0, prefetch_hits = 0, prefetch_wasted = 0;  // per run
+  double copy_ms = 0, copy_exposed_ms = 0;  // per run: expert copies' time, and the part not hidden by compute
   // With routed experts on the CPU (--cpu-experts, --n-cpu-moe): their share of the routed expert computations,
   // the weight bytes the CPU read from host memory and the CPU's time, per run (cpu_share −1: none).
   double cpu_share = -1, cpu_bytes = 0, cpu_ms = 0;

@@ -210,6 +210,15 @@ std::string RequestQueue::render_metrics() const {
             "Routed experts of large batches copied once through the whole-layer stream's staging buffers.", e.staged);
     counter("hlwq_expert_cache_bytes_total", "Expert bytes that crossed PCIe (loads, in-place reads, prefetches and "
             "staged copies).", e.bytes_copied);
+    auto seconds = [&](const char* name, const char* help, int64_t ns) {
+      line("# HELP {} {}", name, help);
+      line("# TYPE {} counter", name);
+      line("{} {:.6f}", name, double(ns) / 1e9);
+    };
+    seconds("hlwq_expert_cache_copy_seconds_total", "Time expert copies ran (into slots, prefetches, staging).",
+            e.copy_ns);
+    seconds("hlwq_expert_cache_copy_exposed_seconds_total",
+            "Part of the expert copy time not hidden by compute (the forward waited for it).", e.copy_exposed_ns);
   }
   return s;
 }

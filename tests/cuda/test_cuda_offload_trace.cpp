@@ -85,8 +85,15 @@ TEST(CudaOffloadTrace, PrefetchKeepsLogitsBitIdentical) {
                     "(%lld used, %lld wasted)\n", dir.filename().c_str(), n, int(prefetch), (long long)st->hits,
                     (long long)st->misses, (long long)st->streamed, (long long)st->prefetched,
                     (long long)st->prefetch_hits, (long long)st->prefetch_wasted);
+        std::printf("[ copies   ] %s, %d slots, prefetch %d: %.3f ms copying, %.3f ms of it exposed\n",
+                    dir.filename().c_str(), n, int(prefetch), st->copy_ns / 1e6, st->copy_exposed_ns / 1e6);
+        // copy time: every copy is timed, exposure never exceeds it; without a prefetch every copy is an admission
+        // on the compute stream, all of it exposed
+        EXPECT_EQ(st->copy_ns > 0, st->misses + st->prefetched > 0);
+        EXPECT_LE(st->copy_exposed_ns, st->copy_ns);
         if (!prefetch) {
           EXPECT_EQ(st->prefetched, 0);
+          EXPECT_EQ(st->copy_exposed_ns, st->copy_ns);
         }
         if (prefetch && n == k) {
           EXPECT_GT(st->prefetched, 0);
@@ -117,6 +124,8 @@ TEST(CudaOffloadTrace, LayerStreamingKeepsLogitsBitIdentical) {
                     dir.filename().c_str(), n, int(graphs), (long long)st->hits, (long long)st->misses,
                     (long long)st->streamed, (long long)st->staged);
         EXPECT_GT(st->staged, 0);  // the prefill found an empty cache: every expert it needed was staged
+        EXPECT_GT(st->copy_ns, 0);
+        EXPECT_LE(st->copy_exposed_ns, st->copy_ns);
         if (!graphs) {  // every step streamed: the cache's own plan never ran ...
           EXPECT_EQ(st->misses, 0);
           EXPECT_EQ(st->streamed, 0);

@@ -51,6 +51,9 @@ TEST(ExpertOffload, EveryCacheSizeGivesBitIdenticalLogits) {
       const ExpertProviderStats st = m.expert_cache()->stats();
       const int64_t bytes = m.expert_cache()->config().bytes_per_expert;
       EXPECT_EQ(st.cache.bytes_copied, (st.cache.misses + st.cache.streamed + st.cache.prefetched) * bytes);
+      // the host arena copies synchronously: every copy is timed and all of it is exposed
+      EXPECT_EQ(st.cache.copy_ns > 0, st.cache.bytes_copied > 0);
+      EXPECT_EQ(st.cache.copy_exposed_ns, st.cache.copy_ns);
       if (n == 1) {
         EXPECT_GT(st.cache.misses + st.cache.streamed, st.cache.hits) << "one slot must thrash";
       }

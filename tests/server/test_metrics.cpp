@@ -12,12 +12,15 @@ TEST(Metrics, ExpertCacheCountersOnlyWithACache) {
   EXPECT_EQ(q.render_metrics().find("hlwq_expert_cache"), std::string::npos);
   ExpertCacheStats st;
   st.hits = 70, st.misses = 20, st.streamed = 10, st.bytes_copied = 30 * 1622016;
+  st.copy_ns = 2'500'000'000, st.copy_exposed_ns = 1'250'000;
   q.set_expert_cache(st);
   const std::string m = q.render_metrics();
   EXPECT_NE(m.find("hlwq_expert_cache_hits_total 70\n"), std::string::npos) << m;
   EXPECT_NE(m.find("hlwq_expert_cache_loads_total 20\n"), std::string::npos) << m;
   EXPECT_NE(m.find("hlwq_expert_cache_streamed_total 10\n"), std::string::npos) << m;
   EXPECT_NE(m.find("hlwq_expert_cache_bytes_total 48660480\n"), std::string::npos) << m;
+  EXPECT_NE(m.find("hlwq_expert_cache_copy_seconds_total 2.500000\n"), std::string::npos) << m;
+  EXPECT_NE(m.find("hlwq_expert_cache_copy_exposed_seconds_total 0.001250\n"), std::string::npos) << m;
   EXPECT_NE(m.find("# TYPE hlwq_expert_cache_hits_total counter"), std::string::npos) << m;
 }
 

@@ -360,10 +360,15 @@ bool CudaBackend::expert_cache_stats(ExpertCacheStats& out) const {
     out.prefetch_hits += int64_t(c.prefetch_hits);
     out.prefetch_wasted += int64_t(c.prefetch_wasted);
     out.cpu_only += int64_t(c.cpu_only);
+    out.copy_ns += int64_t(c.copy_ns);
+    out.copy_exposed_ns += int64_t(c.copy_exposed_ns);
   }
   if (stream_) {
-    out.hits += stream_->counters().resident;
-    out.staged = stream_->counters().staged;
+    const cuda::LayerStreamCounters& n = stream_->settle();
+    out.hits += n.resident;
+    out.staged = n.staged;
+    out.copy_ns += n.copy_ns;
+    out.copy_exposed_ns += n.exposed_ns;
   }
   // every load, in-place read, prefetch and staged copy crosses PCIe once
   if (experts_)

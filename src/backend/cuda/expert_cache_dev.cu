@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/device_clock.cuh"
 #include "core/error.h"
 
 namespace hlwq::cuda {
@@ -34,6 +35,8 @@ struct PlanParams {
   const uint8_t* host;
   uint8_t* slots;
   CpuSplitArgs cpu;
+  unsigned long long* timing = nullptr;  // ExpertCacheTiming words
+  bool joined_prefetch = false;          // the plan runs right after a prefetch join (expert_cache_step)
 };
 
 __device__ void point_at(const ExpertTables& t, const ExpertLayout& lay, int e, const uint8_t* base) {
@@ -163,6 +166,12 @@ __global__ void plan_kernel(PlanParams p) {
     p.counters[4] += pf_hits;
     p.counters[5] += pf_wasted;
     p.counters[6] += cpu_only;
+    if (p.joined_prefetch) {  // the prefetch copy's part after the compute stream reached the join was waited for
+      const unsigned long long reach = p.timing[kTimeRouteDone], start = p.timing[kTimePrefetchStart],
+                               end = p.timing[kTimePrefetchEnd], from = reach > start ? reach : start;
+      if (end > from) p.counters[8] += end - from;
+      p.timing[kTimePrefetchEnd] = 0;  // a prefetch with nothing to copy stamps nothing
+    }
   }
 }
 
@@ -257,17 +266,41 @@ __global__ void __launch_bounds__(kPrefetchThreads) prefetch_kernel(PrefetchPara
   }
 }
 
+// How a copy launch reports its time: span [3] its scratch (earliest start, latest end, blocks done; reset by the
+// last block), counters [9] the cache's; exposed: the compute stream waits for all of it; start_end: where to
+// leave its start and end times for a join (2 words, or null).
+struct CopyTiming {
+  unsigned long long* span;
+  unsigned long long* counters;
+  bool exposed;
+  unsigned long long* start_end;
+};
+
 // grid (chunks of an expert, copies): block (c, i) copies chunk c of copy i when i < n_copies.
 __global__ void copy_kernel(const int* __restrict__ copies, const int* __restrict__ n_copies, const uint8_t* host,
-                            uint8_t* slots, int64_t bytes, int64_t chunk) {
+                            uint8_t* slots, int64_t bytes, int64_t chunk, CopyTiming tm) {
   HLWQ_PDL_PREAMBLE();
-  const int i = blockIdx.y;
-  if (i >= *n_copies) return;
+  const int i = blockIdx.y, n = *n_copies;
+  if (i >= n) return;
+  if (threadIdx.x == 0) atomicMin(&tm.span[0], device_ns());
   const int e = copies[2 * i], s = copies[2 * i + 1];
   const int64_t b0 = int64_t(blockIdx.x) * chunk, b1 = b0 + chunk < bytes ? b0 + chunk : bytes;
   const uint4* src = reinterpret_cast<const uint4*>(host + int64_t(e) * bytes);
   uint4* dst = reinterpret_cast<uint4*>(slots + int64_t(s) * bytes);
   for (int64_t w = b0 / 16 + threadIdx.x; w < b1 / 16; w += blockDim.x) dst[w] = src[w];
+  __syncthreads();
+  if (threadIdx.x != 0) return;
+  atomicMax(&tm.span[1], device_ns());
+  __threadfence();
+  const unsigned long long live = static_cast<unsigned long long>(gridDim.x) * unsigned(n);
+  if (atomicAdd(&tm.span[2], 1ull) != live - 1) return;
+  // the last block: every other block's stamps are in (each fenced before counting itself done)
+  const unsigned long long t0 = atomicAdd(&tm.span[0], 0ull), t1 = atomicAdd(&tm.span[1], 0ull);
+  const unsigned long long ns = t1 > t0 ? t1 - t0 : 0;
+  tm.counters[7] += ns;
+  if (tm.exposed) tm.counters[8] += ns;
+  if (tm.start_end) tm.start_end[0] = t0, tm.start_end[1] = t1;
+  tm.span[0] = ~0ull, tm.span[1] = 0, tm.span[2] = 0;
 }
 
 constexpr int64_t kCopyChunk = 64 << 10;
@@ -294,23 +327,27 @@ ExpertCacheDev make_expert_cache(int64_t E, int64_t n_slots, const ExpertLayout&
                                                   "expert cache prefetch flags");
   c.pf_copies = DeviceBuffer<int>(size_t(2 * n_slots), "expert cache prefetch copies");
   c.pf_n = DeviceBuffer<int>(std::vector<int>(1, 0), "expert cache prefetch copy count");
-  c.counters = DeviceBuffer<unsigned long long>(std::vector<unsigned long long>(7, 0), "expert cache counters");
+  c.counters = DeviceBuffer<unsigned long long>(std::vector<unsigned long long>(9, 0), "expert cache counters");
+  std::vector<unsigned long long> timing(kTimingWords, 0);
+  timing[kSpanAdmit] = timing[kSpanPrefetch] = ~0ull;  // the earliest-start scratch starts above every stamp
+  c.timing = DeviceBuffer<unsigned long long>(timing, "expert cache copy timing");
   return c;
 }
 
 void expert_cache_step(ExpertCacheDev& c, const int* topk_ids, int64_t T, int64_t k, const ExpertTables& t,
-                       cudaStream_t st, const CpuSplitArgs& cpu) {
+                       cudaStream_t st, const CpuSplitArgs& cpu, bool joined_prefetch) {
   if (T == 0) return;
   const PlanParams p{topk_ids, int(T * k), int(c.E), int(c.n_slots), c.slot_expert.get(), c.expert_slot.get(),
                      c.slot_used.get(), c.step.get(), c.copies.get(), c.n_copies.get(), c.slot_prefetched.get(),
                      c.counters.get(), t, c.layout, c.host, c.slots.get(),
-                     cpu.mode == CpuExperts::off ? CpuSplitArgs{} : cpu};
+                     cpu.mode == CpuExperts::off ? CpuSplitArgs{} : cpu, c.timing.get(), joined_prefetch};
   plan_kernel<<<1, 32, 0, st>>>(p);
   HLWQ_CUDA_LAUNCH_CHECK("expert cache plan ({} ids, {} slots)", T * k, c.n_slots);
   const int64_t max_copies = std::min<int64_t>(c.n_slots, T * k);
   const dim3 grid(unsigned((c.layout.bytes + kCopyChunk - 1) / kCopyChunk), unsigned(max_copies));
   copy_kernel<<<grid, 256, 0, st>>>(c.copies.get(), c.n_copies.get(), c.host, c.slots.get(), c.layout.bytes,
-                                    kCopyChunk);
+                                    kCopyChunk, CopyTiming{c.timing.get() + kSpanAdmit, c.counters.get(), true,
+                                                           nullptr});
   HLWQ_CUDA_LAUNCH_CHECK("expert cache copies (up to {} experts of {} bytes)", max_copies, c.layout.bytes);
 }
 
@@ -332,7 +369,8 @@ void expert_cache_prefetch_copy(ExpertCacheDev& c, int64_t max_copies, cudaStrea
   if (max_copies <= 0) return;
   const dim3 grid(unsigned((c.layout.bytes + kCopyChunk - 1) / kCopyChunk), unsigned(max_copies));
   copy_kernel<<<grid, 256, 0, st>>>(c.pf_copies.get(), c.pf_n.get(), c.host, c.slots.get(), c.layout.bytes,
-                                    kCopyChunk);
+                                    kCopyChunk, CopyTiming{c.timing.get() + kSpanPrefetch, c.counters.get(), false,
+                                                           c.timing.get() + kTimePrefetchStart});
   HLWQ_CUDA_LAUNCH_CHECK("expert cache prefetch copies (up to {} experts of {} bytes)", max_copies, c.layout.bytes);
 }
 
@@ -396,7 +434,7 @@ void expert_tables_point(const ExpertTables& t, const ExpertLayout& lay, const P
 
 ExpertCacheCounters expert_cache_counters(const ExpertCacheDev& c) {
   const auto v = c.counters.download();
-  return {v[0], v[1], v[2], v[3], v[4], v[5], v[6]};
+  return {v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8]};
 }
 
 }  // namespace hlwq::cuda

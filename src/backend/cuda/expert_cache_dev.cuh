@@ -31,6 +31,13 @@
 // CPU computes: the last cpu_split_count(...) misses in request order are marked in `mark` [E]; under auto they
 // take no slot and no copy (their table entries stay on the host copies, which the grouped kernels then skip:
 // cpu_experts.cuh), under all they are still admitted when a slot is free.
+// Copy time (issue 8 item 4), on the device clock (device_clock.cuh) so that it works in a replayed graph: each copy
+// launch measures its own span (first block's start to last block's end) and adds it to copy_ns. An admission copy
+// runs on the compute stream, which waits for all of it: its span is also exposed. A prefetch copy runs on its own
+// stream; the part of it after the compute stream reached the join (the routing kernel of the layer stamps that
+// moment, moe_route.cuh) is exposed, the rest was hidden by compute (a copy that had not even started by then counts
+// from its start: exposed time never exceeds copy time). Misses read in place by the expert kernels are
+// not copies (their PCIe time is inside those kernels and counted in bytes only).
 // Dimension legend: T tokens, k active experts, E routed experts, N slots, B bytes per expert (16-byte aligned).
 #pragma once
 #include <cstdint>
@@ -58,6 +65,7 @@ struct ExpertCacheCounters {
   unsigned long long hits = 0, loads = 0, streamed = 0;
   unsigned long long prefetched = 0, prefetch_hits = 0, prefetch_wasted = 0;
   unsigned long long cpu_only = 0;  // misses computed on the CPU without a copy (--cpu-experts auto)
+  unsigned long long copy_ns = 0, copy_exposed_ns = 0;  // time copies ran, and the part the compute stream waited
 };
 
 struct ExpertCacheDev {
@@ -74,9 +82,14 @@ struct ExpertCacheDev {
   DeviceBuffer<unsigned char> slot_prefetched;  // [N] filled by a prefetch and not used since
   DeviceBuffer<int> pf_copies;        // [2N] the last prefetch's (expert, slot) pairs
   DeviceBuffer<int> pf_n;             // [1]
-  DeviceBuffer<unsigned long long> counters;  // [7] hits, loads, streamed, prefetched, prefetch hits, wasted,
-                                              // cpu_only
+  DeviceBuffer<unsigned long long> counters;  // [9] hits, loads, streamed, prefetched, prefetch hits, wasted,
+                                              // cpu_only, copy ns, exposed copy ns
+  DeviceBuffer<unsigned long long> timing;    // [kTimingWords] stamps and launch-span scratch (ExpertCacheTiming)
 };
+// Words of ExpertCacheDev::timing: per copy kind the span scratch of the launch in flight (earliest start, latest
+// end, blocks done), the routing's stamp before a prefetch join, and the span of the prefetch copy it joins.
+enum ExpertCacheTiming : int { kSpanAdmit = 0, kSpanPrefetch = 3, kTimeRouteDone = 6, kTimePrefetchStart = 7,
+                               kTimePrefetchEnd = 8, kTimingWords = 9 };
 
 // A cache of n_slots (1 ≤ n_slots ≤ E ≤ 512) over host copies at `host`; every expert starts on the host.
 ExpertCacheDev make_expert_cache(int64_t E, int64_t n_slots, const ExpertLayout& layout, const uint8_t* host);
@@ -97,8 +110,9 @@ struct CpuSplitArgs {
 };
 
 // Plans the step for the routed ids [T, k] (device), rewrites the tables and copies the admitted experts.
+// joined_prefetch: st has just joined a prefetch copy into this layer, and the routing stamped kTimeRouteDone.
 void expert_cache_step(ExpertCacheDev& c, const int* topk_ids, int64_t T, int64_t k, const ExpertTables& t,
-                       cudaStream_t st, const CpuSplitArgs& cpu = {});
+                       cudaStream_t st, const CpuSplitArgs& cpu = {}, bool joined_prefetch = false);
 
 // Prefetch plan (see above): logits fp32 [T, ld] are this cache's layer's router (columns [0, E)) applied to the
 // previous layer's hidden state; the top-k of each row (NaN as −inf, ties to the lower id) are the predictions.

@@ -209,8 +209,11 @@ void moe_forward(const MoeLayerDev& L, MoeWorkspace& ws, const float* xn, int64_
   const int64_t tiles = moe_max_tiles(T, L.k, L.E, L.n_shared), A = L.k + L.n_shared;
   pack_activations(xn, L.H, T, L.H, nullptr, T, L.router.in_pad, ws.x_tok.get(), st);
   gemm(L.router, ws.x_tok.get(), T, ws.logits.get(), L.router.out, st);
+  // a prefetch into this layer is joined right after the routing, which stamps when it got there (the copy time
+  // the join then waits for is counted as exposed: expert_cache_dev.cuh)
+  const bool joins = L.cache && hooks.prefetch && hooks.prefetch->pending(hooks.layer);
   MoePlan plan{ws.topk_ids.get(), ws.topk_w.get(), ws.slot_tok.get(), ws.slot_w.get(), ws.tile_mat.get(),
-               ws.tok_slot.get(), hooks.route_ids};
+               ws.tok_slot.get(), hooks.route_ids, joins ? L.cache->timing.get() + kTimeRouteDone : nullptr};
   moe_route(ws.logits.get(), L.router.out, T, L.E, L.k, L.n_shared, plan, tiles, st);
   // the plan marks misses for the CPU only where the mode applies to a step of this size (cpu_split.h)
   const bool marks = L.cache && cpu && cpu->cpu && !cpu->all_routed && cpu->mode != CpuExperts::off &&
@@ -222,7 +225,7 @@ void moe_forward(const MoeLayerDev& L, MoeWorkspace& ws, const float* xn, int64_
     if (hooks.prefetch) hooks.prefetch->join(hooks.layer, st);  // before anything touches this layer's slots
     if (!stream)
       expert_cache_step(*L.cache, ws.topk_ids.get(), T, L.k, tables_of(L), st,
-                        marks ? CpuSplitArgs{cpu->mode, cpu->costs, ws.cpu_mark.get()} : CpuSplitArgs{});
+                        marks ? CpuSplitArgs{cpu->mode, cpu->costs, ws.cpu_mark.get()} : CpuSplitArgs{}, joins);
   }
   if (to_cpu)
     cpu->cpu->fork(cpu->layer, xn, T, ws.tile_mat.get(), ws.slot_tok.get(), ws.slot_w.get(), tiles, L.E,

@@ -33,6 +33,8 @@ class MoePrefetcher {
   // Prefetch into layer `layer` (which must have a cache) from x_tok, the packed [T, H] hidden state of the layer
   // before it; logits: scratch of [T, L.router.out] floats.
   void issue(int layer, const MoeLayerDev& L, const uint32_t* x_tok, int64_t T, float* logits, cudaStream_t st);
+  // Whether a prefetch into layer `layer` was issued in this forward and not yet joined.
+  bool pending(int layer) const { return pending_[size_t(layer)] != 0; }
   // Before layer `layer`'s plan: st waits for the copies of a prefetch issued into it in this forward, if any.
   void join(int layer, cudaStream_t st);
 

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/device_clock.cuh"
 #include "backend/cuda/moe_route.cuh"
 #include "backend/cuda/pdl.cuh"
 
@@ -146,6 +147,10 @@ __global__ void __launch_bounds__(kThreads) route_kernel(const float* __restrict
     p.slot_tok[slot] = t;
     p.slot_w[slot] = w;
     p.tok_slot[a] = slot;
+  }
+  if (p.done_at) {  // the same for every thread (a kernel parameter)
+    __syncthreads();
+    if (tid == 0) *p.done_at = device_ns();
   }
 }
 

@@ -32,6 +32,9 @@ struct MoePlan {          // device pointers, sized for max_tiles = moe_max_tile
   // A replayed routing trace (Backend::set_route_trace): ids [T, k] that replace the router's choices before the
   // slot plan is built; the weights stay the router's, in rank order (largest first). null: the router's ids.
   const int* route_ids = nullptr;
+  // Where to stamp the device clock (device_clock.cuh) when the plan is complete, or null: the moment the compute
+  // stream reaches a prefetch's join, from which the expert cache counts the copy time it waits for.
+  unsigned long long* done_at = nullptr;
 };
 
 // logits fp32 [T, ld]: columns [0, E) the router, column E the shared gate (when S > 0). E ≤ 512, k ≤ E, S ≤ 32.

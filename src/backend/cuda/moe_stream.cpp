@@ -3,6 +3,7 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <span>
 
 #include "moe/layer_stream.h"
@@ -19,10 +20,8 @@ MoeLayerStreamer::MoeLayerStreamer(const ExpertLayout& lay, int64_t E, int64_t m
              min_tokens);
   try {
     HLWQ_CUDA_CHECK(cudaStreamCreateWithFlags(&copy_, cudaStreamNonBlocking), "layer streaming copy stream");
-    for (int b = 0; b < 2; ++b) {
-      HLWQ_CUDA_CHECK(cudaEventCreateWithFlags(&copied_[b], cudaEventDisableTiming), "layer streaming event");
+    for (int b = 0; b < 2; ++b)
       HLWQ_CUDA_CHECK(cudaEventCreateWithFlags(&free_[b], cudaEventDisableTiming), "layer streaming event");
-    }
   } catch (...) {
     release();
     throw;
@@ -33,10 +32,53 @@ MoeLayerStreamer::~MoeLayerStreamer() { release(); }
 
 void MoeLayerStreamer::release() {
   if (copy_) cudaStreamSynchronize(copy_);  // no copy may still write a buffer that is about to be freed
-  for (cudaEvent_t* e : {&copied_[0], &copied_[1], &free_[0], &free_[1]})
+  for (cudaEvent_t* e : {&free_[0], &free_[1]})
     if (*e) cudaEventDestroy(*e), *e = nullptr;
+  for (RoundEvents& r : rounds_)
+    for (cudaEvent_t e : {r.reach, r.start, r.done})
+      if (e) cudaEventDestroy(e);
+  rounds_.clear();
   if (copy_) cudaStreamDestroy(copy_);
   copy_ = nullptr;
+}
+
+MoeLayerStreamer::RoundEvents& MoeLayerStreamer::next_round_events() {
+  if (n_recorded_ == rounds_.size()) {
+    RoundEvents r;
+    try {  // timing events (no DisableTiming flag): their elapsed times are the counters
+      for (cudaEvent_t* e : {&r.reach, &r.start, &r.done})
+        HLWQ_CUDA_CHECK(cudaEventCreate(e), "layer streaming timing event");
+    } catch (...) {
+      for (cudaEvent_t e : {r.reach, r.start, r.done})
+        if (e) cudaEventDestroy(e);
+      throw;
+    }
+    rounds_.push_back(r);
+  }
+  return rounds_[n_recorded_++];
+}
+
+void MoeLayerStreamer::fold_round_times() {
+  for (size_t i = 0; i < n_recorded_; ++i) {
+    const RoundEvents& r = rounds_[i];
+    float copy_ms = 0, wait_ms = 0;
+    HLWQ_CUDA_CHECK(cudaEventElapsedTime(&copy_ms, r.start, r.done), "layer streaming: a round's copy time");
+    HLWQ_CUDA_CHECK(cudaEventElapsedTime(&wait_ms, r.reach, r.done), "layer streaming: a round's wait");
+    n_.copy_ns += int64_t(double(copy_ms) * 1e6);
+    // waited from the later of reaching the round and the copy's start (exposed time never exceeds copy time)
+    if (wait_ms > 0) n_.exposed_ns += int64_t(double(std::min(wait_ms, copy_ms)) * 1e6);
+  }
+  n_recorded_ = 0;
+}
+
+const LayerStreamCounters& MoeLayerStreamer::settle() {
+  if (n_recorded_ > 0) {
+    HLWQ_CUDA_CHECK(cudaEventSynchronize(rounds_[n_recorded_ - 1].done), "layer streaming: the last round's copies");
+    // the last round's wait too: its reach event precedes work on the compute stream that may still run
+    HLWQ_CUDA_CHECK(cudaEventSynchronize(rounds_[n_recorded_ - 1].reach), "layer streaming: the last round's wait");
+    fold_round_times();
+  }
+  return n_;
 }
 
 void MoeLayerStreamer::run(ExpertCacheDev& c, const ExpertTables& t, const int* tile_mat, int64_t tiles,
@@ -57,6 +99,7 @@ void MoeLayerStreamer::run(ExpertCacheDev& c, const ExpertTables& t, const int* 
   HLWQ_CUDA_CHECK(cudaMemcpyAsync(h_used, c.slot_used.get(), size_t(c.n_slots) * sizeof(long long),
                                   cudaMemcpyDeviceToHost, st), "layer streaming: reading the cache's recency");
   HLWQ_CUDA_CHECK(cudaStreamSynchronize(st), "layer streaming: the step's routing");
+  fold_round_times();  // every earlier round is complete: st waited for its copies, and has now drained
   const std::span<const int> plan(h_tiles, size_t(tiles)), residency(h_slot, size_t(E_));
   const std::vector<StreamRound> rounds = plan_stream_rounds(plan, residency, S_);
   const StreamAdmission adm =
@@ -85,19 +128,25 @@ void MoeLayerStreamer::run(ExpertCacheDev& c, const ExpertTables& t, const int* 
     next_ ^= 1;
     uint8_t* buf = staging_.get() + int64_t(b) * S_ * B;
     HLWQ_CUDA_CHECK(cudaStreamWaitEvent(copy_, free_[b], 0), "layer streaming: buffer {} free", b);
+    const RoundEvents& ev = next_round_events();
+    HLWQ_CUDA_CHECK(cudaEventRecord(ev.start, copy_), "layer streaming: copies start");
     for (const StreamCopyRun& cr : r.copies)
       HLWQ_CUDA_CHECK(cudaMemcpyAsync(buf + int64_t(cr.slot) * B, c.host + int64_t(cr.expert) * B,
                                       size_t(cr.count) * size_t(B), cudaMemcpyDefault, copy_),
                       "layer streaming: copying experts {}..{} ({} bytes each)", cr.expert, cr.expert + cr.count - 1,
                       B);
-    HLWQ_CUDA_CHECK(cudaEventRecord(copied_[b], copy_), "layer streaming: copies recorded");
-    HLWQ_CUDA_CHECK(cudaStreamWaitEvent(st, copied_[b], 0), "layer streaming: waiting for the copies");
+    HLWQ_CUDA_CHECK(cudaEventRecord(ev.done, copy_), "layer streaming: copies recorded");
+    HLWQ_CUDA_CHECK(cudaEventRecord(ev.reach, st), "layer streaming: compute reaches the round");
+    HLWQ_CUDA_CHECK(cudaStreamWaitEvent(st, ev.done, 0), "layer streaming: waiting for the copies");
+    // after the round, an admitted expert's entries point at its new slot (expert_cache_place), the others back
+    // at their host copies
     PointedExperts to, back;
-    to.n = back.n = int(r.staged.size());
+    to.n = int(r.staged.size());
     for (int j = 0; j < to.n; ++j) {
-      to.id[j] = back.id[j] = r.staged[size_t(j)];
-      to.pos[j] = j;                      // staging slot j of buffer b
-      back.pos[j] = r.staged[size_t(j)];  // the expert's own host copy
+      const int e = r.staged[size_t(j)];
+      to.id[j] = e;
+      to.pos[j] = j;  // staging slot j of buffer b
+      if (admit_slot[size_t(e)] < 0) back.id[back.n] = e, back.pos[back.n++] = e;  // pos = id: base is c.host
     }
     expert_tables_point(t, lay_, to, buf, st);
     mlp(r.first_tile, r.n_tiles);
