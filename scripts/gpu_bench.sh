@@ -72,6 +72,16 @@ run_matrix() {  # the offload matrix (see the header); the trace first: it is th
                --warmup 1 --repeats 1 --route-trace "$TR" --moe-prefetch off)
   run m_sweep_stream_all 75 "${sweep[@]}" --moe-stream-min-tokens 1
   run m_sweep_stream_none 75 "${sweep[@]}" --moe-stream-min-tokens 0
+  # a prefill streams each layer's missing experts once per chunk: 4096 tokens in one chunk instead of four
+  for cell in n8 gb8 gb12; do
+    local cfg
+    case $cell in
+      gb*) cfg=(--gpu-memory "${cell#gb}GB") ;;
+      n*) cfg=(--moe-expert-cache-size "${cell#n}") ;;
+    esac
+    run "m_trace_${cell}_chunk4096" 75 "${cfg[@]}" "${common[@]}" --route-trace "$TR" --moe-prefetch off \
+      --max-num-batched-tokens 4096
+  done
 }
 run_matrix
 [ -n "${MATRIX_ONLY:-}" ] && RUNS="${RUNS:-none}"

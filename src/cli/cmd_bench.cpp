@@ -1,5 +1,5 @@
 // `hlwq bench MODEL [--device cpu|cuda] [--moe-expert-cache-size N] [--gpu-memory SIZE] [--moe-prefetch on|off]
-// [--moe-stream-min-tokens N]
+// [--moe-stream-min-tokens N] [--max-num-batched-tokens N]
 // [--route-trace FILE] [--batch B] [--prompt-len P] [--gen-len G] [--json] [-t N]`: prefill and decode tok/s,
 // weight GB/s and the fraction of the speed of light against ceilings measured in the same run (perf/model_bench.h
 // says what is counted and how).
@@ -71,6 +71,12 @@ Command add_bench(CLI::App& app) {
                   "with an expert cache (cuda): batches of at least N tokens stream each layer's missing experts once "
                   "through staging buffers; 0: never")
       ->check(whole_in(0, 1 << 22))
+      ->capture_default_str();
+  // serve's option: with an expert cache, a prefill streams each layer's missing experts once per chunk, so larger
+  // chunks move fewer bytes per token (and take a larger workspace from the --gpu-memory budget)
+  sub->add_option("--max-num-batched-tokens", a->o.max_batch_tokens, "tokens of one forward batch: prefill runs in "
+                  "chunks of this many")
+      ->check(whole_in(16, 1 << 16))
       ->capture_default_str();
   sub->add_option("--route-trace", a->o.route_trace, "replay this routing trace instead of the model's routing")
       ->check(CLI::ExistingFile);

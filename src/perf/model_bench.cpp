@@ -118,6 +118,7 @@ BenchResult run_model_bench(const std::string& model_dir, const BenchOptions& op
   lo.gpu_memory = opt.gpu_memory;
   lo.moe_prefetch = opt.moe_prefetch;
   lo.moe_stream_min_tokens = opt.moe_stream_min_tokens;
+  lo.max_batch_tokens = opt.max_batch_tokens;
   lo.cpu_experts = opt.cpu_experts;
   lo.n_cpu_moe = opt.n_cpu_moe;
   lo.max_seqs = int32_t(B);
@@ -339,6 +340,7 @@ nlohmann::json bench_result_json(const BenchResult& r) {
           {"gpu_memory", r.opt.gpu_memory},
           {"moe_prefetch", r.opt.moe_prefetch},
           {"moe_stream_min_tokens", r.opt.moe_stream_min_tokens},
+          {"max_num_batched_tokens", r.opt.max_batch_tokens},
           {"routing", r.routing},
           {"cpu_experts", cpu_experts_name(r.opt.cpu_experts)},
           {"n_cpu_moe", r.opt.n_cpu_moe},

@@ -37,6 +37,7 @@ struct BenchOptions {
   int64_t gpu_memory = 0;         // CUDA device memory budget in bytes (0: none)
   bool moe_prefetch = true;       // with a cache: prefetch the next layer's predicted experts
   int64_t moe_stream_min_tokens = kDefaultStreamMinTokens;  // CUDA, with a cache: whole-layer streaming from here
+  int64_t max_batch_tokens = kDefaultMaxBatchTokens;  // the largest forward batch: prefill runs in chunks of it
   std::string route_trace;        // a routing trace file to replay ("" : the model's own routing)
   CpuExperts cpu_experts = CpuExperts::off;  // CUDA: routed experts on the CPU (see LoadOptions)
   int64_t n_cpu_moe = 0;

@@ -84,11 +84,18 @@ TEST(BenchCli, RouteTraceGenAndReplay) {
   // one token per step: the trace's 4 distinct experts in each of the 6 layers, counted through the provider
   EXPECT_EQ(j["decode"]["routed_experts"].get<double>(), 6 * 2 * 4);
   // with a cache, the counters come per phase (prefetch on by default)
-  auto c = run_hlwq("bench " + demo() + common + " --route-trace " + trace + " --moe-expert-cache-size 4");
+  auto c = run_hlwq("bench " + demo() + common + " --route-trace " + trace + " --moe-expert-cache-size 4 "
+                    "--max-num-batched-tokens 16");
   ASSERT_EQ(c.exit_code, 0) << c.out;
   const auto jc = nlohmann::json::parse(c.out);
   EXPECT_TRUE(jc["decode"]["expert_cache"].contains("prefetch_wasted")) << c.out;
   EXPECT_TRUE(jc["moe_prefetch"].get<bool>());
+  EXPECT_EQ(jc["max_num_batched_tokens"], 16);
+  // copy time: the CPU cache's copies are synchronous, all of them exposed
+  const auto& dc = jc["decode"]["expert_cache"];
+  EXPECT_GT(dc["copy_ms"].get<double>(), 0) << c.out;
+  EXPECT_EQ(dc["copy_exposed_ms"].get<double>(), dc["copy_ms"].get<double>());
+  EXPECT_EQ(run_hlwq("bench " + demo() + " --max-num-batched-tokens 8").exit_code, 2);
   // a trace for the 4-layer, 8-expert fixture does not fit the demo model
   const std::string small = (hlwq::test::source_dir() / "testdata/tiny-random-small-ct-int4").string();
   ASSERT_EQ(run_hlwq("bench " + small + " --route-trace-gen " + other + " --trace-steps 8 --trace-zipf 0 "
