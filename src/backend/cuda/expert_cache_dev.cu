@@ -89,7 +89,7 @@ __global__ void plan_kernel(PlanParams p) {
   __shared__ unsigned char s_pinned[kMaxE];
   __shared__ unsigned char s_seen[kMaxE];
   __shared__ int s_order[kMaxE];
-  __shared__ int s_n, s_first_cpu;
+  __shared__ unsigned char s_hit[kMaxE];  // s_order[j] was resident when the step began
   const int lane = threadIdx.x;
   for (int i = lane; i < p.N; i += 32) s_slot_expert[i] = p.slot_expert[i], s_used[i] = p.slot_used[i], s_pinned[i] = 0;
   for (int i = lane; i < p.E; i += 32) s_seen[i] = 0;
@@ -99,33 +99,45 @@ __global__ void plan_kernel(PlanParams p) {
   const long long now = *p.step + 1;
   unsigned long long hits = 0, loads = 0, streamed = 0, pf_hits = 0, pf_wasted = 0, cpu_only = 0;
   int nc = 0;
-  if (lane == 0) {
-    *p.step = now;
-    // hits first, in request order: pinning every resident expert before a miss picks a victim
-    int n = 0;
-    for (int i = 0; i < p.n_ids; ++i) {
-      const int e = p.ids[i];
-      if (e < 0 || e >= p.E || s_seen[e]) continue;
+  // Hits first, in request order, pinning every resident expert before a miss picks a victim. The warp takes 32
+  // requests at a time: a request is new when no earlier lane of the batch holds its id (__match_any_sync) and no
+  // earlier batch saw it; new ones get their order positions by a ballot prefix, and their residency is looked up
+  // by all lanes at once (the lookups were one dependent global load after another when lane 0 walked alone).
+  // Every value below that decides control flow is warp-uniform (ballots and shared memory after __syncwarp).
+  int n = 0;
+  for (int b = 0; b < p.n_ids; b += 32) {
+    const int i = b + lane;
+    const int e = i < p.n_ids ? p.ids[i] : -1;
+    const bool valid = e >= 0 && e < p.E;
+    const unsigned same = __match_any_sync(0xffffffffu, valid ? e : -1 - lane);  // invalid lanes match nobody
+    const bool fresh = valid && (__ffs(same) - 1) == lane && !s_seen[e];
+    const unsigned ballot = __ballot_sync(0xffffffffu, fresh);
+    __syncwarp();  // every lane read s_seen before any lane marks it
+    bool hit = false;
+    if (fresh) {
+      const int j = n + __popc(ballot & ((1u << lane) - 1));
       s_seen[e] = 1;
-      s_order[n++] = e;
-      const int s = p.expert_slot[e];
-      if (s >= 0) {
-        s_pinned[s] = 1;
-        s_used[s] = now;
-        ++hits;
-        if (p.slot_prefetched[s]) ++pf_hits, p.slot_prefetched[s] = 0;
+      s_order[j] = e;
+      const int sl = p.expert_slot[e];
+      hit = sl >= 0;
+      s_hit[j] = hit;
+      if (hit) {  // distinct experts hold distinct slots: no two lanes write one slot
+        s_pinned[sl] = 1;
+        s_used[sl] = now;
+        if (p.slot_prefetched[sl]) ++pf_hits, p.slot_prefetched[sl] = 0;
       }
     }
-    s_n = n;
-    const int misses = n - int(hits);  // the CPU takes the last cpu_split_count of them (cpu_split.h)
-    s_first_cpu = p.cpu.mark ? misses - cpu_split_count(p.cpu.mode, misses, p.cpu.costs) : misses;
+    hits += __popc(__ballot_sync(0xffffffffu, hit));
+    n += __popc(ballot);
   }
+  for (int o = 16; o > 0; o >>= 1) pf_hits += __shfl_xor_sync(0xffffffffu, pf_hits, o);  // lanes counted their own
   __syncwarp();
-  const int n = s_n, first_cpu = s_first_cpu;
+  const int misses = n - int(hits);  // the CPU takes the last cpu_split_count of them (cpu_split.h)
+  const int first_cpu = p.cpu.mark ? misses - cpu_split_count(p.cpu.mode, misses, p.cpu.costs) : misses;
   int miss = 0;  // misses so far (the same in every lane)
   for (int j = 0; j < n; ++j) {
+    if (s_hit[j]) continue;  // fixed for the step: a hit is pinned, so no miss of the walk evicts it
     const int e = s_order[j];
-    if (p.expert_slot[e] >= 0) continue;  // a hit (same value for every lane: only lane 0 writes, below, after the scan)
     const bool on_cpu = miss++ >= first_cpu;
     if (on_cpu && lane == 0) p.cpu.mark[e] = 1;
     if (on_cpu && p.cpu.mode != CpuExperts::all) {  // auto: computed on the CPU, never copied, no slot
@@ -159,6 +171,7 @@ __global__ void plan_kernel(PlanParams p) {
   }
   for (int i = lane; i < p.N; i += 32) p.slot_expert[i] = s_slot_expert[i], p.slot_used[i] = s_used[i];
   if (lane == 0) {
+    *p.step = now;
     *p.n_copies = nc;
     p.counters[0] += hits;
     p.counters[1] += loads;
@@ -276,6 +289,8 @@ struct CopyTiming {
   unsigned long long* start_end;
 };
 
+constexpr int kCopyUnroll = 4;
+
 // grid (chunks of an expert, copies): block (c, i) copies chunk c of copy i when i < n_copies.
 __global__ void copy_kernel(const int* __restrict__ copies, const int* __restrict__ n_copies, const uint8_t* host,
                             uint8_t* slots, int64_t bytes, int64_t chunk, CopyTiming tm) {
@@ -287,7 +302,18 @@ __global__ void copy_kernel(const int* __restrict__ copies, const int* __restric
   const int64_t b0 = int64_t(blockIdx.x) * chunk, b1 = b0 + chunk < bytes ? b0 + chunk : bytes;
   const uint4* src = reinterpret_cast<const uint4*>(host + int64_t(e) * bytes);
   uint4* dst = reinterpret_cast<uint4*>(slots + int64_t(s) * bytes);
-  for (int64_t w = b0 / 16 + threadIdx.x; w < b1 / 16; w += blockDim.x) dst[w] = src[w];
+  // kCopyUnroll independent loads in flight per thread before their stores: a read of host memory answers over
+  // PCIe after ~1-2 µs, so the bytes in flight, not the SMs, bound a copy of a few experts
+  const int64_t w1 = b1 / 16, step = int64_t(blockDim.x);
+  for (int64_t w = b0 / 16 + threadIdx.x; w < w1; w += kCopyUnroll * step) {
+    uint4 v[kCopyUnroll];
+#pragma unroll
+    for (int u = 0; u < kCopyUnroll; ++u)
+      if (w + u * step < w1) v[u] = src[w + u * step];
+#pragma unroll
+    for (int u = 0; u < kCopyUnroll; ++u)
+      if (w + u * step < w1) dst[w + u * step] = v[u];
+  }
   __syncthreads();
   if (threadIdx.x != 0) return;
   atomicMax(&tm.span[1], device_ns());
