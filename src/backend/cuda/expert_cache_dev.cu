@@ -129,6 +129,7 @@ __global__ void plan_kernel(PlanParams p) {
     }
     hits += __popc(__ballot_sync(0xffffffffu, hit));
     n += __popc(ballot);
+    __syncwarp();  // this round's marks in s_seen come before the next round's reads (ballots order no memory)
   }
   for (int o = 16; o > 0; o >>= 1) pf_hits += __shfl_xor_sync(0xffffffffu, pf_hits, o);  // lanes counted their own
   __syncwarp();
