@@ -49,12 +49,15 @@ run_matrix() {  # the offload matrix (see the header); the trace first: it is th
   local common=(--batch 1 --prompt-len 512 --more-prompt-lens 4096 --gen-len 32 --warmup 1 --repeats 1)
   # every expert on the GPU and no cache: the reference step (llama.cpp's bound in BENCHMARKS.md is built from it)
   run m_model_resident 150 "${common[@]}"  # uploading every expert takes longer than a cell's 75 s
-  for cell in gb12 gb8 gb16 gb24 n32 n64 n16 n8; do
-    local cfg
-    case $cell in
-      gb*) cfg=(--gpu-memory "${cell#gb}GB") ;;
-      n*) cfg=(--moe-expert-cache-size "${cell#n}") ;;
+  local cfg
+  cell_cfg() {  # cfg ← the options of a cell name: gbN a --gpu-memory budget, nN an expert cache of N slots
+    case $1 in
+      gb*) cfg=(--gpu-memory "${1#gb}GB") ;;
+      n*) cfg=(--moe-expert-cache-size "${1#n}") ;;
     esac
+  }
+  for cell in gb12 gb8 gb16 gb24 n32 n64 n16 n8; do
+    cell_cfg "$cell"
     # a trace's experts are not what the model's router predicts, so prefetch would only add copies: off
     run "m_trace_$cell" 75 "${cfg[@]}" "${common[@]}" --route-trace "$TR" --moe-prefetch off
     run "m_model_$cell" 75 "${cfg[@]}" "${common[@]}"
@@ -76,11 +79,7 @@ run_matrix() {  # the offload matrix (see the header); the trace first: it is th
   run m_sweep_stream_none 75 "${sweep[@]}" --moe-stream-min-tokens 0
   # a prefill streams each layer's missing experts once per chunk: 4096 tokens in one chunk instead of four
   for cell in n8 gb8 gb12; do
-    local cfg
-    case $cell in
-      gb*) cfg=(--gpu-memory "${cell#gb}GB") ;;
-      n*) cfg=(--moe-expert-cache-size "${cell#n}") ;;
-    esac
+    cell_cfg "$cell"
     run "m_trace_${cell}_chunk4096" 75 "${cfg[@]}" "${common[@]}" --route-trace "$TR" --moe-prefetch off \
       --max-num-batched-tokens 4096
   done

@@ -197,7 +197,7 @@ std::string RequestQueue::render_metrics() const {
   line("hlwq_prefix_snapshot_hits_total {}", snapshot_hits_);
   if (expert_cache_) {
     const ExpertCacheStats& e = *expert_cache_;
-    auto counter = [&](const char* name, const char* help, int64_t v) {
+    auto counter = [&](const char* name, const char* help, const auto& v) {  // v: a count or preformatted text
       line("# HELP {} {}", name, help);
       line("# TYPE {} counter", name);
       line("{} {}", name, v);
@@ -210,15 +210,11 @@ std::string RequestQueue::render_metrics() const {
             "Routed experts of large batches copied once through the whole-layer stream's staging buffers.", e.staged);
     counter("hlwq_expert_cache_bytes_total", "Expert bytes that crossed PCIe (loads, in-place reads, prefetches and "
             "staged copies).", e.bytes_copied);
-    auto seconds = [&](const char* name, const char* help, int64_t ns) {
-      line("# HELP {} {}", name, help);
-      line("# TYPE {} counter", name);
-      line("{} {:.6f}", name, double(ns) / 1e9);
-    };
-    seconds("hlwq_expert_cache_copy_seconds_total", "Time expert copies ran (into slots, prefetches, staging).",
-            e.copy_ns);
-    seconds("hlwq_expert_cache_copy_exposed_seconds_total",
-            "Part of the expert copy time not hidden by compute (the forward waited for it).", e.copy_exposed_ns);
+    auto seconds = [](int64_t ns) { return fmt::format("{:.6f}", double(ns) / 1e9); };
+    counter("hlwq_expert_cache_copy_seconds_total", "Time expert copies ran (into slots, prefetches, staging).",
+            seconds(e.copy_ns));
+    counter("hlwq_expert_cache_copy_exposed_seconds_total",
+            "Part of the expert copy time not hidden by compute (the forward waited for it).", seconds(e.copy_exposed_ns));
   }
   return s;
 }
