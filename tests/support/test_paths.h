@@ -10,7 +10,8 @@ std::filesystem::path source_dir();   // repository root (or $HLWQ_SOURCE)
 std::filesystem::path shared_dir();   // ../shared (or $HLWQ_SHARED)
 std::filesystem::path binary_dir();   // CMake build directory (or $HLWQ_BINARY)
 std::filesystem::path hlwq_binary();  // build/hlwq
-// A fresh empty directory under the build tree, unique per test; removed at the start of the next run.
+// A fresh empty directory under the build tree, unique per test process; removed when the process exits
+// after its tests passed, kept (and named on stderr) when one failed.
 std::filesystem::path scratch_dir(const std::string& name);
 // True when ../shared/fixtures/<rel> exists; otherwise the caller should GTEST_SKIP() with shared_skip_message().
 bool shared_has(const std::string& rel);
