@@ -44,9 +44,9 @@ done
 BASE=models/tiny-moe-dev
 # Order = run order: the rows the reference checks first. bf16's row comes from the base model's figures of the
 # other runs (its KL to itself is 0 by definition), so bf16 only gets a decode timing.
-# The calibrated methods (gptq, hlwq-4-gptq: docs/calibration.md) calibrate on $CALIB, never on an evaluated text.
-ALL=(hlwq-4 hlwq-3-l2 hlwq-5-l2 rtn mse gptq hlwq-4-gptq hlwq-4-gdn5-gptq rtn-ct hlwq-cascade hlwq-cascade-lm5 hlwq-3 hlwq-5 hlwq-4-l2
-     bf16)
+# The calibrated methods (gptq*, hlwq-4-gptq: docs/calibration.md) calibrate on $CALIB, never on an evaluated text.
+ALL=(hlwq-4 hlwq-3-l2 hlwq-5-l2 rtn mse gptq hlwq-4-gptq hlwq-4-gdn5-gptq gptq-gdn-bf16 mse-gdn-bf16 rtn-ct hlwq-cascade
+     hlwq-cascade-lm5 hlwq-3 hlwq-5 hlwq-4-l2 bf16)
 METHODS=("$@")
 [ ${#METHODS[@]} -gt 0 ] || METHODS=("${ALL[@]}")
 mkdir -p "$WORK/results" "$WORK/models" "$WORK/bin"
@@ -67,6 +67,10 @@ log() { echo "[quality] $*" >&2; }
 quantize_args() {
   case "$1" in
     gptq) echo "--format ct-int4 --calib $CALIB --calib-tokens $CALIB_TOKENS $CALIB_ARGS" ;;
+    # CT INT4 with the Gated DeltaNet projections kept in bf16 (quantization_config.ignore), as llm-compressor's
+    # own Qwen3-Next and Qwen3.5-MoE recipes do; calibrated, and calibration-free
+    gptq-gdn-bf16) echo "--format ct-int4 --ignore .*\\.linear_attn\\. --calib $CALIB --calib-tokens $CALIB_TOKENS $CALIB_ARGS" ;;
+    mse-gdn-bf16) echo "--format ct-int4 --method mse --ignore .*\\.linear_attn\\." ;;
     # calibrated HLWQ-4 with the Gated DeltaNet projections at 5 bits (stored as overrides, format version 2)
     hlwq-4-gdn5-gptq) echo "--format hlwq --bits 4 --bits-for .*\\.linear_attn\\.=5 --calib $CALIB --calib-tokens $CALIB_TOKENS $CALIB_ARGS" ;;
     hlwq-[2-8]-gptq) local b=${1#hlwq-}

@@ -3,6 +3,7 @@
 // converts to ct-int4 the way the seed does (decode to bf16, then the INT4 method). `--calib FILE`: calibrated
 // quantization (GPTQ with the model's own activations on FILE, docs/calibration.md) for ct-int4 and hlwq.
 // `--bits-for REGEX=B` (hlwq): mixed widths, stored as quantization_config.overrides (docs/hlwq-format.md).
+// `--ignore REGEX`: Linears kept in the source dtype (quantization_config.ignore), e.g. the Gated DeltaNet mixers.
 #include <charconv>
 #include <cstdio>
 #include <regex>
@@ -47,6 +48,10 @@ Command add_quantize(CLI::App& app) {
       sub->add_option("--hlwq-scale", a->hlwq_scale, "hlwq: block scale, ls (least squares) or l2 (the block's norm)")
           ->check(CLI::IsMember({"ls", "l2"}))
           ->capture_default_str()};
+  sub->add_option("--ignore", a->opt.plan.ignore,
+                  "REGEX: the Linears whose module name REGEX matches (from the start, with the rest of their "
+                  "fusion group) stay in the source dtype, listed in quantization_config.ignore; repeatable")
+      ->allow_extra_args(false);
   sub->add_option("--method", a->method,
                   "rtn (seed: absmax/7), rtn-ct (absmax/7.5), mse (per-group MSE-optimal scale), "
                   "hlwq-cascade (seed: HLWQ-Q5 -> INT4), hlwq-cascade-lm5 (converged Q5 table)")
@@ -127,6 +132,13 @@ Command add_quantize(CLI::App& app) {
         usage_fail("--bits-for '{}': bad regular expression '{}': {}", rb, rb.substr(0, eq), e.what());
       }
       a->opt.hlwq_bits_for.emplace_back(rb.substr(0, eq), bits);
+    }
+    for (const std::string& re : a->opt.plan.ignore) {
+      try {
+        std::regex(re, std::regex::ECMAScript);
+      } catch (const std::regex_error& e) {
+        usage_fail("--ignore '{}': bad regular expression: {}", re, e.what());
+      }
     }
     if (a->calib.empty()) {
       for (const CLI::Option* o : calib_opts)

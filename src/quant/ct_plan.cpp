@@ -3,10 +3,12 @@
 #include <algorithm>
 #include <map>
 #include <optional>
+#include <set>
 #include <string_view>
 
 #include "core/error.h"
 #include "io/compressed_tensors.h"
+#include "io/hlwq_format.h"
 #include "io/tensor_kind.h"
 
 namespace hlwq {
@@ -225,10 +227,34 @@ CtPlan plan_ct_int4(const ModelConfig& cfg, const std::vector<PlanInput>& inputs
       auto [pos, fresh] = group_ok.emplace(it.group, true);
       pos->second = pos->second && ct_shape_is_marlin(it.out_shape[0], it.out_shape[1]);
     }
+  // --ignore: the Linears a pattern names, and their fusion groups (vLLM runs a group as one layer of one scheme).
+  std::vector<int64_t> hits(opt.ignore.size(), 0);
+  std::set<std::string> ignored_groups, ignored_alone;
+  for (const auto& it : plan.items) {
+    if (it.action != PlanAction::quantize) continue;
+    bool named = false;
+    for (size_t i = 0; i < opt.ignore.size(); ++i) {
+      bool m = false;
+      try {
+        m = hlwq_target_matches("re:" + opt.ignore[i], it.out_name);
+      } catch (const Error& e) {
+        fail("--ignore '{}': {}", opt.ignore[i], e.what());
+      }
+      hits[i] += m;
+      named = named || m;
+    }
+    if (named) (it.group.empty() ? ignored_alone : ignored_groups).insert(it.group.empty() ? it.out_name : it.group);
+  }
+  for (size_t i = 0; i < opt.ignore.size(); ++i)
+    HLWQ_CHECK(hits[i] > 0, "--ignore '{}': the regular expression names no Linear of {} that would be quantized (it "
+               "is matched from the start of module names like model.layers.0.linear_attn.in_proj_qkv)",
+               opt.ignore[i], dir);
   for (auto& it : plan.items) {
     if (it.action != PlanAction::quantize) continue;
     const bool ok = it.group.empty() ? ct_shape_is_marlin(it.out_shape[0], it.out_shape[1]) : group_ok[it.group];
-    if (ok) continue;
+    const bool ignored = it.group.empty() ? ignored_alone.count(it.out_name) > 0 : ignored_groups.count(it.group) > 0;
+    if (ok && !ignored) continue;
+    plan.n_ignored += ignored;
     it.action = PlanAction::copy;
     plan.extra_ignore.push_back(it.out_name);
     it.out_name += ".weight";

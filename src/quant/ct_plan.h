@@ -36,15 +36,20 @@ struct PlanItem {
 struct PlanOptions {
   bool language_model_only = false;  // drop model.visual.* and mtp.*
   bool quantize_lm_head = false;
+  // Module-name regexes (ECMAScript, matched from the start like quantization_config's "re:" ignore entries):
+  // the Linears they name stay in the source dtype, with the rest of their vLLM fusion group, and are listed by
+  // name in quantization_config.ignore. Each must name at least one Linear that would be quantized.
+  std::vector<std::string> ignore;
 };
 
 struct CtPlan {
   std::vector<PlanItem> items;
-  std::vector<std::string> extra_ignore;  // Linear modules kept unquantized by the shape rule
+  std::vector<std::string> extra_ignore;  // Linear modules kept unquantized by the shape rule or PlanOptions::ignore
   // Ignore patterns for keep-listed Linears only some architectures have (Qwen3-Next's in_proj_ba); added only
   // when such a tensor exists, so other models' quantization_config stays exactly the seed's.
   std::vector<std::string> extra_ignore_patterns;
   int64_t n_dropped_visual = 0, n_dropped_mtp = 0;
+  int64_t n_ignored = 0;  // Linears kept in the source dtype by PlanOptions::ignore
 };
 
 // One source tensor as the plan sees it: its name, dtype, shape and size, and the file it lives in (messages).

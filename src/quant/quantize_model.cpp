@@ -322,6 +322,7 @@ QuantizeReport quantize_model(const QuantizeOptions& opt) {
   const CtPlan plan = plan_ct_int4(cfg, source.inputs(), source.dir(), opt.plan);
   report.n_dropped_visual = plan.n_dropped_visual;
   report.n_dropped_mtp = plan.n_dropped_mtp;
+  report.n_ignored = plan.n_ignored;
   // Side files are checked now, before anything is written: only regular files are copied (a FIFO would block).
   std::vector<std::string> side_files;
   for (const char* f : kSideFiles)
@@ -488,6 +489,9 @@ std::string format_quantize_report(const QuantizeReport& r, const QuantizeOption
   if (r.hlwq_weights > 0)
     s += fmt::format("bits/weight of the quantized linears: {:.4f} (codes and block norms, {} weights)\n",
                      8.0 * double(r.hlwq_code_bytes) / double(r.hlwq_weights), r.hlwq_weights);
+  if (r.n_ignored)
+    s += fmt::format("--ignore kept {} Linear{} in the source dtype (listed in quantization_config.ignore)\n",
+                     r.n_ignored, r.n_ignored == 1 ? "" : "s");
   if (r.n_dropped_visual || r.n_dropped_mtp)
     s += fmt::format("--language-model-only dropped {} visual and {} mtp tensors\n", r.n_dropped_visual,
                      r.n_dropped_mtp);

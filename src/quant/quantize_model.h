@@ -71,6 +71,7 @@ struct QuantizeReport {
   uint64_t hlwq_code_bytes = 0;
   WeightError error;                   // all quantized weights together
   int64_t n_dropped_visual = 0, n_dropped_mtp = 0;
+  int64_t n_ignored = 0;  // Linears --ignore kept in the source dtype
   uint64_t bytes_in = 0, bytes_out = 0;
   int n_shards = 0, threads = 0;
   double seconds = 0;

@@ -133,7 +133,9 @@ SynthPlan synth_plan(const ModelConfig& cfg, SynthFormat format) {
   // The plan `hlwq quantize` makes for this list: which Linears are packed, the output names and the ignore list.
   std::vector<PlanInput> inputs;
   for (const TensorSpec& t : bf16) inputs.push_back({t.name, t.dtype, t.shape, t.nbytes(), "synthetic"});
-  const CtPlan ct = plan_ct_int4(cfg, inputs, "synthetic", PlanOptions{true, false});
+  PlanOptions po;
+  po.language_model_only = true;
+  const CtPlan ct = plan_ct_int4(cfg, inputs, "synthetic", po);
   std::map<std::string, std::pair<int64_t, int64_t>> matrix;  // weight_shape name -> [out, in]
   for (const PlanItem& it : ct.items)
     if (it.action == PlanAction::quantize) matrix[it.out_name + ".weight_shape"] = {it.out_shape[0], it.out_shape[1]};
