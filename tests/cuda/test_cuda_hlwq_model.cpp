@@ -193,6 +193,37 @@ TEST(CudaHlwqModel, ExpertCacheGivesBitIdenticalLogits) {
   for (int n : {1, 3}) EXPECT_EQ(run(n, 1), ref) << n << " slots, the prefill streamed";
 }
 
+// `quantize --ignore '.*\.linear_attn\.'`: the Gated DeltaNet projections stay bf16 beside INT4 / HLWQ-4 experts
+// and attention; the GPU packs them as bf16 matrices ([in_proj_qkv; in_proj_z] fused, out_proj alone) and must
+// agree with the CPU engine as closely as on the fully quantized checkpoints.
+TEST(CudaHlwqModel, Bf16MixersBesideQuantizedLinearsMatchCpu) {
+  HLWQ_REQUIRE_CUDA();
+  for (const QuantFormat f : {QuantFormat::ct_int4, QuantFormat::hlwq}) {
+    const std::string name = f == QuantFormat::hlwq ? "cuda-hlwq4-gdn-bf16" : "cuda-int4-gdn-bf16";
+    SCOPED_TRACE(name);
+    const fs::path dir = quantize_demo(name.c_str(), [f](QuantizeOptions& o) {
+      o.format = f;
+      o.method = Int4Method::mse;
+      o.plan.ignore = {".*\\.linear_attn\\."};
+    });
+    Model gpu = load(dir, Device::cuda), cpu = load(dir, Device::cpu);
+    for (int64_t n : {1, 7, 40}) {
+      const auto ids = test_prompt(n);
+      const auto d = test::compare_logits(prefill_logits(gpu, ids), prefill_logits(cpu, ids), gpu.config().vocab_size);
+      std::printf("[ err      ] %s, %lld tokens: max |err| / max |logit| = %.3g (tolerance %.3g), %lld argmax "
+                  "flips\n", name.c_str(), (long long)n, d.max_abs_err / d.max_abs_ref, kHlwqCudaLogitsRelTol,
+                  (long long)d.argmax_mismatches);
+      EXPECT_LE(d.max_abs_err, kHlwqCudaLogitsRelTol * d.max_abs_ref) << n << " tokens";
+      EXPECT_LE(d.argmax_mismatches, std::max<int64_t>(1, n / 20)) << n << " tokens";
+    }
+    const Drift dr = teacher_forced(dir);
+    print_drift(name.c_str(), dr);
+    EXPECT_LE(Drift::quantile(dr.rel, 0.5), kDriftMedianTol);
+    EXPECT_LE(Drift::quantile(dr.rel, 0.95), kDriftP95Tol);
+    EXPECT_LE(Drift::quantile(dr.kl, 0.95), kDriftKlP95Tol);
+  }
+}
+
 // Negative case: the same code bytes with the order of the two 4-bit codes in each byte flipped are a different
 // model; the GPU must not agree with the CPU on the original.
 TEST(CudaHlwqModel, FlippedCodeOrderFails) {
