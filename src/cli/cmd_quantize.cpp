@@ -133,6 +133,8 @@ Command add_quantize(CLI::App& app) {
       }
       a->opt.hlwq_bits_for.emplace_back(rb.substr(0, eq), bits);
     }
+    if (a->opt.format == QuantFormat::hlwq_q5 && !a->opt.plan.ignore.empty())
+      usage_fail("--ignore applies to --format ct-int4 and hlwq (the seed's hlwq-q5 layout has no ignore list)");
     for (const std::string& re : a->opt.plan.ignore) {
       try {
         std::regex(re, std::regex::ECMAScript);

@@ -103,6 +103,13 @@ CheckpointSummary summarize_checkpoint(const ModelConfig& cfg, const Checkpoint&
                                overrides, cfg.quant->group_size)
                  : fmt::format("{} {} int{} group {} symmetric", cfg.quant->quant_method, cfg.quant->format,
                                cfg.quant->num_bits, cfg.quant->group_size);
+  // Linears the ignore list names one by one (quantize --ignore, or Marlin's shape rule) and the file holds in
+  // full precision; the fixed entries (lm_head, "re:" patterns) are the same in every checkpoint.
+  int64_t kept = 0;
+  if (cfg.quant)
+    for (const std::string& n : cfg.quant->ignore)
+      kept += !n.starts_with("re:") && n != "lm_head" && ck.has(n + ".weight");
+  if (kept > 0) s.scheme += fmt::format("; {} Linear{} kept unquantized by name", kept, kept == 1 ? "" : "s");
   return s;
 }
 

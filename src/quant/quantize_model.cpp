@@ -330,6 +330,8 @@ QuantizeReport quantize_model(const QuantizeOptions& opt) {
 
   // The source is protected: with --force, DST being SRC (or a parent of it) would delete the input.
   StagedDir stage(opt.dst, opt.force, {fs::path(opt.src)});
+  HLWQ_CHECK(opt.plan.ignore.empty() || opt.format != QuantFormat::hlwq_q5,
+             "--ignore applies to --format ct-int4 and hlwq (the seed's hlwq-q5 layout has no ignore list)");
   HLWQ_CHECK(opt.hlwq_bits_for.empty() || opt.format == QuantFormat::hlwq,
              "--bits-for needs --format hlwq (got --format {})", quant_format_name(opt.format));
   const HlwqFormat hf = opt.format == QuantFormat::hlwq ? hlwq_output_format(opt, plan) : HlwqFormat{};

@@ -1,6 +1,6 @@
 // `hlwq quantize --ignore REGEX`: the Linears a pattern names stay in the source dtype with the rest of their
 // vLLM fusion group, are listed by name in quantization_config.ignore, and load and run; a pattern that names no
-// Linear to quantize, or does not parse, is refused before anything is written.
+// Linear to quantize, or does not parse, is refused before anything is written. `inspect` counts them.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -57,6 +57,10 @@ TEST(QuantizeIgnore, KeepsTheNamedLinearsAndTheirFusionGroup) {
   EXPECT_FALSE(listed(ignore, "model.layers.0.linear_attn.out_proj"));
   // the seed's fixed entries stay first, unchanged
   EXPECT_EQ(ignore.front(), "lm_head");
+  // inspect says how many Linears the file keeps unquantized
+  const auto inspect = run_hlwq("inspect " + dst.string());
+  ASSERT_EQ(inspect.exit_code, 0) << inspect.out;
+  EXPECT_NE(inspect.out.find("; 2 Linears kept unquantized by name"), std::string::npos) << inspect.out;
 }
 
 TEST(QuantizeIgnore, OneExpertNamedKeepsTheLayersExperts) {
@@ -116,6 +120,7 @@ TEST(QuantizeIgnore, PatternsThatNameNothingOrDoNotParseAreRefused) {
       {"'.*\\.in_proj_a$'", 1, "names no Linear of"},           // keep-listed anyway: nothing to keep
       {"'layers\\.0\\.'", 1, "names no Linear of"},             // matched from the start of the name
       {"'(linear_attn'", 2, "--ignore '(linear_attn': bad regular expression"},
+      {"'.*\\.linear_attn\\.' --format hlwq-q5", 2, "--ignore applies to --format ct-int4 and hlwq"},
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(c.arg);
