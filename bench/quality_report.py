@@ -20,8 +20,8 @@ REF = {"rtn": "ct-int4-rtn (absmax/7, seed)", "rtn-ct": "ct-int4-rtn (absmax/7.5
        "mse": "ct-int4-mse-scale", "hlwq-cascade": "ct-int4-cascade (seed Q5 table -> rtn)",
        "hlwq-cascade-lm5": "ct-int4-cascade (converged Q5 -> rtn)", "hlwq-4": "hlwq-4 ls-scale",
        "hlwq-3-l2": "hlwq-3", "hlwq-4-l2": "hlwq-4", "hlwq-5-l2": "hlwq-5"}
-DISPLAY = ["bf16", "rtn", "rtn-ct", "mse", "gptq", "mse-gdn-bf16", "gptq-gdn-bf16", "hlwq-cascade", "hlwq-cascade-lm5", "hlwq-3", "hlwq-4",
-           "hlwq-4-gptq", "hlwq-4-gdn5-gptq", "hlwq-5", "hlwq-3-l2", "hlwq-4-l2", "hlwq-5-l2"]
+DISPLAY = ["bf16", "rtn", "rtn-ct", "mse", "gptq", "mse-gdn-bf16", "gptq-gdn-bf16", "hlwq-cascade", "hlwq-cascade-lm5",
+           "hlwq-3", "hlwq-4", "hlwq-4-gptq", "hlwq-4-gdn5-gptq", "hlwq-5", "hlwq-3-l2", "hlwq-4-l2", "hlwq-5-l2"]
 DESC = {"bf16": "bf16 (no quantization)", "rtn": "ct-int4 `rtn` (seed: absmax/7)",
         "rtn-ct": "ct-int4 `rtn-ct` (compressed-tensors: absmax/7.5)", "mse": "ct-int4 `mse` (MSE-optimal scale)",
         "hlwq-cascade": "ct-int4 `hlwq-cascade` (seed: HLWQ-Q5 → INT4)",
