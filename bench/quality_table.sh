@@ -30,7 +30,8 @@ SPEED_REPEATS=${SPEED_REPEATS:-5}
 FORCE=${FORCE:-0}
 CALIB=${CALIB:-$SHARED/corpus/train.txt}
 CALIB_TOKENS=${CALIB_TOKENS:-65536}
-CALIB_ARGS=${CALIB_ARGS:-"--gptq-damp 0.1"}  # measured best of 0.01 and 0.1 (docs/calibration.md)
+CALIB_ARGS=${CALIB_ARGS:-"--gptq-damp 0.1 --calib-device cpu"}  # damp: measured best of 0.01 and 0.1 (docs/calibration.md);
+# the CPU engine collects the statistics on every machine, so the rows reproduce (GPU statistics: bench/calib_gpu.sh)
 ABLATE=${ABLATE:-1}
 ABLATE_TEXTS=${ABLATE_TEXTS:-pydocs_heldout}
 ABLATE_METHODS=${ABLATE_METHODS:-"rtn gptq hlwq-4-gptq"}

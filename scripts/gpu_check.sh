@@ -10,7 +10,9 @@
 #   Binaries built on another machine find the repository through $HLWQ_SOURCE (set here to the current
 #   directory, which must be the repository root) and the shared fixtures through $HLWQ_SHARED (default:
 #   .dev-shared when present, a copy of the ../shared files the tests need).
-#   BENCH=all (default) | forward (only the synthetic full-size forward) | none.
+#   BENCH=all (default) | forward (only the synthetic full-size forward) | none | calib (calibrated quantization of
+#   the demo model with GPU statistics, bench/calib_gpu.sh) | calib-qwen (its Qwen3.6-shaped timing). TESTS=0 skips
+#   the tests and sanitizers.
 # Exit status: non-zero when a test failed or a benchmark could not run.
 set -uo pipefail
 BIN=${1:-build}
@@ -28,6 +30,8 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,clocks.mem,te
   --format=csv >"$OUT/gpu.txt" 2>&1
 git_commit=$(cat "$BIN/COMMIT" 2>/dev/null || git rev-parse --short HEAD 2>/dev/null || echo unknown)
 
+touch "$OUT/test_cuda.log" "$OUT/test_cuda_model.log" "$OUT/ppl_placements.log"
+if [ "${TESTS:-1}" = 1 ]; then
 echo "== tests"
 "$BIN/test_cuda" --gtest_output="xml:$OUT/test_cuda.xml" >"$OUT/test_cuda.log" 2>&1 || status=1
 grep -E "^\[  (FAILED|PASSED|SKIPPED) |Failure|error|rel_err|Expected|Which is" "$OUT/test_cuda.log" | head -60
@@ -56,7 +60,7 @@ done
 echo "== memcheck (quick tests)"
 if command -v compute-sanitizer >/dev/null; then
   timeout 240 compute-sanitizer --tool memcheck --error-exitcode 9 "$BIN/test_cuda" \
-    --gtest_filter='CudaNorm.*:CudaEmbedding.*:CudaMoe.Router*:CudaGdn.TwoSequences*:CudaGdn.ChunkedAndRecurrent*:CudaSampling.*:CudaGemm.DetectsWrongWeights:CudaExpertCache.*' \
+    --gtest_filter='CudaNorm.*:CudaEmbedding.*:CudaMoe.Router*:CudaGdn.TwoSequences*:CudaGdn.ChunkedAndRecurrent*:CudaSampling.*:CudaGemm.DetectsWrongWeights:CudaExpertCache.*:CudaInputStats.*' \
     >"$OUT/memcheck.log" 2>&1
   mc=$?
   tail -3 "$OUT/memcheck.log"
@@ -72,13 +76,16 @@ if command -v compute-sanitizer >/dev/null; then
   echo "racecheck: $hazards hazards (errors and warnings)"
   [ $rc_race -eq 0 ] || { echo "racecheck exit $rc_race"; status=1; mc="$mc/race $rc_race"; }
   timeout 240 compute-sanitizer --tool memcheck --error-exitcode 9 "$BIN/test_cuda_model" \
-    --gtest_filter='CudaModel.GraphReplay*:CudaModel.GoldensOfTheBundled*:CudaModel.DeviceTokenChoice*:CudaOffloadTrace.LayerStreaming*' \
+    --gtest_filter='CudaModel.GraphReplay*:CudaModel.GoldensOfTheBundled*:CudaModel.DeviceTokenChoice*:CudaOffloadTrace.LayerStreaming*:CudaCalibration.DeviceSums*' \
     >"$OUT/memcheck_model.log" 2>&1
   mm=$?
   tail -3 "$OUT/memcheck_model.log"
   [ $mm -eq 0 ] || { echo "memcheck (model) exit $mm"; status=1; mc="$mc/$mm"; }
 else
   mc=na
+fi
+else
+  mc="not run (TESTS=0)"
 fi
 
 echo "== benchmarks (BENCH=${BENCH:-all})"
@@ -90,7 +97,11 @@ if [ "${BENCH:-all}" = all ]; then
     "$BIN/hlwq_bench_cuda_hlwq" >"$OUT/bench_hlwq.log" 2>&1 || { status=1; tail -5 "$OUT/bench_hlwq.log"; }
   fi
 fi
-if [ "${BENCH:-all}" != none ]; then
+case "${BENCH:-all}" in  # calibrated quantization with GPU statistics (bench/calib_gpu.sh)
+  calib) bash bench/calib_gpu.sh demo "$BIN" || status=1 ;;
+  calib-qwen) bash bench/calib_gpu.sh qwen "$BIN" || status=1 ;;
+esac
+if [ "${BENCH:-all}" = all ] || [ "${BENCH:-all}" = forward ]; then
   "$BIN/hlwq_bench_cuda_forward" >"$OUT/bench_forward.log" 2>&1 || { status=1; tail -5 "$OUT/bench_forward.log"; }
 fi
 
@@ -105,6 +116,7 @@ echo "memcheck: exit $mc"
 grep -h "^row" "$OUT/bench_kernels.log" "$OUT/bench_cublas.log" "$OUT/bench_hlwq.log" | sed 's/^row //'
 grep -h "8192^3" "$OUT/bench_cublas.log"
 grep -h -E "^ceilings|^model|^row" "$OUT/bench_forward.log" | sed 's/^row //'
+[ -f "$OUT/calib/table.txt" ] && cat "$OUT/calib/table.txt"
 # the device tool returns a few files: the logs travel as one archive
 tar czf "$OUT.logs.tgz" -C "$OUT" --exclude=scratch . && rm -rf "$OUT" && mkdir -p "$OUT" && mv "$OUT.logs.tgz" "$OUT/logs.tgz"
 exit $status

@@ -26,10 +26,12 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "core/error.h"
 #include "moe/expert_cache.h"
 #include "moe/route_trace.h"
+#include "quant/calib_stats.h"
 
 namespace hlwq {
 
@@ -145,6 +147,15 @@ class Backend {
   virtual void set_route_trace(std::shared_ptr<const RouteTrace> trace) {
     HLWQ_CHECK(!trace, "the {} backend cannot replay a routing trace", name());
   }
+  // Calibration statistics kept by the backend itself (hlwq quantize --calib; CUDA: on the device,
+  // cuda/input_stats.cuh): from this call on, every forward adds H += Σ x xᵀ over the inputs of the linears `keys`
+  // names (module names, each its input's own key: linear_input_key; a routed expert over only the tokens routed to
+  // it). Returns how many keys, from the front, it took: fewer than asked when its memory holds no more (the rest
+  // need another pass), 0 when this backend keeps no such sums (the CPU backend hands rows to a host tap instead:
+  // cpu_backend.h). Forwards then run as plain launches (no recorded decode step).
+  virtual int64_t begin_input_stats(const std::vector<std::string>& keys) { return 0; }
+  // Ends it: the sums by key (a linear that saw no token is absent).
+  virtual LinearStatsMap take_input_stats() { fail("the {} backend keeps no calibration statistics", name()); }
   // Zeroes the GDN conv and recurrent state of a slot (a new or reset sequence). KV pages need no clearing:
   // attention reads only positions a sequence has written.
   virtual void reset_slot(int32_t slot) = 0;

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <mutex>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "backend/cpu/cpu_backend.h"
 #include "core/error.h"
@@ -42,15 +43,22 @@ struct EngineCalibration::Impl {
 
   Impl(const CalibOptions& o, std::vector<int32_t> tok_ids, Model m)
       : opt(o), ids(std::move(tok_ids)), model(std::move(m)) {}
+  void run_windows();  // the calibration windows through the model, each a fresh sequence
+  // The backend sums on its own device (Backend::begin_input_stats): one pass per part of the keys it holds.
+  LinearStatsMap collect_on_backend(const std::vector<std::string>& linears);
 };
 
 namespace {
 
-LoadOptions calib_load_options(int64_t ctx) {
+LoadOptions calib_load_options(const CalibOptions& opt) {
   LoadOptions lo;
+  lo.device = opt.device;
   lo.max_seqs = 1;
-  lo.kv_tokens = ctx;
-  lo.kv_dtype = KvDtype::f32;  // the reference configuration (docs/numerics.md)
+  lo.kv_tokens = opt.ctx;
+  // CPU: the reference configuration (docs/numerics.md); CUDA keeps its KV cache in bf16
+  lo.kv_dtype = opt.device == Device::cpu ? KvDtype::f32 : KvDtype::bf16;
+  lo.gpu_memory = opt.gpu_memory;
+  lo.cuda_graphs = false;  // windows are prefills
   return lo;
 }
 
@@ -80,12 +88,11 @@ std::vector<int32_t> calib_tokens(const CalibOptions& opt) {
 
 EngineCalibration::EngineCalibration(const CalibOptions& opt) {
   std::vector<int32_t> ids = calib_tokens(opt);
-  impl_ = std::make_unique<Impl>(opt, std::move(ids), Model::load(opt.model_dir, calib_load_options(opt.ctx)));
+  HLWQ_CHECK(opt.device == Device::cpu || opt.gpu_memory >= 0, "--calib-gpu-memory must not be negative");
+  impl_ = std::make_unique<Impl>(opt, std::move(ids), Model::load(opt.model_dir, calib_load_options(opt)));
   impl_->windows = int64_t(impl_->ids.size()) / opt.ctx;
-  HLWQ_CHECK(dynamic_cast<CpuBackend*>(&impl_->model.backend()) != nullptr,
-             "calibration runs on the CPU backend (its linear-input tap), but the model loaded on {}",
-             impl_->model.backend().name());
   impl_->sum.text = opt.text_name;
+  impl_->sum.engine = impl_->model.backend().name();
   impl_->sum.tokens = int64_t(impl_->ids.size());
   impl_->sum.windows = impl_->windows;
   impl_->sum.ctx = opt.ctx;
@@ -95,6 +102,9 @@ EngineCalibration::~EngineCalibration() = default;
 
 void EngineCalibration::substitute(const std::string& linear, const float* w, int64_t out, int64_t in) {
   Impl& m = *impl_;
+  HLWQ_CHECK(dynamic_cast<CpuBackend*>(&m.model.backend()) != nullptr, "sequential calibration substitutes the "
+             "quantized weights into the CPU engine, but the model runs on {} (use --calib-device cpu)",
+             m.model.backend().name());
   std::lock_guard<std::mutex> lock(m.sub_mu);
   if (m.linears.empty()) {
     // The model owns its weights (not const); the CPU backend and its expert provider read these views at every
@@ -125,9 +135,60 @@ void EngineCalibration::substitute(const std::string& linear, const float* w, in
 
 CalibrationSummary EngineCalibration::summary() const { return impl_->sum; }
 
+void EngineCalibration::Impl::run_windows() {
+  Progress progress("calibrate", "windows", windows, int64_t(ids.size()), opt.progress ? stderr : nullptr,
+                    Progress::Amount::tokens);
+  Sequence seq = model.new_sequence(opt.ctx);
+  for (int64_t w = 0; w < windows; ++w) {
+    seq.reset();
+    model.forward(ids.data() + w * opt.ctx, opt.ctx, seq, nullptr);
+    progress.add(1, opt.ctx);
+  }
+  progress.finish();
+}
+
+LinearStatsMap EngineCalibration::Impl::collect_on_backend(const std::vector<std::string>& linears) {
+  std::vector<std::string> keys;  // distinct inputs, in the order asked (the passes split it in that order)
+  std::unordered_set<std::string> seen;
+  for (const std::string& n : linears)
+    if (std::string k = linear_input_key(n); seen.insert(k).second) keys.push_back(std::move(k));
+  Backend& be = model.backend();
+  LinearStatsMap by_key;
+  for (size_t done = 0; done < keys.size();) {
+    const std::vector<std::string> rest(keys.begin() + std::ptrdiff_t(done), keys.end());
+    const int64_t took = be.begin_input_stats(rest);
+    HLWQ_CHECK(took > 0, "calibration: the {} backend keeps no input statistics", be.name());
+    try {
+      run_windows();
+    } catch (...) {
+      try {
+        be.take_input_stats();  // the sums go with the failed pass; its own error is the one reported
+      } catch (...) {
+      }
+      throw;
+    }
+    LinearStatsMap part = be.take_input_stats();
+    uint64_t bytes = 0;
+    for (const auto& [key, st] : part) bytes += st->H.size() * sizeof(double);
+    sum.peak_stats_bytes = std::max(sum.peak_stats_bytes, bytes);
+    by_key.merge(part);
+    sum.passes += 1;
+    done += size_t(took);
+  }
+  LinearStatsMap out;
+  for (const std::string& n : linears)
+    if (const auto it = by_key.find(linear_input_key(n)); it != by_key.end()) out[n] = it->second;
+  return out;
+}
+
 LinearStatsMap EngineCalibration::collect(const std::vector<std::string>& linears) {
   Impl& m = *impl_;
   const auto t0 = std::chrono::steady_clock::now();
+  if (dynamic_cast<CpuBackend*>(&m.model.backend()) == nullptr) {
+    LinearStatsMap out = m.collect_on_backend(linears);
+    m.sum.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return out;
+  }
   // One accumulator per distinct input; the tap finds it by the engine's linear name (= the plan's module name).
   std::unordered_map<std::string, std::shared_ptr<Accumulator>> by_key, by_name;
   for (const std::string& n : linears) {
@@ -162,15 +223,7 @@ LinearStatsMap EngineCalibration::collect(const std::vector<std::string>& linear
     CpuBackend& be;
     ~TapOff() { be.set_linear_input_tap({}); }
   } tap_off{be};
-  Progress progress("calibrate", "windows", m.windows, int64_t(m.ids.size()), m.opt.progress ? stderr : nullptr,
-                    Progress::Amount::tokens);
-  Sequence seq = m.model.new_sequence(m.opt.ctx);
-  for (int64_t w = 0; w < m.windows; ++w) {
-    seq.reset();
-    m.model.forward(m.ids.data() + w * m.opt.ctx, m.opt.ctx, seq, nullptr);
-    progress.add(1, m.opt.ctx);
-  }
-  progress.finish();
+  m.run_windows();
   LinearStatsMap out;
   uint64_t bytes = 0;
   for (const auto& [key, acc] : by_key)

@@ -12,6 +12,7 @@
 #include <memory>
 
 #include "cli/commands.h"
+#include "cli/device_option.h"
 #include "cli/options.h"
 #include "calib/engine_calibration.h"
 #include "core/error.h"
@@ -26,8 +27,9 @@ Command add_quantize(CLI::App& app) {
     QuantizeOptions opt;
     std::string format = "ct-int4", method = "rtn", hlwq_scale = "ls", max_shard = "5GB";
     bool quiet = false;
-    std::string calib, calib_mem = "8GB", gptq_scales = "during";
-    int64_t calib_tokens = 65536, calib_ctx = 512;
+    std::string calib, calib_mem = "8GB", gptq_scales = "during", calib_device, calib_gpu_memory;
+    int64_t calib_tokens = 65536, calib_ctx = 512, calib_gpu_bytes = 0;
+    Device calib_engine = Device::cpu;
     bool unweighted = false;
     std::vector<std::string> bits_for;  // REGEX=B
   };
@@ -75,6 +77,13 @@ Command add_quantize(CLI::App& app) {
       sub->add_option("--calib-mem", a->calib_mem,
                       "input statistics and GPTQ factors held at once (layers are calibrated in groups that fit)")
           ->capture_default_str(),
+      sub->add_option("--calib-device", a->calib_device,
+                      "where the model runs for the statistics (default: cuda when this build has it and a GPU is "
+                      "visible, else cpu; --calib-sequential runs on the cpu)")
+          ->check(CLI::IsMember({"cpu", "cuda"})),
+      sub->add_option("--calib-gpu-memory", a->calib_gpu_memory,
+                      "cuda: device memory for the model (its routed experts then wait in host memory behind a "
+                      "cache, as run --gpu-memory); the rest holds the statistics"),
       sub->add_option("--gptq-damp", a->opt.gptq.damp, "GPTQ damping, relative to the mean of diag(H)")
           ->check(CLI::Range(1e-6, 10.0))
           ->capture_default_str(),
@@ -158,6 +167,21 @@ Command add_quantize(CLI::App& app) {
       } catch (const Error& e) {
         usage_fail("--calib-mem: {}", e.what());
       }
+      // sequential calibration substitutes weights into the CPU engine (engine_calibration.h)
+      if (a->opt.calib_sequential && a->calib_device == "cuda")
+        usage_fail("--calib-sequential runs the model on the cpu (it substitutes the quantized weights into it), "
+                   "not --calib-device cuda");
+      a->calib_engine = a->opt.calib_sequential ? Device::cpu : resolve_device(a->calib_device, "--calib-device");
+      if (!a->calib_gpu_memory.empty()) {
+        if (a->calib_engine != Device::cuda) usage_fail("--calib-gpu-memory needs the model on cuda (--calib-device)");
+        try {
+          a->calib_gpu_bytes = int64_t(parse_size(a->calib_gpu_memory));
+        } catch (const Error& e) {
+          usage_fail("--calib-gpu-memory: {}", e.what());
+        }
+        if (a->calib_gpu_bytes < (int64_t(1) << 20))
+          usage_fail("--calib-gpu-memory {}: a budget below 1 MiB cannot hold a model", a->calib_gpu_memory);
+      }
     }
     try {
       a->opt.max_shard_bytes = parse_size(a->max_shard);
@@ -189,6 +213,8 @@ Command add_quantize(CLI::App& app) {
         co.text_name = a->calib;
         co.tokens = a->calib_tokens;
         co.ctx = a->calib_ctx;
+        co.device = a->calib_engine;
+        co.gpu_memory = a->calib_gpu_bytes;
         co.progress = !a->quiet;
         calib = std::make_unique<EngineCalibration>(co);
         a->opt.calib = calib.get();

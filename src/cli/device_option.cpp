@@ -68,13 +68,14 @@ std::string expert_cache_summary(const Model& m) {
   return r;
 }
 
-Device resolve_device(const std::string& device) {
+Device resolve_device(const std::string& device, const char* option) {
   if (device == "cpu") return Device::cpu;
   if (device.empty()) return cuda_devices() > 0 ? Device::cuda : Device::cpu;
   if (!cuda_compiled())
-    usage_fail("--device cuda: this hlwq was built without CUDA (no nvcc at configure time, or -DHLWQ_CUDA=OFF); use "
-               "--device cpu");
-  if (cuda_devices() == 0) usage_fail("--device cuda: no CUDA device is visible (driver missing or no GPU); use --device cpu");
+    usage_fail("{} cuda: this hlwq was built without CUDA (no nvcc at configure time, or -DHLWQ_CUDA=OFF); use "
+               "{} cpu", option, option);
+  if (cuda_devices() == 0)
+    usage_fail("{} cuda: no CUDA device is visible (driver missing or no GPU); use {} cpu", option, option);
   return Device::cuda;
 }
 

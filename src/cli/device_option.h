@@ -36,7 +36,8 @@ void apply_device_args(const DeviceArgs& a, LoadOptions& lo);
 // "expert cache: 93.1 % hits (…), 1.25 GB copied or read over PCIe[, CPU experts: …]" for a model with a cache or
 // CPU experts, else "".
 std::string expert_cache_summary(const Model& m);
-// "" (the option not given) picks the default; "cuda" without CUDA support or a GPU is a UsageError that says which.
-Device resolve_device(const std::string& device);
+// "" (the option not given) picks the default; "cuda" without CUDA support or a GPU is a UsageError that says which
+// (naming `option`).
+Device resolve_device(const std::string& device, const char* option = "--device");
 
 }  // namespace hlwq::cli

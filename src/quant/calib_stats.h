@@ -27,6 +27,7 @@ std::string linear_input_key(std::string_view linear);
 
 struct CalibrationSummary {
   std::string text;            // the calibration file
+  std::string engine;          // the backend that ran the model (cpu, cuda)
   int64_t tokens = 0, windows = 0, ctx = 0;
   int passes = 0;              // forward passes over the text (one per group of layers)
   double seconds = 0;          // time spent running the model and accumulating

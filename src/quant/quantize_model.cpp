@@ -429,8 +429,9 @@ namespace {
 std::string format_calibration(const QuantizeReport& r, const QuantizeOptions& opt) {
   const CalibrationSummary& c = r.calib;
   std::string s = fmt::format(
-      "calibration: {} tokens ({} windows of {}) of {}, {} pass{}, {} (quantization {}), statistics held at most {}\n",
-      c.tokens, c.windows, c.ctx, c.text, c.passes, c.passes == 1 ? "" : "es", format_duration(c.seconds),
+      "calibration: {} tokens ({} windows of {}) of {} on {}, {} pass{}, {} (quantization {}), statistics held at "
+      "most {}\n",
+      c.tokens, c.windows, c.ctx, c.text, c.engine, c.passes, c.passes == 1 ? "" : "es", format_duration(c.seconds),
       format_duration(r.quantize_seconds), format_bytes(double(c.peak_stats_bytes)));
   s += fmt::format("GPTQ{}: damp {}, act-order {}, group scales {} the feedback ({}{}); fallback below {} tokens: {}\n",
                    opt.calib_sequential ? " (sequential)" : "", opt.gptq.damp, opt.gptq.act_order ? "on" : "off",

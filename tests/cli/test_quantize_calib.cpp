@@ -1,7 +1,8 @@
 // `hlwq quantize --calib` on the small random-weight fixture: a calibrated ct-int4 and hlwq checkpoint come out,
 // GPTQ quantized the linears the engine ran (the summary says how many fell back), the engine loads and runs the
 // output, and the compressed-tensors output passes `hlwq inspect`'s checks; --gptq-refit runs and is reported;
-// misuse is refused with exit code 2 (usage) or 1 (a calibration text too short), leaving nothing behind.
+// misuse is refused with exit code 2 (usage) or 1 (a calibration text too short), leaving nothing behind; so is
+// --calib-device cuda where no GPU is visible (tests/cuda/test_cuda_calibration.cpp runs it where one is).
 // The fixture's vocabulary is 512 ids, so the calibration text is digits in paragraphs: the Qwen tokenizer splits
 // digits one by one and "\n\n" is one token, all of them among its first 512 ids.
 #include <gtest/gtest.h>
@@ -43,8 +44,11 @@ CalibSetup setup(const std::string& test) {
   return s;
 }
 
-std::string calib_args(const CalibSetup& s) {
-  return " --calib " + s.text.string() + " --calib-tokens 512 --calib-ctx 64 --calib-min-tokens 16";
+// The CPU engine collects the statistics (the reference; the GPU's are compared with it in
+// tests/cuda/test_cuda_calibration.cpp and run through the CLI by CalibratesOnTheGpuWhereOneIsVisible).
+std::string calib_args(const CalibSetup& s, const std::string& device = "cpu") {
+  return " --calib " + s.text.string() + " --calib-tokens 512 --calib-ctx 64 --calib-min-tokens 16 --calib-device " +
+         device;
 }
 
 TEST(QuantizeCalib, CtInt4AndHlwqAreCalibratedAndLoad) {
@@ -53,7 +57,8 @@ TEST(QuantizeCalib, CtInt4AndHlwqAreCalibratedAndLoad) {
     const fs::path dst = s.dir / ("out-" + fmt);
     auto r = run_hlwq("quantize -q " + s.src.string() + " " + dst.string() + " --format " + fmt + calib_args(s));
     ASSERT_EQ(r.exit_code, 0) << r.out;
-    EXPECT_NE(r.out.find("calibration: 512 tokens (8 windows of 64)"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("calibration: 512 tokens (8 windows of 64) of " + s.text.string() + " on cpu"),
+              std::string::npos) << r.out;
     // every linear of the layers is calibrated: GPTQ for those with enough tokens, the rest counted as fallbacks
     const size_t all = r.out.find("\nall ");
     ASSERT_NE(all, std::string::npos) << r.out;
@@ -82,6 +87,23 @@ TEST(QuantizeCalib, CtInt4AndHlwqAreCalibratedAndLoad) {
   }
 }
 
+TEST(QuantizeCalib, CalibratesOnTheGpuWhereOneIsVisible) {
+  const CalibSetup s = setup("quantize_calib_gpu");
+  const fs::path dst = s.dir / "out";
+  auto r = run_hlwq("quantize -q " + s.src.string() + " " + dst.string() + calib_args(s, "cuda"));
+  if (r.exit_code == 2 && (r.out.find("no CUDA device is visible") != std::string::npos ||
+                           r.out.find("built without CUDA") != std::string::npos)) {
+    std::fprintf(stderr, "SKIPPED LOUDLY: no CUDA device\n");
+    GTEST_SKIP() << "SKIPPED LOUDLY: no CUDA device";
+  }
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("calibration: 512 tokens (8 windows of 64) of " + s.text.string() + " on cuda"),
+            std::string::npos) << r.out;
+  hlwq::LoadOptions lo;
+  lo.kv_tokens = 64;
+  EXPECT_NO_THROW(hlwq::Model::load(dst.string(), lo));
+}
+
 TEST(QuantizeCalib, ScaleRefitRunsAndIsReported) {
   const CalibSetup s = setup("quantize_calib_refit");
   const fs::path dst = s.dir / "out";
@@ -98,11 +120,20 @@ TEST(QuantizeCalib, MisuseIsRefused) {
   for (const std::string& args : {src + " --calib-tokens 512", src + " --act-order", src + " --gptq-refit 1",
                                   src + " --gptq-refit 9" + calib_args(s),
                                   src + " --format hlwq-q5" + calib_args(s),
-                                  src + " --act-order --gptq-scales during" + calib_args(s)}) {
+                                  src + " --act-order --gptq-scales during" + calib_args(s),
+                                  src + " --calib-device cpu",  // needs --calib
+                                  src + " --calib-sequential" + calib_args(s, "cuda"),
+                                  src + " --calib-tokens 512 --calib-device tpu --calib " + s.text.string(),
+                                  src + " --calib-gpu-memory 8GB" + calib_args(s)}) {
     auto r = run_hlwq("quantize -q " + args);
     EXPECT_EQ(r.exit_code, 2) << args << ": " << r.out;
     EXPECT_FALSE(fs::exists(dst)) << args;
   }
+  // No GPU visible (hidden on a machine that has one): --calib-device cuda says so, naming the option.
+  auto nogpu = run_hlwq("quantize -q " + src + calib_args(s, "cuda"), "CUDA_VISIBLE_DEVICES= ");
+  EXPECT_EQ(nogpu.exit_code, 2) << nogpu.out;
+  EXPECT_NE(nogpu.out.find("--calib-device cuda: "), std::string::npos) << nogpu.out;
+  EXPECT_FALSE(fs::exists(dst));
   auto r = run_hlwq("quantize -q " + src + " --calib " + s.text.string() + " --calib-ctx 4096");
   EXPECT_EQ(r.exit_code, 1) << r.out;
   EXPECT_NE(r.out.find("do not fill one window of --calib-ctx 4096"), std::string::npos) << r.out;

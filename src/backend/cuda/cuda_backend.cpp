@@ -34,6 +34,7 @@
 #include "backend/cuda/expert_store.h"
 #include "backend/cuda/gdn.cuh"
 #include "backend/cuda/gdn_chunked.cuh"
+#include "backend/cuda/input_stats.cuh"
 #include "backend/cuda/moe_prefetch.cuh"
 #include "backend/cuda/moe_stream.cuh"
 #include "backend/cuda/norm.cuh"
@@ -88,6 +89,8 @@ class CudaBackend final : public Backend {
   void reset_slot(int32_t slot) override;
   void copy_slot_state(int32_t from, int32_t to) override;
   void set_route_trace(std::shared_ptr<const RouteTrace> trace) override;
+  int64_t begin_input_stats(const std::vector<std::string>& keys) override;
+  LinearStatsMap take_input_stats() override;
 
  private:
   // Gives every MoE layer its expert slots (after everything else is allocated, so a budget sees the rest).
@@ -106,6 +109,7 @@ class CudaBackend final : public Backend {
   void upload_rows(std::span<const int64_t> rows, size_t r0, int64_t n);
 
   const ModelConfig& cfg_;
+  const ModelWeights& w_;
   BackendLimits lim_;
   CudaBackendOptions opt_;
   std::unique_ptr<cuda::HostExpertStore> experts_;  // with an expert cache: every routed expert, pinned
@@ -152,6 +156,7 @@ class CudaBackend final : public Backend {
   std::unique_ptr<RouteTraceCursor> trace_;
   std::unique_ptr<PinnedBuffer> stage_trace_;
   DeviceBuffer<int> trace_ids_;
+  std::unique_ptr<cuda::InputStatsDev> stats_;  // while calibration statistics are collected
 
   // decode graphs by batch size T (index T), recorded on first use
   std::vector<cudaGraphExec_t> graphs_;
@@ -163,7 +168,7 @@ int64_t ints_of_batch(int64_t Tm, int64_t kv_blocks) { return 3 * Tm + kv_blocks
 
 CudaBackend::CudaBackend(const ModelConfig& cfg, const ModelWeights& w, const BackendLimits& lim,
                          const CudaBackendOptions& opt)
-    : cfg_(cfg), lim_(lim), opt_(opt), H_(cfg.hidden_size), V_(cfg.vocab_size), Tm_(lim.max_batch_tokens),
+    : cfg_(cfg), w_(w), lim_(lim), opt_(opt), H_(cfg.hidden_size), V_(cfg.vocab_size), Tm_(lim.max_batch_tokens),
       eps_(float(cfg.rms_norm_eps)),
       stage_((use_device(), size_t(ints_of_batch(lim.max_batch_tokens, lim.kv_blocks)) * sizeof(int)), "batch"),
       stage_seqs_(size_t(lim.max_seqs) * sizeof(cuda::GdnSeq), "batch sequences"),
@@ -490,11 +495,12 @@ void CudaBackend::begin_batch(const Batch& b) {
   max_n_ = 0;
   for (const BatchSeq& s : b.seqs) max_n_ = std::max(max_n_, int(s.n));
   replayed_ = false;
-  if (opt_.graphs && b.recordable && decode && !graphs_[size_t(T)]) {
+  const bool record = opt_.graphs && b.recordable && decode && !stats_;  // statistics need every layer's launches
+  if (record && !graphs_[size_t(T)]) {
     HLWQ_CUDA_CHECK(cudaStreamBeginCapture(st_, cudaStreamCaptureModeThreadLocal), "recording the decode step of {} "
                     "sequences", T);
     capturing_ = true;
-  } else if (opt_.graphs && b.recordable && decode) {
+  } else if (record) {
     replayed_ = true;
   }
 }
@@ -542,10 +548,12 @@ void CudaBackend::gdn_mixer(int layer, Act in, Act out) {
   // one pack of xn serves both input projections (same H columns; a second one when only one of them is HLWQ)
   cuda::fused_forward_rows({{&L.qkvz, proj_.get(), ld}, {&L.ba, ba_.get(), L.ba.out}}, act(in), H_, T_, nullptr, T_,
                            xf_.get(), st_);
+  if (stats_) stats_->mixer(layer, false, act(in), H_, T_, st_);
   cuda::gdn_conv(proj_.get(), ld, seqs_.get(), n_seq_, L.conv_w.get(), conv_[size_t(k)].get(), gd_, gact_.get(), st_);
   cuda::gdn_delta_rule(gact_.get(), proj_.get() + C, ld, ba_.get(), L.ba.out, L.A_log.get(), L.dt_bias.get(),
                        L.norm.get(), seqs_.get(), n_seq_, max_n_, S_[size_t(k)].get(), gd_, T_,
                        gdn_ws_.size() == 0 ? nullptr : gdn_ws_.get(), o_.get(), st_);
+  if (stats_) stats_->mixer(layer, true, o_.get(), Hvdv, T_, st_);
   cuda::fused_forward(L.out, o_.get(), Hvdv, T_, xf_.get(), act(out), H_, st_);
 }
 
@@ -558,10 +566,12 @@ void CudaBackend::attn_mixer(int layer, Act in, Act out) {
   const int* bt = bt_off + Tm_;
   float* qg = proj_.get();
   cuda::fused_forward(L.qkv, act(in), H_, T_, xf_.get(), qg, ld, st_);
+  if (stats_) stats_->mixer(layer, false, act(in), H_, T_, st_);
   cuda::qk_norm_rope_store(qg, ld, qg + qw, ld, qg + qw + kvw, ld, L.q_norm.get(), L.k_norm.get(), m_.inv_freq.get(),
                            pos, bt_off, bt, kp_[size_t(k)].get(), vp_[size_t(k)].get(), T_, ad_, st_);
   cuda::attend(qg, ld, pos, bt_off, bt, kp_[size_t(k)].get(), vp_[size_t(k)].get(), T_, ad_, o_.get(),
                attn_ws_.get(), int64_t(attn_ws_.size()), st_);
+  if (stats_) stats_->mixer(layer, true, o_.get(), int64_t(ad_.Hq) * ad_.D, T_, st_);
   cuda::fused_forward(L.o, o_.get(), int64_t(ad_.Hq) * ad_.D, T_, xf_.get(), act(out), H_, st_);
 }
 
@@ -575,6 +585,23 @@ void CudaBackend::moe_experts(int layer, Act in, Act out) {
   const cuda::MoeCpuPart cpu{cpu_.get(), layer, layer < opt_.n_cpu_moe, opt_.cpu_experts, split_costs_};
   cuda::moe_forward(m_.layers[size_t(layer)].moe, moe_ws_, act(in), T_, act(out), false, st_, h,
                     cpu_ ? &cpu : nullptr);
+  if (stats_) stats_->moe(layer, m_.layers[size_t(layer)].moe, moe_ws_, act(in), T_, st_);
+}
+
+int64_t CudaBackend::begin_input_stats(const std::vector<std::string>& keys) {
+  use_device();
+  // the statistics read every routed expert's rows where the GPU computed them
+  HLWQ_CHECK(!cpu_, "calibration statistics on the GPU need every routed expert computed there (no --n-cpu-moe or "
+             "--cpu-experts)");
+  if (!stats_) stats_ = std::make_unique<cuda::InputStatsDev>(w_, moe_ws_.max_tiles, cfg_.n_experts);
+  return stats_->add(keys);
+}
+
+LinearStatsMap CudaBackend::take_input_stats() {
+  HLWQ_CHECK(stats_ != nullptr, "take_input_stats without begin_input_stats");
+  LinearStatsMap out = stats_->take(st_);
+  stats_.reset();
+  return out;
 }
 
 void CudaBackend::lm_head_rows(const float* x, int64_t n_rows, const int* slot_rows, int64_t n) {

@@ -10,6 +10,7 @@
 #include "backend/cuda/gemm.cuh"
 #include "backend/cuda/hlwq_gemm.cuh"
 #include "backend/cuda/pdl.cuh"
+#include "backend/cuda/xfrag.cuh"
 
 namespace hlwq::cuda {
 namespace {
@@ -60,13 +61,6 @@ __device__ __forceinline__ uint32_t dq2(uint32_t w) {
 }
 
 __device__ __forceinline__ float silu_f(float x) { return x / (1.f + expf(-x)); }
-
-// bf16 element index of (slot n, column k) in an xfrag buffer of in_pad columns.
-__device__ __forceinline__ int64_t xfrag_elem(int64_t n, int64_t k, int in_pad) {
-  const int64_t tile = n >> 3, gg = n & 7, s = k >> 4, kk = k & 15;
-  const int64_t word = ((tile * (in_pad / 32) + (s >> 1)) * 32 + gg * 4 + ((kk & 7) >> 1)) * 4 + (s & 1) * 2 + (kk >> 3);
-  return word * 2 + (kk & 1);
-}
 
 // A "group" is RT row tiles (2 for SwiGLU: a gate tile and its up tile side by side). S warps of a block share one
 // group and split its k-units (S = 8, 4, 2 or 1, chosen per launch so the grid holds enough warps); the block's

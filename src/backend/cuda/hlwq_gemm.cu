@@ -8,6 +8,7 @@
 
 #include "backend/cuda/hlwq_gemm.cuh"
 #include "backend/cuda/pdl.cuh"
+#include "backend/cuda/xfrag.cuh"
 
 namespace hlwq::cuda {
 namespace {
@@ -68,14 +69,6 @@ __device__ __forceinline__ float bf16_round(float v) { return __bfloat162float(_
 __device__ __forceinline__ uint32_t bf16_bits(float v) {
   const __nv_bfloat16 h = __float2bfloat16_rn(v);
   return uint32_t(*reinterpret_cast<const uint16_t*>(&h));
-}
-
-// bf16 element index of (slot n, column k) in an xfrag buffer of in_pad columns (gemm.cuh's layout; the same
-// formula as gemm.cu's, which keeps its copy private).
-__device__ __forceinline__ int64_t xfrag_elem(int64_t n, int64_t k, int in_pad) {
-  const int64_t tile = n >> 3, gg = n & 7, s = k >> 4, kk = k & 15;
-  const int64_t word = ((tile * (in_pad / 32) + (s >> 1)) * 32 + gg * 4 + ((kk & 7) >> 1)) * 4 + (s & 1) * 2 + (kk >> 3);
-  return word * 2 + (kk & 1);
 }
 
 // The 2B-bit field of pair p (k-step p/4, register p%4) in a lane's 2B words of one k-unit (weight_pack.h). p is a
