@@ -3,8 +3,9 @@
 # against the CPU engine, on the GPU machine (issue 13's benchmark). Called by scripts/gpu_check.sh (BENCH=calib or
 # calib-qwen); writes logs under $OUT/calib and prints "calib ..." table rows.
 #   demo: the demo model in QUALITY.md's gptq-gdn-bf16 setting (ct-int4, GDN projections kept bf16, 65,536 tokens of
-#         train.txt, --gptq-damp 0.1), statistics on cuda and on the cpu; each output's KL to bf16 on both evaluation
-#         texts (24 windows, the CPU engine, as QUALITY.md), beside the table's CPU-calibrated row.
+#         train.txt, --gptq-damp 0.1) with the statistics on cuda, and its KL to bf16 on both evaluation texts (24
+#         windows, the CPU engine, as QUALITY.md) beside the table's CPU-calibrated row; then the same on the cpu with
+#         DEMO_CPU_TOKENS (16,384) tokens, for the time only.
 #   qwen: a Qwen3.6-35B-A3B-shaped synthetic bf16 model of LAYERS layers (hlwq synth; random weights, so routing is
 #         near-uniform and every expert sees tokens): calibration + quantization time on cuda (TOKENS_GPU tokens) and
 #         on the cpu (TOKENS_CPU tokens), from quantize's own summary line; the full model is projected from these.
@@ -34,24 +35,26 @@ summary_of() {  # the calibration summary line of a quantize log
 case "$part" in
 demo)
   train=$(corpus train)
-  for dev in cuda cpu; do
-    q="$S/demo-$dev"
+  # statistics on cuda with the table's 65,536 tokens (then its KL); on the cpu with DEMO_CPU_TOKENS for the time
+  for run in "cuda 65536" "cpu ${DEMO_CPU_TOKENS:-16384}"; do
+    set -- $run
+    q="$S/demo-$1"
     rm -rf "$q"
     /usr/bin/time -f "wall %e s, max RSS %M KB" "$BIN/hlwq" quantize models/tiny-moe-dev "$q" --format ct-int4 \
-      --ignore '.*\.linear_attn\.' --calib "$train" --calib-tokens 65536 --gptq-damp 0.1 --calib-device "$dev" -q \
-      >"$C/demo-$dev.quantize.log" 2>&1 || { status=1; tail -5 "$C/demo-$dev.quantize.log"; continue; }
-    for t in pydocs_heldout wiki_test; do
-      "$BIN/hlwq" eval kld "$q" --base models/tiny-moe-dev --text "$(corpus $t)" --max-windows 24 --device cpu \
-        --json >"$C/demo-$dev.$t.json" 2>"$C/demo-$dev.$t.err" || { status=1; tail -3 "$C/demo-$dev.$t.err"; }
-    done
+      --ignore '.*\.linear_attn\.' --calib "$train" --calib-tokens "$2" --gptq-damp 0.1 --calib-device "$1" -q \
+      >"$C/demo-$1.quantize.log" 2>&1 || { status=1; tail -5 "$C/demo-$1.quantize.log"; continue; }
+    kl="(KL not measured)"
+    if [ "$1" = cuda ]; then
+      kl="KL pydocs/wiki"
+      for t in pydocs_heldout wiki_test; do
+        "$BIN/hlwq" eval kld "$q" --base models/tiny-moe-dev --text "$(corpus $t)" --max-windows 24 --device cpu \
+          --json >"$C/demo-$1.$t.json" 2>"$C/demo-$1.$t.err" || { status=1; tail -3 "$C/demo-$1.$t.err"; }
+        kl="$kl $(python3 -c "import json; print(f\"{json.load(open('$C/demo-$1.$t.json'))['kld']:.4f}\")" 2>/dev/null || echo —)"
+      done
+    fi
+    echo "calib demo gptq-gdn-bf16, statistics on $1: $kl | $(summary_of "$C/demo-$1.quantize.log") | $(tail -1 "$C/demo-$1.quantize.log")" >>"$C/table.txt"
   done
-  for dev in cuda cpu; do
-    kl=$(for t in pydocs_heldout wiki_test; do
-      python3 -c "import json; j=json.load(open('$C/demo-$dev.$t.json')); print(f\"{j['kld']:.4f}\", end=' ')" \
-        2>/dev/null || echo -n "— "
-    done)
-    echo "calib demo gptq-gdn-bf16, statistics on $dev: KL pydocs/wiki $kl| $(summary_of "$C/demo-$dev.quantize.log") | $(tail -1 "$C/demo-$dev.quantize.log")"
-  done | tee "$C/table.txt"
+  cat "$C/table.txt"
   ;;
 qwen)
   layers=${LAYERS:-1}
