@@ -5,13 +5,15 @@
 // What may differ, and the budgets: the two forwards differ (the GPU's GEMM inputs are bf16, ≤ 2^-9 relative, and
 // so is its SwiGLU output h, which the down projections read), and routing can change where two experts' router
 // logits nearly tie, moving a token from one expert to another. So: token counts of mixers and shared experts are
-// equal; each layer's routed tokens sum to T·k; an expert's count may move by a few tokens; each statistic is
-// within a norm-wise relative error budget of the CPU's (measured 2–9 · 10⁻³ on first runs: the budgets below).
-// Negative control: expert e's GPU statistics against expert e + 1's CPU ones are far outside the budget — the
-// wrong-expert bug class of the seed (SPEC) would fail here.
-// The device sums run in a fixed order: two GPU runs are bit-identical.
+// equal and their statistics within a norm-wise budget of the CPU's; an expert's count may move by a few tokens,
+// and the routed statistics are bounded by their median and 90th percentile, by the layer's sum over experts, and
+// exactly by an invariant of the GPU's own sums (the experts' gate inputs add up to k times the shared expert's).
+// Negative control: each expert's GPU statistics against its neighbour's CPU ones miss the median budget many times
+// over — the wrong-expert bug class of the seed (SPEC) would fail here.
+// The device sums run in a fixed order (each expert's rows by token): two GPU runs are bit-identical.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <map>
@@ -78,11 +80,36 @@ std::vector<std::string> linear_names() {
 
 bool routed(const std::string& name) { return name.find(".experts.") != std::string::npos; }
 
-// Budgets (norm-wise): a statistic of inputs computed by bf16-input GEMMs in an fp32 forward; a routed expert's
-// whose tokens may differ by a near-tied routing choice.
-constexpr double kStatsTol = 0.03, kRoutedStatsTol = 0.08;
-// A routed expert's token count may move by this many tokens (of ~64 per expert here).
+// Budget (norm-wise) of a statistic of inputs computed by bf16-input GEMMs in an fp32 forward (measured ≤ 0.018).
+constexpr double kStatsTol = 0.03;
+// A routed expert's token count may move by this many tokens (of 4–210 per expert here) through near-tied routing.
 constexpr int64_t kRoutedTokenSlack = 4;
+// One token more or less in an expert of few tokens moves its statistic by up to ~1/n (measured 0.52 for 4 vs 5
+// tokens), so routed experts are bounded by their median and 90th percentile, and exactly by the invariant below.
+constexpr double kRoutedMedianTol = 0.03, kRoutedP90Tol = 0.15;
+
+double quantile(std::vector<double> v, double q) {
+  std::sort(v.begin(), v.end());
+  return v[size_t(q * double(v.size() - 1))];
+}
+
+// Σ over a layer's routed experts of one input's statistic (gate: "gate_proj", down: "down_proj").
+std::vector<double> routed_sum(const LinearStatsMap& st, const LayerWeights& l, const char* which) {
+  std::vector<double> H;
+  for (const ExpertWeights& e : l.moe.experts) {
+    const auto it = st.find(std::string(which) == "gate_proj" ? e.gate_proj.name : e.down_proj.name);
+    if (it == st.end()) continue;
+    if (H.empty()) H.assign(it->second->H.size(), 0.0);
+    for (size_t i = 0; i < H.size(); ++i) H[i] += it->second->H[i];
+  }
+  return H;
+}
+
+double rel(const std::vector<double>& a, const std::vector<double>& b) {
+  double d = 0, m = 0;
+  for (size_t i = 0; i < b.size(); ++i) d += (a[i] - b[i]) * (a[i] - b[i]), m += b[i] * b[i];
+  return std::sqrt(d / m);
+}
 
 TEST(CudaCalibration, StatisticsMatchTheCpuEngine) {
   HLWQ_REQUIRE_CUDA();
@@ -91,8 +118,8 @@ TEST(CudaCalibration, StatisticsMatchTheCpuEngine) {
   EXPECT_EQ(gpu.sum.engine, "cuda");
   EXPECT_EQ(cpu.sum.engine, "cpu");
   ASSERT_EQ(gpu.stats.size(), cpu.stats.size());
-  double worst = 0, worst_routed = 0;
-  std::map<std::string, int64_t> layer_tokens;  // routed gate inputs' tokens per layer
+  double worst = 0;
+  std::vector<double> routed_err;
   for (const auto& [name, c] : cpu.stats) {
     const auto it = gpu.stats.find(name);
     ASSERT_NE(it, gpu.stats.end()) << name;
@@ -101,30 +128,51 @@ TEST(CudaCalibration, StatisticsMatchTheCpuEngine) {
     const double e = stats_err(g, *c);
     if (routed(name)) {
       EXPECT_LE(std::abs(g.n_tokens - c->n_tokens), kRoutedTokenSlack) << name;
-      EXPECT_LT(e, kRoutedStatsTol) << name << " (" << g.n_tokens << " / " << c->n_tokens << " tokens)";
-      worst_routed = std::max(worst_routed, e);
-      if (name.ends_with("gate_proj")) layer_tokens[name.substr(0, name.find(".mlp."))] += g.n_tokens;
+      if (!name.ends_with("up_proj")) routed_err.push_back(e);  // up_proj shares gate_proj's statistic
     } else {
       EXPECT_EQ(g.n_tokens, c->n_tokens) << name;
       EXPECT_LT(e, kStatsTol) << name;
       worst = std::max(worst, e);
     }
   }
+  const double med = quantile(routed_err, 0.5), p90 = quantile(routed_err, 0.9);
+  std::printf("[ err      ] %zu statistics: mixers and shared experts worst %.3g (budget %.3g); %zu routed: median "
+              "%.3g (budget %.3g), 90th percentile %.3g (budget %.3g)\n", cpu.stats.size(), worst, kStatsTol,
+              routed_err.size(), med, kRoutedMedianTol, p90, kRoutedP90Tol);
+  EXPECT_LT(med, kRoutedMedianTol);
+  EXPECT_LT(p90, kRoutedP90Tol);
   const Model m = Model::load(demo().string(), LoadOptions{});
-  EXPECT_EQ(layer_tokens.size(), m.weights().layers.size());
-  for (const auto& [layer, tokens] : layer_tokens)
-    EXPECT_EQ(tokens, gpu.sum.tokens * m.config().n_experts_active) << layer;
-  std::printf("[ err      ] %zu statistics: worst %.3g (budget %.3g), routed experts %.3g (budget %.3g)\n",
-              cpu.stats.size(), worst, kStatsTol, worst_routed, kRoutedStatsTol);
-  // negative control: the neighbouring expert's statistics are another matrix altogether
-  const std::vector<ExpertWeights>& ex = m.weights().layers[1].moe.experts;
-  for (size_t e : {size_t(0), size_t(5)}) {
-    for (const auto& [a, b] : {std::pair{ex[e].gate_proj.name, ex[e + 1].gate_proj.name},
-                               std::pair{ex[e].down_proj.name, ex[e + 1].down_proj.name}}) {
-      ASSERT_TRUE(gpu.stats.count(a) && cpu.stats.count(b)) << a;
-      EXPECT_GT(stats_err(*gpu.stats.at(a), *cpu.stats.at(b)), 3 * kRoutedStatsTol) << a << " vs " << b;
-    }
+  const int64_t k = m.config().n_experts_active;
+  for (const LayerWeights& l : m.weights().layers) {
+    const std::string& shared = l.moe.shared.gate_proj.name;
+    ASSERT_TRUE(l.moe.has_shared && gpu.stats.count(shared)) << "the demo model has a shared expert";
+    // Every token reaches k experts, so the experts' gate statistics sum to k times the shared expert's (which sees
+    // every token's same input): exact up to fp32 summation, whatever the routing — a row gathered twice, missed,
+    // or taken from another token breaks it.
+    const std::vector<double> sum_gate = routed_sum(gpu.stats, l, "gate_proj");
+    std::vector<double> k_shared = gpu.stats.at(shared)->H;
+    for (double& v : k_shared) v *= double(k);
+    EXPECT_LT(rel(sum_gate, k_shared), 1e-5) << shared;
+    int64_t tokens = 0;
+    for (const ExpertWeights& e : l.moe.experts)
+      if (gpu.stats.count(e.gate_proj.name)) tokens += gpu.stats.at(e.gate_proj.name)->n_tokens;
+    EXPECT_EQ(tokens, gpu.sum.tokens * k) << shared;
+    // the layer's routed statistics summed are as close to the CPU's as any single input (a flipped token only
+    // moves a row from one expert to another)
+    for (const char* which : {"gate_proj", "down_proj"})
+      EXPECT_LT(rel(routed_sum(gpu.stats, l, which), routed_sum(cpu.stats, l, which)), kStatsTol)
+          << shared << " " << which;
   }
+  // negative control: each expert against its neighbour's CPU statistics (experts permuted, as the wrong-expert bug
+  // class would): the median misses its budget many times over
+  std::vector<double> shifted;
+  for (const LayerWeights& l : m.weights().layers)
+    for (size_t e = 0; e + 1 < l.moe.experts.size(); ++e)
+      for (const auto& [a, b] : {std::pair{l.moe.experts[e].gate_proj.name, l.moe.experts[e + 1].gate_proj.name},
+                                 std::pair{l.moe.experts[e].down_proj.name, l.moe.experts[e + 1].down_proj.name}})
+        if (gpu.stats.count(a) && cpu.stats.count(b)) shifted.push_back(stats_err(*gpu.stats.at(a), *cpu.stats.at(b)));
+  std::printf("[ err      ] experts against their neighbours: median %.3g\n", quantile(shifted, 0.5));
+  EXPECT_GT(quantile(shifted, 0.5), 10 * kRoutedMedianTol);
 }
 
 TEST(CudaCalibration, DeviceSumsAreDeterministic) {

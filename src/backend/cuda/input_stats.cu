@@ -189,31 +189,34 @@ void InputStatsDev::moe(int layer, const MoeLayerDev& L, const MoeWorkspace& ws,
   HLWQ_CUDA_CHECK(cudaMemcpyAsync(slot_tok, ws.slot_tok.get(), size_t(tiles * 8) * sizeof(int),
                                   cudaMemcpyDeviceToHost, st), "reading the MoE slot plan back");
   HLWQ_CUDA_CHECK(cudaStreamSynchronize(st), "reading the MoE slot plan back");
-  std::vector<std::vector<int>> slots(static_cast<size_t>(E_));  // [E] slots of each routed expert
+  // [E] (token, slot) of each routed expert's rows, by token: the router takes slots with atomics, so their order
+  // varies from run to run, and summing in token order keeps the sums bit-identical
+  std::vector<std::vector<std::pair<int, int>>> rows(static_cast<size_t>(E_));
   for (int64_t i = 0; i < tiles; ++i) {
     const int m = tile_mat[i];
     if (m < 0 || m >= E_) continue;  // unused, or a shared part
     for (int64_t s = i * 8; s < i * 8 + 8; ++s)
-      if (slot_tok[s] >= 0) slots[size_t(m)].push_back(int(s));
+      if (slot_tok[s] >= 0) rows[size_t(m)].emplace_back(slot_tok[s], int(s));
   }
   GramJob* jobs = jobs_.as<GramJob>();
   int* lists = lists_.as<int>();
   int n_gu = 0, n_dn = 0, at = 0;
   std::vector<GramJob> dn_jobs;
   for (int64_t e = 0; e < E_; ++e) {
-    const std::vector<int>& sl = slots[size_t(e)];
+    std::vector<std::pair<int, int>>& r = rows[size_t(e)];
     Sum* gu = gu_[size_t(layer)][size_t(e)];
     Sum* dn = dn_[size_t(layer)][size_t(e)];
-    if (sl.empty() || (!gu && !dn)) continue;
+    if (r.empty() || (!gu && !dn)) continue;
+    std::sort(r.begin(), r.end());
     if (gu) {  // rows: the tokens (xn rows)
-      jobs[n_gu++] = GramJob{gu->H.get(), at, int(sl.size())};
-      for (int s : sl) lists[at++] = slot_tok[s];
-      gu->tokens += int64_t(sl.size());
+      jobs[n_gu++] = GramJob{gu->H.get(), at, int(r.size())};
+      for (const auto& [tok, slot] : r) lists[at++] = tok;
+      gu->tokens += int64_t(r.size());
     }
     if (dn) {  // rows: the slots (h rows)
-      dn_jobs.push_back(GramJob{dn->H.get(), at, int(sl.size())});
-      for (int s : sl) lists[at++] = s;
-      dn->tokens += int64_t(sl.size());
+      dn_jobs.push_back(GramJob{dn->H.get(), at, int(r.size())});
+      for (const auto& [tok, slot] : r) lists[at++] = slot;
+      dn->tokens += int64_t(r.size());
     }
   }
   for (const GramJob& j : dn_jobs) jobs[n_gu + n_dn++] = j;

@@ -14,7 +14,7 @@
 // input (GDN in_proj_*, attention q/k/v_proj), its mixer output (out_proj, o_proj), the shared expert's two inputs,
 // and each routed expert's two inputs over only the tokens routed to it. For the routed experts it reads the
 // step's slot plan back (one stream synchronisation per MoE layer and batch: calibration only) and uploads the
-// per-expert row lists.
+// per-expert row lists, each in token order (the router fills an expert's slots in a varying order).
 // Numerics: the mixer and gate/up inputs are the fp32 activations (as the CPU engine's tap sees them); down's input
 // is bf16 (the form the gate_up kernel writes it in, and the one the GEMM multiplies). Products and the per-launch
 // sums are fp32, the running sums fp64.
