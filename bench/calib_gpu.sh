@@ -8,7 +8,8 @@
 #         DEMO_CPU_TOKENS (16,384) tokens, for the time only.
 #   qwen: a Qwen3.6-35B-A3B-shaped synthetic bf16 model of LAYERS layers (hlwq synth; random weights, so routing is
 #         near-uniform and every expert sees tokens): calibration + quantization time on cuda (TOKENS_GPU tokens) and
-#         on the cpu (TOKENS_CPU tokens), from quantize's own summary line; the full model is projected from these.
+#         on the cpu (TOKENS_CPU tokens; 0 skips it), from quantize's own summary line; the full model is projected
+#         from these.
 # Usage: bench/calib_gpu.sh demo|qwen BIN   (BIN: the directory holding hlwq); needs $HLWQ_SHARED/corpus with
 #        train.txt and wiki_test.txt (or their .xz) and pydocs_heldout.txt.
 set -uo pipefail
@@ -64,6 +65,7 @@ qwen)
     --force >"$C/synth.log" 2>&1 || { status=1; tail -5 "$C/synth.log"; }
   for run in "cuda ${TOKENS_GPU:-16384}" "cpu ${TOKENS_CPU:-2048}"; do
     set -- $run
+    [ "$2" -gt 0 ] || continue  # TOKENS_CPU=0: the GPU run only
     q="$S/qwen-$1"
     rm -rf "$q"
     /usr/bin/time -f "wall %e s, max RSS %M KB" "$BIN/hlwq" quantize "$m" "$q" --format ct-int4 --calib "$train" \

@@ -7,7 +7,7 @@
 // read where the forward left them (GramSource): fp32 rows of an activation buffer, optionally gathered through a
 // row list (a routed expert's tokens), or bf16 elements of an xfrag buffer (gemm.cuh; the experts' SiLU(gate)·up,
 // which exists only in that form), optionally a row of the shared expert assembled from its S slices' slots.
-// Only the upper tiles are written; InputStatsDev::take mirrors them.
+// Only the upper tiles are summed; InputStatsDev::take mirrors them on the device before the sums cross PCIe.
 //
 // InputStatsDev holds one fp64 sum per distinct input (quant/calib_stats.h, linear_input_key) of the linears asked
 // for — while calibration runs, never in inference — and knows where each of them is computed: a layer's mixer
