@@ -88,8 +88,17 @@ std::vector<int32_t> calib_tokens(const CalibOptions& opt) {
 
 EngineCalibration::EngineCalibration(const CalibOptions& opt) {
   std::vector<int32_t> ids = calib_tokens(opt);
-  HLWQ_CHECK(opt.device == Device::cpu || opt.gpu_memory >= 0, "--calib-gpu-memory must not be negative");
-  impl_ = std::make_unique<Impl>(opt, std::move(ids), Model::load(opt.model_dir, calib_load_options(opt)));
+  HLWQ_CHECK(opt.gpu_memory >= 0, "--calib-gpu-memory must not be negative");
+  auto load = [&] {
+    try {
+      return Model::load(opt.model_dir, calib_load_options(opt));
+    } catch (const Error& e) {
+      if (opt.device != Device::cuda) throw;
+      fail("{}\n(the calibration statistics were to be collected on the GPU: --calib-device cpu collects them on the "
+           "CPU engine, --calib-gpu-memory SIZE keeps the routed experts in host memory)", e.what());
+    }
+  };
+  impl_ = std::make_unique<Impl>(opt, std::move(ids), load());
   impl_->windows = int64_t(impl_->ids.size()) / opt.ctx;
   impl_->sum.text = opt.text_name;
   impl_->sum.engine = impl_->model.backend().name();
