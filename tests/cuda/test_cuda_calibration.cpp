@@ -1,11 +1,13 @@
 // Calibration statistics collected on the GPU (calib/engine_calibration.h with Device::cuda, summed on the device by
-// backend/cuda/input_stats.cuh) against the CPU engine's, on the trained demo model and real text (this
-// repository's README). Every distinct input of every layer is compared: mixer inputs and outputs, the shared
-// expert's two inputs, each routed expert's two inputs over only its tokens.
+// backend/cuda/input_stats.cuh) against the CPU engine's, on the trained demo model and real text
+// (testdata/calib-sample.txt: the first 11.8 KB of ../shared/corpus/train.txt, Python 3.11 documentation sources,
+// fixed here so that edits to the repository's prose never change the test). Every distinct input of every layer is
+// compared: mixer inputs and outputs, the shared expert's two inputs, each routed expert's two inputs over only
+// its tokens.
 // What may differ, and the budgets: the two forwards differ (the GPU's GEMM inputs are bf16, ≤ 2^-9 relative, and
 // so is its SwiGLU output h, which the down projections read), and routing can change where two experts' router
 // logits nearly tie, moving a token from one expert to another. So: token counts of mixers and shared experts are
-// equal and their statistics within a norm-wise budget of the CPU's; an expert's count may move by a few tokens,
+// equal and their statistics within a norm-wise budget of the CPU's; a few tokens move between experts per layer,
 // and the routed statistics are bounded by their median and 90th percentile, by the layer's sum over experts, and
 // exactly by an invariant of the GPU's own sums (the experts' gate inputs add up to k times the shared expert's).
 // Negative control: each expert's GPU statistics against its neighbour's CPU ones miss the median budget many times
@@ -38,19 +40,19 @@ double stats_err(const LinearInputStats& a, const LinearInputStats& b) {
   return std::sqrt(d / m);
 }
 
-// Statistics of these linears: the demo model calibrated on 4 windows of 256 tokens of the README.
+// Statistics of these linears: the demo model calibrated on 4 windows of 256 tokens of the sample text.
 struct Collected {
   LinearStatsMap stats;
   CalibrationSummary sum;
 };
 Collected collect(Device d, const std::vector<std::string>& names, int64_t gpu_memory = 0) {
-  std::ifstream f(test::source_dir() / "README.md");
+  std::ifstream f(test::source_dir() / "testdata" / "calib-sample.txt");
   std::stringstream ss;
   ss << f.rdbuf();
   CalibOptions co;
   co.model_dir = demo().string();
   co.text = ss.str();
-  co.text_name = "README.md";
+  co.text_name = "calib-sample.txt";
   co.ctx = 256;
   co.tokens = 4 * 256;
   co.device = d;
@@ -82,13 +84,16 @@ std::vector<std::string> linear_names() {
 
 bool routed(const std::string& name) { return name.find(".experts.") != std::string::npos; }
 
-// Budget (norm-wise) of a statistic of inputs computed by bf16-input GEMMs in an fp32 forward (measured ≤ 0.018).
+// Budget (norm-wise) of a statistic of inputs computed by bf16-input GEMMs in an fp32 forward (measured 0.018 and
+// 0.020 on two texts).
 constexpr double kStatsTol = 0.03;
-// A routed expert's token count may move by this many tokens (of 4–210 per expert here) through near-tied routing.
-constexpr int64_t kRoutedTokenSlack = 4;
+// Near-tied router logits move tokens between experts: per layer, Σ over experts of |count difference| may reach
+// this fraction of the layer's T·k routed tokens (a moved token counts twice).
+constexpr double kMovedTokensTol = 0.02;
 // One token more or less in an expert of few tokens moves its statistic by up to ~1/n (measured 0.52 for 4 vs 5
-// tokens), so routed experts are bounded by their median and 90th percentile, and exactly by the invariant below.
-constexpr double kRoutedMedianTol = 0.03, kRoutedP90Tol = 0.15;
+// tokens), so routed experts are bounded by their median and 90th percentile (measured 0.018 / 0.067 and
+// 0.024 / 0.071 on two texts), and exactly by the invariant below.
+constexpr double kRoutedMedianTol = 0.04, kRoutedP90Tol = 0.15;
 
 double quantile(std::vector<double> v, double q) {
   std::sort(v.begin(), v.end());
@@ -122,6 +127,7 @@ TEST(CudaCalibration, StatisticsMatchTheCpuEngine) {
   ASSERT_EQ(gpu.stats.size(), cpu.stats.size());
   double worst = 0;
   std::vector<double> routed_err;
+  std::map<std::string, int64_t> moved;  // per layer: Σ |GPU − CPU| of its experts' token counts
   for (const auto& [name, c] : cpu.stats) {
     const auto it = gpu.stats.find(name);
     ASSERT_NE(it, gpu.stats.end()) << name;
@@ -129,7 +135,7 @@ TEST(CudaCalibration, StatisticsMatchTheCpuEngine) {
     ASSERT_EQ(g.in, c->in) << name;
     const double e = stats_err(g, *c);
     if (routed(name)) {
-      EXPECT_LE(std::abs(g.n_tokens - c->n_tokens), kRoutedTokenSlack) << name;
+      if (name.ends_with("gate_proj")) moved[name.substr(0, name.find(".mlp."))] += std::abs(g.n_tokens - c->n_tokens);
       if (!name.ends_with("up_proj")) routed_err.push_back(e);  // up_proj shares gate_proj's statistic
     } else {
       EXPECT_EQ(g.n_tokens, c->n_tokens) << name;
@@ -145,6 +151,11 @@ TEST(CudaCalibration, StatisticsMatchTheCpuEngine) {
   EXPECT_LT(p90, kRoutedP90Tol);
   const Model m = Model::load(demo().string(), LoadOptions{});
   const int64_t k = m.config().n_experts_active;
+  for (const auto& [layer, n] : moved) {
+    std::printf("[ routing  ] %s: %lld of %lld routed tokens in other experts than on the CPU (budget %.0f %%)\n",
+                layer.c_str(), (long long)(n / 2), (long long)(gpu.sum.tokens * k), 100 * kMovedTokensTol);
+    EXPECT_LE(double(n), kMovedTokensTol * double(gpu.sum.tokens * k)) << layer;
+  }
   for (const LayerWeights& l : m.weights().layers) {
     const std::string& shared = l.moe.shared.gate_proj.name;
     ASSERT_TRUE(l.moe.has_shared && gpu.stats.count(shared)) << "the demo model has a shared expert";

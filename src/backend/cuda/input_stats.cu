@@ -5,6 +5,7 @@
 
 #include <algorithm>
 
+#include "backend/cuda/pdl.cuh"
 #include "backend/cuda/xfrag.cuh"
 
 namespace hlwq::cuda {
@@ -32,6 +33,7 @@ __device__ __forceinline__ float gram_elem(const GramSource& s, int64_t r, int64
 // the launch shape or the device.
 __global__ void __launch_bounds__(kThreads) gram_kernel(const GramJob* __restrict__ jobs, int64_t n, GramSource src,
                                                         int64_t dense_rows) {
+  HLWQ_PDL_PREAMBLE();
   const GramJob job = jobs[blockIdx.y];
   const int64_t rows = job.n_rows < 0 ? dense_rows : job.n_rows, r0 = job.n_rows < 0 ? 0 : job.r0;
   if (rows <= 0) return;
@@ -73,6 +75,7 @@ __global__ void __launch_bounds__(kThreads) gram_kernel(const GramJob* __restric
 
 // H [n, n]: each entry of a tile below the diagonal from its mirror image (the upper tiles are only read).
 __global__ void mirror_kernel(double* __restrict__ H, int64_t n) {
+  HLWQ_PDL_PREAMBLE();
   const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= n * n) return;
   const int64_t i = idx / n, j = idx % n;
