@@ -99,39 +99,39 @@ enum Role : int { kMixIn, kMixOut, kSharedGu, kSharedDn, kRoles };
 }
 
 InputStatsDev::InputStatsDev(const ModelWeights& w, int64_t max_tiles, int64_t E)
-    : w_(w), E_(E), roles_(w.layers.size(), std::vector<Sum*>(kRoles, nullptr)),
+    : E_(E), roles_(w.layers.size(), std::vector<Sum*>(kRoles, nullptr)),
       gu_(w.layers.size(), std::vector<Sum*>(size_t(E), nullptr)), dn_(gu_), routed_(w.layers.size(), false),
       max_tiles_(max_tiles), plan_(size_t(std::max<int64_t>(max_tiles * 9, 1)) * sizeof(int), "calibration plan"),
       jobs_(size_t(std::max<int64_t>(2 * E, 1)) * sizeof(GramJob), "calibration jobs"),
       lists_(size_t(std::max<int64_t>(2 * max_tiles * 8, 1)) * sizeof(int), "calibration row lists"),
-      jobs_dev_(size_t(2 * E), "calibration jobs"), lists_dev_(size_t(2 * max_tiles * 8), "calibration row lists") {}
+      jobs_dev_(size_t(2 * E), "calibration jobs"), lists_dev_(size_t(2 * max_tiles * 8), "calibration row lists") {
+  // every input the forward can sum, by its key's module name (the first linear of a shared input names it)
+  for (size_t l = 0; l < w.layers.size(); ++l) {
+    const LayerWeights& L = w.layers[l];
+    auto at = [&](const LinearWeight& lw, Sum*& s, bool routed) {
+      if (!lw.name.empty()) where_.emplace(lw.name, Where{&s, lw.in, int(l), routed});
+    };
+    at(L.gdn.in_proj_qkv, roles_[l][kMixIn], false), at(L.attn.q_proj, roles_[l][kMixIn], false);
+    at(L.gdn.out_proj, roles_[l][kMixOut], false), at(L.attn.o_proj, roles_[l][kMixOut], false);
+    if (L.moe.has_shared)
+      at(L.moe.shared.gate_proj, roles_[l][kSharedGu], false), at(L.moe.shared.down_proj, roles_[l][kSharedDn], false);
+    for (size_t e = 0; e < L.moe.experts.size() && e < size_t(E); ++e)
+      at(L.moe.experts[e].gate_proj, gu_[l][e], true), at(L.moe.experts[e].down_proj, dn_[l][e], true);
+  }
+}
 
 InputStatsDev::~InputStatsDev() = default;
 
 int64_t InputStatsDev::add(const std::vector<std::string>& keys) {
   int64_t taken = 0;
   for (const std::string& key : keys) {
-    // where the model computes this input (layer, role or routed expert), and its width
-    Sum** slot = nullptr;
-    int64_t n = 0;
-    for (size_t l = 0; l < w_.layers.size() && !slot; ++l) {
-      const LayerWeights& L = w_.layers[l];
-      auto is = [&](const LinearWeight& lw, Sum*& s) {
-        if (slot || lw.name.empty() || lw.name != key) return;
-        slot = &s, n = lw.in;
-      };
-      is(L.gdn.in_proj_qkv, roles_[l][kMixIn]), is(L.attn.q_proj, roles_[l][kMixIn]);
-      is(L.gdn.out_proj, roles_[l][kMixOut]), is(L.attn.o_proj, roles_[l][kMixOut]);
-      if (L.moe.has_shared) is(L.moe.shared.gate_proj, roles_[l][kSharedGu]), is(L.moe.shared.down_proj, roles_[l][kSharedDn]);
-      for (size_t e = 0; e < L.moe.experts.size() && e < size_t(E_) && !slot; ++e) {
-        is(L.moe.experts[e].gate_proj, gu_[l][e]), is(L.moe.experts[e].down_proj, dn_[l][e]);
-        if (slot) routed_[l] = true;
-      }
-    }
-    if (!slot || *slot) {  // not a linear of this model (absent from take), or asked for twice
+    const auto it = where_.find(key);
+    if (it == where_.end() || *it->second.slot) {  // not a linear of this model (absent from take), or asked twice
       ++taken;
       continue;
     }
+    const Where& at = it->second;
+    const int64_t n = at.n;
     const int64_t bytes = 8 * n * n;
     size_t free = 0, total = 0;
     HLWQ_CUDA_CHECK(cudaMemGetInfo(&free, &total), "device memory");
@@ -147,7 +147,8 @@ int64_t InputStatsDev::add(const std::vector<std::string>& keys) {
     s->H = DeviceBuffer<double>(size_t(n * n), "calibration statistics of " + key);
     HLWQ_CUDA_CHECK(cudaMemset(s->H.get(), 0, s->H.bytes()), "clearing the statistics of {}", key);
     s->job = DeviceBuffer<GramJob>(std::vector<GramJob>{GramJob{s->H.get(), 0, -1}}, "calibration job of " + key);
-    *slot = s.get();
+    *at.slot = s.get();
+    if (at.routed) routed_[size_t(at.layer)] = true;
     sums_.push_back(std::move(s));
     ++taken;
   }

@@ -24,6 +24,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include <cuda_runtime_api.h>
@@ -59,7 +60,7 @@ void gram_accumulate(const GramJob* jobs, int n_jobs, int64_t n, const GramSourc
 
 class InputStatsDev {
  public:
-  // w: the model's weights (names and shapes; must outlive this); max_tiles: the MoE workspace's slot plan size
+  // w: the model's weights (names and shapes); max_tiles: the MoE workspace's slot plan size
   // (moe_max_tiles); E experts.
   InputStatsDev(const ModelWeights& w, int64_t max_tiles, int64_t E);
   ~InputStatsDev();
@@ -87,7 +88,13 @@ class InputStatsDev {
   };
   void dense(Sum* s, const GramSource& src, int64_t T, cudaStream_t st);
 
-  const ModelWeights& w_;
+  // Where the forward computes an input: the entry of roles_, gu_ or dn_ that holds its sum, its width, its layer.
+  struct Where {
+    Sum** slot;
+    int64_t n;
+    int layer;
+    bool routed;
+  };
   int64_t E_;
   std::vector<std::unique_ptr<Sum>> sums_;
   std::vector<std::vector<Sum*>> roles_;           // [layer][mixer in, mixer out, shared gate/up, shared down]
@@ -99,6 +106,7 @@ class InputStatsDev {
   PinnedBuffer lists_;  // ints [2 · max_tiles · 8]: the routed experts' jobs and row lists of a step, uploaded
   DeviceBuffer<GramJob> jobs_dev_;
   DeviceBuffer<int> lists_dev_;
+  std::unordered_map<std::string, Where> where_;  // by module name (the vectors above are never resized)
 };
 
 }  // namespace hlwq::cuda
