@@ -8,6 +8,7 @@
 #include <algorithm>
 
 #include "backend/cuda/gemm.cuh"
+#include "backend/cuda/gemm_launch.h"
 #include "backend/cuda/hlwq_gemm.cuh"
 #include "backend/cuda/pdl.cuh"
 #include "backend/cuda/xfrag.cuh"
@@ -15,12 +16,14 @@
 namespace hlwq::cuda {
 namespace {
 
-constexpr int kWarps = 8;
-#ifndef HLWQ_GEMM_INFLIGHT
-#define HLWQ_GEMM_INFLIGHT 16  // uint4 of weights per lane in flight (an experiment knob of the benchmark build)
-#define HLWQ_GEMM_MINBLOCKS 2
-#endif
-constexpr int kInFlight = HLWQ_GEMM_INFLIGHT, kMinBlocks = HLWQ_GEMM_MINBLOCKS;
+constexpr int kWarps = kGemmWarps;
+// Weight loads in flight per lane (uint4) and blocks per SM the registers must allow. The standard kernel keeps 16 in
+// flight at 2 blocks per SM (≤ 128 registers a thread). The light one, for the grouped expert launches of a few
+// tokens, keeps 8 at 3 blocks per SM (≤ 85 registers): at one token the experts' GEMMs are bound by the latency of
+// the dequantization and MMA chain of too few warps (ncu: 2.2 active warps per scheduler, 0.24 instructions issued
+// per cycle), and more, lighter warps hide it (bench/cuda/NOTES.md, 2026-12-01).
+constexpr int kInFlight = 16, kMinBlocks = 2;
+constexpr int kLightInFlight = 8, kLightMinBlocks = 3;
 enum Epi : int { kStore = 0, kWeighted = 1, kSwiglu = 2 };
 
 struct KParams {
@@ -68,11 +71,11 @@ __device__ __forceinline__ float silu_f(float x) { return x / (1.f + expf(-x)); 
 // weight loads of up to kU of its k-units (16 uint4 per lane in flight), then computes them. Activations come
 // from shared memory when S < 8 (staged once per block: each warp then reads all of them for every group) and
 // straight from L2 otherwise (each warp reads only its k-units once).
-template <bool kInt4, int NT, int RT, int kEpi>
-__global__ void __launch_bounds__(kWarps * 32, kMinBlocks) gemm_kernel(KParams p) {
+template <bool kInt4, int NT, int RT, int kEpi, int kFlight, int kMinB>
+__global__ void __launch_bounds__(kWarps * 32, kMinB) gemm_kernel(KParams p) {
   HLWQ_PDL_PREAMBLE();
   constexpr int kWpu = kInt4 ? 2 : 8;  // uint4 per lane per row tile per k-unit
-  constexpr int kU = kInFlight / (kWpu * RT) > 0 ? kInFlight / (kWpu * RT) : 1;  // k-units in flight per warp
+  constexpr int kU = kFlight / (kWpu * RT) > 0 ? kFlight / (kWpu * RT) : 1;  // k-units in flight per warp
   extern __shared__ uint4 xs[];                                       // [NT·ku·128] staged activations
   __shared__ float red[kWarps][RT * NT * 4][32];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
@@ -206,47 +209,54 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) gemm_kernel(KParams p
   }
 }
 
-template <bool kInt4, int NT, int RT, int kEpi>
-void launch_rt(KParams kp, int64_t out_pad, int64_t tiles, int64_t config_tiles, cudaStream_t st,
-               const char* what) {
+// Launches the kernel with its split and grid (gemm_launch.h: one wave of blocks where one exists, as a decode GEMV
+// needs). one_wave_only: launch only if the shape is one wave; returns whether it launched.
+template <bool kInt4, int NT, int RT, int kEpi, int kFlight = kInFlight, int kMinB = kMinBlocks>
+bool launch_rt(KParams kp, int64_t out_pad, int64_t tiles, int64_t config_tiles, cudaStream_t st, const char* what,
+               bool one_wave_only = false) {
   int sms = 0;
   HLWQ_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), "{} gemm: SM count", what);
-  kp.n_groups = int(out_pad / (16 * RT));
-  // One load round per warp (split ≥ k-units / kU), then split k further until the grid holds ≥ 16 warps per SM.
-  // Measured (BENCHMARKS.md, bench/cuda/NOTES.md): stopping at one round per warp, which puts a whole mid-size
-  // matrix in flight in one wave of blocks, was slower (2048→512: 6.5 µs against 3.6; 4096→2048: 8.7 against 5.4).
-  constexpr int kWpu = kInt4 ? 2 : 8, kU = kInFlight / (kWpu * RT) > 0 ? kInFlight / (kWpu * RT) : 1;
-  kp.split = 1;
-  while (kp.split < kWarps && kp.split * kU < kp.ku) kp.split *= 2;
-  while (kp.split < kWarps && kp.split * 2 <= kp.ku && int64_t(kp.n_groups) * kp.split * config_tiles < int64_t(sms) * 16)
-    kp.split *= 2;
-  const int G = kWarps / kp.split;
-  const int64_t need = (kp.n_groups + G - 1) / G;
-  const int64_t cap = std::max<int64_t>(1, (int64_t(sms) * 4 + config_tiles - 1) / config_tiles);
+  constexpr int kWpu = kInt4 ? 2 : 8, kU = kFlight / (kWpu * RT) > 0 ? kFlight / (kWpu * RT) : 1;
+  auto kern = gemm_kernel<kInt4, NT, RT, kEpi, kFlight, kMinB>;
   const size_t xbytes = size_t(NT) * size_t(kp.ku) * 128 * sizeof(uint4);
-  kp.x_smem = kp.split < kWarps && xbytes <= size_t(96) << 10;
+  const GemmLaunchShape shape =
+      gemm_launch_shape_for(kern, GemmLaunchProblem{out_pad / (16 * RT), kp.ku, kU, config_tiles, sms, xbytes}, what);
+  if (one_wave_only && !shape.one_wave) return false;
+  kp.n_groups = int(out_pad / (16 * RT));
+  kp.split = shape.split;
+  kp.x_smem = shape.x_smem;
   const size_t smem = kp.x_smem ? xbytes : 0;
-  auto kern = gemm_kernel<kInt4, NT, RT, kEpi>;
   if (smem > (size_t(48) << 10))
     HLWQ_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)),
                     "{} gemm: {} bytes of shared memory", what, smem);
-  const dim3 grid(unsigned(std::min(need, cap)), unsigned(tiles));
+  const dim3 grid(unsigned(shape.blocks), unsigned(tiles));
   kern<<<grid, kWarps * 32, smem, st>>>(kp);
   HLWQ_CUDA_LAUNCH_CHECK("{} gemm grid {}x{} split {}", what, grid.x, grid.y, kp.split);
+  return true;
 }
 
-// RT = 2 for SwiGLU (gate and up side by side) and for tall dense matrices at ≤ 8 tokens (the lm_head: two row
-// tiles share each activation load, halving the activation traffic); 1 otherwise (more blocks for short ones).
-template <bool kInt4, int NT, int kEpi>
-void launch(const KParams& kp, int64_t out_pad, int64_t tiles, int64_t config_tiles, cudaStream_t st,
-            const char* what) {
-  if constexpr (kEpi == kSwiglu) launch_rt<kInt4, NT, 2, kEpi>(kp, out_pad, tiles, config_tiles, st, what);
-  else if constexpr (kEpi == kStore && NT == 1) {  // NT = 2 with RT = 2 would spill registers
-    if (out_pad / 16 >= 4096) launch_rt<kInt4, NT, 2, kEpi>(kp, out_pad, tiles, config_tiles, st, what);
-    else launch_rt<kInt4, NT, 1, kEpi>(kp, out_pad, tiles, config_tiles, st, what);
-  } else {
-    launch_rt<kInt4, NT, 1, kEpi>(kp, out_pad, tiles, config_tiles, st, what);
+// The grouped expert launches (one token tile per expert): the light kernel where it runs in one wave (a few tokens),
+// else the standard one.
+template <bool kInt4, int kEpi>
+void launch_grouped(const KParams& kp, int64_t out_pad, int64_t tiles, int64_t config_tiles, cudaStream_t st,
+                    const char* what) {
+  constexpr int RT = kEpi == kSwiglu ? 2 : 1;
+  if (launch_rt<kInt4, 1, RT, kEpi, kLightInFlight, kLightMinBlocks>(kp, out_pad, tiles, config_tiles, st, what, true))
+    return;
+  launch_rt<kInt4, 1, RT, kEpi>(kp, out_pad, tiles, config_tiles, st, what);
+}
+
+// Dense matrices: RT = 2 for tall ones at ≤ 8 tokens (the lm_head: two row tiles share each activation load, halving
+// the activation traffic); 1 otherwise (more blocks for short ones; NT = 2 with RT = 2 would spill registers).
+template <bool kInt4, int NT>
+void launch_dense(const KParams& kp, int64_t out_pad, int64_t tiles, cudaStream_t st, const char* what) {
+  if constexpr (NT == 1) {
+    if (out_pad / 16 >= 4096) {
+      launch_rt<kInt4, NT, 2, kStore>(kp, out_pad, tiles, tiles, st, what);
+      return;
+    }
   }
+  launch_rt<kInt4, NT, 1, kStore>(kp, out_pad, tiles, tiles, st, what);
 }
 
 __global__ void pack_kernel(const float* __restrict__ x, int64_t ldx, int64_t n_rows, int64_t in,
@@ -306,12 +316,12 @@ void gemm(const PackedLinear& w, const uint32_t* xfrag, int64_t T, float* y, int
   kp.ldy = ldy;
   const bool i4 = w.format == PackedFormat::int4;
   if (T <= 8) {
-    if (i4) launch<true, 1, kStore>(kp, w.out_pad, 1, 1, st, "int4");
-    else launch<false, 1, kStore>(kp, w.out_pad, 1, 1, st, "bf16");
+    if (i4) launch_dense<true, 1>(kp, w.out_pad, 1, st, "int4");
+    else launch_dense<false, 1>(kp, w.out_pad, 1, st, "bf16");
   } else {
     const int64_t tiles = (T + 15) / 16;
-    if (i4) launch<true, 2, kStore>(kp, w.out_pad, tiles, tiles, st, "int4");
-    else launch<false, 2, kStore>(kp, w.out_pad, tiles, tiles, st, "bf16");
+    if (i4) launch_dense<true, 2>(kp, w.out_pad, tiles, st, "int4");
+    else launch_dense<false, 2>(kp, w.out_pad, tiles, st, "bf16");
   }
 }
 
@@ -379,12 +389,12 @@ void gemm_grouped(const GroupedLinear& w, GroupedEpilogue epi, const uint32_t* x
   if (epi == GroupedEpilogue::swiglu) {
     HLWQ_CHECK(h_xfrag && w.out % 2 == 0 && (w.out / 2 + 15) / 16 * 16 <= h_in_pad,
                "gemm_grouped swiglu: {} gate_up rows, h columns {}", w.out, h_in_pad);
-    if (i4) launch<true, 1, kSwiglu>(kp, w.out_pad, max_tiles, cfg, st, "int4 gate_up");
-    else launch<false, 1, kSwiglu>(kp, w.out_pad, max_tiles, cfg, st, "bf16 gate_up");
+    if (i4) launch_grouped<true, kSwiglu>(kp, w.out_pad, max_tiles, cfg, st, "int4 gate_up");
+    else launch_grouped<false, kSwiglu>(kp, w.out_pad, max_tiles, cfg, st, "bf16 gate_up");
   } else {
     HLWQ_CHECK(y && slot_w, "gemm_grouped weighted: null output or weights");
-    if (i4) launch<true, 1, kWeighted>(kp, w.out_pad, max_tiles, cfg, st, "int4 down");
-    else launch<false, 1, kWeighted>(kp, w.out_pad, max_tiles, cfg, st, "bf16 down");
+    if (i4) launch_grouped<true, kWeighted>(kp, w.out_pad, max_tiles, cfg, st, "int4 down");
+    else launch_grouped<false, kWeighted>(kp, w.out_pad, max_tiles, cfg, st, "bf16 down");
   }
 }
 

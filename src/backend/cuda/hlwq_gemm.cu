@@ -6,6 +6,7 @@
 
 #include <algorithm>
 
+#include "backend/cuda/gemm_launch.h"
 #include "backend/cuda/hlwq_gemm.cuh"
 #include "backend/cuda/pdl.cuh"
 #include "backend/cuda/xfrag.cuh"
@@ -13,7 +14,7 @@
 namespace hlwq::cuda {
 namespace {
 
-constexpr int kWarps = 8;
+constexpr int kWarps = kGemmWarps;
 constexpr int kInFlightWords = 64;  // u32 of weights per lane in flight (as gemm.cu's 16 uint4)
 constexpr int kMinBlocks = 2;
 enum Epi : int { kStore = 0, kWeighted = 1, kSwigluF32 = 2 };
@@ -258,29 +259,24 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) hlwq_gemm_kernel(KPar
   }
 }
 
-// As gemm.cu's launch_rt: one load round per warp, then split k further until the grid holds ≥ 16 warps per SM.
+// The split and grid as gemm.cu's launch_rt (gemm_launch.h).
 template <int B, int NT, int RT, int kEpi>
 void launch_rt(KParams kp, int64_t out_pad, int64_t tiles, int64_t config_tiles, cudaStream_t st,
                const char* what) {
   int sms = 0;
   HLWQ_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), "{} hlwq gemm: SM count", what);
-  kp.n_groups = int(out_pad / (16 * RT));
-  constexpr int kU = kUnits<B, RT>;
-  kp.split = 1;
-  while (kp.split < kWarps && kp.split * kU < kp.ku) kp.split *= 2;
-  while (kp.split < kWarps && kp.split * 2 <= kp.ku && int64_t(kp.n_groups) * kp.split * config_tiles < int64_t(sms) * 16)
-    kp.split *= 2;
-  const int G = kWarps / kp.split;
-  const int64_t need = (kp.n_groups + G - 1) / G;
-  const int64_t cap = std::max<int64_t>(1, (int64_t(sms) * 4 + config_tiles - 1) / config_tiles);
-  const size_t xbytes = size_t(NT) * size_t(kp.ku) * 128 * sizeof(uint4);
-  kp.x_smem = kp.split < kWarps && xbytes <= size_t(96) << 10;
-  const size_t smem = kp.x_smem ? xbytes : 0;
   auto kern = hlwq_gemm_kernel<B, NT, RT, kEpi>;
+  const size_t xbytes = size_t(NT) * size_t(kp.ku) * 128 * sizeof(uint4);
+  const GemmLaunchShape shape =
+      gemm_launch_shape_for(kern, GemmLaunchProblem{out_pad / (16 * RT), kp.ku, kUnits<B, RT>, config_tiles, sms, xbytes}, what);
+  kp.n_groups = int(out_pad / (16 * RT));
+  kp.split = shape.split;
+  kp.x_smem = shape.x_smem;
+  const size_t smem = kp.x_smem ? xbytes : 0;
   if (smem > (size_t(32) << 10))  // the static part (reduction buffer, table) takes up to 16 KiB of the default 48
     HLWQ_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)),
                     "{} hlwq gemm: {} bytes of shared memory", what, smem);
-  const dim3 grid(unsigned(std::min(need, cap)), unsigned(tiles));
+  const dim3 grid(unsigned(shape.blocks), unsigned(tiles));
   kern<<<grid, kWarps * 32, smem, st>>>(kp);
   HLWQ_CUDA_LAUNCH_CHECK("{} hlwq{} gemm grid {}x{} split {}", what, B, grid.x, grid.y, kp.split);
 }

@@ -25,6 +25,7 @@ __global__ void __launch_bounds__(kThreads) route_kernel(const float* __restrict
   int* count = sm;              // [M]
   int* fill = sm + M;           // [M]
   int* tile_off = sm + 2 * M;   // [M + 1]
+  int* warp_sum = sm + 3 * M + 1;  // [32]
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, nw = blockDim.x >> 5;
   for (int i = tid; i < M; i += blockDim.x) count[i] = fill[i] = 0;
   for (int i = tid; i < max_tiles * 8; i += blockDim.x) p.slot_tok[i] = -1, p.slot_w[i] = 0.f;
@@ -116,17 +117,29 @@ __global__ void __launch_bounds__(kThreads) route_kernel(const float* __restrict
   }
   __syncthreads();
 
-  // 2. tiles per matrix, exclusive scan: tile_off[m + 1] = Σ_{m' ≤ m} ⌈count / 8⌉ (Hillis–Steele, M ≤ 513 threads)
-  const int i1 = tid + 1;  // this thread's entry of tile_off
-  if (tid < M) tile_off[i1] = (count[tid] + 7) / 8;
+  // 2. tiles per matrix, exclusive scan: tile_off[m + 1] = Σ_{m' ≤ m} ⌈count / 8⌉ (M ≤ 544 threads: a shuffle scan
+  // per warp, then one over the warps' totals; three barriers where a Hillis–Steele scan over shared memory took 20)
+  int v = tid < M ? (count[tid] + 7) / 8 : 0;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const int u = __shfl_up_sync(0xffffffffu, v, o);
+    if (lane >= o) v += u;
+  }
+  if (lane == 31) warp_sum[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    int w = lane < nw ? warp_sum[lane] : 0;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+      const int u = __shfl_up_sync(0xffffffffu, w, o);
+      if (lane >= o) w += u;
+    }
+    if (lane < nw) warp_sum[lane] = w;  // inclusive totals of warps 0..lane
+  }
+  __syncthreads();
+  if (tid < M) tile_off[tid + 1] = v + (warp > 0 ? warp_sum[warp - 1] : 0);
   if (tid == 0) tile_off[0] = 0;
   __syncthreads();
-  for (int off = 1; off < M; off <<= 1) {
-    const int v = (tid < M && i1 - off >= 1) ? tile_off[i1 - off] : 0;
-    __syncthreads();
-    if (tid < M) tile_off[i1] += v;
-    __syncthreads();
-  }
   for (int m = tid; m < M; m += blockDim.x)
     for (int i = tile_off[m]; i < tile_off[m + 1]; ++i) p.tile_mat[i] = m;
 
@@ -175,7 +188,7 @@ void moe_route(const float* logits, int64_t ld, int64_t T, int64_t E, int64_t k,
   HLWQ_CHECK(max_tiles >= moe_max_tiles(T, k, E, S), "moe_route: {} tiles for {} tokens", max_tiles, T);
   if (T == 0) return;
   const int M = int(E + S);
-  const size_t smem = size_t(3 * M + 1) * sizeof(int);
+  const size_t smem = size_t(3 * M + 1 + 32) * sizeof(int);
   if (E <= 256)
     route_kernel<8><<<1, kThreads, smem, st>>>(logits, ld, int(T), int(E), int(k), int(S), plan, int(max_tiles));
   else
