@@ -32,9 +32,15 @@ __global__ void __launch_bounds__(kThreads) route_kernel(const float* __restrict
   for (int i = tid; i < max_tiles; i += blockDim.x) p.tile_mat[i] = -1;
   __syncthreads();
 
-  // 1. softmax + top-k, one warp per token; lane holds experts lane, lane + 32, ... Each lane sorts its own
-  // candidates once (key = p, NaN → −inf, then lower index), so a choice costs one warp argmax over the lanes'
-  // heads, and the winner shifts its list. A key of −inf means p was NaN (p = 0 would have key 0).
+  // 1. softmax + top-k, one warp per token; lane holds experts lane, lane + 32, ... The choice ranks e = exp(x − max),
+  // the probability before its division by the row's sum s (descending, then the lower index). Division by s is
+  // monotonic, so this is the order of p = e / s except where two e one ulp apart round to one p (where the CPU
+  // engine's order depends on the last bits of its own sum anyway); and only the k chosen are divided: dividing all
+  // E took the division's slow path for every subnormal quotient of a peaked softmax's tail, a long serial chain in
+  // the one warp that holds up the block (ncu, bench/cuda/NOTES.md 2026-12-01). When s is NaN (a row of all −inf or
+  // NaN logits, or a +inf one) every p is NaN: then every key is −inf, the chosen are the lowest indices, and their
+  // weights NaN, as the CPU keeps them. Each lane sorts its candidates once, so a choice costs one warp argmax over the
+  // lanes' heads, and the winner shifts its list.
   for (int t = warp; t < T; t += nw) {
     const float* l = logits + int64_t(t) * ld;
     float key[kMaxPerLane];
@@ -54,31 +60,27 @@ __global__ void __launch_bounds__(kThreads) route_kernel(const float* __restrict
     float s = 0.f;
 #pragma unroll
     for (int i = 0; i < kMaxPerLane; ++i) {
-      key[i] = idx[i] < E ? expf(key[i] - m) : 0.f;  // NaN when every logit is −inf
+      key[i] = idx[i] < E ? expf(key[i] - m) : 0.f;  // NaN when m is ±inf
       s += idx[i] < E ? key[i] : 0.f;
     }
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+    const bool nan_row = isnan(s);  // warp-uniform; otherwise every e is finite
 #pragma unroll
-    for (int i = 0; i < kMaxPerLane; ++i) {
-      const float pk = key[i] / s;
-      key[i] = (idx[i] < E && !isnan(pk)) ? pk : -INFINITY;
-    }
-    // odd-even transposition sort of the lane's list: descending key, then ascending index
+    for (int i = 0; i < kMaxPerLane; ++i) key[i] = (idx[i] < E && !nan_row) ? key[i] : -INFINITY;
+    // odd-even transposition sort of the lane's list: descending key, then ascending index (selects, no branches)
 #pragma unroll
     for (int round = 0; round < kMaxPerLane; ++round)
 #pragma unroll
       for (int i = round & 1; i + 1 < kMaxPerLane; i += 2) {
-        const bool swap = key[i + 1] > key[i] || (key[i + 1] == key[i] && idx[i + 1] < idx[i]);
-        if (swap) {
-          const float tk = key[i];
-          key[i] = key[i + 1], key[i + 1] = tk;
-          const int ti = idx[i];
-          idx[i] = idx[i + 1], idx[i + 1] = ti;
-        }
+        const float k0 = key[i], k1 = key[i + 1];
+        const int i0 = idx[i], i1 = idx[i + 1];
+        const bool swap = k1 > k0 || (k1 == k0 && i1 < i0);
+        key[i] = swap ? k1 : k0, key[i + 1] = swap ? k0 : k1;
+        idx[i] = swap ? i1 : i0, idx[i + 1] = swap ? i0 : i1;
       }
     int my_id = 0;  // lane j keeps the j-th choice
-    float my_p = 0.f;
+    float my_e = 0.f;
     for (int j = 0; j < k; ++j) {
       float bk = key[0];
       int bi = idx[0];
@@ -94,13 +96,16 @@ __global__ void __launch_bounds__(kThreads) route_kernel(const float* __restrict
         key[kMaxPerLane - 1] = -INFINITY;
         idx[kMaxPerLane - 1] = 0x7fffffff;
       }
-      const float pb = bk == -INFINITY ? NAN : bk;  // the CPU keeps the NaN probability as the weight
-      if (j < 32 && lane == j) my_id = bi, my_p = pb;
-      if (j >= 32 && lane == 0) p.topk_ids[t * k + j] = bi, p.topk_w[t * k + j] = pb;  // no model has k > 32
+      if (j < 32 && lane == j) my_id = bi, my_e = bk;
+      if (j >= 32 && lane == 0)  // no model has k > 32
+        p.topk_ids[t * k + j] = bi, p.topk_w[t * k + j] = nan_row ? NAN : bk / s;
     }
-    // Σ of the chosen probabilities in choice order, as the CPU adds them
+    const float my_p = nan_row ? NAN : my_e / s;
+    __syncwarp();  // lane 0's writes of choices past 32 before the sum reads them
+    // Σ of the chosen probabilities in choice order
     float sel = 0.f;
-    for (int j = 0; j < k; ++j) sel += j < 32 ? __shfl_sync(0xffffffffu, my_p, j) : p.topk_w[t * k + j];
+    for (int j = 0; j < k && j < 32; ++j) sel += __shfl_sync(0xffffffffu, my_p, j);
+    for (int j = 32; j < k; ++j) sel += p.topk_w[t * k + j];
     __syncwarp();
     if (lane < k) {
       const int id = p.route_ids ? p.route_ids[t * k + lane] : my_id;  // a trace keeps the rank-order weights
