@@ -174,13 +174,7 @@ Command add_quantize(CLI::App& app) {
       a->calib_engine = a->opt.calib_sequential ? Device::cpu : resolve_device(a->calib_device, "--calib-device");
       if (!a->calib_gpu_memory.empty()) {
         if (a->calib_engine != Device::cuda) usage_fail("--calib-gpu-memory needs the model on cuda (--calib-device)");
-        try {
-          a->calib_gpu_bytes = int64_t(parse_size(a->calib_gpu_memory));
-        } catch (const Error& e) {
-          usage_fail("--calib-gpu-memory: {}", e.what());
-        }
-        if (a->calib_gpu_bytes < (int64_t(1) << 20))
-          usage_fail("--calib-gpu-memory {}: a budget below 1 MiB cannot hold a model", a->calib_gpu_memory);
+        a->calib_gpu_bytes = parse_gpu_budget(a->calib_gpu_memory, "--calib-gpu-memory");
       }
     }
     try {

@@ -37,10 +37,9 @@ void apply_device_args(const DeviceArgs& a, LoadOptions& lo) {
   lo.device = resolve_device(a.device);
   lo.moe_expert_cache_size = int(a.expert_cache);
   if (!a.gpu_memory.empty()) {
+    const int64_t b = parse_gpu_budget(a.gpu_memory, "--gpu-memory");  // a bad size is named before the device
     if (lo.device != Device::cuda) usage_fail("--gpu-memory {} needs --device cuda", a.gpu_memory);
-    const uint64_t b = parse_size(a.gpu_memory);
-    if (b < (uint64_t(1) << 20)) usage_fail("--gpu-memory {}: a budget below 1 MiB cannot hold a model", a.gpu_memory);
-    lo.gpu_memory = int64_t(b);
+    lo.gpu_memory = b;
   }
   lo.cpu_experts = a.cpu_experts == "all" ? CpuExperts::all : a.cpu_experts == "auto" ? CpuExperts::automatic
                                                                                        : CpuExperts::off;
@@ -49,6 +48,17 @@ void apply_device_args(const DeviceArgs& a, LoadOptions& lo) {
   if ((lo.cpu_experts != CpuExperts::off || lo.n_cpu_moe > 0) && lo.device != Device::cuda)
     usage_fail("--cpu-experts {} / --n-cpu-moe {} move routed experts from the GPU to the CPU: they need --device "
                "cuda (on --device cpu every expert already runs on the CPU)", a.cpu_experts, a.n_cpu_moe);
+}
+
+int64_t parse_gpu_budget(const std::string& value, const char* option) {
+  uint64_t b = 0;
+  try {
+    b = parse_size(value);
+  } catch (const Error& e) {
+    usage_fail("{} {}: {}", option, value, e.what());
+  }
+  if (b < (uint64_t(1) << 20)) usage_fail("{} {}: a budget below 1 MiB cannot hold a model", option, value);
+  return int64_t(b);
 }
 
 std::string expert_cache_summary(const Model& m) {

@@ -33,6 +33,9 @@ void add_device_option(CLI::App* sub, std::string& device);
 void add_device_options(CLI::App* sub, DeviceArgs& a);  // --device and the two offload options
 // Sets lo.device, the expert cache and the budget (UsageError for what cannot be honoured).
 void apply_device_args(const DeviceArgs& a, LoadOptions& lo);
+// A device memory budget as `option` gave it ("12GB"): its bytes, or a UsageError naming the option and the value
+// (not a size, or below the 1 MiB no model fits in). Shared by --gpu-memory and quantize's --calib-gpu-memory.
+int64_t parse_gpu_budget(const std::string& value, const char* option);
 // "expert cache: 93.1 % hits (…), 1.25 GB copied or read over PCIe[, CPU experts: …]" for a model with a cache or
 // CPU experts, else "".
 std::string expert_cache_summary(const Model& m);

@@ -73,6 +73,16 @@ TEST(CliErrors, CpuExpertOptionsAreChecked) {
   expect_usage_error(run + "--n-cpu-moe -1", "--n-cpu-moe: got -1");
 }
 
+// --gpu-memory and quantize's --calib-gpu-memory share one parse: a bad size is a usage error naming the option and
+// the value on any machine (it is checked before the device), as is a budget no model fits in.
+TEST(CliErrors, GpuBudgetsAreChecked) {
+  const std::string run = "run " + demo() + " -p hi ";
+  expect_usage_error(run + "--gpu-memory 12XB", "--gpu-memory 12XB: size '12XB': unknown unit 'XB'");
+  expect_usage_error(run + "--gpu-memory lots", "--gpu-memory lots: size 'lots' is not a positive number");
+  expect_usage_error(run + "--gpu-memory 512KiB", "--gpu-memory 512KiB: a budget below 1 MiB cannot hold a model");
+  expect_usage_error(run + "--device cpu --gpu-memory 12GB", "--gpu-memory 12GB needs --device cuda");
+}
+
 TEST(CliErrors, MissingPathsAreSaidToBeMissing) {
   expect_usage_error("run /no/such/model -p hi", "model directory /no/such/model does not exist");
   expect_usage_error("inspect /no/such/model", "model directory /no/such/model does not exist");
