@@ -172,9 +172,9 @@ Command add_quantize(CLI::App& app) {
         usage_fail("--calib-sequential runs the model on the cpu (it substitutes the quantized weights into it), "
                    "not --calib-device cuda");
       a->calib_engine = a->opt.calib_sequential ? Device::cpu : resolve_device(a->calib_device, "--calib-device");
-      if (!a->calib_gpu_memory.empty()) {
-        if (a->calib_engine != Device::cuda) usage_fail("--calib-gpu-memory needs the model on cuda (--calib-device)");
+      if (!a->calib_gpu_memory.empty()) {  // a bad size is named before the device, as for --gpu-memory
         a->calib_gpu_bytes = parse_gpu_budget(a->calib_gpu_memory, "--calib-gpu-memory");
+        if (a->calib_engine != Device::cuda) usage_fail("--calib-gpu-memory needs the model on cuda (--calib-device)");
       }
     }
     try {

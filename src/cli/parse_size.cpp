@@ -20,6 +20,8 @@ uint64_t parse_size(const std::string& s) {
   else if (unit == "MiB") mul = 1024.0 * 1024;
   else if (unit == "GiB") mul = 1024.0 * 1024 * 1024;
   else fail("size '{}': unknown unit '{}' (B, kB, MB, GB, KiB, MiB, GiB)", s, unit);
+  // converting a double at or above 2^64 to uint64_t is undefined, and callers hold sizes as int64_t
+  HLWQ_CHECK(v * mul < 0x1p62, "size '{}' is too large (at most 4 EiB)", s);
   return uint64_t(v * mul);
 }
 

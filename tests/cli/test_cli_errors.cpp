@@ -81,6 +81,16 @@ TEST(CliErrors, GpuBudgetsAreChecked) {
   expect_usage_error(run + "--gpu-memory lots", "--gpu-memory lots: size 'lots' is not a positive number");
   expect_usage_error(run + "--gpu-memory 512KiB", "--gpu-memory 512KiB: a budget below 1 MiB cannot hold a model");
   expect_usage_error(run + "--device cpu --gpu-memory 12GB", "--gpu-memory 12GB needs --device cuda");
+  // sizes past int64 (1e19 bytes) and past uint64 (1e30: undefined as a conversion) are refused, not wrapped
+  expect_usage_error(run + "--gpu-memory 10000000000GB",
+                     "--gpu-memory 10000000000GB: size '10000000000GB' is too large");
+  expect_usage_error(run + "--gpu-memory 1e30GB", "is too large (at most 4 EiB)");
+  // quantize's --calib-gpu-memory: the same parse, also before its device check
+  const std::string q = "quantize " + demo() + " out/never --calib " + (hlwq::test::source_dir() / "README.md").string() +
+                        " --calib-device cpu --calib-gpu-memory ";
+  expect_usage_error(q + "12XB", "--calib-gpu-memory 12XB: size '12XB': unknown unit 'XB'");
+  expect_usage_error(q + "512KiB", "--calib-gpu-memory 512KiB: a budget below 1 MiB cannot hold a model");
+  expect_usage_error(q + "8GB", "--calib-gpu-memory needs the model on cuda");
 }
 
 TEST(CliErrors, MissingPathsAreSaidToBeMissing) {

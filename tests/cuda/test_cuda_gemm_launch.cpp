@@ -83,38 +83,51 @@ TEST(CudaGemmLaunch, LargeLaunchesKeepTheEarlierRule) {
   EXPECT_FALSE(s.x_smem);         // split 8: each warp reads only its own k-units of x
 }
 
-// Whatever the problem: a one-wave shape is resident at once and has one load round per warp; otherwise no split
-// of one round per warp would have been; the groups are always covered.
+// Whatever the problem: a one-wave shape is resident at once, has one load round per warp, covers every group in one
+// pass, and is the largest such split (twice it would not fit, or would leave warps without a k-unit); otherwise no
+// split of one round per warp would have fit. Half the draws are decode-sized so that both branches are exercised,
+// and the test counts that they were.
 TEST(CudaGemmLaunch, PropertiesOverRandomProblems) {
   std::mt19937 rng(7);
+  int one_wave = 0, fallback = 0;
   for (int it = 0; it < 20000; ++it) {
+    const bool small = it % 2 == 0;
     GemmLaunchProblem p;
-    p.n_groups = 1 + int64_t(rng() % 8000);
+    p.n_groups = 1 + int64_t(rng() % (small ? 600 : 8000));
     p.ku = 1 + int(rng() % 64);
     p.units_per_round = 1 << (rng() % 4);
-    p.tiles = 1 + int64_t(rng() % 2000);
-    p.sms = 1 + int(rng() % 200);
+    p.tiles = 1 + int64_t(rng() % (small ? 16 : 2000));
+    p.sms = small ? 100 + int(rng() % 41) : 1 + int(rng() % 200);
     p.x_bytes = size_t(p.ku) * 2048;
-    const int bpsm = int(rng() % 5);  // 0: the kernel does not fit (the fallback still launches)
+    const int bpsm = small ? 1 + int(rng() % 4) : int(rng() % 5);  // 0: the kernel does not fit (fallback)
     const GemmLaunchShape s = gemm_launch_shape(p, [&](size_t) { return bpsm; });
     ASSERT_TRUE(s.split == 1 || s.split == 2 || s.split == 4 || s.split == 8);
     ASSERT_GE(s.blocks, 1);
-    const int64_t G = 8 / s.split;
+    const int64_t resident = int64_t(p.sms) * bpsm;
+    auto blocks_of = [&](int split) { return (p.n_groups + 8 / split - 1) / (8 / split); };
     int smin = 1;  // one load round per warp
     while (smin < 8 && smin * p.units_per_round < p.ku) smin *= 2;
     if (s.one_wave) {
-      ASSERT_LE(s.blocks * p.tiles, int64_t(p.sms) * bpsm);
-      ASSERT_GE(s.blocks * G, p.n_groups);  // every group in the single pass
+      ++one_wave;
+      ASSERT_EQ(s.blocks, blocks_of(s.split));  // every group in the single pass
+      ASSERT_LE(s.blocks * p.tiles, resident);
       ASSERT_TRUE(s.split * p.units_per_round >= p.ku || s.split == 8);
       ASSERT_TRUE(s.split == smin || s.split <= p.ku);
       ASSERT_FALSE(s.x_smem);
+      if (s.split < 8) {
+        const int up = 2 * s.split;
+        ASSERT_TRUE(up > p.ku || blocks_of(up) * p.tiles > resident)
+            << "split " << up << " would also fit: groups " << p.n_groups << " ku " << p.ku << " tiles " << p.tiles;
+      }
     } else {
+      ++fallback;
       ASSERT_GE(s.split, smin);
-      const int64_t G_most = 8 / smin;  // the fewest blocks of any split with one round per warp
-      ASSERT_GT((p.n_groups + G_most - 1) / G_most * p.tiles, int64_t(p.sms) * bpsm)
+      ASSERT_GT(blocks_of(smin) * p.tiles, resident)
           << "a one-wave split was skipped: groups " << p.n_groups << " tiles " << p.tiles;
     }
   }
+  EXPECT_GT(one_wave, 1000);  // 1,525 with this seed
+  EXPECT_GT(fallback, 2000);
 }
 
 TEST(CudaGemmLaunch, RefusesAnEmptyProblem) {

@@ -34,8 +34,10 @@ __global__ void __launch_bounds__(kThreads) route_kernel(const float* __restrict
 
   // 1. softmax + top-k, one warp per token; lane holds experts lane, lane + 32, ... The choice ranks e = exp(x − max),
   // the probability before its division by the row's sum s (descending, then the lower index). Division by s is
-  // monotonic, so this is the order of p = e / s except where two e one ulp apart round to one p (where the CPU
-  // engine's order depends on the last bits of its own sum anyway); and only the k chosen are divided: dividing all
+  // monotonic, so this is the order of p = e / s except where distinct e round to one p: e one ulp apart, or, when p
+  // is subnormal (below 1.2e-38: only a router whose k-th choice is that improbable), up to s ulps apart. There the
+  // CPU engine ranks the equal p by index, and this kernel by e (the exact order); the CPU's own sum differs from
+  // this one in its last bits, so such near-ties were never bit-matched. Only the k chosen are divided: dividing all
   // E took the division's slow path for every subnormal quotient of a peaked softmax's tail, a long serial chain in
   // the one warp that holds up the block (ncu, bench/cuda/NOTES.md 2026-12-01). When s is NaN (a row of all −inf or
   // NaN logits, or a +inf one) every p is NaN: then every key is −inf, the chosen are the lowest indices, and their
