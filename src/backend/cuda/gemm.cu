@@ -21,7 +21,7 @@ constexpr int kWarps = kGemmWarps;
 // flight at 2 blocks per SM (≤ 128 registers a thread). The light one, for the grouped expert launches of a few
 // tokens, keeps 8 at 3 blocks per SM (≤ 85 registers): at one token the experts' GEMMs are bound by the latency of
 // the dequantization and MMA chain of too few warps (ncu: 2.2 active warps per scheduler, 0.24 instructions issued
-// per cycle), and more, lighter warps hide it (bench/cuda/NOTES.md, 2026-12-01).
+// per cycle), and more, lighter warps hide it (bench/cuda/NOTES.md, eighth session).
 constexpr int kInFlight = 16, kMinBlocks = 2;
 constexpr int kLightInFlight = 8, kLightMinBlocks = 3;
 enum Epi : int { kStore = 0, kWeighted = 1, kSwiglu = 2 };

@@ -3,7 +3,7 @@
 // along the rows. Both kernels keep one round of weight loads in flight per warp (units_per_round k-units), then
 // compute it, then reduce the split through shared memory.
 //
-// Two regimes (bench/cuda/NOTES.md, 2026-12-01, has the measurements):
+// Two regimes (bench/cuda/NOTES.md, eighth session, has the measurements):
 // - One wave: where some split of at least one load round per warp puts every block of the launch on the GPU at
 //   once, the largest such split is taken (the most loads in flight). A decode GEMV is a single DRAM round trip
 //   per warp; a launch that needs a second wave of blocks pays that round trip twice, and with programmatic

@@ -39,7 +39,7 @@ __global__ void __launch_bounds__(kThreads) route_kernel(const float* __restrict
   // CPU engine ranks the equal p by index, and this kernel by e (the exact order); the CPU's own sum differs from
   // this one in its last bits, so such near-ties were never bit-matched. Only the k chosen are divided: dividing all
   // E took the division's slow path for every subnormal quotient of a peaked softmax's tail, a long serial chain in
-  // the one warp that holds up the block (ncu, bench/cuda/NOTES.md 2026-12-01). When s is NaN (a row of all −inf or
+  // the one warp that holds up the block (ncu, bench/cuda/NOTES.md eighth session). When s is NaN (a row of all −inf or
   // NaN logits, or a +inf one) every p is NaN: then every key is −inf, the chosen are the lowest indices, and their
   // weights NaN, as the CPU keeps them. Each lane sorts its candidates once, so a choice costs one warp argmax over the
   // lanes' heads, and the winner shifts its list.
