@@ -90,6 +90,7 @@ struct Layer {
 struct Scratch {
   int64_t T;
   DeviceBuffer<float> h, xn, proj, ba, act, o, y, logits, attn_ws;
+  DeviceBuffer<uint64_t> argmax_ws;
   DeviceBuffer<uint32_t> xf;
   cuda::MoeWorkspace moe;
   DeviceBuffer<int> ids, pos, bt_off, nan;
@@ -182,6 +183,7 @@ Scratch make_scratch(const Model& m, int64_t T, int n_seq) {
   s.o = DeviceBuffer<float>(size_t(T * Hq * D), "o");
   s.y = DeviceBuffer<float>(size_t(T * H), "y");
   s.logits = DeviceBuffer<float>(size_t(std::min<int64_t>(T, MAX_SEQ) * V), "logits");
+  s.argmax_ws = DeviceBuffer<uint64_t>(size_t(cuda::argmax_workspace_words(std::min<int64_t>(T, MAX_SEQ), V)), "argmax ws");
   s.xf = DeviceBuffer<uint32_t>(size_t(cuda::xfrag_words(T, 4096)), "xfrag");
   int sms = 0;
   HLWQ_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), "SM count");
@@ -252,7 +254,7 @@ void head(Model& m, Scratch& s, cudaStream_t st) {
   const int64_t r0 = s.T - rows;
   cuda::rmsnorm_zero_centred(s.h.get() + r0 * H, nullptr, m.final_norm.get(), rows, H, 1e-6f, s.xn.get(), st);
   linear(m.lm_head, s.xn.get(), rows, s, s.logits.get(), V, st);
-  cuda::argmax(s.logits.get(), rows, V, V, s.ids.get(), s.nan.get(), st);
+  cuda::argmax(s.logits.get(), rows, V, V, s.ids.get(), s.nan.get(), s.argmax_ws.get(), int64_t(s.argmax_ws.size()), st);
 }
 
 void step(Model& m, Scratch& s, cudaStream_t st) {

@@ -75,9 +75,16 @@ TEST(CudaSampling, ArgmaxMatchesCpuWithTiesNanAndInf) {
   l[size_t(1 * kVocab + 5)] = NAN;  // row 1: a NaN, flagged
   l[size_t(1 * kVocab + kVocab - 1)] = 60.f;
   l[size_t(4 * kVocab + 77)] = INFINITY;  // row 4: +inf, flagged like NaN (the CPU sampler refuses both)
+  // the device reduces spans of 2048 logits, then the spans: ties across a span border and within one span
+  l[size_t(2 * kVocab + 2048)] = 70.f;  // row 2: 2047 (end of span 0) ties 2048 (start of span 1) -> 2047
+  l[size_t(2 * kVocab + 2047)] = 70.f;
+  l[size_t(3 * kVocab + 5001)] = 40.f;  // row 3: 4999 and 5001, one span -> 4999
+  l[size_t(3 * kVocab + 4999)] = 40.f;
   DeviceBuffer<float> dl(l, "logits");
   DeviceBuffer<int> ids(size_t(rows), "ids"), bad(size_t(rows), "bad rows");
-  cuda::argmax(dl.get(), rows, kVocab, kVocab, ids.get(), bad.get(), nullptr);
+  const int64_t wsw = cuda::argmax_workspace_words(rows, kVocab);
+  DeviceBuffer<uint64_t> ws(size_t(wsw), "argmax workspace");
+  cuda::argmax(dl.get(), rows, kVocab, kVocab, ids.get(), bad.get(), ws.get(), wsw, nullptr);
   const auto got = ids.download(), gb = bad.download();
   for (int64_t r = 0; r < rows; ++r) {
     if (r != 1 && r != 4) {
@@ -87,8 +94,11 @@ TEST(CudaSampling, ArgmaxMatchesCpuWithTiesNanAndInf) {
   }
   EXPECT_EQ(got[0], 123);
   EXPECT_EQ(got[1], kVocab - 1);
+  EXPECT_EQ(got[2], 2047);
+  EXPECT_EQ(got[3], 4999);
+  EXPECT_ANY_THROW(cuda::argmax(dl.get(), rows, kVocab, kVocab, ids.get(), bad.get(), ws.get(), wsw - 1, nullptr));
   // candidates limited to the first V = kVocab − 1 ids of each row: row 1's maximum (the last id) is excluded
-  cuda::argmax(dl.get(), rows, kVocab - 1, kVocab, ids.get(), bad.get(), nullptr);
+  cuda::argmax(dl.get(), rows, kVocab - 1, kVocab, ids.get(), bad.get(), ws.get(), wsw, nullptr);
   const auto cut = ids.download();
   EXPECT_EQ(cut[0], 123);
   int64_t best = -1;  // row 1 over its first kVocab − 1 ids, NaN ranked below every number
@@ -98,6 +108,22 @@ TEST(CudaSampling, ArgmaxMatchesCpuWithTiesNanAndInf) {
   }
   EXPECT_EQ(cut[1], best);
   EXPECT_NE(cut[1], kVocab - 1);
+}
+
+TEST(CudaSampling, ArgmaxOfNonFiniteRows) {
+  HLWQ_REQUIRE_CUDA();
+  const int64_t V = 3000, rows = 3;  // two spans, the second partial
+  std::vector<float> l(size_t(rows * V), -INFINITY);
+  for (int64_t i = 0; i < V; ++i) l[size_t(i)] = NAN;  // row 0: all NaN -> the lowest id, flagged
+  l[size_t(V)] = NAN;                                     // row 1: NaN below -inf -> id 1, flagged
+  l[size_t(2 * V + 2999)] = -1e30f;                       // row 2: the last id of the partial span, not flagged
+  DeviceBuffer<float> dl(l, "logits");
+  DeviceBuffer<int> ids(size_t(rows), "ids"), bad(size_t(rows), "bad rows");
+  const int64_t wsw = cuda::argmax_workspace_words(rows, V);
+  DeviceBuffer<uint64_t> ws(size_t(wsw), "argmax workspace");
+  cuda::argmax(dl.get(), rows, V, V, ids.get(), bad.get(), ws.get(), wsw, nullptr);
+  EXPECT_EQ(ids.download(), (std::vector<int>{0, 1, 2999}));
+  EXPECT_EQ(bad.download(), (std::vector<int>{1, 1, 0}));
 }
 
 TEST(CudaSampling, TopKTopPMinPDrawsMatchCpuSampler) {

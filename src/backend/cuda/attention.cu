@@ -1,12 +1,13 @@
 // Attention kernels (see attention.cuh).
 // attend: one block per (token, kv head, key split) serving all Hq/Hkv query heads of the group, so each cached
 // K/V row is read once per group; decode splits the keys over up to 32 blocks (flash-decoding) and a second
-// kernel merges the splits; 4 warps split the keys, each lane holds D/32 dims, each warp keeps an online softmax
+// kernel merges the splits; 4 warps split the keys (each loads its next key's row while it uses this one), each lane holds D/32 dims, each warp keeps an online softmax
 // (running max m, sum l, output o) per head, and the warps merge at the end through shared memory.
 #include <cuda_bf16.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 
 #include "backend/cuda/block_reduce.cuh"
 #include "backend/cuda/cuda_check.h"
@@ -59,6 +60,22 @@ __global__ void norm_rope_kernel(float* qg, int64_t ldq, const float* __restrict
   }
 }
 
+// n bf16 at p (16-, 8- or 4-byte aligned: a K/V row starts at a multiple of D elements) to fp32, exactly.
+template <int N>
+__device__ __forceinline__ void load_bf16(const __nv_bfloat16* p, float (&f)[N]) {
+  static_assert(N == 2 || N == 4 || N == 8, "dims per lane");
+  auto put = [&](int j, uint32_t w) { f[2 * j] = __uint_as_float(w << 16), f[2 * j + 1] = __uint_as_float(w & 0xffff0000u); };
+  if constexpr (N == 8) {
+    const uint4 u = *reinterpret_cast<const uint4*>(p);
+    put(0, u.x), put(1, u.y), put(2, u.z), put(3, u.w);
+  } else if constexpr (N == 4) {
+    const uint2 u = *reinterpret_cast<const uint2*>(p);
+    put(0, u.x), put(1, u.y);
+  } else {
+    put(0, *reinterpret_cast<const uint32_t*>(p));
+  }
+}
+
 template <int D>
 __global__ void __launch_bounds__(kWarps * 32) attend_kernel(const float* __restrict__ qg, int64_t ldq, const int* __restrict__ pos,
                                                              const int* __restrict__ bt_off, const int* __restrict__ bt,
@@ -84,11 +101,23 @@ __global__ void __launch_bounds__(kWarps * 32) attend_kernel(const float* __rest
       o[r][j] = 0.f;
     }
   }
+  // each warp's keys p = kb + warp, +kWarps, …: the next key's K/V row is loaded before this one is used, so a
+  // warp waits for memory once, not once per key
+  float kn[DPL], vn[DPL];
+  if (kb + warp < ke) {
+    const int64_t row = kv_row(btt, kb + warp, d.Hkv, hk, D) + lane * DPL;
+    load_bf16<DPL>(k_pages + row, kn);
+    load_bf16<DPL>(v_pages + row, vn);
+  }
   for (int p = kb + warp; p < ke; p += kWarps) {
-    const int64_t row = kv_row(btt, p, d.Hkv, hk, D) + lane * DPL;
     float kf[DPL], vf[DPL];
 #pragma unroll
-    for (int j = 0; j < DPL; ++j) kf[j] = __bfloat162float(k_pages[row + j]), vf[j] = __bfloat162float(v_pages[row + j]);
+    for (int j = 0; j < DPL; ++j) kf[j] = kn[j], vf[j] = vn[j];
+    if (p + kWarps < ke) {
+      const int64_t row = kv_row(btt, p + kWarps, d.Hkv, hk, D) + lane * DPL;
+      load_bf16<DPL>(k_pages + row, kn);
+      load_bf16<DPL>(v_pages + row, vn);
+    }
 #pragma unroll
     for (int r = 0; r < kMaxRep; ++r) {
       if (r >= rep) break;
@@ -138,25 +167,32 @@ __global__ void __launch_bounds__(kWarps * 32) attend_kernel(const float* __rest
   }
 }
 
-// Merges the key splits of attend_kernel: out = Σ_z e^{M_z − M} o_z / Σ_z e^{M_z − M} L_z, gated.
+// Merges the key splits of attend_kernel: out = Σ_z e^{M_z − M} o_z / Σ_z e^{M_z − M} L_z, gated. The first warp
+// reads every split's (M_z, L_z) at once (ns ≤ 32) and leaves the factors e^{M_z − M} in shared memory; then each
+// thread sums its dim over the splits with all loads independent.
 template <int D>
 __global__ void attend_combine_kernel(const float* __restrict__ qg, int64_t ldq, const float* __restrict__ part, int ns,
                                       AttnDimsDev d, float* out) {
   HLWQ_PDL_PREAMBLE();
+  __shared__ float f_s[32];
+  __shared__ float L_s;
   const int t = blockIdx.x, hq = blockIdx.y, i = threadIdx.x;
   const float* pp = part + (int64_t(t) * d.Hq + hq) * ns * (D + 2);
-  float M = -INFINITY;
-  for (int z = 0; z < ns; ++z) M = fmaxf(M, pp[z * (D + 2) + D]);
-  float L = 0.f, acc = 0.f;
-  for (int z = 0; z < ns; ++z) {
-    const float mz = pp[z * (D + 2) + D];
-    if (mz == -INFINITY) continue;  // a split with no key
-    const float f = expf(mz - M);
-    L += pp[z * (D + 2) + D + 1] * f;
-    acc += pp[z * (D + 2) + i] * f;
+  if (i < 32) {  // D ≥ 64: a whole warp
+    const float mz = i < ns ? pp[i * (D + 2) + D] : -INFINITY, lz = i < ns ? pp[i * (D + 2) + D + 1] : 0.f;
+    float M = mz;
+    for (int o = 16; o > 0; o >>= 1) M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, o));
+    const float f = mz == -INFINITY ? 0.f : expf(mz - M);  // a split with no key weighs nothing
+    const float L = warp_sum(lz * f);
+    f_s[i] = f;
+    if (i == 0) L_s = L;
   }
+  __syncthreads();
+  float acc = 0.f;
+#pragma unroll 8
+  for (int z = 0; z < ns; ++z) acc += pp[z * (D + 2) + i] * f_s[z];
   const float gate = qg[int64_t(t) * ldq + int64_t(hq) * 2 * D + D + i];
-  out[(int64_t(t) * d.Hq + hq) * D + i] = acc / L * (1.f / (1.f + expf(-gate)));
+  out[(int64_t(t) * d.Hq + hq) * D + i] = acc / L_s * (1.f / (1.f + expf(-gate)));
 }
 
 }  // namespace
@@ -194,6 +230,8 @@ void attend(const float* qg, int64_t ldq, const int* pos, const int* bt_off, con
   int sms = 0;
   HLWQ_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), "attend: SM count");
   const int64_t ns = attend_splits(T, d, sms);
+  HLWQ_CHECK(reinterpret_cast<uintptr_t>(k_pages) % 16 == 0 && reinterpret_cast<uintptr_t>(v_pages) % 16 == 0,
+             "attend: K/V pages must be 16-byte aligned (vector loads of a row)");
   HLWQ_CHECK(ns == 1 || (ws && ws_floats >= attend_workspace_floats(T, d, sms)),
              "attend: {} key splits need a workspace of {} floats, got {}", ns, attend_workspace_floats(T, d, sms),
              ws_floats);

@@ -139,6 +139,7 @@ class CudaBackend final : public Backend {
 
   // workspace
   DeviceBuffer<float> h_, xn_, y_, proj_, ba_, gact_, o_, attn_ws_, logits_, lm_x_;
+  DeviceBuffer<uint64_t> argmax_ws_;  // per-span candidates of the greedy choice (sampling.cuh)
   DeviceBuffer<float> gdn_ws_;  // chunked GDN for prefill (gdn_chunked.cuh); empty where the device cannot run it
   DeviceBuffer<uint32_t> xf_;
   cuda::MoeWorkspace moe_ws_;
@@ -248,6 +249,7 @@ CudaBackend::CudaBackend(const ModelConfig& cfg, const ModelWeights& w, const Ba
   logits_rows_ = std::clamp<int64_t>(kLogitsBudgetBytes / (V_ * 4), 1, Tm_);
   logits_ = DeviceBuffer<float>(size_t(logits_rows_ * V_), "logits");
   lm_x_ = DeviceBuffer<float>(size_t(logits_rows_ * H_), "lm_head input");
+  argmax_ws_ = DeviceBuffer<uint64_t>(size_t(cuda::argmax_workspace_words(logits_rows_, V_)), "argmax workspace");
   graphs_.assign(size_t(S + 1), nullptr);
   // staging of the whole-layer stream: part of what a budget places before the expert slots
   if (experts_ && opt.moe_stream_min_tokens > 0)
@@ -665,7 +667,7 @@ bool CudaBackend::lm_head_sample(Act in, std::span<const int64_t> rows, int64_t 
     HLWQ_CUDA_CHECK(cudaMemcpyAsync(dcfg, cfg, Tm * (sizeof(*cfg) + sizeof(*u)), cudaMemcpyHostToDevice, st_),
                     "token choice upload");
     lm_head_rows(act(in), T_, rows_.get(), n);
-    cuda::argmax(logits_.get(), n, n_valid, V_, dpick, dbad, st_);  // every row: greedy ids and non-finite flags
+    cuda::argmax(logits_.get(), n, n_valid, V_, dpick, dbad, argmax_ws_.get(), int64_t(argmax_ws_.size()), st_);  // every row: greedy ids and non-finite flags
     if (any_sampled) cuda::sample_rows(logits_.get(), n, n_valid, V_, dcfg, du, dpick, st_);
     HLWQ_CUDA_CHECK(cudaMemcpyAsync(pick, dpick, 2 * Tm * sizeof(int), cudaMemcpyDeviceToHost, st_),
                     "chosen ids download ({} rows)", n);

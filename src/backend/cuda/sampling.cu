@@ -1,4 +1,4 @@
-// Device sampling (see sampling.cuh). One block of 1024 threads per row.
+// Device sampling (see sampling.cuh). argmax: two passes (below); sample_top_k: one block of 1024 threads per row.
 // sample_top_k: radix select (4 passes of 8 bits over order-preserving keys) finds the k-th largest logit; the
 // logits ≥ it (≤ 2048) are gathered, bitonic-sorted (logit descending, id ascending: the CPU sampler's order),
 // weighted in double as the CPU does (exp((l − max)/T)), filtered by min-p and top-p, and the draw walks the
@@ -22,35 +22,74 @@ __device__ __forceinline__ uint32_t fkey(float f) {
   return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 
-__global__ void __launch_bounds__(kThreads) argmax_kernel(const float* __restrict__ logits, int64_t V, int64_t ld,
-                                                          int* ids, int* bad_rows) {
+// Greedy choice in two passes, so a row of ~250 k logits is read by ~120 blocks at once instead of one SM:
+// argmax_part_kernel: block (b, r) reduces logits [r, b·kArgmaxSpan, +kArgmaxSpan) to one packed candidate
+//   (key << 32) | (0x7FFFFFFF − index): the larger word is the larger logit and, among equal keys, the lower index
+//   (index < 2^31, so bit 31 is free); bit 31 flags a NaN or +inf in the span.
+// argmax_final_kernel: block r takes the largest of row r's candidates (bit 31 masked) and ORs the flags.
+constexpr int kArgmaxThreads = 256;
+constexpr int kArgmaxPerThread = 8;
+constexpr int64_t kArgmaxSpan = int64_t(kArgmaxThreads) * kArgmaxPerThread;
+constexpr uint64_t kBadBit = uint64_t(1) << 31;
+
+__global__ void __launch_bounds__(kArgmaxThreads) argmax_part_kernel(const float* __restrict__ logits, int64_t V,
+                                                                     int64_t ld, uint64_t* part) {
   HLWQ_PDL_PREAMBLE();
-  __shared__ uint64_t best_s[32];
-  __shared__ int bad_s;
-  const float* l = logits + int64_t(blockIdx.x) * ld;
-  if (threadIdx.x == 0) bad_s = 0;
-  __syncthreads();
-  // pack (key, ~index) so one max picks the largest value and, among equals, the lowest index
+  __shared__ uint64_t best_s[kArgmaxThreads / 32];
+  const float* l = logits + int64_t(blockIdx.y) * ld;
+  const int64_t i0 = int64_t(blockIdx.x) * kArgmaxSpan + threadIdx.x;
+  float f[kArgmaxPerThread];
+#pragma unroll
+  for (int j = 0; j < kArgmaxPerThread; ++j) {  // all loads first: one memory round trip per block
+    const int64_t i = i0 + int64_t(j) * kArgmaxThreads;
+    f[j] = i < V ? l[i] : NAN;
+  }
   uint64_t best = 0;
   bool bad = false;
-  for (int64_t i = threadIdx.x; i < V; i += blockDim.x) {
-    const float f = l[i];
-    bad |= isnan(f) || f == INFINITY;
-    const uint64_t c = (uint64_t(fkey(f)) << 32) | uint32_t(~uint32_t(i));
+#pragma unroll
+  for (int j = 0; j < kArgmaxPerThread; ++j) {
+    const int64_t i = i0 + int64_t(j) * kArgmaxThreads;
+    bad |= i < V && (isnan(f[j]) || f[j] == INFINITY);
+    // past V the candidate is 0, the starting value: never chosen
+    const uint64_t c = (uint64_t(fkey(f[j])) << 32) | uint64_t(0x7FFFFFFFu - uint32_t(i < V ? i : 0x7FFFFFFF));
     best = c > best ? c : best;
   }
-  if (bad) bad_s = 1;
   for (int o = 16; o > 0; o >>= 1) {
     const uint64_t ob = __shfl_xor_sync(0xffffffffu, best, o);
     best = ob > best ? ob : best;
   }
+  bad = __syncthreads_or(bad);
   if ((threadIdx.x & 31) == 0) best_s[threadIdx.x >> 5] = best;
   __syncthreads();
   if (threadIdx.x == 0) {
-    for (int w = 1; w < int(blockDim.x >> 5); ++w) best = best_s[w] > best ? best_s[w] : best;
-    best = best_s[0] > best ? best_s[0] : best;
-    ids[blockIdx.x] = int(~uint32_t(best & 0xffffffffu));
-    if (bad_rows) bad_rows[blockIdx.x] = bad_s;
+    for (int w = 1; w < kArgmaxThreads / 32; ++w) best = best_s[w] > best ? best_s[w] : best;
+    part[int64_t(blockIdx.y) * gridDim.x + blockIdx.x] = best | (bad ? kBadBit : 0);
+  }
+}
+
+__global__ void __launch_bounds__(kArgmaxThreads) argmax_final_kernel(const uint64_t* __restrict__ part, int nb,
+                                                                      int* ids, int* bad_rows) {
+  HLWQ_PDL_PREAMBLE();
+  __shared__ uint64_t best_s[kArgmaxThreads / 32];
+  const uint64_t* p = part + int64_t(blockIdx.x) * nb;
+  uint64_t best = 0;
+  bool bad = false;
+  for (int b = threadIdx.x; b < nb; b += kArgmaxThreads) {
+    const uint64_t c = p[b];
+    bad |= (c & kBadBit) != 0;
+    best = (c & ~kBadBit) > best ? (c & ~kBadBit) : best;
+  }
+  for (int o = 16; o > 0; o >>= 1) {
+    const uint64_t ob = __shfl_xor_sync(0xffffffffu, best, o);
+    best = ob > best ? ob : best;
+  }
+  bad = __syncthreads_or(bad);
+  if ((threadIdx.x & 31) == 0) best_s[threadIdx.x >> 5] = best;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    for (int w = 1; w < kArgmaxThreads / 32; ++w) best = best_s[w] > best ? best_s[w] : best;
+    ids[blockIdx.x] = int(0x7FFFFFFFu - uint32_t(best & 0x7FFFFFFFu));
+    if (bad_rows) bad_rows[blockIdx.x] = bad ? 1 : 0;
   }
 }
 
@@ -169,11 +208,20 @@ __global__ void __launch_bounds__(kThreads) topk_kernel(const float* __restrict_
 
 }  // namespace
 
-void argmax(const float* logits, int64_t rows, int64_t V, int64_t ld, int* ids, int* bad_rows, cudaStream_t st) {
+int64_t argmax_workspace_words(int64_t rows, int64_t V) { return rows * ((V + kArgmaxSpan - 1) / kArgmaxSpan); }
+
+void argmax(const float* logits, int64_t rows, int64_t V, int64_t ld, int* ids, int* bad_rows, uint64_t* ws,
+            int64_t ws_words, cudaStream_t st) {
   HLWQ_CHECK(V > 0 && V <= ld && V < (int64_t(1) << 31), "argmax: vocabulary {} in rows of {}", V, ld);
+  HLWQ_CHECK(rows <= 65535 && ws && ws_words >= argmax_workspace_words(rows, V),
+             "argmax: {} rows of {} need a workspace of {} words, got {}", rows, V, argmax_workspace_words(rows, V),
+             ws ? ws_words : 0);
   if (rows == 0) return;
-  argmax_kernel<<<unsigned(rows), kThreads, 0, st>>>(logits, V, ld, ids, bad_rows);
-  HLWQ_CUDA_LAUNCH_CHECK("argmax {} rows x {}", rows, V);
+  const int64_t nb = (V + kArgmaxSpan - 1) / kArgmaxSpan;
+  argmax_part_kernel<<<dim3(unsigned(nb), unsigned(rows)), kArgmaxThreads, 0, st>>>(logits, V, ld, ws);
+  HLWQ_CUDA_LAUNCH_CHECK("argmax {} rows x {} ({} spans)", rows, V, nb);
+  argmax_final_kernel<<<unsigned(rows), kArgmaxThreads, 0, st>>>(ws, int(nb), ids, bad_rows);
+  HLWQ_CUDA_LAUNCH_CHECK("argmax merge of {} rows", rows);
 }
 
 void sample_top_k(const float* logits, int64_t rows, int64_t V, int64_t ld, const DeviceSamplerConfig& cfg,

@@ -14,7 +14,11 @@
 
 namespace hlwq::cuda {
 
-void argmax(const float* logits, int64_t rows, int64_t V, int64_t ld, int* ids, int* bad_rows, cudaStream_t st);
+// argmax needs a device workspace of argmax_workspace_words(rows, V) uint64 words (one per row and span of 2048
+// logits); rows ≤ 65535.
+int64_t argmax_workspace_words(int64_t rows, int64_t V);
+void argmax(const float* logits, int64_t rows, int64_t V, int64_t ld, int* ids, int* bad_rows, uint64_t* ws,
+            int64_t ws_words, cudaStream_t st);
 
 struct DeviceSamplerConfig {
   float temperature = 0.f;  // > 0 (0: greedy, only in sample_rows)
