@@ -87,6 +87,24 @@ struct Layer {
   cuda::MoeLayerDev moe;
 };
 
+// A branch beside the main stream (as the engine's: the GDN b, a GEMM runs next to q, k, v, z and the conv).
+struct Branch {
+  cudaStream_t side = nullptr;
+  cudaEvent_t fork = nullptr, join = nullptr;
+  Branch() {
+    HLWQ_CUDA_CHECK(cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking), "side stream");
+    HLWQ_CUDA_CHECK(cudaEventCreateWithFlags(&fork, cudaEventDisableTiming), "event");
+    HLWQ_CUDA_CHECK(cudaEventCreateWithFlags(&join, cudaEventDisableTiming), "event");
+  }
+  ~Branch() {
+    cudaEventDestroy(fork);
+    cudaEventDestroy(join);
+    cudaStreamDestroy(side);
+  }
+  Branch(const Branch&) = delete;
+  Branch& operator=(const Branch&) = delete;
+};
+
 struct Scratch {
   int64_t T;
   DeviceBuffer<float> h, xn, proj, ba, act, o, y, logits, attn_ws;
@@ -97,6 +115,7 @@ struct Scratch {
   DeviceBuffer<cuda::GdnSeq> seqs;
   int n_seq;
   DeviceBuffer<float> gdn_ws;  // prefill: the chunked GDN's workspace (empty: the token loop)
+  const Branch* br = nullptr;
 };
 
 struct Model {
@@ -234,13 +253,18 @@ void mixer(const Model& m, Layer& L, Scratch& s, cudaStream_t st) {
     const cuda::GdnDimsDev d{int(Hk), int(Hv), int(DK), int(DV), int(KC), 1e-6f};
     const int64_t ld = L.qkvz.out;
     cuda::pack_activations(s.xn.get(), H, T, H, nullptr, T, L.qkvz.in_pad, s.xf.get(), st);
+    HLWQ_CUDA_CHECK(cudaEventRecord(s.br->fork, st), "fork");
+    HLWQ_CUDA_CHECK(cudaStreamWaitEvent(s.br->side, s.br->fork, 0), "fork");
+    cuda::gemm(L.ba, s.xf.get(), T, s.ba.get(), L.ba.out, s.br->side);
+    HLWQ_CUDA_CHECK(cudaEventRecord(s.br->join, s.br->side), "join");
     cuda::gemm(L.qkvz, s.xf.get(), T, s.proj.get(), ld, st);
-    cuda::gemm(L.ba, s.xf.get(), T, s.ba.get(), L.ba.out, st);
     cuda::gdn_conv(s.proj.get(), ld, s.seqs.get(), s.n_seq, L.conv_w.get(), L.conv_state.get(), d, s.act.get(), st);
+    HLWQ_CUDA_CHECK(cudaStreamWaitEvent(st, s.br->join, 0), "join");
+    // the gated norm writes the out-projection's activation fragments too, as the engine's does
     cuda::gdn_delta_rule(s.act.get(), s.proj.get() + C, ld, s.ba.get(), L.ba.out, L.A_log.get(), L.dt_bias.get(),
                          L.gnorm.get(), s.seqs.get(), s.n_seq, int(T / s.n_seq), L.S.get(), d, T,
-                         s.gdn_ws.size() ? s.gdn_ws.get() : nullptr, s.o.get(), st);
-    linear(L.out, s.o.get(), T, s, s.y.get(), H, st);
+                         s.gdn_ws.size() ? s.gdn_ws.get() : nullptr, s.o.get(), st, s.xf.get(), L.out.in_pad);
+    cuda::gemm(L.out, s.xf.get(), T, s.y.get(), H, st);
   }
 }
 
@@ -298,12 +322,14 @@ int main() {
     const auto ceil = bench::measure_ceilings(st);
     std::printf("ceilings: read kernel %.0f GB/s, copy kernel %.0f GB/s\n", ceil.read, ceil.copy_kernel);
     Model m = build();
+    const Branch br;
     size_t free_b = 0, total_b = 0;
     HLWQ_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b), "mem info");
     std::printf("model built: %.1f GB on the device\n", double(total_b - free_b) / 1e9);
     const double expert_b = double(m.layers[0].moe.expert_bytes());
     for (int64_t B : {1, 4, 16}) {
       Scratch s = make_scratch(m, B, int(B));
+      s.br = &br;
       // a plain run: routing → distinct experts per layer for the byte count; checks the step runs at all
       double experts = 0;
       cuda::embed(s.ids.get(), m.embed.get(), B, H, s.h.get(), st);
@@ -348,11 +374,11 @@ int main() {
         op("gdn conv", [&](Layer& L) {
           if (!L.attn) cuda::gdn_conv(s.proj.get(), L.qkvz.out, s.seqs.get(), s.n_seq, L.conv_w.get(), L.conv_state.get(), gd, s.act.get(), st);
         });
-        op("gdn recurrent", [&](Layer& L) {
+        op("gdn recurrent, writing fragments", [&](Layer& L) {
           if (!L.attn)
             cuda::gdn_delta_rule(s.act.get(), s.proj.get() + C, L.qkvz.out, s.ba.get(), L.ba.out, L.A_log.get(),
                                  L.dt_bias.get(), L.gnorm.get(), s.seqs.get(), s.n_seq, 1, L.S.get(), gd, B, nullptr,
-                                 s.o.get(), st);
+                                 s.o.get(), st, s.xf.get(), L.out.in_pad);
         });
         op("gdn out gemm (int4)", [&](Layer& L) { if (!L.attn) cuda::gemm(L.out, s.xf.get(), B, s.y.get(), H, st); });
         op("attn qkv gemm (int4)", [&](Layer& L) { if (L.attn) cuda::gemm(L.qkv, s.xf.get(), B, s.proj.get(), L.qkv.out, st); });
@@ -383,6 +409,7 @@ int main() {
     }
     for (int64_t P : {512, 4096}) {
       Scratch s = make_scratch(m, P, 1);
+      s.br = &br;
       const cuda::GdnDimsDev gd{int(Hk), int(Hv), int(DK), int(DV), int(KC), 1e-6f};
       const double loop = time_eager(st, [&] { step(m, s, st); }, 3);
       s.gdn_ws = DeviceBuffer<float>(size_t(cuda::gdn_chunked_workspace_floats(P, gd)), "chunked GDN workspace");

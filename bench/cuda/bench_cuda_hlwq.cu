@@ -95,7 +95,8 @@ void bench_pack(int64_t in, cudaStream_t st) {
 }
 
 // L layers of a 256-expert MoE (Qwen3.6: H 2048, I 512, top-8 + shared) with bits-wide experts, each layer its
-// own random weights and input; the whole block per layer (7 launches, 9 for HLWQ: the rotation of h).
+// own random weights and input; the whole block per layer (6 launches for INT4, 8 for HLWQ: the gather of the
+// rotated xn by slot and the rotation of h).
 void bench_moe(int bits, cudaStream_t st) {
   const int64_t H = 2048, E = 256, I = 512, k = 8, L = 16;
   std::vector<cuda::MoeLayerDev> layers(L);

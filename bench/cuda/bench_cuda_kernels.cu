@@ -113,7 +113,7 @@ void bench_moe(cudaStream_t st) {
     const double full = bench::time_graph(st, int(L), [&](int l) {
       cuda::moe_forward(layers[size_t(l)], wss[size_t(l)], xs[size_t(l)].get(), T, outs[size_t(l)].get(), false, st);
     });
-    row("moe layer (7 launches)", "256x(2048->512) top-8+1", int(T), full, (expert_bytes + router_bytes) / L + act);
+    row("moe layer (6 launches)", "256x(2048->512) top-8+1", int(T), full, (expert_bytes + router_bytes) / L + act);
     const int64_t tiles = cuda::moe_max_tiles(T, k, E, 1);
     auto part = [&](const char* name, double bytes, const std::function<void(cuda::MoeLayerDev&, cuda::MoeWorkspace&, int)>& f) {
       const double us = bench::time_graph(st, int(L), [&](int l) { f(layers[size_t(l)], wss[size_t(l)], l); });
@@ -131,12 +131,9 @@ void bench_moe(cudaStream_t st) {
                          w.tok_slot.get()};
       cuda::moe_route(w.logits.get(), m.router.out, T, E, k, 1, plan, tiles, st);
     });
-    part("gather xn by slot", 0, [&](auto& m, auto& w, int l) {
-      cuda::pack_activations(xs[size_t(l)].get(), H, T, H, w.slot_tok.get(), tiles * 8, m.gu.in_pad, w.x_slot.get(), st);
-    });
-    part("grouped gate_up+silu", expert_bytes / L * 2 / 3, [&](auto& m, auto& w, int) {
-      cuda::gemm_grouped(m.gu, cuda::GroupedEpilogue::swiglu, w.x_slot.get(), w.tile_mat.get(), tiles, w.h.get(),
-                         m.dn.in_pad, nullptr, 0, nullptr, st);
+    part("grouped gate_up+silu", expert_bytes / L * 2 / 3, [&](auto& m, auto& w, int) {  // reads x_tok by slot
+      cuda::gemm_grouped(m.gu, cuda::GroupedEpilogue::swiglu, w.x_tok.get(), w.tile_mat.get(), tiles, w.h.get(),
+                         m.dn.in_pad, nullptr, 0, nullptr, st, 0, w.slot_tok.get());
     });
     part("grouped down+weight", expert_bytes / L / 3, [&](auto& m, auto& w, int) {
       cuda::gemm_grouped(m.dn, cuda::GroupedEpilogue::weighted, w.h.get(), w.tile_mat.get(), tiles, nullptr, 0,
@@ -148,8 +145,8 @@ void bench_moe(cudaStream_t st) {
     const double grouped = bench::time_graph(st, int(L), [&](int l) {
       auto& m = layers[size_t(l)];
       auto& w = wss[size_t(l)];
-      cuda::gemm_grouped(m.gu, cuda::GroupedEpilogue::swiglu, w.x_slot.get(), w.tile_mat.get(), tiles, w.h.get(),
-                         m.dn.in_pad, nullptr, 0, nullptr, st);
+      cuda::gemm_grouped(m.gu, cuda::GroupedEpilogue::swiglu, w.x_tok.get(), w.tile_mat.get(), tiles, w.h.get(),
+                         m.dn.in_pad, nullptr, 0, nullptr, st, 0, w.slot_tok.get());
       cuda::gemm_grouped(m.dn, cuda::GroupedEpilogue::weighted, w.h.get(), w.tile_mat.get(), tiles, nullptr, 0,
                          w.y.get(), H, w.slot_w.get(), st);
     });

@@ -83,6 +83,38 @@ TEST(CudaMoe, WideSharedExpertRunsAsSlices) {
   check_moe(random_moe(256, 16, 128, false, rng, 3), 4, {1, 9}, rng);
 }
 
+// The experts' gate_up reads each slot's token row of the packed xn through the plan (x_rows): bit for bit what it
+// computes from the rows gathered by slot (pack_activations with slot_tok), at one token (the light kernel), a few,
+// and a prefill batch (activations staged in shared memory), INT4 and BF16; empty slots (−1) read zeros.
+TEST(CudaMoe, GateUpByTokenRowEqualsGatheredSlots) {
+  HLWQ_REQUIRE_CUDA();
+  std::mt19937_64 rng(25);
+  for (const bool int4 : {true, false}) {
+    const auto m = random_moe(2048, 64, 512, int4, rng);
+    const auto L = cuda::upload_moe(m.w, 8);
+    auto ws = cuda::make_moe_workspace(L, 200);
+    for (const int64_t T : {1, 5, 200}) {
+      SCOPED_TRACE(testing::Message() << (int4 ? "int4" : "bf16") << " T=" << T);
+      const int64_t H = 2048, tiles = cuda::moe_max_tiles(T, 8, 64, 1);
+      const auto x = test::random_bf16_exact(size_t(T * H), 1.f, rng);
+      cuda::DeviceBuffer<float> dx(x, "x"), out(size_t(T * H), "out");
+      cuda::moe_forward(L, ws, dx.get(), T, out.get(), false, nullptr);  // the plan and the packed xn (x_tok)
+      cuda::DeviceBuffer<uint32_t> xs(size_t(cuda::xfrag_words(tiles * 8, L.gu.in_pad)), "x by slot");
+      const std::vector<uint32_t> zeros(ws.h.size(), 0u);  // h's columns past I are never written
+      cuda::DeviceBuffer<uint32_t> h_rows(zeros, "h"), h_slots(zeros, "h");
+      cuda::pack_activations(dx.get(), H, T, H, ws.slot_tok.get(), tiles * 8, L.gu.in_pad, xs.get(), nullptr);
+      cuda::gemm_grouped(L.gu, cuda::GroupedEpilogue::swiglu, xs.get(), ws.tile_mat.get(), tiles, h_slots.get(),
+                         L.dn.in_pad, nullptr, 0, nullptr, nullptr);
+      cuda::gemm_grouped(L.gu, cuda::GroupedEpilogue::swiglu, ws.x_tok.get(), ws.tile_mat.get(), tiles, h_rows.get(),
+                         L.dn.in_pad, nullptr, 0, nullptr, nullptr, 0, ws.slot_tok.get());
+      HLWQ_CUDA_CHECK(cudaDeviceSynchronize(), "gate_up by row");
+      const auto a = h_rows.download(), b = h_slots.download();
+      const size_t used = size_t(cuda::xfrag_words(tiles * 8, L.dn.in_pad));
+      EXPECT_TRUE(std::equal(a.begin(), a.begin() + std::ptrdiff_t(used), b.begin()));
+    }
+  }
+}
+
 TEST(CudaMoe, RejectsSharedWidthNotAMultiple) {
   HLWQ_REQUIRE_CUDA();
   std::mt19937_64 rng(22);

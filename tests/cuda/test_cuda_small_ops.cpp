@@ -1,11 +1,13 @@
 // Small device ops against their CPU references: zero-centred RMSNorm (with the fused residual add), the gated
-// RMSNorm, embedding, greedy argmax (ties, NaN) and top-k/top-p/min-p sampling vs the CPU sampler's candidates
-// and draw, on a 248,320-entry vocabulary.
+// RMSNorm (and the GEMM fragments it can write), embedding, greedy argmax (ties, NaN) and top-k/top-p/min-p sampling
+// vs the CPU sampler's candidates and draw, on a 248,320-entry vocabulary.
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <tuple>
 
 #include "backend/cuda/embedding.cuh"
+#include "backend/cuda/gemm.cuh"
 #include "backend/cuda/norm.cuh"
 #include "backend/cuda/sampling.cuh"
 #include "core/dtype.h"
@@ -44,6 +46,31 @@ TEST(CudaNorm, GatedMatchesCpu) {
   rmsnorm_gated(x.data(), z.data(), w.data(), n, d, 1e-6f);
   cuda::rmsnorm_gated(dx.get(), dz.get(), 4 * d, dw.get(), n / 4, 4, d, 1e-6f, nullptr);  // as [16 rows, 4 heads]
   EXPECT_REL(dx.download(), x, test::kFp32Rel);
+}
+
+// The gated norm writing the out-projection's fragments: x as before, fragments bit for bit pack_activations of x.
+TEST(CudaNorm, GatedFragmentsEqualPackOfOutput) {
+  HLWQ_REQUIRE_CUDA();
+  std::mt19937_64 rng(58);
+  for (const auto& [n, heads, d, in_pad] : {std::tuple<int64_t, int64_t, int64_t, int64_t>{1, 32, 128, 4096},
+                                            {3, 4, 128, 512}, {17, 3, 96, 384}}) {
+    SCOPED_TRACE(testing::Message() << "n=" << n << " heads=" << heads << " d=" << d << " in_pad=" << in_pad);
+    const int64_t cols = heads * d;
+    const auto x = test::random_f32(size_t(n * cols), -2.f, 2.f, rng), z = test::random_f32(size_t(n * cols), -3.f, 3.f, rng);
+    const auto w = test::random_f32(size_t(d), 0.5f, 1.5f, rng);
+    const size_t words = size_t(cuda::xfrag_words(n, in_pad));
+    DeviceBuffer<float> dx(x, "x"), dx2(x, "x"), dz(z, "z"), dw(w, "w");
+    DeviceBuffer<uint32_t> xf(std::vector<uint32_t>(words, 0x7fc07fc0u), "fragments"), ref(words, "packed x");
+    cuda::rmsnorm_gated(dx.get(), dz.get(), cols, dw.get(), n, heads, d, 1e-6f, nullptr, xf.get(), in_pad);
+    cuda::rmsnorm_gated(dx2.get(), dz.get(), cols, dw.get(), n, heads, d, 1e-6f, nullptr);
+    cuda::pack_activations(dx2.get(), cols, n, cols, nullptr, n, in_pad, ref.get(), nullptr);
+    EXPECT_EQ(dx.download(), dx2.download());
+    EXPECT_EQ(xf.download(), ref.download());
+  }
+  // a head whose columns do not start a 32-column chunk cannot be written in whole units: refused
+  DeviceBuffer<float> b(size_t(400), "b");
+  DeviceBuffer<uint32_t> xf(size_t(cuda::xfrag_words(1, 512)), "fragments");
+  EXPECT_ANY_THROW(cuda::rmsnorm_gated(b.get(), b.get(), 400, b.get(), 1, 4, 100, 1e-6f, nullptr, xf.get(), 512));
 }
 
 TEST(CudaEmbedding, GathersRowsExactly) {

@@ -123,6 +123,9 @@ class CudaBackend final : public Backend {
   cuda::AttnDimsDev ad_{};
   cudaStream_t st_ = nullptr;
   cudaEvent_t staged_ = nullptr;  // the batch upload has left the pinned staging buffer
+  // a branch beside st_ for work that depends on the same inputs (the GDN b, a projection next to q, k, v, z)
+  cudaStream_t side_ = nullptr;
+  cudaEvent_t fork_ = nullptr, join_ = nullptr;
 
   // batch description: device ints [ids Tm | pos Tm | bt_off Tm | block tables kv_blocks], staged in pinned memory
   PinnedBuffer stage_;
@@ -197,6 +200,9 @@ CudaBackend::CudaBackend(const ModelConfig& cfg, const ModelWeights& w, const Ba
   HLWQ_CUDA_CHECK(cudaMemGetInfo(&free0, &total), "device memory");
   HLWQ_CUDA_CHECK(cudaStreamCreateWithFlags(&st_, cudaStreamNonBlocking), "CUDA backend stream");
   HLWQ_CUDA_CHECK(cudaEventCreateWithFlags(&staged_, cudaEventDisableTiming), "CUDA backend event");
+  HLWQ_CUDA_CHECK(cudaStreamCreateWithFlags(&side_, cudaStreamNonBlocking), "CUDA backend side stream");
+  HLWQ_CUDA_CHECK(cudaEventCreateWithFlags(&fork_, cudaEventDisableTiming), "CUDA backend event");
+  HLWQ_CUDA_CHECK(cudaEventCreateWithFlags(&join_, cudaEventDisableTiming), "CUDA backend event");
 
   // with every layer's routed experts on the CPU no layer has a cache
   if (cache_asked && opt.n_cpu_moe < cfg.n_layers) experts_ = std::make_unique<cuda::HostExpertStore>(w, opt.n_cpu_moe);
@@ -420,6 +426,9 @@ CudaBackend::~CudaBackend() {
   if (capturing_) abandon_capture();
   drop_graphs();
   cudaEventDestroy(staged_);
+  cudaEventDestroy(fork_);
+  cudaEventDestroy(join_);
+  cudaStreamDestroy(side_);
   cudaStreamDestroy(st_);
 }
 
@@ -547,16 +556,33 @@ void CudaBackend::gdn_mixer(int layer, Act in, Act out) {
   const cuda::GdnLayerDev& L = m_.layers[size_t(layer)].gdn;
   const int k = kind_index_[size_t(layer)];
   const int64_t C = gd_.C(), ld = L.qkvz.out, Hvdv = int64_t(gd_.Hv) * gd_.dv;
-  // one pack of xn serves both input projections (same H columns; a second one when only one of them is HLWQ)
-  cuda::fused_forward_rows({{&L.qkvz, proj_.get(), ld}, {&L.ba, ba_.get(), L.ba.out}}, act(in), H_, T_, nullptr, T_,
-                           xf_.get(), st_);
+  // one pack of xn serves both input projections (same H columns; a second one when only one of them is HLWQ).
+  // Where both read it plain, the small b, a GEMM runs on a branch beside q, k, v, z and the conv (it is needed
+  // only by the recurrence), so the step does not wait for its launch.
+  const bool branch = cuda::reads_plain(L.qkvz) && cuda::reads_plain(L.ba) && L.qkvz.parts.size() == 1 &&
+                      L.ba.parts.size() == 1;
+  if (branch) {
+    cuda::pack_activations(act(in), H_, T_, H_, nullptr, T_, L.qkvz.in_pad, xf_.get(), st_);
+    HLWQ_CUDA_CHECK(cudaEventRecord(fork_, st_), "GDN branch fork");
+    HLWQ_CUDA_CHECK(cudaStreamWaitEvent(side_, fork_, 0), "GDN branch fork");
+    cuda::gemm(L.ba.parts[0].w, xf_.get(), T_, ba_.get(), L.ba.out, side_);
+    HLWQ_CUDA_CHECK(cudaEventRecord(join_, side_), "GDN branch join");
+    cuda::gemm(L.qkvz.parts[0].w, xf_.get(), T_, proj_.get(), ld, st_);
+  } else {
+    cuda::fused_forward_rows({{&L.qkvz, proj_.get(), ld}, {&L.ba, ba_.get(), L.ba.out}}, act(in), H_, T_, nullptr, T_,
+                             xf_.get(), st_);
+  }
   if (stats_) stats_->mixer(layer, false, act(in), H_, T_, st_);
   cuda::gdn_conv(proj_.get(), ld, seqs_.get(), n_seq_, L.conv_w.get(), conv_[size_t(k)].get(), gd_, gact_.get(), st_);
+  if (branch) HLWQ_CUDA_CHECK(cudaStreamWaitEvent(st_, join_, 0), "GDN branch join");
+  // the gated norm at the recurrence's end writes the out-projection's activations too where they are plain
+  const bool out_plain = cuda::reads_plain(L.out) && gd_.dv % 32 == 0;
   cuda::gdn_delta_rule(gact_.get(), proj_.get() + C, ld, ba_.get(), L.ba.out, L.A_log.get(), L.dt_bias.get(),
                        L.norm.get(), seqs_.get(), n_seq_, max_n_, S_[size_t(k)].get(), gd_, T_,
-                       gdn_ws_.size() == 0 ? nullptr : gdn_ws_.get(), o_.get(), st_);
+                       gdn_ws_.size() == 0 ? nullptr : gdn_ws_.get(), o_.get(), st_, out_plain ? xf_.get() : nullptr,
+                       L.out.in_pad);
   if (stats_) stats_->mixer(layer, true, o_.get(), Hvdv, T_, st_);
-  cuda::fused_forward(L.out, o_.get(), Hvdv, T_, xf_.get(), act(out), H_, st_);
+  cuda::fused_forward(L.out, o_.get(), Hvdv, T_, xf_.get(), act(out), H_, st_, out_plain);
 }
 
 void CudaBackend::attn_mixer(int layer, Act in, Act out) {

@@ -52,8 +52,8 @@ FusedLinearDev upload_fused(const std::vector<const LinearWeight*>& srcs, const 
 }
 
 void fused_forward_rows(std::initializer_list<FusedOut> outs, const float* x, int64_t ldx, int64_t n_rows,
-                        const int* slot_rows, int64_t n, uint32_t* xfrag, cudaStream_t st) {
-  int packed = -1;  // what xfrag holds: 0 plain, 1 rotated (HLWQ), −1 nothing yet
+                        const int* slot_rows, int64_t n, uint32_t* xfrag, cudaStream_t st, bool plain_packed) {
+  int packed = plain_packed ? 0 : -1;  // what xfrag holds: 0 plain, 1 rotated (HLWQ), −1 nothing yet
   for (const FusedOut& o : outs) {
     HLWQ_CHECK(o.w->in == outs.begin()->w->in && o.w->in_pad == outs.begin()->w->in_pad,
                "fused_forward: linears of one input with {} and {} columns", o.w->in, outs.begin()->w->in);
@@ -70,8 +70,8 @@ void fused_forward_rows(std::initializer_list<FusedOut> outs, const float* x, in
 }
 
 void fused_forward(const FusedLinearDev& w, const float* x, int64_t ldx, int64_t T, uint32_t* xfrag, float* y,
-                   int64_t ldy, cudaStream_t st) {
-  fused_forward_rows({{&w, y, ldy}}, x, ldx, T, nullptr, T, xfrag, st);
+                   int64_t ldy, cudaStream_t st, bool plain_packed) {
+  fused_forward_rows({{&w, y, ldy}}, x, ldx, T, nullptr, T, xfrag, st, plain_packed);
 }
 
 ModelDev upload_model(const ModelConfig& cfg, const ModelWeights& w, const HostExpertStore* experts,

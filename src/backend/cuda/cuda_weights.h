@@ -31,8 +31,9 @@ FusedLinearDev upload_fused(const std::vector<const LinearWeight*>& srcs, const 
 
 // y [T, 0..out) (row stride ldy) = x [T, in] (row stride ldx) · Wᵀ; xfrag: scratch of ≥ xfrag_words(T, in_pad).
 // HLWQ parts read the activations rotated (hlwq_gemm.cuh), the others plain: xfrag is packed once per change.
+// plain_packed: xfrag already holds x's plain fragments (written by the norm before: norm.cuh).
 void fused_forward(const FusedLinearDev& w, const float* x, int64_t ldx, int64_t T, uint32_t* xfrag, float* y,
-                   int64_t ldy, cudaStream_t st);
+                   int64_t ldy, cudaStream_t st, bool plain_packed = false);
 // Several fused linears of one input (same in), through one xfrag: output slot s of each is row slot_rows[s] (null:
 // row s) of x [n_rows, ldx], for s < n.
 struct FusedOut {
@@ -41,7 +42,9 @@ struct FusedOut {
   int64_t ldy;
 };
 void fused_forward_rows(std::initializer_list<FusedOut> outs, const float* x, int64_t ldx, int64_t n_rows,
-                        const int* slot_rows, int64_t n, uint32_t* xfrag, cudaStream_t st);
+                        const int* slot_rows, int64_t n, uint32_t* xfrag, cudaStream_t st, bool plain_packed = false);
+// Whether the first part of w reads plain (not rotated) activations: a norm may then write them (plain_packed).
+inline bool reads_plain(const FusedLinearDev& w) { return !w.parts.empty() && w.parts[0].w.format != PackedFormat::hlwq; }
 
 struct GdnLayerDev {
   FusedLinearDev qkvz;  // [C + Hv·dv, H]: q | k | v | z

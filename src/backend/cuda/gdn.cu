@@ -125,7 +125,8 @@ void gdn_conv(const float* proj, int64_t ldp, const GdnSeq* seqs, int n_seq, con
 
 void gdn_delta_rule(const float* act, const float* z, int64_t ldz, const float* ba, int64_t ldba, const float* A_log,
                     const float* dt_bias, const float* norm_w, const GdnSeq* seqs, int n_seq, int max_n, float* S,
-                    const GdnDimsDev& d, int64_t T, float* chunk_ws, float* out, cudaStream_t st) {
+                    const GdnDimsDev& d, int64_t T, float* chunk_ws, float* out, cudaStream_t st, uint32_t* out_xfrag,
+                    int64_t in_pad) {
   HLWQ_CHECK(d.dk % 2 == 0 && d.dk <= 2 * kMaxHalfDk && d.dv <= 512 && d.Hv % d.Hk == 0,
              "gdn_delta_rule: dk {} dv {} Hk {} Hv {} unsupported (dk even ≤ 128, dv ≤ 512)", d.dk, d.dv, d.Hk, d.Hv);
   if (n_seq == 0) return;
@@ -141,7 +142,7 @@ void gdn_delta_rule(const float* act, const float* z, int64_t ldz, const float* 
     HLWQ_CUDA_LAUNCH_CHECK("gdn_recurrent {} heads, {} sequences", d.Hv, n_seq);
   }
   // the gated RMSNorm over each (token, head): one row of dv per head, gate z at z + t·ldz + h·dv
-  rmsnorm_gated(out, z, ldz, norm_w, T, d.Hv, d.dv, d.eps, st);
+  rmsnorm_gated(out, z, ldz, norm_w, T, d.Hv, d.dv, d.eps, st, out_xfrag, in_pad);
 }
 
 }  // namespace hlwq::cuda

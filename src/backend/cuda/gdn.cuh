@@ -37,8 +37,10 @@ inline constexpr int kGdnChunkedMinTokens = 64;
 // T: tokens of the batch (rows of act/z/out). max_n: the most tokens of any sequence of the batch (the host knows
 // it). chunk_ws: gdn_chunked_workspace_floats(T) floats (gdn_chunked.cuh) to run sequences of at least
 // kGdnChunkedMinTokens in the chunked form, or null to run every sequence as the token recurrence.
+// out_xfrag (optional): out also written as the out-projection's bf16 activations of in_pad columns (norm.cuh).
 void gdn_delta_rule(const float* act, const float* z, int64_t ldz, const float* ba, int64_t ldba, const float* A_log,
                     const float* dt_bias, const float* norm_w, const GdnSeq* seqs, int n_seq, int max_n, float* S,
-                    const GdnDimsDev& d, int64_t T, float* chunk_ws, float* out, cudaStream_t st);
+                    const GdnDimsDev& d, int64_t T, float* chunk_ws, float* out, cudaStream_t st,
+                    uint32_t* out_xfrag = nullptr, int64_t in_pad = 0);
 
 }  // namespace hlwq::cuda

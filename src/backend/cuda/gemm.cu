@@ -33,7 +33,8 @@ struct KParams {
   const float* const* sarr;
   const int* tile_mat;  // grouped: [gridDim.y]; null = dense
   int ku;               // in_pad / 128
-  const uint32_t* x;    // xfrag
+  const uint32_t* x;    // xfrag: the tiles' slots, or with x_rows the rows (tokens) they read
+  const int* x_rows;    // grouped: slot → row of x (−1: zeros), so the experts read the tokens' fragments; null: none
   int n_slots;          // slots that have an output row
   int out;              // valid output rows of W (swiglu: features of h = out / 2)
   float* y;
@@ -89,9 +90,28 @@ __global__ void __launch_bounds__(kWarps * 32, kMinB) gemm_kernel(KParams p) {
     if (kInt4) s = p.sarr[m];
   }
   const int ku = p.ku, S = p.split, G = kWarps / S, ks = warp % S, gl = warp / S;
-  const uint4* X = reinterpret_cast<const uint4*>(p.x) + int64_t(by) * NT * ku * 4 * 32;
+  // Only the experts' gate_up (SwiGLU) reads its activations through x_rows: lane (g, c) of tile nt reads row
+  // r = x_rows[slot 8·(by·NT + nt) + g] of x, whose fragment word sits where lane (r % 8, c) of x's tile r / 8 holds
+  // it. xo: the lane's offset from X in uint4 for k-unit 0, −1 for a zero row (without x_rows: its own tile's).
+  constexpr bool kRows = kEpi == kSwiglu;
+  const bool rows = kRows && p.x_rows;
+  const uint4* X = reinterpret_cast<const uint4*>(p.x) + (rows ? 0 : int64_t(by) * NT * ku * 4 * 32);
+  int xo[NT];
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) {
+    const int r = rows ? p.x_rows[(by * NT + nt) * 8 + g] : 0;
+    xo[nt] = !rows ? nt * ku * 128 + lane : r >= 0 ? (r >> 3) * ku * 128 + (r & 7) * 4 + c : -1;
+  }
   if (p.x_smem) {
-    for (int i = threadIdx.x; i < NT * ku * 128; i += blockDim.x) xs[i] = __ldg(X + i);
+    for (int i = threadIdx.x; i < NT * ku * 128; i += blockDim.x) {
+      if (rows) {
+        const int nt = i / (ku * 128), rem = i - nt * ku * 128, l = rem & 31;
+        const int r = p.x_rows[(by * NT + nt) * 8 + (l >> 2)];
+        xs[i] = r >= 0 ? __ldg(X + ((r >> 3) * ku * 128 + (rem - l) + (r & 7) * 4 + (l & 3))) : make_uint4(0, 0, 0, 0);
+      } else {
+        xs[i] = __ldg(X + i);
+      }
+    }
     __syncthreads();
     X = xs;
   }
@@ -127,7 +147,9 @@ __global__ void __launch_bounds__(kWarps * 32, kMinB) gemm_kernel(KParams p) {
 #pragma unroll
             for (int jj = 0; jj < 4; ++jj) {
               const int64_t xi = int64_t(nt) * ku * 128 + (u * 4 + jj) * 32 + lane;
-              xa[nt][jj] = p.x_smem ? X[xi] : __ldg(X + xi);  // the read-only path when X is global
+              if (p.x_smem) xa[nt][jj] = X[xi];
+              else if constexpr (!kRows) xa[nt][jj] = __ldg(X + xi);  // the read-only path when X is global
+              else xa[nt][jj] = xo[nt] >= 0 ? __ldg(X + (xo[nt] + (u * 4 + jj) * 32)) : make_uint4(0, 0, 0, 0);
             }
 #pragma unroll
           for (int r = 0; r < RT; ++r) {
@@ -241,8 +263,11 @@ template <bool kInt4, int kEpi>
 void launch_grouped(const KParams& kp, int64_t out_pad, int64_t tiles, int64_t config_tiles, cudaStream_t st,
                     const char* what) {
   constexpr int RT = kEpi == kSwiglu ? 2 : 1;
-  if (launch_rt<kInt4, 1, RT, kEpi, kLightInFlight, kLightMinBlocks>(kp, out_pad, tiles, config_tiles, st, what, true))
-    return;
+  // BF16 gate_up keeps as many loads in flight in both kernels (one k-unit of two row tiles), so the light one would
+  // only have fewer registers (it spills): the standard kernel serves it
+  if constexpr (kInt4 || RT == 1)
+    if (launch_rt<kInt4, 1, RT, kEpi, kLightInFlight, kLightMinBlocks>(kp, out_pad, tiles, config_tiles, st, what, true))
+      return;
   launch_rt<kInt4, 1, RT, kEpi>(kp, out_pad, tiles, config_tiles, st, what);
 }
 
@@ -366,8 +391,10 @@ GroupedLinear make_grouped(const std::vector<const PackedLinear*>& mats, const c
 
 void gemm_grouped(const GroupedLinear& w, GroupedEpilogue epi, const uint32_t* xfrag, const int* tile_mat,
                   int64_t max_tiles, uint32_t* h_xfrag, int64_t h_in_pad, float* y, int64_t ldy, const float* slot_w,
-                  cudaStream_t st, int64_t launch_tiles) {
+                  cudaStream_t st, int64_t launch_tiles, const int* x_rows) {
   if (max_tiles == 0) return;
+  HLWQ_CHECK(!x_rows || (w.format != PackedFormat::hlwq && epi == GroupedEpilogue::swiglu),
+             "gemm_grouped: activations by row are for INT4 or BF16 gate_up matrices");
   if (w.format == PackedFormat::hlwq)
     return hlwq_gemm_grouped(w, epi, xfrag, tile_mat, max_tiles, y, ldy, slot_w, st, launch_tiles);
   const int64_t cfg = launch_tiles > 0 ? launch_tiles : max_tiles;
@@ -377,6 +404,7 @@ void gemm_grouped(const GroupedLinear& w, GroupedEpilogue epi, const uint32_t* x
   kp.tile_mat = tile_mat;
   kp.ku = int(w.in_pad / 128);
   kp.x = xfrag;
+  kp.x_rows = x_rows;
   kp.n_slots = int(max_tiles * 8);
   kp.out = int(w.out);
   kp.y = y;

@@ -77,8 +77,10 @@ enum class GroupedEpilogue : uint8_t {
 // launch_tiles (0: max_tiles) is the tile count the launch shape (its split of k) is chosen for: a launch over a
 // part of a plan (pointers advanced by xfrag_tile_words / 8 slots per tile) passes the whole plan's count, so every
 // output sums in the same order as in one launch over the whole plan.
+// x_rows (INT4, BF16 gate_up): xfrag holds rows (the tokens) and slot s reads row x_rows[s] of it, −1 a zero row, instead of
+// xfrag holding the slots' own rows (no gather of the activations by slot before the launch).
 void gemm_grouped(const GroupedLinear& w, GroupedEpilogue epi, const uint32_t* xfrag, const int* tile_mat,
                   int64_t max_tiles, uint32_t* h_xfrag, int64_t h_in_pad, float* y, int64_t ldy, const float* slot_w,
-                  cudaStream_t st, int64_t launch_tiles = 0);
+                  cudaStream_t st, int64_t launch_tiles = 0, const int* x_rows = nullptr);
 
 }  // namespace hlwq::cuda

@@ -156,7 +156,11 @@ MoeWorkspace make_moe_workspace(const MoeLayerDev& L, int64_t max_T) {
   ws.max_tiles = moe_max_tiles(max_T, L.k, L.E, L.n_shared);
   const int64_t slots = ws.max_tiles * 8, A = L.k + L.n_shared;
   ws.x_tok = DeviceBuffer<uint32_t>(size_t(xfrag_words(max_T, L.router.in_pad)), "MoE xn");
-  ws.x_slot = DeviceBuffer<uint32_t>(size_t(xfrag_words(slots, L.gu.in_pad)), "MoE xn by slot");
+  if (L.gu.format == PackedFormat::hlwq)  // only rotated rows are gathered by slot (expert_mlp)
+    ws.x_slot = DeviceBuffer<uint32_t>(size_t(xfrag_words(slots, L.gu.in_pad)), "MoE xn by slot");
+  else
+    HLWQ_CHECK(L.router.in_pad == L.gu.in_pad, "MoE: the router's input pads to {} columns, the experts' to {}",
+               L.router.in_pad, L.gu.in_pad);
   ws.h = DeviceBuffer<uint32_t>(size_t(xfrag_words(slots, L.dn.in_pad)), "MoE h");
   // columns of h past I are never written by the gate_up kernel and must read as zero
   HLWQ_CUDA_CHECK(cudaMemset(ws.h.get(), 0, ws.h.bytes()), "clearing MoE h");
@@ -177,6 +181,9 @@ MoeWorkspace make_moe_workspace(const MoeLayerDev& L, int64_t max_T) {
 
 namespace {
 
+// Whether the gate_up matrices read the tokens' plain fragments (x_tok, the router's input) through the slot plan.
+bool reads_tokens(const MoeLayerDev& L) { return L.gu.format != PackedFormat::hlwq; }
+
 ExpertTables tables_of(const MoeLayerDev& L) {
   return ExpertTables{L.gu.q.get(), L.gu.scale.get(), L.dn.q.get(), L.dn.scale.get()};
 }
@@ -186,15 +193,19 @@ ExpertTables tables_of(const MoeLayerDev& L) {
 // HLWQ experts read rotated activations (hlwq_gemm.cuh): h in fp32 [slots, I], then rotated and rounded once.
 void expert_mlp(const MoeLayerDev& L, MoeWorkspace& ws, int64_t t0, int64_t n, int64_t tiles, cudaStream_t st) {
   const int64_t s0 = t0 * 8;
-  const uint32_t* x = ws.x_slot.get() + t0 * xfrag_tile_words(L.gu.in_pad);
+  // plain gate_up matrices read the tokens' fragments (x_tok) through the slot plan; HLWQ ones the rotated rows
+  // gathered by slot (x_slot)
+  const bool by_token = reads_tokens(L);
+  const uint32_t* x = by_token ? ws.x_tok.get() : ws.x_slot.get() + t0 * xfrag_tile_words(L.gu.in_pad);
+  const int* x_rows = by_token ? ws.slot_tok.get() + s0 : nullptr;
   uint32_t* h = ws.h.get() + t0 * xfrag_tile_words(L.dn.in_pad);
   const int* tm = ws.tile_mat.get() + t0;
   if (L.dn.format == PackedFormat::hlwq) {
     float* h32 = ws.h32.get() + s0 * L.I;
-    gemm_grouped(L.gu, GroupedEpilogue::swiglu_f32, x, tm, n, nullptr, 0, h32, L.I, nullptr, st, tiles);
+    gemm_grouped(L.gu, GroupedEpilogue::swiglu_f32, x, tm, n, nullptr, 0, h32, L.I, nullptr, st, tiles, x_rows);
     hlwq_pack_slots(h32, L.I, n * 8, L.I, tm, L.dn.in_pad, h, st);
   } else {
-    gemm_grouped(L.gu, GroupedEpilogue::swiglu, x, tm, n, h, L.dn.in_pad, nullptr, 0, nullptr, st, tiles);
+    gemm_grouped(L.gu, GroupedEpilogue::swiglu, x, tm, n, h, L.dn.in_pad, nullptr, 0, nullptr, st, tiles, x_rows);
   }
   gemm_grouped(L.dn, GroupedEpilogue::weighted, h, tm, n, nullptr, 0, ws.y.get() + s0 * L.H, L.H,
                ws.slot_w.get() + s0, st, tiles);
@@ -232,9 +243,11 @@ void moe_forward(const MoeLayerDev& L, MoeWorkspace& ws, const float* xn, int64_
                    cpu->all_routed ? nullptr : ws.cpu_mark.get(), st);
   if (hooks.prefetch && hooks.next && hooks.next->cache)  // overlaps this layer's experts (moe_prefetch.cuh)
     hooks.prefetch->issue(hooks.layer + 1, *hooks.next, ws.x_tok.get(), T, ws.logits.get(), st);
-  // HLWQ experts read rotated activations (hlwq_gemm.cuh): xn rotated while gathered
-  (L.gu.format == PackedFormat::hlwq ? hlwq_pack_activations : pack_activations)(
-      xn, L.H, T, L.H, ws.slot_tok.get(), tiles * 8, L.gu.in_pad, ws.x_slot.get(), st);
+  // HLWQ experts read rotated activations (hlwq_gemm.cuh): xn rotated while gathered by slot; the others read
+  // x_tok through the plan (expert_mlp)
+  HLWQ_CHECK(reads_tokens(L) || ws.x_slot.size() > 0, "moe_forward: HLWQ experts with a workspace made for plain ones");
+  if (!reads_tokens(L))
+    hlwq_pack_activations(xn, L.H, T, L.H, ws.slot_tok.get(), tiles * 8, L.gu.in_pad, ws.x_slot.get(), st);
   if (stream)
     hooks.stream->run(*L.cache, tables_of(L), ws.tile_mat.get(), tiles, st,
                       [&](int64_t t0, int64_t n) { expert_mlp(L, ws, t0, n, tiles, st); });

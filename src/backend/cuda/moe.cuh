@@ -1,9 +1,9 @@
-// A whole MoE block on the device (SPEC §5) in 7 launches whatever the batch: pack xn → router+shared-gate GEMM
-// (one bf16 matrix [E + 1, H]) → route (moe_route.cuh) → gather xn into expert slots → grouped gate_up with SiLU·up
-// (all selected experts and the shared expert in one launch) → grouped down, scaled by the routing weight →
-// combine per token (optionally added onto the residual stream).
+// A whole MoE block on the device (SPEC §5) in 6 launches whatever the batch: pack xn → router+shared-gate GEMM
+// (one bf16 matrix [E + 1, H]) → route (moe_route.cuh) → grouped gate_up with SiLU·up (all selected experts and the
+// shared expert in one launch; each slot reads its token's row of the packed xn through the plan) → grouped down,
+// scaled by the routing weight → combine per token (optionally added onto the residual stream).
 // Expert weights are INT4 (u4b8_g128 checkpoints), HLWQ (native or seed Q5 checkpoints; then xn is packed rotated
-// and h rotated in place before down: hlwq_gemm.cuh) or bf16 (dense checkpoints), all resident; a shared expert of
+// and h rotated in place before down: hlwq_gemm.cuh; HLWQ experts gather the rotated xn by slot, one launch more) or bf16 (dense checkpoints), all resident; a shared expert of
 // width S·I runs as S slices of the routed experts' width I (moe_route.cuh; Qwen3.5/3.6: S = 1, the demo model 2).
 // Routed experts may run on the CPU instead (MoeCpuPart, cpu_experts.cuh): the whole routed part of a layer
 // (--n-cpu-moe: upload_moe_cpu keeps none of its experts on the device), or the misses the slot plan hands over
@@ -49,7 +49,7 @@ void attach_expert_cache(MoeLayerDev& L, const uint8_t* host_experts, const Expe
 // Scratch for up to max_T tokens.
 struct MoeWorkspace {
   int64_t max_T = 0, max_tiles = 0;
-  DeviceBuffer<uint32_t> x_tok, x_slot, h;  // xfrag: xn by token, xn by slot, SiLU(gate)·up by slot
+  DeviceBuffer<uint32_t> x_tok, x_slot, h;  // xfrag: xn by token, xn rotated by slot (HLWQ only), SiLU(gate)·up by slot
   DeviceBuffer<float> logits, y, slot_w, topk_w;
   DeviceBuffer<float> h32;  // HLWQ experts only: SiLU(gate)·up by slot [slots, I] in fp32, before its rotation
   DeviceBuffer<int> topk_ids, slot_tok, tile_mat, tok_slot;

@@ -1,8 +1,13 @@
-// RMSNorm kernels (see norm.cuh): one block per row, fp32 sums of squares reduced as a tree.
+// RMSNorm kernels (see norm.cuh): one block per row (gated: per row and head), fp32 sums of squares reduced as a tree.
+#include <cuda_bf16.h>
+
+#include <cstdint>
+
 #include "backend/cuda/block_reduce.cuh"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/norm.cuh"
 #include "backend/cuda/pdl.cuh"
+#include "backend/cuda/xfrag.cuh"
 
 namespace hlwq::cuda {
 namespace {
@@ -12,6 +17,22 @@ constexpr int kThreads = 256;
 // Each thread keeps its kPer elements in registers (d ≤ kThreads·kPer), so h is read once and the residual sum
 // is never re-read from memory.
 constexpr int kPer = 16;
+
+// The bf16 columns sb [0, 32·(q1 − q0)) as the fragment units of 32-column chunks [q0, q1) of slot `row`: one 16-byte
+// store per unit, where single bf16 stores would be 8 L2 transactions (xfrag.cuh).
+__device__ __forceinline__ void store_units(const __nv_bfloat16* sb, int64_t row, int q0, int q1, int in_pad,
+                                            uint4* xf) {
+  const uint32_t* sp = reinterpret_cast<const uint32_t*>(sb);
+  for (int u = threadIdx.x; u < (q1 - q0) * 4; u += blockDim.x) {
+    const int q = q0 + u / 4, c = u % 4, k = (u / 4) * 32 + 2 * c;  // k: the unit's first column in sb
+    xf[xfrag_unit(row, q, c, in_pad)] = make_uint4(sp[k / 2], sp[(k + 8) / 2], sp[(k + 16) / 2], sp[(k + 24) / 2]);
+  }
+}
+
+__device__ __forceinline__ void zero_units(int64_t row, int q0, int q1, int in_pad, uint4* xf) {
+  for (int u = threadIdx.x; u < (q1 - q0) * 4; u += blockDim.x)
+    xf[xfrag_unit(row, q0 + u / 4, u % 4, in_pad)] = make_uint4(0, 0, 0, 0);
+}
 
 __global__ void rmsnorm_kernel(float* h, const float* __restrict__ res, const float* __restrict__ w, int64_t d,
                                float eps, float* y) {
@@ -43,19 +64,35 @@ __global__ void rmsnorm_kernel(float* h, const float* __restrict__ res, const fl
   }
 }
 
+// One block per (row, head) of d ≤ 512 features. With xf (d % 32 == 0): the head's columns as fragment units;
+// blocks past the n rows write zero units, and the last head's blocks also the zero columns heads·d..in_pad.
 __global__ void rmsnorm_gated_kernel(float* x, const float* __restrict__ z, int64_t ldz, const float* __restrict__ w,
-                                     int64_t heads, int64_t d, float eps) {
+                                     int64_t n, int64_t heads, int64_t d, float eps, uint4* xf, int in_pad) {
   HLWQ_PDL_PREAMBLE();
   __shared__ float scratch[32];
+  __shared__ __align__(16) __nv_bfloat16 sb[512];
+  const int64_t row = int64_t(blockIdx.x) / heads, head = int64_t(blockIdx.x) % heads;
+  const int q0 = int(head * d / 32), q1 = int((head + 1) * d / 32);
+  if (xf && head == heads - 1) zero_units(row, q1, in_pad / 32, in_pad, xf);
+  if (row >= n) {
+    zero_units(row, q0, q1, in_pad, xf);
+    return;
+  }
   float* xr = x + int64_t(blockIdx.x) * d;
-  const float* zr = z + (int64_t(blockIdx.x) / heads) * ldz + (int64_t(blockIdx.x) % heads) * d;
+  const float* zr = z + row * ldz + head * d;
   float ss = 0.f;
   for (int64_t i = threadIdx.x; i < d; i += blockDim.x) ss += xr[i] * xr[i];
   ss = block_sum(ss, scratch);
   const float r = rsqrtf(ss / float(d) + eps);
   for (int64_t i = threadIdx.x; i < d; i += blockDim.x) {
     const float zv = zr[i];
-    xr[i] = w[i] * (xr[i] * r) * (zv / (1.f + expf(-zv)));
+    const float o = w[i] * (xr[i] * r) * (zv / (1.f + expf(-zv)));
+    xr[i] = o;
+    if (xf) sb[i] = __float2bfloat16_rn(o);
+  }
+  if (xf) {
+    __syncthreads();
+    store_units(sb, row, q0, q1, in_pad, xf);
   }
 }
 
@@ -70,9 +107,15 @@ void rmsnorm_zero_centred(float* h, const float* res, const float* w, int64_t n,
 }
 
 void rmsnorm_gated(float* x, const float* z, int64_t ldz, const float* w, int64_t n, int64_t heads, int64_t d, float eps,
-                   cudaStream_t st) {
+                   cudaStream_t st, uint32_t* xfrag, int64_t in_pad) {
+  HLWQ_CHECK(!xfrag || (d % 32 == 0 && d <= 512 && in_pad % 128 == 0 && heads * d <= in_pad &&
+                         reinterpret_cast<uintptr_t>(xfrag) % 16 == 0),
+             "rmsnorm_gated: fragments of {} heads of {} (a multiple of 32, ≤ 512) in {} columns (16-byte aligned)", heads, d,
+             in_pad);
   if (n * heads == 0) return;
-  rmsnorm_gated_kernel<<<unsigned(n * heads), 128, 0, st>>>(x, z, ldz, w, heads, d, eps);
+  const int64_t rows = xfrag ? (n + 15) / 16 * 16 : n;  // the 16-slot tiles of gemm() read whole tiles
+  rmsnorm_gated_kernel<<<unsigned(rows * heads), 128, 0, st>>>(x, z, ldz, w, n, heads, d, eps,
+                                                               reinterpret_cast<uint4*>(xfrag), int(in_pad));
   HLWQ_CUDA_LAUNCH_CHECK("rmsnorm_gated [{}, {}]", n, d);
 }
 

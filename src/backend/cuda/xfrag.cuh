@@ -14,4 +14,10 @@ __device__ __forceinline__ int64_t xfrag_elem(int64_t n, int64_t k, int in_pad) 
   return word * 2 + (kk & 1);
 }
 
+// uint4 index of the unit (slot n, 32-column chunk q, lane column c) of an xfrag buffer: the four words a lane loads
+// at once, the bf16 pairs of columns 32q + 2c + {0, 8, 16, 24} (each with the next column), in that order.
+__device__ __forceinline__ int64_t xfrag_unit(int64_t n, int64_t q, int c, int in_pad) {
+  return ((n >> 3) * (in_pad / 32) + q) * 32 + (n & 7) * 4 + c;
+}
+
 }  // namespace hlwq::cuda
