@@ -1,8 +1,10 @@
 // Attention kernels (see attention.cuh).
 // attend: one block per (token, kv head, key split) serving all Hq/Hkv query heads of the group, so each cached
-// K/V row is read once per group; decode splits the keys over up to 32 blocks (flash-decoding) and a second
-// kernel merges the splits; 4 warps split the keys (each loads its next key's row while it uses this one), each lane holds D/32 dims, each warp keeps an online softmax
-// (running max m, sum l, output o) per head, and the warps merge at the end through shared memory.
+// K/V row is read from memory once per group; decode splits the keys over up to 32 blocks (flash-decoding) and a
+// second kernel merges the splits. 8 warps: 4 split the keys times 2 halves of the heads (the two warps of a key read
+// its row, the second from L1); each loads its next key's row while it uses this one, each lane holds D/32 dims,
+// each warp keeps an online softmax (running max m, sum l, output o) per head, and the key warps merge at the end
+// through shared memory.
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -18,8 +20,14 @@ namespace hlwq::cuda {
 namespace {
 
 constexpr int kBlockTokens = 16;
-constexpr int kWarps = 4;
-constexpr int kMaxRep = 8;  // q heads per kv head held in registers (Qwen3.5/3.6: 8)
+// attend_kernel's 8 warps: warp w takes the keys kb + w % 4, +4, … and the query heads of group w / 4 (half the kv
+// head's), so each warp's per-key chain covers 4 heads, not 8 (at one token the kernel is bound by that chain: ncu,
+// bench/cuda/NOTES.md); each head's keys are still summed by the same warp in the same order.
+constexpr int kKeyWarps = 4;
+constexpr int kHeadGroups = 2;
+constexpr int kWarps = kKeyWarps * kHeadGroups;
+constexpr int kMaxRep = 8;  // q heads per kv head (Qwen3.5/3.6: 8)
+constexpr int kRepPerWarp = kMaxRep / kHeadGroups;  // held in registers
 
 __device__ __forceinline__ int64_t kv_row(const int* bt, int p, int Hkv, int h, int D) {
   return ((int64_t(bt[p / kBlockTokens]) * kBlockTokens + p % kBlockTokens) * Hkv + h) * D;
@@ -64,16 +72,18 @@ __global__ void norm_rope_kernel(float* qg, int64_t ldq, const float* __restrict
 template <int N>
 __device__ __forceinline__ void load_bf16(const __nv_bfloat16* p, float (&f)[N]) {
   static_assert(N == 2 || N == 4 || N == 8, "dims per lane");
-  auto put = [&](int j, uint32_t w) { f[2 * j] = __uint_as_float(w << 16), f[2 * j + 1] = __uint_as_float(w & 0xffff0000u); };
+  uint32_t w[N / 2];
   if constexpr (N == 8) {
     const uint4 u = *reinterpret_cast<const uint4*>(p);
-    put(0, u.x), put(1, u.y), put(2, u.z), put(3, u.w);
+    w[0] = u.x, w[1] = u.y, w[2] = u.z, w[3] = u.w;
   } else if constexpr (N == 4) {
     const uint2 u = *reinterpret_cast<const uint2*>(p);
-    put(0, u.x), put(1, u.y);
+    w[0] = u.x, w[1] = u.y;
   } else {
-    put(0, *reinterpret_cast<const uint32_t*>(p));
+    w[0] = *reinterpret_cast<const uint32_t*>(p);
   }
+#pragma unroll
+  for (int j = 0; j < N / 2; ++j) f[2 * j] = __uint_as_float(w[j] << 16), f[2 * j + 1] = __uint_as_float(w[j] & 0xffff0000u);
 }
 
 template <int D>
@@ -84,43 +94,45 @@ __global__ void __launch_bounds__(kWarps * 32) attend_kernel(const float* __rest
                                                              float* out, float* part) {
   HLWQ_PDL_PREAMBLE();
   constexpr int DPL = D / 32;  // dims per lane
-  extern __shared__ float sm[];  // [kWarps][rep][D] o, then [kWarps][rep] m and l
+  extern __shared__ float sm[];  // [kKeyWarps][rep][D] o, then [kKeyWarps][rep] m and l
   const int t = blockIdx.x, hk = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int kw = warp % kKeyWarps, hg = warp / kKeyWarps;
   const int rep = d.Hq / d.Hkv, P = pos[t] + 1, ns = gridDim.z, z = blockIdx.z;
+  const int hpw = (rep + kHeadGroups - 1) / kHeadGroups, r0 = hg * hpw, nr = max(0, min(hpw, rep - r0));  // heads
   const int chunk = (P + ns - 1) / ns, kb = z * chunk, ke = min(P, kb + chunk);  // this block's keys
   const int* btt = bt + bt_off[t];
   const float scale = rsqrtf(float(D));
-  float q[kMaxRep][DPL], o[kMaxRep][DPL], m[kMaxRep], l[kMaxRep];
+  float q[kRepPerWarp][DPL], o[kRepPerWarp][DPL], m[kRepPerWarp], l[kRepPerWarp];
 #pragma unroll
-  for (int r = 0; r < kMaxRep; ++r) {
+  for (int r = 0; r < kRepPerWarp; ++r) {
     m[r] = -INFINITY;
     l[r] = 0.f;
 #pragma unroll
     for (int j = 0; j < DPL; ++j) {
-      q[r][j] = r < rep ? qg[int64_t(t) * ldq + int64_t(hk * rep + r) * 2 * D + lane * DPL + j] * scale : 0.f;
+      q[r][j] = r < nr ? qg[int64_t(t) * ldq + int64_t(hk * rep + r0 + r) * 2 * D + lane * DPL + j] * scale : 0.f;
       o[r][j] = 0.f;
     }
   }
-  // each warp's keys p = kb + warp, +kWarps, …: the next key's K/V row is loaded before this one is used, so a
+  // each warp's keys p = kb + kw, +kKeyWarps, …: the next key's K/V row is loaded before this one is used, so a
   // warp waits for memory once, not once per key
   float kn[DPL], vn[DPL];
-  if (kb + warp < ke) {
-    const int64_t row = kv_row(btt, kb + warp, d.Hkv, hk, D) + lane * DPL;
+  if (kb + kw < ke) {
+    const int64_t row = kv_row(btt, kb + kw, d.Hkv, hk, D) + lane * DPL;
     load_bf16<DPL>(k_pages + row, kn);
     load_bf16<DPL>(v_pages + row, vn);
   }
-  for (int p = kb + warp; p < ke; p += kWarps) {
+  for (int p = kb + kw; p < ke; p += kKeyWarps) {
     float kf[DPL], vf[DPL];
 #pragma unroll
     for (int j = 0; j < DPL; ++j) kf[j] = kn[j], vf[j] = vn[j];
-    if (p + kWarps < ke) {
-      const int64_t row = kv_row(btt, p + kWarps, d.Hkv, hk, D) + lane * DPL;
+    if (p + kKeyWarps < ke) {
+      const int64_t row = kv_row(btt, p + kKeyWarps, d.Hkv, hk, D) + lane * DPL;
       load_bf16<DPL>(k_pages + row, kn);
       load_bf16<DPL>(v_pages + row, vn);
     }
 #pragma unroll
-    for (int r = 0; r < kMaxRep; ++r) {
-      if (r >= rep) break;
+    for (int r = 0; r < kRepPerWarp; ++r) {
+      if (r >= nr) break;
       float sc = 0.f;
 #pragma unroll
       for (int j = 0; j < DPL; ++j) sc += q[r][j] * kf[j];
@@ -133,22 +145,22 @@ __global__ void __launch_bounds__(kWarps * 32) attend_kernel(const float* __rest
     }
   }
   float* so = sm;
-  float* sml = sm + kWarps * rep * D;
+  float* sml = sm + kKeyWarps * rep * D;
 #pragma unroll
-  for (int r = 0; r < kMaxRep; ++r) {
-    if (r >= rep) break;
+  for (int r = 0; r < kRepPerWarp; ++r) {
+    if (r >= nr) break;
 #pragma unroll
-    for (int j = 0; j < DPL; ++j) so[(warp * rep + r) * D + lane * DPL + j] = o[r][j];
-    if (lane == 0) sml[(warp * rep + r) * 2] = m[r], sml[(warp * rep + r) * 2 + 1] = l[r];
+    for (int j = 0; j < DPL; ++j) so[(kw * rep + r0 + r) * D + lane * DPL + j] = o[r][j];
+    if (lane == 0) sml[(kw * rep + r0 + r) * 2] = m[r], sml[(kw * rep + r0 + r) * 2 + 1] = l[r];
   }
   __syncthreads();
   // merge: thread handles (head r, dim i) pairs
   for (int idx = threadIdx.x; idx < rep * D; idx += blockDim.x) {
     const int r = idx / D, i = idx % D;
     float M = -INFINITY;
-    for (int w = 0; w < kWarps; ++w) M = fmaxf(M, sml[(w * rep + r) * 2]);
+    for (int w = 0; w < kKeyWarps; ++w) M = fmaxf(M, sml[(w * rep + r) * 2]);
     float L = 0.f, acc = 0.f;
-    for (int w = 0; w < kWarps; ++w) {
+    for (int w = 0; w < kKeyWarps; ++w) {
       const float mw = sml[(w * rep + r) * 2];
       if (mw == -INFINITY) continue;  // a warp that saw no key
       const float f = expf(mw - M);
@@ -188,9 +200,10 @@ __global__ void attend_combine_kernel(const float* __restrict__ qg, int64_t ldq,
     if (i == 0) L_s = L;
   }
   __syncthreads();
-  float acc = 0.f;
-#pragma unroll 8
-  for (int z = 0; z < ns; ++z) acc += pp[z * (D + 2) + i] * f_s[z];
+  float acc = 0.f;  // all ≤ 32 loads issued together (a loop over ns would wait for them 8 at a time)
+#pragma unroll
+  for (int z = 0; z < 32; ++z)
+    if (z < ns) acc += pp[z * (D + 2) + i] * f_s[z];
   const float gate = qg[int64_t(t) * ldq + int64_t(hq) * 2 * D + D + i];
   out[(int64_t(t) * d.Hq + hq) * D + i] = acc / L_s * (1.f / (1.f + expf(-gate)));
 }
@@ -236,7 +249,7 @@ void attend(const float* qg, int64_t ldq, const int* pos, const int* bt_off, con
              "attend: {} key splits need a workspace of {} floats, got {}", ns, attend_workspace_floats(T, d, sms),
              ws_floats);
   const dim3 grid(unsigned(T), unsigned(d.Hkv), unsigned(ns));
-  const size_t smem = size_t(kWarps * rep * (d.D + 2)) * sizeof(float);
+  const size_t smem = size_t(kKeyWarps * rep * (d.D + 2)) * sizeof(float);
   auto kp = reinterpret_cast<const __nv_bfloat16*>(k_pages);
   auto vp = reinterpret_cast<const __nv_bfloat16*>(v_pages);
   const dim3 cgrid(unsigned(T), unsigned(d.Hq));
