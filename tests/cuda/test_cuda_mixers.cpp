@@ -1,11 +1,13 @@
 // The two token mixers on the device, composed as the backend will run them (packed projection GEMMs + the
 // mixer kernels), against the CPU gdn_forward / attention_forward on Qwen3.6 shapes (H 2048; GDN Hk 16, Hv 32,
 // dk = dv = 128, conv 4; attention Hq 16, Hkv 2, D 256, partial rotary 0.25, θ 1e7) over several calls that
-// continue one sequence (prefill chunk, decode steps, another chunk), plus two sequences batched in one call.
+// continue one sequence (prefill chunk, decode steps, another chunk), plus two sequences batched in one call; and
+// attention with other query groups and head widths.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
+#include <tuple>
 
 #include "backend/cuda/attention.cuh"
 #include "backend/cuda/gdn.cuh"
@@ -157,10 +159,10 @@ TEST(CudaGdn, ChunkedAndRecurrentSequencesInOneBatch) {
   EXPECT_REL(states[1], states[0], test::kGdnStateRel);
 }
 
-TEST(CudaAttention, LayerMatchesCpuOverPagedCache) {
-  HLWQ_REQUIRE_CUDA();
-  std::mt19937_64 rng(40);
-  const int64_t H = 2048, Hq = 16, Hkv = 2, D = 256, r = 64;
+// One attention layer over a scrambled paged cache, decode steps and prefills, against the CPU layer.
+void check_attention(int64_t Hq, int64_t Hkv, int64_t D, int64_t r, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  const int64_t H = 2048;
   std::vector<std::unique_ptr<test::OwnedLinear>> store;
   auto keep = [&](std::unique_ptr<test::OwnedLinear> o) {
     store.push_back(std::move(o));
@@ -233,6 +235,22 @@ TEST(CudaAttention, LayerMatchesCpuOverPagedCache) {
       }
     EXPECT_REL(kg, kc, test::kKvCacheRel);
     EXPECT_REL(vg, vc, test::kKvCacheRel);
+  }
+}
+
+TEST(CudaAttention, LayerMatchesCpuOverPagedCache) {
+  HLWQ_REQUIRE_CUDA();
+  check_attention(16, 2, 256, 64, 40);  // Qwen3.5/3.6: 8 query heads per kv head, 16-byte K/V loads per lane
+}
+
+// Other groups and head widths: the kernel's two warps per key take halves of a kv head's query heads (unequal for
+// odd counts: 3 = 2 + 1, 7 = 4 + 3), and a lane loads D/32 bf16 of a K/V row in one 4-, 8- or 16-byte load.
+TEST(CudaAttention, OtherGroupsAndHeadWidths) {
+  HLWQ_REQUIRE_CUDA();
+  for (const auto& [Hq, Hkv, D, r] : {std::tuple<int64_t, int64_t, int64_t, int64_t>{4, 1, 128, 32}, {6, 2, 64, 32},
+                                      {14, 2, 128, 64}, {2, 2, 256, 64}}) {
+    SCOPED_TRACE(testing::Message() << "Hq=" << Hq << " Hkv=" << Hkv << " D=" << D);
+    check_attention(Hq, Hkv, D, r, uint64_t(41 + Hq));
   }
 }
 

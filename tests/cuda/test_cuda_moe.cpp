@@ -84,8 +84,8 @@ TEST(CudaMoe, WideSharedExpertRunsAsSlices) {
 }
 
 // The experts' gate_up reads each slot's token row of the packed xn through the plan (x_rows): bit for bit what it
-// computes from the rows gathered by slot (pack_activations with slot_tok), at one token (the light kernel), a few,
-// and a prefill batch (activations staged in shared memory), INT4 and BF16; empty slots (−1) read zeros.
+// computes from the rows gathered by slot (pack_activations with slot_tok), at one token (INT4: the light kernel), a
+// few, and a prefill batch (activations staged in shared memory), INT4 and BF16; empty slots (−1) read zeros.
 TEST(CudaMoe, GateUpByTokenRowEqualsGatheredSlots) {
   HLWQ_REQUIRE_CUDA();
   std::mt19937_64 rng(25);

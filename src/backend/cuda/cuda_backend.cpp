@@ -451,6 +451,12 @@ const float* CudaBackend::norm_weight(int layer, NormKind which) const {
 }
 
 void CudaBackend::abandon_capture() {
+  // a failure between the GDN branch's fork and join leaves side_ in the capture: join it first, or ending the
+  // capture fails as unjoined and side_ stays capturing for the next batch
+  cudaStreamCaptureStatus side = cudaStreamCaptureStatusNone;
+  if (cudaStreamIsCapturing(side_, &side) == cudaSuccess && side == cudaStreamCaptureStatusActive &&
+      cudaEventRecord(join_, side_) == cudaSuccess)
+    cudaStreamWaitEvent(st_, join_, 0);
   cudaGraph_t g = nullptr;
   cudaStreamEndCapture(st_, &g);  // the failed batch's partial recording is dropped
   if (g) cudaGraphDestroy(g);

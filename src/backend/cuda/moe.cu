@@ -188,7 +188,7 @@ ExpertTables tables_of(const MoeLayerDev& L) {
   return ExpertTables{L.gu.q.get(), L.gu.scale.get(), L.dn.q.get(), L.dn.scale.get()};
 }
 
-// The experts' SwiGLU MLPs for the tiles [t0, t0 + n) of a step's slot plan of `tiles` tiles: x_slot → h → y (rows
+// The experts' SwiGLU MLPs for the tiles [t0, t0 + n) of a step's slot plan of `tiles` tiles: xn → h → y (rows
 // 8·t0 on). Every launch keeps the whole plan's shape (launch_tiles), so a range sums as the whole would.
 // HLWQ experts read rotated activations (hlwq_gemm.cuh): h in fp32 [slots, I], then rotated and rounded once.
 void expert_mlp(const MoeLayerDev& L, MoeWorkspace& ws, int64_t t0, int64_t n, int64_t tiles, cudaStream_t st) {

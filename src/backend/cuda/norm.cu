@@ -64,7 +64,7 @@ __global__ void rmsnorm_kernel(float* h, const float* __restrict__ res, const fl
   }
 }
 
-// One block per (row, head) of d ≤ 512 features. With xf (d % 32 == 0): the head's columns as fragment units;
+// One block per (row, head) of d features. With xf (d % 32 == 0, d ≤ 512): the head's columns as fragment units;
 // blocks past the n rows write zero units, and the last head's blocks also the zero columns heads·d..in_pad.
 __global__ void rmsnorm_gated_kernel(float* x, const float* __restrict__ z, int64_t ldz, const float* __restrict__ w,
                                      int64_t n, int64_t heads, int64_t d, float eps, uint4* xf, int in_pad) {

@@ -213,10 +213,10 @@ int64_t argmax_workspace_words(int64_t rows, int64_t V) { return rows * ((V + kA
 void argmax(const float* logits, int64_t rows, int64_t V, int64_t ld, int* ids, int* bad_rows, uint64_t* ws,
             int64_t ws_words, cudaStream_t st) {
   HLWQ_CHECK(V > 0 && V <= ld && V < (int64_t(1) << 31), "argmax: vocabulary {} in rows of {}", V, ld);
+  if (rows == 0) return;
   HLWQ_CHECK(rows <= 65535 && ws && ws_words >= argmax_workspace_words(rows, V),
              "argmax: {} rows of {} need a workspace of {} words, got {}", rows, V, argmax_workspace_words(rows, V),
              ws ? ws_words : 0);
-  if (rows == 0) return;
   const int64_t nb = (V + kArgmaxSpan - 1) / kArgmaxSpan;
   argmax_part_kernel<<<dim3(unsigned(nb), unsigned(rows)), kArgmaxThreads, 0, st>>>(logits, V, ld, ws);
   HLWQ_CUDA_LAUNCH_CHECK("argmax {} rows x {} ({} spans)", rows, V, nb);
