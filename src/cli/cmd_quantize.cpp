@@ -28,6 +28,7 @@ Command add_quantize(CLI::App& app) {
     std::string format = "ct-int4", method = "rtn", hlwq_scale = "ls", max_shard = "5GB";
     bool quiet = false;
     std::string calib, calib_mem = "8GB", gptq_scales = "during", calib_device, calib_gpu_memory;
+    bool calib_gpu_memory_given = false;  // also when its value is empty (then refused, not ignored)
     int64_t calib_tokens = 65536, calib_ctx = 512, calib_gpu_bytes = 0;
     Device calib_engine = Device::cpu;
     bool unweighted = false;
@@ -83,7 +84,8 @@ Command add_quantize(CLI::App& app) {
           ->check(CLI::IsMember({"cpu", "cuda"})),
       sub->add_option("--calib-gpu-memory", a->calib_gpu_memory,
                       "cuda: device memory for the model (its routed experts then wait in host memory behind a "
-                      "cache, as run --gpu-memory); the rest holds the statistics"),
+                      "cache, as run --gpu-memory); the rest holds the statistics")
+          ->each([a](const std::string&) { a->calib_gpu_memory_given = true; }),
       sub->add_option("--gptq-damp", a->opt.gptq.damp, "GPTQ damping, relative to the mean of diag(H)")
           ->check(CLI::Range(1e-6, 10.0))
           ->capture_default_str(),
@@ -162,26 +164,18 @@ Command add_quantize(CLI::App& app) {
       a->opt.gptq.weighted_scales = !a->unweighted;
       if (a->opt.gptq.act_order && a->gptq_scales == "during" && calib_opts.back()->count() > 0)
         usage_fail("--act-order needs --gptq-scales before (its column order crosses the groups)");
-      try {
-        a->opt.calib_max_bytes = parse_size(a->calib_mem);
-      } catch (const Error& e) {
-        usage_fail("--calib-mem: {}", e.what());
-      }
+      a->opt.calib_max_bytes = parse_size_option(a->calib_mem, "--calib-mem");
       // sequential calibration substitutes weights into the CPU engine (engine_calibration.h)
       if (a->opt.calib_sequential && a->calib_device == "cuda")
         usage_fail("--calib-sequential runs the model on the cpu (it substitutes the quantized weights into it), "
                    "not --calib-device cuda");
       a->calib_engine = a->opt.calib_sequential ? Device::cpu : resolve_device(a->calib_device, "--calib-device");
-      if (!a->calib_gpu_memory.empty()) {  // a bad size is named before the device, as for --gpu-memory
+      if (a->calib_gpu_memory_given) {  // a bad size is named before the device, as for --gpu-memory
         a->calib_gpu_bytes = parse_gpu_budget(a->calib_gpu_memory, "--calib-gpu-memory");
         if (a->calib_engine != Device::cuda) usage_fail("--calib-gpu-memory needs the model on cuda (--calib-device)");
       }
     }
-    try {
-      a->opt.max_shard_bytes = parse_size(a->max_shard);
-    } catch (const Error& e) {
-      usage_fail("--max-shard-size: {}", e.what());
-    }
+    a->opt.max_shard_bytes = parse_size_option(a->max_shard, "--max-shard-size");
     check_model_dir(a->opt.src, "source model directory");
     a->opt.progress = !a->quiet;
     // A missing parent of DST is created (as `mkdir -p` would), so `quantize SRC out/name` works in a fresh clone.

@@ -69,7 +69,7 @@ Command add_synth(CLI::App& app) {
             o.format = parse_synth_format(a->format);
             o.seed = a->seed;
             o.force = a->force;
-            o.max_shard_bytes = parse_size(a->max_shard);
+            o.max_shard_bytes = parse_size_option(a->max_shard, "--max-shard-bytes");
             if (a->tokenizer == "none") {
             } else if (!a->tokenizer.empty()) {
               if (!fs::is_regular_file(fs::path(a->tokenizer) / "tokenizer.json"))

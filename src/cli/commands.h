@@ -24,5 +24,8 @@ Command add_bench(CLI::App& app);
 
 // "5GB", "500MB", "1.5GiB", "123" (bytes) -> bytes; throws hlwq::Error on anything else.
 uint64_t parse_size(const std::string& s);
+// The value of a size option: anything parse_size refuses (an empty value among them) is a usage error naming the
+// option and the value, "--max-shard-size 5XB: size '5XB': unknown unit 'XB'".
+uint64_t parse_size_option(const std::string& value, const char* option);
 
 }  // namespace hlwq::cli

@@ -19,7 +19,8 @@ void add_device_options(CLI::App* sub, DeviceArgs& a) {
                   "routed experts per MoE layer kept on the GPU; the rest stay in host memory (0: all on the GPU)")
       ->check(whole_in(0, 1 << 20));
   sub->add_option("--gpu-memory", a.gpu_memory,
-                  "device memory budget, e.g. 12GB: everything else first, the rest becomes expert slots (cuda)");
+                  "device memory budget, e.g. 12GB: everything else first, the rest becomes expert slots (cuda)")
+      ->each([&a](const std::string&) { a.gpu_memory_given = true; });
   sub->add_option("--cpu-experts", a.cpu_experts,
                   "with an expert cache, cache misses computed on the CPU instead of crossing PCIe: off, auto (per "
                   "step, from the PCIe and CPU speeds measured at load) or all (cuda)")
@@ -36,7 +37,7 @@ void add_device_options(CLI::App* sub, DeviceArgs& a) {
 void apply_device_args(const DeviceArgs& a, LoadOptions& lo) {
   lo.device = resolve_device(a.device);
   lo.moe_expert_cache_size = int(a.expert_cache);
-  if (!a.gpu_memory.empty()) {
+  if (a.gpu_memory_given) {
     const int64_t b = parse_gpu_budget(a.gpu_memory, "--gpu-memory");  // a bad size is named before the device
     if (lo.device != Device::cuda) usage_fail("--gpu-memory {} needs --device cuda", a.gpu_memory);
     lo.gpu_memory = b;
@@ -51,12 +52,7 @@ void apply_device_args(const DeviceArgs& a, LoadOptions& lo) {
 }
 
 int64_t parse_gpu_budget(const std::string& value, const char* option) {
-  uint64_t b = 0;
-  try {
-    b = parse_size(value);
-  } catch (const Error& e) {
-    usage_fail("{} {}: {}", option, value, e.what());
-  }
+  const uint64_t b = parse_size_option(value, option);
   if (b < (uint64_t(1) << 20)) usage_fail("{} {}: a budget below 1 MiB cannot hold a model", option, value);
   return int64_t(b);
 }

@@ -24,6 +24,7 @@ struct DeviceArgs {
   std::string device;       // "" = the default
   int64_t expert_cache = 0;  // --moe-expert-cache-size
   std::string gpu_memory;    // --gpu-memory, e.g. "12GB"
+  bool gpu_memory_given = false;  // also when its value is empty (then refused, not ignored)
   std::string cpu_experts = "off";  // --cpu-experts off|auto|all
   int64_t n_cpu_moe = 0;            // --n-cpu-moe K
   std::string prefetch = "on";      // --moe-prefetch on|off

@@ -2,6 +2,7 @@
 #include <cstdlib>
 
 #include "cli/commands.h"
+#include "cli/options.h"
 #include "core/error.h"
 
 namespace hlwq::cli {
@@ -23,6 +24,16 @@ uint64_t parse_size(const std::string& s) {
   // converting a double at or above 2^64 to uint64_t is undefined, and callers hold sizes as int64_t
   HLWQ_CHECK(v * mul < 0x1p62, "size '{}' is too large (at most 4 EiB)", s);
   return uint64_t(v * mul);
+}
+
+uint64_t parse_size_option(const std::string& value, const char* option) {
+  try {
+    return parse_size(value);
+  } catch (const UsageError&) {
+    throw;
+  } catch (const Error& e) {
+    usage_fail("{} {}: {}", option, value, e.what());
+  }
 }
 
 }  // namespace hlwq::cli

@@ -61,7 +61,8 @@ TEST(CliErrors, RangesInWordsBeforeAnythingRuns) {
   expect_usage_error("eval ppl " + demo() + " --text x --ctx -5", "--ctx: got -5");
   expect_usage_error("quantize " + demo() + " /tmp/x --threads -1", "--threads: got -1");
   expect_usage_error("quantize " + demo() + " /tmp/x --method nope", "--method: ");
-  expect_usage_error("quantize " + demo() + " /tmp/x --max-shard-size 5XB", "--max-shard-size: ");
+  expect_usage_error("quantize " + demo() + " /tmp/x --max-shard-size 5XB",
+                     "--max-shard-size 5XB: size '5XB': unknown unit 'XB'");
 }
 
 // Routed experts on the CPU are a CUDA backend feature; their values are checked before anything loads.
@@ -91,6 +92,23 @@ TEST(CliErrors, GpuBudgetsAreChecked) {
   expect_usage_error(q + "12XB", "--calib-gpu-memory 12XB: size '12XB': unknown unit 'XB'");
   expect_usage_error(q + "512KiB", "--calib-gpu-memory 512KiB: a budget below 1 MiB cannot hold a model");
   expect_usage_error(q + "8GB", "--calib-gpu-memory needs the model on cuda");
+  // an empty value is refused, not taken for the option left out
+  expect_usage_error(run + "--gpu-memory ''", "--gpu-memory : size '' is not a positive number");
+  expect_usage_error(q + "''", "--calib-gpu-memory : size '' is not a positive number");
+}
+
+// Every size option parses alike: a bad size is a usage error (exit 2) naming the option and its value.
+TEST(CliErrors, SizeOptionsNameOptionAndValue) {
+  const std::string calib = "quantize " + demo() + " out/never --calib " +
+                            (hlwq::test::source_dir() / "README.md").string() + " --calib-device cpu ";
+  expect_usage_error(calib + "--calib-mem 3XB", "--calib-mem 3XB: size '3XB': unknown unit 'XB'");
+  expect_usage_error(calib + "--calib-mem 0", "--calib-mem 0: size '0' is not a positive number");
+  expect_usage_error("quantize " + demo() + " out/never --max-shard-size ''",
+                     "--max-shard-size : size '' is not a positive number");
+  const fs::path dst = hlwq::test::scratch_dir("SizeOptionsNameOptionAndValue") / "synth";
+  expect_usage_error("synth --like " + demo() + " " + dst.string() + " --layers 1 --max-shard-bytes 5XB",
+                     "--max-shard-bytes 5XB: size '5XB': unknown unit 'XB'");
+  EXPECT_FALSE(fs::exists(dst)) << "a refused synth writes nothing";
 }
 
 TEST(CliErrors, MissingPathsAreSaidToBeMissing) {
