@@ -29,8 +29,6 @@ uint64_t parse_size(const std::string& s) {
 uint64_t parse_size_option(const std::string& value, const char* option) {
   try {
     return parse_size(value);
-  } catch (const UsageError&) {
-    throw;
   } catch (const Error& e) {
     usage_fail("{} {}: {}", option, value, e.what());
   }

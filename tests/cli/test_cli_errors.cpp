@@ -20,6 +20,12 @@ namespace {
 
 std::string demo() { return (hlwq::test::source_dir() / "models/tiny-moe-dev").string(); }
 
+// A calibrated quantize of the demo model on the CPU, whose options are checked before anything is read or written.
+std::string calib_quantize() {
+  return "quantize " + demo() + " out/never --calib " + (hlwq::test::source_dir() / "README.md").string() +
+         " --calib-device cpu ";
+}
+
 // A rejected command line: exit code 2, exactly one line, the prefix, the words wanted, nothing else printed.
 void expect_usage_error(const std::string& args, const std::string& needle) {
   const CliResult r = run_hlwq(args);
@@ -87,8 +93,7 @@ TEST(CliErrors, GpuBudgetsAreChecked) {
                      "--gpu-memory 10000000000GB: size '10000000000GB' is too large");
   expect_usage_error(run + "--gpu-memory 1e30GB", "is too large (at most 4 EiB)");
   // quantize's --calib-gpu-memory: the same parse, also before its device check
-  const std::string q = "quantize " + demo() + " out/never --calib " + (hlwq::test::source_dir() / "README.md").string() +
-                        " --calib-device cpu --calib-gpu-memory ";
+  const std::string q = calib_quantize() + "--calib-gpu-memory ";
   expect_usage_error(q + "12XB", "--calib-gpu-memory 12XB: size '12XB': unknown unit 'XB'");
   expect_usage_error(q + "512KiB", "--calib-gpu-memory 512KiB: a budget below 1 MiB cannot hold a model");
   expect_usage_error(q + "8GB", "--calib-gpu-memory needs the model on cuda");
@@ -99,8 +104,7 @@ TEST(CliErrors, GpuBudgetsAreChecked) {
 
 // Every size option parses alike: a bad size is a usage error (exit 2) naming the option and its value.
 TEST(CliErrors, SizeOptionsNameOptionAndValue) {
-  const std::string calib = "quantize " + demo() + " out/never --calib " +
-                            (hlwq::test::source_dir() / "README.md").string() + " --calib-device cpu ";
+  const std::string calib = calib_quantize();
   expect_usage_error(calib + "--calib-mem 3XB", "--calib-mem 3XB: size '3XB': unknown unit 'XB'");
   expect_usage_error(calib + "--calib-mem 0", "--calib-mem 0: size '0' is not a positive number");
   expect_usage_error("quantize " + demo() + " out/never --max-shard-size ''",

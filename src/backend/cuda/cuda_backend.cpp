@@ -699,7 +699,8 @@ bool CudaBackend::lm_head_sample(Act in, std::span<const int64_t> rows, int64_t 
     HLWQ_CUDA_CHECK(cudaMemcpyAsync(dcfg, cfg, Tm * (sizeof(*cfg) + sizeof(*u)), cudaMemcpyHostToDevice, st_),
                     "token choice upload");
     lm_head_rows(act(in), T_, rows_.get(), n);
-    cuda::argmax(logits_.get(), n, n_valid, V_, dpick, dbad, argmax_ws_.get(), int64_t(argmax_ws_.size()), st_);  // every row: greedy ids and non-finite flags
+    // every row: greedy ids and non-finite flags
+    cuda::argmax(logits_.get(), n, n_valid, V_, dpick, dbad, argmax_ws_.get(), int64_t(argmax_ws_.size()), st_);
     if (any_sampled) cuda::sample_rows(logits_.get(), n, n_valid, V_, dcfg, du, dpick, st_);
     HLWQ_CUDA_CHECK(cudaMemcpyAsync(pick, dpick, 2 * Tm * sizeof(int), cudaMemcpyDeviceToHost, st_),
                     "chosen ids download ({} rows)", n);

@@ -18,6 +18,9 @@ int64_t MoeLayerDev::expert_bytes() const {
 
 namespace {
 
+// Whether the gate_up matrices read the tokens' plain fragments (x_tok, the router's input) through the slot plan.
+bool reads_tokens(const MoeLayerDev& L) { return L.gu.format != PackedFormat::hlwq; }
+
 // Router (+ shared gate) and the shape checks both uploads share; sets H, E, k, I, n_shared and the router.
 MoeLayerDev upload_router(const MoeWeights& w, int64_t n_active) {
   MoeLayerDev L;
@@ -156,7 +159,7 @@ MoeWorkspace make_moe_workspace(const MoeLayerDev& L, int64_t max_T) {
   ws.max_tiles = moe_max_tiles(max_T, L.k, L.E, L.n_shared);
   const int64_t slots = ws.max_tiles * 8, A = L.k + L.n_shared;
   ws.x_tok = DeviceBuffer<uint32_t>(size_t(xfrag_words(max_T, L.router.in_pad)), "MoE xn");
-  if (L.gu.format == PackedFormat::hlwq)  // only rotated rows are gathered by slot (expert_mlp)
+  if (!reads_tokens(L))  // only rotated rows are gathered by slot (expert_mlp)
     ws.x_slot = DeviceBuffer<uint32_t>(size_t(xfrag_words(slots, L.gu.in_pad)), "MoE xn by slot");
   else
     HLWQ_CHECK(L.router.in_pad == L.gu.in_pad, "MoE: the router's input pads to {} columns, the experts' to {}",
@@ -180,9 +183,6 @@ MoeWorkspace make_moe_workspace(const MoeLayerDev& L, int64_t max_T) {
 }
 
 namespace {
-
-// Whether the gate_up matrices read the tokens' plain fragments (x_tok, the router's input) through the slot plan.
-bool reads_tokens(const MoeLayerDev& L) { return L.gu.format != PackedFormat::hlwq; }
 
 ExpertTables tables_of(const MoeLayerDev& L) {
   return ExpertTables{L.gu.q.get(), L.gu.scale.get(), L.dn.q.get(), L.dn.scale.get()};
