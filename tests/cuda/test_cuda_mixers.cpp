@@ -1,12 +1,13 @@
 // The two token mixers on the device, composed as the backend will run them (packed projection GEMMs + the
 // mixer kernels), against the CPU gdn_forward / attention_forward on Qwen3.6 shapes (H 2048; GDN Hk 16, Hv 32,
 // dk = dv = 128, conv 4; attention Hq 16, Hkv 2, D 256, partial rotary 0.25, θ 1e7) over several calls that
-// continue one sequence (prefill chunk, decode steps, another chunk), plus two sequences batched in one call; and
-// attention with other query groups and head widths.
+// continue one sequence (prefill chunk, decode steps, another chunk), plus two sequences batched in one call and
+// many one-token sequences (the recurrence's two lane counts); and attention with other query groups and head widths.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <tuple>
 
 #include "backend/cuda/attention.cuh"
@@ -157,6 +158,45 @@ TEST(CudaGdn, ChunkedAndRecurrentSequencesInOneBatch) {
   }
   EXPECT_REL(outs[1], outs[0], test::kGdnLayerRel);
   EXPECT_REL(states[1], states[0], test::kGdnStateRel);
+}
+
+// Decode steps of one-token sequences: with one, the recurrence runs 8 lanes a column of S where the GPU has an SM for
+// each of its 128 blocks, with 64 (8,192 blocks) 2; both against the CPU over two steps, each sequence in its own
+// state slot.
+TEST(CudaGdn, OneTokenSequencesInBothLaneCounts) {
+  HLWQ_REQUIRE_CUDA();
+  std::mt19937_64 rng(33);
+  GdnFixture f(rng);
+  int sms = 0;
+  HLWQ_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), "SM count");
+  const int64_t blocks_per_seq = f.Hv * ((f.dv + 31) / 32);
+  if (sms < blocks_per_seq)
+    std::printf("[ note     ] %d SMs: the 8-lane recurrence needs %lld; both cases run the 2-lane one here\n", sms,
+                static_cast<long long>(blocks_per_seq));
+  for (int64_t n : {int64_t(1), int64_t(64)}) {
+    const int lanes = cuda::gdn_recurrent_lanes(blocks_per_seq * n, sms);
+    SCOPED_TRACE(testing::Message() << n << " sequences, " << lanes << " lanes a column");
+    EXPECT_EQ(lanes, n == 1 && sms >= blocks_per_seq ? 8 : 2);
+    const size_t cs = size_t(f.d.conv_state_floats()), ss = size_t(f.d.recurrent_state_floats());
+    std::vector<float> S_ref(size_t(n) * ss, 0.f), conv_ref(size_t(n) * cs, 0.f);
+    DeviceBuffer<float> conv(conv_ref, "conv"), S(S_ref, "S");
+    std::vector<BatchSeq> seqs;
+    std::vector<cuda::GdnSeq> dseqs;
+    for (int64_t i = 0; i < n; ++i) {  // sequence i in slot n − 1 − i, token i of the batch
+      seqs.push_back({int32_t(n - 1 - i), 0, i, 1, {}});
+      dseqs.push_back({int(i), 1, int(n - 1 - i)});
+    }
+    for (int step = 0; step < 2; ++step) {
+      const auto x = test::random_bf16_exact(size_t(n * f.H), 1.f, rng);
+      std::vector<float> ref(size_t(n * f.H));
+      test::ref_gdn(f.w, f.d, x.data(), n, seqs, S_ref.data(), conv_ref.data(), ref.data());
+      for (auto& q : seqs) ++q.pos0;
+      DeviceBuffer<float> dx(x, "x"), out(size_t(n * f.H), "out");
+      f.run(dx.get(), n, dseqs, conv.get(), S.get(), out.get());
+      EXPECT_REL(out.download(), ref, test::kGdnLayerRel);
+      EXPECT_REL(S.download(), S_ref, test::kGdnStateRel);
+    }
+  }
 }
 
 // One attention layer over a scrambled paged cache, decode steps and prefills, against the CPU layer.

@@ -124,6 +124,31 @@ TEST(CudaMoe, RejectsSharedWidthNotAMultiple) {
   EXPECT_THROW(cuda::upload_moe(m.w, 2), Error);
 }
 
+// The plan's tile bound against plans counted on the host (no GPU needed): random routings and the worst case of
+// every matrix one slot past a multiple of 8; exact at one token.
+TEST(CudaMoe, MaxTilesBoundsEveryPlan) {
+  std::mt19937_64 rng(24);
+  for (int64_t E : {8, 16, 256}) {
+    for (int64_t T = 1; T <= 40; ++T) {
+      const int64_t k = std::min<int64_t>(8, E), S = 1;
+      std::vector<int64_t> count(size_t(E + S), 0);
+      std::vector<int> ids(static_cast<size_t>(E));
+      std::iota(ids.begin(), ids.end(), 0);
+      for (int64_t t = 0; t < T; ++t) {
+        std::shuffle(ids.begin(), ids.end(), rng);
+        for (int64_t j = 0; j < k; ++j) ++count[size_t(ids[size_t(j)])];
+        ++count[size_t(E)];
+      }
+      int64_t tiles = 0;
+      for (int64_t c : count) tiles += (c + 7) / 8;
+      EXPECT_LE(tiles, cuda::moe_max_tiles(T, k, E, S)) << E << " experts, " << T << " tokens";
+    }
+  }
+  // 9 tokens on the same 8 experts: 9 matrices of 9 slots, 2 tiles each
+  EXPECT_LE(18, cuda::moe_max_tiles(9, 8, 256, 1));
+  EXPECT_EQ(cuda::moe_max_tiles(1, 8, 256, 1), 9);
+}
+
 // Host statement of the routing rule: NaN as −inf, descending probability, ties to the lower index, renormalized.
 void route_ref(const float* l, int64_t E, int64_t k, std::vector<int>& ids, std::vector<float>& w) {
   std::vector<float> v(l, l + E);
@@ -144,13 +169,17 @@ void route_ref(const float* l, int64_t E, int64_t k, std::vector<int>& ids, std:
   for (int e : ids) w.push_back(v[size_t(e)] / sel);
 }
 
-TEST(CudaMoe, RouterTiesNanAndRenormalization) {
-  HLWQ_REQUIRE_CUDA();
-  const int64_t E = 256, k = 8, T = 4, ld = E + 1;
+// E = 200 leaves lanes of the kernel's per-lane lists past the end (its keys there are −inf, which its reduction
+// takes as 0): token 4's row has every probability but one underflow to 0, so the 0s tie with them.
+void check_router_cases(int64_t E) {
+  SCOPED_TRACE(testing::Message() << E << " experts");
+  const int64_t k = 8, T = 5, ld = E + 1;
   std::mt19937_64 rng(23);
   auto logits = test::random_f32(size_t(T * ld), -3.f, 3.f, rng);
-  // token 0: ten-way tie at the top; token 1: NaNs among the largest; token 2: all NaN; token 3: ±inf mix
+  // token 0: ten-way tie at the top; token 1: NaNs among the largest; token 2: all NaN; token 3: ±inf mix;
+  // token 4: one expert so far ahead that every other e = exp(x − max) is 0
   for (int e = 100; e < 110; ++e) logits[size_t(e)] = 5.f;
+  logits[size_t(4 * ld + 42)] = 200.f;
   for (int e : {3, 50, 200}) logits[size_t(ld + e)] = NAN;
   logits[size_t(ld + 7)] = 9.f;
   for (int64_t e = 0; e < E; ++e) logits[size_t(2 * ld + e)] = NAN;
@@ -196,6 +225,14 @@ TEST(CudaMoe, RouterTiesNanAndRenormalization) {
   EXPECT_EQ(ids[7], 107);
   EXPECT_EQ(ids[size_t(k)], 7);  // token 1: NaN never outranks a number
   EXPECT_EQ(ids[size_t(2 * k)], 0);  // all NaN: lowest indices
+  EXPECT_EQ(ids[size_t(4 * k)], 42);  // then the zeros, lowest indices first
+  EXPECT_EQ(ids[size_t(4 * k + 1)], 0);
+  EXPECT_EQ(ids[size_t(4 * k + 7)], 6);
+}
+
+TEST(CudaMoe, RouterTiesNanAndRenormalization) {
+  HLWQ_REQUIRE_CUDA();
+  for (int64_t E : {256, 200}) check_router_cases(E);
 }
 
 }  // namespace

@@ -1,9 +1,16 @@
 // Gated DeltaNet kernels (see gdn.cuh).
 // gdn_conv: one thread per (sequence, channel) walks that sequence's tokens with a sliding window of K inputs.
 // gdn_delta_rule: long sequences in the chunked form (gdn_chunked.cu); the others (every one without a workspace)
-// in the token recurrence, one block per (sequence, value head, 32 columns of S), 64 threads; thread pair (2c, 2c+1) owns
-// column c of S [dk, dv], half the rows each, in registers for the whole token loop; per token: S ← e^g S;
-// u = β (v − Sᵀk); S += k uᵀ; o = Sᵀq. Then a second kernel applies the gated RMSNorm over each head's dv outputs.
+// in the token recurrence, one block per (sequence, value head, 32 columns of S); P adjacent lanes (Pc … Pc+P−1) own
+// column c of S [dk, dv], dk/P rows each, in registers for the whole token loop; per token: S ← e^g S;
+// u = β (v − Sᵀk); S += k uᵀ; o = Sᵀq, the column sums by a log2 P-level shuffle (every lane of the column gets the
+// same bits: each level adds the same two values). Then a second kernel applies the gated RMSNorm over each head's
+// dv outputs. P is 8 where there is at most one block per SM, else 2. With few warps on each scheduler the kernel is
+// bound by each warp's instruction chain, not by the 4 MB of state a layer reads and writes (ncu), and 8 lanes a
+// column have a quarter of the chain 2 lanes have; with more, it is bound by the instructions issued, and 8 lanes
+// issue more (each repeats a token's per-block work: q, k, the norms' barriers). Measured on the H200 (132 SMs,
+// bench/cuda/NOTES.md ninth and tenth sessions): 8 lanes faster at one sequence (128 blocks), slower at 4 (512) and
+// 16 (2,048, which no longer fit the GPU at once).
 #include <climits>
 #include <cmath>
 
@@ -18,8 +25,8 @@ namespace hlwq::cuda {
 namespace {
 
 constexpr int kMaxK = 8;        // conv width
-constexpr int kMaxHalfDk = 64;  // rows of S per thread (dk ≤ 128)
-constexpr int kColTile = 32;    // columns of S per block: 4 blocks per 128-wide head, so decode fills more SMs
+constexpr int kMaxDk = 128;
+constexpr int kColTile = 32;  // columns of S per block: 4 blocks per 128-wide head, so decode fills more SMs
 
 __device__ __forceinline__ float silu_f(float x) { return x / (1.f + expf(-x)); }
 __device__ __forceinline__ float softplus_f(float x) { return x > 20.f ? x : log1pf(expf(x)); }
@@ -45,32 +52,35 @@ __global__ void conv_kernel(const float* __restrict__ proj, int64_t ldp, const G
   for (int j = 0; j < K - 1; ++j) cs[int64_t(j) * C + c] = win[j];
 }
 
-__global__ void recurrent_kernel(const float* __restrict__ act, const float* __restrict__ z, int64_t ldz,
-                                 const float* __restrict__ ba, int64_t ldba, const float* __restrict__ A_log,
-                                 const float* __restrict__ dt_bias, const GdnSeq* __restrict__ seqs, int max_n,
-                                 float* S, GdnDimsDev d, float* out) {
+template <int P>  // lanes per column of S
+__global__ void __launch_bounds__(kColTile * P) recurrent_kernel(
+    const float* __restrict__ act, const float* __restrict__ z, int64_t ldz, const float* __restrict__ ba, int64_t ldba,
+    const float* __restrict__ A_log, const float* __restrict__ dt_bias, const GdnSeq* __restrict__ seqs, int max_n,
+    float* S, GdnDimsDev d, float* out) {
+  constexpr int kMaxRows = kMaxDk / P;  // rows of S per lane
   HLWQ_PDL_PREAMBLE();
   extern __shared__ float sm[];  // q [dk] | k [dk]
   __shared__ float scratch[32];
   float* qs = sm;
   float* ks = sm + d.dk;
   const int ntiles = (d.dv + kColTile - 1) / kColTile;
-  const int h = blockIdx.x / ntiles, tid = threadIdx.x, col = (blockIdx.x % ntiles) * kColTile + (tid >> 1),
-            half = tid & 1;
+  const int h = blockIdx.x / ntiles, tid = threadIdx.x, col = (blockIdx.x % ntiles) * kColTile + tid / P,
+            part = tid % P;
   const GdnSeq sq = seqs[blockIdx.y];
   if (sq.n > max_n) return;  // a long sequence of this batch runs the chunked form
-  const int rep = d.Hv / d.Hk, kh = h / rep, C = 2 * d.Hk * d.dk + d.Hv * d.dv, hd = d.dk / 2, a0 = half * hd;
+  const int rep = d.Hv / d.Hk, kh = h / rep, C = 2 * d.Hk * d.dk + d.Hv * d.dv;
+  const int hd = (d.dk + P - 1) / P, a0 = part * hd, na = min(hd, d.dk - a0);  // this lane's rows
   const bool active = col < d.dv;
   float* Sh = S + (int64_t(sq.slot) * d.Hv + h) * d.dk * d.dv;
-  float s[kMaxHalfDk];
+  float s[kMaxRows];
 #pragma unroll
-  for (int i = 0; i < kMaxHalfDk; ++i) s[i] = (active && i < hd) ? Sh[int64_t(a0 + i) * d.dv + col] : 0.f;
+  for (int i = 0; i < kMaxRows; ++i) s[i] = (active && i < na) ? Sh[int64_t(a0 + i) * d.dv + col] : 0.f;
   const float qscale = rsqrtf(float(d.dk)), A = -expf(A_log[h]);
   for (int i = 0; i < sq.n; ++i) {
     const int64_t t = sq.t0 + i;
     const float* row = act + t * C;
-    // every thread is done reading the previous token's q and k before they are overwritten (the two warps of a
-    // block do not run in lockstep)
+    // every thread is done reading the previous token's q and k before they are overwritten (the warps of a block
+    // do not run in lockstep)
     if (i > 0) __syncthreads();
     // q, k of key head kh, L2-normalized
     float sqq = 0.f, skk = 0.f;
@@ -90,29 +100,44 @@ __global__ void recurrent_kernel(const float* __restrict__ act, const float* __r
     const float v = active ? row[2 * d.Hk * d.dk + h * d.dv + col] : 0.f;
     float kS = 0.f;
 #pragma unroll
-    for (int a = 0; a < kMaxHalfDk; ++a)
-      if (a < hd) {
+    for (int a = 0; a < kMaxRows; ++a)
+      if (a < na) {
         s[a] *= decay;
         kS += ks[a0 + a] * s[a];
       }
-    kS = (kS + __shfl_xor_sync(0xffffffffu, kS, 1)) * rk;
+#pragma unroll
+    for (int m = 1; m < P; m <<= 1) kS += __shfl_xor_sync(0xffffffffu, kS, m);
+    kS *= rk;
     const float u = beta * (v - kS);
     float o = 0.f;
 #pragma unroll
-    for (int a = 0; a < kMaxHalfDk; ++a)
-      if (a < hd) {
+    for (int a = 0; a < kMaxRows; ++a)
+      if (a < na) {
         s[a] += ks[a0 + a] * rk * u;
         o += qs[a0 + a] * s[a];
       }
-    o = (o + __shfl_xor_sync(0xffffffffu, o, 1)) * rq;
-    if (active && half == 0) out[t * int64_t(d.Hv) * d.dv + int64_t(h) * d.dv + col] = o;
+#pragma unroll
+    for (int m = 1; m < P; m <<= 1) o += __shfl_xor_sync(0xffffffffu, o, m);
+    o *= rq;
+    if (active && part == 0) out[t * int64_t(d.Hv) * d.dv + int64_t(h) * d.dv + col] = o;
   }
 #pragma unroll
-  for (int i = 0; i < kMaxHalfDk; ++i)
-    if (active && i < hd) Sh[int64_t(a0 + i) * d.dv + col] = s[i];
+  for (int i = 0; i < kMaxRows; ++i)
+    if (active && i < na) Sh[int64_t(a0 + i) * d.dv + col] = s[i];
+}
+
+// Launches the recurrence with P lanes a column.
+template <int P>
+void launch_recurrent(dim3 grid, size_t smem, cudaStream_t st, const float* act, const float* z, int64_t ldz,
+                      const float* ba, int64_t ldba, const float* A_log, const float* dt_bias, const GdnSeq* seqs,
+                      int max_n, float* S, const GdnDimsDev& d, float* out) {
+  recurrent_kernel<P><<<grid, kColTile * P, smem, st>>>(act, z, ldz, ba, ldba, A_log, dt_bias, seqs, max_n, S, d, out);
+  HLWQ_CUDA_LAUNCH_CHECK("gdn_recurrent ({} lanes a column) {} heads, {} sequences", P, d.Hv, grid.y);
 }
 
 }  // namespace
+
+int gdn_recurrent_lanes(int64_t blocks, int sms) { return blocks <= sms ? 8 : 2; }
 
 void gdn_conv(const float* proj, int64_t ldp, const GdnSeq* seqs, int n_seq, const float* conv_w, float* conv_state,
               const GdnDimsDev& d, float* act, cudaStream_t st) {
@@ -127,8 +152,8 @@ void gdn_delta_rule(const float* act, const float* z, int64_t ldz, const float* 
                     const float* dt_bias, const float* norm_w, const GdnSeq* seqs, int n_seq, int max_n, float* S,
                     const GdnDimsDev& d, int64_t T, float* chunk_ws, float* out, cudaStream_t st, uint32_t* out_xfrag,
                     int64_t in_pad) {
-  HLWQ_CHECK(d.dk % 2 == 0 && d.dk <= 2 * kMaxHalfDk && d.dv <= 512 && d.Hv % d.Hk == 0,
-             "gdn_delta_rule: dk {} dv {} Hk {} Hv {} unsupported (dk even ≤ 128, dv ≤ 512)", d.dk, d.dv, d.Hk, d.Hv);
+  HLWQ_CHECK(d.dk >= 1 && d.dk <= kMaxDk && d.dv <= 512 && d.Hv % d.Hk == 0,
+             "gdn_delta_rule: dk {} dv {} Hk {} Hv {} unsupported (dk ≤ {}, dv ≤ 512)", d.dk, d.dv, d.Hk, d.Hv, kMaxDk);
   if (n_seq == 0) return;
   const bool chunked = chunk_ws && max_n >= kGdnChunkedMinTokens;
   if (chunked)
@@ -137,9 +162,13 @@ void gdn_delta_rule(const float* act, const float* z, int64_t ldz, const float* 
     const int ntiles = (d.dv + kColTile - 1) / kColTile;
     const dim3 grid(unsigned(d.Hv * ntiles), unsigned(n_seq));
     const int rec_max = chunked ? kGdnChunkedMinTokens - 1 : INT_MAX;
-    recurrent_kernel<<<grid, 2 * kColTile, size_t(2 * d.dk) * sizeof(float), st>>>(act, z, ldz, ba, ldba, A_log,
-                                                                                   dt_bias, seqs, rec_max, S, d, out);
-    HLWQ_CUDA_LAUNCH_CHECK("gdn_recurrent {} heads, {} sequences", d.Hv, n_seq);
+    const size_t smem = size_t(2 * d.dk) * sizeof(float);
+    int sms = 0;
+    HLWQ_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), "gdn_recurrent: SM count");
+    if (gdn_recurrent_lanes(int64_t(grid.x) * grid.y, sms) == 8)
+      launch_recurrent<8>(grid, smem, st, act, z, ldz, ba, ldba, A_log, dt_bias, seqs, rec_max, S, d, out);
+    else
+      launch_recurrent<2>(grid, smem, st, act, z, ldz, ba, ldba, A_log, dt_bias, seqs, rec_max, S, d, out);
   }
   // the gated RMSNorm over each (token, head): one row of dv per head, gate z at z + t·ldz + h·dv
   rmsnorm_gated(out, z, ldz, norm_w, T, d.Hv, d.dv, d.eps, st, out_xfrag, in_pad);

@@ -33,7 +33,7 @@ inline constexpr int kGdnChunkedMinTokens = 64;
 
 // out [T, Hv·dv] = gated-normed delta-rule output. act [T, C] (q | k | v after conv), z [T, ·] at column 0 with
 // row stride ldz, ba [T, ·] with b at columns [0, Hv) and a at [Hv, 2Hv), row stride ldba; A_log, dt_bias [Hv];
-// norm_w [dv]; S fp32 [slots, Hv, dk, dv] read and advanced. Needs dk ≤ 128 (even), dv ≤ 512.
+// norm_w [dv]; S fp32 [slots, Hv, dk, dv] read and advanced. Needs dk ≤ 128, dv ≤ 512.
 // T: tokens of the batch (rows of act/z/out). max_n: the most tokens of any sequence of the batch (the host knows
 // it). chunk_ws: gdn_chunked_workspace_floats(T) floats (gdn_chunked.cuh) to run sequences of at least
 // kGdnChunkedMinTokens in the chunked form, or null to run every sequence as the token recurrence.
@@ -42,5 +42,9 @@ void gdn_delta_rule(const float* act, const float* z, int64_t ldz, const float* 
                     const float* dt_bias, const float* norm_w, const GdnSeq* seqs, int n_seq, int max_n, float* S,
                     const GdnDimsDev& d, int64_t T, float* chunk_ws, float* out, cudaStream_t st,
                     uint32_t* out_xfrag = nullptr, int64_t in_pad = 0);
+
+// Lanes a column of S the token recurrence uses for a grid of `blocks` blocks on a GPU of `sms` SMs: 8 where there is
+// at most one block per SM, else 2 (gdn.cu says why). The tests ask it so that both forms are known to run.
+int gdn_recurrent_lanes(int64_t blocks, int sms);
 
 }  // namespace hlwq::cuda

@@ -84,14 +84,15 @@ __global__ void __launch_bounds__(kThreads) route_kernel(const float* __restrict
     int my_id = 0;  // lane j keeps the j-th choice
     float my_e = 0.f;
     for (int j = 0; j < k; ++j) {
-      float bk = key[0];
-      int bi = idx[0];
-#pragma unroll
-      for (int o = 16; o > 0; o >>= 1) {
-        const float ok = __shfl_xor_sync(0xffffffffu, bk, o);
-        const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-        if (ok > bk || (ok == bk && oi < bi)) bk = ok, bi = oi;
-      }
+      // the warp's best head in two reductions (one instruction each, where a shuffle tree of (key, index) pairs
+      // was ten dependent shuffles): the largest key as bits, then the lowest index holding it. Keys are e ≥ 0,
+      // whose bits order as unsigned, or −inf, taken as 0. Such a tie of −inf with e = 0 is the only order this
+      // changes, and it changes no choice: in a finite row the −inf are past-the-end entries (index 2³¹ − 1, so the
+      // expert wins as before); in a NaN row every key is −inf and the lowest indices are chosen, as before.
+      const unsigned kb = key[0] >= 0.f ? __float_as_uint(key[0]) : 0u;
+      const unsigned best = __reduce_max_sync(0xffffffffu, kb);
+      const int bi = int(__reduce_min_sync(0xffffffffu, kb == best ? unsigned(idx[0]) : 0xffffffffu));
+      const float bk = __uint_as_float(best);
       if (idx[0] == bi) {  // this lane's head was chosen: shift its list
 #pragma unroll
         for (int i = 0; i + 1 < kMaxPerLane; ++i) key[i] = key[i + 1], idx[i] = idx[i + 1];

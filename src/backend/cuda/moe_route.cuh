@@ -16,10 +16,12 @@
 
 namespace hlwq::cuda {
 
-// Upper bound on the tiles of a plan: Σ_m ⌈n_m / 8⌉ ≤ T·A/8 + min(M, T·A).
+// Upper bound on the tiles of a plan: with n_m slots in each of the j ≤ min(M, T·A) matrices used,
+// Σ_m ⌈n_m / 8⌉ ≤ Σ_m (n_m + 7) / 8 = (T·A + 7j) / 8, and the sum is an integer. Exact at one token (T·A tiles of one
+// slot each); the decode launches size their grids by it, so a looser bound launches blocks that only exit.
 inline int64_t moe_max_tiles(int64_t T, int64_t k, int64_t E, int64_t S) {
-  const int64_t A = k + S, M = E + S;
-  return (T * A + 7) / 8 + (M < T * A ? M : T * A);
+  const int64_t A = k + S, M = E + S, j = M < T * A ? M : T * A;
+  return (T * A + 7 * j) / 8;
 }
 
 struct MoePlan {          // device pointers, sized for max_tiles = moe_max_tiles(T, ...)
