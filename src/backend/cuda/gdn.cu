@@ -57,8 +57,8 @@ __global__ void __launch_bounds__(kColTile * P) recurrent_kernel(
     const float* __restrict__ act, const float* __restrict__ z, int64_t ldz, const float* __restrict__ ba, int64_t ldba,
     const float* __restrict__ A_log, const float* __restrict__ dt_bias, const GdnSeq* __restrict__ seqs, int max_n,
     float* S, GdnDimsDev d, float* out) {
-  constexpr int kMaxRows = kMaxDk / P;  // rows of S per lane
   HLWQ_PDL_PREAMBLE();
+  constexpr int kMaxRows = kMaxDk / P;  // rows of S per lane
   extern __shared__ float sm[];  // q [dk] | k [dk]
   __shared__ float scratch[32];
   float* qs = sm;
