@@ -10,10 +10,11 @@
 //          bytes never cross PCIe), the others behave as with off. n_cpu minimizes the step's miss time:
 //            t_gpu(n) = (m − n) · pcie_ns          m misses, pcie_ns = B / (pinned H2D bandwidth)
 //            t_cpu(n) = n > 0 ? cpu_fixed_ns + n · cpu_ns : 0
-//                                                  cpu_ns = one expert for one token on the CPU (measured at load:
-//                                                  it reads the expert's checkpoint bytes once), cpu_fixed_ns = the
-//                                                  host round trip of the side branch (activations out, host node,
-//                                                  rows back; measured at load)
+//                                                  cpu_ns = one more expert for one token on the CPU, cpu_fixed_ns =
+//                                                  the host round trip of the side branch (activations out, host
+//                                                  node, rows back) plus the CPU call's own fixed part (its parallel
+//                                                  region's start and barriers): both measured at load, the CPU's
+//                                                  two from calls of 1 and of J experts (cpu_call_costs)
 //          The two paths run concurrently (the CPU's side branch of the step's graph overlaps the GPU's copies
 //          and GEMMs), so the step pays max(t_gpu, t_cpu): n_cpu = argmin_n max(t_gpu(n), t_cpu(n)), the smallest
 //          such n on ties (the GPU path also warms the cache). The last misses in request order are the ones the
@@ -45,6 +46,19 @@ struct CpuSplitCosts {
   float cpu_ns = 0;        // one expert computed on the CPU (one token)
   float cpu_fixed_ns = 0;  // once per layer and step that sends anything to the CPU
 };
+
+// The CPU's call time split into a part per expert and a fixed part per call, from t1_ns (one expert) and tJ_ns (J
+// distinct experts, J ≥ 2), each of one token: per = (tJ − t1) / (J − 1), clamped to [0, t1] (a noisy pair must
+// not make an expert free or the fixed part negative); fixed = t1 − per. Charging the whole of t1 per expert (as
+// before) overstates J experts by (J − 1) · fixed: on the GPU host 47.6 µs an expert, most of it the call's start.
+struct CpuCallCosts {
+  float per_expert_ns = 0, fixed_ns = 0;
+};
+inline CpuCallCosts cpu_call_costs(double t1_ns, double tJ_ns, int J) {
+  double per = J >= 2 ? (tJ_ns - t1_ns) / double(J - 1) : t1_ns;
+  per = per < 0 ? 0 : per > t1_ns ? t1_ns : per;
+  return {float(per), float(t1_ns - per)};
+}
 
 // How many of a step's `misses` (the last ones in request order) run on the CPU.
 HLWQ_HD inline int cpu_split_count(CpuExperts mode, int misses, const CpuSplitCosts& c) {

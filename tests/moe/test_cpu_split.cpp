@@ -1,6 +1,7 @@
 // The cost model of --cpu-experts (src/moe/cpu_split.h), which the GPU's slot planner runs in the decode graph:
 // off and all are fixed, auto picks the number of misses for the CPU that minimizes max(GPU path, CPU path),
-// checked against a brute-force minimum in double over random costs, and on cases worked by hand.
+// checked against a brute-force minimum in double over random costs, and on cases worked by hand; and the split of
+// the CPU's measured call time into a fixed and a per-expert part.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -58,6 +59,26 @@ TEST(CpuSplit, AutoMinimizesTheStepTime) {
     for (int k = 1; k <= m; ++k) best = std::min(best, step_time(m, k, c));
     EXPECT_NEAR(step_time(m, n, c), best, 1e-4 * best + 1e-3) << "case " << i << ": " << n << " of " << m;
   }
+}
+
+TEST(CpuSplit, CallCostsFromTwoCalls) {
+  // 27.6 µs of start and barriers + 20 µs an expert: one expert 47.6, four 107.6
+  const CpuCallCosts c = cpu_call_costs(47600, 107600, 4);
+  EXPECT_FLOAT_EQ(c.per_expert_ns, 20000);
+  EXPECT_FLOAT_EQ(c.fixed_ns, 27600);
+  // noise: J experts measured faster than one (an expert then costs 0, not less) or slower than J whole calls (an
+  // expert costs at most a call)
+  EXPECT_FLOAT_EQ(cpu_call_costs(50000, 45000, 4).per_expert_ns, 0);
+  EXPECT_FLOAT_EQ(cpu_call_costs(50000, 45000, 4).fixed_ns, 50000);
+  EXPECT_FLOAT_EQ(cpu_call_costs(50000, 400000, 4).per_expert_ns, 50000);
+  EXPECT_FLOAT_EQ(cpu_call_costs(50000, 400000, 4).fixed_ns, 0);
+  // one expert only (a model with one routed expert): all of it per expert, as before
+  EXPECT_FLOAT_EQ(cpu_call_costs(50000, 0, 1).per_expert_ns, 50000);
+  EXPECT_FLOAT_EQ(cpu_call_costs(50000, 0, 1).fixed_ns, 0);
+  // what the split changes: 8 misses at 33.2 µs over PCIe, the CPU as above with a 14.5 µs round trip. Charging
+  // 47.6 µs an expert sends 3 to the CPU (a 166.0 µs step by that charge); the split costs send 4 (132.8 µs)
+  EXPECT_EQ(cpu_split_count(CpuExperts::automatic, 8, {33200, 47600, 14500}), 3);
+  EXPECT_EQ(cpu_split_count(CpuExperts::automatic, 8, {33200, c.per_expert_ns, 14500 + c.fixed_ns}), 4);
 }
 
 TEST(CpuSplit, Names) {

@@ -169,15 +169,28 @@ CpuSplitCosts CpuExpertsDev::measure_cpu_costs() {
     std::sort(v.begin(), v.end());
     return v[v.size() / 2];
   };
-  // one expert (layer 0, expert 0) for one token of zeros, as the host node would run it; the first run warms up
+  // one token of zeros through 1 and through J distinct experts of layer 0, as the host node would run them. Every
+  // expert of the layer runs once first (the checkpoint is mapped: a page's first read faults it in, ~2 ms an expert,
+  // which serving pays once), then each call takes experts the previous calls did not, so the layer's experts
+  // (larger than a last-level cache) come from memory as in a step
+  const MoeWeights& moe = w_.layers[0].moe;
+  const int E = int(moe.experts.size()), J = int(std::min<int64_t>({4, E, Jm_}));
+  HLWQ_CHECK(E > 0, "CPU experts: layer 0 has no routed experts to time");
   std::fill(xn_, xn_ + H_, 0.f);
-  const CpuExpertJob one{0, 0, 0, 1.f};
-  std::vector<double> cpu, trip;
-  for (int i = 0; i < 6; ++i) {
-    const auto t0 = clock::now();
-    jobs_->run(w_.layers[0].moe, &one, 1, xn_, 1, out_);
-    if (i > 0) cpu.push_back(double(std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now() - t0).count()));
+  CpuExpertJob js[4];
+  for (int e = 0; e < E; ++e) {
+    js[0] = {0, 0, e, 1.f};
+    jobs_->run(moe, js, 1, xn_, 1, out_);
   }
+  int next = 0;
+  auto call = [&](int n) {
+    for (int j = 0; j < n; ++j) js[j] = {j, 0, next++ % E, 1.f};
+    const auto t0 = clock::now();
+    jobs_->run(moe, js, n, xn_, 1, out_);
+    return double(std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now() - t0).count());
+  };
+  std::vector<double> t1, tJ, trip;
+  for (int i = 0; i < 5; ++i) t1.push_back(call(1)), tJ.push_back(call(J));
   // the side branch's round trip: fork, an empty host node, join
   auto noop = [](void*) {};
   for (int i = 0; i < 6; ++i) {
@@ -186,9 +199,10 @@ CpuSplitCosts CpuExpertsDev::measure_cpu_costs() {
     HLWQ_CUDA_CHECK(cudaStreamSynchronize(side_), "timing a host node");
     if (i > 0) trip.push_back(double(std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now() - t0).count()));
   }
+  const CpuCallCosts cpu = cpu_call_costs(median(t1), median(tJ), J);
   CpuSplitCosts c;
-  c.cpu_ns = float(median(cpu));
-  c.cpu_fixed_ns = float(median(trip));
+  c.cpu_ns = cpu.per_expert_ns;
+  c.cpu_fixed_ns = float(median(trip)) + cpu.fixed_ns;
   return c;
 }
 

@@ -12,7 +12,8 @@
 // own grouped kernels, and scatter copies the rows into the expert-output slots y, where the unchanged combine adds
 // them with the GPU's. What crosses PCIe per layer and step: xn (T·H·4 bytes) out, J·H·4 bytes of rows back.
 // The synchronisation that remains is that join: the combine waits for the CPU, so a step costs
-// max(GPU experts, host round trip + CPU experts) per layer; the round trip is measured at load (cpu_fixed_ns).
+// max(GPU experts, host round trip + CPU experts) per layer; the round trip, with the CPU call's own fixed part, is
+// measured at load (cpu_fixed_ns).
 // Buffers are shared by the layers: the main stream orders layer l's scatter before layer l+1's collect.
 // A failure inside the host node (it cannot throw into the driver) writes NaN rows and is rethrown by the next
 // enqueue or counters call.
@@ -63,8 +64,9 @@ class CpuExpertsDev {
   // After the grouped kernels: waits for the host node, then y [slots, H] rows of the jobs = the CPU's rows.
   void join(float* y, int64_t T, cudaStream_t st);
 
-  // Measured now (the device idle): one expert for one token on the CPU, and the host round trip of the side
-  // branch; pcie_ns is the caller's (cpu_split.h).
+  // Measured now (the device idle): the CPU's time for one token through 1 and through 4 experts, split into a part
+  // per expert and a fixed part per call (cpu_call_costs), and the host round trip of the side branch, which joins
+  // the fixed part; pcie_ns is the caller's (cpu_split.h).
   CpuSplitCosts measure_cpu_costs();
   CpuExpertCounters counters() const;  // rethrows a host node's failure
   void rethrow_failure() const;

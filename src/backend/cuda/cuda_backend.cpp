@@ -286,7 +286,7 @@ CudaBackend::CudaBackend(const ModelConfig& cfg, const ModelWeights& w, const Ba
     const CpuSplitCosts& c = opt.split_costs;
     if (c.pcie_ns > 0 || c.cpu_ns > 0 || c.cpu_fixed_ns > 0) {
       split_costs_ = c;
-      plan_ += fmt::format("\n  cpu experts {}: costs given (PCIe {:.1f} µs, CPU {:.1f} µs + {:.1f} µs per expert)",
+      plan_ += fmt::format("\n  cpu experts {}: costs given (PCIe {:.1f} µs, CPU {:.1f} µs an expert + {:.1f} µs a layer and step)",
                            cpu_experts_name(opt.cpu_experts), c.pcie_ns / 1e3, c.cpu_ns / 1e3, c.cpu_fixed_ns / 1e3);
     } else {
       measure_split_costs();
@@ -355,7 +355,8 @@ void CudaBackend::measure_split_costs() {
   cudaEventDestroy(e1);
   split_costs_.pcie_ns = ms * 1e6f / kCopies;
   plan_ += fmt::format("\n  cpu experts {}: one expert over PCIe {:.1f} µs ({:.1f} GB/s), on the CPU {:.1f} µs + "
-                       "{:.1f} µs round trip per layer and step (measured at load)", cpu_experts_name(opt_.cpu_experts),
+                       "{:.1f} µs per layer and step (the CPU call's start and the round trip; measured at load)",
+                       cpu_experts_name(opt_.cpu_experts),
                        split_costs_.pcie_ns / 1e3, double(B) / split_costs_.pcie_ns, split_costs_.cpu_ns / 1e3,
                        split_costs_.cpu_fixed_ns / 1e3);
 }
