@@ -70,7 +70,7 @@ struct LoadOptions {
   // of the first n_cpu_moe MoE layers (--n-cpu-moe, llama.cpp's meaning), which then take no device memory.
   CpuExperts cpu_experts = CpuExperts::off;
   int64_t n_cpu_moe = 0;
-  CpuSplitCosts cpu_split_costs;  // --cpu-experts auto: all zero = measured at load; tests pin them to force a split
+  CpuSplitCosts cpu_split_costs{};  // --cpu-experts auto: all zero = measured at load; tests pin them to force a split
   bool moe_prefetch = true;  // with a cache: prefetch the next layer's predicted experts
   // CUDA, with a cache: batches of at least this many tokens stream each layer's missing experts (0: never)
   int64_t moe_stream_min_tokens = kDefaultStreamMinTokens;

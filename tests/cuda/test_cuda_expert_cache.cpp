@@ -103,10 +103,11 @@ void check_policy(int64_t E, int64_t N, int64_t T, int64_t k, uint64_t seed, boo
       const int s = ref.expert_slot(0, e);
       const uint8_t* want = s >= 0 ? c.slots.get() + s * lay.bytes : dhost.get() + e * lay.bytes;
       ASSERT_EQ(reinterpret_cast<const uint8_t*>(tq[size_t(e)]), want + lay.gu_q) << "step " << step << " expert " << e;
-      if (s >= 0)
+      if (s >= 0) {
         ASSERT_TRUE(std::equal(slots.begin() + s * lay.bytes, slots.begin() + (s + 1) * lay.bytes,
                                host.begin() + e * lay.bytes))
             << "slot " << s << " does not hold expert " << e << "'s bytes";
+      }
     }
   }
 }

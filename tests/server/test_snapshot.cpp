@@ -254,7 +254,9 @@ TEST(SnapshotEngine, TenTurnChatContinuesEveryTurn) {
       const Served x = cached.ask(chat, 4);
       EXPECT_EQ(x.text, plain.ask(chat, 4).text) << "turn " << turn;
       const int64_t hits = cached.metric("hlwq_prefix_cache_hits_total");
-      if (turn > 0) EXPECT_EQ(hits - before, int64_t(chat.size()) - 12 - 1) << "turn " << turn;
+      if (turn > 0) {
+        EXPECT_EQ(hits - before, int64_t(chat.size()) - 12 - 1) << "turn " << turn;
+      }
       before = hits;
       for (const TokenLogprob& lp : x.logprobs) chat.push_back(cached.id(lp.token));
       chat = cat(chat, tokens(12, V, 20 + turn));
