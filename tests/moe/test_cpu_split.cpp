@@ -62,7 +62,8 @@ TEST(CpuSplit, AutoMinimizesTheStepTime) {
 }
 
 TEST(CpuSplit, CallCostsFromTwoCalls) {
-  // 27.6 µs of start and barriers + 20 µs an expert: one expert 47.6, four 107.6
+  // 27.6 µs of start and barriers + 20 µs an expert (an assumed split of the GPU host's 47.6, not a measurement):
+  // one expert 47.6, four 107.6
   const CpuCallCosts c = cpu_call_costs(47600, 107600, 4);
   EXPECT_FLOAT_EQ(c.per_expert_ns, 20000);
   EXPECT_FLOAT_EQ(c.fixed_ns, 27600);

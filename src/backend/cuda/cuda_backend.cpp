@@ -286,8 +286,9 @@ CudaBackend::CudaBackend(const ModelConfig& cfg, const ModelWeights& w, const Ba
     const CpuSplitCosts& c = opt.split_costs;
     if (c.pcie_ns > 0 || c.cpu_ns > 0 || c.cpu_fixed_ns > 0) {
       split_costs_ = c;
-      plan_ += fmt::format("\n  cpu experts {}: costs given (PCIe {:.1f} µs, CPU {:.1f} µs an expert + {:.1f} µs a layer and step)",
-                           cpu_experts_name(opt.cpu_experts), c.pcie_ns / 1e3, c.cpu_ns / 1e3, c.cpu_fixed_ns / 1e3);
+      plan_ += fmt::format("\n  cpu experts {}: costs given (PCIe {:.1f} µs, CPU {:.1f} µs an expert + {:.1f} µs a "
+                           "layer and step)", cpu_experts_name(opt.cpu_experts), c.pcie_ns / 1e3, c.cpu_ns / 1e3,
+                           c.cpu_fixed_ns / 1e3);
     } else {
       measure_split_costs();
     }
