@@ -362,7 +362,8 @@ int main() {
                   double(m.weight_bytes_dense) / 1e6, state / 1e6, kv / 1e6, 100.0 * sol_us / us, eager, mix, moe, hd,
                   nans, no_pdl);
       std::fflush(stdout);
-      if (B == 1 || B == 16) {  // per-op time over all 40 layers (each op alone in a graph, same inputs)
+      {  // per-op time over all 40 layers (each op alone in a graph, same inputs); B = 4 too since its PDL overlap
+         // shrank at 49bd52a while its kernels did not slow (bench/cuda/NOTES.md, tenth session)
         const cuda::GdnDimsDev gd{int(Hk), int(Hv), int(DK), int(DV), int(KC), 1e-6f};
         const cuda::AttnDimsDev ad{int(Hq), int(Hkv), int(D), int(R), 1e-6f};
         auto op = [&](const char* name, const std::function<void(Layer&)>& f) {
