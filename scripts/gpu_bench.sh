@@ -9,8 +9,9 @@
 # process per cell, for budgets 8/12/16/24 GB and N = 8/16/32/64 slots, under the model's own routing and under a
 # routing trace (bench --route-trace-gen: fitted to llama.cpp PR #27861's LRU hit rates, see src/moe/route_trace.h;
 # trace cells run without prefetch — the router's predictions say nothing about a trace's experts — and two A/B
-# cells at 12 GB show prefetch's gain under the model's routing and its pure cost under the trace; streaming A/B
-# cells and a prefill-length sweep, every batch streamed against none, place the streaming threshold).
+# cells at 12 GB show prefetch's gain under the model's routing and its pure cost under the trace; two cells with
+# --cpu-experts auto at 8 GB and 8 slots against the cache alone; streaming A/B cells and a prefill-length sweep,
+# every batch streamed against none, place the streaming threshold).
 # To fit ~8 minutes of device time each cell runs --warmup 1 --repeats 1 (one timed run after a warm-up that also
 # records the decode graph and warms the cache): a model load is most of a cell's time (estimated 15–25 s of ~30 s,
 # not yet measured), so the 18 cells' loads are the floor. MATRIX_ONLY=1 skips the resident and older cache runs.
@@ -62,6 +63,11 @@ run_matrix() {  # the offload matrix (see the header); the trace first: it is th
     run "m_trace_$cell" 75 "${cfg[@]}" "${common[@]}" --route-trace "$TR" --moe-prefetch off
     run "m_model_$cell" 75 "${cfg[@]}" "${common[@]}"
   done
+  # --cpu-experts auto against the cache alone (m_trace_gb8, m_trace_n8): misses split between PCIe and the CPU by
+  # the costs measured at load, which the plan prints (cpu_split.h)
+  run m_trace_gb8_cpuauto 75 --gpu-memory 8GB "${common[@]}" --route-trace "$TR" --moe-prefetch off --cpu-experts auto
+  run m_trace_n8_cpuauto 75 --moe-expert-cache-size 8 "${common[@]}" --route-trace "$TR" --moe-prefetch off \
+    --cpu-experts auto
   # prefetch A/B at the 12 GB budget: its gain under the model's routing, its cost under the trace
   run m_model_gb12_noprefetch 75 --gpu-memory 12GB "${common[@]}" --moe-prefetch off
   run m_trace_gb12_prefetch 75 --gpu-memory 12GB "${common[@]}" --route-trace "$TR" --moe-prefetch on
