@@ -69,8 +69,10 @@ int main(int argc, char** argv) {
   int layer = -1, repeats = 5, threads = omp_get_max_threads();
   app.add_option("MODEL", model, "model directory (CT INT4, bf16 or HLWQ)")->required();
   app.add_option("--layer", layer, "MoE layer (default: the first)");
-  app.add_option("--repeats", repeats, "timed calls per point (after one warm-up)")->capture_default_str();
-  app.add_option("-t,--threads", threads, "threads")->capture_default_str();
+  app.add_option("--repeats", repeats, "timed calls per point (after one warm-up)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000));
+  app.add_option("-t,--threads", threads, "threads")->capture_default_str()->check(CLI::Range(1, 4096));
   CLI11_PARSE(app, argc, argv);
   try {
     omp_set_num_threads(threads);  // CpuExpertJobs takes the caller's thread count
