@@ -236,13 +236,22 @@ void linear(const PackedLinear& w, const float* x, int64_t T, Scratch& s, float*
   cuda::gemm(w, s.xf.get(), T, y, ldy, st);
 }
 
+// The engine's schedule (model.cpp through CudaBackend): every norm also writes the fragments of the GEMM that reads
+// its output next, and each MoE block's weighted sum is the residual of the norm after it.
+
+// The norm before layer 0's mixer (the others are fused into the MoE block before them).
+void first_norm(const Model& m, Scratch& s, cudaStream_t st) {
+  cuda::rmsnorm_zero_centred(s.h.get(), nullptr, m.layers[0].in_norm.get(), s.T, H, 1e-6f, s.xn.get(), st,
+                             {nullptr, 0, s.xf.get(), H});
+}
+
+// y = mixer(xn), reading the fragments of xn the norm before wrote into s.xf.
 void mixer(const Model& m, Layer& L, Scratch& s, cudaStream_t st) {
   const int64_t T = s.T;
-  cuda::rmsnorm_zero_centred(s.h.get(), nullptr, L.in_norm.get(), T, H, 1e-6f, s.xn.get(), st);
   if (L.attn) {
     const cuda::AttnDimsDev d{int(Hq), int(Hkv), int(D), int(R), 1e-6f};
     const int64_t ld = L.qkv.out, qw = Hq * 2 * D;
-    linear(L.qkv, s.xn.get(), T, s, s.proj.get(), ld, st);
+    cuda::gemm(L.qkv, s.xf.get(), T, s.proj.get(), ld, st);
     cuda::qk_norm_rope_store(s.proj.get(), ld, s.proj.get() + qw, ld, s.proj.get() + qw + KVROW, ld, L.qn.get(),
                              L.kn.get(), m.inv_freq.get(), s.pos.get(), s.bt_off.get(), m.bt.get(), L.kp.get(),
                              L.vp.get(), T, d, st);
@@ -252,7 +261,6 @@ void mixer(const Model& m, Layer& L, Scratch& s, cudaStream_t st) {
   } else {
     const cuda::GdnDimsDev d{int(Hk), int(Hv), int(DK), int(DV), int(KC), 1e-6f};
     const int64_t ld = L.qkvz.out;
-    cuda::pack_activations(s.xn.get(), H, T, H, nullptr, T, L.qkvz.in_pad, s.xf.get(), st);
     HLWQ_CUDA_CHECK(cudaEventRecord(s.br->fork, st), "fork");
     HLWQ_CUDA_CHECK(cudaStreamWaitEvent(s.br->side, s.br->fork, 0), "fork");
     cuda::gemm(L.ba, s.xf.get(), T, s.ba.get(), L.ba.out, s.br->side);
@@ -268,25 +276,40 @@ void mixer(const Model& m, Layer& L, Scratch& s, cudaStream_t st) {
   }
 }
 
-void moe_block(Layer& L, Scratch& s, cudaStream_t st) {
-  cuda::rmsnorm_zero_centred(s.h.get(), s.y.get(), L.post_norm.get(), s.T, H, 1e-6f, s.xn.get(), st);
-  cuda::moe_forward(L.moe, s.moe, s.xn.get(), s.T, s.h.get(), true, st);
+// h += y; xn = post-norm(h) (+ x_tok's fragments); h += moe(xn); xn = the next layer's input norm of h (+ s.xf's
+// fragments), or the final norm after the last layer.
+void moe_block(const Model& m, size_t l, Scratch& s, cudaStream_t st) {
+  const Layer& L = m.layers[l];
+  cuda::rmsnorm_zero_centred(s.h.get(), s.y.get(), L.post_norm.get(), s.T, H, 1e-6f, s.xn.get(), st,
+                             {nullptr, 0, s.moe.x_tok.get(), H});
+  const bool last = l + 1 == m.layers.size();
+  cuda::MoeNorms norms;
+  norms.x_packed = true;
+  norms.h = s.h.get();
+  norms.w = last ? m.final_norm.get() : m.layers[l + 1].in_norm.get();
+  norms.eps = 1e-6f;
+  norms.y = s.xn.get();
+  if (!last) norms.after.xfrag = s.xf.get(), norms.after.in_pad = H;
+  cuda::moe_forward(L.moe, s.moe, s.xn.get(), s.T, nullptr, false, st, {}, nullptr, norms);
 }
 
 void head(Model& m, Scratch& s, cudaStream_t st) {
   const int64_t rows = std::min<int64_t>(s.T, MAX_SEQ);  // prefill: logits of the last rows only
-  const int64_t r0 = s.T - rows;
-  cuda::rmsnorm_zero_centred(s.h.get() + r0 * H, nullptr, m.final_norm.get(), rows, H, 1e-6f, s.xn.get(), st);
-  linear(m.lm_head, s.xn.get(), rows, s, s.logits.get(), V, st);
+  linear(m.lm_head, s.xn.get() + (s.T - rows) * H, rows, s, s.logits.get(), V, st);
   cuda::argmax(s.logits.get(), rows, V, V, s.ids.get(), s.nan.get(), s.argmax_ws.get(), int64_t(s.argmax_ws.size()), st);
+}
+
+void layers(Model& m, Scratch& s, cudaStream_t st) {
+  for (size_t l = 0; l < m.layers.size(); ++l) {
+    mixer(m, m.layers[l], s, st);
+    moe_block(m, l, s, st);
+  }
 }
 
 void step(Model& m, Scratch& s, cudaStream_t st) {
   cuda::embed(s.ids.get(), m.embed.get(), s.T, H, s.h.get(), st);
-  for (auto& L : m.layers) {
-    mixer(m, L, s, st);
-    moe_block(L, s, st);
-  }
+  first_norm(m, s, st);
+  layers(m, s, st);
   head(m, s, st);
 }
 
@@ -333,9 +356,10 @@ int main() {
       // a plain run: routing → distinct experts per layer for the byte count; checks the step runs at all
       double experts = 0;
       cuda::embed(s.ids.get(), m.embed.get(), B, H, s.h.get(), st);
-      for (auto& L : m.layers) {
-        mixer(m, L, s, st);
-        moe_block(L, s, st);
+      first_norm(m, s, st);
+      for (size_t l = 0; l < m.layers.size(); ++l) {
+        mixer(m, m.layers[l], s, st);
+        moe_block(m, l, s, st);
         HLWQ_CUDA_CHECK(cudaStreamSynchronize(st), "plain step");
         const auto ids = s.moe.topk_ids.download();
         experts += double(std::set<int>(ids.begin(), ids.begin() + B * K_ACT).size() + 1);
@@ -353,7 +377,9 @@ int main() {
       const double no_pdl = bench::time_graph(st, 1, [&](int) { step(m, s, st); }, 3, 20, /*pdl=*/false);
       const double eager = time_eager(st, [&] { step(m, s, st); }, 5);
       const double mix = bench::time_graph(st, 1, [&](int) { for (auto& L : m.layers) mixer(m, L, s, st); }, 2, 10, true);
-      const double moe = bench::time_graph(st, 1, [&](int) { for (auto& L : m.layers) moe_block(L, s, st); }, 2, 10, true);
+      const double moe = bench::time_graph(st, 1, [&](int) {
+        for (size_t l = 0; l < m.layers.size(); ++l) moe_block(m, l, s, st);
+      }, 2, 10, true);
       const double hd = bench::time_graph(st, 1, [&](int) { head(m, s, st); }, 2, 10, true);
       std::printf("row decode B=%-2lld | step %8.1f us | %7.1f tok/s | SoL %6.1f us (%.2f GB: experts %.0f MB, "
                   "other weights %.0f MB, GDN state %.0f MB, KV %.0f MB) | %4.1f %% of SoL | eager %8.1f us | "
@@ -397,15 +423,20 @@ int main() {
                          s.o.get(), s.attn_ws.get(), int64_t(s.attn_ws.size()), st);
         });
         op("attn o gemm (int4)", [&](Layer& L) { if (L.attn) cuda::gemm(L.o, s.xf.get(), B, s.y.get(), H, st); });
-        op("rmsnorm x2", [&](Layer& L) {
-          cuda::rmsnorm_zero_centred(s.h.get(), nullptr, L.in_norm.get(), B, H, 1e-6f, s.xn.get(), st);
-          cuda::rmsnorm_zero_centred(s.h.get(), s.y.get(), L.post_norm.get(), B, H, 1e-6f, s.xn.get(), st);
+        // the norms as the step runs them: each also writes fragments, the second with the MoE sum as residual
+        // (moe_combine fused; the slot plan is the last routing's)
+        op("rmsnorm x2 (one + MoE sum)", [&](Layer& L) {
+          cuda::rmsnorm_zero_centred(s.h.get(), s.y.get(), L.post_norm.get(), B, H, 1e-6f, s.xn.get(), st,
+                                     {nullptr, 0, s.moe.x_tok.get(), H});
+          cuda::rmsnorm_zero_centred(s.h.get(), s.moe.y.get(), L.in_norm.get(), B, H, 1e-6f, s.xn.get(), st,
+                                     {s.moe.tok_slot.get(), K_ACT + 1, s.xf.get(), H});
         });
-        op("pack activations x2", [&](Layer& L) {
-          cuda::pack_activations(s.xn.get(), H, B, H, nullptr, B, 2048, s.xf.get(), st);
-          cuda::pack_activations(s.o.get(), 4096, B, 4096, nullptr, B, 4096, s.xf.get(), st);
+        op("pack activations (attention o)", [&](Layer& L) {
+          if (L.attn) cuda::pack_activations(s.o.get(), Hq * D, B, Hq * D, nullptr, B, Hq * D, s.xf.get(), st);
         });
-        op("moe block", [&](Layer& L) { cuda::moe_forward(L.moe, s.moe, s.xn.get(), B, s.h.get(), true, st); });
+        op("moe block (router to combine)", [&](Layer& L) {
+          cuda::moe_forward(L.moe, s.moe, s.xn.get(), B, s.h.get(), true, st, {}, nullptr, {true});
+        });
       }
     }
     for (int64_t P : {512, 4096}) {
@@ -435,7 +466,9 @@ int main() {
                                L.dt_bias.get(), L.gnorm.get(), s.seqs.get(), 1, int(P), L.S.get(), gd, P, nullptr,
                                s.o.get(), st);
       });
-      part("moe blocks", [&](Layer& L) { cuda::moe_forward(L.moe, s.moe, s.xn.get(), P, s.h.get(), true, st); });
+      part("moe blocks", [&](Layer& L) {
+        cuda::moe_forward(L.moe, s.moe, s.xn.get(), P, s.h.get(), true, st, {}, nullptr, {true});
+      });
       std::fflush(stdout);
     }
   } catch (const std::exception& e) {

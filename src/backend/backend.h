@@ -13,8 +13,8 @@
 //   begin_batch(b); if replay_layers(): skip to end_layers
 //   embed(h); rmsnorm(0, input, h → xn)
 //   per layer l:  gdn_mixer(l, xn → y) | attn_mixer(l, xn → y);  add_rmsnorm(h += y, l post_attention → xn)
-//                 moe_route(l, xn); [moe_hint(l + 1, xn)]; moe_experts(l, xn → y)
-//                 add_rmsnorm(h += y, next layer's input norm, or the final norm → xn)
+//                 moe_route(l, xn); [moe_hint(l + 1, xn)]
+//                 moe_experts_add_rmsnorm(l, xn → y; h += y, next layer's input norm, or the final norm → xn)
 //   end_layers(); lm_head(xn rows → logits)
 //
 // Adding an op: declare it here with its shape contract, implement it in every backend (the CPU one first, as the
@@ -121,6 +121,12 @@ class Backend {
   virtual bool moe_wants_hint() const = 0;
   virtual void moe_hint(int layer, Act in) = 0;
   virtual void moe_experts(int layer, Act in, Act out) = 0;
+  // The MoE block's end and the norm after it: y = moe_experts(in); h += y; out = norm(h). A backend may fuse the
+  // experts' weighted sum into the norm (y is then scratch); this default runs the two ops.
+  virtual void moe_experts_add_rmsnorm(int layer, Act in, Act h, Act y, int norm_layer, NormKind which, Act out) {
+    moe_experts(layer, in, y);
+    add_rmsnorm(h, y, norm_layer, which, out);
+  }
   // logits [rows.size(), V] (host, fp32) = lm_head(in[rows]).
   virtual void lm_head(Act in, std::span<const int64_t> rows, float* logits) = 0;
   // Token choice on the backend, so only ids cross to the host: ids[i] = the token chosen by how[i] from

@@ -196,9 +196,8 @@ void ModelCore::run_batch(const Batch& b, std::span<const int64_t> lrows, float*
       // the next layer's router on this hidden state predicts its experts: a provider that copies experts (the
       // GPU cache) starts on them while this layer's experts compute
       if (l + 1 < L && e.moe_wants_hint()) e.moe_hint(l + 1, Act::xn);
-      e.moe_experts(l, Act::xn, Act::y);
-      if (l + 1 < L) e.add_rmsnorm(Act::h, Act::y, l + 1, NormKind::input, Act::xn);
-      else e.add_rmsnorm(Act::h, Act::y, l, NormKind::final_norm, Act::xn);
+      if (l + 1 < L) e.moe_experts_add_rmsnorm(l, Act::xn, Act::h, Act::y, l + 1, NormKind::input, Act::xn);
+      else e.moe_experts_add_rmsnorm(l, Act::xn, Act::h, Act::y, l, NormKind::final_norm, Act::xn);
       hook(l + 1, Act::h);
     }
   }

@@ -1,5 +1,5 @@
 # Checks the contract of src/backend/cuda/pdl.cuh: the first statement of every __global__ function is
-# HLWQ_PDL_PREAMBLE(). A kernel without it, recorded in a decode graph whose kernel edges are programmatic, could
+# HLWQ_PDL_PREAMBLE(), or HLWQ_PDL_EARLY_READS("...") with the preamble later in its body. A kernel without it, recorded in a decode graph whose kernel edges are programmatic, could
 # read its inputs before the kernel that writes them has finished — a race no other test reliably sees.
 # Runs in every build (no GPU needed):  cmake -DDIRS="dir1;dir2" -P pdl_preamble_check.cmake
 if(NOT DIRS)
@@ -23,6 +23,20 @@ foreach(dir IN LISTS DIRS)
       string(SUBSTRING "${rest}" ${body} -1 after)
       string(STRIP "${after}" after)
       string(FIND "${after}" "HLWQ_PDL_PREAMBLE();" first)
+      # or: first HLWQ_PDL_EARLY_READS("..."), with the preamble later in the same kernel (before the next __global__)
+      string(FIND "${after}" "HLWQ_PDL_EARLY_READS(" early)
+      if(early EQUAL 0)
+        string(FIND "${after}" "__global__" next_kernel)
+        if(next_kernel EQUAL -1)
+          set(body_text "${after}")
+        else()
+          string(SUBSTRING "${after}" 0 ${next_kernel} body_text)
+        endif()
+        string(FIND "${body_text}" "HLWQ_PDL_PREAMBLE();" later)
+        if(NOT later EQUAL -1)
+          set(first 0)
+        endif()
+      endif()
       if(is_decl AND NOT first EQUAL 0)
         string(SUBSTRING "${rest}" 0 ${brace} sig)
         string(REGEX REPLACE "[ \n]+" " " sig "${sig}")

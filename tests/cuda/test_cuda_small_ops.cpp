@@ -1,13 +1,17 @@
-// Small device ops against their CPU references: zero-centred RMSNorm (with the fused residual add), the gated
-// RMSNorm (and the GEMM fragments it can write), embedding, greedy argmax (ties, NaN) and top-k/top-p/min-p sampling
-// vs the CPU sampler's candidates and draw, on a 248,320-entry vocabulary.
+// Small device ops against their CPU references: zero-centred RMSNorm (with the fused residual add; its fused fragments
+// and MoE sum against the unfused ops), the gated RMSNorm (and the GEMM fragments it can write), embedding, greedy
+// argmax (ties, NaN) and top-k/top-p/min-p sampling vs the CPU sampler's candidates and draw, on a 248,320-entry
+// vocabulary.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <numeric>
 #include <tuple>
 
 #include "backend/cuda/embedding.cuh"
 #include "backend/cuda/gemm.cuh"
+#include "backend/cuda/moe_route.cuh"
 #include "backend/cuda/norm.cuh"
 #include "backend/cuda/sampling.cuh"
 #include "core/dtype.h"
@@ -71,6 +75,67 @@ TEST(CudaNorm, GatedFragmentsEqualPackOfOutput) {
   DeviceBuffer<float> b(size_t(400), "b");
   DeviceBuffer<uint32_t> xf(size_t(cuda::xfrag_words(1, 512)), "fragments");
   EXPECT_ANY_THROW(cuda::rmsnorm_gated(b.get(), b.get(), 400, b.get(), 1, 4, 100, 1e-6f, nullptr, xf.get(), 512));
+}
+
+// The norm writing the next GEMM's fragments: h and y as without, fragments bit for bit pack_activations of y, with
+// rows n..round16(n) and columns d..in_pad zero (the buffer starts as NaN pairs, so a unit left unwritten shows).
+TEST(CudaNorm, ZeroCentredFragmentsEqualPackOfOutput) {
+  HLWQ_REQUIRE_CUDA();
+  std::mt19937_64 rng(59);
+  for (const auto& [n, d, in_pad] : {std::tuple<int64_t, int64_t, int64_t>{1, 2048, 2048}, {3, 2048, 2176},
+                                     {17, 96, 256}}) {
+    SCOPED_TRACE(testing::Message() << "n=" << n << " d=" << d << " in_pad=" << in_pad);
+    const auto h = test::random_f32(size_t(n * d), -4.f, 4.f, rng), res = test::random_f32(size_t(n * d), -1.f, 1.f, rng);
+    const auto w = test::random_f32(size_t(d), -0.5f, 0.5f, rng);
+    const size_t words = size_t(cuda::xfrag_words(n, in_pad));
+    DeviceBuffer<float> dh(h, "h"), dh2(h, "h"), dr(res, "res"), dw(w, "w"), dy(size_t(n * d), "y"), dy2(size_t(n * d), "y");
+    DeviceBuffer<uint32_t> xf(std::vector<uint32_t>(words, 0x7fc07fc0u), "fragments"), ref(words, "packed y");
+    cuda::rmsnorm_zero_centred(dh.get(), dr.get(), dw.get(), n, d, 1e-6f, dy.get(), nullptr,
+                               {nullptr, 0, xf.get(), in_pad});
+    cuda::rmsnorm_zero_centred(dh2.get(), dr.get(), dw.get(), n, d, 1e-6f, dy2.get(), nullptr);
+    cuda::pack_activations(dy2.get(), d, n, d, nullptr, n, in_pad, ref.get(), nullptr);
+    EXPECT_EQ(dh.download(), dh2.download());
+    EXPECT_EQ(dy.download(), dy2.download());
+    EXPECT_EQ(xf.download(), ref.download());
+  }
+  // fragments are written in whole 32-column units, into whole 128-column groups: other shapes are refused
+  DeviceBuffer<float> b(size_t(4 * 100), "b");
+  DeviceBuffer<uint32_t> xf(size_t(cuda::xfrag_words(4, 256)), "fragments");
+  EXPECT_ANY_THROW(cuda::rmsnorm_zero_centred(b.get(), nullptr, b.get(), 4, 100, 1e-6f, b.get(), nullptr,
+                                              {nullptr, 0, xf.get(), 256}));
+  EXPECT_ANY_THROW(cuda::rmsnorm_zero_centred(b.get(), nullptr, b.get(), 1, 96, 1e-6f, b.get(), nullptr,
+                                              {nullptr, 0, xf.get(), 96}));
+}
+
+// moe_combine fused into the norm after it: the slot outputs summed in each token's slot order, then added to h,
+// are bit for bit moe_combine followed by the residual norm (slots out of order, a slot read by two tokens' lists
+// is not possible in a plan, so each token has its own).
+TEST(CudaNorm, SlotResidualEqualsCombineThenNorm) {
+  HLWQ_REQUIRE_CUDA();
+  std::mt19937_64 rng(60);
+  const int64_t T = 5, A = 9, d = 2048, slots = 64;
+  std::vector<int> perm(static_cast<size_t>(slots));
+  std::iota(perm.begin(), perm.end(), 0);
+  std::shuffle(perm.begin(), perm.end(), rng);
+  const std::vector<int> tok_slot(perm.begin(), perm.begin() + T * A);
+  const auto y = test::random_f32(size_t(slots * d), -2.f, 2.f, rng), h = test::random_f32(size_t(T * d), -4.f, 4.f, rng);
+  const auto w = test::random_f32(size_t(d), -0.5f, 0.5f, rng);
+  DeviceBuffer<float> dy(y, "slot outputs"), dh(h, "h"), dh2(h, "h"), dw(w, "w"), sum(size_t(T * d), "sum");
+  DeviceBuffer<float> xn(size_t(T * d), "xn"), xn2(size_t(T * d), "xn");
+  DeviceBuffer<int> ts(tok_slot, "tok_slot");
+  const size_t words = size_t(cuda::xfrag_words(T, d));
+  DeviceBuffer<uint32_t> xf(std::vector<uint32_t>(words, 0x7fc07fc0u), "fragments"), ref(words, "packed xn");
+  cuda::rmsnorm_zero_centred(dh.get(), dy.get(), dw.get(), T, d, 1e-6f, xn.get(), nullptr, {ts.get(), A, xf.get(), d});
+  cuda::moe_combine(dy.get(), ts.get(), T, A, d, false, sum.get(), nullptr);
+  cuda::rmsnorm_zero_centred(dh2.get(), sum.get(), dw.get(), T, d, 1e-6f, xn2.get(), nullptr);
+  cuda::pack_activations(xn2.get(), d, T, d, nullptr, T, d, ref.get(), nullptr);
+  const auto got_h = dh.download(), want_h = dh2.download();
+  EXPECT_EQ(got_h, want_h);
+  EXPECT_EQ(xn.download(), xn2.download());
+  EXPECT_EQ(xf.download(), ref.download());
+  EXPECT_NE(got_h, h);  // the residual did change h
+  // a slot residual needs the slot outputs
+  EXPECT_ANY_THROW(cuda::rmsnorm_zero_centred(dh.get(), nullptr, dw.get(), T, d, 1e-6f, xn.get(), nullptr, {ts.get(), A}));
 }
 
 TEST(CudaEmbedding, GathersRowsExactly) {

@@ -79,6 +79,7 @@ class CudaBackend final : public Backend {
   bool moe_wants_hint() const override { return false; }
   void moe_hint(int, Act) override {}
   void moe_experts(int layer, Act in, Act out) override;
+  void moe_experts_add_rmsnorm(int layer, Act in, Act h, Act y, int norm_layer, NormKind which, Act out) override;
   void lm_head(Act in, std::span<const int64_t> rows, float* logits) override;
   bool lm_head_sample(Act in, std::span<const int64_t> rows, int64_t n_valid, std::span<const RowSampling> how,
                       int32_t* ids) override;
@@ -99,6 +100,12 @@ class CudaBackend final : public Backend {
   void measure_split_costs();
   float* act(Act a) const;
   const float* norm_weight(int layer, NormKind which) const;
+  // The fragments the norm `which` of `layer` writes beside its fp32 output for the GEMM that reads it next, or none
+  // (norm.cuh): the input norm feeds the mixer's first projection through xf_, the post-attention norm the MoE
+  // router through the workspace's x_tok, each only where that GEMM reads plain (not rotated) activations. The
+  // consumers skip their pack exactly where this names a buffer.
+  cuda::NormFusion norm_frags(int layer, NormKind which) const;
+  void run_moe(int layer, Act in, Act out, const cuda::MoeNorms& norms);
   void use_device() const { HLWQ_CUDA_CHECK(cudaSetDevice(opt_.device), "selecting CUDA device {}", opt_.device); }
   void sync(const char* what) const { HLWQ_CUDA_CHECK(cudaStreamSynchronize(st_), "{}", what); }
   void abandon_capture();
@@ -552,12 +559,28 @@ void CudaBackend::end_layers() {
 
 void CudaBackend::embed(Act out) { cuda::embed(batch_.get(), m_.embed.get(), T_, H_, act(out), st_); }
 
+cuda::NormFusion CudaBackend::norm_frags(int layer, NormKind which) const {
+  if (H_ % 32 != 0 || which == NormKind::final_norm) return {};  // the lm_head packs the rows it reads itself
+  const cuda::LayerDev& L = m_.layers[size_t(layer)];
+  cuda::NormFusion f;
+  if (which == NormKind::post_attention) {
+    f.xfrag = moe_ws_.x_tok.get();  // the router is bf16, and plain gate_up matrices read these fragments too
+    f.in_pad = L.moe.router.in_pad;
+  } else if (const cuda::FusedLinearDev& p = L.attention ? L.attn.qkv : L.gdn.qkvz; cuda::reads_plain(p)) {
+    f.xfrag = xf_.get();
+    f.in_pad = p.in_pad;
+  }
+  return f;
+}
+
 void CudaBackend::rmsnorm(int layer, NormKind which, Act in, Act out) {
-  cuda::rmsnorm_zero_centred(act(in), nullptr, norm_weight(layer, which), T_, H_, eps_, act(out), st_);
+  cuda::rmsnorm_zero_centred(act(in), nullptr, norm_weight(layer, which), T_, H_, eps_, act(out), st_,
+                             norm_frags(layer, which));
 }
 
 void CudaBackend::add_rmsnorm(Act h, Act y, int layer, NormKind which, Act out) {
-  cuda::rmsnorm_zero_centred(act(h), act(y), norm_weight(layer, which), T_, H_, eps_, act(out), st_);
+  cuda::rmsnorm_zero_centred(act(h), act(y), norm_weight(layer, which), T_, H_, eps_, act(out), st_,
+                             norm_frags(layer, which));
 }
 
 void CudaBackend::gdn_mixer(int layer, Act in, Act out) {
@@ -569,8 +592,9 @@ void CudaBackend::gdn_mixer(int layer, Act in, Act out) {
   // only by the recurrence), so the step does not wait for its launch.
   const bool branch = cuda::reads_plain(L.qkvz) && cuda::reads_plain(L.ba) && L.qkvz.parts.size() == 1 &&
                       L.ba.parts.size() == 1;
+  const bool packed = norm_frags(layer, NormKind::input).xfrag != nullptr;  // by the norm before
   if (branch) {
-    cuda::pack_activations(act(in), H_, T_, H_, nullptr, T_, L.qkvz.in_pad, xf_.get(), st_);
+    if (!packed) cuda::pack_activations(act(in), H_, T_, H_, nullptr, T_, L.qkvz.in_pad, xf_.get(), st_);
     HLWQ_CUDA_CHECK(cudaEventRecord(fork_, st_), "GDN branch fork");
     HLWQ_CUDA_CHECK(cudaStreamWaitEvent(side_, fork_, 0), "GDN branch fork");
     cuda::gemm(L.ba.parts[0].w, xf_.get(), T_, ba_.get(), L.ba.out, side_);
@@ -578,7 +602,7 @@ void CudaBackend::gdn_mixer(int layer, Act in, Act out) {
     cuda::gemm(L.qkvz.parts[0].w, xf_.get(), T_, proj_.get(), ld, st_);
   } else {
     cuda::fused_forward_rows({{&L.qkvz, proj_.get(), ld}, {&L.ba, ba_.get(), L.ba.out}}, act(in), H_, T_, nullptr, T_,
-                             xf_.get(), st_);
+                             xf_.get(), st_, packed);
   }
   if (stats_) stats_->mixer(layer, false, act(in), H_, T_, st_);
   cuda::gdn_conv(proj_.get(), ld, seqs_.get(), n_seq_, L.conv_w.get(), conv_[size_t(k)].get(), gd_, gact_.get(), st_);
@@ -601,7 +625,8 @@ void CudaBackend::attn_mixer(int layer, Act in, Act out) {
   const int* bt_off = pos + Tm_;
   const int* bt = bt_off + Tm_;
   float* qg = proj_.get();
-  cuda::fused_forward(L.qkv, act(in), H_, T_, xf_.get(), qg, ld, st_);
+  cuda::fused_forward(L.qkv, act(in), H_, T_, xf_.get(), qg, ld, st_,
+                      norm_frags(layer, NormKind::input).xfrag != nullptr);  // packed by the norm before
   if (stats_) stats_->mixer(layer, false, act(in), H_, T_, st_);
   cuda::qk_norm_rope_store(qg, ld, qg + qw, ld, qg + qw + kvw, ld, L.q_norm.get(), L.k_norm.get(), m_.inv_freq.get(),
                            pos, bt_off, bt, kp_[size_t(k)].get(), vp_[size_t(k)].get(), T_, ad_, st_);
@@ -611,7 +636,27 @@ void CudaBackend::attn_mixer(int layer, Act in, Act out) {
   cuda::fused_forward(L.o, o_.get(), int64_t(ad_.Hq) * ad_.D, T_, xf_.get(), act(out), H_, st_);
 }
 
+// The schedule (backend.h) runs the post-attention norm right before a MoE block: where it wrote x_tok, the block's
+// pack is skipped.
 void CudaBackend::moe_experts(int layer, Act in, Act out) {
+  cuda::MoeNorms norms;
+  norms.x_packed = norm_frags(layer, NormKind::post_attention).xfrag != nullptr;
+  run_moe(layer, in, out, norms);
+}
+
+void CudaBackend::moe_experts_add_rmsnorm(int layer, Act in, Act h, Act y, int norm_layer, NormKind which, Act out) {
+  if (stats_) return Backend::moe_experts_add_rmsnorm(layer, in, h, y, norm_layer, which, out);  // they read xn after
+  cuda::MoeNorms norms;
+  norms.x_packed = norm_frags(layer, NormKind::post_attention).xfrag != nullptr;
+  norms.h = act(h);
+  norms.w = norm_weight(norm_layer, which);
+  norms.eps = eps_;
+  norms.y = act(out);
+  norms.after = norm_frags(norm_layer, which);
+  run_moe(layer, in, y, norms);
+}
+
+void CudaBackend::run_moe(int layer, Act in, Act out, const cuda::MoeNorms& norms) {
   cuda::MoeStepHooks h;
   if (trace_) h.route_ids = trace_ids_.get() + int64_t(layer) * T_ * cfg_.n_experts_active;  // [T, k] of this layer
   h.prefetch = prefetch_.get();
@@ -620,7 +665,7 @@ void CudaBackend::moe_experts(int layer, Act in, Act out) {
   if (size_t(layer) + 1 < m_.layers.size()) h.next = &m_.layers[size_t(layer) + 1].moe;
   const cuda::MoeCpuPart cpu{cpu_.get(), layer, layer < opt_.n_cpu_moe, opt_.cpu_experts, split_costs_};
   cuda::moe_forward(m_.layers[size_t(layer)].moe, moe_ws_, act(in), T_, act(out), false, st_, h,
-                    cpu_ ? &cpu : nullptr);
+                    cpu_ ? &cpu : nullptr, norms);
   if (stats_) stats_->moe(layer, m_.layers[size_t(layer)].moe, moe_ws_, act(in), T_, st_);
 }
 

@@ -33,14 +33,18 @@ __device__ __forceinline__ float softplus_f(float x) { return x > 20.f ? x : log
 
 __global__ void conv_kernel(const float* __restrict__ proj, int64_t ldp, const GdnSeq* __restrict__ seqs,
                             const float* __restrict__ conv_w, float* conv_state, int C, int K, float* act) {
-  HLWQ_PDL_PREAMBLE();
+  HLWQ_PDL_EARLY_READS("the weights, the batch's sequences (uploaded before the step) and the conv state, which "
+                       "only this kernel writes; proj, from the kernel before, after the wait");
   const int c = blockIdx.x * blockDim.x + threadIdx.x;
-  if (c >= C) return;
   const GdnSeq s = seqs[blockIdx.y];
   float* cs = conv_state + int64_t(s.slot) * (K - 1) * C;
   float win[kMaxK], w[kMaxK];
-  for (int j = 0; j < K; ++j) w[j] = conv_w[int64_t(c) * K + j];
-  for (int j = 0; j < K - 1; ++j) win[j] = cs[int64_t(j) * C + c];
+  if (c < C) {
+    for (int j = 0; j < K; ++j) w[j] = conv_w[int64_t(c) * K + j];
+    for (int j = 0; j < K - 1; ++j) win[j] = cs[int64_t(j) * C + c];
+  }
+  HLWQ_PDL_PREAMBLE();
+  if (c >= C) return;
   for (int i = 0; i < s.n; ++i) {
     const int64_t t = s.t0 + i;
     win[K - 1] = proj[t * ldp + c];
@@ -57,7 +61,9 @@ __global__ void __launch_bounds__(kColTile * P) recurrent_kernel(
     const float* __restrict__ act, const float* __restrict__ z, int64_t ldz, const float* __restrict__ ba, int64_t ldba,
     const float* __restrict__ A_log, const float* __restrict__ dt_bias, const GdnSeq* __restrict__ seqs, int max_n,
     float* S, GdnDimsDev d, float* out) {
-  HLWQ_PDL_PREAMBLE();
+  HLWQ_PDL_EARLY_READS("the sequences (uploaded before the step), the gate parameters and this block's columns of "
+                       "S: S is written only by this kernel (and by the chunked form, for the sequences this one "
+                       "skips); act, z and ba, from the kernels before, after the wait");
   constexpr int kMaxRows = kMaxDk / P;  // rows of S per lane
   extern __shared__ float sm[];  // q [dk] | k [dk]
   __shared__ float scratch[32];
@@ -75,7 +81,8 @@ __global__ void __launch_bounds__(kColTile * P) recurrent_kernel(
   float s[kMaxRows];
 #pragma unroll
   for (int i = 0; i < kMaxRows; ++i) s[i] = (active && i < na) ? Sh[int64_t(a0 + i) * d.dv + col] : 0.f;
-  const float qscale = rsqrtf(float(d.dk)), A = -expf(A_log[h]);
+  const float qscale = rsqrtf(float(d.dk)), A = -expf(A_log[h]), dtb = dt_bias[h];
+  HLWQ_PDL_PREAMBLE();
   for (int i = 0; i < sq.n; ++i) {
     const int64_t t = sq.t0 + i;
     const float* row = act + t * C;
@@ -95,7 +102,7 @@ __global__ void __launch_bounds__(kColTile * P) recurrent_kernel(
     skk = block_sum(skk, scratch);
     const float rq = qscale * rsqrtf(sqq + 1e-6f), rk = rsqrtf(skk + 1e-6f);
     const float beta = 1.f / (1.f + expf(-ba[t * ldba + h]));
-    const float g = A * softplus_f(ba[t * ldba + d.Hv + h] + dt_bias[h]);
+    const float g = A * softplus_f(ba[t * ldba + d.Hv + h] + dtb);
     const float decay = expf(g);
     const float v = active ? row[2 * d.Hk * d.dk + h * d.dv + col] : 0.f;
     float kS = 0.f;

@@ -214,11 +214,11 @@ void expert_mlp(const MoeLayerDev& L, MoeWorkspace& ws, int64_t t0, int64_t n, i
 }  // namespace
 
 void moe_forward(const MoeLayerDev& L, MoeWorkspace& ws, const float* xn, int64_t T, float* out, bool accumulate,
-                 cudaStream_t st, const MoeStepHooks& hooks, const MoeCpuPart* cpu) {
+                 cudaStream_t st, const MoeStepHooks& hooks, const MoeCpuPart* cpu, const MoeNorms& norms) {
   HLWQ_CHECK(T <= ws.max_T, "moe_forward: {} tokens, workspace for {}", T, ws.max_T);
   if (T == 0) return;
   const int64_t tiles = moe_max_tiles(T, L.k, L.E, L.n_shared), A = L.k + L.n_shared;
-  pack_activations(xn, L.H, T, L.H, nullptr, T, L.router.in_pad, ws.x_tok.get(), st);
+  if (!norms.x_packed) pack_activations(xn, L.H, T, L.H, nullptr, T, L.router.in_pad, ws.x_tok.get(), st);
   gemm(L.router, ws.x_tok.get(), T, ws.logits.get(), L.router.out, st);
   // a prefetch into this layer is joined right after the routing, which stamps when it got there (the copy time
   // the join then waits for is counted as exposed: expert_cache_dev.cuh)
@@ -254,7 +254,14 @@ void moe_forward(const MoeLayerDev& L, MoeWorkspace& ws, const float* xn, int64_
   else
     expert_mlp(L, ws, 0, tiles, tiles, st);
   if (to_cpu) cpu->cpu->join(ws.y.get(), T, st);
-  moe_combine(ws.y.get(), ws.tok_slot.get(), T, A, L.H, accumulate, out, st);
+  if (norms.h) {
+    NormFusion f = norms.after;
+    f.res_slots = ws.tok_slot.get();
+    f.res_A = A;
+    rmsnorm_zero_centred(norms.h, ws.y.get(), norms.w, T, L.H, norms.eps, norms.y, st, f);
+  } else {
+    moe_combine(ws.y.get(), ws.tok_slot.get(), T, A, L.H, accumulate, out, st);
+  }
 }
 
 }  // namespace hlwq::cuda

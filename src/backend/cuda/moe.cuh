@@ -20,6 +20,7 @@
 #include "backend/cuda/expert_cache_dev.cuh"
 #include "backend/cuda/gemm.cuh"
 #include "backend/cuda/moe_route.cuh"
+#include "backend/cuda/norm.cuh"
 #include "model/weights.h"
 
 namespace hlwq::cuda {
@@ -80,8 +81,24 @@ struct MoeCpuPart {
   CpuSplitCosts costs;
 };
 
-// out [T, H] (+)= moe(xn [T, H]); hooks: trace and prefetch; cpu: null or the routed experts the CPU computes.
+// The RMSNorms around a MoE block that moe_forward fuses, each a kernel boundary fewer on the decode step's path.
+// Before: x_packed says the norm that wrote xn also wrote its fragments into ws.x_tok (norm.cuh), so the router's
+// pack is skipped. After (h non-null): the next norm takes the experts' weighted sum as its residual, h [T, H] +=
+// sum; y = norm(h) · (1 + w), with y's fragments where `after`.xfrag is set, in place of moe_combine (out and
+// accumulate are then unused). Both are bit for bit the unfused sequence.
+struct MoeNorms {
+  bool x_packed = false;
+  float* h = nullptr;
+  const float* w = nullptr;
+  float eps = 0.f;
+  float* y = nullptr;
+  NormFusion after;  // its xfrag and in_pad (moe_forward sets the slot residual)
+};
+
+// out [T, H] (+)= moe(xn [T, H]); hooks: trace and prefetch; cpu: null or the routed experts the CPU computes;
+// norms: the fused neighbours above.
 void moe_forward(const MoeLayerDev& L, MoeWorkspace& ws, const float* xn, int64_t T, float* out, bool accumulate,
-                 cudaStream_t st, const MoeStepHooks& hooks = {}, const MoeCpuPart* cpu = nullptr);
+                 cudaStream_t st, const MoeStepHooks& hooks = {}, const MoeCpuPart* cpu = nullptr,
+                 const MoeNorms& norms = {});
 
 }  // namespace hlwq::cuda

@@ -34,22 +34,37 @@ __device__ __forceinline__ void zero_units(int64_t row, int q0, int q1, int in_p
     xf[xfrag_unit(row, q0 + u / 4, u % 4, in_pad)] = make_uint4(0, 0, 0, 0);
 }
 
-__global__ void rmsnorm_kernel(float* h, const float* __restrict__ res, const float* __restrict__ w, int64_t d,
-                               float eps, float* y) {
+// One block per row; with xf, blocks past the n rows write their zero units.
+__global__ void rmsnorm_kernel(float* h, const float* __restrict__ res, const int* __restrict__ res_slots, int res_A,
+                               const float* __restrict__ w, int64_t n, int64_t d, float eps, float* y, uint4* xf,
+                               int in_pad) {
   HLWQ_PDL_PREAMBLE();
   __shared__ float scratch[32];
-  float* hr = h + int64_t(blockIdx.x) * d;
-  float* yr = y + int64_t(blockIdx.x) * d;
-  const float* rr = res ? res + int64_t(blockIdx.x) * d : nullptr;
+  __shared__ __align__(16) __nv_bfloat16 sb[kThreads * kPer];  // y in bf16, for the fragment stores
+  const int64_t row = blockIdx.x;
+  if (row >= n) {
+    zero_units(row, 0, in_pad / 32, in_pad, xf);
+    return;
+  }
+  float* hr = h + row * d;
+  float* yr = y + row * d;
+  const float* rr = res && !res_slots ? res + row * d : nullptr;
+  const int* slots = res_slots ? res_slots + row * res_A : nullptr;
   float v[kPer];
   float ss = 0.f;
 #pragma unroll
   for (int j = 0; j < kPer; ++j) {
     const int64_t i = threadIdx.x + int64_t(j) * blockDim.x;
-    v[j] = i < d ? hr[i] + (rr ? rr[i] : 0.f) : 0.f;
+    float r = 0.f;
+    if (slots && i < d) {  // as moe_combine: a sum from 0 in slot order, then added to h
+      for (int a = 0; a < res_A; ++a) r += res[int64_t(slots[a]) * d + i];
+    } else if (rr && i < d) {
+      r = rr[i];
+    }
+    v[j] = i < d ? hr[i] + r : 0.f;
     ss += v[j] * v[j];
   }
-  if (rr)
+  if (res)
 #pragma unroll
     for (int j = 0; j < kPer; ++j) {
       const int64_t i = threadIdx.x + int64_t(j) * blockDim.x;
@@ -60,7 +75,17 @@ __global__ void rmsnorm_kernel(float* h, const float* __restrict__ res, const fl
 #pragma unroll
   for (int j = 0; j < kPer; ++j) {
     const int64_t i = threadIdx.x + int64_t(j) * blockDim.x;
-    if (i < d) yr[i] = v[j] * r * (1.f + w[i]);
+    if (i < d) {
+      const float o = v[j] * r * (1.f + w[i]);
+      yr[i] = o;
+      if (xf) sb[i] = __float2bfloat16_rn(o);
+    }
+  }
+  if (xf) {
+    __syncthreads();
+    const int q = int(d / 32);
+    store_units(sb, row, 0, q, in_pad, xf);
+    zero_units(row, q, in_pad / 32, in_pad, xf);
   }
 }
 
@@ -99,10 +124,18 @@ __global__ void rmsnorm_gated_kernel(float* x, const float* __restrict__ z, int6
 }  // namespace
 
 void rmsnorm_zero_centred(float* h, const float* res, const float* w, int64_t n, int64_t d, float eps, float* y,
-                          cudaStream_t st) {
+                          cudaStream_t st, const NormFusion& fuse) {
   HLWQ_CHECK(d <= int64_t(kThreads) * kPer, "rmsnorm: row of {} features (at most {})", d, kThreads * kPer);
+  HLWQ_CHECK(!fuse.res_slots || (res && fuse.res_A >= 1), "rmsnorm: slot residual of {} slots a row without outputs",
+             fuse.res_A);
+  HLWQ_CHECK(!fuse.xfrag || (d % 32 == 0 && fuse.in_pad % 128 == 0 && d <= fuse.in_pad &&
+                             reinterpret_cast<uintptr_t>(fuse.xfrag) % 16 == 0),
+             "rmsnorm: fragments of {} features (a multiple of 32) in {} columns (a multiple of 128, 16-byte aligned)",
+             d, fuse.in_pad);
   if (n == 0) return;
-  rmsnorm_kernel<<<unsigned(n), kThreads, 0, st>>>(h, res, w, d, eps, y);
+  const int64_t rows = fuse.xfrag ? (n + 15) / 16 * 16 : n;  // the 16-slot tiles of gemm() read whole tiles
+  rmsnorm_kernel<<<unsigned(rows), kThreads, 0, st>>>(h, res, fuse.res_slots, int(fuse.res_A), w, n, d, eps, y,
+                                                      reinterpret_cast<uint4*>(fuse.xfrag), int(fuse.in_pad));
   HLWQ_CUDA_LAUNCH_CHECK("rmsnorm [{}, {}]", n, d);
 }
 

@@ -10,6 +10,12 @@
 // overlapped is the next kernel's launch, not its work. On older GPUs, and for kernels launched without the
 // programmatic attribute or edge, both instructions are no-ops.
 //
+// Early reads. Because every kernel waits before it releases its dependents, all kernels before the one launched
+// right before a kernel have completed when that kernel starts. So a kernel may read, before its wait, what its
+// direct predecessor does not write (weights, state that only this kernel writes), and have those loads in flight
+// while the predecessor drains. Such a kernel's first statement is HLWQ_PDL_EARLY_READS("what, and why it is
+// safe"), which compiles to nothing, and HLWQ_PDL_PREAMBLE() follows in its body before anything else is read.
+//
 // The host side, pdl_graph.h, turns the kernel→kernel edges of a recorded graph into programmatic edges.
 #pragma once
 
@@ -24,3 +30,7 @@
   do {                      \
   } while (0)
 #endif
+
+#define HLWQ_PDL_EARLY_READS(why) \
+  do {                            \
+  } while (0)
