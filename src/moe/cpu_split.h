@@ -13,8 +13,9 @@
 //                                                  cpu_ns = one more expert for one token on the CPU, cpu_fixed_ns =
 //                                                  the host round trip of the side branch (activations out, host
 //                                                  node, rows back) plus the CPU call's own fixed part (its parallel
-//                                                  region's start and barriers): both measured at load, the CPU's
-//                                                  two from calls of 1 and of J experts (cpu_call_costs)
+//                                                  region's start and barriers): both measured at load from host
+//                                                  nodes of 1 and of J experts (cpu_call_costs), each timed from
+//                                                  the thread that waits for it, as in a step
 //          The two paths run concurrently (the CPU's side branch of the step's graph overlaps the GPU's copies
 //          and GEMMs), so the step pays max(t_gpu, t_cpu): n_cpu = argmin_n max(t_gpu(n), t_cpu(n)), the smallest
 //          such n on ties (the GPU path also warms the cache). The last misses in request order are the ones the

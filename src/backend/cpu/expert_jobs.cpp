@@ -25,8 +25,10 @@ int64_t expert_weight_bytes(const ExpertWeights& e) {
   return linear_bytes(e.gate_proj) + linear_bytes(e.up_proj) + linear_bytes(e.down_proj);
 }
 
-CpuExpertJobs::CpuExpertJobs(int64_t H, int64_t I, int64_t Jm, CpuIsa isa)
-    : H_(H), I_(I), Jm_(Jm), n_threads_(omp_get_max_threads()), k_(cpu_kernels(isa)),
+int cpu_expert_threads_beside_gpu() { return std::max(1, omp_get_max_threads() - 1); }
+
+CpuExpertJobs::CpuExpertJobs(int64_t H, int64_t I, int64_t Jm, CpuIsa isa, int n_threads)
+    : H_(H), I_(I), Jm_(Jm), n_threads_(n_threads > 0 ? n_threads : omp_get_max_threads()), k_(cpu_kernels(isa)),
       scratch_(n_threads_, linear_scratch_floats(std::max(H, I)) + size_t(2 * Jm * kRowsPerItem) + 32),
       order_(size_t(Jm)), xg_(size_t(Jm * H)), act_(size_t(Jm * I)) {
   HLWQ_CHECK(H >= 1 && I >= 1 && Jm >= 1, "CPU experts: H {}, I {}, {} jobs", H, I, Jm);

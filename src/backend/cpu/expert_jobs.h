@@ -33,10 +33,16 @@ struct CpuExpertWork {
 // Bytes of an expert's three matrices as stored in the checkpoint.
 int64_t expert_weight_bytes(const ExpertWeights& e);
 
+// The team for jobs run beside a thread that drives a GPU: the OpenMP default less one, at least 1. That thread
+// waits for each step spinning (CUDA's default schedule with fewer contexts than cores), so a team as large as the
+// cores would have a member descheduled at its barriers.
+int cpu_expert_threads_beside_gpu();
+
 class CpuExpertJobs {
  public:
-  // For jobs of up to Jm (token, expert) pairs over experts of width I and hidden size H.
-  CpuExpertJobs(int64_t H, int64_t I, int64_t Jm, CpuIsa isa = CpuIsa::auto_detect);
+  // For jobs of up to Jm (token, expert) pairs over experts of width I and hidden size H, on n_threads threads
+  // (0: the caller's OpenMP default).
+  CpuExpertJobs(int64_t H, int64_t I, int64_t Jm, CpuIsa isa = CpuIsa::auto_detect, int n_threads = 0);
 
   // out [J, H]: row i = jobs[i]'s weighted expert output; xn fp32 [T, H]. Throws on a job outside the layer or
   // the tokens, or more than Jm jobs. (Pointer and count, not a span: nvcc compiles the CUDA side as C++17.)
@@ -44,8 +50,8 @@ class CpuExpertJobs {
 
  private:
   int64_t H_, I_, Jm_;
-  // Threads of the caller at construction: the CUDA backend calls run from the driver's callback thread, whose
-  // OpenMP default is not what the user set (-t) on the main thread.
+  // Fixed at construction: the CUDA backend calls run from the driver's callback thread, whose OpenMP default is
+  // not what the user set (-t) on the main thread.
   int n_threads_;
   const CpuKernels& k_;
   ScratchSet scratch_;

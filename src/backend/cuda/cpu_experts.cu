@@ -72,7 +72,7 @@ CpuExpertsDev::CpuExpertsDev(const ModelWeights& w, int64_t Tm, int64_t k, int64
     : w_(w), Tm_(Tm), k_(k), H_(w.layers.empty() ? 0 : w.layers[0].moe.router.in), Jm_(Tm * k),
       jobs_(std::make_unique<CpuExpertJobs>(
           H_, w.layers.empty() || w.layers[0].moe.experts.empty() ? 1 : w.layers[0].moe.experts[0].gate_proj.out,
-          std::max<int64_t>(Tm * k, 1))),
+          std::max<int64_t>(Tm * k, 1), CpuIsa::auto_detect, cpu_expert_threads_beside_gpu())),
       n_static_(n_static_layers) {
   HLWQ_CHECK(!w.layers.empty() && Tm >= 1 && k >= 1, "CPU experts: {} layers, batches of {} tokens, top-{}",
              w.layers.size(), Tm, k);
@@ -169,10 +169,10 @@ CpuSplitCosts CpuExpertsDev::measure_cpu_costs() {
     std::sort(v.begin(), v.end());
     return v[v.size() / 2];
   };
-  // one token of zeros through 1 and through J distinct experts of layer 0, as the host node would run them. Every
-  // expert of the layer runs once first (the checkpoint is mapped: a page's first read faults it in, ~2 ms an expert,
-  // which serving pays once), then each call takes experts the previous calls did not, so the layer's experts
-  // (larger than a last-level cache) come from memory as in a step
+  // one token of zeros through 1 and through J distinct experts of layer 0. Every expert of the layer runs once
+  // first (the checkpoint is mapped: a page's first read faults it in, ~2 ms an expert, which serving pays once),
+  // then each call takes experts the previous calls did not, so the layer's experts (larger than a last-level
+  // cache) come from memory as in a step
   const MoeWeights& moe = w_.layers[0].moe;
   const int E = int(moe.experts.size()), J = int(std::min<int64_t>({4, E, Jm_}));
   HLWQ_CHECK(E > 0, "CPU experts: layer 0 has no routed experts to time");
@@ -182,27 +182,42 @@ CpuSplitCosts CpuExpertsDev::measure_cpu_costs() {
     js[0] = {0, 0, e, 1.f};
     jobs_->run(moe, js, 1, xn_, 1, out_);
   }
+  // Each timed call is a host node, as in a step: it runs on the driver's callback thread while this thread waits
+  // in cudaStreamSynchronize (spinning, as it does through a step), so the times hold the round trip and whatever
+  // the two threads cost each other; the fixed part of the split is then the whole per-layer overhead.
+  struct Call {
+    CpuExpertJobs* jobs;
+    const MoeWeights* moe;
+    const CpuExpertJob* js;
+    int n;
+    const float* xn;
+    float* out;
+    bool failed;
+  };
+  auto host_call = [](void* p) {
+    auto* c = static_cast<Call*>(p);
+    try {
+      c->jobs->run(*c->moe, c->js, c->n, c->xn, 1, c->out);
+    } catch (...) {  // nothing may throw into the driver; reported below
+      c->failed = true;
+    }
+  };
   int next = 0;
   auto call = [&](int n) {
     for (int j = 0; j < n; ++j) js[j] = {j, 0, next++ % E, 1.f};
+    Call c{jobs_.get(), &moe, js, n, xn_, out_, false};
     const auto t0 = clock::now();
-    jobs_->run(moe, js, n, xn_, 1, out_);
+    HLWQ_CUDA_CHECK(cudaLaunchHostFunc(side_, host_call, &c), "timing the CPU experts");
+    HLWQ_CUDA_CHECK(cudaStreamSynchronize(side_), "timing the CPU experts");
+    HLWQ_CHECK(!c.failed, "CPU experts: a timing call of {} experts failed", n);
     return double(std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now() - t0).count());
   };
-  std::vector<double> t1, tJ, trip;
+  std::vector<double> t1, tJ;
   for (int i = 0; i < 5; ++i) t1.push_back(call(1)), tJ.push_back(call(J));
-  // the side branch's round trip: fork, an empty host node, join
-  auto noop = [](void*) {};
-  for (int i = 0; i < 6; ++i) {
-    const auto t0 = clock::now();
-    HLWQ_CUDA_CHECK(cudaLaunchHostFunc(side_, noop, nullptr), "timing a host node");
-    HLWQ_CUDA_CHECK(cudaStreamSynchronize(side_), "timing a host node");
-    if (i > 0) trip.push_back(double(std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now() - t0).count()));
-  }
   const CpuCallCosts cpu = cpu_call_costs(median(t1), median(tJ), J);
   CpuSplitCosts c;
   c.cpu_ns = cpu.per_expert_ns;
-  c.cpu_fixed_ns = float(median(trip)) + cpu.fixed_ns;
+  c.cpu_fixed_ns = cpu.fixed_ns;
   return c;
 }
 

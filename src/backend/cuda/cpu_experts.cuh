@@ -64,9 +64,9 @@ class CpuExpertsDev {
   // After the grouped kernels: waits for the host node, then y [slots, H] rows of the jobs = the CPU's rows.
   void join(float* y, int64_t T, cudaStream_t st);
 
-  // Measured now (the device idle): the CPU's time for one token through 1 and through 4 experts, split into a part
-  // per expert and a fixed part per call (cpu_call_costs), and the host round trip of the side branch, which joins
-  // the fixed part; pcie_ns is the caller's (cpu_split.h).
+  // Measured now (the device idle): one token through 1 and through 4 experts, each call a host node timed from
+  // this thread as a step's is (round trip included), split into a part per expert and a fixed part per layer and
+  // step (cpu_call_costs); pcie_ns is the caller's (cpu_split.h).
   CpuSplitCosts measure_cpu_costs();
   CpuExpertCounters counters() const;  // rethrows a host node's failure
   void rethrow_failure() const;

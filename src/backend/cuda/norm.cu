@@ -12,11 +12,11 @@
 namespace hlwq::cuda {
 namespace {
 
-constexpr int kThreads = 256;
-
 // Each thread keeps its kPer elements in registers (d ≤ kThreads·kPer), so h is read once and the residual sum
-// is never re-read from memory.
-constexpr int kPer = 16;
+// is never re-read from memory. A row is one block, so at decode (a few rows) the block is wide: its threads' loads
+// are all in flight at once (with the MoE slot residual, A·kPer of them a thread).
+constexpr int kThreads = 1024;
+constexpr int kPer = 4;
 
 // The bf16 columns sb [0, 32·(q1 − q0)) as the fragment units of 32-column chunks [q0, q1) of slot `row`: one 16-byte
 // store per unit, where single bf16 stores would be 8 L2 transactions (xfrag.cuh).
@@ -35,7 +35,7 @@ __device__ __forceinline__ void zero_units(int64_t row, int q0, int q1, int in_p
 }
 
 // One block per row; with xf, blocks past the n rows write their zero units.
-__global__ void rmsnorm_kernel(float* h, const float* __restrict__ res, const int* __restrict__ res_slots, int res_A,
+__global__ void __launch_bounds__(kThreads) rmsnorm_kernel(float* h, const float* __restrict__ res, const int* __restrict__ res_slots, int res_A,
                                const float* __restrict__ w, int64_t n, int64_t d, float eps, float* y, uint4* xf,
                                int in_pad) {
   HLWQ_PDL_PREAMBLE();
@@ -50,18 +50,30 @@ __global__ void rmsnorm_kernel(float* h, const float* __restrict__ res, const in
   float* yr = y + row * d;
   const float* rr = res && !res_slots ? res + row * d : nullptr;
   const int* slots = res_slots ? res_slots + row * res_A : nullptr;
+  float res_v[kPer] = {};  // the residual of each element
+  if (slots) {  // as moe_combine: each element a sum from 0 in slot order, then added to h
+#pragma unroll 4
+    for (int a = 0; a < res_A; ++a) {
+      const float* ya = res + int64_t(slots[a]) * d;
+#pragma unroll
+      for (int j = 0; j < kPer; ++j) {
+        const int64_t i = threadIdx.x + int64_t(j) * blockDim.x;
+        if (i < d) res_v[j] += ya[i];
+      }
+    }
+  } else if (rr) {
+#pragma unroll
+    for (int j = 0; j < kPer; ++j) {
+      const int64_t i = threadIdx.x + int64_t(j) * blockDim.x;
+      if (i < d) res_v[j] = rr[i];
+    }
+  }
   float v[kPer];
   float ss = 0.f;
 #pragma unroll
   for (int j = 0; j < kPer; ++j) {
     const int64_t i = threadIdx.x + int64_t(j) * blockDim.x;
-    float r = 0.f;
-    if (slots && i < d) {  // as moe_combine: a sum from 0 in slot order, then added to h
-      for (int a = 0; a < res_A; ++a) r += res[int64_t(slots[a]) * d + i];
-    } else if (rr && i < d) {
-      r = rr[i];
-    }
-    v[j] = i < d ? hr[i] + r : 0.f;
+    v[j] = i < d ? hr[i] + res_v[j] : 0.f;
     ss += v[j] * v[j];
   }
   if (res)
