@@ -76,6 +76,14 @@ HLWQ_HD inline int cpu_split_count(CpuExperts mode, int misses, const CpuSplitCo
   return best;
 }
 
+// Whether `auto` wires the CPU's side branch into the step at all. The branch costs every MoE layer its host round
+// trip, also in the steps where the plan sends it nothing (the graph's join waits for the host node either way):
+// on the H200 host, with the CPU slower per expert than PCIe (46 vs 33 µs), auto computed no expert on the CPU in a
+// 32-step run and still took 10.2 ms a step against off's 6.2 (bench/cuda/NOTES.md, eleventh session). Where the CPU
+// is not faster per expert than PCIe, a miss gains from it only by running beside the others, which that round
+// trip eats; so auto is then off. Where it is faster, the per-layer trip still applies (not measured there yet).
+inline bool cpu_split_wired(const CpuSplitCosts& c) { return c.cpu_ns < c.pcie_ns; }
+
 inline const char* cpu_experts_name(CpuExperts m) {
   return m == CpuExperts::all ? "all" : m == CpuExperts::automatic ? "auto" : "off";
 }

@@ -122,6 +122,7 @@ class CudaBackend final : public Backend {
   std::unique_ptr<cuda::HostExpertStore> experts_;  // with an expert cache: every routed expert, pinned
   std::unique_ptr<cuda::CpuExpertsDev> cpu_;        // with --n-cpu-moe or --cpu-experts: routed experts on the CPU
   CpuSplitCosts split_costs_;                        // --cpu-experts auto
+  CpuExperts cpu_mode_ = CpuExperts::off;            // --cpu-experts as it runs (auto turns off: cpu_split_wired)
   cuda::ModelDev m_;
   std::string plan_;
   int64_t H_, V_, Tm_;
@@ -298,6 +299,13 @@ CudaBackend::CudaBackend(const ModelConfig& cfg, const ModelWeights& w, const Ba
                            c.cpu_fixed_ns / 1e3);
     } else {
       measure_split_costs();
+    }
+    cpu_mode_ = opt.cpu_experts;
+    if (opt.cpu_experts == CpuExperts::automatic && !cpu_split_wired(split_costs_)) {
+      cpu_mode_ = CpuExperts::off;
+      if (opt.n_cpu_moe == 0) cpu_.reset();
+      plan_ += "\n  cpu experts auto: off here, as the CPU is not faster per expert than PCIe, and its branch would cost "
+               "every layer a host round trip (cpu_split.h)";
     }
   }
   if (opt.gpu_memory > 0) {
@@ -663,7 +671,7 @@ void CudaBackend::run_moe(int layer, Act in, Act out, const cuda::MoeNorms& norm
   h.stream = capturing_ ? nullptr : stream_.get();  // it synchronizes the stream, which a recording cannot
   h.layer = layer;
   if (size_t(layer) + 1 < m_.layers.size()) h.next = &m_.layers[size_t(layer) + 1].moe;
-  const cuda::MoeCpuPart cpu{cpu_.get(), layer, layer < opt_.n_cpu_moe, opt_.cpu_experts, split_costs_};
+  const cuda::MoeCpuPart cpu{cpu_.get(), layer, layer < opt_.n_cpu_moe, cpu_mode_, split_costs_};
   cuda::moe_forward(m_.layers[size_t(layer)].moe, moe_ws_, act(in), T_, act(out), false, st_, h,
                     cpu_ ? &cpu : nullptr, norms);
   if (stats_) stats_->moe(layer, m_.layers[size_t(layer)].moe, moe_ws_, act(in), T_, st_);
