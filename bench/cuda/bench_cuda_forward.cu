@@ -113,7 +113,6 @@ struct Scratch {
   cuda::MoeWorkspace moe;
   DeviceBuffer<int> ids, pos, bt_off, nan;
   DeviceBuffer<cuda::GdnSeq> seqs;
-  DeviceBuffer<unsigned> gdn_done;  // [sequences, Hv] counters of the recurrence's fused gated norm (zero)
   int n_seq;
   DeviceBuffer<float> gdn_ws;  // prefill: the chunked GDN's workspace (empty: the token loop)
   const Branch* br = nullptr;
@@ -228,7 +227,6 @@ Scratch make_scratch(const Model& m, int64_t T, int n_seq) {
   s.bt_off = DeviceBuffer<int>(off, "bt_off");
   s.nan = DeviceBuffer<int>(size_t(T), "nan");
   s.seqs = DeviceBuffer<cuda::GdnSeq>(seqs, "seqs");
-  s.gdn_done = DeviceBuffer<unsigned>(std::vector<unsigned>(seqs.size() * size_t(Hv), 0u), "GDN norm counters");
   bench::fill_random(s.h.get(), T * H, 3, 0x803FFFFFu, 0x3F000000u);
   return s;
 }
@@ -273,8 +271,7 @@ void mixer(const Model& m, Layer& L, Scratch& s, cudaStream_t st) {
     // the gated norm writes the out-projection's activation fragments too, as the engine's does
     cuda::gdn_delta_rule(s.act.get(), s.proj.get() + C, ld, s.ba.get(), L.ba.out, L.A_log.get(), L.dt_bias.get(),
                          L.gnorm.get(), s.seqs.get(), s.n_seq, int(T / s.n_seq), L.S.get(), d, T,
-                         s.gdn_ws.size() ? s.gdn_ws.get() : nullptr, s.o.get(), st, s.xf.get(), L.out.in_pad,
-                         s.gdn_done.get());
+                         s.gdn_ws.size() ? s.gdn_ws.get() : nullptr, s.o.get(), st, s.xf.get(), L.out.in_pad);
     cuda::gemm(L.out, s.xf.get(), T, s.y.get(), H, st);
   }
 }
@@ -404,11 +401,11 @@ int main() {
         op("gdn conv", [&](Layer& L) {
           if (!L.attn) cuda::gdn_conv(s.proj.get(), L.qkvz.out, s.seqs.get(), s.n_seq, L.conv_w.get(), L.conv_state.get(), gd, s.act.get(), st);
         });
-        op("gdn recurrent + norm, fragments", [&](Layer& L) {
+        op("gdn recurrent, writing fragments", [&](Layer& L) {
           if (!L.attn)
             cuda::gdn_delta_rule(s.act.get(), s.proj.get() + C, L.qkvz.out, s.ba.get(), L.ba.out, L.A_log.get(),
                                  L.dt_bias.get(), L.gnorm.get(), s.seqs.get(), s.n_seq, 1, L.S.get(), gd, B, nullptr,
-                                 s.o.get(), st, s.xf.get(), L.out.in_pad, s.gdn_done.get());
+                                 s.o.get(), st, s.xf.get(), L.out.in_pad);
         });
         op("gdn out gemm (int4)", [&](Layer& L) { if (!L.attn) cuda::gemm(L.out, s.xf.get(), B, s.y.get(), H, st); });
         op("attn qkv gemm (int4)", [&](Layer& L) { if (L.attn) cuda::gemm(L.qkv, s.xf.get(), B, s.proj.get(), L.qkv.out, st); });

@@ -152,7 +152,6 @@ class CudaBackend final : public Backend {
   DeviceBuffer<float> h_, xn_, y_, proj_, ba_, gact_, o_, attn_ws_, logits_, lm_x_;
   DeviceBuffer<uint64_t> argmax_ws_;  // per-span candidates of the greedy choice (sampling.cuh)
   DeviceBuffer<float> gdn_ws_;  // chunked GDN for prefill (gdn_chunked.cuh); empty where the device cannot run it
-  DeviceBuffer<unsigned> gdn_done_;  // [slots, Hv] counters of the recurrence's fused gated norm (gdn.cuh)
   DeviceBuffer<uint32_t> xf_;
   cuda::MoeWorkspace moe_ws_;
   int64_t logits_rows_ = 0;
@@ -236,10 +235,6 @@ CudaBackend::CudaBackend(const ModelConfig& cfg, const ModelWeights& w, const Ba
       kind_index_.push_back(int(conv_.size()));
       conv_.emplace_back(size_t(S * (gd_.K - 1) * C), "GDN conv state");
       S_.emplace_back(size_t(S * gd_.Hv * gd_.dk * gd_.dv), "GDN recurrent state");
-      if (gdn_done_.size() == 0) {  // shared by the layers: each launch leaves them zero again (gdn.cuh)
-        gdn_done_ = DeviceBuffer<unsigned>(size_t(S * gd_.Hv), "GDN norm counters");
-        HLWQ_CUDA_CHECK(cudaMemset(gdn_done_.get(), 0, gdn_done_.bytes()), "clearing the GDN norm counters");
-      }
       proj_w = std::max(proj_w, L.gdn.qkvz.out);
       o_w = std::max(o_w, Hvdv);
       in_pad = std::max({in_pad, L.gdn.qkvz.in_pad, L.gdn.out.in_pad});
@@ -625,7 +620,7 @@ void CudaBackend::gdn_mixer(int layer, Act in, Act out) {
   cuda::gdn_delta_rule(gact_.get(), proj_.get() + C, ld, ba_.get(), L.ba.out, L.A_log.get(), L.dt_bias.get(),
                        L.norm.get(), seqs_.get(), n_seq_, max_n_, S_[size_t(k)].get(), gd_, T_,
                        gdn_ws_.size() == 0 ? nullptr : gdn_ws_.get(), o_.get(), st_, out_plain ? xf_.get() : nullptr,
-                       L.out.in_pad, gdn_done_.get());
+                       L.out.in_pad);
   if (stats_) stats_->mixer(layer, true, o_.get(), Hvdv, T_, st_);
   cuda::fused_forward(L.out, o_.get(), Hvdv, T_, xf_.get(), act(out), H_, st_, out_plain);
 }

@@ -4,9 +4,8 @@
 // in the token recurrence, one block per (sequence, value head, 32 columns of S); P adjacent lanes (Pc … Pc+P−1) own
 // column c of S [dk, dv], dk/P rows each, in registers for the whole token loop; per token: S ← e^g S;
 // u = β (v − Sᵀk); S += k uᵀ; o = Sᵀq, the column sums by a log2 P-level shuffle (every lane of the column gets the
-// same bits: each level adds the same two values). Then the gated RMSNorm over each head's dv outputs: done by the
-// last block of each head where the caller gives head_done counters and no sequence ran chunked, else by a second
-// kernel. P is 8 where there is at most one block per SM, else 2. With few warps on each scheduler the kernel is
+// same bits: each level adds the same two values). Then a second kernel applies the gated RMSNorm over each head's
+// dv outputs. P is 8 where there is at most one block per SM, else 2. With few warps on each scheduler the kernel is
 // bound by each warp's instruction chain, not by the 4 MB of state a layer reads and writes (ncu), and 8 lanes a
 // column have a quarter of the chain 2 lanes have; with more, it is bound by the instructions issued, and 8 lanes
 // issue more (each repeats a token's per-block work: q, k, the norms' barriers). Measured on the H200 (132 SMs,
@@ -21,7 +20,6 @@
 #include "backend/cuda/gdn_chunked.cuh"
 #include "backend/cuda/norm.cuh"
 #include "backend/cuda/pdl.cuh"
-#include "backend/cuda/xfrag.cuh"
 
 namespace hlwq::cuda {
 namespace {
@@ -58,69 +56,11 @@ __global__ void conv_kernel(const float* __restrict__ proj, int64_t ldp, const G
   for (int j = 0; j < K - 1; ++j) cs[int64_t(j) * C + c] = win[j];
 }
 
-// The gated RMSNorm of the token recurrence's output, fused (gdn_delta_rule): the last of a (sequence, head)'s
-// blocks to finish normalizes that head's dv outputs of each of the sequence's tokens, so no second kernel waits for
-// the whole grid. Each block publishes its columns (the fence), then counts itself in head_done [seqs, Hv]; the one
-// that sees the count complete resets it for the next launch and reads the others' columns through L2.
-struct GatedNormTail {
-  unsigned* head_done = nullptr;  // null: rmsnorm_gated runs after the recurrence instead
-  const float* w = nullptr;       // [dv]
-  uint4* xf = nullptr;            // the out-projection's fragments (optional), in_pad columns, rows to round16(T)
-  int in_pad = 0;
-  int T = 0;
-};
-
-__device__ void gated_norm_tail(const GatedNormTail& tl, float* out, const float* __restrict__ z, int64_t ldz,
-                                const GdnSeq& sq, int h, int ntiles, const GdnDimsDev& d, float* scratch) {
-  __shared__ unsigned s_count;
-  __shared__ __align__(16) __nv_bfloat16 sb[512];
-  __threadfence();  // this block's outputs are visible before it counts itself
-  __syncthreads();
-  unsigned* cnt = tl.head_done + int64_t(blockIdx.y) * d.Hv + h;
-  if (threadIdx.x == 0) s_count = atomicAdd(cnt, 1u);
-  __syncthreads();
-  if (s_count != unsigned(ntiles - 1)) return;
-  if (threadIdx.x == 0) *cnt = 0;
-  __threadfence();  // the other blocks' outputs, which they fenced before counting, are read after the count
-  const int64_t HD = int64_t(d.Hv) * d.dv;
-  const int q0 = h * d.dv / 32, q1 = (h + 1) * d.dv / 32, qe = int(HD / 32);
-  for (int i = 0; i < sq.n; ++i) {
-    const int64_t t = sq.t0 + i;
-    float* xr = out + t * HD + int64_t(h) * d.dv;
-    const float* zr = z + t * ldz + int64_t(h) * d.dv;
-    float ss = 0.f;
-    for (int c = threadIdx.x; c < d.dv; c += blockDim.x) {
-      const float x = __ldcg(xr + c);
-      ss += x * x;
-    }
-    ss = block_sum(ss, scratch);
-    const float r = rsqrtf(ss / float(d.dv) + d.eps);
-    for (int c = threadIdx.x; c < d.dv; c += blockDim.x) {
-      const float zv = zr[c];
-      const float o = tl.w[c] * (__ldcg(xr + c) * r) * (zv / (1.f + expf(-zv)));
-      xr[c] = o;
-      if (tl.xf) sb[c] = __float2bfloat16_rn(o);
-    }
-    if (tl.xf) {
-      __syncthreads();
-      store_units(sb, t, q0, q1, tl.in_pad, tl.xf);
-      if (h == d.Hv - 1) zero_units(t, qe, tl.in_pad / 32, tl.in_pad, tl.xf);  // columns past the heads
-      __syncthreads();  // sb is rewritten for the next token
-    }
-  }
-  // the rows past the batch up to whole 16-row tiles (gemm reads them): by the last sequence's blocks
-  if (tl.xf && blockIdx.y == gridDim.y - 1)
-    for (int64_t t = tl.T; t < (int64_t(tl.T) + 15) / 16 * 16; ++t) {
-      zero_units(t, q0, q1, tl.in_pad, tl.xf);
-      if (h == d.Hv - 1) zero_units(t, qe, tl.in_pad / 32, tl.in_pad, tl.xf);
-    }
-}
-
 template <int P>  // lanes per column of S
 __global__ void __launch_bounds__(kColTile * P) recurrent_kernel(
     const float* __restrict__ act, const float* __restrict__ z, int64_t ldz, const float* __restrict__ ba, int64_t ldba,
     const float* __restrict__ A_log, const float* __restrict__ dt_bias, const GdnSeq* __restrict__ seqs, int max_n,
-    float* S, GdnDimsDev d, float* out, GatedNormTail tail) {
+    float* S, GdnDimsDev d, float* out) {
   HLWQ_PDL_EARLY_READS("the sequences (uploaded before the step), the gate parameters and this block's columns of "
                        "S: S is written only by this kernel (and by the chunked form, for the sequences this one "
                        "skips); act, z and ba, from the kernels before, after the wait");
@@ -191,16 +131,14 @@ __global__ void __launch_bounds__(kColTile * P) recurrent_kernel(
 #pragma unroll
   for (int i = 0; i < kMaxRows; ++i)
     if (active && i < na) Sh[int64_t(a0 + i) * d.dv + col] = s[i];
-  if (tail.head_done) gated_norm_tail(tail, out, z, ldz, sq, h, ntiles, d, scratch);
 }
 
 // Launches the recurrence with P lanes a column.
 template <int P>
 void launch_recurrent(dim3 grid, size_t smem, cudaStream_t st, const float* act, const float* z, int64_t ldz,
                       const float* ba, int64_t ldba, const float* A_log, const float* dt_bias, const GdnSeq* seqs,
-                      int max_n, float* S, const GdnDimsDev& d, float* out, const GatedNormTail& tail) {
-  recurrent_kernel<P><<<grid, kColTile * P, smem, st>>>(act, z, ldz, ba, ldba, A_log, dt_bias, seqs, max_n, S, d, out,
-                                                       tail);
+                      int max_n, float* S, const GdnDimsDev& d, float* out) {
+  recurrent_kernel<P><<<grid, kColTile * P, smem, st>>>(act, z, ldz, ba, ldba, A_log, dt_bias, seqs, max_n, S, d, out);
   HLWQ_CUDA_LAUNCH_CHECK("gdn_recurrent ({} lanes a column) {} heads, {} sequences", P, d.Hv, grid.y);
 }
 
@@ -220,13 +158,9 @@ void gdn_conv(const float* proj, int64_t ldp, const GdnSeq* seqs, int n_seq, con
 void gdn_delta_rule(const float* act, const float* z, int64_t ldz, const float* ba, int64_t ldba, const float* A_log,
                     const float* dt_bias, const float* norm_w, const GdnSeq* seqs, int n_seq, int max_n, float* S,
                     const GdnDimsDev& d, int64_t T, float* chunk_ws, float* out, cudaStream_t st, uint32_t* out_xfrag,
-                    int64_t in_pad, unsigned* head_done) {
+                    int64_t in_pad) {
   HLWQ_CHECK(d.dk >= 1 && d.dk <= kMaxDk && d.dv <= 512 && d.Hv % d.Hk == 0,
              "gdn_delta_rule: dk {} dv {} Hk {} Hv {} unsupported (dk ≤ {}, dv ≤ 512)", d.dk, d.dv, d.Hk, d.Hv, kMaxDk);
-  HLWQ_CHECK(!out_xfrag || (d.dv % 32 == 0 && in_pad % 128 == 0 && int64_t(d.Hv) * d.dv <= in_pad &&
-                             reinterpret_cast<uintptr_t>(out_xfrag) % 16 == 0),
-             "gdn_delta_rule: fragments of {} heads of {} (a multiple of 32, ≤ 512) in {} columns (16-byte aligned)",
-             d.Hv, d.dv, in_pad);
   if (n_seq == 0) return;
   const bool chunked = chunk_ws && max_n >= kGdnChunkedMinTokens;
   if (chunked)
@@ -236,22 +170,12 @@ void gdn_delta_rule(const float* act, const float* z, int64_t ldz, const float* 
     const dim3 grid(unsigned(d.Hv * ntiles), unsigned(n_seq));
     const int rec_max = chunked ? kGdnChunkedMinTokens - 1 : INT_MAX;
     const size_t smem = size_t(2 * d.dk) * sizeof(float);
-    // the gated norm in the recurrence's last blocks where the recurrence writes every output (no chunked part)
-    GatedNormTail tail;
-    if (head_done && !chunked) {
-      tail.head_done = head_done;
-      tail.w = norm_w;
-      tail.xf = reinterpret_cast<uint4*>(out_xfrag);
-      tail.in_pad = int(in_pad);
-      tail.T = int(T);
-    }
     int sms = 0;
     HLWQ_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), "gdn_recurrent: SM count");
     if (gdn_recurrent_lanes(int64_t(grid.x) * grid.y, sms) == 8)
-      launch_recurrent<8>(grid, smem, st, act, z, ldz, ba, ldba, A_log, dt_bias, seqs, rec_max, S, d, out, tail);
+      launch_recurrent<8>(grid, smem, st, act, z, ldz, ba, ldba, A_log, dt_bias, seqs, rec_max, S, d, out);
     else
-      launch_recurrent<2>(grid, smem, st, act, z, ldz, ba, ldba, A_log, dt_bias, seqs, rec_max, S, d, out, tail);
-    if (tail.head_done) return;
+      launch_recurrent<2>(grid, smem, st, act, z, ldz, ba, ldba, A_log, dt_bias, seqs, rec_max, S, d, out);
   }
   // the gated RMSNorm over each (token, head): one row of dv per head, gate z at z + t·ldz + h·dv
   rmsnorm_gated(out, z, ldz, norm_w, T, d.Hv, d.dv, d.eps, st, out_xfrag, in_pad);

@@ -38,12 +38,10 @@ inline constexpr int kGdnChunkedMinTokens = 64;
 // it). chunk_ws: gdn_chunked_workspace_floats(T) floats (gdn_chunked.cuh) to run sequences of at least
 // kGdnChunkedMinTokens in the chunked form, or null to run every sequence as the token recurrence.
 // out_xfrag (optional): out also written as the out-projection's bf16 activations of in_pad columns (norm.cuh).
-// head_done (optional): n_seq·Hv zeroed counters, left zeroed, with which the gated norm runs inside the token
-// recurrence (one kernel boundary fewer a layer) where no sequence runs chunked; without, it is a second kernel.
 void gdn_delta_rule(const float* act, const float* z, int64_t ldz, const float* ba, int64_t ldba, const float* A_log,
                     const float* dt_bias, const float* norm_w, const GdnSeq* seqs, int n_seq, int max_n, float* S,
                     const GdnDimsDev& d, int64_t T, float* chunk_ws, float* out, cudaStream_t st,
-                    uint32_t* out_xfrag = nullptr, int64_t in_pad = 0, unsigned* head_done = nullptr);
+                    uint32_t* out_xfrag = nullptr, int64_t in_pad = 0);
 
 // Lanes a column of S the token recurrence uses for a grid of `blocks` blocks on a GPU of `sms` SMs: 8 where there is
 // at most one block per SM, else 2 (gdn.cu says why). The tests ask it so that both forms are known to run.

@@ -18,6 +18,22 @@ namespace {
 constexpr int kThreads = 1024;
 constexpr int kPer = 4;
 
+// The bf16 columns sb [0, 32·(q1 − q0)) as the fragment units of 32-column chunks [q0, q1) of slot `row`: one 16-byte
+// store per unit, where single bf16 stores would be 8 L2 transactions (xfrag.cuh).
+__device__ __forceinline__ void store_units(const __nv_bfloat16* sb, int64_t row, int q0, int q1, int in_pad,
+                                            uint4* xf) {
+  const uint32_t* sp = reinterpret_cast<const uint32_t*>(sb);
+  for (int u = threadIdx.x; u < (q1 - q0) * 4; u += blockDim.x) {
+    const int q = q0 + u / 4, c = u % 4, k = (u / 4) * 32 + 2 * c;  // k: the unit's first column in sb
+    xf[xfrag_unit(row, q, c, in_pad)] = make_uint4(sp[k / 2], sp[(k + 8) / 2], sp[(k + 16) / 2], sp[(k + 24) / 2]);
+  }
+}
+
+__device__ __forceinline__ void zero_units(int64_t row, int q0, int q1, int in_pad, uint4* xf) {
+  for (int u = threadIdx.x; u < (q1 - q0) * 4; u += blockDim.x)
+    xf[xfrag_unit(row, q0 + u / 4, u % 4, in_pad)] = make_uint4(0, 0, 0, 0);
+}
+
 // One block per row; with xf, blocks past the n rows write their zero units.
 __global__ void __launch_bounds__(kThreads) rmsnorm_kernel(float* h, const float* __restrict__ res, const int* __restrict__ res_slots, int res_A,
                                const float* __restrict__ w, int64_t n, int64_t d, float eps, float* y, uint4* xf,
