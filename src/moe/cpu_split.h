@@ -77,12 +77,13 @@ HLWQ_HD inline int cpu_split_count(CpuExperts mode, int misses, const CpuSplitCo
 }
 
 // Whether `auto` wires the CPU's side branch into the step at all. The branch costs every MoE layer its host round
-// trip, also in the steps where the plan sends it nothing (the graph's join waits for the host node either way):
-// on the H200 host, with the CPU slower per expert than PCIe (46 vs 33 µs), auto computed no expert on the CPU in a
-// 32-step run and still took 10.2 ms a step against off's 6.2 (bench/cuda/NOTES.md, eleventh session). Where the CPU
-// is not faster per expert than PCIe, a miss gains from it only by running beside the others, which that round
-// trip eats; so auto is then off. Where it is faster, the per-layer trip still applies (not measured there yet).
-inline bool cpu_split_wired(const CpuSplitCosts& c) { return c.cpu_ns < c.pcie_ns; }
+// trip, also in the steps where the plan sends it nothing (the graph's join waits for the host node either way). On
+// the H200 host auto computed no expert on the CPU in a 32-step run and still took 10.2 ms a step against off's 6.2
+// (bench/cuda/NOTES.md, eleventh session); the fixed part measured at load, round trip included, came out at 73 to
+// 187 µs in three loads, the per-expert part at 23 to 46 µs (noisy), one expert over PCIe at 33 µs. So auto is wired
+// only where the CPU's whole call for one expert, round trip included, is shorter than that expert over PCIe: then
+// the trip every layer pays is under one expert's copy, and a lone miss gains on the CPU even without overlap.
+inline bool cpu_split_wired(const CpuSplitCosts& c) { return c.cpu_fixed_ns + c.cpu_ns < c.pcie_ns; }
 
 inline const char* cpu_experts_name(CpuExperts m) {
   return m == CpuExperts::all ? "all" : m == CpuExperts::automatic ? "auto" : "off";

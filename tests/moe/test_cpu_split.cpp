@@ -88,13 +88,14 @@ TEST(CpuSplit, Names) {
   EXPECT_STREQ(cpu_experts_name(CpuExperts::all), "all");
 }
 
-// auto is wired only where the CPU is faster per expert than PCIe: the measured H200 host (46 vs 33 µs) is not,
-// nor is a tie; a CPU 2.5x faster is
-TEST(CpuSplit, WiredOnlyWhereTheCpuIsFasterPerExpert) {
+// auto is wired only where one expert's whole CPU call, round trip included, beats that expert over PCIe: none of the
+// H200 host's three loads did (its fixed part alone was 2 to 6 experts' copies), nor does a tie
+TEST(CpuSplit, WiredOnlyWhereTheWholeCpuCallBeatsPcie) {
   EXPECT_FALSE(cpu_split_wired(CpuSplitCosts{33000, 46100, 73300}));
-  EXPECT_FALSE(cpu_split_wired(CpuSplitCosts{1000, 1000, 0}));
+  EXPECT_FALSE(cpu_split_wired(CpuSplitCosts{33300, 22600, 187300}));  // cheaper per expert, still not wired
+  EXPECT_FALSE(cpu_split_wired(CpuSplitCosts{1000, 400, 600}));
+  EXPECT_TRUE(cpu_split_wired(CpuSplitCosts{1000, 400, 500}));
   EXPECT_TRUE(cpu_split_wired(CpuSplitCosts{1000, 400, 0}));
-  EXPECT_TRUE(cpu_split_wired(CpuSplitCosts{1000, 999, 500000}));  // the fixed part is not what decides
 }
 
 }  // namespace

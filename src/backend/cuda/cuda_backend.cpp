@@ -304,8 +304,8 @@ CudaBackend::CudaBackend(const ModelConfig& cfg, const ModelWeights& w, const Ba
     if (opt.cpu_experts == CpuExperts::automatic && !cpu_split_wired(split_costs_)) {
       cpu_mode_ = CpuExperts::off;
       if (opt.n_cpu_moe == 0) cpu_.reset();
-      plan_ += "\n  cpu experts auto: off here, as the CPU is not faster per expert than PCIe, and its branch would cost "
-               "every layer a host round trip (cpu_split.h)";
+      plan_ += "\n  cpu experts auto: off here, as one expert's CPU call with its round trip is not shorter than the "
+               "expert over PCIe, and the branch would cost every layer that trip (cpu_split.h)";
     }
   }
   if (opt.gpu_memory > 0) {
