@@ -17,6 +17,11 @@ namespace {
 // are all in flight at once (with the MoE slot residual, A·kPer of them a thread).
 constexpr int kThreads = 1024;
 constexpr int kPer = 4;
+constexpr int kEarlySlots = 64;  // slots of a MoE residual row read before the PDL wait (the rest after)
+
+// rmsnorm_gated_kernel: 128 threads, d ≤ 512, so each thread's weights and gates fit kGatedPer registers.
+constexpr int kGatedThreads = 128;
+constexpr int kGatedPer = 4;
 
 // The bf16 columns sb [0, 32·(q1 − q0)) as the fragment units of 32-column chunks [q0, q1) of slot `row`: one 16-byte
 // store per unit, where single bf16 stores would be 8 L2 transactions (xfrag.cuh).
@@ -38,23 +43,35 @@ __device__ __forceinline__ void zero_units(int64_t row, int q0, int q1, int in_p
 __global__ void __launch_bounds__(kThreads) rmsnorm_kernel(float* h, const float* __restrict__ res, const int* __restrict__ res_slots, int res_A,
                                const float* __restrict__ w, int64_t n, int64_t d, float eps, float* y, uint4* xf,
                                int in_pad) {
-  HLWQ_PDL_PREAMBLE();
+  HLWQ_PDL_EARLY_READS("the norm weight, and the slot order of a MoE residual, which the routing wrote kernels "
+                       "before the down GEMM this norm follows; h, the residual and every write after the wait");
   __shared__ float scratch[32];
   __shared__ __align__(16) __nv_bfloat16 sb[kThreads * kPer];  // y in bf16, for the fragment stores
+  __shared__ int s_slots[kEarlySlots];
   const int64_t row = blockIdx.x;
+  const int* slots = res_slots && row < n ? res_slots + row * res_A : nullptr;
+  float wv[kPer];
+#pragma unroll
+  for (int j = 0; j < kPer; ++j) {
+    const int64_t i = threadIdx.x + int64_t(j) * blockDim.x;
+    wv[j] = row < n && i < d ? w[i] : 0.f;
+  }
+  if (slots)
+    for (int a = threadIdx.x; a < min(res_A, kEarlySlots); a += blockDim.x) s_slots[a] = slots[a];
+  HLWQ_PDL_PREAMBLE();
   if (row >= n) {
     zero_units(row, 0, in_pad / 32, in_pad, xf);
     return;
   }
+  if (slots) __syncthreads();  // s_slots written (uniform: the rows < n of one launch all have slots or none)
   float* hr = h + row * d;
   float* yr = y + row * d;
   const float* rr = res && !res_slots ? res + row * d : nullptr;
-  const int* slots = res_slots ? res_slots + row * res_A : nullptr;
   float res_v[kPer] = {};  // the residual of each element
   if (slots) {  // as moe_combine: each element a sum from 0 in slot order, then added to h
 #pragma unroll 4
     for (int a = 0; a < res_A; ++a) {
-      const float* ya = res + int64_t(slots[a]) * d;
+      const float* ya = res + int64_t(a < kEarlySlots ? s_slots[a] : slots[a]) * d;
 #pragma unroll
       for (int j = 0; j < kPer; ++j) {
         const int64_t i = threadIdx.x + int64_t(j) * blockDim.x;
@@ -88,7 +105,7 @@ __global__ void __launch_bounds__(kThreads) rmsnorm_kernel(float* h, const float
   for (int j = 0; j < kPer; ++j) {
     const int64_t i = threadIdx.x + int64_t(j) * blockDim.x;
     if (i < d) {
-      const float o = v[j] * r * (1.f + w[i]);
+      const float o = v[j] * r * (1.f + wv[j]);
       yr[i] = o;
       if (xf) sb[i] = __float2bfloat16_rn(o);
     }
@@ -105,27 +122,48 @@ __global__ void __launch_bounds__(kThreads) rmsnorm_kernel(float* h, const float
 // blocks past the n rows write zero units, and the last head's blocks also the zero columns heads·d..in_pad.
 __global__ void rmsnorm_gated_kernel(float* x, const float* __restrict__ z, int64_t ldz, const float* __restrict__ w,
                                      int64_t n, int64_t heads, int64_t d, float eps, uint4* xf, int in_pad) {
-  HLWQ_PDL_PREAMBLE();
+  HLWQ_PDL_EARLY_READS("the weight and the gate z, which the input projection wrote kernels before the "
+                       "recurrence this norm follows; x and every write after the wait");
   __shared__ float scratch[32];
   __shared__ __align__(16) __nv_bfloat16 sb[512];
   const int64_t row = int64_t(blockIdx.x) / heads, head = int64_t(blockIdx.x) % heads;
   const int q0 = int(head * d / 32), q1 = int((head + 1) * d / 32);
+  float wv[kGatedPer], gate[kGatedPer];  // w and silu(z) of this thread's features tid + j·blockDim
+#pragma unroll
+  for (int j = 0; j < kGatedPer; ++j) {
+    const int64_t i = threadIdx.x + int64_t(j) * blockDim.x;
+    wv[j] = gate[j] = 0.f;
+    if (row < n && i < d) {
+      const float zv = z[row * ldz + head * d + i];
+      wv[j] = w[i];
+      gate[j] = zv / (1.f + expf(-zv));
+    }
+  }
+  HLWQ_PDL_PREAMBLE();
   if (xf && head == heads - 1) zero_units(row, q1, in_pad / 32, in_pad, xf);
   if (row >= n) {
     zero_units(row, q0, q1, in_pad, xf);
     return;
   }
   float* xr = x + int64_t(blockIdx.x) * d;
-  const float* zr = z + row * ldz + head * d;
+  float xv[kGatedPer];
   float ss = 0.f;
-  for (int64_t i = threadIdx.x; i < d; i += blockDim.x) ss += xr[i] * xr[i];
+#pragma unroll
+  for (int j = 0; j < kGatedPer; ++j) {
+    const int64_t i = threadIdx.x + int64_t(j) * blockDim.x;
+    xv[j] = i < d ? xr[i] : 0.f;
+    ss += xv[j] * xv[j];
+  }
   ss = block_sum(ss, scratch);
   const float r = rsqrtf(ss / float(d) + eps);
-  for (int64_t i = threadIdx.x; i < d; i += blockDim.x) {
-    const float zv = zr[i];
-    const float o = w[i] * (xr[i] * r) * (zv / (1.f + expf(-zv)));
-    xr[i] = o;
-    if (xf) sb[i] = __float2bfloat16_rn(o);
+#pragma unroll
+  for (int j = 0; j < kGatedPer; ++j) {
+    const int64_t i = threadIdx.x + int64_t(j) * blockDim.x;
+    if (i < d) {
+      const float o = wv[j] * (xv[j] * r) * gate[j];
+      xr[i] = o;
+      if (xf) sb[i] = __float2bfloat16_rn(o);
+    }
   }
   if (xf) {
     __syncthreads();
@@ -153,13 +191,15 @@ void rmsnorm_zero_centred(float* h, const float* res, const float* w, int64_t n,
 
 void rmsnorm_gated(float* x, const float* z, int64_t ldz, const float* w, int64_t n, int64_t heads, int64_t d, float eps,
                    cudaStream_t st, uint32_t* xfrag, int64_t in_pad) {
+  HLWQ_CHECK(d <= kGatedThreads * kGatedPer, "rmsnorm_gated: heads of {} features (at most {})", d,
+             kGatedThreads * kGatedPer);
   HLWQ_CHECK(!xfrag || (d % 32 == 0 && d <= 512 && in_pad % 128 == 0 && heads * d <= in_pad &&
                          reinterpret_cast<uintptr_t>(xfrag) % 16 == 0),
              "rmsnorm_gated: fragments of {} heads of {} (a multiple of 32, ≤ 512) in {} columns (16-byte aligned)", heads, d,
              in_pad);
   if (n * heads == 0) return;
   const int64_t rows = xfrag ? (n + 15) / 16 * 16 : n;  // the 16-slot tiles of gemm() read whole tiles
-  rmsnorm_gated_kernel<<<unsigned(rows * heads), 128, 0, st>>>(x, z, ldz, w, n, heads, d, eps,
+  rmsnorm_gated_kernel<<<unsigned(rows * heads), kGatedThreads, 0, st>>>(x, z, ldz, w, n, heads, d, eps,
                                                                reinterpret_cast<uint4*>(xfrag), int(in_pad));
   HLWQ_CUDA_LAUNCH_CHECK("rmsnorm_gated [{}, {}]", n, d);
 }

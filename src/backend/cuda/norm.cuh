@@ -20,12 +20,14 @@ struct NormFusion {
 };
 
 // If res: h [n, d] += res first (the residual add, written back to h). Then y [n, d] = h · rsqrt(mean(h²) + eps) ·
-// (1 + w) (zero-centred weight w [d]). d ≤ 4096. y may alias h.
+// (1 + w) (zero-centred weight w [d]). d ≤ 4096. y may alias h. It reads w (and a MoE residual's slot order) before
+// its PDL wait (pdl.cuh): those must come from a kernel before the one launched right before it.
 void rmsnorm_zero_centred(float* h, const float* res, const float* w, int64_t n, int64_t d, float eps, float* y,
                           cudaStream_t st, const NormFusion& fuse = {});
 
 // x [n, heads, d] ← w · rmsnorm(x) · silu(z) per (row, head): the GDN output norm with a plain weight w [d] and
-// gate z at z + i·ldz + h·d. xfrag (optional; d a multiple of 32, ≤ 512): x [n, heads·d] also written as a GEMM's
+// gate z at z + i·ldz + h·d; d ≤ 512. It reads w and z before its PDL wait (pdl.cuh): z must come from a kernel
+// before the one launched right before it. xfrag (optional; d a multiple of 32, ≤ 512): x [n, heads·d] also written as a GEMM's
 // bf16 activations of in_pad columns, as pack_activations would.
 void rmsnorm_gated(float* x, const float* z, int64_t ldz, const float* w, int64_t n, int64_t heads, int64_t d, float eps,
                    cudaStream_t st, uint32_t* xfrag = nullptr, int64_t in_pad = 0);
