@@ -73,16 +73,19 @@ __global__ void __launch_bounds__(kColTile * P) recurrent_kernel(
   const int h = blockIdx.x / ntiles, tid = threadIdx.x, col = (blockIdx.x % ntiles) * kColTile + tid / P,
             part = tid % P;
   const GdnSeq sq = seqs[blockIdx.y];
-  if (sq.n > max_n) return;  // a long sequence of this batch runs the chunked form
+  const bool mine = sq.n <= max_n;  // a long sequence of this batch runs the chunked form
   const int rep = d.Hv / d.Hk, kh = h / rep, C = 2 * d.Hk * d.dk + d.Hv * d.dv;
   const int hd = (d.dk + P - 1) / P, a0 = part * hd, na = min(hd, d.dk - a0);  // this lane's rows
-  const bool active = col < d.dv;
+  const bool active = mine && col < d.dv;
   float* Sh = S + (int64_t(sq.slot) * d.Hv + h) * d.dk * d.dv;
   float s[kMaxRows];
 #pragma unroll
   for (int i = 0; i < kMaxRows; ++i) s[i] = (active && i < na) ? Sh[int64_t(a0 + i) * d.dv + col] : 0.f;
   const float qscale = rsqrtf(float(d.dk)), A = -expf(A_log[h]), dtb = dt_bias[h];
+  // the wait comes before any return: a block that left without it would release the next kernel before the kernel
+  // before this one has completed (pdl.cuh)
   HLWQ_PDL_PREAMBLE();
+  if (!mine) return;
   for (int i = 0; i < sq.n; ++i) {
     const int64_t t = sq.t0 + i;
     const float* row = act + t * C;

@@ -14,7 +14,9 @@
 // right before a kernel have completed when that kernel starts. So a kernel may read, before its wait, what its
 // direct predecessor does not write (weights, state that only this kernel writes), and have those loads in flight
 // while the predecessor drains. Such a kernel's first statement is HLWQ_PDL_EARLY_READS("what, and why it is
-// safe"), which compiles to nothing, and HLWQ_PDL_PREAMBLE() follows in its body before anything else is read.
+// safe"), which compiles to nothing, and HLWQ_PDL_PREAMBLE() follows in its body before anything else is read and
+// before any return: a block that exits counts as released, and if every block left before waiting, the next kernel
+// could start while the one before this is still running.
 //
 // The host side, pdl_graph.h, turns the kernel→kernel edges of a recorded graph into programmatic edges.
 #pragma once
