@@ -35,7 +35,8 @@ int64_t expert_weight_bytes(const ExpertWeights& e);
 
 // The team for jobs run beside a thread that drives a GPU: the OpenMP default less one, at least 1. That thread
 // waits for each step spinning (CUDA's default schedule with fewer contexts than cores), so a team as large as the
-// cores would have a member descheduled at its barriers.
+// cores could have a member descheduled at its barriers. (Not what limited --cpu-experts on the H200 host: teams of
+// 15 and 8 ran alike there, bench/cuda/NOTES.md, eleventh session.)
 int cpu_expert_threads_beside_gpu();
 
 class CpuExpertJobs {
