@@ -105,7 +105,8 @@ class CudaBackend final : public Backend {
   // router through the workspace's x_tok, each only where that GEMM reads plain (not rotated) activations. The
   // consumers skip their pack exactly where this names a buffer.
   cuda::NormFusion norm_frags(int layer, NormKind which) const;
-  void run_moe(int layer, Act in, Act out, const cuda::MoeNorms& norms);
+  // The MoE block of `layer` (moe.cuh), with the norm after it fused where norms.h is set; x_packed is set here.
+  void run_moe(int layer, Act in, Act out, cuda::MoeNorms norms);
   void use_device() const { HLWQ_CUDA_CHECK(cudaSetDevice(opt_.device), "selecting CUDA device {}", opt_.device); }
   void sync(const char* what) const { HLWQ_CUDA_CHECK(cudaStreamSynchronize(st_), "{}", what); }
   void abandon_capture();
@@ -644,18 +645,11 @@ void CudaBackend::attn_mixer(int layer, Act in, Act out) {
   cuda::fused_forward(L.o, o_.get(), int64_t(ad_.Hq) * ad_.D, T_, xf_.get(), act(out), H_, st_);
 }
 
-// The schedule (backend.h) runs the post-attention norm right before a MoE block: where it wrote x_tok, the block's
-// pack is skipped.
-void CudaBackend::moe_experts(int layer, Act in, Act out) {
-  cuda::MoeNorms norms;
-  norms.x_packed = norm_frags(layer, NormKind::post_attention).xfrag != nullptr;
-  run_moe(layer, in, out, norms);
-}
+void CudaBackend::moe_experts(int layer, Act in, Act out) { run_moe(layer, in, out, {}); }
 
 void CudaBackend::moe_experts_add_rmsnorm(int layer, Act in, Act h, Act y, int norm_layer, NormKind which, Act out) {
   if (stats_) return Backend::moe_experts_add_rmsnorm(layer, in, h, y, norm_layer, which, out);  // they read xn after
   cuda::MoeNorms norms;
-  norms.x_packed = norm_frags(layer, NormKind::post_attention).xfrag != nullptr;
   norms.h = act(h);
   norms.w = norm_weight(norm_layer, which);
   norms.eps = eps_;
@@ -664,7 +658,10 @@ void CudaBackend::moe_experts_add_rmsnorm(int layer, Act in, Act h, Act y, int n
   run_moe(layer, in, y, norms);
 }
 
-void CudaBackend::run_moe(int layer, Act in, Act out, const cuda::MoeNorms& norms) {
+// The schedule (backend.h) runs the post-attention norm right before a MoE block: where it wrote x_tok, the block's
+// pack is skipped.
+void CudaBackend::run_moe(int layer, Act in, Act out, cuda::MoeNorms norms) {
+  norms.x_packed = norm_frags(layer, NormKind::post_attention).xfrag != nullptr;
   cuda::MoeStepHooks h;
   if (trace_) h.route_ids = trace_ids_.get() + int64_t(layer) * T_ * cfg_.n_experts_active;  // [T, k] of this layer
   h.prefetch = prefetch_.get();

@@ -40,9 +40,9 @@ __device__ __forceinline__ void zero_units(int64_t row, int q0, int q1, int in_p
 }
 
 // One block per row; with xf, blocks past the n rows write their zero units.
-__global__ void __launch_bounds__(kThreads) rmsnorm_kernel(float* h, const float* __restrict__ res, const int* __restrict__ res_slots, int res_A,
-                               const float* __restrict__ w, int64_t n, int64_t d, float eps, float* y, uint4* xf,
-                               int in_pad) {
+__global__ void __launch_bounds__(kThreads)
+    rmsnorm_kernel(float* h, const float* __restrict__ res, const int* __restrict__ res_slots, int res_A,
+                   const float* __restrict__ w, int64_t n, int64_t d, float eps, float* y, uint4* xf, int in_pad) {
   HLWQ_PDL_EARLY_READS("the norm weight, and the slot order of a MoE residual, which the routing wrote kernels "
                        "before the down GEMM this norm follows; h, the residual and every write after the wait");
   __shared__ float scratch[32];

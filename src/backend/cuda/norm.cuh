@@ -27,8 +27,8 @@ void rmsnorm_zero_centred(float* h, const float* res, const float* w, int64_t n,
 
 // x [n, heads, d] ← w · rmsnorm(x) · silu(z) per (row, head): the GDN output norm with a plain weight w [d] and
 // gate z at z + i·ldz + h·d; d ≤ 512. It reads w and z before its PDL wait (pdl.cuh): z must come from a kernel
-// before the one launched right before it. xfrag (optional; d a multiple of 32, ≤ 512): x [n, heads·d] also written as a GEMM's
-// bf16 activations of in_pad columns, as pack_activations would.
+// before the one launched right before it. xfrag (optional; d a multiple of 32): x [n, heads·d] also written as a
+// GEMM's bf16 activations of in_pad columns, as pack_activations would.
 void rmsnorm_gated(float* x, const float* z, int64_t ldz, const float* w, int64_t n, int64_t heads, int64_t d, float eps,
                    cudaStream_t st, uint32_t* xfrag = nullptr, int64_t in_pad = 0);
 
