@@ -113,7 +113,7 @@ void bench_moe(cudaStream_t st) {
     const double full = bench::time_graph(st, int(L), [&](int l) {
       cuda::moe_forward(layers[size_t(l)], wss[size_t(l)], xs[size_t(l)].get(), T, outs[size_t(l)].get(), false, st);
     });
-    row("moe layer (6 launches)", "256x(2048->512) top-8+1", int(T), full, (expert_bytes + router_bytes) / L + act);
+    row("moe layer (moe_forward)", "256x(2048->512) top-8+1", int(T), full, (expert_bytes + router_bytes) / L + act);
     const int64_t tiles = cuda::moe_max_tiles(T, k, E, 1);
     auto part = [&](const char* name, double bytes, const std::function<void(cuda::MoeLayerDev&, cuda::MoeWorkspace&, int)>& f) {
       const double us = bench::time_graph(st, int(L), [&](int l) { f(layers[size_t(l)], wss[size_t(l)], l); });
@@ -151,6 +151,15 @@ void bench_moe(cudaStream_t st) {
                          w.y.get(), H, w.slot_w.get(), st);
     });
     row("moe grouped gate_up+down", "256x(2048->512) top-8+1", int(T), grouped, expert_bytes / L);
+    if (wss[0].fused.runs(tiles)) {  // what moe_forward runs here instead (moe_fused.cuh)
+      const double fused = bench::time_graph(st, int(L), [&](int l) {
+        auto& m = layers[size_t(l)];
+        auto& w = wss[size_t(l)];
+        cuda::fused_mlp(w.fused, m.gu, m.dn, w.x_tok.get(), w.slot_tok.get(), w.tile_mat.get(), tiles, tiles * 8,
+                        w.h.get(), w.y.get(), H, w.slot_w.get(), st);
+      });
+      row("moe fused gate_up+down", "256x(2048->512) top-8+1", int(T), fused, expert_bytes / L);
+    }
   }
 }
 

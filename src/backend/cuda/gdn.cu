@@ -18,6 +18,7 @@
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/gdn.cuh"
 #include "backend/cuda/gdn_chunked.cuh"
+#include "backend/cuda/mma.cuh"
 #include "backend/cuda/norm.cuh"
 #include "backend/cuda/pdl.cuh"
 
@@ -28,7 +29,6 @@ constexpr int kMaxK = 8;        // conv width
 constexpr int kMaxDk = 128;
 constexpr int kColTile = 32;  // columns of S per block: 4 blocks per 128-wide head, so decode fills more SMs
 
-__device__ __forceinline__ float silu_f(float x) { return x / (1.f + expf(-x)); }
 __device__ __forceinline__ float softplus_f(float x) { return x > 20.f ? x : log1pf(expf(x)); }
 
 __global__ void conv_kernel(const float* __restrict__ proj, int64_t ldp, const GdnSeq* __restrict__ seqs,

@@ -1,8 +1,7 @@
 // Tensor-core GEMM over fragment-ordered weights (see gemm.cuh, weight_pack.h).
 // Block: 8 warps over one token tile (8·NT slots) and a grid-stride sequence of row groups (below). INT4 weights
-// are widened exactly: a nibble u
-// OR 0x4300 is the bf16 number 128 + u, minus 136 gives q = u − 8; the group's scale multiplies the fp32 partial
-// sum of its 128 columns, so the only rounding besides fp32 accumulation is bf16 activations.
+// are widened exactly (dq2, mma.cuh); the group's scale multiplies the fp32 partial sum of its 128 columns, so the
+// only rounding besides fp32 accumulation is bf16 activations.
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -10,6 +9,7 @@
 #include "backend/cuda/gemm.cuh"
 #include "backend/cuda/gemm_launch.h"
 #include "backend/cuda/hlwq_gemm.cuh"
+#include "backend/cuda/mma.cuh"
 #include "backend/cuda/pdl.cuh"
 #include "backend/cuda/xfrag.cuh"
 
@@ -46,25 +46,6 @@ struct KParams {
   int split;     // warps per group (set by launch)
   int x_smem;    // activations staged in shared memory (set by launch)
 };
-
-__device__ __forceinline__ void mma_bf16(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
-                                         uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
-// The nibbles at bits 0 and 16 of w as a bf16 pair of q = u − 8 (exact).
-__device__ __forceinline__ uint32_t dq2(uint32_t w) {
-  uint32_t v = (w & 0x000F000Fu) | 0x43004300u;
-  __nv_bfloat162 h = *reinterpret_cast<__nv_bfloat162*>(&v);
-  h = __hsub2(h, __float2bfloat162_rn(136.f));
-  return *reinterpret_cast<uint32_t*>(&h);
-}
-
-__device__ __forceinline__ float silu_f(float x) { return x / (1.f + expf(-x)); }
 
 // A "group" is RT row tiles (2 for SwiGLU: a gate tile and its up tile side by side). S warps of a block share one
 // group and split its k-units (S = 8, 4, 2 or 1, chosen per launch so the grid holds enough warps); the block's

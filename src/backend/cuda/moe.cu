@@ -179,6 +179,7 @@ MoeWorkspace make_moe_workspace(const MoeLayerDev& L, int64_t max_T) {
   if (L.dn.format == PackedFormat::hlwq) {
     ws.h32 = DeviceBuffer<float>(size_t(slots * L.I), "MoE h (fp32, HLWQ experts)");
   }
+  ws.fused = plan_fused_mlp(L.gu, L.dn);
   return ws;
 }
 
@@ -189,7 +190,8 @@ ExpertTables tables_of(const MoeLayerDev& L) {
 }
 
 // The experts' SwiGLU MLPs for the tiles [t0, t0 + n) of a step's slot plan of `tiles` tiles: xn → h → y (rows
-// 8·t0 on). Every launch keeps the whole plan's shape (launch_tiles), so a range sums as the whole would.
+// 8·t0 on). Every launch keeps the whole plan's shape (launch_tiles), so a range sums as the whole would. INT4
+// experts at a few tokens run both in one launch (moe_fused.cuh).
 // HLWQ experts read rotated activations (hlwq_gemm.cuh): h in fp32 [slots, I], then rotated and rounded once.
 void expert_mlp(const MoeLayerDev& L, MoeWorkspace& ws, int64_t t0, int64_t n, int64_t tiles, cudaStream_t st) {
   const int64_t s0 = t0 * 8;
@@ -200,6 +202,11 @@ void expert_mlp(const MoeLayerDev& L, MoeWorkspace& ws, int64_t t0, int64_t n, i
   const int* x_rows = by_token ? ws.slot_tok.get() + s0 : nullptr;
   uint32_t* h = ws.h.get() + t0 * xfrag_tile_words(L.dn.in_pad);
   const int* tm = ws.tile_mat.get() + t0;
+  // the choice depends on the whole plan's size only, so a step with a cache runs what the all-resident one runs
+  if (by_token && ws.fused.runs(tiles)) {
+    fused_mlp(ws.fused, L.gu, L.dn, x, x_rows, tm, n, n * 8, h, ws.y.get() + s0 * L.H, L.H, ws.slot_w.get() + s0, st);
+    return;
+  }
   if (L.dn.format == PackedFormat::hlwq) {
     float* h32 = ws.h32.get() + s0 * L.I;
     gemm_grouped(L.gu, GroupedEpilogue::swiglu_f32, x, tm, n, nullptr, 0, h32, L.I, nullptr, st, tiles, x_rows);

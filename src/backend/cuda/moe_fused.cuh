@@ -1,0 +1,38 @@
+// The experts' whole SwiGLU MLP of a decode step in one launch (INT4 experts, Hopper and later): for each tile of
+// the slot plan, one thread-block cluster computes h = SiLU(gate x) · up x, exchanges h among its blocks through
+// distributed shared memory, and runs the weighted down projection — in place of the grouped gate_up and down
+// launches of gemm.cuh, whose kernel boundary, second prologue and second DRAM round trip sit on the decode step's
+// critical path 40 times a token (bench/cuda/NOTES.md, twelfth session).
+//
+// Block r of a cluster of C computes the features of h in the 32-column chunks r, r + C, … (a gate and an up row
+// tile per 16 features, k split over 4 warps), pushes them into every block's copy of the tile's h, and after the
+// cluster barrier computes the down rows 128·r … (one 16-row tile per warp, all k-units in order). Every output
+// element is summed in one fixed order whatever the launch (tile count, cluster placement), so a step with a cache
+// gives the same bits as the all-resident one.
+// Dimension legend: H hidden (down rows), I expert width (h columns), 8 slots a tile.
+#pragma once
+#include <cstdint>
+
+#include <cuda_runtime_api.h>
+
+#include "backend/cuda/gemm.cuh"
+
+namespace hlwq::cuda {
+
+// Whether and how the fused launch runs for a layer's experts, decided once per workspace.
+struct FusedMlp {
+  int cluster = 0;        // blocks per cluster; 0: not available (not INT4, no clusters, h too wide)
+  int64_t max_tiles = 0;  // plan tiles whose clusters are all resident at once (one wave); larger plans use gemm.cuh
+  bool runs(int64_t tiles) const { return cluster > 0 && tiles <= max_tiles; }
+};
+FusedMlp plan_fused_mlp(const GroupedLinear& gu, const GroupedLinear& dn);
+
+// For every tile t < tiles with tile_mat[t] = m ≥ 0, slot s = 8t + i (i < 8, s < n_slots):
+//   h = bf16(SiLU(gate_m · x_s) · up_m · x_s), written into h_xfrag (xfrag, dn.in_pad columns; as gemm_grouped's
+//   swiglu epilogue, for the calibration statistics), and y [s, 0..H) = slot_w[s] · (down_m · h),
+// where x_s is row x_rows[s] of the token fragments x_tok (−1: zeros). f must run(tiles).
+void fused_mlp(const FusedMlp& f, const GroupedLinear& gu, const GroupedLinear& dn, const uint32_t* x_tok,
+               const int* x_rows, const int* tile_mat, int64_t tiles, int64_t n_slots, uint32_t* h_xfrag, float* y,
+               int64_t ldy, const float* slot_w, cudaStream_t st);
+
+}  // namespace hlwq::cuda
