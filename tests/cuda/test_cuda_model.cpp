@@ -34,6 +34,10 @@ constexpr double kCudaLogitsRelTol = 6e-2;
 // (tests/model/test_golden.cpp, kBf16KvLogitsRelTol = 8e-2); bf16 GEMM inputs add to that.
 constexpr double kCudaTrainedLogitsRelTol = 1.2e-1;
 constexpr double kCudaArgmaxFlipRate = 0.05;  // near-ties may flip: 1 row in 20
+// Against the CPU engine with the same roundings (cpu_bf16_gemm_inputs): only the order of fp32 sums and the rare
+// bf16 rounding it tips differ, amplified by the larger random fixtures as the roundings themselves are (below).
+constexpr double kCudaRoundedRefRelTol = 2e-2;
+constexpr double kCudaRoutingFlipRelTol = 0.25;  // a token's expert chosen otherwise at a routing near-tie (below)
 // Hidden states per capture point, relative to that point's largest magnitude (same reasoning as the logits;
 // measured worst 1.3e-2 on the bundled bf16 fixture).
 constexpr double kCudaHiddenRelTol = 3e-2;
@@ -101,21 +105,56 @@ TEST(CudaModel, GoldensOfTheDemoModel) {
   expect_logits_golden(m, g, "b", kCudaTrainedLogitsRelTol);
 }
 
-TEST(CudaModel, GoldensOfTheLargerRandomFixtures) {
+// The larger random fixtures (8 layers, H 256) amplify the CUDA forward's bf16 rounding of GEMM inputs far beyond
+// the bundled ones: the CPU engine with that rounding alone (cpu_bf16_gemm_inputs, bf16 KV) is 0.096 / 0.217 of max
+// |logit| from tiny-random-bf16's fp32 goldens on sequences a / b (0.145 of max |h| after the last layer), and the
+// GPU measured the same, 0.0959 / 0.217 / 0.145 (H200, 2026-12-01; 0.064 / 0.086 on the INT4 twin). Against the fp32
+// goldens that bound would hide a wrong op, so here the reference is the CPU engine with the GPU's roundings, on the
+// goldens' token sequences (golden: the file's stem): what is left is the order of fp32 sums, amplified alike, and
+// routing near-ties (16 experts, top-4): where a router's k-th and (k+1)-th logits nearly tie, that difference picks
+// the other expert for a token, which moves its row (and later rows) by up to 0.14 of max |logit| (measured at a
+// decode step, tests/cuda/test_cuda_cpu_experts.cpp). So the median row is held to kCudaRoundedRefRelTol (a wrong op
+// moves every row) and every row to kCudaRoutingFlipRelTol.
+void expect_cpu_with_gpu_rounding(const char* name, const char* golden) {
+  Model gpu = load(shared_fixture(name), Device::cuda);
+  LoadOptions lo;
+  lo.kv_tokens = 4096;
+  lo.cpu_bf16_gemm_inputs = true;
+  Model cpu = Model::load(shared_fixture(name), lo);
+  const fs::path g = shared_fixture(std::string(golden) + ".safetensors");
+  for (const char* which : {"a", "b"}) {
+    const auto tokens = test::golden_tokens(g, std::string("tokens_") + which);
+    const int64_t V = gpu.config().vocab_size;
+    const auto got = run_logits(gpu, tokens), ref = run_logits(cpu, tokens);
+    const auto d = test::compare_logits(got, ref, V);
+    std::vector<double> row_err(tokens.size());
+    for (size_t t = 0; t < tokens.size(); ++t)
+      for (int64_t v = 0; v < V; ++v) {
+        const size_t i = t * size_t(V) + size_t(v);
+        row_err[t] = std::max(row_err[t], double(std::fabs(got[i] - ref[i])) / d.max_abs_ref);
+      }
+    std::nth_element(row_err.begin(), row_err.begin() + std::ptrdiff_t(row_err.size() / 2), row_err.end());
+    const double median = row_err[row_err.size() / 2];
+    std::printf("[ err      ] %s %s: against the CPU with bf16 GEMM inputs, max |err| / max |logit| = %.3g (tolerance "
+                "%.3g), median row %.3g (tolerance %.3g), %lld argmax flips\n", name, which,
+                d.max_abs_err / d.max_abs_ref, kCudaRoutingFlipRelTol, median, kCudaRoundedRefRelTol,
+                (long long)d.argmax_mismatches);
+    EXPECT_LE(median, kCudaRoundedRefRelTol) << name << " " << which;
+    EXPECT_LE(d.max_abs_err, kCudaRoutingFlipRelTol * d.max_abs_ref) << name << " " << which;
+    EXPECT_LE(d.argmax_mismatches, int64_t(kCudaArgmaxFlipRate * double(tokens.size()))) << name << " " << which;
+  }
+}
+
+TEST(CudaModel, LargerRandomBf16MatchesTheCpuWithTheGpuRounding) {
   HLWQ_REQUIRE_CUDA();
   HLWQ_REQUIRE_SHARED("tiny-random-bf16");
+  expect_cpu_with_gpu_rounding("tiny-random-bf16", "tiny-random-golden");
+}
+
+TEST(CudaModel, LargerRandomInt4MatchesTheCpuWithTheGpuRounding) {
+  HLWQ_REQUIRE_CUDA();
   HLWQ_REQUIRE_SHARED("tiny-random-ct-int4");
-  {
-    Model m = load(shared_fixture("tiny-random-bf16"), Device::cuda);
-    const fs::path g = shared_fixture("tiny-random-golden.safetensors");
-    expect_logits_golden(m, g, "a", kCudaLogitsRelTol);
-    expect_logits_golden(m, g, "b", kCudaLogitsRelTol);
-    expect_hidden_golden(m, g);
-  }
-  Model m = load(shared_fixture("tiny-random-ct-int4"), Device::cuda);
-  const fs::path g = shared_fixture("tiny-random-ct-int4-golden.safetensors");
-  expect_logits_golden(m, g, "a", kCudaLogitsRelTol);
-  expect_logits_golden(m, g, "b", kCudaLogitsRelTol);
+  expect_cpu_with_gpu_rounding("tiny-random-ct-int4", "tiny-random-ct-int4-golden");
 }
 
 // Negative case: INT4 nibbles in the wrong order within each byte (same bytes, wrong layout) must fail the GPU

@@ -11,6 +11,7 @@
 
 #include "backend/cpu/expert_jobs.h"
 #include "backend/cpu/matmul.h"
+#include "core/dtype.h"
 #include "core/error.h"
 #include "model/model.h"
 #include "test_paths.h"
@@ -29,15 +30,23 @@ std::vector<float> dense(const LinearWeight& w) {
   return d;
 }
 
-// weight · down(silu(gate x) ⊙ up x) in double.
-std::vector<double> reference(const ExpertWeights& e, const float* x, float weight) {
+float bf16(float v) { return bf16_to_f32(f32_to_bf16(v)); }
+
+// weight · down(silu(gate x) ⊙ up x) in double; rounded: x and silu(gate x) ⊙ up x rounded to bf16 first, as the
+// GPU's expert kernels read them.
+std::vector<double> reference(const ExpertWeights& e, const float* x0, float weight, bool rounded = false) {
   const auto g = dense(e.gate_proj), u = dense(e.up_proj), d = dense(e.down_proj);
   const int64_t I = e.gate_proj.out, H = e.gate_proj.in;
+  std::vector<float> x(x0, x0 + H);
+  if (rounded)
+    for (float& v : x) v = bf16(v);
   std::vector<double> a(static_cast<size_t>(I)), y(static_cast<size_t>(H));
   for (int64_t i = 0; i < I; ++i) {
     double sg = 0, su = 0;
-    for (int64_t h = 0; h < H; ++h) sg += double(g[size_t(i * H + h)]) * x[h], su += double(u[size_t(i * H + h)]) * x[h];
+    for (int64_t h = 0; h < H; ++h)
+      sg += double(g[size_t(i * H + h)]) * x[size_t(h)], su += double(u[size_t(i * H + h)]) * x[size_t(h)];
     a[size_t(i)] = sg / (1 + std::exp(-sg)) * su;
+    if (rounded) a[size_t(i)] = bf16(float(a[size_t(i)]));
   }
   for (int64_t h = 0; h < H; ++h) {
     double s = 0;
@@ -93,6 +102,41 @@ TEST_P(CpuExpertJobsTest, RowsEqualTheReferenceInAnyOrder) {
   for (size_t i = 0; i < rev.size(); ++i)
     EXPECT_TRUE(std::equal(out2.begin() + int64_t(i) * H, out2.begin() + int64_t(i + 1) * H,
                            out.begin() + int64_t(jobs.size() - 1 - i) * H)) << "reversed job " << i;
+}
+
+// bf16_inputs (the CUDA backend's CPU experts): against the reference with the same two roundings. The fp32 sums
+// can tip an element of SiLU(gate)·up across a bf16 rounding boundary (one element 2⁻⁸ off, rare): 1e-3 of the row
+// bounds that, while the unrounded rows differ from the rounded reference by more (the rounding is applied).
+TEST_P(CpuExpertJobsTest, Bf16InputsEqualTheRoundedReference) {
+  const Model m = Model::load(test::source_dir() / "testdata" / GetParam());
+  const ModelConfig& cfg = m.config();
+  const int64_t H = cfg.hidden_size, I = cfg.moe_intermediate, E = cfg.n_experts, T = 3;
+  const MoeWeights& w = m.weights().layers[0].moe;
+  std::mt19937 rng(8);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  std::vector<float> xn(size_t(T * H));
+  for (float& v : xn) v = nd(rng);
+  std::vector<CpuExpertJob> jobs;
+  for (int32_t t = 0; t < T; ++t) jobs.push_back({t, t, int32_t((t * 5 + 1) % E), 0.5f});
+  CpuExpertJobs rounded(H, I, T, CpuIsa::auto_detect, 0, true), plain(H, I, T);
+  std::vector<float> out(size_t(T * H)), out_plain(size_t(T * H));
+  rounded.run(w, jobs.data(), T, xn.data(), T, out.data());
+  plain.run(w, jobs.data(), T, xn.data(), T, out_plain.data());
+  double worst = 0, worst_plain = 0;
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    const auto ref = reference(w.experts[size_t(jobs[i].expert)], xn.data() + jobs[i].token * H, jobs[i].weight, true);
+    double amax = 0, err = 0, err_plain = 0;
+    for (int64_t h = 0; h < H; ++h) {
+      const size_t o = i * size_t(H) + size_t(h);
+      amax = std::max(amax, std::fabs(ref[size_t(h)]));
+      err = std::max(err, std::fabs(out[o] - ref[size_t(h)]));
+      err_plain = std::max(err_plain, std::fabs(out_plain[o] - ref[size_t(h)]));
+    }
+    worst = std::max(worst, err / amax);
+    worst_plain = std::max(worst_plain, err_plain / amax);
+  }
+  EXPECT_LE(worst, 1e-3);
+  EXPECT_GT(worst_plain, 10 * worst) << "bf16 inputs change nothing";
 }
 
 TEST_P(CpuExpertJobsTest, RefusesBadJobs) {

@@ -98,6 +98,26 @@ TEST(Golden, TinyMoeDev) {
   expect_logits_golden(m, g, "b");
 }
 
+// The CPU engine with the CUDA backend's rounding of every GEMM input (cpu_bf16_gemm_inputs, the reference of the GPU
+// tests on the larger random fixtures): it changes the logits — the rounding is applied — by about what the GPU's
+// differ from the goldens on this fixture (1.7e-2 .. 3.8e-2, tests/cuda/test_cuda_model.cpp), within the GPU's bound.
+TEST(Golden, Bf16GemmInputsTinyRandomSmall) {
+  LoadOptions lo;
+  lo.kv_tokens = 4096;
+  lo.kv_dtype = KvDtype::f32;
+  const fs::path dir = testdata("tiny-random-small-bf16"), g = testdata("tiny-random-small-golden.safetensors");
+  Model plain = Model::load(dir, lo);
+  lo.cpu_bf16_gemm_inputs = true;
+  Model rounded = Model::load(dir, lo);
+  const auto tokens = test::golden_tokens(g, "tokens_b");
+  const auto ref = test::golden_f32(g, "logits_b");
+  const auto d_plain = compare_logits(run_logits(plain, tokens), ref, plain.config().vocab_size);
+  const auto d_rounded = compare_logits(run_logits(rounded, tokens), ref, rounded.config().vocab_size);
+  EXPECT_LT(d_plain.max_abs_err, 1e-3 * d_plain.max_abs_ref);
+  EXPECT_GT(d_rounded.max_abs_err, 5e-3 * d_rounded.max_abs_ref) << "the rounding is not applied";
+  EXPECT_LT(d_rounded.max_abs_err, 6e-2 * d_rounded.max_abs_ref);
+}
+
 // The default configuration (bf16 KV pages) against the same goldens, with the bound its rounding allows.
 TEST(Golden, Bf16KvCacheTinyRandomSmall) {
   Model m = load(testdata("tiny-random-small-bf16"), KvDtype::bf16);

@@ -21,6 +21,7 @@ CpuBackend::CpuBackend(const ModelConfig& cfg, const ModelWeights& w, const Back
       lim_(lim),
       k_(cpu_kernels(opt.isa)),
       gdn_mode_(opt.gdn_mode),
+      bf16_gemm_inputs_(opt.bf16_gemm_inputs),
       gd_(GdnDims::from(cfg)),
       ad_(AttentionDims::from(cfg)),
       md_{cfg.hidden_size, cfg.n_experts, cfg.n_experts_active, cfg.moe_intermediate, cfg.shared_expert_intermediate},

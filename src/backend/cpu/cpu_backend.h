@@ -24,6 +24,7 @@ struct CpuBackendOptions {
   CpuIsa isa = CpuIsa::auto_detect;
   GdnMode gdn_mode = GdnMode::auto_select;  // tests force one form of the delta rule
   ExpertProvider* experts = nullptr;        // null: the mapped weights (MappedExpertProvider)
+  bool bf16_gemm_inputs = false;            // tests: the CUDA backend's rounding of GEMM inputs (cpu_ctx.h)
 };
 
 class CpuBackend final : public Backend {
@@ -61,13 +62,14 @@ class CpuBackend final : public Backend {
  private:
   float* act(Act a);
   const std::vector<float>& norm_weight(int layer, NormKind which) const;
-  CpuCtx ctx() { return CpuCtx{k_, scratch_, tap_ ? &tap_ : nullptr}; }
+  CpuCtx ctx() { return CpuCtx{k_, scratch_, tap_ ? &tap_ : nullptr, bf16_gemm_inputs_}; }
 
   const ModelConfig& cfg_;
   const ModelWeights& w_;
   BackendLimits lim_;
   const CpuKernels& k_;
   GdnMode gdn_mode_;
+  bool bf16_gemm_inputs_;
   GdnDims gd_;
   AttentionDims ad_;
   MoeDims md_;

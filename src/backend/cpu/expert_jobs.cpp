@@ -27,8 +27,9 @@ int64_t expert_weight_bytes(const ExpertWeights& e) {
 
 int cpu_expert_threads_beside_gpu() { return std::max(1, omp_get_max_threads() - 1); }
 
-CpuExpertJobs::CpuExpertJobs(int64_t H, int64_t I, int64_t Jm, CpuIsa isa, int n_threads)
-    : H_(H), I_(I), Jm_(Jm), n_threads_(n_threads > 0 ? n_threads : omp_get_max_threads()), k_(cpu_kernels(isa)),
+CpuExpertJobs::CpuExpertJobs(int64_t H, int64_t I, int64_t Jm, CpuIsa isa, int n_threads, bool bf16_inputs)
+    : H_(H), I_(I), Jm_(Jm), n_threads_(n_threads > 0 ? n_threads : omp_get_max_threads()), bf16_inputs_(bf16_inputs),
+      k_(cpu_kernels(isa)),
       scratch_(n_threads_, linear_scratch_floats(std::max(H, I)) + size_t(2 * Jm * kRowsPerItem) + 32),
       order_(size_t(Jm)), xg_(size_t(Jm * H)), act_(size_t(Jm * I)) {
   HLWQ_CHECK(H >= 1 && I >= 1 && Jm >= 1, "CPU experts: H {}, I {}, {} jobs", H, I, Jm);
@@ -67,7 +68,7 @@ CpuExpertWork CpuExpertJobs::run(const MoeWeights& w, const CpuExpertJob* jobs, 
   work.experts = int64_t(groups.size());
   const int64_t G = int64_t(groups.size());
   const int64_t nbA = (I + kRowsPerItem - 1) / kRowsPerItem, nbB = (H + kRowsPerItem - 1) / kRowsPerItem;
-  const CpuCtx c{k_, scratch_};
+  const CpuCtx c{k_, scratch_, nullptr, bf16_inputs_};
   float* xg = xg_.data();
   float* act = act_.data();
   ParallelErrors errs;
@@ -76,7 +77,7 @@ CpuExpertWork CpuExpertJobs::run(const MoeWeights& w, const CpuExpertJob* jobs, 
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < J; ++r) {
       const float* src = xn + int64_t(jobs[ord[r]].token) * H;
-      std::copy(src, src + H, xg + r * H);
+      for (int64_t i = 0; i < H; ++i) xg[r * H + i] = linear_input(c, src[i]);
     }
 #pragma omp for schedule(dynamic)
     for (int64_t it = 0; it < G * nbA; ++it) errs.run([&] {
@@ -89,7 +90,7 @@ CpuExpertWork CpuExpertJobs::run(const MoeWeights& w, const CpuExpertJob* jobs, 
       linear_rows(c, g.e->gate_proj, r0, nr, xg + g.row0 * H, H, g.n, gt, nr);
       linear_rows(c, g.e->up_proj, r0, nr, xg + g.row0 * H, H, g.n, up, nr);
       for (int64_t t = 0; t < g.n; ++t)
-        for (int64_t i = 0; i < nr; ++i) act[(g.row0 + t) * I + r0 + i] = silu(gt[t * nr + i]) * up[t * nr + i];
+        for (int64_t i = 0; i < nr; ++i) act[(g.row0 + t) * I + r0 + i] = linear_input(c, silu(gt[t * nr + i]) * up[t * nr + i]);
     });
 #pragma omp for schedule(dynamic)
     for (int64_t it = 0; it < G * nbB; ++it) errs.run([&] {

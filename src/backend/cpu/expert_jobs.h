@@ -1,7 +1,8 @@
 // Routed experts computed on the CPU for another backend (issue 8: --cpu-experts, --n-cpu-moe): the CUDA backend's
 // host node hands over a list of (token, expert, weight) jobs of one MoE layer and the activations xn of the step;
 // each job's output row is weight · down(silu(gate x) ⊙ up x), in fp32 from the checkpoint's weights (the same
-// linear_rows the CPU backend's MoE uses, so the arithmetic is the CPU reference's). Jobs of one expert share one
+// linear_rows the CPU backend's MoE uses, so the arithmetic is the CPU reference's), the GEMMs' inputs optionally
+// rounded as the GPU rounds them (bf16_inputs). Jobs of one expert share one
 // read of its weights; the work is split by (expert, block of output rows) in two phases inside one parallel region,
 // as in moe.cpp. Jobs are grouped by (expert, slot), so the results do not depend on the order the caller lists
 // them in (the CUDA side collects them with atomics) nor on the thread count.
@@ -42,8 +43,11 @@ int cpu_expert_threads_beside_gpu();
 class CpuExpertJobs {
  public:
   // For jobs of up to Jm (token, expert) pairs over experts of width I and hidden size H, on n_threads threads
-  // (0: the caller's OpenMP default).
-  CpuExpertJobs(int64_t H, int64_t I, int64_t Jm, CpuIsa isa = CpuIsa::auto_detect, int n_threads = 0);
+  // (0: the caller's OpenMP default). bf16_inputs: xn and SiLU(gate)·up rounded to bf16 before their GEMMs, as the
+  // GPU's expert kernels read them (cpu_ctx.h), so an expert gives the same result on either device up to the
+  // order of fp32 sums.
+  CpuExpertJobs(int64_t H, int64_t I, int64_t Jm, CpuIsa isa = CpuIsa::auto_detect, int n_threads = 0,
+                bool bf16_inputs = false);
 
   // out [J, H]: row i = jobs[i]'s weighted expert output; xn fp32 [T, H]. Throws on a job outside the layer or
   // the tokens, or more than Jm jobs. (Pointer and count, not a span: nvcc compiles the CUDA side as C++17.)
@@ -54,6 +58,7 @@ class CpuExpertJobs {
   // Fixed at construction: the CUDA backend calls run from the driver's callback thread, whose OpenMP default is
   // not what the user set (-t) on the main thread.
   int n_threads_;
+  bool bf16_inputs_;
   const CpuKernels& k_;
   ScratchSet scratch_;
   struct Group {

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cassert>
+#include <vector>
 
 #include "core/dtype.h"
 #include "core/parallel_errors.h"
@@ -132,6 +133,12 @@ void linear_rows(const CpuCtx& c, const LinearWeight& w, int64_t r0, int64_t nr,
 
 void linear_forward(const CpuCtx& c, const LinearWeight& w, const float* x, int64_t T, float* y) {
   if (T <= 0) return;
+  std::vector<float> rounded;  // only under bf16_inputs (the emulation of the GPU's numerics)
+  if (c.bf16_inputs) {
+    rounded.resize(size_t(T * w.in));
+    for (size_t i = 0; i < rounded.size(); ++i) rounded[i] = linear_input(c, x[i]);
+    x = rounded.data();
+  }
   if (c.tap) (*c.tap)(w, x, w.in, T);
   const int64_t in = w.in, out = w.out, nrb = (out + kPanelRows - 1) / kPanelRows;
   const bool par = out * in * T >= kParallelMinMacs;

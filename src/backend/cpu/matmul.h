@@ -29,7 +29,8 @@ constexpr int64_t kGemvMaxTokens = 16;
 // Scratch floats one thread needs for any linear of at most in_max columns (and gemm_f32 with K ≤ in_max).
 size_t linear_scratch_floats(int64_t in_max);
 
-// y [T, out] = x [T, in] · Wᵀ. Parallel (OpenMP) over row panels and token chunks.
+// y [T, out] = x [T, in] · Wᵀ. Parallel (OpenMP) over row panels and token chunks. Under c.bf16_inputs x is
+// rounded to bf16 first; linear_rows takes x as given (its callers, the experts', round the rows they gather).
 void linear_forward(const CpuCtx& c, const LinearWeight& w, const float* x, int64_t T, float* y);
 
 // Rows [r0, r0 + nr) of y = x Wᵀ on the calling thread: y[t·ldy + (r − r0)] for x [T, in] with row stride ldx.

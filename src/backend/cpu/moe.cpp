@@ -95,8 +95,14 @@ void moe_experts(const CpuCtx& c, const MoeWeights& w, const MoeDims& d, int lay
     const float* x;  // [n, H] input rows
     int64_t row0, n;  // rows of act / ye
   };
+  std::vector<float> x_rounded;  // the shared expert's input under bf16_inputs (the routed rows round as gathered)
+  if (c.bf16_inputs && Is > 0) {
+    x_rounded.resize(size_t(T * H));
+    for (size_t i = 0; i < x_rounded.size(); ++i) x_rounded[i] = linear_input(c, x[i]);
+  }
+  const float* x_shared = c.bf16_inputs && Is > 0 ? x_rounded.data() : x;
   auto expert_at = [&](int64_t j) {
-    if (j == n_used) return Expert{&w.shared, x, R, T};
+    if (j == n_used) return Expert{&w.shared, x_shared, R, T};
     const int32_t e = buf.used[j];
     return Expert{buf.where[j], buf.xg + int64_t(buf.offset[e]) * H, buf.offset[e], buf.offset[e + 1] - buf.offset[e]};
   };
@@ -107,7 +113,7 @@ void moe_experts(const CpuCtx& c, const MoeWeights& w, const MoeDims& d, int lay
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < R; ++r) {
       const float* src = x + int64_t(buf.row_token[r]) * H;
-      std::copy(src, src + H, buf.xg + r * H);
+      for (int64_t i = 0; i < H; ++i) buf.xg[r * H + i] = linear_input(c, src[i]);
     }
 #pragma omp for schedule(dynamic)
     for (int64_t it = 0; it < itemsA; ++it) errs.run([&] {
@@ -122,7 +128,8 @@ void moe_experts(const CpuCtx& c, const MoeWeights& w, const MoeDims& d, int lay
       linear_rows(c, ex.e->gate_proj, r0, nr, ex.x, H, ex.n, g, nr);
       linear_rows(c, ex.e->up_proj, r0, nr, ex.x, H, ex.n, u, nr);
       for (int64_t t = 0; t < ex.n; ++t)
-        for (int64_t i = 0; i < nr; ++i) buf.act[(ex.row0 + t) * Im + r0 + i] = silu(g[t * nr + i]) * u[t * nr + i];
+        for (int64_t i = 0; i < nr; ++i)
+          buf.act[(ex.row0 + t) * Im + r0 + i] = linear_input(c, silu(g[t * nr + i]) * u[t * nr + i]);
     });
 #pragma omp for schedule(dynamic)
     for (int64_t it = 0; it < itemsB; ++it) errs.run([&] {

@@ -72,7 +72,7 @@ CpuExpertsDev::CpuExpertsDev(const ModelWeights& w, int64_t Tm, int64_t k, int64
     : w_(w), Tm_(Tm), k_(k), H_(w.layers.empty() ? 0 : w.layers[0].moe.router.in), Jm_(Tm * k),
       jobs_(std::make_unique<CpuExpertJobs>(
           H_, w.layers.empty() || w.layers[0].moe.experts.empty() ? 1 : w.layers[0].moe.experts[0].gate_proj.out,
-          std::max<int64_t>(Tm * k, 1), CpuIsa::auto_detect, cpu_expert_threads_beside_gpu())),
+          std::max<int64_t>(Tm * k, 1), CpuIsa::auto_detect, cpu_expert_threads_beside_gpu(), /*bf16_inputs=*/true)),
       n_static_(n_static_layers) {
   HLWQ_CHECK(!w.layers.empty() && Tm >= 1 && k >= 1, "CPU experts: {} layers, batches of {} tokens, top-{}",
              w.layers.size(), Tm, k);
