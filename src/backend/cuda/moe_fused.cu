@@ -233,7 +233,7 @@ FusedMlp plan_fused_mlp(const GroupedLinear& gu, const GroupedLinear& dn) {
     }
     if (n >= 1) {
       f.cluster = C;
-      f.max_tiles = n;
+      f.wave_tiles = n;
       break;
     }
   }
@@ -243,8 +243,7 @@ FusedMlp plan_fused_mlp(const GroupedLinear& gu, const GroupedLinear& dn) {
 void fused_mlp(const FusedMlp& f, const GroupedLinear& gu, const GroupedLinear& dn, const uint32_t* x_tok,
                const int* x_rows, const int* tile_mat, int64_t tiles, int64_t n_slots, uint32_t* h_xfrag, float* y,
                int64_t ldy, const float* slot_w, cudaStream_t st) {
-  HLWQ_CHECK(f.runs(tiles), "fused expert MLP: {} tiles, one wave holds {} (cluster {})", tiles, f.max_tiles,
-             f.cluster);
+  HLWQ_CHECK(f.cluster > 0, "fused expert MLP: not available for these experts or this device ({} tiles)", tiles);
   if (tiles == 0) return;
   FusedParams p{};
   p.gq = gu.q.get();

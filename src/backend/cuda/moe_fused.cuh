@@ -19,18 +19,26 @@
 
 namespace hlwq::cuda {
 
+// Waves of clusters up to which the fused launch replaces the two grouped ones. A plan tile costs the fused kernel
+// about what it costs at one token, so its time grows with the waves; the grouped kernels' grows more slowly past a
+// few tokens (H200: 48 us a layer at four tokens, 2.3 waves of the fused kernel; bench/cuda/NOTES.md, twelfth
+// session, has the crossover).
+constexpr int64_t kFusedMaxWaves = 3;
+
 // Whether and how the fused launch runs for a layer's experts, decided once per workspace.
 struct FusedMlp {
-  int cluster = 0;        // blocks per cluster; 0: not available (not INT4, no clusters, h too wide)
-  int64_t max_tiles = 0;  // plan tiles whose clusters are all resident at once (one wave); larger plans use gemm.cuh
-  bool runs(int64_t tiles) const { return cluster > 0 && tiles <= max_tiles; }
+  int cluster = 0;         // blocks per cluster; 0: not available (not INT4, no clusters, h too wide)
+  int64_t wave_tiles = 0;  // plan tiles whose clusters are all resident at once
+  // the policy: from the plan's size alone, so a step with a cache runs what the all-resident one runs
+  bool runs(int64_t tiles) const { return cluster > 0 && tiles <= kFusedMaxWaves * wave_tiles; }
 };
 FusedMlp plan_fused_mlp(const GroupedLinear& gu, const GroupedLinear& dn);
 
 // For every tile t < tiles with tile_mat[t] = m ≥ 0, slot s = 8t + i (i < 8, s < n_slots):
 //   h = bf16(SiLU(gate_m · x_s) · up_m · x_s), written into h_xfrag (xfrag, dn.in_pad columns; as gemm_grouped's
 //   swiglu epilogue, for the calibration statistics), and y [s, 0..H) = slot_w[s] · (down_m · h),
-// where x_s is row x_rows[s] of the token fragments x_tok (−1: zeros). f must run(tiles).
+// where x_s is row x_rows[s] of the token fragments x_tok (−1: zeros). f.cluster must be > 0 (any tile count runs;
+// runs() says where it pays).
 void fused_mlp(const FusedMlp& f, const GroupedLinear& gu, const GroupedLinear& dn, const uint32_t* x_tok,
                const int* x_rows, const int* tile_mat, int64_t tiles, int64_t n_slots, uint32_t* h_xfrag, float* y,
                int64_t ldy, const float* slot_w, cudaStream_t st);
