@@ -156,7 +156,8 @@ TEST(CudaMoe, FusedMlpMatchesTwoLaunches) {
       const size_t rows = size_t(tiles * 8 * sh.H), hw = size_t(cuda::xfrag_words(tiles * 8, L.dn.in_pad));
       const std::vector<uint32_t> zeros(ws.h.size(), 0u);
       cuda::DeviceBuffer<uint32_t> h1(zeros, "h"), h2(zeros, "h");
-      cuda::DeviceBuffer<float> y1(rows, "y"), y2(rows, "y");
+      const std::vector<float> y0(rows, 0.f);  // tiles the plan leaves empty are written by neither
+      cuda::DeviceBuffer<float> y1(y0, "y"), y2(y0, "y");
       cuda::fused_mlp(ws.fused, L.gu, L.dn, ws.x_tok.get(), ws.slot_tok.get(), ws.tile_mat.get(), tiles, tiles * 8,
                       h1.get(), y1.get(), sh.H, ws.slot_w.get(), nullptr);
       cuda::gemm_grouped(L.gu, cuda::GroupedEpilogue::swiglu, ws.x_tok.get(), ws.tile_mat.get(), tiles, h2.get(),

@@ -20,10 +20,11 @@
 namespace hlwq::cuda {
 
 // Waves of clusters up to which the fused launch replaces the two grouped ones. A plan tile costs the fused kernel
-// about what it costs at one token, so its time grows with the waves; the grouped kernels' grows more slowly past a
-// few tokens (H200: 48 us a layer at four tokens, 2.3 waves of the fused kernel; bench/cuda/NOTES.md, twelfth
-// session, has the crossover).
-constexpr int64_t kFusedMaxWaves = 3;
+// about what it costs at one token, so its time grows with the waves, and the grouped kernels catch up past a few
+// tokens. H200, a layer of Qwen3.6's experts (fused vs grouped, us; 14 plan tiles a wave; results/v27b_*): 1 token
+// 15.4 vs 17.4, 2: 24.9 vs 29.1, 4: 37.4 vs 48.0, 8 (72 tiles, 5.1 waves): 58.7 vs 60.9, 16 (10.4 waves): 99.4 vs
+// 98.8. Six waves take every plan up to 8 tokens.
+constexpr int64_t kFusedMaxWaves = 6;
 
 // Whether and how the fused launch runs for a layer's experts, decided once per workspace.
 struct FusedMlp {
