@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "backend/cuda/cuda_check.h"
-#include "backend/cuda/device_clock.cuh"
+#include "backend/cuda/copy_span.cuh"
 #include "core/error.h"
 
 namespace hlwq::cuda {
@@ -280,16 +280,6 @@ __global__ void __launch_bounds__(kPrefetchThreads) prefetch_kernel(PrefetchPara
   }
 }
 
-// How a copy launch reports its time: span [3] its scratch (earliest start, latest end, blocks done; reset by the
-// last block), counters [9] the cache's; exposed: the compute stream waits for all of it; start_end: where to
-// leave its start and end times for a join (2 words, or null).
-struct CopyTiming {
-  unsigned long long* span;
-  unsigned long long* counters;
-  bool exposed;
-  unsigned long long* start_end;
-};
-
 constexpr int kCopyUnroll = 4;
 
 // grid (chunks of an expert, copies): block (c, i) copies chunk c of copy i when i < n_copies.
@@ -298,7 +288,7 @@ __global__ void copy_kernel(const int* __restrict__ copies, const int* __restric
   HLWQ_PDL_PREAMBLE();
   const int i = blockIdx.y, n = *n_copies;
   if (i >= n) return;
-  if (threadIdx.x == 0) atomicMin(&tm.span[0], device_ns());
+  if (threadIdx.x == 0) copy_span_begin(tm);
   const int e = copies[2 * i], s = copies[2 * i + 1];
   const int64_t b0 = int64_t(blockIdx.x) * chunk, b1 = b0 + chunk < bytes ? b0 + chunk : bytes;
   const uint4* src = reinterpret_cast<const uint4*>(host + int64_t(e) * bytes);
@@ -316,18 +306,7 @@ __global__ void copy_kernel(const int* __restrict__ copies, const int* __restric
       if (w + u * step < w1) dst[w + u * step] = v[u];
   }
   __syncthreads();
-  if (threadIdx.x != 0) return;
-  atomicMax(&tm.span[1], device_ns());
-  __threadfence();
-  const unsigned long long live = static_cast<unsigned long long>(gridDim.x) * unsigned(n);
-  if (atomicAdd(&tm.span[2], 1ull) != live - 1) return;
-  // the last block: every other block's stamps are in (each fenced before counting itself done)
-  const unsigned long long t0 = atomicAdd(&tm.span[0], 0ull), t1 = atomicAdd(&tm.span[1], 0ull);
-  const unsigned long long ns = t1 > t0 ? t1 - t0 : 0;
-  tm.counters[7] += ns;
-  if (tm.exposed) tm.counters[8] += ns;
-  if (tm.start_end) tm.start_end[0] = t0, tm.start_end[1] = t1;
-  tm.span[0] = ~0ull, tm.span[1] = 0, tm.span[2] = 0;
+  if (threadIdx.x == 0) copy_span_end(tm, static_cast<unsigned long long>(gridDim.x) * unsigned(n));
 }
 
 constexpr int64_t kCopyChunk = 64 << 10;
@@ -362,7 +341,7 @@ ExpertCacheDev make_expert_cache(int64_t E, int64_t n_slots, const ExpertLayout&
 }
 
 void expert_cache_step(ExpertCacheDev& c, const int* topk_ids, int64_t T, int64_t k, const ExpertTables& t,
-                       cudaStream_t st, const CpuSplitArgs& cpu, bool joined_prefetch) {
+                       cudaStream_t st, const CpuSplitArgs& cpu, bool joined_prefetch, bool copy_through) {
   if (T == 0) return;
   const PlanParams p{topk_ids, int(T * k), int(c.E), int(c.n_slots), c.slot_expert.get(), c.expert_slot.get(),
                      c.slot_used.get(), c.step.get(), c.copies.get(), c.n_copies.get(), c.slot_prefetched.get(),
@@ -370,6 +349,7 @@ void expert_cache_step(ExpertCacheDev& c, const int* topk_ids, int64_t T, int64_
                      cpu.mode == CpuExperts::off ? CpuSplitArgs{} : cpu, c.timing.get(), joined_prefetch};
   plan_kernel<<<1, 32, 0, st>>>(p);
   HLWQ_CUDA_LAUNCH_CHECK("expert cache plan ({} ids, {} slots)", T * k, c.n_slots);
+  if (copy_through) return;  // the step's expert kernel copies them (expert_cache_copy_through)
   const int64_t max_copies = std::min<int64_t>(c.n_slots, T * k);
   const dim3 grid(unsigned((c.layout.bytes + kCopyChunk - 1) / kCopyChunk), unsigned(max_copies));
   copy_kernel<<<grid, 256, 0, st>>>(c.copies.get(), c.n_copies.get(), c.host, c.slots.get(), c.layout.bytes,
@@ -462,6 +442,11 @@ void expert_tables_point(const ExpertTables& t, const ExpertLayout& lay, const P
 ExpertCacheCounters expert_cache_counters(const ExpertCacheDev& c) {
   const auto v = c.counters.download();
   return {v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8]};
+}
+
+CopyThrough expert_cache_copy_through(ExpertCacheDev& c) {
+  return CopyThrough{c.copies.get(), c.n_copies.get(), c.host, c.slots.get(), c.layout,
+                     CopyTiming{c.timing.get() + kSpanAdmit, c.counters.get(), true, nullptr}};
 }
 
 }  // namespace hlwq::cuda

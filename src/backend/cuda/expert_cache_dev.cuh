@@ -8,7 +8,10 @@
 // Per step, after routing: expert_cache_step plans with the policy of src/moe/expert_cache (kLru) — hits first,
 // each pinned for the step; then misses in request order take the least recently used unpinned slot (empty
 // slots first, ties to the lower index); a miss with no unpinned slot left is streamed — and rewrites the pointer
-// table; then one launch copies the admitted experts host → slot. Everything is on the compute stream in order:
+// table; then one launch copies the admitted experts host → slot — or, where the fused expert kernel runs the step
+// (INT4, sm_90+, ≤ 8 tokens, no CPU split: moe_fused.cuh), that kernel copies them itself, each admitted expert's
+// tile reading its host copy while it computes and writing the slot (copy-through: the copy overlaps that tile's
+// compute instead of preceding the launch). Everything is on the compute stream in order:
 // a slot is overwritten only after every earlier kernel that read it finished, and the GEMMs of the step read it
 // only after its copy (the seed's eviction bug cannot happen). The copy costs the same PCIe bytes as reading that
 // expert in place once; later steps then read it from device memory.
@@ -32,8 +35,9 @@
 // take no slot and no copy (their table entries stay on the host copies, which the grouped kernels then skip:
 // cpu_experts.cuh), under all they are still admitted when a slot is free.
 // Copy time (issue 8 item 4), on the device clock (device_clock.cuh) so that it works in a replayed graph: each copy
-// launch measures its own span (first block's start to last block's end) and adds it to copy_ns. An admission copy
-// runs on the compute stream, which waits for all of it: its span is also exposed. A prefetch copy runs on its own
+// launch measures its own span (first block's start to last block's end; copy_span.cuh) and adds it to copy_ns. An
+// admission copy runs on the compute stream, which waits for all of it: its span is also exposed (a copy-through's
+// span, its copying tiles' start to end, includes their compute). A prefetch copy runs on its own
 // stream; the part of it after the compute stream reached the join (the routing kernel of the layer stamps that
 // moment, moe_route.cuh) is exposed, the rest was hidden by compute (a copy that had not even started by then counts
 // from its start: exposed time never exceeds copy time). Misses read in place by the expert kernels are
@@ -44,6 +48,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include "backend/cuda/copy_span.cuh"
 #include "backend/cuda/device_buffer.h"
 #include "moe/cpu_split.h"
 
@@ -111,8 +116,24 @@ struct CpuSplitArgs {
 
 // Plans the step for the routed ids [T, k] (device), rewrites the tables and copies the admitted experts.
 // joined_prefetch: st has just joined a prefetch copy into this layer, and the routing stamped kTimeRouteDone.
+// copy_through: no copy launch; the step's expert kernel copies the admitted experts itself while it computes
+// (expert_cache_copy_through). Only where that kernel has a tile for every admitted expert: no CPU split.
 void expert_cache_step(ExpertCacheDev& c, const int* topk_ids, int64_t T, int64_t k, const ExpertTables& t,
-                       cudaStream_t st, const CpuSplitArgs& cpu = {}, bool joined_prefetch = false);
+                       cudaStream_t st, const CpuSplitArgs& cpu = {}, bool joined_prefetch = false,
+                       bool copy_through = false);
+
+// The last plan's admissions for a kernel that copies them itself (moe_fused.cuh): a tile whose expert is among
+// them reads the expert's host copy and writes its slot instead of reading the table's slot, which is not filled
+// yet. Its time goes to the same counters as the copy launch's (all of it exposed).
+struct CopyThrough {
+  const int* copies = nullptr;  // [2N] (expert, slot) pairs; null: no copy-through
+  const int* n_copies = nullptr;
+  const uint8_t* host = nullptr;  // [E][B]
+  uint8_t* slots = nullptr;       // [N][B]
+  ExpertLayout layout;
+  CopyTiming timing{};
+};
+CopyThrough expert_cache_copy_through(ExpertCacheDev& c);
 
 // Prefetch plan (see above): logits fp32 [T, ld] are this cache's layer's router (columns [0, E)) applied to the
 // previous layer's hidden state; the top-k of each row (NaN as −inf, ties to the lower id) are the predictions.

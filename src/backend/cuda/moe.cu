@@ -193,7 +193,8 @@ ExpertTables tables_of(const MoeLayerDev& L) {
 // 8·t0 on). Every launch keeps the whole plan's shape (launch_tiles), so a range sums as the whole would. INT4
 // experts at a few tokens run both in one launch (moe_fused.cuh).
 // HLWQ experts read rotated activations (hlwq_gemm.cuh): h in fp32 [slots, I], then rotated and rounded once.
-void expert_mlp(const MoeLayerDev& L, MoeWorkspace& ws, int64_t t0, int64_t n, int64_t tiles, cudaStream_t st) {
+void expert_mlp(const MoeLayerDev& L, MoeWorkspace& ws, int64_t t0, int64_t n, int64_t tiles, cudaStream_t st,
+                const CopyThrough& ct = {}) {
   const int64_t s0 = t0 * 8;
   // plain gate_up matrices read the tokens' fragments (x_tok) through the slot plan; HLWQ ones the rotated rows
   // gathered by slot (x_slot)
@@ -204,9 +205,11 @@ void expert_mlp(const MoeLayerDev& L, MoeWorkspace& ws, int64_t t0, int64_t n, i
   const int* tm = ws.tile_mat.get() + t0;
   // the choice depends on the whole plan's size only, so a step with a cache runs what the all-resident one runs
   if (by_token && ws.fused.runs(tiles)) {
-    fused_mlp(ws.fused, L.gu, L.dn, x, x_rows, tm, n, n * 8, h, ws.y.get() + s0 * L.H, L.H, ws.slot_w.get() + s0, st);
+    fused_mlp(ws.fused, L.gu, L.dn, x, x_rows, tm, n, n * 8, h, ws.y.get() + s0 * L.H, L.H, ws.slot_w.get() + s0, st,
+              ct);
     return;
   }
+  HLWQ_CHECK(!ct.copies, "expert_mlp: copy-through needs the fused kernel");
   if (L.dn.format == PackedFormat::hlwq) {
     float* h32 = ws.h32.get() + s0 * L.I;
     gemm_grouped(L.gu, GroupedEpilogue::swiglu_f32, x, tm, n, nullptr, 0, h32, L.I, nullptr, st, tiles, x_rows);
@@ -239,11 +242,16 @@ void moe_forward(const MoeLayerDev& L, MoeWorkspace& ws, const float* xn, int64_
   const bool to_cpu = cpu && cpu->cpu && (cpu->all_routed || marks);
   // a large batch streams the layer's missing experts (moe_stream.cuh) instead of the cache's per-step plan
   const bool stream = L.cache && hooks.stream && hooks.stream->wants(T) && !to_cpu;
+  // the fused kernel copies the step's admissions itself (moe_fused.cuh) where it runs the whole plan and has a
+  // tile for every admitted expert: no CPU split, at most 8 tokens (one tile an expert)
+  const bool copy_through =
+      L.cache && !stream && !to_cpu && reads_tokens(L) && ws.fused.runs(tiles) && T <= 8;
   if (L.cache) {
     if (hooks.prefetch) hooks.prefetch->join(hooks.layer, st);  // before anything touches this layer's slots
     if (!stream)
       expert_cache_step(*L.cache, ws.topk_ids.get(), T, L.k, tables_of(L), st,
-                        marks ? CpuSplitArgs{cpu->mode, cpu->costs, ws.cpu_mark.get()} : CpuSplitArgs{}, joins);
+                        marks ? CpuSplitArgs{cpu->mode, cpu->costs, ws.cpu_mark.get()} : CpuSplitArgs{}, joins,
+                        copy_through);
   }
   if (to_cpu)
     cpu->cpu->fork(cpu->layer, xn, T, ws.tile_mat.get(), ws.slot_tok.get(), ws.slot_w.get(), tiles, L.E,
@@ -259,7 +267,7 @@ void moe_forward(const MoeLayerDev& L, MoeWorkspace& ws, const float* xn, int64_
     hooks.stream->run(*L.cache, tables_of(L), ws.tile_mat.get(), tiles, st,
                       [&](int64_t t0, int64_t n) { expert_mlp(L, ws, t0, n, tiles, st); });
   else
-    expert_mlp(L, ws, 0, tiles, tiles, st);
+    expert_mlp(L, ws, 0, tiles, tiles, st, copy_through ? expert_cache_copy_through(*L.cache) : CopyThrough{});
   if (to_cpu) cpu->cpu->join(ws.y.get(), T, st);
   if (norms.h) {
     NormFusion f = norms.after;

@@ -5,6 +5,7 @@
 #include <cooperative_groups.h>
 #include <cuda_bf16.h>
 
+#include "backend/cuda/copy_span.cuh"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/mma.cuh"
 #include "backend/cuda/pdl.cuh"
@@ -37,7 +38,43 @@ struct FusedParams {
   float* y;
   int64_t ldy;
   const float* slot_w;
+  CopyThrough ct;        // copies null: none
 };
+
+// Where a tile's expert is read from and, under copy-through, written to.
+struct ExpertSource {
+  const uint4 *gq, *dq;
+  const float2 *gs, *ds;
+  uint4 *gq_to, *dq_to;  // the slot, for the tile that copies (else null)
+  float2 *gs_to, *ds_to;
+};
+
+// The tile's expert m: from the tables, or — m admitted this step (copy-through) — from its host copy, which the
+// first tile of m (the only one at up to 8 tokens) also writes into the slot the plan gave it.
+__device__ ExpertSource expert_source(const FusedParams& p, int m) {
+  ExpertSource s{reinterpret_cast<const uint4*>(p.gq[m]), reinterpret_cast<const uint4*>(p.dq[m]),
+                 reinterpret_cast<const float2*>(p.gs[m]), reinterpret_cast<const float2*>(p.ds[m]),
+                 nullptr, nullptr, nullptr, nullptr};
+  if (!p.ct.copies) return s;
+  int slot = -1;
+  for (int i = 0, n = *p.ct.n_copies; i < n; ++i)
+    if (p.ct.copies[2 * i] == m) slot = p.ct.copies[2 * i + 1];
+  if (slot < 0) return s;
+  const ExpertLayout& L = p.ct.layout;
+  const uint8_t* src = p.ct.host + int64_t(m) * L.bytes;
+  s.gq = reinterpret_cast<const uint4*>(src + L.gu_q);
+  s.gs = reinterpret_cast<const float2*>(src + L.gu_s);
+  s.dq = reinterpret_cast<const uint4*>(src + L.dn_q);
+  s.ds = reinterpret_cast<const float2*>(src + L.dn_s);
+  for (int t = 0; t < int(blockIdx.y); ++t)
+    if (p.tile_mat[t] == m) return s;  // an earlier tile of m copies it
+  uint8_t* dst = p.ct.slots + int64_t(slot) * L.bytes;
+  s.gq_to = reinterpret_cast<uint4*>(dst + L.gu_q);
+  s.gs_to = reinterpret_cast<float2*>(dst + L.gu_s);
+  s.dq_to = reinterpret_cast<uint4*>(dst + L.dn_q);
+  s.ds_to = reinterpret_cast<float2*>(dst + L.dn_s);
+  return s;
+}
 
 __device__ __forceinline__ void cluster_arrive() { asm volatile("barrier.cluster.arrive.release;" ::: "memory"); }
 __device__ __forceinline__ void cluster_wait() { asm volatile("barrier.cluster.wait.acquire;" ::: "memory"); }
@@ -73,6 +110,9 @@ __global__ void __launch_bounds__(kWarps * 32, 2) fused_mlp_kernel(FusedParams p
   const int C = int(cluster.num_blocks()), rank = int(cluster.block_rank());
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
   const int n_chunks = p.h_in_pad / 32;  // 32 columns of h: one pass of a block (two gate_up groups)
+  const ExpertSource src = expert_source(p, m);
+  const bool copies = src.gq_to != nullptr;  // every weight this block loads is also stored into the slot
+  if (copies && threadIdx.x == 0) copy_span_begin(p.ct.timing);
 
   // h's columns past the gate_up rows stay zero. Every block zeroes its copy before any block may push into it.
   for (int i = threadIdx.x; i < n_chunks * 32; i += blockDim.x) hs[i] = make_uint4(0, 0, 0, 0);
@@ -83,8 +123,8 @@ __global__ void __launch_bounds__(kWarps * 32, 2) fused_mlp_kernel(FusedParams p
   const int r = p.x_rows[blockIdx.y * 8 + g];
   const int xo = r >= 0 ? (r >> 3) * p.ku_g * 128 + (r & 7) * 4 + c : -1;
   const uint4* X = reinterpret_cast<const uint4*>(p.x);
-  const uint4* Wg = reinterpret_cast<const uint4*>(p.gq[m]);
-  const float2* Sg = reinterpret_cast<const float2*>(p.gs[m]);
+  const uint4* Wg = src.gq;
+  const float2* Sg = src.gs;
   __nv_bfloat16* hb = reinterpret_cast<__nv_bfloat16*>(hs);
   const int gl = warp / kSplit, ks = warp % kSplit;
   for (int q = rank; 2 * q < p.n_groups; q += C) {
@@ -116,6 +156,15 @@ __global__ void __launch_bounds__(kWarps * 32, 2) fused_mlp_kernel(FusedParams p
           for (int jj = 0; jj < 4; ++jj) xa[jj] = xo >= 0 ? __ldg(X + (xo + (u * 4 + jj) * 32)) : make_uint4(0, 0, 0, 0);
           int4_unit(acc[0], wa[j][0], sc[j][0], xa);
           int4_unit(acc[1], wa[j][1], sc[j][1], xa);
+          if (copies) {  // after the MMAs, which waited for these loads anyway
+#pragma unroll
+            for (int t = 0; t < 2; ++t) {
+              const int64_t rt = 2 * grp + t;
+#pragma unroll
+              for (int hh = 0; hh < 2; ++hh) src.gq_to[(rt * 2 * p.ku_g + 2 * u + hh) * 32 + lane] = wa[j][t][hh];
+              if (c == 0) src.gs_to[(rt * p.ku_g + u) * 8 + g] = sc[j][t];
+            }
+          }
         }
       }
     }
@@ -138,8 +187,8 @@ __global__ void __launch_bounds__(kWarps * 32, 2) fused_mlp_kernel(FusedParams p
 
   // The first k-units of this warp's first down tile: in flight across the exchange (the weights do not depend on h).
   int rt = rank * kWarps + warp;
-  const uint4* Wd = reinterpret_cast<const uint4*>(p.dq[m]);
-  const float2* Sd = reinterpret_cast<const float2*>(p.ds[m]);
+  const uint4* Wd = src.dq;
+  const float2* Sd = src.ds;
   uint4 wd[kUnits][2];
   float2 sd[kUnits];
   auto load_down = [&](int u0) {
@@ -182,6 +231,11 @@ __global__ void __launch_bounds__(kWarps * 32, 2) fused_mlp_kernel(FusedParams p
 #pragma unroll
         for (int jj = 0; jj < 4; ++jj) xa[jj] = hs[(u * 4 + jj) * 32 + lane];
         int4_unit(acc, wd[j], sd[j], xa);
+        if (copies) {
+#pragma unroll
+          for (int hh = 0; hh < 2; ++hh) src.dq_to[(int64_t(rt) * 2 * p.ku_d + 2 * u + hh) * 32 + lane] = wd[j][hh];
+          if (c == 0) src.ds_to[(int64_t(rt) * p.ku_d + u) * 8 + g] = sd[j];
+        }
       }
     }
 #pragma unroll
@@ -189,6 +243,10 @@ __global__ void __launch_bounds__(kWarps * 32, 2) fused_mlp_kernel(FusedParams p
       const int slot = blockIdx.y * 8 + 2 * c + (i & 1), row = rt * 16 + g + 8 * (i >> 1);
       if (slot < p.n_slots && row < p.out) p.y[int64_t(slot) * p.ldy + row] = p.slot_w[slot] * acc[i];
     }
+  }
+  if (copies) {  // every admitted expert has one copying tile of C blocks (the caller's condition)
+    __syncthreads();
+    if (threadIdx.x == 0) copy_span_end(p.ct.timing, static_cast<unsigned long long>(*p.ct.n_copies) * unsigned(C));
   }
 #else
   __trap();  // plan_fused_mlp launches this kernel only where it was compiled for sm_90 or later
@@ -242,7 +300,7 @@ FusedMlp plan_fused_mlp(const GroupedLinear& gu, const GroupedLinear& dn) {
 
 void fused_mlp(const FusedMlp& f, const GroupedLinear& gu, const GroupedLinear& dn, const uint32_t* x_tok,
                const int* x_rows, const int* tile_mat, int64_t tiles, int64_t n_slots, uint32_t* h_xfrag, float* y,
-               int64_t ldy, const float* slot_w, cudaStream_t st) {
+               int64_t ldy, const float* slot_w, cudaStream_t st, const CopyThrough& ct) {
   HLWQ_CHECK(f.cluster > 0, "fused expert MLP: not available for these experts or this device ({} tiles)", tiles);
   if (tiles == 0) return;
   FusedParams p{};
@@ -264,6 +322,7 @@ void fused_mlp(const FusedMlp& f, const GroupedLinear& gu, const GroupedLinear& 
   p.y = y;
   p.ldy = ldy;
   p.slot_w = slot_w;
+  p.ct = ct;
   cudaLaunchConfig_t cfg{};
   cudaLaunchAttribute attr{};
   attr.id = cudaLaunchAttributeClusterDimension;

@@ -15,6 +15,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include "backend/cuda/expert_cache_dev.cuh"
 #include "backend/cuda/gemm.cuh"
 
 namespace hlwq::cuda {
@@ -39,9 +40,12 @@ FusedMlp plan_fused_mlp(const GroupedLinear& gu, const GroupedLinear& dn);
 //   h = bf16(SiLU(gate_m · x_s) · up_m · x_s), written into h_xfrag (xfrag, dn.in_pad columns; as gemm_grouped's
 //   swiglu epilogue, for the calibration statistics), and y [s, 0..H) = slot_w[s] · (down_m · h),
 // where x_s is row x_rows[s] of the token fragments x_tok (−1: zeros). f.cluster must be > 0 (any tile count runs;
-// runs() says where it pays).
+// runs() says where it pays). ct (expert_cache_dev.cuh): the experts the cache's plan admitted this step, which
+// their tiles read from host memory and write into their slots while computing — the copy overlaps the compute
+// of the same tiles instead of preceding the launch; tile_mat must then be the whole plan and hold a tile for
+// every admitted expert.
 void fused_mlp(const FusedMlp& f, const GroupedLinear& gu, const GroupedLinear& dn, const uint32_t* x_tok,
                const int* x_rows, const int* tile_mat, int64_t tiles, int64_t n_slots, uint32_t* h_xfrag, float* y,
-               int64_t ldy, const float* slot_w, cudaStream_t st);
+               int64_t ldy, const float* slot_w, cudaStream_t st, const CopyThrough& ct = {});
 
 }  // namespace hlwq::cuda
