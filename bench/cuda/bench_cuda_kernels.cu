@@ -90,7 +90,7 @@ void bench_moe(cudaStream_t st) {
     m.gu = cuda::make_grouped(gu, "bench gate_up");
     m.dn = cuda::make_grouped(dn, "bench down");
   }
-  for (int64_t T : {1, 2, 4, 8, 16}) {
+  for (int64_t T : {1, 2, 4, 8, 16, 32}) {
     std::vector<cuda::MoeWorkspace> wss;
     std::vector<DeviceBuffer<float>> xs, outs;
     for (int64_t l = 0; l < L; ++l) {
@@ -151,18 +151,22 @@ void bench_moe(cudaStream_t st) {
                          w.y.get(), H, w.slot_w.get(), st);
     });
     row("moe grouped gate_up+down", "256x(2048->512) top-8+1", int(T), grouped, expert_bytes / L);
-    if (wss[0].fused.cluster > 0) {  // moe_forward runs it instead where fused.runs(tiles) (moe_fused.cuh)
+    const cuda::FusedMlp& fm = wss[0].fused;
+    for (int i = 0; i < cuda::kFusedSizes; ++i) {  // every cluster size; moe_forward runs the one marked "used"
+      const int C = cuda::kFusedClusters[i];
+      if (fm.wave_tiles[i] == 0) continue;
       const double fused = bench::time_graph(st, int(L), [&](int l) {
         auto& m = layers[size_t(l)];
         auto& w = wss[size_t(l)];
         cuda::fused_mlp(w.fused, m.gu, m.dn, w.x_tok.get(), w.slot_tok.get(), w.tile_mat.get(), tiles, tiles * 8,
-                        w.h.get(), w.y.get(), H, w.slot_w.get(), st);
+                        w.h.get(), w.y.get(), H, w.slot_w.get(), st, {}, C);
       });
-      row(wss[0].fused.runs(tiles) ? "moe fused gate_up+down" : "moe fused (not used here)", "256x(2048->512) top-8+1",
-          int(T), fused, expert_bytes / L);
+      const bool used = fm.runs(tiles) && fm.cluster_for(tiles) == C;
+      row("moe fused, cluster " + std::to_string(C) + (used ? " (used)" : ""), "256x(2048->512) top-8+1", int(T),
+          fused, expert_bytes / L);
       if (T == 1)
-        std::printf("fused expert MLP: clusters of %d blocks, %lld plan tiles a wave\n", wss[0].fused.cluster,
-                    (long long)wss[0].fused.wave_tiles);
+        std::printf("fused expert MLP: clusters of %d blocks: %lld plan tiles a wave, %lld passes a block\n", C,
+                    (long long)fm.wave_tiles[i], (long long)fm.passes[i]);
     }
   }
 }

@@ -123,7 +123,8 @@ TEST(CudaMoe, GateUpByTokenRowEqualsGatheredSlots) {
 // that take each of its loops:
 // Qwen3.6's; the larger random fixture's (H 256, I 128: blocks without gate_up work, two k-units split over four
 // warps); several passes and down chunks a block with down rows for only some blocks (H 384, I 1152). Its copy of h
-// for the calibration statistics is checked too.
+// for the calibration statistics is checked too, and every cluster size the device runs gives the bits of the size
+// the policy chose.
 TEST(CudaMoe, FusedMlpMatchesTwoLaunches) {
   HLWQ_REQUIRE_CUDA();
   int dev = 0, major = 0;
@@ -133,7 +134,7 @@ TEST(CudaMoe, FusedMlpMatchesTwoLaunches) {
   struct Shape {
     int64_t H, E, I;
   };
-  int ran = 0;
+  int ran = 0, sizes = 0;
   for (const Shape sh : {Shape{2048, 64, 512}, Shape{256, 16, 128}, Shape{384, 8, 1152}}) {
     const auto m = random_moe(sh.H, sh.E, sh.I, true, rng);
     const auto L = cuda::upload_moe(m.w, 4);
@@ -142,9 +143,9 @@ TEST(CudaMoe, FusedMlpMatchesTwoLaunches) {
       SCOPED_TRACE(testing::Message() << "H=" << sh.H << " I=" << sh.I << " T=" << T);
       const int64_t tiles = cuda::moe_max_tiles(T, 4, sh.E, 1);
       if (T == 1 && major >= 9) {
-        EXPECT_TRUE(ws.fused.runs(tiles)) << "cluster " << ws.fused.cluster;
+        EXPECT_TRUE(ws.fused.runs(tiles)) << "cluster " << ws.fused.cluster_for(tiles);
       }
-      if (ws.fused.cluster == 0) continue;
+      if (!ws.fused.available()) continue;
       ++ran;
       const auto x = test::random_bf16_exact(size_t(T * sh.H), 1.f, rng);
       std::vector<float> ref(size_t(T * sh.H));
@@ -173,10 +174,26 @@ TEST(CudaMoe, FusedMlpMatchesTwoLaunches) {
         return f;
       };
       EXPECT_REL(widen(h1.download()), widen(h2.download()), test::kMoeRel);
+      // every cluster size sums each output in the same order: the same bits as the size the policy chose
+      const auto y_chosen = y1.download();
+      const auto h_chosen = h1.download();
+      for (int i = 0; i < cuda::kFusedSizes; ++i) {
+        if (ws.fused.wave_tiles[i] == 0) continue;
+        SCOPED_TRACE(testing::Message() << "cluster " << cuda::kFusedClusters[i]);
+        cuda::DeviceBuffer<float> y3(y0, "y");
+        cuda::DeviceBuffer<uint32_t> h3(zeros, "h");
+        cuda::fused_mlp(ws.fused, L.gu, L.dn, ws.x_tok.get(), ws.slot_tok.get(), ws.tile_mat.get(), tiles, tiles * 8,
+                        h3.get(), y3.get(), sh.H, ws.slot_w.get(), nullptr, {}, cuda::kFusedClusters[i]);
+        HLWQ_CUDA_CHECK(cudaDeviceSynchronize(), "fused at another cluster size");
+        EXPECT_TRUE(y3.download() == y_chosen);
+        EXPECT_TRUE(h3.download() == h_chosen);
+        ++sizes;
+      }
     }
   }
   if (major >= 9) {
     EXPECT_EQ(ran, 12);
+    EXPECT_GE(sizes, 12 * 2) << "fewer than two cluster sizes ran on this device";
   }
 }
 

@@ -17,7 +17,6 @@ namespace {
 constexpr int kWarps = 8;
 constexpr int kSplit = 4;  // warps splitting the k-units of one gate_up group; a block's pass covers two groups
 constexpr int kUnits = 4;  // k-units a warp keeps in flight: 16 uint4 a lane in gate_up, 8 in down
-constexpr int kMaxCluster = 16;
 
 struct FusedParams {
   const uint32_t* const* gq;  // [M] gate_up weights and scales, chosen by tile_mat
@@ -255,6 +254,35 @@ __global__ void __launch_bounds__(kWarps * 32, 2) fused_mlp_kernel(FusedParams p
 
 }  // namespace
 
+bool FusedMlp::available() const {
+  for (const int64_t n : wave_tiles)
+    if (n > 0) return true;
+  return false;
+}
+
+namespace {
+int64_t launch_units(const FusedMlp& f, int i, int64_t tiles) {
+  return (tiles + f.wave_tiles[i] - 1) / f.wave_tiles[i] * (f.passes[i] + kFusedFixedUnits);
+}
+int cheapest(const FusedMlp& f, int64_t tiles) {  // index into kFusedClusters; ties to the larger size
+  int best = -1;
+  for (int i = 0; i < kFusedSizes; ++i)
+    if (f.wave_tiles[i] > 0 && (best < 0 || launch_units(f, i, tiles) < launch_units(f, best, tiles))) best = i;
+  return best;
+}
+}  // namespace
+
+int FusedMlp::cluster_for(int64_t tiles) const {
+  const int i = cheapest(*this, tiles);
+  return i < 0 ? 0 : kFusedClusters[i];
+}
+
+int64_t FusedMlp::units(int64_t tiles) const {
+  const int i = cheapest(*this, tiles);
+  HLWQ_CHECK(i >= 0, "fused expert MLP: not available ({} tiles)", tiles);
+  return launch_units(*this, i, tiles);
+}
+
 FusedMlp plan_fused_mlp(const GroupedLinear& gu, const GroupedLinear& dn) {
   FusedMlp f;
   if (gu.format != PackedFormat::int4 || dn.format != PackedFormat::int4) return f;
@@ -271,8 +299,10 @@ FusedMlp plan_fused_mlp(const GroupedLinear& gu, const GroupedLinear& dn) {
   HLWQ_CUDA_CHECK(cudaFuncGetAttributes(&fa, fused_mlp_kernel), "fused expert MLP: kernel attributes");
   if (fa.binaryVersion < 90) return f;
   HLWQ_CUDA_CHECK(cudaFuncSetAttribute(fused_mlp_kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1),
-                  "fused expert MLP: cluster size {}", kMaxCluster);
-  for (int C = kMaxCluster; C >= 2; C /= 2) {
+                  "fused expert MLP: cluster size {}", kFusedClusters[0]);
+  const int64_t pairs = gu.out_pad / 64 + (gu.out_pad % 64 != 0), down_tiles = dn.out_pad / 16;
+  for (int i = 0; i < kFusedSizes; ++i) {
+    const int C = kFusedClusters[i];
     cudaLaunchConfig_t cfg{};
     cudaLaunchAttribute attr{};
     attr.id = cudaLaunchAttributeClusterDimension;
@@ -289,19 +319,20 @@ FusedMlp plan_fused_mlp(const GroupedLinear& gu, const GroupedLinear& dn) {
       (void)cudaGetLastError();  // a size this device cannot co-schedule: try the next
       continue;
     }
-    if (n >= 1) {
-      f.cluster = C;
-      f.wave_tiles = n;
-      break;
-    }
+    f.wave_tiles[i] = n;
+    f.passes[i] = (pairs + C - 1) / C + (down_tiles + C * kWarps - 1) / (C * kWarps);
   }
   return f;
 }
 
 void fused_mlp(const FusedMlp& f, const GroupedLinear& gu, const GroupedLinear& dn, const uint32_t* x_tok,
                const int* x_rows, const int* tile_mat, int64_t tiles, int64_t n_slots, uint32_t* h_xfrag, float* y,
-               int64_t ldy, const float* slot_w, cudaStream_t st, const CopyThrough& ct) {
-  HLWQ_CHECK(f.cluster > 0, "fused expert MLP: not available for these experts or this device ({} tiles)", tiles);
+               int64_t ldy, const float* slot_w, cudaStream_t st, const CopyThrough& ct, int cluster) {
+  if (cluster == 0) cluster = f.cluster_for(tiles);
+  bool runs_here = false;
+  for (int i = 0; i < kFusedSizes; ++i) runs_here |= kFusedClusters[i] == cluster && f.wave_tiles[i] > 0;
+  HLWQ_CHECK(runs_here, "fused expert MLP: clusters of {} blocks do not run for these experts or this device ({} tiles)",
+             cluster, tiles);
   if (tiles == 0) return;
   FusedParams p{};
   p.gq = gu.q.get();
@@ -326,17 +357,17 @@ void fused_mlp(const FusedMlp& f, const GroupedLinear& gu, const GroupedLinear& 
   cudaLaunchConfig_t cfg{};
   cudaLaunchAttribute attr{};
   attr.id = cudaLaunchAttributeClusterDimension;
-  attr.val.clusterDim.x = unsigned(f.cluster);
+  attr.val.clusterDim.x = unsigned(cluster);
   attr.val.clusterDim.y = 1;
   attr.val.clusterDim.z = 1;
-  cfg.gridDim = dim3(unsigned(f.cluster), unsigned(tiles));
+  cfg.gridDim = dim3(unsigned(cluster), unsigned(tiles));
   cfg.blockDim = dim3(kWarps * 32);
   cfg.dynamicSmemBytes = size_t(dn.in_pad) * 8 * sizeof(__nv_bfloat16);
   cfg.stream = st;
   cfg.attrs = &attr;
   cfg.numAttrs = 1;
   HLWQ_CUDA_CHECK(cudaLaunchKernelEx(&cfg, fused_mlp_kernel, p), "fused expert MLP: {} tiles, cluster {}", tiles,
-                  f.cluster);
+                  cluster);
 }
 
 }  // namespace hlwq::cuda
