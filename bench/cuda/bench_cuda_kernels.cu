@@ -165,8 +165,8 @@ void bench_moe(cudaStream_t st) {
       row("moe fused, cluster " + std::to_string(C) + (used ? " (used)" : ""), "256x(2048->512) top-8+1", int(T),
           fused, expert_bytes / L);
       if (T == 1)
-        std::printf("fused expert MLP: clusters of %d blocks: %lld plan tiles a wave, %lld passes a block\n", C,
-                    (long long)fm.wave_tiles[i], (long long)fm.passes[i]);
+        std::printf("fused expert MLP: clusters of %d blocks: %lld plan tiles a wave\n", C,
+                    (long long)fm.wave_tiles[i]);
     }
   }
 }

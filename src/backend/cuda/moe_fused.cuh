@@ -25,15 +25,21 @@ namespace hlwq::cuda {
 constexpr int kFusedClusters[] = {16, 8, 4, 2};
 constexpr int kFusedSizes = 4;
 
-// Cost of a launch in units of a block's passes: a block of a cluster of C makes ⌈(gate_up groups / 2) / C⌉ passes
-// over its tile's gate_up and ⌈down row tiles / 8C⌉ over its down rows (one each at 16 on Qwen3.6's experts), plus
-// a fixed part (prologue, x loads, the exchange's barriers) worth about two; waves of clusters run one after
-// another. The fused launch replaces the two grouped ones up to kFusedMaxUnits — six waves of 16-block clusters,
-// every plan up to 8 tokens, where the grouped kernels were measured to catch up with 16-block clusters (H200, a
-// layer of Qwen3.6's experts, fused vs grouped, us; results/v27b_*: 1 token 15.4 vs 17.4, 4: 37.4 vs 48.0, 8: 58.7
-// vs 60.9, 16: 99.4 vs 98.8).
-constexpr int64_t kFusedFixedUnits = 2;
-constexpr int64_t kFusedMaxUnits = 6 * (2 + kFusedFixedUnits);
+// The launch takes the largest cluster size whose clusters for the plan's tiles fit in kFusedMaxWaves waves, and
+// the grouped kernels run past that many waves of the smallest. A block of a cluster of C makes 16 / C passes of
+// gate_up and as many down tiles a warp on Qwen3.6's experts (one each at 16), ~6 us a pass of dependent loads and
+// math, so small clusters pay at few tiles; large ones pay at many, whose later waves wait for whole free
+// groups of SMs. Measured (H200, a layer of Qwen3.6's experts, us, uniform routing; results/v30b_kernels.log):
+//   tokens (plan tiles)   grouped   C=16    C=8    C=4    C=2
+//    1 (9)                  17.3    15.8   19.4   31.4   56.3
+//    2 (18)                 29.2    24.2   25.4   32.7   57.4
+//    4 (36)                 48.1    36.0   37.4   43.1   59.1
+//    8 (72)                 60.9    57.7   51.0   47.1   60.5
+//   16 (144)                98.7    98.7   86.5   87.6   85.3
+//   32 (288)               134.3   154.0  128.5  126.4  131.7
+// The rule takes 16, 16, 16, 8, 4, 2 there (14, 30, 62 and 132 clusters a wave): never slower than the grouped
+// kernels, within 5.3 us of the best size.
+constexpr int64_t kFusedMaxWaves = 3;
 
 // Whether and how the fused launch runs for a layer's experts, decided once per workspace; every choice depends on
 // the plan's size alone, so a step with a cache runs what the all-resident one runs.
@@ -41,11 +47,9 @@ struct FusedMlp {
   // plan tiles whose clusters of kFusedClusters[i] blocks are all resident at once; 0: that size does not run here
   // (not INT4, no clusters, h too wide, or the device cannot co-schedule it)
   int64_t wave_tiles[kFusedSizes] = {};
-  int64_t passes[kFusedSizes] = {};  // a block's gate_up and down passes at that size
   bool available() const;
-  int cluster_for(int64_t tiles) const;  // the cluster size of the cheapest launch of `tiles` plan tiles
-  int64_t units(int64_t tiles) const;    // that launch's cost in units (kFusedFixedUnits)
-  bool runs(int64_t tiles) const { return available() && units(tiles) <= kFusedMaxUnits; }
+  int cluster_for(int64_t tiles) const;  // the size a launch of `tiles` plan tiles takes; 0: the grouped kernels
+  bool runs(int64_t tiles) const { return cluster_for(tiles) > 0; }
 };
 FusedMlp plan_fused_mlp(const GroupedLinear& gu, const GroupedLinear& dn);
 
