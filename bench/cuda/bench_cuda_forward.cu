@@ -2,7 +2,7 @@
 // device-made weights of the real shapes (40 layers: 30 Gated DeltaNet + 10 gated attention, each with a
 // 256-expert top-8 MoE and a shared expert, INT4 CT-packed; bf16 router, in_proj_b/a and lm_head [248320, 2048]).
 // No checkpoint and no model code: this measures the kernels composed the way the backend will run them.
-// Decode: batch B ∈ {1, 4, 16} sequences, each at position 512 of its own paged KV cache and GDN state slot;
+// Decode: batch B ∈ {1, 4, 8, 16} sequences, each at position 512 of its own paged KV cache and GDN state slot;
 // one step (embedding → 40 layers → final norm → lm_head → device argmax) captured as one CUDA graph; median of
 // 20 replays after warm-up. Speed of light: the bytes one step must read or write (weights of the experts
 // actually routed, counted from the routing of a plain run, every other weight, the GDN states read and written,
@@ -350,7 +350,7 @@ int main() {
     HLWQ_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b), "mem info");
     std::printf("model built: %.1f GB on the device\n", double(total_b - free_b) / 1e9);
     const double expert_b = double(m.layers[0].moe.expert_bytes());
-    for (int64_t B : {1, 4, 16}) {
+    for (int64_t B : {1, 4, 8, 16}) {
       Scratch s = make_scratch(m, B, int(B));
       s.br = &br;
       // a plain run: routing → distinct experts per layer for the byte count; checks the step runs at all
