@@ -119,7 +119,7 @@ TEST(CudaMoe, GateUpByTokenRowEqualsGatheredSlots) {
 // The fused expert MLP (moe_fused.cuh; INT4 experts, sm_90 and later) runs where a decode plan fits a few waves of its
 // clusters: against the CPU in check_moe, and here, launched directly, against the two grouped launches on the same
 // plan and packed input (another summation order, so within a budget, not bit for bit) — at one token, a few, and
-// 40 (many waves, tokens past the first 8-row tile of x; moe_forward runs the grouped kernels there) — on shapes
+// 40 (many waves of 16-block clusters, tokens past the first 8-row tile of x) — on shapes
 // that take each of its loops:
 // Qwen3.6's; the larger random fixture's (H 256, I 128: blocks without gate_up work, two k-units split over four
 // warps); several passes and down chunks a block with down rows for only some blocks (H 384, I 1152). Its copy of h
@@ -252,10 +252,12 @@ void route_ref(const float* l, int64_t E, int64_t k, std::vector<int>& ids, std:
 }
 
 // E = 200 leaves lanes of the kernel's per-lane lists past the end (its keys there are −inf, which its reduction
-// takes as 0): token 4's row has every probability but one underflow to 0, so the 0s tie with them.
-void check_router_cases(int64_t E) {
-  SCOPED_TRACE(testing::Message() << E << " experts");
-  const int64_t k = 8, T = 5, ld = E + 1;
+// takes as 0): token 4's row has every probability but one underflow to 0, so the 0s tie with them. Past 64 tokens
+// the top-k runs in its own launch before the plan's (T = 300: the cases, then random rows); E = 512 takes the
+// 16-per-lane lists.
+void check_router_cases(int64_t E, int64_t T) {
+  SCOPED_TRACE(testing::Message() << E << " experts, " << T << " tokens");
+  const int64_t k = 8, ld = E + 1;
   std::mt19937_64 rng(23);
   auto logits = test::random_f32(size_t(T * ld), -3.f, 3.f, rng);
   // token 0: ten-way tie at the top; token 1: NaNs among the largest; token 2: all NaN; token 3: ±inf mix;
@@ -314,7 +316,8 @@ void check_router_cases(int64_t E) {
 
 TEST(CudaMoe, RouterTiesNanAndRenormalization) {
   HLWQ_REQUIRE_CUDA();
-  for (int64_t E : {256, 200}) check_router_cases(E);
+  for (int64_t E : {256, 200, 512})
+    for (int64_t T : {5, 300}) check_router_cases(E, T);
 }
 
 }  // namespace

@@ -261,9 +261,13 @@ bool FusedMlp::available() const {
 }
 
 int FusedMlp::cluster_for(int64_t tiles) const {
-  for (int i = 0; i < kFusedSizes; ++i)
-    if (wave_tiles[i] > 0 && tiles <= kFusedMaxWaves * wave_tiles[i]) return kFusedClusters[i];
-  return 0;
+  int smallest = -1;
+  for (int i = 0; i < kFusedSizes; ++i) {
+    if (wave_tiles[i] == 0) continue;
+    if (tiles <= kFusedMaxWaves * wave_tiles[i]) return kFusedClusters[i];
+    smallest = i;
+  }
+  return smallest >= 0 && tiles <= kFusedMaxWavesSmallest * wave_tiles[smallest] ? kFusedClusters[smallest] : 0;
 }
 
 FusedMlp plan_fused_mlp(const GroupedLinear& gu, const GroupedLinear& dn) {

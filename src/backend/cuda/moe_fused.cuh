@@ -25,24 +25,31 @@ namespace hlwq::cuda {
 constexpr int kFusedClusters[] = {16, 8, 4};
 constexpr int kFusedSizes = 3;
 
-// The launch takes the largest cluster size whose clusters for the plan's tiles fit in kFusedMaxWaves waves, and
-// the grouped kernels run past that many waves of the smallest. A block of a cluster of C makes 16 / C passes of
-// gate_up and as many down tiles a warp on Qwen3.6's experts (one each at 16), ~6 us a pass of dependent loads and
-// math, so small clusters pay at few tiles; large ones pay at many, whose later waves wait for whole free groups
-// of SMs. Measured (H200, a layer of Qwen3.6's experts alone, us, uniform routing; results/v31b_kernels.log):
+// The launch takes the largest cluster size whose clusters for the plan's tiles fit in kFusedMaxWaves waves, else
+// the smallest up to kFusedMaxWavesSmallest waves, and the grouped kernels run past that. A block of a cluster of C
+// makes 16 / C passes of gate_up and as many down tiles a warp on Qwen3.6's experts (one each at 16), ~6 us a pass
+// of dependent loads and math, so small clusters pay at few tiles; large ones pay at many, whose later waves wait for
+// whole free groups of SMs. Measured (H200, a layer of Qwen3.6's experts alone, us, uniform routing;
+// results/v31b_kernels.log, v33_kernels.log from 128 tokens):
 //   tokens (plan tiles)   grouped   C=16    C=8    C=4    C=2
 //    1 (9)                  17.3    15.8   19.4   31.4   56.1
 //    2 (18)                 29.2    24.2   25.2   32.7   57.1
 //    4 (36)                 48.1    36.0   37.7   42.9   58.9
 //    8 (72)                 60.9    57.8   51.1   47.2   60.5
 //   16 (144)                98.7    98.6   86.3   87.1   85.2
-//   32 (288)               134.3   154.7  129.1  126.7  131.7
-// Inside the decode step the smaller sizes pay less than alone: three waves (16, 16, 16, 8, 4, 2 above) made the
+//   32 (260)               134.3   154.7  129.1  126.7  131.7
+//   64 (296)               180.6   215.4  175.8  167.6
+//  128 (368)               221.1   252.8  203.5  186.6
+//  256 (512)               263.8   355.0  274.3  250.4
+//  512 (800)               453.9   609.3  456.4  418.0
+// Inside the decode step the smaller sizes gained less than alone: three waves (16, 16, 16, 8, 4, 2 above) made the
 // forward benchmark's B = 16 step 3.9 % faster but its B = 8 step 3.6 % slower than 16 at 8 tokens, though its MoE
 // block alone was 2 % faster (results/v31*_forward.log; not understood: the routing there is concentrated, ~21
-// experts a layer at B = 8). Six waves keep 16 up to 8 tokens and take 8 at 16 tokens, 4 at 32 (14, 30 and 62
-// clusters a wave); 2 is never more than a microsecond ahead and is left out.
+// experts a layer at B = 8). Six waves keep 16 up to 8 tokens and take 8 at 16 tokens; 4 runs from 32 tokens to
+// 512 (13 waves of 62 clusters); 2 is never more than a microsecond ahead and is left out. Past 512 tokens nothing
+// was measured, and the grouped kernels run.
 constexpr int64_t kFusedMaxWaves = 6;
+constexpr int64_t kFusedMaxWavesSmallest = 13;
 
 // Whether and how the fused launch runs for a layer's experts, decided once per workspace; every choice depends on
 // the plan's size alone, so a step with a cache runs what the all-resident one runs.

@@ -1,6 +1,7 @@
 // MoE router on the device (SPEC §5): per token p = softmax(router logits) in fp32, top-k (ties to the lower
 // expert index, NaN ranked last: a NaN logit counts as −inf, as the CPU forward does), weights renormalized to
-// sum 1; then the slot plan that the grouped expert kernels (gemm.cuh) consume, built in the same launch.
+// sum 1; then the slot plan that the grouped expert kernels (gemm.cuh) consume, built in the same launch (past 64
+// tokens the top-k has a launch of its own before it).
 // Matrices: 0..E-1 the routed experts, E..E+S-1 the S parts of the shared expert (every token, each part weighted
 // sigmoid(shared-gate logit)): a shared expert S times as wide as a routed one runs as S expert-width slices of its
 // intermediate features, whose down projections sum to the whole (SwiGLU is per feature). S = 0: no shared expert.
