@@ -105,7 +105,7 @@ __device__ void route_token(const float* __restrict__ logits, int64_t ld, int t,
     const int id = p.route_ids ? p.route_ids[t * k + lane] : my_id;  // a trace keeps the rank-order weights
     p.topk_ids[t * k + lane] = id;
     p.topk_w[t * k + lane] = my_p / sel;
-    atomicAdd(&count[id], 1);
+    if (count) atomicAdd(&count[id], 1);
   }
   for (int j = 32 + lane; j < k; j += 32) {
     if (p.route_ids) p.topk_ids[t * k + j] = p.route_ids[t * k + j];
@@ -115,7 +115,7 @@ __device__ void route_token(const float* __restrict__ logits, int64_t ld, int t,
   if (count && lane < S) atomicAdd(&count[E + lane], 1);
 }
 
-// The top-k alone, one warp per token (T > kOneBlockTokens): plan_kernel then counts from the ids.
+// The top-k alone, one warp per token (T > kOneBlockTokens): route_kernel then counts from the ids.
 template <int kMaxPerLane>
 __global__ void __launch_bounds__(kThreads) topk_kernel(const float* __restrict__ logits, int64_t ld, int T, int E,
                                                          int k, int S, MoePlan p) {
