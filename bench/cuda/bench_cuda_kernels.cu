@@ -90,7 +90,7 @@ void bench_moe(cudaStream_t st) {
     m.gu = cuda::make_grouped(gu, "bench gate_up");
     m.dn = cuda::make_grouped(dn, "bench down");
   }
-  for (int64_t T : {1, 2, 4, 8, 16, 32, 64, 128, 256, 512}) {
+  for (int64_t T : {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096}) {
     std::vector<cuda::MoeWorkspace> wss;
     std::vector<DeviceBuffer<float>> xs, outs;
     for (int64_t l = 0; l < L; ++l) {
