@@ -6,7 +6,10 @@
 #include <algorithm>
 #include <bit>
 #include <cmath>
+#include <iterator>
 #include <numeric>
+#include <utility>
+#include <vector>
 
 #include "backend/cuda/moe.cuh"
 #include "cuda_test_util.h"
@@ -195,6 +198,28 @@ TEST(CudaMoe, FusedMlpMatchesTwoLaunches) {
     EXPECT_EQ(ran, 12);
     EXPECT_GE(sizes, 12 * 2) << "fewer than two cluster sizes ran on this device";
   }
+}
+
+// The cluster-size policy on the host (no GPU needed), with the H200's clusters a wave (14, 30, 62): the sizes the
+// table in moe_fused.cuh was measured to favour, the caps, and a device without 16-block clusters or without any.
+TEST(CudaMoe, FusedClusterPolicy) {
+  cuda::FusedMlp h200;
+  const int64_t waves[] = {14, 30, 62};
+  std::copy(std::begin(waves), std::end(waves), h200.wave_tiles);
+  EXPECT_EQ(h200.smallest(), 4);
+  EXPECT_TRUE(h200.available());
+  for (const auto& [tiles, size] : std::vector<std::pair<int64_t, int>>{
+           {9, 16}, {72, 16}, {84, 16}, {85, 8}, {144, 8}, {180, 8}, {181, 4}, {260, 4}, {800, 4}, {806, 4}, {807, 0}}) {
+    EXPECT_EQ(h200.cluster_for(tiles), size) << tiles << " tiles";
+    EXPECT_EQ(h200.runs(tiles), size > 0) << tiles << " tiles";
+  }
+  cuda::FusedMlp no16 = h200;
+  no16.wave_tiles[0] = 0;
+  EXPECT_EQ(no16.cluster_for(9), 8);
+  cuda::FusedMlp none;
+  EXPECT_FALSE(none.available());
+  EXPECT_EQ(none.smallest(), 0);
+  EXPECT_EQ(none.cluster_for(1), 0);
 }
 
 TEST(CudaMoe, RejectsSharedWidthNotAMultiple) {

@@ -254,20 +254,25 @@ __global__ void __launch_bounds__(kWarps * 32, 2) fused_mlp_kernel(FusedParams p
 
 }  // namespace
 
-bool FusedMlp::available() const {
-  for (const int64_t n : wave_tiles)
-    if (n > 0) return true;
-  return false;
+int FusedMlp::smallest() const {
+  for (int i = kFusedSizes - 1; i >= 0; --i)
+    if (wave_tiles[i] > 0) return kFusedClusters[i];
+  return 0;
 }
 
+namespace {
+int size_index(int cluster) {  // into kFusedClusters; −1: not a size the kernel takes
+  for (int i = 0; i < kFusedSizes; ++i)
+    if (kFusedClusters[i] == cluster) return i;
+  return -1;
+}
+}  // namespace
+
 int FusedMlp::cluster_for(int64_t tiles) const {
-  int smallest = -1;
-  for (int i = 0; i < kFusedSizes; ++i) {
-    if (wave_tiles[i] == 0) continue;
-    if (tiles <= kFusedMaxWaves * wave_tiles[i]) return kFusedClusters[i];
-    smallest = i;
-  }
-  return smallest >= 0 && tiles <= kFusedMaxWavesSmallest * wave_tiles[smallest] ? kFusedClusters[smallest] : 0;
+  for (int i = 0; i < kFusedSizes; ++i)
+    if (wave_tiles[i] > 0 && tiles <= kFusedMaxWaves * wave_tiles[i]) return kFusedClusters[i];
+  const int s = size_index(smallest());
+  return s >= 0 && tiles <= kFusedMaxWavesSmallest * wave_tiles[s] ? kFusedClusters[s] : 0;
 }
 
 FusedMlp plan_fused_mlp(const GroupedLinear& gu, const GroupedLinear& dn) {
@@ -314,11 +319,9 @@ void fused_mlp(const FusedMlp& f, const GroupedLinear& gu, const GroupedLinear& 
                const int* x_rows, const int* tile_mat, int64_t tiles, int64_t n_slots, uint32_t* h_xfrag, float* y,
                int64_t ldy, const float* slot_w, cudaStream_t st, const CopyThrough& ct, int cluster) {
   if (cluster == 0) cluster = f.cluster_for(tiles);
-  if (cluster == 0)  // past the waves where it pays (a test's or benchmark's call): the smallest size
-    for (int i = 0; i < kFusedSizes; ++i) cluster = f.wave_tiles[i] > 0 ? kFusedClusters[i] : cluster;
-  bool runs_here = false;
-  for (int i = 0; i < kFusedSizes; ++i) runs_here |= kFusedClusters[i] == cluster && f.wave_tiles[i] > 0;
-  HLWQ_CHECK(runs_here, "fused expert MLP: clusters of {} blocks do not run for these experts or this device ({} tiles)",
+  if (cluster == 0) cluster = f.smallest();  // past the waves where it pays (a test's or benchmark's call)
+  const int i = size_index(cluster);
+  HLWQ_CHECK(i >= 0 && f.wave_tiles[i] > 0, "fused expert MLP: clusters of {} blocks do not run for these experts or this device ({} tiles)",
              cluster, tiles);
   if (tiles == 0) return;
   FusedParams p{};

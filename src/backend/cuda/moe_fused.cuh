@@ -12,6 +12,7 @@
 // Dimension legend: H hidden (down rows), I expert width (h columns), 8 slots a tile.
 #pragma once
 #include <cstdint>
+#include <iterator>
 
 #include <cuda_runtime_api.h>
 
@@ -23,7 +24,7 @@ namespace hlwq::cuda {
 // Cluster sizes the fused launch can take, largest first. Every output element is summed in the same order whatever
 // the size (a warp's split-k group and its down tile do not depend on it), so the size is free to follow the plan.
 constexpr int kFusedClusters[] = {16, 8, 4};
-constexpr int kFusedSizes = 3;
+constexpr int kFusedSizes = int(std::size(kFusedClusters));
 
 // The launch takes the largest cluster size whose clusters for the plan's tiles fit in kFusedMaxWaves waves, else
 // the smallest up to kFusedMaxWavesSmallest waves, and the grouped kernels run past that. A block of a cluster of C
@@ -57,7 +58,8 @@ struct FusedMlp {
   // plan tiles whose clusters of kFusedClusters[i] blocks are all resident at once; 0: that size does not run here
   // (not INT4, no clusters, h too wide, or the device cannot co-schedule it)
   int64_t wave_tiles[kFusedSizes] = {};
-  bool available() const;
+  int smallest() const;  // the smallest size that runs here; 0: none does
+  bool available() const { return smallest() > 0; }
   int cluster_for(int64_t tiles) const;  // the size a launch of `tiles` plan tiles takes; 0: the grouped kernels
   bool runs(int64_t tiles) const { return cluster_for(tiles) > 0; }
 };
@@ -70,7 +72,8 @@ FusedMlp plan_fused_mlp(const GroupedLinear& gu, const GroupedLinear& dn);
 // runs() says where it pays). ct (expert_cache_dev.cuh): the experts the cache's plan admitted this step, which
 // their tiles read from host memory and write into their slots while computing — the copy overlaps the compute
 // of the same tiles instead of preceding the launch; tile_mat must then be the whole plan and hold a tile for
-// every admitted expert. cluster: 0 = f.cluster_for(tiles), else that size (benchmarks and tests: one of kFusedClusters that runs here).
+// every admitted expert. cluster: 0 = f.cluster_for(tiles) (past where it pays, f.smallest()); else that size
+// (benchmarks and tests: one of kFusedClusters that runs here).
 void fused_mlp(const FusedMlp& f, const GroupedLinear& gu, const GroupedLinear& dn, const uint32_t* x_tok,
                const int* x_rows, const int* tile_mat, int64_t tiles, int64_t n_slots, uint32_t* h_xfrag, float* y,
                int64_t ldy, const float* slot_w, cudaStream_t st, const CopyThrough& ct = {}, int cluster = 0);
