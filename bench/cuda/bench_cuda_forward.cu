@@ -15,7 +15,6 @@
 #include <cmath>
 #include <cstdio>
 #include <functional>
-#include <memory>
 #include <set>
 #include <string>
 #include <vector>
@@ -25,7 +24,6 @@
 #include "backend/cuda/gdn.cuh"
 #include "backend/cuda/gdn_chunked.cuh"
 #include "backend/cuda/gemm.cuh"
-#include "backend/cuda/l2_warm.cuh"
 #include "backend/cuda/moe.cuh"
 #include "backend/cuda/norm.cuh"
 #include "backend/cuda/sampling.cuh"
@@ -118,7 +116,6 @@ struct Scratch {
   int n_seq;
   DeviceBuffer<float> gdn_ws;  // prefill: the chunked GDN's workspace (empty: the token loop)
   const Branch* br = nullptr;
-  cuda::L2Warm* warm = nullptr;  // the engine's warming of the next layer's weights in the L2 (l2_warm.cuh), or none
 };
 
 struct Model {
@@ -189,18 +186,6 @@ Model build() {
   }
   HLWQ_CUDA_CHECK(cudaDeviceSynchronize(), "building the model");
   return m;
-}
-
-// What the engine warms of each layer (l2_warm.cuh: layer_warm_spans, for this benchmark's layers).
-std::vector<cuda::L2Span> warm_spans(const Layer& L) {
-  std::vector<cuda::L2Span> s;
-  for (const PackedLinear* w : L.attn ? std::vector<const PackedLinear*>{&L.qkv, &L.o}
-                                      : std::vector<const PackedLinear*>{&L.qkvz, &L.ba, &L.out})
-    cuda::add_warm_linear(s, *w);
-  if (!L.attn) cuda::add_warm_span(s, L.conv_w.get(), L.conv_w.bytes());
-  for (const PackedLinear* w : {&L.moe.router, &L.moe.gate_up[size_t(E)], &L.moe.down[size_t(E)]})
-    cuda::add_warm_linear(s, *w);
-  return s;
 }
 
 // Scratch for a batch of T tokens in n_seq sequences (decode: T = n_seq, one token each at position CTX;
@@ -305,10 +290,6 @@ void moe_block(const Model& m, size_t l, Scratch& s, cudaStream_t st) {
   norms.eps = 1e-6f;
   norms.y = s.xn.get();
   if (!last) norms.after.xfrag = s.xf.get(), norms.after.in_pad = H;
-  if (s.warm) {  // as CudaBackend::run_moe
-    s.warm->join(st);
-    if (s.T <= cuda::kMaxWarmTokens && !last) s.warm->issue(int(l) + 1, st);
-  }
   cuda::moe_forward(L.moe, s.moe, s.xn.get(), s.T, nullptr, false, st, {}, nullptr, norms);
 }
 
@@ -329,7 +310,6 @@ void step(Model& m, Scratch& s, cudaStream_t st) {
   cuda::embed(s.ids.get(), m.embed.get(), s.T, H, s.h.get(), st);
   first_norm(m, s, st);
   layers(m, s, st);
-  if (s.warm) s.warm->join(st);
   head(m, s, st);
 }
 
@@ -366,18 +346,6 @@ int main() {
     std::printf("ceilings: read kernel %.0f GB/s, copy kernel %.0f GB/s\n", ceil.read, ceil.copy_kernel);
     Model m = build();
     const Branch br;
-    std::unique_ptr<cuda::L2Warm> warm;  // as the engine builds it (make_l2_warm), where the device has it
-    {
-      int dev = 0, major = 0, l2 = 0;
-      HLWQ_CUDA_CHECK(cudaGetDevice(&dev), "device");
-      HLWQ_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev), "cc");
-      HLWQ_CUDA_CHECK(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, dev), "L2 size");
-      std::vector<std::vector<cuda::L2Span>> spans;
-      for (const Layer& L : m.layers) spans.push_back(warm_spans(L));
-      if (major >= 9) warm = std::make_unique<cuda::L2Warm>(spans, int64_t(l2) / cuda::kL2Fraction);
-      if (warm) std::printf("L2 warm: %.1f MB of a GDN layer's weights, %.1f MB of an attention layer's (L2 %d MB)\n",
-                            double(warm->bytes(0)) / 1e6, double(warm->bytes(3)) / 1e6, l2 >> 20);
-    }
     size_t free_b = 0, total_b = 0;
     HLWQ_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b), "mem info");
     std::printf("model built: %.1f GB on the device\n", double(total_b - free_b) / 1e9);
@@ -420,14 +388,6 @@ int main() {
                   double(m.weight_bytes_dense) / 1e6, state / 1e6, kv / 1e6, 100.0 * sol_us / us, eager, mix, moe, hd,
                   nans, no_pdl);
       std::fflush(stdout);
-      if (warm) {  // the same step with the next layer's weights warmed in the L2 beside each MoE block
-        s.warm = warm.get();
-        const double w_us = bench::time_graph(st, 1, [&](int) { step(m, s, st); }, 3, 20, /*pdl=*/true);
-        s.warm = nullptr;
-        std::printf("row decode B=%-2lld L2 warm | step %8.1f us | %7.1f tok/s | %4.1f %% of SoL | without %8.1f us\n",
-                    (long long)B, w_us, double(B) / (w_us * 1e-6), 100.0 * sol_us / w_us, us);
-        std::fflush(stdout);
-      }
       {  // per-op time over all 40 layers (each op alone in a graph, same inputs); B = 4 too since its PDL overlap
          // shrank at 49bd52a while its kernels did not slow (bench/cuda/NOTES.md, tenth session)
         const cuda::GdnDimsDev gd{int(Hk), int(Hv), int(DK), int(DV), int(KC), 1e-6f};

@@ -71,8 +71,8 @@ void bench_gemm(PackedFormat f, int64_t out, int64_t in, const std::string& name
     row(std::string(f == PackedFormat::int4 ? "int4 gemm" : "bf16 gemm"), name, T, us,
         double(ws[0].bytes()) + double(T) * in * 2 + double(T) * out * 4);
   }
-  // The same matrix every launch: from the L2 after the first, as the engine's L2 warm makes a decode GEMM read it
-  // (l2_warm.cuh). Only where a third of the L2 holds it (the warm's budget).
+  // The same matrix every launch, so from the L2 after the first: what a decode GEMM costs when DRAM is not what it
+  // waits on (bench/cuda/NOTES.md, fourteenth session: ~1 µs less of 4–7, so warming the L2 cannot pay).
   if (3 * wbytes <= int64_t(l2)) {
     const double us = bench::time_graph(st, n, [&](int) { cuda::gemm(ws[0], xf.get(), 1, y.get(), out, st); });
     row(std::string(f == PackedFormat::int4 ? "int4 gemm, L2" : "bf16 gemm, L2"), name, 1, us,

@@ -39,9 +39,6 @@ struct CudaBackendOptions {
   // Programmatic dependent launch between the kernels of a recorded decode step (Hopper and later; pdl.cuh):
   // bench turns it off to measure what it saves.
   bool programmatic_launch = true;
-  // Decode-sized batches prefetch the next layer's dense weights into the L2 beside each MoE block (l2_warm.cuh;
-  // devices of compute capability ≥ 9.0): tests turn it off to show it changes no result, bench to measure it.
-  bool l2_warm = true;
 };
 
 // True when this binary was built with the CUDA backend.

@@ -94,7 +94,6 @@ Model Model::load(const std::string& dir, const LoadOptions& opt) {
     CudaBackendOptions co;
     co.graphs = opt.cuda_graphs;
     co.programmatic_launch = opt.cuda_pdl;
-    co.l2_warm = opt.cuda_l2_warm;
     co.expert_slots = opt.moe_expert_cache_size;
     co.gpu_memory = opt.gpu_memory;
     co.moe_prefetch = opt.moe_prefetch;

@@ -78,7 +78,6 @@ struct LoadOptions {
   int64_t moe_stream_min_tokens = kDefaultStreamMinTokens;
   bool cuda_graphs = true;   // CUDA: record each decode batch size's layer schedule once and replay it
   bool cuda_pdl = true;      // CUDA: programmatic dependent launch inside those recordings (Hopper and later)
-  bool cuda_l2_warm = true;  // CUDA: warm the next layer's dense weights in the L2 beside each MoE block (decode)
 };
 
 struct ForwardOptions {

@@ -5,7 +5,6 @@
 // batch), then the logits rows asked for. Nothing is allocated after construction, except by set_route_trace (a
 // benchmark's call, between forwards). With an expert cache, moe_forward may fork a copy stream per layer for
 // prefetch (moe_prefetch.cuh) and joins it before the next layer's plan; the recorded graphs carry the fork/join.
-// Decode-sized batches warm the next layer's dense weights in the L2 on a branch beside each MoE block (l2_warm.cuh).
 //
 // Decode batches (every sequence one token) are recorded as a CUDA graph per batch size the first time and
 // replayed afterwards: launch arguments depend only on T (the batch data lives in fixed device buffers), so one
@@ -36,7 +35,6 @@
 #include "backend/cuda/gdn.cuh"
 #include "backend/cuda/gdn_chunked.cuh"
 #include "backend/cuda/input_stats.cuh"
-#include "backend/cuda/l2_warm.cuh"
 #include "backend/cuda/moe_prefetch.cuh"
 #include "backend/cuda/moe_stream.cuh"
 #include "backend/cuda/norm.cuh"
@@ -167,7 +165,6 @@ class CudaBackend final : public Backend {
   // offload-trace: prefetch of the next layer's experts (with a cache), a replayed routing trace — its rows for
   // the batch go up with the batch description: pinned [n_layers, T, k] → trace_ids_
   std::unique_ptr<cuda::MoePrefetcher> prefetch_;
-  std::unique_ptr<cuda::L2Warm> warm_;  // null where the device cannot warm its L2 or the option is off
   std::unique_ptr<cuda::MoeLayerStreamer> stream_;  // with a cache: whole-layer streaming of large batches
   std::unique_ptr<RouteTraceCursor> trace_;
   std::unique_ptr<PinnedBuffer> stage_trace_;
@@ -294,11 +291,6 @@ CudaBackend::CudaBackend(const ModelConfig& cfg, const ModelWeights& w, const Ba
   }
   if (experts_) plan_expert_cache(used);
   if (experts_ && opt.moe_prefetch) prefetch_ = std::make_unique<cuda::MoePrefetcher>(int(m_.layers.size()));
-  if (opt.l2_warm) warm_ = cuda::make_l2_warm(m_.layers, opt.device);
-  if (warm_ && m_.layers.size() > 1)
-    plan_ += fmt::format("\n  batches of up to {} tokens prefetch each layer's dense weights ({:.1f} MiB) into the L2 "
-                         "beside the MoE block before it", cuda::kMaxWarmTokens,
-                         double(warm_->bytes(1)) / double(1 << 20));
   if (experts_ && opt.cpu_experts != CpuExperts::off) {
     const CpuSplitCosts& c = opt.split_costs;
     if (c.pcie_ns > 0 || c.cpu_ns > 0 || c.cpu_fixed_ns > 0) {
@@ -483,7 +475,6 @@ void CudaBackend::abandon_capture() {
   if (cudaStreamIsCapturing(side_, &side) == cudaSuccess && side == cudaStreamCaptureStatusActive &&
       cudaEventRecord(join_, side_) == cudaSuccess)
     cudaStreamWaitEvent(st_, join_, 0);
-  if (warm_) warm_->abandon(st_);
   cudaGraph_t g = nullptr;
   cudaStreamEndCapture(st_, &g);  // the failed batch's partial recording is dropped
   if (g) cudaGraphDestroy(g);
@@ -534,7 +525,6 @@ void CudaBackend::begin_batch(const Batch& b) {
   }
   HLWQ_CUDA_CHECK(cudaEventRecord(staged_, st_), "batch upload event");
   if (prefetch_) prefetch_->begin_batch();
-  if (warm_) warm_->begin_batch();
   T_ = T;
   n_seq_ = int(b.seqs.size());
   max_n_ = 0;
@@ -557,7 +547,6 @@ bool CudaBackend::replay_layers() {
 }
 
 void CudaBackend::end_layers() {
-  if (warm_) warm_->join(st_);
   if (!capturing_) return;
   cudaGraph_t g = nullptr;
   capturing_ = false;
@@ -672,10 +661,6 @@ void CudaBackend::moe_experts_add_rmsnorm(int layer, Act in, Act h, Act y, int n
 // The schedule (backend.h) runs the post-attention norm right before a MoE block: where it wrote x_tok, the block's
 // pack is skipped.
 void CudaBackend::run_moe(int layer, Act in, Act out, cuda::MoeNorms norms) {
-  if (warm_) {  // the branch of the layer before has long finished: join it, then fork the next layer's
-    warm_->join(st_);
-    if (T_ <= cuda::kMaxWarmTokens && size_t(layer) + 1 < m_.layers.size()) warm_->issue(layer + 1, st_);
-  }
   norms.x_packed = norm_frags(layer, NormKind::post_attention).xfrag != nullptr;
   cuda::MoeStepHooks h;
   if (trace_) h.route_ids = trace_ids_.get() + int64_t(layer) * T_ * cfg_.n_experts_active;  // [T, k] of this layer
