@@ -466,6 +466,18 @@ int main() {
                                L.dt_bias.get(), L.gnorm.get(), s.seqs.get(), 1, int(P), L.S.get(), gd, P, nullptr,
                                s.o.get(), st);
       });
+      // the mixers' other parts (the projections read their fragments as the step leaves them in s.xf)
+      const cuda::AttnDimsDev ad{int(Hq), int(Hkv), int(D), int(R), 1e-6f};
+      part("  dense GEMMs (qkvz, ba, out, qkv, o)", [&](Layer& L) {
+        for (const PackedLinear* w : L.attn ? std::vector<const PackedLinear*>{&L.qkv, &L.o}
+                                            : std::vector<const PackedLinear*>{&L.qkvz, &L.ba, &L.out})
+          cuda::gemm(*w, s.xf.get(), P, s.proj.get(), w->out, st);
+      });
+      part("  attention (attend)", [&](Layer& L) {
+        if (L.attn)
+          cuda::attend(s.proj.get(), L.qkv.out, s.pos.get(), s.bt_off.get(), m.bt.get(), L.kp.get(), L.vp.get(), P,
+                       ad, s.o.get(), s.attn_ws.get(), int64_t(s.attn_ws.size()), st);
+      });
       part("moe blocks", [&](Layer& L) {
         cuda::moe_forward(L.moe, s.moe, s.xn.get(), P, s.h.get(), true, st, {}, nullptr, {true});
       });
