@@ -255,7 +255,7 @@ void mixer(const Model& m, Layer& L, Scratch& s, cudaStream_t st) {
     cuda::qk_norm_rope_store(s.proj.get(), ld, s.proj.get() + qw, ld, s.proj.get() + qw + KVROW, ld, L.qn.get(),
                              L.kn.get(), m.inv_freq.get(), s.pos.get(), s.bt_off.get(), m.bt.get(), L.kp.get(),
                              L.vp.get(), T, d, st);
-    cuda::attend(s.proj.get(), ld, s.pos.get(), s.bt_off.get(), m.bt.get(), L.kp.get(), L.vp.get(), T, d, s.o.get(),
+    cuda::attend(s.proj.get(), ld, s.pos.get(), s.bt_off.get(), m.bt.get(), L.kp.get(), L.vp.get(), T, s.n_seq, d, s.o.get(),
                  s.attn_ws.get(), int64_t(s.attn_ws.size()), st);
     linear(L.o, s.o.get(), T, s, s.y.get(), H, st);
   } else {
@@ -419,7 +419,7 @@ int main() {
         });
         op("attend (+combine)", [&](Layer& L) {
           if (L.attn)
-            cuda::attend(s.proj.get(), L.qkv.out, s.pos.get(), s.bt_off.get(), m.bt.get(), L.kp.get(), L.vp.get(), B, ad,
+            cuda::attend(s.proj.get(), L.qkv.out, s.pos.get(), s.bt_off.get(), m.bt.get(), L.kp.get(), L.vp.get(), B, s.n_seq, ad,
                          s.o.get(), s.attn_ws.get(), int64_t(s.attn_ws.size()), st);
         });
         op("attn o gemm (int4)", [&](Layer& L) { if (L.attn) cuda::gemm(L.o, s.xf.get(), B, s.y.get(), H, st); });
@@ -475,7 +475,7 @@ int main() {
       });
       part("  attention (attend)", [&](Layer& L) {
         if (L.attn)
-          cuda::attend(s.proj.get(), L.qkv.out, s.pos.get(), s.bt_off.get(), m.bt.get(), L.kp.get(), L.vp.get(), P,
+          cuda::attend(s.proj.get(), L.qkv.out, s.pos.get(), s.bt_off.get(), m.bt.get(), L.kp.get(), L.vp.get(), P, 1,
                        ad, s.o.get(), s.attn_ws.get(), int64_t(s.attn_ws.size()), st);
       });
       part("moe blocks", [&](Layer& L) {

@@ -256,8 +256,8 @@ void check_attention(int64_t Hq, int64_t Hkv, int64_t D, int64_t r, uint64_t see
                              kn.get(), invf.get(), dpos.get(), doff.get(), dbt.get(), kp.get(), vp.get(), T, dd, nullptr);
     const int64_t wsf = cuda::attend_workspace_floats(T, dd, sms);
     DeviceBuffer<float> ws(size_t(wsf), "attend workspace");
-    cuda::attend(proj.get(), qkv.out, dpos.get(), doff.get(), dbt.get(), kp.get(), vp.get(), T, dd, att.get(), ws.get(),
-                 wsf, nullptr);
+    cuda::attend(proj.get(), qkv.out, dpos.get(), doff.get(), dbt.get(), kp.get(), vp.get(), T, 1, dd, att.get(),
+                 ws.get(), wsf, nullptr);
     dev_linear(o_proj, att.get(), T, xf, out.get());
     HLWQ_CUDA_CHECK(cudaDeviceSynchronize(), "attention test");
     EXPECT_REL(out.download(), ref, test::kAttentionRel);

@@ -4,7 +4,8 @@
 // second kernel merges the splits. 8 warps: 4 split the keys times 2 halves of the heads (the two warps of a key read
 // its row, the second from L1); each loads its next key's row while it uses this one, each lane holds D/32 dims,
 // each warp keeps an online softmax (running max m, sum l, output o) per head, and the key warps merge at the end
-// through shared memory.
+// through shared memory. A batch that is one sequence of many tokens (a prefill) goes to attention_prefill.cuh's
+// tensor-core kernel instead.
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -14,12 +15,13 @@
 #include "backend/cuda/block_reduce.cuh"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/attention.cuh"
+#include "backend/cuda/attention_prefill.cuh"
 #include "backend/cuda/pdl.cuh"
 
 namespace hlwq::cuda {
 namespace {
 
-constexpr int kBlockTokens = 16;
+constexpr int kBlockTokens = kAttnPageTokens;
 // attend_kernel's 8 warps: warp w takes the keys kb + w % 4, +4, … and the query heads of group w / 4 (half the kv
 // head's), so each warp's per-key chain covers 4 heads, not 8 (at one token the kernel is bound by that chain: ncu,
 // bench/cuda/NOTES.md); each head's keys are still summed by the same warp in the same order.
@@ -235,11 +237,12 @@ int64_t attend_workspace_floats(int64_t T, const AttnDimsDev& d, int sms) {
 }
 
 void attend(const float* qg, int64_t ldq, const int* pos, const int* bt_off, const int* bt, const uint16_t* k_pages,
-            const uint16_t* v_pages, int64_t T, const AttnDimsDev& d, float* out, float* ws, int64_t ws_floats,
-            cudaStream_t st) {
+            const uint16_t* v_pages, int64_t T, int n_seq, const AttnDimsDev& d, float* out, float* ws,
+            int64_t ws_floats, cudaStream_t st) {
   const int rep = d.Hkv > 0 ? d.Hq / d.Hkv : 0;
   HLWQ_CHECK(d.Hkv > 0 && d.Hq % d.Hkv == 0 && rep <= kMaxRep, "attend: {} q heads over {} kv heads", d.Hq, d.Hkv);
   if (T == 0) return;
+  if (attend_prefill_fits(T, n_seq, d)) return attend_prefill(qg, ldq, pos, bt_off, bt, k_pages, v_pages, T, d, out, st);
   int sms = 0;
   HLWQ_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), "attend: SM count");
   const int64_t ns = attend_splits(T, d, sms);

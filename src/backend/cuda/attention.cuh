@@ -12,6 +12,8 @@
 
 namespace hlwq::cuda {
 
+constexpr int kAttnPageTokens = 16;  // positions of a K/V page
+
 struct AttnDimsDev {
   int Hq, Hkv, D, r;
   float eps;
@@ -25,10 +27,11 @@ void qk_norm_rope_store(float* qg, int64_t ldq, const float* k, int64_t ldk, con
 
 // out fp32 [T, Hq·D] = sigmoid(gate) ⊙ softmax(q Kᵀ / √D) V over positions [0, pos[t]] of the token's sequence.
 // Needs D ∈ {64, 128, 256} and Hq / Hkv ≤ 8. With few tokens the keys are split over several blocks whose partial
-// results go to ws (attend_workspace_floats(T, d, SM count) floats; 0 when no split is needed).
+// results go to ws (attend_workspace_floats(T, d, SM count) floats; 0 when no split is needed). n_seq: sequences in
+// the batch; one sequence of many tokens (a prefill) runs on the tensor cores (attention_prefill.cuh).
 void attend(const float* qg, int64_t ldq, const int* pos, const int* bt_off, const int* bt, const uint16_t* k_pages,
-            const uint16_t* v_pages, int64_t T, const AttnDimsDev& d, float* out, float* ws, int64_t ws_floats,
-            cudaStream_t st);
+            const uint16_t* v_pages, int64_t T, int n_seq, const AttnDimsDev& d, float* out, float* ws,
+            int64_t ws_floats, cudaStream_t st);
 int64_t attend_splits(int64_t T, const AttnDimsDev& d, int sms);
 int64_t attend_workspace_floats(int64_t T, const AttnDimsDev& d, int sms);
 

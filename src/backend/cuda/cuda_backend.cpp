@@ -639,7 +639,7 @@ void CudaBackend::attn_mixer(int layer, Act in, Act out) {
   if (stats_) stats_->mixer(layer, false, act(in), H_, T_, st_);
   cuda::qk_norm_rope_store(qg, ld, qg + qw, ld, qg + qw + kvw, ld, L.q_norm.get(), L.k_norm.get(), m_.inv_freq.get(),
                            pos, bt_off, bt, kp_[size_t(k)].get(), vp_[size_t(k)].get(), T_, ad_, st_);
-  cuda::attend(qg, ld, pos, bt_off, bt, kp_[size_t(k)].get(), vp_[size_t(k)].get(), T_, ad_, o_.get(),
+  cuda::attend(qg, ld, pos, bt_off, bt, kp_[size_t(k)].get(), vp_[size_t(k)].get(), T_, n_seq_, ad_, o_.get(),
                attn_ws_.get(), int64_t(attn_ws_.size()), st_);
   if (stats_) stats_->mixer(layer, true, o_.get(), int64_t(ad_.Hq) * ad_.D, T_, st_);
   cuda::fused_forward(L.o, o_.get(), int64_t(ad_.Hq) * ad_.D, T_, xf_.get(), act(out), H_, st_);

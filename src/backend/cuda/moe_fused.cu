@@ -75,7 +75,6 @@ __device__ ExpertSource expert_source(const FusedParams& p, int m) {
   return s;
 }
 
-__device__ __forceinline__ void prefetch_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
 __device__ __forceinline__ void cluster_arrive() { asm volatile("barrier.cluster.arrive.release;" ::: "memory"); }
 __device__ __forceinline__ void cluster_wait() { asm volatile("barrier.cluster.wait.acquire;" ::: "memory"); }
 
@@ -113,16 +112,6 @@ __global__ void __launch_bounds__(kWarps * 32, 2) fused_mlp_kernel(FusedParams p
   const ExpertSource src = expert_source(p, m);
   const bool copies = src.gq_to != nullptr;  // every weight this block loads is also stored into the slot
   if (copies && threadIdx.x == 0) copy_span_begin(p.ct.timing);
-  {  // This warp's first down tile into the L2 now (a line a lane): its loads, issued after phase 1, then find it
-     // there instead of starting their DRAM (or PCIe) round trip only then. A hint: it changes no value.
-    const int rt0 = rank * kWarps + warp;
-    if (rt0 < p.n_rt) {
-      const char* w = reinterpret_cast<const char*>(src.dq + int64_t(rt0) * 2 * p.ku_d * 32);
-      const char* s = reinterpret_cast<const char*>(src.ds + int64_t(rt0) * p.ku_d * 8);
-      for (int o = lane * 128; o < p.ku_d * 1024; o += 32 * 128) prefetch_l2(w + o);
-      for (int o = lane * 128; o < p.ku_d * 64; o += 32 * 128) prefetch_l2(s + o);
-    }
-  }
 
   // h's columns past the gate_up rows stay zero. Every block zeroes its copy before any block may push into it.
   for (int i = threadIdx.x; i < n_chunks * 32; i += blockDim.x) hs[i] = make_uint4(0, 0, 0, 0);
