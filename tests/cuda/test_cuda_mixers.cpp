@@ -11,6 +11,7 @@
 #include <tuple>
 
 #include "backend/cuda/attention.cuh"
+#include "backend/cuda/attention_prefill.cuh"
 #include "backend/cuda/gdn.cuh"
 #include "backend/cuda/gdn_chunked.cuh"
 #include "backend/cuda/gemm.cuh"
@@ -258,6 +259,14 @@ void check_attention(int64_t Hq, int64_t Hkv, int64_t D, int64_t r, uint64_t see
     DeviceBuffer<float> ws(size_t(wsf), "attend workspace");
     cuda::attend(proj.get(), qkv.out, dpos.get(), doff.get(), dbt.get(), kp.get(), vp.get(), T, 1, dd, att.get(),
                  ws.get(), wsf, nullptr);
+    if (cuda::attend_prefill_fits(T, 1, dd)) {
+      // the tensor-core prefill kernel against the CUDA-core one on the same cache (n_seq 2 routes there: that kernel
+      // serves every batch layout)
+      DeviceBuffer<float> att_cc(size_t(T * Hq * D), "att, CUDA cores");
+      cuda::attend(proj.get(), qkv.out, dpos.get(), doff.get(), dbt.get(), kp.get(), vp.get(), T, 2, dd, att_cc.get(),
+                   ws.get(), wsf, nullptr);
+      EXPECT_REL(att.download(), att_cc.download(), test::kAttentionKernelsRel);
+    }
     dev_linear(o_proj, att.get(), T, xf, out.get());
     HLWQ_CUDA_CHECK(cudaDeviceSynchronize(), "attention test");
     EXPECT_REL(out.download(), ref, test::kAttentionRel);
@@ -284,11 +293,12 @@ TEST(CudaAttention, LayerMatchesCpuOverPagedCache) {
 }
 
 // Other groups and head widths: the kernel's two warps per key take halves of a kv head's query heads (unequal for
-// odd counts: 3 = 2 + 1, 7 = 4 + 3), and a lane loads D/32 bf16 of a K/V row in one 4-, 8- or 16-byte load.
+// odd counts: 3 = 2 + 1, 7 = 4 + 3), and a lane loads D/32 bf16 of a K/V row in one 4-, 8- or 16-byte load; the
+// prefill kernel's row tiles hold 16, 8, 4 or 2 tokens (groups of 1, 2, 3–4 and 7–8 heads; 4 / 2 is the demo model's).
 TEST(CudaAttention, OtherGroupsAndHeadWidths) {
   HLWQ_REQUIRE_CUDA();
   for (const auto& [Hq, Hkv, D, r] : {std::tuple<int64_t, int64_t, int64_t, int64_t>{4, 1, 128, 32}, {6, 2, 64, 32},
-                                      {14, 2, 128, 64}, {2, 2, 256, 64}}) {
+                                      {14, 2, 128, 64}, {2, 2, 256, 64}, {4, 2, 64, 16}}) {
     SCOPED_TRACE(testing::Message() << "Hq=" << Hq << " Hkv=" << Hkv << " D=" << D);
     check_attention(Hq, Hkv, D, r, uint64_t(41 + Hq));
   }

@@ -16,14 +16,14 @@ namespace hlwq::cuda {
 namespace {
 
 constexpr int kWarps = 4;       // row tiles of a block, sharing its K/V tiles
-constexpr int kKeys = 32;       // keys of a K/V tile
+constexpr int kKeys = 16;       // keys of a K/V tile (two buffers and q's two parts fit two blocks an SM)
 constexpr int kMinTokens = 16;  // fewer tokens: attend_kernel's key splits use the GPU better
 constexpr int kMaxRep = 8;      // query heads per kv head a row tile can hold with ≥ 2 tokens
 
 // Shared memory rows are D + 8 bf16 long: consecutive rows 16 bytes apart modulo 128, so the 8 row addresses of an
 // ldmatrix land in 8 different bank groups.
 __host__ __device__ constexpr int row_stride(int D) { return D + 8; }
-size_t smem_bytes(int D) { return size_t(kWarps * 16 + 4 * kKeys) * size_t(row_stride(D)) * sizeof(__nv_bfloat16); }
+size_t smem_bytes(int D) { return size_t(2 * kWarps * 16 + 4 * kKeys) * size_t(row_stride(D)) * sizeof(__nv_bfloat16); }
 
 __device__ __forceinline__ uint32_t smem_addr(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
@@ -55,7 +55,8 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
                           AttnDimsDev d, int T, int rp_log2, float* out) {
   HLWQ_PDL_PREAMBLE();
   constexpr int S = row_stride(D);
-  extern __shared__ __align__(16) __nv_bfloat16 smem[];  // Q [kWarps · 16][S], then 2 × (K, V) [kKeys][S]
+  // q's high and low bf16 parts [2][kWarps · 16][S], then two buffers of K, V [kKeys][S]
+  extern __shared__ __align__(16) __nv_bfloat16 smem[];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
   const int tpw = 16 >> rp_log2, rep = d.Hq / d.Hkv, hk = blockIdx.y;
   const int t0 = (int(gridDim.x) - 1 - int(blockIdx.x)) * kWarps * tpw, tw = t0 + warp * tpw;
@@ -75,17 +76,23 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
     rvalid[h] = t < T && (r & ((1 << rp_log2) - 1)) < rep;
     rpos[h] = pos[min(t, t_last)];
   }
-  // q · log2(e) / √D as bf16: scores come out in the log2 domain (exp2 below)
-  __nv_bfloat16* Qw = smem + warp * 16 * S;
+  // q · log2(e) / √D (scores come out in the log2 domain: exp2 below) as two bf16 parts, hi + lo, each multiplied
+  // with the bf16 keys: q keeps ~16 bits, as attend_kernel's fp32 q does (one part alone moved a trained model's
+  // sharp attention enough to fail CudaHlwqModel.Bf16MixersBesideQuantizedLinearsMatchCpu at 40 tokens: 0.15)
+  __nv_bfloat16* Qh = smem + warp * 16 * S;
+  __nv_bfloat16* Ql = Qh + kWarps * 16 * S;
   const float qscale = rsqrtf(float(D)) * 1.4426950408889634f;
   for (int i = lane; i < 16 * D / 2; i += 32) {
     const int r = i / (D / 2), dd = 2 * (i % (D / 2)), t = tw + (r >> rp_log2), h = r & ((1 << rp_log2) - 1);
     float2 v = make_float2(0.f, 0.f);
     if (t < T && h < rep) v = *reinterpret_cast<const float2*>(qg + int64_t(t) * ldq + int64_t(hk * rep + h) * 2 * D + dd);
-    *reinterpret_cast<uint32_t*>(Qw + r * S + dd) = pack_bf16(v.x * qscale, v.y * qscale);
+    const float x = v.x * qscale, y = v.y * qscale;
+    const __nv_bfloat162 hi = __floats2bfloat162_rn(x, y);
+    *reinterpret_cast<__nv_bfloat162*>(Qh + r * S + dd) = hi;
+    *reinterpret_cast<uint32_t*>(Ql + r * S + dd) = pack_bf16(x - __low2float(hi), y - __high2float(hi));
   }
 
-  __nv_bfloat16* KV = smem + kWarps * 16 * S;
+  __nv_bfloat16* KV = smem + 2 * kWarps * 16 * S;
   auto load_tile = [&](int kt, int buf) {  // keys [kt, kt + kKeys) into buffer buf; keys ≥ nk zero-filled
     __nv_bfloat16* Ks = KV + buf * 2 * kKeys * S;
     constexpr int kChunks = D / 8;  // 16 bytes each
@@ -115,16 +122,23 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
       float s[kKeys / 8][4] = {};  // S = Q Kᵀ: 16 rows × 32 keys
 #pragma unroll
       for (int kd = 0; kd < D / 16; kd += 2) {
-        uint32_t a0[4], a1[4];
+        uint32_t a[2][2][4];  // [step kd, kd + 1][hi, lo]
         const int qr = (lane & 7) + 8 * ((lane >> 3) & 1);
-        ldsm_x4(a0, Qw + qr * S + 16 * kd + 8 * (lane >> 4));
-        ldsm_x4(a1, Qw + qr * S + 16 * (kd + 1) + 8 * (lane >> 4));
+#pragma unroll
+        for (int st = 0; st < 2; ++st) {
+          ldsm_x4(a[st][0], Qh + qr * S + 16 * (kd + st) + 8 * (lane >> 4));
+          ldsm_x4(a[st][1], Ql + qr * S + 16 * (kd + st) + 8 * (lane >> 4));
+        }
 #pragma unroll
         for (int jk = 0; jk < kKeys / 8; ++jk) {
           uint32_t b[4];  // keys 8jk.., dims 16kd + 0, 8, 16, 24: b0, b1 of step kd, then of kd + 1
           ldsm_x4(b, Ks + (8 * jk + (lane & 7)) * S + 16 * kd + 8 * (lane >> 3));
-          mma_bf16(s[jk], a0[0], a0[1], a0[2], a0[3], b[0], b[1]);
-          mma_bf16(s[jk], a1[0], a1[1], a1[2], a1[3], b[2], b[3]);
+#pragma unroll
+          for (int st = 0; st < 2; ++st)
+#pragma unroll
+            for (int part = 0; part < 2; ++part)
+              mma_bf16(s[jk], a[st][part][0], a[st][part][1], a[st][part][2], a[st][part][3], b[2 * st],
+                       b[2 * st + 1]);
         }
       }
       // causal mask and the running max of rows g (h = 0) and g + 8 (h = 1)
