@@ -16,7 +16,7 @@ namespace hlwq::cuda {
 namespace {
 
 constexpr int kWarps = 4;       // row tiles of a block, sharing its K/V tiles
-constexpr int kKeys = 16;       // keys of a K/V tile (two buffers and q's two parts fit two blocks an SM)
+constexpr int kKeys = 16;  // keys of a K/V tile, one k-step of P·V (two buffers and q's two parts fit two blocks an SM)
 constexpr int kMinTokens = 16;  // fewer tokens: attend_kernel's key splits use the GPU better
 constexpr int kMaxRep = 8;      // query heads per kv head a row tile can hold with ≥ 2 tokens
 
@@ -76,9 +76,7 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
     rvalid[h] = t < T && (r & ((1 << rp_log2) - 1)) < rep;
     rpos[h] = pos[min(t, t_last)];
   }
-  // q · log2(e) / √D (scores come out in the log2 domain: exp2 below) as two bf16 parts, hi + lo, each multiplied
-  // with the bf16 keys: q keeps ~16 bits, as attend_kernel's fp32 q does (one part alone moved a trained model's
-  // sharp attention enough to fail CudaHlwqModel.Bf16MixersBesideQuantizedLinearsMatchCpu at 40 tokens: 0.15)
+  // q · log2(e) / √D (scores come out in the log2 domain: exp2 below) as two bf16 parts, hi + lo (the header says why)
   __nv_bfloat16* Qh = smem + warp * 16 * S;
   __nv_bfloat16* Ql = Qh + kWarps * 16 * S;
   const float qscale = rsqrtf(float(D)) * 1.4426950408889634f;
@@ -161,26 +159,31 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
 #pragma unroll
         for (int jd = 0; jd < D / 8; ++jd) o[jd][2 * h] *= corr, o[jd][2 * h + 1] *= corr;
       }
-      // P as the A fragments of the 16-key steps: a0/a1 from key tile 2kk, a2/a3 from 2kk + 1
-      uint32_t pa[kKeys / 16][4];
+      // P as the A fragments of the 16-key step (a0/a1 from key tile 0, a2/a3 from 1), in hi + lo bf16 parts as q
+      uint32_t pa[2][4];  // [hi, lo]
 #pragma unroll
       for (int jk = 0; jk < kKeys / 8; ++jk) {
-        const float p0 = exp2f(s[jk][0] - m[0]), p1 = exp2f(s[jk][1] - m[0]);
-        const float p2 = exp2f(s[jk][2] - m[1]), p3 = exp2f(s[jk][3] - m[1]);
-        l[0] += p0 + p1;
-        l[1] += p2 + p3;
-        pa[jk >> 1][(jk & 1) * 2] = pack_bf16(p0, p1);
-        pa[jk >> 1][(jk & 1) * 2 + 1] = pack_bf16(p2, p3);
+        const float p[4] = {exp2f(s[jk][0] - m[0]), exp2f(s[jk][1] - m[0]), exp2f(s[jk][2] - m[1]),
+                            exp2f(s[jk][3] - m[1])};
+        l[0] += p[0] + p[1];
+        l[1] += p[2] + p[3];
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const __nv_bfloat162 hi = __floats2bfloat162_rn(p[2 * h], p[2 * h + 1]);
+          pa[0][jk * 2 + h] = *reinterpret_cast<const uint32_t*>(&hi);
+          pa[1][jk * 2 + h] = pack_bf16(p[2 * h] - __low2float(hi), p[2 * h + 1] - __high2float(hi));
+        }
       }
 #pragma unroll
-      for (int kk = 0; kk < kKeys / 16; ++kk)
+      for (int jd = 0; jd < D / 8; jd += 2) {
+        uint32_t b[4];  // keys 0 / 8, dims 8jd / 8jd + 8: b0, b1 of dim tile jd, then of jd + 1
+        ldsm_x4_trans(b, Vs + ((lane & 7) + 8 * ((lane >> 3) & 1)) * S + 8 * jd + 8 * (lane >> 4));
 #pragma unroll
-        for (int jd = 0; jd < D / 8; jd += 2) {
-          uint32_t b[4];  // keys 16kk + 0 / 8, dims 8jd / 8jd + 8: b0, b1 of dim tile jd, then of jd + 1
-          ldsm_x4_trans(b, Vs + (16 * kk + (lane & 7) + 8 * ((lane >> 3) & 1)) * S + 8 * jd + 8 * (lane >> 4));
-          mma_bf16(o[jd], pa[kk][0], pa[kk][1], pa[kk][2], pa[kk][3], b[0], b[1]);
-          mma_bf16(o[jd + 1], pa[kk][0], pa[kk][1], pa[kk][2], pa[kk][3], b[2], b[3]);
+        for (int part = 0; part < 2; ++part) {
+          mma_bf16(o[jd], pa[part][0], pa[part][1], pa[part][2], pa[part][3], b[0], b[1]);
+          mma_bf16(o[jd + 1], pa[part][0], pa[part][1], pa[part][2], pa[part][3], b[2], b[3]);
         }
+      }
     }
     __syncthreads();  // the next iteration's copies overwrite this buffer
   }
