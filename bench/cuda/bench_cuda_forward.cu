@@ -266,7 +266,8 @@ void mixer(const Model& m, Layer& L, Scratch& s, cudaStream_t st) {
     cuda::gemm(L.ba, s.xf.get(), T, s.ba.get(), L.ba.out, s.br->side);
     HLWQ_CUDA_CHECK(cudaEventRecord(s.br->join, s.br->side), "join");
     cuda::gemm(L.qkvz, s.xf.get(), T, s.proj.get(), ld, st);
-    cuda::gdn_conv(s.proj.get(), ld, s.seqs.get(), s.n_seq, L.conv_w.get(), L.conv_state.get(), d, s.act.get(), st);
+    cuda::gdn_conv(s.proj.get(), ld, s.seqs.get(), s.n_seq, int(T / s.n_seq), L.conv_w.get(), L.conv_state.get(), d,
+                   s.act.get(), st);
     HLWQ_CUDA_CHECK(cudaStreamWaitEvent(st, s.br->join, 0), "join");
     // the gated norm writes the out-projection's activation fragments too, as the engine's does
     cuda::gdn_delta_rule(s.act.get(), s.proj.get() + C, ld, s.ba.get(), L.ba.out, L.A_log.get(), L.dt_bias.get(),
@@ -399,7 +400,7 @@ int main() {
         op("gdn qkvz gemm (int4)", [&](Layer& L) { if (!L.attn) cuda::gemm(L.qkvz, s.xf.get(), B, s.proj.get(), L.qkvz.out, st); });
         op("gdn ba gemm (bf16)", [&](Layer& L) { if (!L.attn) cuda::gemm(L.ba, s.xf.get(), B, s.ba.get(), L.ba.out, st); });
         op("gdn conv", [&](Layer& L) {
-          if (!L.attn) cuda::gdn_conv(s.proj.get(), L.qkvz.out, s.seqs.get(), s.n_seq, L.conv_w.get(), L.conv_state.get(), gd, s.act.get(), st);
+          if (!L.attn) cuda::gdn_conv(s.proj.get(), L.qkvz.out, s.seqs.get(), s.n_seq, 1, L.conv_w.get(), L.conv_state.get(), gd, s.act.get(), st);
         });
         op("gdn recurrent, writing fragments", [&](Layer& L) {
           if (!L.attn)

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <functional>
 
 #include "../model/model_test_util.h"
@@ -23,6 +24,8 @@ namespace fs = std::filesystem;
 // bf16 GEMM inputs: 1.2e-1 of max |logit|); the HLWQ kernels add one rounding of the same size (codebook values
 // in bf16, error_budgets.h kHlwqGemmRel), which stays inside that budget's margin.
 constexpr double kHlwqCudaLogitsRelTol = 1.2e-1;
+// A token whose expert is chosen otherwise at a routing near-tie (test_cuda_model.cpp's kCudaRoutingFlipRelTol).
+constexpr double kRoutingFlipRelTol = 0.25;
 constexpr int kGreedySteps = 48;
 
 fs::path demo() { return test::source_dir() / "models" / "tiny-moe-dev"; }
@@ -195,7 +198,12 @@ TEST(CudaHlwqModel, ExpertCacheGivesBitIdenticalLogits) {
 
 // `quantize --ignore '.*\.linear_attn\.'`: the Gated DeltaNet projections stay bf16 beside INT4 / HLWQ-4 experts
 // and attention; the GPU packs them as bf16 matrices ([in_proj_qkv; in_proj_z] fused, out_proj alone) and must
-// agree with the CPU engine as closely as on the fully quantized checkpoints.
+// agree with the CPU engine as closely as on the fully quantized checkpoints. These checkpoints route some tokens
+// of the 40-token prompt at near-ties: the CPU engine itself, with and without the GPU's bf16 rounding of GEMM
+// inputs, differs by up to 0.235 of max |logit| at single rows (rows 6, 18 and 19 of the HLWQ one), and a change of
+// the prefill attention kernel that moved its outputs by 3e-6 moved the GPU's row 7 from 0.004 to 0.15–0.235
+// (2026-12-02). So, as for the larger random fixtures (test_cuda_model.cpp): the median row is held to the logits
+// budget (a wrong op moves every row) and every row to the routing-flip bound.
 TEST(CudaHlwqModel, Bf16MixersBesideQuantizedLinearsMatchCpu) {
   HLWQ_REQUIRE_CUDA();
   for (const QuantFormat f : {QuantFormat::ct_int4, QuantFormat::hlwq}) {
@@ -209,11 +217,22 @@ TEST(CudaHlwqModel, Bf16MixersBesideQuantizedLinearsMatchCpu) {
     Model gpu = load(dir, Device::cuda), cpu = load(dir, Device::cpu);
     for (int64_t n : {1, 7, 40}) {
       const auto ids = test_prompt(n);
-      const auto d = test::compare_logits(prefill_logits(gpu, ids), prefill_logits(cpu, ids), gpu.config().vocab_size);
-      std::printf("[ err      ] %s, %lld tokens: max |err| / max |logit| = %.3g (tolerance %.3g), %lld argmax "
-                  "flips\n", name.c_str(), (long long)n, d.max_abs_err / d.max_abs_ref, kHlwqCudaLogitsRelTol,
-                  (long long)d.argmax_mismatches);
-      EXPECT_LE(d.max_abs_err, kHlwqCudaLogitsRelTol * d.max_abs_ref) << n << " tokens";
+      const auto got = prefill_logits(gpu, ids), ref = prefill_logits(cpu, ids);
+      const int64_t V = gpu.config().vocab_size;
+      const auto d = test::compare_logits(got, ref, V);
+      std::vector<double> row_err(static_cast<size_t>(n));
+      for (size_t t = 0; t < row_err.size(); ++t)
+        for (int64_t v = 0; v < V; ++v) {
+          const size_t i = t * size_t(V) + size_t(v);
+          row_err[t] = std::max(row_err[t], double(std::fabs(got[i] - ref[i])) / d.max_abs_ref);
+        }
+      std::nth_element(row_err.begin(), row_err.begin() + std::ptrdiff_t(row_err.size() / 2), row_err.end());
+      const double median = row_err[row_err.size() / 2];
+      std::printf("[ err      ] %s, %lld tokens: max |err| / max |logit| = %.3g (tolerance %.3g), median row %.3g "
+                  "(tolerance %.3g), %lld argmax flips\n", name.c_str(), (long long)n, d.max_abs_err / d.max_abs_ref,
+                  kRoutingFlipRelTol, median, kHlwqCudaLogitsRelTol, (long long)d.argmax_mismatches);
+      EXPECT_LE(median, kHlwqCudaLogitsRelTol) << n << " tokens";
+      EXPECT_LE(d.max_abs_err, kRoutingFlipRelTol * d.max_abs_ref) << n << " tokens";
       EXPECT_LE(d.argmax_mismatches, std::max<int64_t>(1, n / 20)) << n << " tokens";
     }
     const Drift dr = teacher_forced(dir);

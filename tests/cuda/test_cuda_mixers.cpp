@@ -75,9 +75,10 @@ struct GdnFixture {
     dev_linear(qkvz, dx, T, xf, proj.get());
     dev_linear(ba, dx, T, xf, bav.get());
     const cuda::GdnDimsDev dd{int(Hk), int(Hv), int(dk), int(dv), int(K), 1e-6f};
-    cuda::gdn_conv(proj.get(), qkvz.out, ds.get(), int(seqs.size()), conv_w.get(), conv_state, dd, act.get(), nullptr);
     int max_n = 0;
     for (const auto& q : seqs) max_n = std::max(max_n, q.n);
+    cuda::gdn_conv(proj.get(), qkvz.out, ds.get(), int(seqs.size()), max_n, conv_w.get(), conv_state, dd, act.get(),
+                   nullptr);
     DeviceBuffer<float> ws(size_t(cuda::gdn_chunked_workspace_floats(T, dd)), "chunked GDN workspace");
     ASSERT_TRUE(cuda::gdn_chunked_fits(dd, 0));
     cuda::gdn_delta_rule(act.get(), proj.get() + C, qkvz.out, bav.get(), ba.out, A_log.get(), dt_bias.get(),

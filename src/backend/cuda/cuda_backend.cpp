@@ -614,7 +614,8 @@ void CudaBackend::gdn_mixer(int layer, Act in, Act out) {
                              xf_.get(), st_, packed);
   }
   if (stats_) stats_->mixer(layer, false, act(in), H_, T_, st_);
-  cuda::gdn_conv(proj_.get(), ld, seqs_.get(), n_seq_, L.conv_w.get(), conv_[size_t(k)].get(), gd_, gact_.get(), st_);
+  cuda::gdn_conv(proj_.get(), ld, seqs_.get(), n_seq_, max_n_, L.conv_w.get(), conv_[size_t(k)].get(), gd_,
+                 gact_.get(), st_);
   if (branch) HLWQ_CUDA_CHECK(cudaStreamWaitEvent(st_, join_, 0), "GDN branch join");
   // the gated norm at the recurrence's end writes the out-projection's activations too where they are plain
   const bool out_plain = cuda::reads_plain(L.out) && gd_.dv % 32 == 0;

@@ -1,5 +1,7 @@
 // Gated DeltaNet kernels (see gdn.cuh).
-// gdn_conv: one thread per (sequence, channel) walks that sequence's tokens with a sliding window of K inputs.
+// gdn_conv: one thread per (sequence, channel, chunk of kConvChunk tokens) walks the chunk's tokens with a sliding
+// window of K inputs (the conv reads inputs only, so chunks are independent: a prefill's run in parallel; the token
+// loop over a whole 4096-token sequence took 3 ms a layer on the H200, bench/cuda/NOTES.md fourteenth session).
 // gdn_delta_rule: long sequences in the chunked form (gdn_chunked.cu); the others (every one without a workspace)
 // in the token recurrence, one block per (sequence, value head, 32 columns of S); P adjacent lanes (Pc … Pc+P−1) own
 // column c of S [dk, dv], dk/P rows each, in registers for the whole token loop; per token: S ← e^g S;
@@ -26,6 +28,7 @@ namespace hlwq::cuda {
 namespace {
 
 constexpr int kMaxK = 8;        // conv width
+constexpr int kConvChunk = 64;  // tokens of a sequence one conv thread walks (≥ kMaxK − 1: only chunk 0 reads the state)
 constexpr int kMaxDk = 128;
 constexpr int kColTile = 32;  // columns of S per block: 4 blocks per 128-wide head, so decode fills more SMs
 
@@ -35,25 +38,48 @@ __global__ void conv_kernel(const float* __restrict__ proj, int64_t ldp, const G
                             const float* __restrict__ conv_w, float* conv_state, int C, int K, float* act) {
   HLWQ_PDL_EARLY_READS("the weights, the batch's sequences (uploaded before the step) and the conv state, which "
                        "only this kernel writes; proj, from the kernel before, after the wait");
-  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  const int c = blockIdx.x * blockDim.x + threadIdx.x, i0 = int(blockIdx.z) * kConvChunk;
   const GdnSeq s = seqs[blockIdx.y];
   float* cs = conv_state + int64_t(s.slot) * (K - 1) * C;
-  float win[kMaxK], w[kMaxK];
-  if (c < C) {
-    for (int j = 0; j < K; ++j) w[j] = conv_w[int64_t(c) * K + j];
-    for (int j = 0; j < K - 1; ++j) win[j] = cs[int64_t(j) * C + c];
+  const bool first = blockIdx.z == 0;  // only the first chunk reads and writes the state: no other block touches it
+  float w[kMaxK], old[kMaxK - 1];
+#pragma unroll
+  for (int j = 0; j < kMaxK; ++j) {
+    w[j] = c < C && j < K ? conv_w[int64_t(c) * K + j] : 0.f;
+    if (j < kMaxK - 1) old[j] = c < C && first && j < K - 1 ? cs[int64_t(j) * C + c] : 0.f;
   }
   HLWQ_PDL_PREAMBLE();
-  if (c >= C) return;
-  for (int i = 0; i < s.n; ++i) {
+  if (c >= C || i0 >= s.n) return;
+  // x_i: input i of the sequence, i < 0 the state's entry K − 1 + i (only the first chunk reaches back that far)
+  auto x = [&](int i) {
+    if (i >= 0) return proj[(s.t0 + int64_t(i)) * ldp + c];
+    float v = 0.f;
+#pragma unroll
+    for (int m = 0; m < kMaxK - 1; ++m)
+      if (m == K - 1 + i) v = old[m];
+    return v;
+  };
+  float win[kMaxK];  // win[j] = x_{i − (K − 1) + j} for the token i at hand
+#pragma unroll
+  for (int j = 0; j < kMaxK - 1; ++j) win[j] = j < K - 1 ? x(i0 - (K - 1) + j) : 0.f;
+  const int i1 = min(s.n, i0 + kConvChunk);
+  for (int i = i0; i < i1; ++i) {
     const int64_t t = s.t0 + i;
-    win[K - 1] = proj[t * ldp + c];
     float acc = 0.f;
-    for (int j = 0; j < K; ++j) acc += w[j] * win[j];
+#pragma unroll
+    for (int j = 0; j < kMaxK; ++j) {
+      if (j == K - 1) win[j] = proj[t * ldp + c];
+      if (j < K) acc += w[j] * win[j];
+    }
     act[t * C + c] = silu_f(acc);
-    for (int j = 0; j < K - 1; ++j) win[j] = win[j + 1];
+#pragma unroll
+    for (int j = 0; j < kMaxK - 1; ++j)
+      if (j < K - 1) win[j] = win[j + 1];
   }
-  for (int j = 0; j < K - 1; ++j) cs[int64_t(j) * C + c] = win[j];
+  if (first)  // the sequence's last K − 1 inputs (reaching into the old state when it has fewer tokens)
+#pragma unroll
+    for (int j = 0; j < kMaxK - 1; ++j)
+      if (j < K - 1) cs[int64_t(j) * C + c] = x(s.n - (K - 1) + j);
 }
 
 template <int P>  // lanes per column of S
@@ -149,11 +175,11 @@ void launch_recurrent(dim3 grid, size_t smem, cudaStream_t st, const float* act,
 
 int gdn_recurrent_lanes(int64_t blocks, int sms) { return blocks <= sms ? 8 : 2; }
 
-void gdn_conv(const float* proj, int64_t ldp, const GdnSeq* seqs, int n_seq, const float* conv_w, float* conv_state,
-              const GdnDimsDev& d, float* act, cudaStream_t st) {
+void gdn_conv(const float* proj, int64_t ldp, const GdnSeq* seqs, int n_seq, int max_n, const float* conv_w,
+              float* conv_state, const GdnDimsDev& d, float* act, cudaStream_t st) {
   HLWQ_CHECK(d.K >= 2 && d.K <= kMaxK, "gdn_conv: conv width {} outside [2, {}]", d.K, kMaxK);
-  if (n_seq == 0) return;
-  const dim3 grid(unsigned((d.C() + 127) / 128), unsigned(n_seq));
+  if (n_seq == 0 || max_n <= 0) return;
+  const dim3 grid(unsigned((d.C() + 127) / 128), unsigned(n_seq), unsigned((max_n + kConvChunk - 1) / kConvChunk));
   conv_kernel<<<grid, 128, 0, st>>>(proj, ldp, seqs, conv_w, conv_state, d.C(), d.K, act);
   HLWQ_CUDA_LAUNCH_CHECK("gdn_conv {} channels, {} sequences", d.C(), n_seq);
 }

@@ -23,9 +23,10 @@ struct GdnDimsDev {
 };
 
 // act [T, C] = silu(conv(x)) for x = proj [T, ·] columns [0, C) (row stride ldp); conv_w fp32 [C, K];
-// conv_state fp32 [slots, K-1, C] (oldest first) read and advanced. seqs: device array [n_seq].
-void gdn_conv(const float* proj, int64_t ldp, const GdnSeq* seqs, int n_seq, const float* conv_w, float* conv_state,
-              const GdnDimsDev& d, float* act, cudaStream_t st);
+// conv_state fp32 [slots, K-1, C] (oldest first) read and advanced. seqs: device array [n_seq]; max_n: at least the
+// most tokens of one sequence.
+void gdn_conv(const float* proj, int64_t ldp, const GdnSeq* seqs, int n_seq, int max_n, const float* conv_w,
+              float* conv_state, const GdnDimsDev& d, float* act, cudaStream_t st);
 
 // Sequences of at least this many tokens run the chunked form when it is on (a prefill); shorter ones, decode
 // steps among them, the token recurrence, whose one pass over the state costs less than the chunk set-up.
