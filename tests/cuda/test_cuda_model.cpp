@@ -127,14 +127,7 @@ void expect_cpu_with_gpu_rounding(const char* name, const char* golden) {
     const int64_t V = gpu.config().vocab_size;
     const auto got = run_logits(gpu, tokens), ref = run_logits(cpu, tokens);
     const auto d = test::compare_logits(got, ref, V);
-    std::vector<double> row_err(tokens.size());
-    for (size_t t = 0; t < tokens.size(); ++t)
-      for (int64_t v = 0; v < V; ++v) {
-        const size_t i = t * size_t(V) + size_t(v);
-        row_err[t] = std::max(row_err[t], double(std::fabs(got[i] - ref[i])) / d.max_abs_ref);
-      }
-    std::nth_element(row_err.begin(), row_err.begin() + std::ptrdiff_t(row_err.size() / 2), row_err.end());
-    const double median = row_err[row_err.size() / 2];
+    const double median = d.median_row_rel;
     std::printf("[ err      ] %s %s: against the CPU with bf16 GEMM inputs, max |err| / max |logit| = %.3g (tolerance "
                 "%.3g), median row %.3g (tolerance %.3g), %lld argmax flips\n", name, which,
                 d.max_abs_err / d.max_abs_ref, kCudaRoutingFlipRelTol, median, kCudaRoundedRefRelTol,

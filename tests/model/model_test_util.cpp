@@ -39,8 +39,10 @@ LogitsDiff compare_logits(const std::vector<float>& got, const std::vector<float
     d.max_abs_err = std::max(d.max_abs_err, double(std::fabs(got[i] - ref[i])));
     d.max_abs_ref = std::max(d.max_abs_ref, double(std::fabs(ref[i])));
   }
-  for (size_t r = 0; r < got.size() / size_t(V); ++r) {
+  std::vector<double> row_err(got.size() / size_t(V), 0.0);
+  for (size_t r = 0; r < row_err.size(); ++r) {
     auto g = got.begin() + long(r * V), f = ref.begin() + long(r * V);
+    for (int64_t i = 0; i < V; ++i) row_err[r] = std::max(row_err[r], double(std::fabs(g[i] - f[i])));
     d.argmax_mismatches += std::max_element(g, g + V) - g != std::max_element(f, f + V) - f;
     // log-softmax of both rows in double: KL = Σ p (log p − log q)
     auto log_z = [&](auto row) {
@@ -56,6 +58,11 @@ LogitsDiff compare_logits(const std::vector<float>& got, const std::vector<float
       kl += std::exp(lp) * (lp - lq);
     }
     d.max_kl = std::max(d.max_kl, kl);
+  }
+  if (!row_err.empty()) {
+    const auto mid = row_err.begin() + std::ptrdiff_t(row_err.size() / 2);
+    std::nth_element(row_err.begin(), mid, row_err.end());
+    d.median_row_rel = *mid / std::max(d.max_abs_ref, 1e-30);
   }
   return d;
 }

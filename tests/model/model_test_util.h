@@ -21,6 +21,8 @@ std::vector<int32_t> golden_tokens(const std::filesystem::path& file, const std:
 struct LogitsDiff {
   double max_abs_err = 0, max_abs_ref = 0;
   double max_kl = 0;  // largest KL(softmax(ref) ‖ softmax(got)) over the rows, in nats
+  // the median over rows of the row's max |err| / max_abs_ref: a wrong op moves every row, a routing near-tie one
+  double median_row_rel = 0;
   int64_t argmax_mismatches = 0;
   bool within(double rel_tol) const { return max_abs_err <= rel_tol * max_abs_ref && argmax_mismatches == 0; }
 };
