@@ -23,8 +23,6 @@ namespace fs = std::filesystem;
 // bf16 GEMM inputs: 1.2e-1 of max |logit|); the HLWQ kernels add one rounding of the same size (codebook values
 // in bf16, error_budgets.h kHlwqGemmRel), which stays inside that budget's margin.
 constexpr double kHlwqCudaLogitsRelTol = 1.2e-1;
-// A token whose expert is chosen otherwise at a routing near-tie (test_cuda_model.cpp's kCudaRoutingFlipRelTol).
-constexpr double kRoutingFlipRelTol = 0.25;
 constexpr int kGreedySteps = 48;
 
 fs::path demo() { return test::source_dir() / "models" / "tiny-moe-dev"; }
@@ -201,8 +199,8 @@ TEST(CudaHlwqModel, ExpertCacheGivesBitIdenticalLogits) {
 // of the 40-token prompt at near-ties: the CPU engine itself, with and without the GPU's bf16 rounding of GEMM
 // inputs, differs by up to 0.235 of max |logit| at single rows (rows 6, 18 and 19 of the HLWQ one), and a change of
 // the prefill attention kernel that moved its outputs by 3e-6 moved the GPU's row 7 from 0.004 to 0.15–0.235
-// (2026-12-02). So, as for the larger random fixtures (test_cuda_model.cpp): the median row is held to the logits
-// budget (a wrong op moves every row) and every row to the routing-flip bound.
+// (2026-12-02). So each prompt's rows are held as a teacher-forced decode's steps are (kDrift*, above): the median
+// row to its median bound (a wrong op moves every row; measured ≤ 0.0045 on the H200) and every row to its max.
 TEST(CudaHlwqModel, Bf16MixersBesideQuantizedLinearsMatchCpu) {
   HLWQ_REQUIRE_CUDA();
   for (const QuantFormat f : {QuantFormat::ct_int4, QuantFormat::hlwq}) {
@@ -222,9 +220,9 @@ TEST(CudaHlwqModel, Bf16MixersBesideQuantizedLinearsMatchCpu) {
       const double median = d.median_row_rel;
       std::printf("[ err      ] %s, %lld tokens: max |err| / max |logit| = %.3g (tolerance %.3g), median row %.3g "
                   "(tolerance %.3g), %lld argmax flips\n", name.c_str(), (long long)n, d.max_abs_err / d.max_abs_ref,
-                  kRoutingFlipRelTol, median, kHlwqCudaLogitsRelTol, (long long)d.argmax_mismatches);
-      EXPECT_LE(median, kHlwqCudaLogitsRelTol) << n << " tokens";
-      EXPECT_LE(d.max_abs_err, kRoutingFlipRelTol * d.max_abs_ref) << n << " tokens";
+                  kDriftMaxTol, median, kDriftMedianTol, (long long)d.argmax_mismatches);
+      EXPECT_LE(median, kDriftMedianTol) << n << " tokens";
+      EXPECT_LE(d.max_abs_err, kDriftMaxTol * d.max_abs_ref) << n << " tokens";
       EXPECT_LE(d.argmax_mismatches, std::max<int64_t>(1, n / 20)) << n << " tokens";
     }
     const Drift dr = teacher_forced(dir);
