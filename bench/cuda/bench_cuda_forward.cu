@@ -8,8 +8,9 @@
 // actually routed, counted from the routing of a plain run, every other weight, the GDN states read and written,
 // the cached K/V read, the logits written) over the read-kernel bandwidth measured in the same run.
 // Breakdown: the same step split into separate graphs (mixers, MoE blocks, lm_head + argmax), and the step
-// launched eagerly (no graph) to show the launch cost. Prefill: one sequence of P ∈ {512, 4096} tokens, eager,
-// timed with events, with the GDN delta rule chunked (gdn_chunked.cuh) and as a token loop, and split by part.
+// launched eagerly (no graph) to show the launch cost. Prefill: one sequence of P ∈ {512, 4096} tokens, and four
+// prompts of 1024 prefilled in one batch, eager, timed with events, with the GDN delta rule chunked (gdn_chunked.cuh)
+// and as a token loop, and split by part (attention also with every token on the CUDA-core kernel).
 #include <cuda_runtime.h>
 
 #include <cmath>
@@ -17,6 +18,7 @@
 #include <functional>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "backend/cuda/attention.cuh"
@@ -114,6 +116,8 @@ struct Scratch {
   DeviceBuffer<int> ids, pos, bt_off, nan;
   DeviceBuffer<cuda::GdnSeq> seqs;
   int n_seq;
+  DeviceBuffer<int> attn_words;  // the attention plan's words (attention.cuh; none in a decode step)
+  cuda::AttendPlan attn_plan;
   DeviceBuffer<float> gdn_ws;  // prefill: the chunked GDN's workspace (empty: the token loop)
   const Branch* br = nullptr;
 };
@@ -189,7 +193,7 @@ Model build() {
 }
 
 // Scratch for a batch of T tokens in n_seq sequences (decode: T = n_seq, one token each at position CTX;
-// prefill: one sequence of T tokens from position 0).
+// prefill: n_seq sequences of T / n_seq tokens each from position 0, as prompts prefilled together).
 Scratch make_scratch(const Model& m, int64_t T, int n_seq) {
   Scratch s;
   s.T = T;
@@ -211,22 +215,24 @@ Scratch make_scratch(const Model& m, int64_t T, int n_seq) {
   s.moe = cuda::make_moe_workspace(m.layers[0].moe, T);
   std::vector<int> ids(static_cast<size_t>(T)), pos(static_cast<size_t>(T)), off(static_cast<size_t>(T));
   std::vector<cuda::GdnSeq> seqs;
+  const bool decode = n_seq == T;
+  const int64_t per = T / n_seq;  // tokens of each sequence
   for (int64_t t = 0; t < T; ++t) {
     ids[size_t(t)] = int((t * 104729) % V);
-    const bool decode = n_seq > 1 || T == 1;
-    pos[size_t(t)] = int(decode ? CTX : t);
-    off[size_t(t)] = int((decode ? t : 0) * BLOCKS_PER_SEQ);
+    pos[size_t(t)] = int(decode ? CTX : t % per);
+    off[size_t(t)] = int(t / per * BLOCKS_PER_SEQ);
   }
-  if (n_seq == T) {
-    for (int i = 0; i < n_seq; ++i) seqs.push_back({i, 1, i});
-  } else {
-    seqs.push_back({0, int(T), 0});
-  }
+  for (int i = 0; i < n_seq; ++i) seqs.push_back({int(i * per), int(per), i});
   s.ids = DeviceBuffer<int>(ids, "ids");
   s.pos = DeviceBuffer<int>(pos, "pos");
   s.bt_off = DeviceBuffer<int>(off, "bt_off");
   s.nan = DeviceBuffer<int>(size_t(T), "nan");
   s.seqs = DeviceBuffer<cuda::GdnSeq>(seqs, "seqs");
+  std::vector<cuda::AttendSeq> aseqs;
+  for (const cuda::GdnSeq& q : seqs) aseqs.push_back({q.t0, q.n, pos[size_t(q.t0)]});
+  const cuda::AttendPlanHost plan = cuda::attend_plan(aseqs, {int(Hq), int(Hkv), int(D), int(R), 1e-6f});
+  if (!plan.words.empty()) s.attn_words = DeviceBuffer<int>(plan.words, "attention plan");
+  s.attn_plan = {s.attn_words.get(), plan.n_tiles, plan.n_core};
   bench::fill_random(s.h.get(), T * H, 3, 0x803FFFFFu, 0x3F000000u);
   return s;
 }
@@ -255,7 +261,7 @@ void mixer(const Model& m, Layer& L, Scratch& s, cudaStream_t st) {
     cuda::qk_norm_rope_store(s.proj.get(), ld, s.proj.get() + qw, ld, s.proj.get() + qw + KVROW, ld, L.qn.get(),
                              L.kn.get(), m.inv_freq.get(), s.pos.get(), s.bt_off.get(), m.bt.get(), L.kp.get(),
                              L.vp.get(), T, d, st);
-    cuda::attend(s.proj.get(), ld, s.pos.get(), s.bt_off.get(), m.bt.get(), L.kp.get(), L.vp.get(), T, s.n_seq, d, s.o.get(),
+    cuda::attend(s.proj.get(), ld, s.pos.get(), s.bt_off.get(), m.bt.get(), L.kp.get(), L.vp.get(), T, s.attn_plan, d, s.o.get(),
                  s.attn_ws.get(), int64_t(s.attn_ws.size()), st);
     linear(L.o, s.o.get(), T, s, s.y.get(), H, st);
   } else {
@@ -420,7 +426,7 @@ int main() {
         });
         op("attend (+combine)", [&](Layer& L) {
           if (L.attn)
-            cuda::attend(s.proj.get(), L.qkv.out, s.pos.get(), s.bt_off.get(), m.bt.get(), L.kp.get(), L.vp.get(), B, s.n_seq, ad,
+            cuda::attend(s.proj.get(), L.qkv.out, s.pos.get(), s.bt_off.get(), m.bt.get(), L.kp.get(), L.vp.get(), B, s.attn_plan, ad,
                          s.o.get(), s.attn_ws.get(), int64_t(s.attn_ws.size()), st);
         });
         op("attn o gemm (int4)", [&](Layer& L) { if (L.attn) cuda::gemm(L.o, s.xf.get(), B, s.y.get(), H, st); });
@@ -440,32 +446,33 @@ int main() {
         });
       }
     }
-    for (int64_t P : {512, 4096}) {
-      Scratch s = make_scratch(m, P, 1);
+    for (const auto& [P, n_seq] : {std::pair<int64_t, int>{512, 1}, {4096, 1}, {4096, 4}}) {
+      Scratch s = make_scratch(m, P, n_seq);
+      const std::string label = "P=" + (n_seq == 1 ? std::to_string(P) : std::to_string(n_seq) + "x" + std::to_string(P / n_seq));
       s.br = &br;
       const cuda::GdnDimsDev gd{int(Hk), int(Hv), int(DK), int(DV), int(KC), 1e-6f};
       const double loop = time_eager(st, [&] { step(m, s, st); }, 3);
       s.gdn_ws = DeviceBuffer<float>(size_t(cuda::gdn_chunked_workspace_floats(P, gd)), "chunked GDN workspace");
       const double chunked = time_eager(st, [&] { step(m, s, st); }, 3);
-      std::printf("row prefill P=%-4lld | %10.1f us | %8.1f tok/s (eager; GDN chunked) | GDN as a token loop %10.1f us\n",
-                  (long long)P, chunked, double(P) / (chunked * 1e-6), loop);
+      std::printf("row prefill %-7s | %10.1f us | %8.1f tok/s (eager; GDN chunked) | GDN as a token loop %10.1f us\n",
+                  label.c_str(), chunked, double(P) / (chunked * 1e-6), loop);
       // where a prefill goes: each part over the 40 layers, eager, same inputs
       auto part = [&](const char* name, const std::function<void(Layer&)>& f) {
         const double t = time_eager(st, [&] { for (auto& L : m.layers) f(L); }, 2);
-        std::printf("row   prefill op P=%-4lld %-32s %10.1f us\n", (long long)P, name, t);
+        std::printf("row   prefill op %-7s %-32s %10.1f us\n", label.c_str(), name, t);
       };
       part("mixers (GDN chunked, attention)", [&](Layer& L) { mixer(m, L, s, st); });
       part("  gdn delta rule, chunked", [&](Layer& L) {
         if (!L.attn)
           cuda::gdn_delta_rule(s.act.get(), s.proj.get() + C, L.qkvz.out, s.ba.get(), L.ba.out, L.A_log.get(),
-                               L.dt_bias.get(), L.gnorm.get(), s.seqs.get(), 1, int(P), L.S.get(), gd, P,
-                               s.gdn_ws.get(), s.o.get(), st);
+                               L.dt_bias.get(), L.gnorm.get(), s.seqs.get(), n_seq, int(P / n_seq), L.S.get(), gd,
+                               P, s.gdn_ws.get(), s.o.get(), st);
       });
       part("  gdn delta rule, token loop", [&](Layer& L) {
         if (!L.attn)
           cuda::gdn_delta_rule(s.act.get(), s.proj.get() + C, L.qkvz.out, s.ba.get(), L.ba.out, L.A_log.get(),
-                               L.dt_bias.get(), L.gnorm.get(), s.seqs.get(), 1, int(P), L.S.get(), gd, P, nullptr,
-                               s.o.get(), st);
+                               L.dt_bias.get(), L.gnorm.get(), s.seqs.get(), n_seq, int(P / n_seq), L.S.get(), gd,
+                               P, nullptr, s.o.get(), st);
       });
       // the mixers' other parts (the projections read their fragments as the step leaves them in s.xf)
       const cuda::AttnDimsDev ad{int(Hq), int(Hkv), int(D), int(R), 1e-6f};
@@ -476,7 +483,12 @@ int main() {
       });
       part("  attention (attend)", [&](Layer& L) {
         if (L.attn)
-          cuda::attend(s.proj.get(), L.qkv.out, s.pos.get(), s.bt_off.get(), m.bt.get(), L.kp.get(), L.vp.get(), P, 1,
+          cuda::attend(s.proj.get(), L.qkv.out, s.pos.get(), s.bt_off.get(), m.bt.get(), L.kp.get(), L.vp.get(), P,
+                       s.attn_plan, ad, s.o.get(), s.attn_ws.get(), int64_t(s.attn_ws.size()), st);
+      });
+      part("  attention, all on CUDA cores", [&](Layer& L) {  // no plan: the kernel a batch got before attend_plan
+        if (L.attn)
+          cuda::attend(s.proj.get(), L.qkv.out, s.pos.get(), s.bt_off.get(), m.bt.get(), L.kp.get(), L.vp.get(), P, {},
                        ad, s.o.get(), s.attn_ws.get(), int64_t(s.attn_ws.size()), st);
       });
       part("moe blocks", [&](Layer& L) {

@@ -2,13 +2,16 @@
 // mixer kernels), against the CPU gdn_forward / attention_forward on Qwen3.6 shapes (H 2048; GDN Hk 16, Hv 32,
 // dk = dv = 128, conv 4; attention Hq 16, Hkv 2, D 256, partial rotary 0.25, θ 1e7) over several calls that
 // continue one sequence (prefill chunk, decode steps, another chunk), plus two sequences batched in one call and
-// many one-token sequences (the recurrence's two lane counts); and attention with other query groups and head widths.
+// many one-token sequences (the recurrence's two lane counts); attention with other query groups and head widths, and
+// attention over batches of several sequences (prefills, decode steps and short chunks mixed).
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <tuple>
+#include <utility>
+#include <vector>
 
 #include "backend/cuda/attention.cuh"
 #include "backend/cuda/attention_prefill.cuh"
@@ -201,8 +204,13 @@ TEST(CudaGdn, OneTokenSequencesInBothLaneCounts) {
   }
 }
 
-// One attention layer over a scrambled paged cache, decode steps and prefills, against the CPU layer.
-void check_attention(int64_t Hq, int64_t Hkv, int64_t D, int64_t r, uint64_t seed) {
+// A batch of an attention test: (sequence, tokens) in batch order; each sequence continues where it stopped.
+using AttnBatch = std::vector<std::pair<int, int64_t>>;
+
+// One attention layer over a scrambled paged cache against the CPU layer, batch after batch. Each batch runs with the
+// plan the engine makes (attend_plan: sequences of ≥ 16 tokens on the tensor cores, the rest on the CUDA cores) and
+// again with every token on the CUDA-core kernel; the two must agree, and the planned run must match the CPU.
+void check_attention(int64_t Hq, int64_t Hkv, int64_t D, int64_t r, uint64_t seed, const std::vector<AttnBatch>& batches) {
   std::mt19937_64 rng(seed);
   const int64_t H = 2048;
   std::vector<std::unique_ptr<test::OwnedLinear>> store;
@@ -226,71 +234,98 @@ void check_attention(int64_t Hq, int64_t Hkv, int64_t D, int64_t r, uint64_t see
       "qkv");
   const auto o_proj = cuda::upload_packed(cuda::pack_linear(cuda::PackedFormat::int4, w.o_proj), "o_proj");
   DeviceBuffer<float> qn(w.q_norm, "q_norm"), kn(w.k_norm, "k_norm"), invf(d.inv_freq, "inv_freq");
-  // scrambled pages: position p in page bt[p / 16]
-  const std::vector<int> bt{5, 2, 7, 0, 3, 6, 1, 4, 12, 9, 15, 8, 11, 14, 10, 13};
-  const int64_t n_blocks = 16, row = Hkv * D;
+  // scrambled pages: sequence i's position p in page bt[i · kSeqBlocks + p / 16]
+  constexpr int kSeqs = 4, kSeqBlocks = 16;
+  const int64_t n_blocks = kSeqs * kSeqBlocks, row = Hkv * D;
+  std::vector<int> bt(static_cast<size_t>(n_blocks));
+  for (int64_t i = 0; i < n_blocks; ++i) bt[size_t(i)] = int((i * 37 + 11) % n_blocks);  // 37 is prime to 64
   DeviceBuffer<uint16_t> kp(size_t(n_blocks * 16 * row), "K pages"), vp(size_t(n_blocks * 16 * row), "V pages");
-  DeviceBuffer<int> dbt(bt, "block table");
+  DeviceBuffer<int> dbt(bt, "block tables");
   const cuda::AttnDimsDev dd{int(Hq), int(Hkv), int(D), int(r), 1e-6f};
 
   std::vector<float> kref(size_t(n_blocks * 16 * row), 0.f), vref(kref.size(), 0.f);  // CPU pages, fp32
-  int64_t pos0 = 0;
+  int64_t len[kSeqs] = {};
   int sms = 0;
   HLWQ_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), "SM count");
-  // decode steps split the keys over many blocks (some empty); 140 tokens take the unsplit path
-  for (int64_t T : {37, 1, 3, 20, 140}) {
-    SCOPED_TRACE(testing::Message() << "pos0=" << pos0 << " T=" << T << " splits "
-                                    << cuda::attend_splits(T, {int(Hq), int(Hkv), int(D), int(r), 1e-6f}, sms));
+  for (const AttnBatch& batch : batches) {
+    std::vector<BatchSeq> seqs;
+    std::vector<cuda::AttendSeq> aseqs;
+    std::vector<int> pos, off;
+    testing::Message what;
+    for (const auto& [i, n] : batch) {
+      const int64_t t0 = int64_t(pos.size());
+      what << " seq " << i << ": " << n << " at " << len[i] << ";";
+      seqs.push_back({i, len[i], t0, n, std::span<const int32_t>(bt).subspan(size_t(i * kSeqBlocks), kSeqBlocks)});
+      aseqs.push_back({t0, n, len[i]});
+      for (int64_t t = 0; t < n; ++t) pos.push_back(int(len[i] + t)), off.push_back(i * kSeqBlocks);
+      len[i] += n;
+      ASSERT_LE(len[i], kSeqBlocks * 16);
+    }
+    const int64_t T = int64_t(pos.size());
+    const cuda::AttendPlanHost plan = cuda::attend_plan(aseqs, dd);
+    SCOPED_TRACE(what << " tensor-core blocks " << plan.n_tiles << ", CUDA-core tokens " << plan.n_core);
     const auto x = test::random_bf16_exact(size_t(T * H), 1.f, rng);
     std::vector<float> ref(size_t(T * H));
-    const BatchSeq seq{0, pos0, 0, T, bt};
-    test::ref_attention(w, d, x.data(), T, {&seq, 1}, kref.data(), vref.data(), 16, ref.data());
+    test::ref_attention(w, d, x.data(), T, seqs, kref.data(), vref.data(), 16, ref.data());
 
-    std::vector<int> pos(static_cast<size_t>(T)), off(static_cast<size_t>(T), 0);
-    for (int64_t t = 0; t < T; ++t) pos[size_t(t)] = int(pos0 + t);
     DeviceBuffer<int> dpos(pos, "pos"), doff(off, "bt_off");
+    DeviceBuffer<int> words(plan.words.empty() ? std::vector<int>{0} : plan.words, "attention plan");
+    const cuda::AttendPlan dplan{plan.words.empty() ? nullptr : words.get(), plan.n_tiles, plan.n_core};
     DeviceBuffer<float> dx(x, "x"), proj(size_t(T * qkv.out), "proj"), att(size_t(T * Hq * D), "att"),
-        out(size_t(T * H), "out");
+        att_cc(size_t(T * Hq * D), "att, CUDA cores"), out(size_t(T * H), "out");
     DeviceBuffer<uint32_t> xf(size_t(cuda::xfrag_words(T, 4096)), "xf");
     dev_linear(qkv, dx.get(), T, xf, proj.get());
     const int64_t qw = Hq * 2 * D;
     cuda::qk_norm_rope_store(proj.get(), qkv.out, proj.get() + qw, qkv.out, proj.get() + qw + row, qkv.out, qn.get(),
                              kn.get(), invf.get(), dpos.get(), doff.get(), dbt.get(), kp.get(), vp.get(), T, dd, nullptr);
     const int64_t wsf = cuda::attend_workspace_floats(T, dd, sms);
-    DeviceBuffer<float> ws(size_t(wsf), "attend workspace");
-    cuda::attend(proj.get(), qkv.out, dpos.get(), doff.get(), dbt.get(), kp.get(), vp.get(), T, 1, dd, att.get(),
+    DeviceBuffer<float> ws(size_t(std::max<int64_t>(wsf, 1)), "attend workspace");
+    cuda::attend(proj.get(), qkv.out, dpos.get(), doff.get(), dbt.get(), kp.get(), vp.get(), T, dplan, dd, att.get(),
                  ws.get(), wsf, nullptr);
-    if (cuda::attend_prefill_fits(T, 1, dd)) {
-      // the tensor-core prefill kernel against the CUDA-core one on the same cache (n_seq 2 routes there: that kernel
-      // serves every batch layout)
-      DeviceBuffer<float> att_cc(size_t(T * Hq * D), "att, CUDA cores");
-      cuda::attend(proj.get(), qkv.out, dpos.get(), doff.get(), dbt.get(), kp.get(), vp.get(), T, 2, dd, att_cc.get(),
-                   ws.get(), wsf, nullptr);
-      EXPECT_REL(att.download(), att_cc.download(), test::kAttentionKernelsRel);
-    }
+    // every token on the CUDA-core kernel (no plan) over the same cache: the two kernels must agree
+    cuda::attend(proj.get(), qkv.out, dpos.get(), doff.get(), dbt.get(), kp.get(), vp.get(), T, {}, dd, att_cc.get(),
+                 ws.get(), wsf, nullptr);
+    EXPECT_REL(att.download(), att_cc.download(), test::kAttentionKernelsRel);
     dev_linear(o_proj, att.get(), T, xf, out.get());
     HLWQ_CUDA_CHECK(cudaDeviceSynchronize(), "attention test");
     EXPECT_REL(out.download(), ref, test::kAttentionRel);
-    pos0 += T;
-    // the cache: keys and values of every position so far, read through the block table on both sides
+    // the cache: keys and values of every position so far, read through the block tables on both sides
     const auto kh = kp.download(), vh = vp.download();
-    std::vector<float> kg(size_t(pos0 * row)), vg(size_t(pos0 * row)), kc(kg.size()), vc(vg.size());
-    for (int64_t p = 0; p < pos0; ++p)
-      for (int64_t i = 0; i < row; ++i) {
-        const size_t at = size_t((bt[size_t(p / 16)] * 16 + p % 16) * row + i);
-        kg[size_t(p * row + i)] = bf16_to_f32(kh[at]);
-        vg[size_t(p * row + i)] = bf16_to_f32(vh[at]);
-        kc[size_t(p * row + i)] = kref[at];
-        vc[size_t(p * row + i)] = vref[at];
-      }
+    std::vector<float> kg, vg, kc, vc;
+    for (int i = 0; i < kSeqs; ++i)
+      for (int64_t p = 0; p < len[i]; ++p)
+        for (int64_t j = 0; j < row; ++j) {
+          const size_t at = size_t((bt[size_t(i * kSeqBlocks + p / 16)] * 16 + p % 16) * row + j);
+          kg.push_back(bf16_to_f32(kh[at]));
+          vg.push_back(bf16_to_f32(vh[at]));
+          kc.push_back(kref[at]);
+          vc.push_back(vref[at]);
+        }
     EXPECT_REL(kg, kc, test::kKvCacheRel);
     EXPECT_REL(vg, vc, test::kKvCacheRel);
   }
 }
 
+// One sequence: a prefill, decode steps that split the keys over many blocks (some empty), a chunk of 20, and 140
+// tokens (the CUDA-core kernel unsplit in the comparison).
+const std::vector<AttnBatch> kOneSequence{{{0, 37}}, {{0, 1}}, {{0, 3}}, {{0, 20}}, {{0, 140}}};
+
 TEST(CudaAttention, LayerMatchesCpuOverPagedCache) {
   HLWQ_REQUIRE_CUDA();
-  check_attention(16, 2, 256, 64, 40);  // Qwen3.5/3.6: 8 query heads per kv head, 16-byte K/V loads per lane
+  check_attention(16, 2, 256, 64, 40, kOneSequence);  // Qwen3.5/3.6: 8 query heads per kv head, 16-byte K/V loads
+}
+
+// Batches of several sequences, as the server schedules them: prefills side by side (tensor-core blocks of different
+// sequences in one launch, their key counts out of batch order), prefill chunks beside decode steps and short
+// chunks (both kernels in one batch, the CUDA-core one on a token list), and a batch of decode steps alone.
+TEST(CudaAttention, BatchesOfSeveralSequences) {
+  HLWQ_REQUIRE_CUDA();
+  const std::vector<AttnBatch> batches{{{0, 40}, {1, 16}, {2, 5}},
+                                       {{1, 1}, {0, 33}, {3, 70}},
+                                       {{0, 1}, {1, 1}, {2, 1}, {3, 1}},
+                                       {{2, 17}, {0, 2}, {1, 100}, {3, 15}}};
+  check_attention(16, 2, 256, 64, 42, batches);
+  check_attention(4, 2, 64, 16, 43, batches);  // the demo model's groups: 8-token rows, 32-token blocks
 }
 
 // Other groups and head widths: the kernel's two warps per key take halves of a kv head's query heads (unequal for
@@ -301,7 +336,7 @@ TEST(CudaAttention, OtherGroupsAndHeadWidths) {
   for (const auto& [Hq, Hkv, D, r] : {std::tuple<int64_t, int64_t, int64_t, int64_t>{4, 1, 128, 32}, {6, 2, 64, 32},
                                       {14, 2, 128, 64}, {2, 2, 256, 64}, {4, 2, 64, 16}}) {
     SCOPED_TRACE(testing::Message() << "Hq=" << Hq << " Hkv=" << Hkv << " D=" << D);
-    check_attention(Hq, Hkv, D, r, uint64_t(41 + Hq));
+    check_attention(Hq, Hkv, D, r, uint64_t(41 + Hq), kOneSequence);
   }
 }
 

@@ -4,8 +4,8 @@
 // second kernel merges the splits. 8 warps: 4 split the keys times 2 halves of the heads (the two warps of a key read
 // its row, the second from L1); each loads its next key's row while it uses this one, each lane holds D/32 dims,
 // each warp keeps an online softmax (running max m, sum l, output o) per head, and the key warps merge at the end
-// through shared memory. A batch that is one sequence of many tokens (a prefill) goes to attention_prefill.cuh's
-// tensor-core kernel instead.
+// through shared memory. Sequences of many tokens (prefills) go to attention_prefill.cuh's tensor-core kernel
+// instead, as attend_plan decides; block x then takes token tok[x] of the plan's list.
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -92,12 +92,13 @@ template <int D>
 __global__ void __launch_bounds__(kWarps * 32) attend_kernel(const float* __restrict__ qg, int64_t ldq, const int* __restrict__ pos,
                                                              const int* __restrict__ bt_off, const int* __restrict__ bt,
                                                              const __nv_bfloat16* __restrict__ k_pages,
-                                                             const __nv_bfloat16* __restrict__ v_pages, AttnDimsDev d,
-                                                             float* out, float* part) {
+                                                             const __nv_bfloat16* __restrict__ v_pages,
+                                                             const int* __restrict__ tok, AttnDimsDev d, float* out,
+                                                             float* part) {
   HLWQ_PDL_PREAMBLE();
   constexpr int DPL = D / 32;  // dims per lane
   extern __shared__ float sm[];  // [kKeyWarps][rep][D] o, then [kKeyWarps][rep] m and l
-  const int t = blockIdx.x, hk = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int t = tok ? tok[blockIdx.x] : blockIdx.x, hk = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int kw = warp % kKeyWarps, hg = warp / kKeyWarps;
   const int rep = d.Hq / d.Hkv, P = pos[t] + 1, ns = gridDim.z, z = blockIdx.z;
   const int hpw = (rep + kHeadGroups - 1) / kHeadGroups, r0 = hg * hpw, nr = max(0, min(hpw, rep - r0));  // heads
@@ -174,7 +175,7 @@ __global__ void __launch_bounds__(kWarps * 32) attend_kernel(const float* __rest
       const float gate = qg[int64_t(t) * ldq + int64_t(hq) * 2 * D + D + i];
       out[(int64_t(t) * d.Hq + hq) * D + i] = acc / L * (1.f / (1.f + expf(-gate)));
     } else {  // partial result of this key split: unnormalized o, then its max and sum
-      float* pp = part + ((int64_t(t) * d.Hq + hq) * ns + z) * (D + 2);
+      float* pp = part + ((int64_t(blockIdx.x) * d.Hq + hq) * ns + z) * (D + 2);  // by block row, not token
       pp[i] = acc;
       if (i == 0) pp[D] = M, pp[D + 1] = L;
     }
@@ -186,12 +187,12 @@ __global__ void __launch_bounds__(kWarps * 32) attend_kernel(const float* __rest
 // thread sums its dim over the splits with all loads independent.
 template <int D>
 __global__ void attend_combine_kernel(const float* __restrict__ qg, int64_t ldq, const float* __restrict__ part, int ns,
-                                      AttnDimsDev d, float* out) {
+                                      const int* __restrict__ tok, AttnDimsDev d, float* out) {
   HLWQ_PDL_PREAMBLE();
   __shared__ float f_s[32];
   __shared__ float L_s;
-  const int t = blockIdx.x, hq = blockIdx.y, i = threadIdx.x;
-  const float* pp = part + (int64_t(t) * d.Hq + hq) * ns * (D + 2);
+  const int t = tok ? tok[blockIdx.x] : blockIdx.x, hq = blockIdx.y, i = threadIdx.x;
+  const float* pp = part + (int64_t(blockIdx.x) * d.Hq + hq) * ns * (D + 2);
   if (i < 32) {  // D ≥ 64: a whole warp
     const float mz = i < ns ? pp[i * (D + 2) + D] : -INFINITY, lz = i < ns ? pp[i * (D + 2) + D + 1] : 0.f;
     float M = mz;
@@ -232,38 +233,86 @@ int64_t attend_splits(int64_t T, const AttnDimsDev& d, int sms) {
 }
 
 int64_t attend_workspace_floats(int64_t T, const AttnDimsDev& d, int sms) {
-  const int64_t ns = attend_splits(T, d, sms);
-  return ns > 1 ? T * d.Hq * ns * (d.D + 2) : 0;
+  // the most of any launch of n ≤ T tokens (a plan may leave fewer tokens than the batch to the CUDA cores, each with
+  // more splits); splits only fall as n grows, so the scan stops at the first n that needs none
+  int64_t most = 0;
+  for (int64_t n = 1; n <= T; ++n) {
+    const int64_t ns = attend_splits(n, d, sms);
+    if (ns == 1) break;
+    most = std::max(most, n * ns);
+  }
+  return most * d.Hq * (d.D + 2);
+}
+
+AttendPlanHost attend_plan(const std::vector<AttendSeq>& seqs, const AttnDimsDev& d) {
+  AttendPlanHost p;
+  const bool tc = attend_prefill_supported(d);
+  const int64_t tpb = tc ? attend_prefill_block_tokens(d) : 0;
+  struct Tile {
+    int first, end, keys;
+  };
+  std::vector<Tile> tiles;
+  std::vector<int> core;
+  int64_t T = 0;
+  for (const AttendSeq& q : seqs) {
+    HLWQ_CHECK(q.t0 == T && q.n >= 1 && q.pos0 >= 0, "attend_plan: sequence of {} tokens at {} after {} tokens", q.n,
+               q.t0, T);
+    T += q.n;
+    if (tc && q.n >= kAttendPrefillMinTokens) {
+      for (int64_t a = q.t0; a < q.t0 + q.n; a += tpb) {
+        const int64_t e = std::min(a + tpb, q.t0 + q.n);
+        tiles.push_back({int(a), int(e), int(q.pos0 + (e - q.t0))});
+      }
+    } else {
+      for (int64_t t = q.t0; t < q.t0 + q.n; ++t) core.push_back(int(t));
+    }
+  }
+  if (tiles.empty()) return p;  // every token on the CUDA cores in batch order: no words
+  // the blocks that see the most keys start first (the longest run sets the kernel's end); ties in batch order
+  std::stable_sort(tiles.begin(), tiles.end(), [](const Tile& a, const Tile& b) { return a.keys > b.keys; });
+  for (const Tile& t : tiles) p.words.insert(p.words.end(), {t.first, t.end});
+  p.words.insert(p.words.end(), core.begin(), core.end());
+  p.n_tiles = int64_t(tiles.size());
+  p.n_core = int64_t(core.size());
+  HLWQ_CHECK(int64_t(p.words.size()) <= attend_plan_capacity(T), "attend_plan: {} words for {} tokens", p.words.size(),
+             T);
+  return p;
 }
 
 void attend(const float* qg, int64_t ldq, const int* pos, const int* bt_off, const int* bt, const uint16_t* k_pages,
-            const uint16_t* v_pages, int64_t T, int n_seq, const AttnDimsDev& d, float* out, float* ws,
+            const uint16_t* v_pages, int64_t T, const AttendPlan& plan, const AttnDimsDev& d, float* out, float* ws,
             int64_t ws_floats, cudaStream_t st) {
   const int rep = d.Hkv > 0 ? d.Hq / d.Hkv : 0;
   HLWQ_CHECK(d.Hkv > 0 && d.Hq % d.Hkv == 0 && rep <= kMaxRep, "attend: {} q heads over {} kv heads", d.Hq, d.Hkv);
+  HLWQ_CHECK(!plan.words || plan.n_tiles + plan.n_core <= T, "attend: a plan of {} blocks and {} tokens for {} tokens",
+             plan.n_tiles, plan.n_core, T);
   if (T == 0) return;
-  if (attend_prefill_fits(T, n_seq, d)) return attend_prefill(qg, ldq, pos, bt_off, bt, k_pages, v_pages, T, d, out, st);
+  if (plan.words && plan.n_tiles > 0)
+    attend_prefill(qg, ldq, pos, bt_off, bt, k_pages, v_pages, plan.words, plan.n_tiles, d, out, st);
+  const int* tok = plan.words ? plan.words + 2 * plan.n_tiles : nullptr;  // the CUDA-core kernel's tokens
+  const int64_t n = plan.words ? plan.n_core : T;
+  if (n == 0) return;
   int sms = 0;
   HLWQ_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), "attend: SM count");
-  const int64_t ns = attend_splits(T, d, sms);
+  const int64_t ns = attend_splits(n, d, sms);
   HLWQ_CHECK(reinterpret_cast<uintptr_t>(k_pages) % 16 == 0 && reinterpret_cast<uintptr_t>(v_pages) % 16 == 0,
              "attend: K/V pages must be 16-byte aligned (vector loads of a row)");
-  HLWQ_CHECK(ns == 1 || (ws && ws_floats >= attend_workspace_floats(T, d, sms)),
-             "attend: {} key splits need a workspace of {} floats, got {}", ns, attend_workspace_floats(T, d, sms),
+  HLWQ_CHECK(ns == 1 || (ws && ws_floats >= attend_workspace_floats(n, d, sms)),
+             "attend: {} key splits need a workspace of {} floats, got {}", ns, attend_workspace_floats(n, d, sms),
              ws_floats);
-  const dim3 grid(unsigned(T), unsigned(d.Hkv), unsigned(ns));
+  const dim3 grid(unsigned(n), unsigned(d.Hkv), unsigned(ns));
   const size_t smem = size_t(kKeyWarps * rep * (d.D + 2)) * sizeof(float);
   auto kp = reinterpret_cast<const __nv_bfloat16*>(k_pages);
   auto vp = reinterpret_cast<const __nv_bfloat16*>(v_pages);
-  const dim3 cgrid(unsigned(T), unsigned(d.Hq));
+  const dim3 cgrid(unsigned(n), unsigned(d.Hq));
   switch (d.D) {
 #define HLWQ_ATTEND_CASE(DD)                                                                                  \
   case DD:                                                                                                    \
-    attend_kernel<DD><<<grid, kWarps * 32, smem, st>>>(qg, ldq, pos, bt_off, bt, kp, vp, d, out, ws);        \
-    HLWQ_CUDA_LAUNCH_CHECK("attend {} tokens, {} kv heads, D {}, {} splits", T, d.Hkv, d.D, ns);             \
+    attend_kernel<DD><<<grid, kWarps * 32, smem, st>>>(qg, ldq, pos, bt_off, bt, kp, vp, tok, d, out, ws);   \
+    HLWQ_CUDA_LAUNCH_CHECK("attend {} tokens, {} kv heads, D {}, {} splits", n, d.Hkv, d.D, ns);             \
     if (ns > 1) {                                                                                             \
-      attend_combine_kernel<DD><<<cgrid, DD, 0, st>>>(qg, ldq, ws, int(ns), d, out);                          \
-      HLWQ_CUDA_LAUNCH_CHECK("attend combine {} tokens, {} splits", T, ns);                                   \
+      attend_combine_kernel<DD><<<cgrid, DD, 0, st>>>(qg, ldq, ws, int(ns), tok, d, out);                     \
+      HLWQ_CUDA_LAUNCH_CHECK("attend combine {} tokens, {} splits", n, ns);                                   \
     }                                                                                                         \
     break;
     HLWQ_ATTEND_CASE(64)

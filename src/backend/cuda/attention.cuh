@@ -7,6 +7,7 @@
 // Dimension legend: T tokens, Hq/Hkv heads, D head_dim, r rotary dims.
 #pragma once
 #include <cstdint>
+#include <vector>
 
 #include <cuda_runtime_api.h>
 
@@ -25,12 +26,35 @@ void qk_norm_rope_store(float* qg, int64_t ldq, const float* k, int64_t ldk, con
                         const float* k_norm, const float* inv_freq, const int* pos, const int* bt_off, const int* bt,
                         uint16_t* k_pages, uint16_t* v_pages, int64_t T, const AttnDimsDev& d, cudaStream_t st);
 
+// A sequence of a batch: its tokens [t0, t0 + n) of the batch, at positions pos0, pos0 + 1, …
+struct AttendSeq {
+  int64_t t0 = 0, n = 0, pos0 = 0;
+};
+
+// Which kernel serves which tokens of a batch. The tensor-core prefill kernel (attention_prefill.cuh) takes every
+// sequence of ≥ 16 tokens, in blocks of consecutive tokens of one sequence: words [2·n_tiles] hold each block's
+// (first token, end), the blocks that see the most keys first. The CUDA-core kernel takes the tokens of the other
+// sequences: words [2·n_tiles, +n_core). No words: every token of the batch on the CUDA cores, in batch order (a
+// decode step, whose recorded graph then reads no plan).
+struct AttendPlanHost {
+  std::vector<int> words;
+  int64_t n_tiles = 0, n_core = 0;
+};
+// Built on the host from the batch's sequences (t0 increasing, tokens [0, T) covered once); at most
+// attend_plan_capacity(T) words.
+AttendPlanHost attend_plan(const std::vector<AttendSeq>& seqs, const AttnDimsDev& d);
+inline int64_t attend_plan_capacity(int64_t T) { return 2 * T; }
+// The plan's words uploaded to the device (words null: no plan, as above).
+struct AttendPlan {
+  const int* words = nullptr;
+  int64_t n_tiles = 0, n_core = 0;
+};
+
 // out fp32 [T, Hq·D] = sigmoid(gate) ⊙ softmax(q Kᵀ / √D) V over positions [0, pos[t]] of the token's sequence.
-// Needs D ∈ {64, 128, 256} and Hq / Hkv ≤ 8. With few tokens the keys are split over several blocks whose partial
-// results go to ws (attend_workspace_floats(T, d, SM count) floats; 0 when no split is needed). n_seq: sequences in
-// the batch; one sequence of many tokens (a prefill) runs on the tensor cores (attention_prefill.cuh).
+// Needs D ∈ {64, 128, 256} and Hq / Hkv ≤ 8. With few tokens on the CUDA cores the keys are split over several
+// blocks whose partial results go to ws (attend_workspace_floats(T, d, SM count) floats; 0 when no split is needed).
 void attend(const float* qg, int64_t ldq, const int* pos, const int* bt_off, const int* bt, const uint16_t* k_pages,
-            const uint16_t* v_pages, int64_t T, int n_seq, const AttnDimsDev& d, float* out, float* ws,
+            const uint16_t* v_pages, int64_t T, const AttendPlan& plan, const AttnDimsDev& d, float* out, float* ws,
             int64_t ws_floats, cudaStream_t st);
 int64_t attend_splits(int64_t T, const AttnDimsDev& d, int sms);
 int64_t attend_workspace_floats(int64_t T, const AttnDimsDev& d, int sms);

@@ -17,7 +17,6 @@ namespace {
 
 constexpr int kWarps = 4;       // row tiles of a block, sharing its K/V tiles
 constexpr int kKeys = 16;  // keys of a K/V tile, one k-step of P·V (two buffers and q's two parts fit two blocks an SM)
-constexpr int kMinTokens = 16;  // fewer tokens: attend_kernel's key splits use the GPU better
 constexpr int kMaxRep = 8;      // query heads per kv head a row tile can hold with ≥ 2 tokens
 
 // Shared memory rows are D + 8 bf16 long: consecutive rows 16 bytes apart modulo 128, so the 8 row addresses of an
@@ -45,26 +44,26 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
   return *reinterpret_cast<const uint32_t*>(&h);
 }
 
-// Block (x, kv head y): tokens [t0, t0 + 4 · 16/RP), x counted from the end so the blocks with the most keys start
-// first. rp_log2: log2 RP.
+// Block (x, kv head y): tokens [tiles[2x], tiles[2x + 1]) of one sequence (the plan puts the blocks with the most
+// keys first). rp_log2: log2 RP.
 template <int D>
 __global__ void __launch_bounds__(kWarps * 32, 2)
     attend_prefill_kernel(const float* __restrict__ qg, int64_t ldq, const int* __restrict__ pos,
                           const int* __restrict__ bt_off, const int* __restrict__ bt,
                           const __nv_bfloat16* __restrict__ k_pages, const __nv_bfloat16* __restrict__ v_pages,
-                          AttnDimsDev d, int T, int rp_log2, float* out) {
+                          const int* __restrict__ tiles, AttnDimsDev d, int rp_log2, float* out) {
   HLWQ_PDL_PREAMBLE();
   constexpr int S = row_stride(D);
   // q's high and low bf16 parts [2][kWarps · 16][S], then two buffers of K, V [kKeys][S]
   extern __shared__ __align__(16) __nv_bfloat16 smem[];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
   const int tpw = 16 >> rp_log2, rep = d.Hq / d.Hkv, hk = blockIdx.y;
-  const int t0 = (int(gridDim.x) - 1 - int(blockIdx.x)) * kWarps * tpw, tw = t0 + warp * tpw;
-  const int t_last = min(T, t0 + kWarps * tpw) - 1;
+  const int t0 = tiles[2 * blockIdx.x], T = tiles[2 * blockIdx.x + 1], tw = t0 + warp * tpw;  // T: the block's end
+  const int t_last = T - 1;
   const int nk = pos[t_last] + 1;  // positions increase with t: the block's last token sees the most keys
   const int w_last = min(T - 1, tw + tpw - 1);
   const int w_keys = w_last >= tw ? pos[w_last] + 1 : 0;  // keys any row of this warp sees
-  const int* btt = bt + bt_off[0];
+  const int* btt = bt + bt_off[t0];
 
   // Row r of the warp's tile: token tw + r / RP, query head hk · rep + r % RP (padding where that is ≥ rep or the
   // token ≥ T: zero q, results not written). This lane's rows g and g + 8 and the last key each may see.
@@ -218,20 +217,26 @@ int rp_log2_of(int rep) {
 
 }  // namespace
 
-bool attend_prefill_fits(int64_t T, int n_seq, const AttnDimsDev& d) {
-  return n_seq == 1 && T >= kMinTokens && d.Hkv > 0 && d.Hq % d.Hkv == 0 &&
-         d.Hq / d.Hkv <= kMaxRep && (d.D == 64 || d.D == 128 || d.D == 256);
+bool attend_prefill_supported(const AttnDimsDev& d) {
+  if (d.Hkv <= 0 || d.Hq % d.Hkv != 0 || d.Hq / d.Hkv > kMaxRep || (d.D != 64 && d.D != 128 && d.D != 256)) return false;
+  int dev = 0, optin = 0;
+  HLWQ_CUDA_CHECK(cudaGetDevice(&dev), "attend_prefill: current device");
+  HLWQ_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev),
+                  "attend_prefill: shared memory opt-in limit of device {}", dev);
+  return smem_bytes(d.D) <= size_t(optin);
 }
 
+int64_t attend_prefill_block_tokens(const AttnDimsDev& d) { return kWarps * (16 >> rp_log2_of(d.Hq / d.Hkv)); }
+
 void attend_prefill(const float* qg, int64_t ldq, const int* pos, const int* bt_off, const int* bt,
-                    const uint16_t* k_pages, const uint16_t* v_pages, int64_t T, const AttnDimsDev& d, float* out,
-                    cudaStream_t st) {
-  HLWQ_CHECK(attend_prefill_fits(T, 1, d), "attend_prefill: {} tokens, {} q heads over {} kv heads, D {}", T, d.Hq,
-             d.Hkv, d.D);
+                    const uint16_t* k_pages, const uint16_t* v_pages, const int* tiles, int64_t n_tiles,
+                    const AttnDimsDev& d, float* out, cudaStream_t st) {
+  HLWQ_CHECK(attend_prefill_supported(d), "attend_prefill: {} q heads over {} kv heads, D {} (shared memory {} bytes)",
+             d.Hq, d.Hkv, d.D, smem_bytes(d.D));
   HLWQ_CHECK(ldq % 2 == 0 && reinterpret_cast<uintptr_t>(qg) % 8 == 0, "attend_prefill: q rows must be 8-byte aligned");
+  if (n_tiles == 0) return;
   const int lg = rp_log2_of(d.Hq / d.Hkv);
-  const int64_t tpb = kWarps * (16 >> lg);
-  const dim3 grid(unsigned((T + tpb - 1) / tpb), unsigned(d.Hkv));
+  const dim3 grid(unsigned(n_tiles), unsigned(d.Hkv));
   const size_t smem = smem_bytes(d.D);
   auto kp = reinterpret_cast<const __nv_bfloat16*>(k_pages);
   auto vp = reinterpret_cast<const __nv_bfloat16*>(v_pages);
@@ -241,8 +246,8 @@ void attend_prefill(const float* qg, int64_t ldq, const int* pos, const int* bt_
     HLWQ_CUDA_CHECK(cudaFuncSetAttribute(attend_prefill_kernel<DD>, cudaFuncAttributeMaxDynamicSharedMemorySize,     \
                                          int(smem)),                                                                  \
                     "attend_prefill: {} bytes of shared memory", smem);                                             \
-    attend_prefill_kernel<DD><<<grid, kWarps * 32, smem, st>>>(qg, ldq, pos, bt_off, bt, kp, vp, d, int(T), lg, out); \
-    HLWQ_CUDA_LAUNCH_CHECK("attend_prefill {} tokens, {} kv heads, D {}", T, d.Hkv, d.D);                          \
+    attend_prefill_kernel<DD><<<grid, kWarps * 32, smem, st>>>(qg, ldq, pos, bt_off, bt, kp, vp, tiles, d, lg, out); \
+    HLWQ_CUDA_LAUNCH_CHECK("attend_prefill {} blocks, {} kv heads, D {}", n_tiles, d.Hkv, d.D);                       \
     break;
     HLWQ_ATTEND_PREFILL_CASE(64)
     HLWQ_ATTEND_PREFILL_CASE(128)

@@ -148,6 +148,7 @@ class CudaBackend final : public Backend {
   DeviceBuffer<int> rows_;
   int64_t T_ = 0;
   int n_seq_ = 0, max_n_ = 0;  // sequences of the batch, the most tokens of one
+  cuda::AttendPlan attn_plan_;  // the batch's attention plan, inside batch_
 
   // workspace
   DeviceBuffer<float> h_, xn_, y_, proj_, ba_, gact_, o_, attn_ws_, logits_, lm_x_;
@@ -177,7 +178,8 @@ class CudaBackend final : public Backend {
   bool capturing_ = false, replayed_ = false;
 };
 
-int64_t ints_of_batch(int64_t Tm, int64_t kv_blocks) { return 3 * Tm + kv_blocks; }
+// [ids | pos | bt_off] at capacity offsets, then the used block tables and the attention plan's words
+int64_t ints_of_batch(int64_t Tm, int64_t kv_blocks) { return 3 * Tm + kv_blocks + cuda::attend_plan_capacity(Tm); }
 
 CudaBackend::CudaBackend(const ModelConfig& cfg, const ModelWeights& w, const BackendLimits& lim,
                          const CudaBackendOptions& opt)
@@ -255,9 +257,7 @@ CudaBackend::CudaBackend(const ModelConfig& cfg, const ModelWeights& w, const Ba
   xf_ = DeviceBuffer<uint32_t>(size_t(cuda::xfrag_words(Tm_, in_pad)), "activations in fragment order");
   int sms = 0;
   HLWQ_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, opt.device), "SM count");
-  int64_t ws = 0;
-  for (int64_t T = 1; T <= Tm_; ++T) ws = std::max(ws, cuda::attend_workspace_floats(T, ad_, sms));
-  attn_ws_ = DeviceBuffer<float>(size_t(ws), "attention split workspace");
+  attn_ws_ = DeviceBuffer<float>(size_t(cuda::attend_workspace_floats(Tm_, ad_, sms)), "attention split workspace");
   moe_ws_ = cuda::make_moe_workspace(m_.layers[0].moe, Tm_);
   if (gd_.Hv > 0 && Tm_ >= cuda::kGdnChunkedMinTokens && cuda::gdn_chunked_fits(gd_, opt.device))
     gdn_ws_ = DeviceBuffer<float>(size_t(cuda::gdn_chunked_workspace_floats(Tm_, gd_)), "chunked GDN workspace");
@@ -512,8 +512,15 @@ void CudaBackend::begin_batch(const Batch& b) {
     nbt += need;
     decode = decode && s.n == 1;
   }
-  // one copy of the used prefix of [ids | pos | bt_off | bt] (ids..bt_off at capacity offsets)
-  HLWQ_CUDA_CHECK(cudaMemcpyAsync(batch_.get(), ids, size_t(3 * Tm_ + nbt) * sizeof(int), cudaMemcpyHostToDevice, st_),
+  // which attention kernel serves which tokens (attention.cuh), its words right after the block tables
+  std::vector<cuda::AttendSeq> aseqs;
+  for (const BatchSeq& s : b.seqs) aseqs.push_back({s.t0, s.n, s.pos0});
+  const cuda::AttendPlanHost plan = cuda::attend_plan(aseqs, ad_);
+  std::copy(plan.words.begin(), plan.words.end(), bt + nbt);
+  attn_plan_ = {plan.words.empty() ? nullptr : batch_.get() + 3 * Tm_ + nbt, plan.n_tiles, plan.n_core};
+  // one copy of the used prefix of [ids | pos | bt_off | bt | plan] (ids..bt_off at capacity offsets)
+  HLWQ_CUDA_CHECK(cudaMemcpyAsync(batch_.get(), ids, size_t(3 * Tm_ + nbt) * sizeof(int) + plan.words.size() * sizeof(int),
+                                  cudaMemcpyHostToDevice, st_),
                   "batch upload");
   HLWQ_CUDA_CHECK(cudaMemcpyAsync(seqs_.get(), seqs, b.seqs.size() * sizeof(cuda::GdnSeq), cudaMemcpyHostToDevice,
                                   st_), "batch sequences upload");
@@ -640,7 +647,7 @@ void CudaBackend::attn_mixer(int layer, Act in, Act out) {
   if (stats_) stats_->mixer(layer, false, act(in), H_, T_, st_);
   cuda::qk_norm_rope_store(qg, ld, qg + qw, ld, qg + qw + kvw, ld, L.q_norm.get(), L.k_norm.get(), m_.inv_freq.get(),
                            pos, bt_off, bt, kp_[size_t(k)].get(), vp_[size_t(k)].get(), T_, ad_, st_);
-  cuda::attend(qg, ld, pos, bt_off, bt, kp_[size_t(k)].get(), vp_[size_t(k)].get(), T_, n_seq_, ad_, o_.get(),
+  cuda::attend(qg, ld, pos, bt_off, bt, kp_[size_t(k)].get(), vp_[size_t(k)].get(), T_, attn_plan_, ad_, o_.get(),
                attn_ws_.get(), int64_t(attn_ws_.size()), st_);
   if (stats_) stats_->mixer(layer, true, o_.get(), int64_t(ad_.Hq) * ad_.D, T_, st_);
   cuda::fused_forward(L.o, o_.get(), int64_t(ad_.Hq) * ad_.D, T_, xf_.get(), act(out), H_, st_);

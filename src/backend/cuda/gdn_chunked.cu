@@ -1,6 +1,6 @@
 // Chunked Gated DeltaNet kernels (see gdn_chunked.cuh).
 // prep: one block of 256 threads per (value head, chunk, sequence); every array of the chunk in shared memory.
-// scan: one block of 256 threads per (value head, 32 columns of S, sequence); its S tile stays in shared memory
+// scan: one block of 256 threads per (value head, 16 columns of S, sequence); its S tile stays in shared memory
 // across the sequence's chunks, each chunk's W, U, QK and G are staged into shared memory with coalesced loads,
 // and its q and k are re-normalized from act (cheaper than storing them).
 #include <cuda_pipeline.h>
@@ -18,7 +18,9 @@ namespace {
 
 constexpr int kL = kGdnChunkDev;
 constexpr int kThreads = 256;
-constexpr int kScanCols = 32;
+// Columns of S per scan block: 16 gives Hv · dv / 16 blocks (256 for Qwen3.6: two an SM of the H200, where 32 columns
+// left one block of 8 warps an SM to wait out each chunk's loads and barriers alone).
+constexpr int kScanCols = 16;
 
 __device__ __forceinline__ float softplus_f(float x) { return x > 20.f ? x : log1pf(expf(x)); }
 
@@ -131,22 +133,23 @@ __global__ void __launch_bounds__(kThreads) prep_kernel(const float* __restrict_
   for (int i = tid; i < L; i += blockDim.x) ws.G[(tb + i) * d.Hv + h] = G[i];
 }
 
-// scan: thread (warp w, lane c) owns column c of the tile and rows w, w + 8, … of every [rows, 32] product, so each
-// shared-memory read of S feeds several FMAs and the row operands (W, q, k, QK) are warp-wide broadcasts.
-constexpr int kWarpsScan = kThreads / 32;
-constexpr int kRowsU = kL / kWarpsScan;        // rows of u and o per thread
-constexpr int kMaxRowsS = 128 / kWarpsScan;    // rows of S per thread (dk ≤ 128)
+// scan: thread (row group w, column c) owns column c of the tile and rows w, w + kRowGroups, … of every
+// [rows, kScanCols] product, so each shared-memory read of S feeds several FMAs and the row operands (W, q, k, QK)
+// are broadcasts (a warp spans two row groups: two addresses, one row apart, in different banks).
+constexpr int kRowGroups = kThreads / kScanCols;
+constexpr int kRowsU = kL / kRowGroups;        // rows of u and o per thread
+constexpr int kMaxRowsS = 128 / kRowGroups;    // rows of S per thread (dk ≤ 128)
 
 __global__ void __launch_bounds__(kThreads) scan_kernel(const float* __restrict__ act, const GdnSeq* __restrict__ seqs,
                                                         int min_n, GdnDimsDev d, ChunkWs ws, float* S, float* out) {
   HLWQ_PDL_PREAMBLE();
-  static_assert(kScanCols == 32 && kL % kWarpsScan == 0, "a lane per column, whole rows per warp");
+  static_assert(32 % kScanCols == 0 && kL % kRowGroups == 0, "whole row groups per warp, whole rows per group");
   const int ntiles = (d.dv + kScanCols - 1) / kScanCols;
   const int h = blockIdx.x / ntiles, c0 = (blockIdx.x % ntiles) * kScanCols;
   const GdnSeq sq = seqs[blockIdx.y];
   if (sq.n < min_n) return;
   const int dk = d.dk, dv = d.dv, R = dv + dk, nc = min(kScanCols, dv - c0), tid = threadIdx.x;
-  const int c = tid & 31, w = tid >> 5;
+  const int c = tid % kScanCols, w = tid / kScanCols;
   extern __shared__ float sm[];
   float* Ss = sm;                         // [dk][32] this block's columns of S
   float* Qs = Ss + dk * kScanCols;        // [L][dk + 1]
@@ -188,21 +191,21 @@ __global__ void __launch_bounds__(kThreads) scan_kernel(const float* __restrict_
       const float sv = Ss[a * kScanCols + c];
 #pragma unroll
       for (int r = 0; r < kRowsU; ++r) {
-        const int i = w + kWarpsScan * r;
+        const int i = w + kRowGroups * r;
         ws_[r] += Ws[i * (dk + 1) + a] * sv;
         qs_[r] += Qs[i * (dk + 1) + a] * sv;
       }
     }
 #pragma unroll
     for (int r = 0; r < kRowsU; ++r) {
-      const int i = w + kWarpsScan * r;
+      const int i = w + kRowGroups * r;
       Us[i * kScanCols + c] = (i < L && c < nc) ? Us[i * kScanCols + c] - ws_[r] : 0.f;
     }
     __syncthreads();  // u complete
     // o = e^G (Q S) + QK u
 #pragma unroll
     for (int r = 0; r < kRowsU; ++r) {
-      const int i = w + kWarpsScan * r;
+      const int i = w + kRowGroups * r;
       if (i >= L || c >= nc) continue;
       float acc = qs_[r] * expf(G[i]);
       for (int j = 0; j <= i; ++j) acc += QK[i * kL + j] * Us[j * kScanCols + c];
@@ -216,13 +219,13 @@ __global__ void __launch_bounds__(kThreads) scan_kernel(const float* __restrict_
       const float u = coef[j] * Us[j * kScanCols + c];
 #pragma unroll
       for (int r = 0; r < kMaxRowsS; ++r) {
-        const int a = w + kWarpsScan * r;
+        const int a = w + kRowGroups * r;
         if (a < dk) sa[r] += Ks[j * (dk + 1) + a] * u;
       }
     }
 #pragma unroll
     for (int r = 0; r < kMaxRowsS; ++r) {
-      const int a = w + kWarpsScan * r;
+      const int a = w + kRowGroups * r;
       if (a < dk) Ss[a * kScanCols + c] = eL * Ss[a * kScanCols + c] + sa[r];
     }
   }

@@ -3,7 +3,7 @@
 //   prep (parallel over value head × chunk × sequence): normalized q and k, β, G = cumulative log-decay, the masked
 //     decayed scores QK[i][j] = e^{G_i−G_j} (q_i·k_j) for j ≤ i, and forward substitution on [β v | β e^G k] with
 //     A[i][j] = β_i e^{G_i−G_j} (k_i·k_j), giving U | W (u = U − W S0) — written to the workspace;
-//   scan (parallel over value head × 32 columns of S × sequence, sequential over the chunks): u = U − W S,
+//   scan (parallel over value head × 16 columns of S × sequence, sequential over the chunks): u = U − W S,
 //     o = e^G (Q S) + QK u, S ← e^{G_L} S + Σ_j e^{G_L−G_j} k_j u_jᵀ.
 // Every exponent is G_i − G_j with j ≤ i, or G_i itself: ≤ 0, nothing overflows. The token recurrence
 // (gdn_delta_rule's short-sequence path) does the same arithmetic in another order; tests/cuda/test_cuda_mixers.cpp
