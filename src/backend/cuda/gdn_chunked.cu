@@ -2,7 +2,7 @@
 // prep: one block of 256 threads per (value head, chunk, sequence); every array of the chunk in shared memory.
 // scan: one block of 256 threads per (value head, 16 columns of S, sequence); its S tile stays in shared memory
 // across the sequence's chunks, each chunk's W, U, QK and G are staged into shared memory with coalesced loads,
-// and its q and k are re-normalized from act (cheaper than storing them).
+// and its q and k are re-normalized from act (cheaper than storing them); the products run on register tiles.
 #include <cuda_pipeline.h>
 
 #include <climits>
@@ -29,16 +29,18 @@ struct ChunkWs {
   float *uw, *qk, *G;  // [T, Hv, R], [T, Hv, L], [T, Hv]
 };
 
-// Normalized q (× dk^-0.5) and k of the chunk's tokens [0, L) into Qs/Ks [L][dk + 1]. The raw rows are copied
-// with cp.async, all in flight at once (a load-then-use loop waits a full memory latency per element, and the
-// scan pays that once per chunk on its critical path); then a warp per token normalizes from shared memory.
-__device__ void load_qk(const float* act, int64_t tb, int L, int h, const GdnDimsDev& d, float* Qs, float* Ks) {
+// Normalized q (× dk^-0.5) and k of the chunk's tokens [0, L): element (token i, dim a) of q at Q[i·qi + a·qa], of k
+// at K[i·ki + a]. The raw rows are copied with cp.async, all in flight at once (a load-then-use loop waits a full
+// memory latency per element, and the scan pays that once per chunk on its critical path); then a warp per token
+// normalizes from shared memory.
+__device__ void load_qk(const float* act, int64_t tb, int L, int h, const GdnDimsDev& d, float* Q, int qi, int qa,
+                        float* K, int ki) {
   const int dk = d.dk, kh = h / (d.Hv / d.Hk), C = 2 * d.Hk * dk + d.Hv * d.dv, lane = threadIdx.x & 31;
   for (int e = threadIdx.x; e < L * dk; e += blockDim.x) {
     const int i = e / dk, a = e % dk;
     const float* row = act + (tb + i) * C;
-    __pipeline_memcpy_async(Qs + i * (dk + 1) + a, row + kh * dk + a, sizeof(float));
-    __pipeline_memcpy_async(Ks + i * (dk + 1) + a, row + d.Hk * dk + kh * dk + a, sizeof(float));
+    __pipeline_memcpy_async(Q + i * qi + a * qa, row + kh * dk + a, sizeof(float));
+    __pipeline_memcpy_async(K + i * ki + a, row + d.Hk * dk + kh * dk + a, sizeof(float));
   }
   __pipeline_commit();
   __pipeline_wait_prior(0);
@@ -47,7 +49,7 @@ __device__ void load_qk(const float* act, int64_t tb, int L, int h, const GdnDim
   for (int i = threadIdx.x >> 5; i < L; i += blockDim.x >> 5) {
     float sq = 0.f, sk = 0.f;
     for (int a = lane; a < dk; a += 32) {
-      const float qv = Qs[i * (dk + 1) + a], kv = Ks[i * (dk + 1) + a];
+      const float qv = Q[i * qi + a * qa], kv = K[i * ki + a];
       sq += qv * qv;
       sk += kv * kv;
     }
@@ -55,8 +57,8 @@ __device__ void load_qk(const float* act, int64_t tb, int L, int h, const GdnDim
     sk = warp_sum(sk);
     const float rq = qscale * rsqrtf(sq + 1e-6f), rk = rsqrtf(sk + 1e-6f);
     for (int a = lane; a < dk; a += 32) {
-      Qs[i * (dk + 1) + a] *= rq;
-      Ks[i * (dk + 1) + a] *= rk;
+      Q[i * qi + a * qa] *= rq;
+      K[i * ki + a] *= rk;
     }
   }
 }
@@ -79,7 +81,7 @@ __global__ void __launch_bounds__(kThreads) prep_kernel(const float* __restrict_
   float* A = UW + kL * R;          // [L][L + 1]
   float* G = A + kL * (kL + 1);    // [L]
   float* B = G + kL;               // [L] β
-  load_qk(act, tb, L, h, d, Qs, Ks);
+  load_qk(act, tb, L, h, d, Qs, dk + 1, 1, Ks, dk + 1);
   const float Aneg = -expf(A_log[h]);
   for (int i = tid; i < L; i += blockDim.x) {
     const float* bar = ba + (tb + i) * ldba;
@@ -133,32 +135,35 @@ __global__ void __launch_bounds__(kThreads) prep_kernel(const float* __restrict_
   for (int i = tid; i < L; i += blockDim.x) ws.G[(tb + i) * d.Hv + h] = G[i];
 }
 
-// scan: thread (row group w, column c) owns column c of the tile and rows w, w + kRowGroups, … of every
-// [rows, kScanCols] product, so each shared-memory read of S feeds several FMAs and the row operands (W, q, k, QK)
-// are broadcasts (a warp spans two row groups: two addresses, one row apart, in different banks).
-constexpr int kRowGroups = kThreads / kScanCols;
-constexpr int kRowsU = kL / kRowGroups;        // rows of u and o per thread
-constexpr int kMaxRowsS = 128 / kRowGroups;    // rows of S per thread (dk ≤ 128)
+// scan: the block's S tile [dk][16] lives in shared memory; each chunk is three small products on register tiles, so
+// one shared-memory load feeds several FMAs (the kernel is bound by those loads, not by its FMAs):
+//   P = [W; Q] · S   [2L × 16]: thread (rp, cp) = (tid / 8, tid % 8) owns rows 2rp, 2rp + 1 and columns 2cp, 2cp + 1;
+//                    W and Q are staged transposed (WQ [a][2L + 2]), so a row pair and a column pair are one 8-byte
+//                    load each per dim a; warps 0–3 hold the W rows (→ u = U − W S), warps 4–7 the Q rows (→ o);
+//   o = e^G ⊙ (Q S) + QK u   by the Q-row threads, from their registers;
+//   S ← e^{G_L} S + Kᵀ (e^{G_L − G} ⊙ u)   [dk × 16]: thread (aq, cp) = (tid / 8, tid % 8) owns dims 4aq … 4aq + 3 and
+//                    columns 2cp, 2cp + 1; K stays row-major, so its four dims of a key are one 16-byte load.
+constexpr int kPadWQ = 2 * kL + 2;  // row stride of WQ: 8-byte aligned rows, staging writes 2-way conflicted at most
+static_assert(kThreads == 256 && kScanCols == 16 && kL == 32, "the register tiles below cover [64 × 16] and [128 × 16]");
 
 __global__ void __launch_bounds__(kThreads) scan_kernel(const float* __restrict__ act, const GdnSeq* __restrict__ seqs,
                                                         int min_n, GdnDimsDev d, ChunkWs ws, float* S, float* out) {
   HLWQ_PDL_PREAMBLE();
-  static_assert(32 % kScanCols == 0 && kL % kRowGroups == 0, "whole row groups per warp, whole rows per group");
   const int ntiles = (d.dv + kScanCols - 1) / kScanCols;
   const int h = blockIdx.x / ntiles, c0 = (blockIdx.x % ntiles) * kScanCols;
   const GdnSeq sq = seqs[blockIdx.y];
   if (sq.n < min_n) return;
-  const int dk = d.dk, dv = d.dv, R = dv + dk, nc = min(kScanCols, dv - c0), tid = threadIdx.x;
-  const int c = tid % kScanCols, w = tid / kScanCols;
-  extern __shared__ float sm[];
-  float* Ss = sm;                         // [dk][32] this block's columns of S
-  float* Qs = Ss + dk * kScanCols;        // [L][dk + 1]
-  float* Ks = Qs + kL * (dk + 1);         // [L][dk + 1]
-  float* Ws = Ks + kL * (dk + 1);         // [L][dk + 1] W of the chunk
-  float* Us = Ws + kL * (dk + 1);         // [L][32] U of the tile, then u
-  float* QK = Us + kL * kScanCols;        // [L][L]
-  float* G = QK + kL * kL;                // [L]
-  float* coef = G + kL;                   // [L] e^{G_L − G_j}
+  const int dk = d.dk, dkp = (dk + 3) / 4 * 4, dv = d.dv, R = dv + dk, nc = min(kScanCols, dv - c0), tid = threadIdx.x;
+  const int rp = tid >> 3, cp = tid & 7, c = 2 * cp;  // P and o: rows 2rp, 2rp + 1; both phases: columns c, c + 1
+  const bool w_rows = rp < kL / 2;                    // this thread's P rows are W rows (u), else Q rows (o)
+  extern __shared__ __align__(16) float sm[];
+  float* Ss = sm;                     // [dk][16] this block's columns of S
+  float* WQ = Ss + dk * kScanCols;    // [dk][kPadWQ]: W (rows 0 … L−1) and Q (rows L … 2L−1) transposed
+  float* Ks = WQ + dk * kPadWQ;       // [L][dkp]
+  float* Us = Ks + kL * dkp;          // [L][16] U of the tile, then u
+  float* Uc = Us + kL * kScanCols;    // [L][16] e^{G_L − G_j} u_j
+  float* QK = Uc + kL * kScanCols;    // [L][L]
+  float* G = QK + kL * kL;            // [L]
   float* Sg = S + (int64_t(sq.slot) * d.Hv + h) * dk * dv;
   for (int e = tid; e < dk * kScanCols; e += blockDim.x) {
     const int a = e / kScanCols, cc = e % kScanCols;
@@ -168,11 +173,12 @@ __global__ void __launch_bounds__(kThreads) scan_kernel(const float* __restrict_
     const int L = min(kL, sq.n - cs);
     const int64_t tb = sq.t0 + cs;
     __syncthreads();  // the previous chunk is done with every array
-    // the chunk's W, U (this tile's columns), QK and G, copied asynchronously (rows of W are contiguous), while
-    // load_qk's copies are in flight too; load_qk waits for all of them
+    // the chunk's W (transposed), U (this tile's columns), QK and G, copied asynchronously while load_qk's copies are
+    // in flight too; load_qk waits for all of them. Rows ≥ L keep the previous chunk's values: their u is set to 0,
+    // their o is not written, and the S update stops at L.
     for (int e = tid; e < L * dk; e += blockDim.x) {
       const int i = e / dk, a = e % dk;
-      __pipeline_memcpy_async(Ws + i * (dk + 1) + a, ws.uw + ((tb + i) * d.Hv + h) * R + dv + a, sizeof(float));
+      __pipeline_memcpy_async(WQ + a * kPadWQ + i, ws.uw + ((tb + i) * d.Hv + h) * R + dv + a, sizeof(float));
     }
     for (int e = tid; e < L * kScanCols; e += blockDim.x) {
       const int i = e / kScanCols, cc = e % kScanCols;
@@ -182,51 +188,70 @@ __global__ void __launch_bounds__(kThreads) scan_kernel(const float* __restrict_
     for (int e = tid; e < L * kL; e += blockDim.x)
       __pipeline_memcpy_async(QK + e, ws.qk + ((tb + e / kL) * d.Hv + h) * kL + e % kL, sizeof(float));
     for (int i = tid; i < L; i += blockDim.x) __pipeline_memcpy_async(G + i, ws.G + (tb + i) * d.Hv + h, sizeof(float));
-    load_qk(act, tb, L, h, d, Qs, Ks);
+    load_qk(act, tb, L, h, d, WQ + kL, 1, kPadWQ, Ks, dkp);
     __syncthreads();
-    for (int j = tid; j < L; j += blockDim.x) coef[j] = expf(G[L - 1] - G[j]);
-    // u = U − W S and Q S, rows w + 8r
-    float ws_[kRowsU] = {}, qs_[kRowsU] = {};
+    // P: rows 2rp, 2rp + 1 of [W; Q] times columns c, c + 1 of S
+    float p[2][2] = {};
     for (int a = 0; a < dk; ++a) {
-      const float sv = Ss[a * kScanCols + c];
-#pragma unroll
-      for (int r = 0; r < kRowsU; ++r) {
-        const int i = w + kRowGroups * r;
-        ws_[r] += Ws[i * (dk + 1) + a] * sv;
-        qs_[r] += Qs[i * (dk + 1) + a] * sv;
-      }
+      const float2 wq = *reinterpret_cast<const float2*>(WQ + a * kPadWQ + 2 * rp);
+      const float2 sv = *reinterpret_cast<const float2*>(Ss + a * kScanCols + c);
+      p[0][0] += wq.x * sv.x;
+      p[0][1] += wq.x * sv.y;
+      p[1][0] += wq.y * sv.x;
+      p[1][1] += wq.y * sv.y;
     }
+    const float GL = G[L - 1];
+    if (w_rows) {  // u = U − W S, and e^{G_L − G_i} u for the S update (0 for rows ≥ L and columns ≥ nc)
 #pragma unroll
-    for (int r = 0; r < kRowsU; ++r) {
-      const int i = w + kRowGroups * r;
-      Us[i * kScanCols + c] = (i < L && c < nc) ? Us[i * kScanCols + c] - ws_[r] : 0.f;
+      for (int r = 0; r < 2; ++r) {
+        const int i = 2 * rp + r;
+        const float f = i < L ? expf(GL - G[i]) : 0.f;
+#pragma unroll
+        for (int k = 0; k < 2; ++k) {
+          const float u = (i < L && c + k < nc) ? Us[i * kScanCols + c + k] - p[r][k] : 0.f;
+          Us[i * kScanCols + c + k] = u;
+          Uc[i * kScanCols + c + k] = f * u;
+        }
+      }
     }
     __syncthreads();  // u complete
-    // o = e^G (Q S) + QK u
+    if (!w_rows) {  // o = e^G (Q S) + QK u, rows i = 2rp − L + r
 #pragma unroll
-    for (int r = 0; r < kRowsU; ++r) {
-      const int i = w + kRowGroups * r;
-      if (i >= L || c >= nc) continue;
-      float acc = qs_[r] * expf(G[i]);
-      for (int j = 0; j <= i; ++j) acc += QK[i * kL + j] * Us[j * kScanCols + c];
-      out[(tb + i) * int64_t(d.Hv) * dv + int64_t(h) * dv + c0 + c] = acc;
-    }
-    // S ← e^{G_L} S + Σ_j e^{G_L − G_j} k_j u_jᵀ (this thread's own entries of S: no other thread reads them
-    // before the next chunk's barrier)
-    const float eL = expf(G[L - 1]);
-    float sa[kMaxRowsS] = {};
-    for (int j = 0; j < L; ++j) {
-      const float u = coef[j] * Us[j * kScanCols + c];
-#pragma unroll
-      for (int r = 0; r < kMaxRowsS; ++r) {
-        const int a = w + kRowGroups * r;
-        if (a < dk) sa[r] += Ks[j * (dk + 1) + a] * u;
+      for (int r = 0; r < 2; ++r) {
+        const int i = 2 * rp - kL + r;
+        if (i >= L) continue;
+        float o0 = p[r][0] * expf(G[i]), o1 = p[r][1] * expf(G[i]);
+        for (int j = 0; j <= i; ++j) {
+          const float q = QK[i * kL + j];
+          const float2 u = *reinterpret_cast<const float2*>(Us + j * kScanCols + c);
+          o0 += q * u.x;
+          o1 += q * u.y;
+        }
+        float* o = out + (tb + i) * int64_t(d.Hv) * dv + int64_t(h) * dv + c0 + c;
+        if (c < nc) o[0] = o0;
+        if (c + 1 < nc) o[1] = o1;
       }
     }
+    // S ← e^{G_L} S + Σ_j k_j (e^{G_L − G_j} u_j)ᵀ on dims 4rp … 4rp + 3 (this thread's own entries: no other thread
+    // reads them before the next chunk's barrier)
+    const float eL = expf(GL);
+    const int a0 = 4 * rp;
+    if (a0 < dk) {
+      float sa[4][2] = {};
+      for (int j = 0; j < L; ++j) {
+        const float4 k4 = *reinterpret_cast<const float4*>(Ks + j * dkp + a0);
+        const float2 u = *reinterpret_cast<const float2*>(Uc + j * kScanCols + c);
+        const float kk[4] = {k4.x, k4.y, k4.z, k4.w};
 #pragma unroll
-    for (int r = 0; r < kMaxRowsS; ++r) {
-      const int a = w + kRowGroups * r;
-      if (a < dk) Ss[a * kScanCols + c] = eL * Ss[a * kScanCols + c] + sa[r];
+        for (int x = 0; x < 4; ++x) sa[x][0] += kk[x] * u.x, sa[x][1] += kk[x] * u.y;
+      }
+#pragma unroll
+      for (int x = 0; x < 4; ++x) {
+        if (a0 + x >= dk) break;
+        float2* sp = reinterpret_cast<float2*>(Ss + (a0 + x) * kScanCols + c);
+        const float2 sv = *sp;
+        *sp = make_float2(eL * sv.x + sa[x][0], eL * sv.y + sa[x][1]);
+      }
     }
   }
   __syncthreads();
@@ -240,7 +265,8 @@ size_t prep_smem(const GdnDimsDev& d) {
   return sizeof(float) * size_t(2 * kL * (d.dk + 1) + kL * (d.dv + d.dk) + kL * (kL + 1) + 2 * kL);
 }
 size_t scan_smem(const GdnDimsDev& d) {
-  return sizeof(float) * size_t(d.dk * kScanCols + 3 * kL * (d.dk + 1) + kL * kScanCols + kL * kL + 2 * kL);
+  const int dkp = (d.dk + 3) / 4 * 4;
+  return sizeof(float) * size_t(d.dk * kScanCols + d.dk * kPadWQ + kL * dkp + 2 * kL * kScanCols + kL * kL + kL);
 }
 
 }  // namespace
@@ -253,7 +279,8 @@ bool gdn_chunked_fits(const GdnDimsDev& d, int device) {
   int optin = 0;
   HLWQ_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device),
                   "device {} shared memory", device);
-  return prep_smem(d) <= size_t(optin) && scan_smem(d) <= size_t(optin);
+  // the scan's tiles: dims in 16-byte quads, at most 128 of them (32 quads × 8 column pairs = its 256 threads)
+  return d.dk % 4 == 0 && d.dk <= 128 && prep_smem(d) <= size_t(optin) && scan_smem(d) <= size_t(optin);
 }
 
 void gdn_chunked(const float* act, const float* ba, int64_t ldba, const float* A_log, const float* dt_bias,
