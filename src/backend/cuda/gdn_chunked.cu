@@ -29,27 +29,15 @@ struct ChunkWs {
   float *uw, *qk, *G;  // [T, Hv, R], [T, Hv, L], [T, Hv]
 };
 
-// Normalized q (× dk^-0.5) and k of the chunk's tokens [0, L): element (token i, dim a) of q at Q[i·qi + a·qa], of k
-// at K[i·ki + a]. The raw rows are copied with cp.async, all in flight at once (a load-then-use loop waits a full
-// memory latency per element, and the scan pays that once per chunk on its critical path); then a warp per token
-// normalizes from shared memory.
-__device__ void load_qk(const float* act, int64_t tb, int L, int h, const GdnDimsDev& d, float* Q, int qi, int qa,
-                        float* K, int ki) {
-  const int dk = d.dk, kh = h / (d.Hv / d.Hk), C = 2 * d.Hk * dk + d.Hv * d.dv, lane = threadIdx.x & 31;
-  for (int e = threadIdx.x; e < L * dk; e += blockDim.x) {
-    const int i = e / dk, a = e % dk;
-    const float* row = act + (tb + i) * C;
-    __pipeline_memcpy_async(Q + i * qi + a * qa, row + kh * dk + a, sizeof(float));
-    __pipeline_memcpy_async(K + i * ki + a, row + d.Hk * dk + kh * dk + a, sizeof(float));
-  }
-  __pipeline_commit();
-  __pipeline_wait_prior(0);
-  __syncthreads();
+// Normalizes the chunk's q (× dk^-0.5) and k rows [0, L) in shared memory (rows ldq and ldk floats apart), a warp
+// per token. The caller has copied the raw rows and waited for them (a barrier included).
+__device__ void normalize_qk(int L, int dk, float* Q, int ldq, float* K, int ldk) {
+  const int lane = threadIdx.x & 31;
   const float qscale = rsqrtf(float(dk));
   for (int i = threadIdx.x >> 5; i < L; i += blockDim.x >> 5) {
     float sq = 0.f, sk = 0.f;
     for (int a = lane; a < dk; a += 32) {
-      const float qv = Q[i * qi + a * qa], kv = K[i * ki + a];
+      const float qv = Q[i * ldq + a], kv = K[i * ldk + a];
       sq += qv * qv;
       sk += kv * kv;
     }
@@ -57,10 +45,27 @@ __device__ void load_qk(const float* act, int64_t tb, int L, int h, const GdnDim
     sk = warp_sum(sk);
     const float rq = qscale * rsqrtf(sq + 1e-6f), rk = rsqrtf(sk + 1e-6f);
     for (int a = lane; a < dk; a += 32) {
-      Q[i * qi + a * qa] *= rq;
-      K[i * ki + a] *= rk;
+      Q[i * ldq + a] *= rq;
+      K[i * ldk + a] *= rk;
     }
   }
+}
+
+// The raw q and k rows of the chunk's tokens [0, L) into Qs/Ks [L][dk + 1] (a row stride that keeps prep's
+// lane-per-key reads conflict-free), all copies in flight at once (a load-then-use loop waits a full memory latency
+// per element), then normalized.
+__device__ void load_qk(const float* act, int64_t tb, int L, int h, const GdnDimsDev& d, float* Qs, float* Ks) {
+  const int dk = d.dk, kh = h / (d.Hv / d.Hk), C = 2 * d.Hk * dk + d.Hv * d.dv;
+  for (int e = threadIdx.x; e < L * dk; e += blockDim.x) {
+    const int i = e / dk, a = e % dk;
+    const float* row = act + (tb + i) * C;
+    __pipeline_memcpy_async(Qs + i * (dk + 1) + a, row + kh * dk + a, sizeof(float));
+    __pipeline_memcpy_async(Ks + i * (dk + 1) + a, row + d.Hk * dk + kh * dk + a, sizeof(float));
+  }
+  __pipeline_commit();
+  __pipeline_wait_prior(0);
+  __syncthreads();
+  normalize_qk(L, dk, Qs, dk + 1, Ks, dk + 1);
 }
 
 __global__ void __launch_bounds__(kThreads) prep_kernel(const float* __restrict__ act, const float* __restrict__ ba,
@@ -81,7 +86,7 @@ __global__ void __launch_bounds__(kThreads) prep_kernel(const float* __restrict_
   float* A = UW + kL * R;          // [L][L + 1]
   float* G = A + kL * (kL + 1);    // [L]
   float* B = G + kL;               // [L] β
-  load_qk(act, tb, L, h, d, Qs, dk + 1, 1, Ks, dk + 1);
+  load_qk(act, tb, L, h, d, Qs, Ks);
   const float Aneg = -expf(A_log[h]);
   for (int i = tid; i < L; i += blockDim.x) {
     const float* bar = ba + (tb + i) * ldba;
@@ -136,14 +141,14 @@ __global__ void __launch_bounds__(kThreads) prep_kernel(const float* __restrict_
 }
 
 // scan: the block's S tile [dk][16] lives in shared memory; each chunk is three small products on register tiles, so
-// one shared-memory load feeds several FMAs (the kernel is bound by those loads, not by its FMAs):
+// one shared-memory load feeds several FMAs, and every array of the chunk is staged by 16-byte copies:
 //   P = [W; Q] · S   [2L × 16]: thread (rp, cp) = (tid / 8, tid % 8) owns rows 2rp, 2rp + 1 and columns 2cp, 2cp + 1;
-//                    W and Q are staged transposed (WQ [a][2L + 2]), so a row pair and a column pair are one 8-byte
-//                    load each per dim a; warps 0–3 hold the W rows (→ u = U − W S), warps 4–7 the Q rows (→ o);
+//                    per 4 dims a row's W or Q is one 16-byte load, each dim's column pair of S one 8-byte load;
+//                    warps 0–3 hold the W rows (→ u = U − W S), warps 4–7 the Q rows (→ o);
 //   o = e^G ⊙ (Q S) + QK u   by the Q-row threads, from their registers;
 //   S ← e^{G_L} S + Kᵀ (e^{G_L − G} ⊙ u)   [dk × 16]: thread (aq, cp) = (tid / 8, tid % 8) owns dims 4aq … 4aq + 3 and
-//                    columns 2cp, 2cp + 1; K stays row-major, so its four dims of a key are one 16-byte load.
-constexpr int kPadWQ = 2 * kL + 2;  // row stride of WQ: 8-byte aligned rows, staging writes 2-way conflicted at most
+//                    columns 2cp, 2cp + 1; the four dims of a key are one 16-byte load.
+// Rows are dk + 4 floats apart: 16-byte aligned, and the 4 row pairs a warp reads at once fall in different banks.
 static_assert(kThreads == 256 && kScanCols == 16 && kL == 32, "the register tiles below cover [64 × 16] and [128 × 16]");
 
 __global__ void __launch_bounds__(kThreads) scan_kernel(const float* __restrict__ act, const GdnSeq* __restrict__ seqs,
@@ -153,14 +158,15 @@ __global__ void __launch_bounds__(kThreads) scan_kernel(const float* __restrict_
   const int h = blockIdx.x / ntiles, c0 = (blockIdx.x % ntiles) * kScanCols;
   const GdnSeq sq = seqs[blockIdx.y];
   if (sq.n < min_n) return;
-  const int dk = d.dk, dkp = (dk + 3) / 4 * 4, dv = d.dv, R = dv + dk, nc = min(kScanCols, dv - c0), tid = threadIdx.x;
+  const int dk = d.dk, ld = dk + 4, q4 = dk / 4, dv = d.dv, R = dv + dk, nc = min(kScanCols, dv - c0), tid = threadIdx.x;
+  const int kh = h / (d.Hv / d.Hk), C = 2 * d.Hk * dk + d.Hv * dv;
   const int rp = tid >> 3, cp = tid & 7, c = 2 * cp;  // P and o: rows 2rp, 2rp + 1; both phases: columns c, c + 1
   const bool w_rows = rp < kL / 2;                    // this thread's P rows are W rows (u), else Q rows (o)
   extern __shared__ __align__(16) float sm[];
   float* Ss = sm;                     // [dk][16] this block's columns of S
-  float* WQ = Ss + dk * kScanCols;    // [dk][kPadWQ]: W (rows 0 … L−1) and Q (rows L … 2L−1) transposed
-  float* Ks = WQ + dk * kPadWQ;       // [L][dkp]
-  float* Us = Ks + kL * dkp;          // [L][16] U of the tile, then u
+  float* WQ = Ss + dk * kScanCols;    // [2L][ld]: W (rows 0 … L−1), then q (rows L … 2L−1)
+  float* Ks = WQ + 2 * kL * ld;       // [L][ld]
+  float* Us = Ks + kL * ld;           // [L][16] U of the tile, then u
   float* Uc = Us + kL * kScanCols;    // [L][16] e^{G_L − G_j} u_j
   float* QK = Uc + kL * kScanCols;    // [L][L]
   float* G = QK + kL * kL;            // [L]
@@ -173,32 +179,44 @@ __global__ void __launch_bounds__(kThreads) scan_kernel(const float* __restrict_
     const int L = min(kL, sq.n - cs);
     const int64_t tb = sq.t0 + cs;
     __syncthreads();  // the previous chunk is done with every array
-    // the chunk's W (transposed), U (this tile's columns), QK and G, copied asynchronously while load_qk's copies are
-    // in flight too; load_qk waits for all of them. Rows ≥ L keep the previous chunk's values: their u is set to 0,
-    // their o is not written, and the S update stops at L.
-    for (int e = tid; e < L * dk; e += blockDim.x) {
-      const int i = e / dk, a = e % dk;
-      __pipeline_memcpy_async(WQ + a * kPadWQ + i, ws.uw + ((tb + i) * d.Hv + h) * R + dv + a, sizeof(float));
+    // the chunk's W, q, k, U (this tile's columns, zeros past nc), QK and G, all in flight at once. Rows ≥ L keep the
+    // previous chunk's values: their u is set to 0, their o is not written, and the S update stops at L.
+    for (int e = tid; e < L * q4; e += blockDim.x) {
+      const int i = e / q4, a = 4 * (e - i * q4);
+      const float* row = act + (tb + i) * C;
+      __pipeline_memcpy_async(WQ + i * ld + a, ws.uw + ((tb + i) * d.Hv + h) * R + dv + a, 16);
+      __pipeline_memcpy_async(WQ + (kL + i) * ld + a, row + kh * dk + a, 16);
+      __pipeline_memcpy_async(Ks + i * ld + a, row + d.Hk * dk + kh * dk + a, 16);
     }
-    for (int e = tid; e < L * kScanCols; e += blockDim.x) {
-      const int i = e / kScanCols, cc = e % kScanCols;
-      if (cc < nc) __pipeline_memcpy_async(Us + e, ws.uw + ((tb + i) * d.Hv + h) * R + c0 + cc, sizeof(float));
-      else Us[e] = 0.f;
+    for (int e = tid; e < L * (kScanCols / 4); e += blockDim.x) {
+      const int i = e / (kScanCols / 4), cc = 4 * (e % (kScanCols / 4));
+      const float* src = ws.uw + ((tb + i) * d.Hv + h) * R + c0 + cc;
+      __pipeline_memcpy_async(Us + i * kScanCols + cc, cc < nc ? src : ws.uw, 16, cc < nc ? 0 : 16);
     }
-    for (int e = tid; e < L * kL; e += blockDim.x)
-      __pipeline_memcpy_async(QK + e, ws.qk + ((tb + e / kL) * d.Hv + h) * kL + e % kL, sizeof(float));
+    for (int e = tid; e < L * (kL / 4); e += blockDim.x) {
+      const int i = e / (kL / 4), j = 4 * (e % (kL / 4));
+      __pipeline_memcpy_async(QK + i * kL + j, ws.qk + ((tb + i) * d.Hv + h) * kL + j, 16);
+    }
     for (int i = tid; i < L; i += blockDim.x) __pipeline_memcpy_async(G + i, ws.G + (tb + i) * d.Hv + h, sizeof(float));
-    load_qk(act, tb, L, h, d, WQ + kL, 1, kPadWQ, Ks, dkp);
+    __pipeline_commit();
+    __pipeline_wait_prior(0);
     __syncthreads();
-    // P: rows 2rp, 2rp + 1 of [W; Q] times columns c, c + 1 of S
+    normalize_qk(L, dk, WQ + kL * ld, ld, Ks, ld);
+    __syncthreads();
+    // P: rows 2rp, 2rp + 1 of [W; q] times columns c, c + 1 of S
     float p[2][2] = {};
-    for (int a = 0; a < dk; ++a) {
-      const float2 wq = *reinterpret_cast<const float2*>(WQ + a * kPadWQ + 2 * rp);
-      const float2 sv = *reinterpret_cast<const float2*>(Ss + a * kScanCols + c);
-      p[0][0] += wq.x * sv.x;
-      p[0][1] += wq.x * sv.y;
-      p[1][0] += wq.y * sv.x;
-      p[1][1] += wq.y * sv.y;
+    const float* w0 = WQ + 2 * rp * ld;
+    for (int a = 0; a < dk; a += 4) {
+      const float4 x0 = *reinterpret_cast<const float4*>(w0 + a), x1 = *reinterpret_cast<const float4*>(w0 + ld + a);
+      const float r0[4] = {x0.x, x0.y, x0.z, x0.w}, r1[4] = {x1.x, x1.y, x1.z, x1.w};
+#pragma unroll
+      for (int x = 0; x < 4; ++x) {
+        const float2 sv = *reinterpret_cast<const float2*>(Ss + (a + x) * kScanCols + c);
+        p[0][0] += r0[x] * sv.x;
+        p[0][1] += r0[x] * sv.y;
+        p[1][0] += r1[x] * sv.x;
+        p[1][1] += r1[x] * sv.y;
+      }
     }
     const float GL = G[L - 1];
     if (w_rows) {  // u = U − W S, and e^{G_L − G_i} u for the S update (0 for rows ≥ L and columns ≥ nc)
@@ -239,7 +257,7 @@ __global__ void __launch_bounds__(kThreads) scan_kernel(const float* __restrict_
     if (a0 < dk) {
       float sa[4][2] = {};
       for (int j = 0; j < L; ++j) {
-        const float4 k4 = *reinterpret_cast<const float4*>(Ks + j * dkp + a0);
+        const float4 k4 = *reinterpret_cast<const float4*>(Ks + j * ld + a0);
         const float2 u = *reinterpret_cast<const float2*>(Uc + j * kScanCols + c);
         const float kk[4] = {k4.x, k4.y, k4.z, k4.w};
 #pragma unroll
@@ -247,7 +265,6 @@ __global__ void __launch_bounds__(kThreads) scan_kernel(const float* __restrict_
       }
 #pragma unroll
       for (int x = 0; x < 4; ++x) {
-        if (a0 + x >= dk) break;
         float2* sp = reinterpret_cast<float2*>(Ss + (a0 + x) * kScanCols + c);
         const float2 sv = *sp;
         *sp = make_float2(eL * sv.x + sa[x][0], eL * sv.y + sa[x][1]);
@@ -265,8 +282,7 @@ size_t prep_smem(const GdnDimsDev& d) {
   return sizeof(float) * size_t(2 * kL * (d.dk + 1) + kL * (d.dv + d.dk) + kL * (kL + 1) + 2 * kL);
 }
 size_t scan_smem(const GdnDimsDev& d) {
-  const int dkp = (d.dk + 3) / 4 * 4;
-  return sizeof(float) * size_t(d.dk * kScanCols + d.dk * kPadWQ + kL * dkp + 2 * kL * kScanCols + kL * kL + kL);
+  return sizeof(float) * size_t(d.dk * kScanCols + 3 * kL * (d.dk + 4) + 2 * kL * kScanCols + kL * kL + kL);
 }
 
 }  // namespace
@@ -279,8 +295,9 @@ bool gdn_chunked_fits(const GdnDimsDev& d, int device) {
   int optin = 0;
   HLWQ_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device),
                   "device {} shared memory", device);
-  // the scan's tiles: dims in 16-byte quads, at most 128 of them (32 quads × 8 column pairs = its 256 threads)
-  return d.dk % 4 == 0 && d.dk <= 128 && prep_smem(d) <= size_t(optin) && scan_smem(d) <= size_t(optin);
+  // the scan's tiles and copies: dims and value columns in 16-byte quads, at most 128 dims (32 quads × 8 column
+  // pairs = its 256 threads)
+  return d.dk % 4 == 0 && d.dk <= 128 && d.dv % 4 == 0 && prep_smem(d) <= size_t(optin) && scan_smem(d) <= size_t(optin);
 }
 
 void gdn_chunked(const float* act, const float* ba, int64_t ldba, const float* A_log, const float* dt_bias,
