@@ -1,8 +1,10 @@
 // Chunked Gated DeltaNet kernels (see gdn_chunked.cuh).
-// prep: one block of 256 threads per (value head, chunk, sequence); every array of the chunk in shared memory.
+// prep: one block of 256 threads per (value head, chunk, sequence); every array of the chunk in shared memory, the
+// q·k and k·k products of the chunk on 2 × 2 register blocks.
 // scan: one block of 256 threads per (value head, 16 columns of S, sequence); its S tile stays in shared memory
 // across the sequence's chunks, each chunk's W, U, QK and G are staged into shared memory with coalesced loads,
-// and its q and k are re-normalized from act (cheaper than storing them); the products run on register tiles.
+// and its q and k are re-normalized from act (cheaper than storing them); the products run on register tiles. Both
+// kernels stage q and k by 16-byte copies into rows of dk + 4 floats.
 #include <cuda_pipeline.h>
 
 #include <climits>
@@ -51,21 +53,21 @@ __device__ void normalize_qk(int L, int dk, float* Q, int ldq, float* K, int ldk
   }
 }
 
-// The raw q and k rows of the chunk's tokens [0, L) into Qs/Ks [L][dk + 1] (a row stride that keeps prep's
-// lane-per-key reads conflict-free), all copies in flight at once (a load-then-use loop waits a full memory latency
-// per element), then normalized.
-__device__ void load_qk(const float* act, int64_t tb, int L, int h, const GdnDimsDev& d, float* Qs, float* Ks) {
-  const int dk = d.dk, kh = h / (d.Hv / d.Hk), C = 2 * d.Hk * dk + d.Hv * d.dv;
-  for (int e = threadIdx.x; e < L * dk; e += blockDim.x) {
-    const int i = e / dk, a = e % dk;
-    const float* row = act + (tb + i) * C;
-    __pipeline_memcpy_async(Qs + i * (dk + 1) + a, row + kh * dk + a, sizeof(float));
-    __pipeline_memcpy_async(Ks + i * (dk + 1) + a, row + d.Hk * dk + kh * dk + a, sizeof(float));
+// Issues the 16-byte copies of the chunk's raw q and k rows [0, L) into Q and K (rows ld floats apart, ld % 4 == 0):
+// all in flight at once (a load-then-use loop waits a full memory latency per element). The caller commits and
+// waits for them, then calls normalize_qk.
+__device__ void copy_qk(const float* act, int64_t tb, int L, int h, const GdnDimsDev& d, float* Q, float* K, int ld) {
+  const int dk = d.dk, q4 = dk / 4, kh = h / (d.Hv / d.Hk), C = 2 * d.Hk * dk + d.Hv * d.dv;
+  for (int e = threadIdx.x; e < L * q4; e += blockDim.x) {
+    const int i = e / q4, a = 4 * (e - i * q4);
+    const float* row = act + (tb + i) * C + kh * dk + a;
+    __pipeline_memcpy_async(Q + i * ld + a, row, 16);
+    __pipeline_memcpy_async(K + i * ld + a, row + d.Hk * dk, 16);
   }
-  __pipeline_commit();
-  __pipeline_wait_prior(0);
-  __syncthreads();
-  normalize_qk(L, dk, Qs, dk + 1, Ks, dk + 1);
+}
+
+__device__ __forceinline__ float dot4(const float4& a, const float4& b) {
+  return a.x * b.x + a.y * b.y + a.z * b.z + a.w * b.w;
 }
 
 __global__ void __launch_bounds__(kThreads) prep_kernel(const float* __restrict__ act, const float* __restrict__ ba,
@@ -79,14 +81,19 @@ __global__ void __launch_bounds__(kThreads) prep_kernel(const float* __restrict_
   if (sq.n < min_n || c * kL >= sq.n) return;
   const int L = min(kL, sq.n - c * kL), dk = d.dk, dv = d.dv, R = dv + dk, C = 2 * d.Hk * dk + d.Hv * dv, tid = threadIdx.x;
   const int64_t tb = sq.t0 + int64_t(c) * kL;  // batch row of the chunk's first token
-  extern __shared__ float sm[];
-  float* Qs = sm;                  // [L][dk + 1]
-  float* Ks = Qs + kL * (dk + 1);  // [L][dk + 1]
-  float* UW = Ks + kL * (dk + 1);  // [L][R]
+  extern __shared__ __align__(16) float sm[];
+  const int ld = dk + 4;           // q and k rows: 16-byte aligned
+  float* Qs = sm;                  // [L][ld]
+  float* Ks = Qs + kL * ld;        // [L][ld]
+  float* UW = Ks + kL * ld;        // [L][R]
   float* A = UW + kL * R;          // [L][L + 1]
   float* G = A + kL * (kL + 1);    // [L]
   float* B = G + kL;               // [L] β
-  load_qk(act, tb, L, h, d, Qs, Ks);
+  copy_qk(act, tb, L, h, d, Qs, Ks, ld);
+  __pipeline_commit();
+  __pipeline_wait_prior(0);
+  __syncthreads();
+  normalize_qk(L, dk, Qs, ld, Ks, ld);
   const float Aneg = -expf(A_log[h]);
   for (int i = tid; i < L; i += blockDim.x) {
     const float* bar = ba + (tb + i) * ldba;
@@ -99,29 +106,54 @@ __global__ void __launch_bounds__(kThreads) prep_kernel(const float* __restrict_
     for (int i = 0; i < L; ++i) G[i] = acc += G[i];
   }
   __syncthreads();
-  // A (strictly lower) and QK (lower with the diagonal), QK straight to the workspace
-  for (int e = tid; e < kL * kL; e += blockDim.x) {
-    const int i = e / kL, j = e % kL;
-    float a = 0.f, q = 0.f;
-    if (i < L && j <= i) {
-      const float *ki = Ks + i * (dk + 1), *kj = Ks + j * (dk + 1), *qi = Qs + i * (dk + 1);
-      float kk = 0.f, qk = 0.f;
-      for (int x = 0; x < dk; ++x) {
-        kk += ki[x] * kj[x];
-        qk += qi[x] * kj[x];
-      }
-      const float dec = expf(G[i] - G[j]);
-      if (j < i) a = B[i] * dec * kk;
-      q = dec * qk;
+  // A (strictly lower) and QK (lower with the diagonal), QK straight to the workspace, on 2 × 2 blocks of (i, j):
+  // threads 0–135 take the 136 blocks on and below the diagonal (4 dims a 16-byte load, 8 dot products on 6 rows),
+  // threads 136–255 write the zeros of the 120 above it
+  static_assert(kL == 32 && kThreads == 256, "16 × 16 blocks of 2 × 2: 136 on or below the diagonal, 120 above");
+  {
+    const bool lower = tid < 136;
+    int bi = 0, bj = 0;
+    if (lower) {  // tid = bi (bi + 1) / 2 + bj, bj ≤ bi
+      while ((bi + 1) * (bi + 2) / 2 <= tid) ++bi;
+      bj = tid - bi * (bi + 1) / 2;
+    } else {  // tid − 136 = p (p − 1) / 2 + q, q < p: block (q, p)
+      const int u = tid - 136;
+      int p = 1;
+      while (p * (p + 1) / 2 <= u) ++p;
+      bi = u - p * (p - 1) / 2;
+      bj = p;
     }
-    A[i * (kL + 1) + j] = a;
-    if (i < L) ws.qk[((tb + i) * d.Hv + h) * kL + j] = q;
+    float kk[2][2] = {}, qk[2][2] = {};
+    if (lower) {
+      const float *ki = Ks + 2 * bi * ld, *qi = Qs + 2 * bi * ld, *kj = Ks + 2 * bj * ld;
+      for (int x = 0; x < dk; x += 4) {
+        const float4 k0 = *reinterpret_cast<const float4*>(ki + x), k1 = *reinterpret_cast<const float4*>(ki + ld + x);
+        const float4 q0 = *reinterpret_cast<const float4*>(qi + x), q1 = *reinterpret_cast<const float4*>(qi + ld + x);
+        const float4 j0 = *reinterpret_cast<const float4*>(kj + x), j1 = *reinterpret_cast<const float4*>(kj + ld + x);
+        kk[0][0] += dot4(k0, j0), kk[0][1] += dot4(k0, j1), kk[1][0] += dot4(k1, j0), kk[1][1] += dot4(k1, j1);
+        qk[0][0] += dot4(q0, j0), qk[0][1] += dot4(q0, j1), qk[1][0] += dot4(q1, j0), qk[1][1] += dot4(q1, j1);
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < 2; ++r)
+#pragma unroll
+      for (int t = 0; t < 2; ++t) {
+        const int i = 2 * bi + r, j = 2 * bj + t;
+        float a = 0.f, q = 0.f;
+        if (lower && i < L && j <= i) {
+          const float dec = expf(G[i] - G[j]);
+          if (j < i) a = B[i] * dec * kk[r][t];
+          q = dec * qk[r][t];
+        }
+        A[i * (kL + 1) + j] = a;
+        if (i < L) ws.qk[((tb + i) * d.Hv + h) * kL + j] = q;
+      }
   }
   // [β v | β e^G k]
   for (int e = tid; e < L * R; e += blockDim.x) {
     const int i = e / R, col = e % R;
     UW[e] = col < dv ? B[i] * act[(tb + i) * C + 2 * d.Hk * dk + h * dv + col]
-                     : B[i] * expf(G[i]) * Ks[i * (dk + 1) + col - dv];
+                     : B[i] * expf(G[i]) * Ks[i * ld + col - dv];
   }
   __syncthreads();
   // forward substitution: row i −= Σ_{j<i} A[i][j] row j (rows j < i final)
@@ -159,7 +191,6 @@ __global__ void __launch_bounds__(kThreads) scan_kernel(const float* __restrict_
   const GdnSeq sq = seqs[blockIdx.y];
   if (sq.n < min_n) return;
   const int dk = d.dk, ld = dk + 4, q4 = dk / 4, dv = d.dv, R = dv + dk, nc = min(kScanCols, dv - c0), tid = threadIdx.x;
-  const int kh = h / (d.Hv / d.Hk), C = 2 * d.Hk * dk + d.Hv * dv;
   const int rp = tid >> 3, cp = tid & 7, c = 2 * cp;  // P and o: rows 2rp, 2rp + 1; both phases: columns c, c + 1
   const bool w_rows = rp < kL / 2;                    // this thread's P rows are W rows (u), else Q rows (o)
   extern __shared__ __align__(16) float sm[];
@@ -183,11 +214,9 @@ __global__ void __launch_bounds__(kThreads) scan_kernel(const float* __restrict_
     // previous chunk's values: their u is set to 0, their o is not written, and the S update stops at L.
     for (int e = tid; e < L * q4; e += blockDim.x) {
       const int i = e / q4, a = 4 * (e - i * q4);
-      const float* row = act + (tb + i) * C;
       __pipeline_memcpy_async(WQ + i * ld + a, ws.uw + ((tb + i) * d.Hv + h) * R + dv + a, 16);
-      __pipeline_memcpy_async(WQ + (kL + i) * ld + a, row + kh * dk + a, 16);
-      __pipeline_memcpy_async(Ks + i * ld + a, row + d.Hk * dk + kh * dk + a, 16);
     }
+    copy_qk(act, tb, L, h, d, WQ + kL * ld, Ks, ld);
     for (int e = tid; e < L * (kScanCols / 4); e += blockDim.x) {
       const int i = e / (kScanCols / 4), cc = 4 * (e % (kScanCols / 4));
       const float* src = ws.uw + ((tb + i) * d.Hv + h) * R + c0 + cc;
@@ -279,7 +308,7 @@ __global__ void __launch_bounds__(kThreads) scan_kernel(const float* __restrict_
 }
 
 size_t prep_smem(const GdnDimsDev& d) {
-  return sizeof(float) * size_t(2 * kL * (d.dk + 1) + kL * (d.dv + d.dk) + kL * (kL + 1) + 2 * kL);
+  return sizeof(float) * size_t(2 * kL * (d.dk + 4) + kL * (d.dv + d.dk) + kL * (kL + 1) + 2 * kL);
 }
 size_t scan_smem(const GdnDimsDev& d) {
   return sizeof(float) * size_t(d.dk * kScanCols + 3 * kL * (d.dk + 4) + 2 * kL * kScanCols + kL * kL + kL);
