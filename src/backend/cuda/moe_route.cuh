@@ -20,12 +20,11 @@ namespace hlwq::cuda {
 
 // Upper bound on the tiles of a plan whose matrices' slots fill whole granules of g = 8 or 16 slots (moe_route): with n_m
 // slots in each of the j ≤ min(M, T·A) matrices used, Σ_m ⌈n_m / g⌉ · g / 8 ≤ Σ_m (n_m + g − 1) / 8 =
-// (T·A + (g − 1) j) / 8, and the sum is an integer (with g = 16 an even one: the bound is rounded up to even, so the
-// launches over the whole plan take whole pairs). Exact at one token (T·A granules of one slot each); the decode
+// (T·A + (g − 1) j) / 8, and the sum is an integer. Exact at one token (T·A granules of one slot each); the decode
 // launches size their grids by it, so a looser bound launches blocks that only exit.
 inline int64_t moe_max_tiles(int64_t T, int64_t k, int64_t E, int64_t S, int64_t granule = 8) {
-  const int64_t A = k + S, M = E + S, j = M < T * A ? M : T * A, n = (T * A + (granule - 1) * j) / 8;
-  return granule == 16 ? (n + 1) / 2 * 2 : n;
+  const int64_t A = k + S, M = E + S, j = M < T * A ? M : T * A;
+  return (T * A + (granule - 1) * j) / 8;
 }
 
 struct MoePlan {          // device pointers, sized for max_tiles = moe_max_tiles(T, ...)
