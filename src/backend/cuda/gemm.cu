@@ -65,7 +65,7 @@ __global__ void __launch_bounds__(kWarps * 32, kMinB) gemm_kernel(KParams p) {
   const uint32_t* q = p.q0;
   const float* s = p.s0;
   if (p.tile_mat) {
-    const int m = p.tile_mat[by * NT];  // NT = 2: a pair of 8-slot tiles of one matrix
+    const int m = p.tile_mat[by];
     if (m < 0) return;  // whole block leaves together: no barrier is skipped by part of it
     q = p.qarr[m];
     if (kInt4) s = p.sarr[m];
@@ -239,15 +239,11 @@ bool launch_rt(KParams kp, int64_t out_pad, int64_t tiles, int64_t config_tiles,
 }
 
 // The grouped expert launches (one token tile per expert): the light kernel where it runs in one wave (a few tokens),
-// else the standard one; pairs of tiles (16 tokens) on the standard one.
+// else the standard one.
 template <bool kInt4, int kEpi>
 void launch_grouped(const KParams& kp, int64_t out_pad, int64_t tiles, int64_t config_tiles, cudaStream_t st,
-                    const char* what, bool pairs) {
+                    const char* what) {
   constexpr int RT = kEpi == kSwiglu ? 2 : 1;
-  if (pairs) {  // 8 loads in flight: 16 spill at two token tiles
-    launch_rt<kInt4, 2, RT, kEpi, kLightInFlight, kMinBlocks>(kp, out_pad, tiles / 2, config_tiles / 2, st, what);
-    return;
-  }
   // BF16 gate_up keeps as many loads in flight in both kernels (one k-unit of two row tiles), so the light one would
   // only have fewer registers (it spills): the standard kernel serves it
   if constexpr (kInt4 || RT == 1)
@@ -376,16 +372,13 @@ GroupedLinear make_grouped(const std::vector<const PackedLinear*>& mats, const c
 
 void gemm_grouped(const GroupedLinear& w, GroupedEpilogue epi, const uint32_t* xfrag, const int* tile_mat,
                   int64_t max_tiles, uint32_t* h_xfrag, int64_t h_in_pad, float* y, int64_t ldy, const float* slot_w,
-                  cudaStream_t st, int64_t launch_tiles, const int* x_rows, bool pairs) {
+                  cudaStream_t st, int64_t launch_tiles, const int* x_rows) {
   if (max_tiles == 0) return;
-
   HLWQ_CHECK(!x_rows || (w.format != PackedFormat::hlwq && epi == GroupedEpilogue::swiglu),
              "gemm_grouped: activations by row are for INT4 or BF16 gate_up matrices");
   if (w.format == PackedFormat::hlwq)
     return hlwq_gemm_grouped(w, epi, xfrag, tile_mat, max_tiles, y, ldy, slot_w, st, launch_tiles);
   const int64_t cfg = launch_tiles > 0 ? launch_tiles : max_tiles;
-  HLWQ_CHECK(!pairs || (max_tiles % 2 == 0 && cfg % 2 == 0),
-             "gemm_grouped: pairs of tiles need even tile counts (got {} of {})", max_tiles, cfg);
   KParams kp{};
   kp.qarr = w.q.get();
   kp.sarr = w.scale.get();
@@ -405,12 +398,12 @@ void gemm_grouped(const GroupedLinear& w, GroupedEpilogue epi, const uint32_t* x
   if (epi == GroupedEpilogue::swiglu) {
     HLWQ_CHECK(h_xfrag && w.out % 2 == 0 && (w.out / 2 + 15) / 16 * 16 <= h_in_pad,
                "gemm_grouped swiglu: {} gate_up rows, h columns {}", w.out, h_in_pad);
-    if (i4) launch_grouped<true, kSwiglu>(kp, w.out_pad, max_tiles, cfg, st, "int4 gate_up", pairs);
-    else launch_grouped<false, kSwiglu>(kp, w.out_pad, max_tiles, cfg, st, "bf16 gate_up", pairs);
+    if (i4) launch_grouped<true, kSwiglu>(kp, w.out_pad, max_tiles, cfg, st, "int4 gate_up");
+    else launch_grouped<false, kSwiglu>(kp, w.out_pad, max_tiles, cfg, st, "bf16 gate_up");
   } else {
     HLWQ_CHECK(y && slot_w, "gemm_grouped weighted: null output or weights");
-    if (i4) launch_grouped<true, kWeighted>(kp, w.out_pad, max_tiles, cfg, st, "int4 down", pairs);
-    else launch_grouped<false, kWeighted>(kp, w.out_pad, max_tiles, cfg, st, "bf16 down", pairs);
+    if (i4) launch_grouped<true, kWeighted>(kp, w.out_pad, max_tiles, cfg, st, "int4 down");
+    else launch_grouped<false, kWeighted>(kp, w.out_pad, max_tiles, cfg, st, "bf16 down");
   }
 }
 

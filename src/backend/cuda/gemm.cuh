@@ -79,11 +79,8 @@ enum class GroupedEpilogue : uint8_t {
 // output sums in the same order as in one launch over the whole plan.
 // x_rows (INT4, BF16 gate_up): xfrag holds rows (the tokens) and slot s reads row x_rows[s] of it, −1 a zero row, instead of
 // xfrag holding the slots' own rows (no gather of the activations by slot before the launch).
-// pairs (INT4, BF16): the tiles come in pairs of one matrix (a plan of 16-slot granules, moe_route.cuh; max_tiles even,
-// and a part of a plan starts at an even tile); each block then takes a pair as one 16-token tile, reading and
-// widening its matrix's weights once for both.
 void gemm_grouped(const GroupedLinear& w, GroupedEpilogue epi, const uint32_t* xfrag, const int* tile_mat,
                   int64_t max_tiles, uint32_t* h_xfrag, int64_t h_in_pad, float* y, int64_t ldy, const float* slot_w,
-                  cudaStream_t st, int64_t launch_tiles = 0, const int* x_rows = nullptr, bool pairs = false);
+                  cudaStream_t st, int64_t launch_tiles = 0, const int* x_rows = nullptr);
 
 }  // namespace hlwq::cuda

@@ -193,7 +193,7 @@ void InputStatsDev::moe(int layer, const MoeLayerDev& L, const MoeWorkspace& ws,
   }
   if (!routed_[size_t(layer)]) return;
   // the step's slot plan → per expert its tokens (gate/up reads xn rows) and its slots (down reads h rows)
-  const int64_t tiles = moe_max_tiles(T, L.k, L.E, L.n_shared, moe_plan_granule(L, ws, T));  // as moe_forward's plan
+  const int64_t tiles = moe_max_tiles(T, L.k, L.E, L.n_shared);
   int* tile_mat = plan_.as<int>();
   int* slot_tok = tile_mat + max_tiles_;
   HLWQ_CUDA_CHECK(cudaMemcpyAsync(tile_mat, ws.tile_mat.get(), size_t(tiles) * sizeof(int), cudaMemcpyDeviceToHost,

@@ -156,8 +156,7 @@ void attach_expert_cache(MoeLayerDev& L, const uint8_t* host_experts, const Expe
 MoeWorkspace make_moe_workspace(const MoeLayerDev& L, int64_t max_T) {
   MoeWorkspace ws;
   ws.max_T = max_T;
-  // room for the plans of 16-slot granules where a step of max_T tokens could take them (moe_plan_granule)
-  ws.max_tiles = moe_max_tiles(max_T, L.k, L.E, L.n_shared, max_T * L.k >= 16 * L.E ? 16 : 8);
+  ws.max_tiles = moe_max_tiles(max_T, L.k, L.E, L.n_shared);
   const int64_t slots = ws.max_tiles * 8, A = L.k + L.n_shared;
   ws.x_tok = DeviceBuffer<uint32_t>(size_t(xfrag_words(max_T, L.router.in_pad)), "MoE xn");
   if (!reads_tokens(L))  // only rotated rows are gathered by slot (expert_mlp)
@@ -184,11 +183,6 @@ MoeWorkspace make_moe_workspace(const MoeLayerDev& L, int64_t max_T) {
   return ws;
 }
 
-int64_t moe_plan_granule(const MoeLayerDev& L, const MoeWorkspace& ws, int64_t T) {
-  const bool grouped = reads_tokens(L) && !ws.fused.runs(moe_max_tiles(T, L.k, L.E, L.n_shared));
-  return grouped && T * L.k >= 16 * L.E ? 16 : 8;
-}
-
 namespace {
 
 ExpertTables tables_of(const MoeLayerDev& L) {
@@ -199,10 +193,8 @@ ExpertTables tables_of(const MoeLayerDev& L) {
 // 8·t0 on). Every launch keeps the whole plan's shape (launch_tiles), so a range sums as the whole would. INT4
 // experts at a few tokens run both in one launch (moe_fused.cuh).
 // HLWQ experts read rotated activations (hlwq_gemm.cuh): h in fp32 [slots, I], then rotated and rounded once.
-// pairs: the plan's granules are 16 slots (moe_plan_granule), so [t0, t0 + n) holds whole pairs of tiles.
-void expert_mlp(const MoeLayerDev& L, MoeWorkspace& ws, int64_t t0, int64_t n, int64_t tiles, bool pairs,
-                cudaStream_t st, const CopyThrough& ct = {}) {
-  HLWQ_CHECK(!pairs || (t0 % 2 == 0 && n % 2 == 0), "expert_mlp: tiles [{}, {}) split a pair", t0, t0 + n);
+void expert_mlp(const MoeLayerDev& L, MoeWorkspace& ws, int64_t t0, int64_t n, int64_t tiles, cudaStream_t st,
+                const CopyThrough& ct = {}) {
   const int64_t s0 = t0 * 8;
   // plain gate_up matrices read the tokens' fragments (x_tok) through the slot plan; HLWQ ones the rotated rows
   // gathered by slot (x_slot)
@@ -223,11 +215,10 @@ void expert_mlp(const MoeLayerDev& L, MoeWorkspace& ws, int64_t t0, int64_t n, i
     gemm_grouped(L.gu, GroupedEpilogue::swiglu_f32, x, tm, n, nullptr, 0, h32, L.I, nullptr, st, tiles, x_rows);
     hlwq_pack_slots(h32, L.I, n * 8, L.I, tm, L.dn.in_pad, h, st);
   } else {
-    gemm_grouped(L.gu, GroupedEpilogue::swiglu, x, tm, n, h, L.dn.in_pad, nullptr, 0, nullptr, st, tiles, x_rows,
-                 pairs);
+    gemm_grouped(L.gu, GroupedEpilogue::swiglu, x, tm, n, h, L.dn.in_pad, nullptr, 0, nullptr, st, tiles, x_rows);
   }
   gemm_grouped(L.dn, GroupedEpilogue::weighted, h, tm, n, nullptr, 0, ws.y.get() + s0 * L.H, L.H,
-               ws.slot_w.get() + s0, st, tiles, nullptr, pairs);
+               ws.slot_w.get() + s0, st, tiles);
 }
 
 }  // namespace
@@ -236,8 +227,7 @@ void moe_forward(const MoeLayerDev& L, MoeWorkspace& ws, const float* xn, int64_
                  cudaStream_t st, const MoeStepHooks& hooks, const MoeCpuPart* cpu, const MoeNorms& norms) {
   HLWQ_CHECK(T <= ws.max_T, "moe_forward: {} tokens, workspace for {}", T, ws.max_T);
   if (T == 0) return;
-  const int64_t granule = moe_plan_granule(L, ws, T), A = L.k + L.n_shared;
-  const int64_t tiles = moe_max_tiles(T, L.k, L.E, L.n_shared, granule);
+  const int64_t tiles = moe_max_tiles(T, L.k, L.E, L.n_shared), A = L.k + L.n_shared;
   if (!norms.x_packed) pack_activations(xn, L.H, T, L.H, nullptr, T, L.router.in_pad, ws.x_tok.get(), st);
   gemm(L.router, ws.x_tok.get(), T, ws.logits.get(), L.router.out, st);
   // a prefetch into this layer is joined right after the routing, which stamps when it got there (the copy time
@@ -245,7 +235,7 @@ void moe_forward(const MoeLayerDev& L, MoeWorkspace& ws, const float* xn, int64_
   const bool joins = L.cache && hooks.prefetch && hooks.prefetch->pending(hooks.layer);
   MoePlan plan{ws.topk_ids.get(), ws.topk_w.get(), ws.slot_tok.get(), ws.slot_w.get(), ws.tile_mat.get(),
                ws.tok_slot.get(), hooks.route_ids, joins ? L.cache->timing.get() + kTimeRouteDone : nullptr};
-  moe_route(ws.logits.get(), L.router.out, T, L.E, L.k, L.n_shared, plan, tiles, st, granule);
+  moe_route(ws.logits.get(), L.router.out, T, L.E, L.k, L.n_shared, plan, tiles, st);
   // the plan marks misses for the CPU only where the mode applies to a step of this size (cpu_split.h)
   const bool marks = L.cache && cpu && cpu->cpu && !cpu->all_routed && cpu->mode != CpuExperts::off &&
                      (cpu->mode == CpuExperts::all || T <= kCpuSplitMaxTokens);
@@ -275,10 +265,9 @@ void moe_forward(const MoeLayerDev& L, MoeWorkspace& ws, const float* xn, int64_
     hlwq_pack_activations(xn, L.H, T, L.H, ws.slot_tok.get(), tiles * 8, L.gu.in_pad, ws.x_slot.get(), st);
   if (stream)
     hooks.stream->run(*L.cache, tables_of(L), ws.tile_mat.get(), tiles, st,
-                      [&](int64_t t0, int64_t n) { expert_mlp(L, ws, t0, n, tiles, granule == 16, st); });
+                      [&](int64_t t0, int64_t n) { expert_mlp(L, ws, t0, n, tiles, st); });
   else
-    expert_mlp(L, ws, 0, tiles, tiles, granule == 16, st,
-               copy_through ? expert_cache_copy_through(*L.cache) : CopyThrough{});
+    expert_mlp(L, ws, 0, tiles, tiles, st, copy_through ? expert_cache_copy_through(*L.cache) : CopyThrough{});
   if (to_cpu) cpu->cpu->join(ws.y.get(), T, st);
   if (norms.h) {
     NormFusion f = norms.after;

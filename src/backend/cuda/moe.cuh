@@ -61,11 +61,6 @@ struct MoeWorkspace {
 };
 MoeWorkspace make_moe_workspace(const MoeLayerDev& L, int64_t max_T);
 
-// Slots of a plan's granule for a step of T tokens (moe_route.cuh): 16 where the grouped kernels run INT4 or BF16
-// experts (past the fused kernel's plans) and the routed experts average ≥ 16 tokens, so they take 16-token tiles and
-// read and widen each expert's weights half as often; else 8. The tiles of the plan: moe_max_tiles(…, granule).
-int64_t moe_plan_granule(const MoeLayerDev& L, const MoeWorkspace& ws, int64_t T);
-
 class MoePrefetcher;
 class MoeLayerStreamer;
 // Optional parts of a step (offload-trace): a replayed routing trace's ids [T, k] for this layer (moe_route.cuh),

@@ -127,8 +127,7 @@ __global__ void __launch_bounds__(kThreads) topk_kernel(const float* __restrict_
 // The plan in one block: the top-k here unless `chosen` (topk_kernel ran), the tile scan, the slots.
 template <int kMaxPerLane>
 __global__ void __launch_bounds__(kThreads) route_kernel(const float* __restrict__ logits, int64_t ld, int T, int E,
-                                                          int k, int S, MoePlan p, int max_tiles, bool chosen,
-                                                          int granule) {
+                                                          int k, int S, MoePlan p, int max_tiles, bool chosen) {
   HLWQ_PDL_PREAMBLE();
   extern __shared__ int sm[];
   const int M = E + S, A = k + S;
@@ -151,10 +150,9 @@ __global__ void __launch_bounds__(kThreads) route_kernel(const float* __restrict
   }
   __syncthreads();
 
-  // 2. tiles per matrix, exclusive scan: tile_off[m + 1] = Σ_{m' ≤ m} ⌈count / g⌉ · g / 8 (M ≤ 544 threads: a shuffle
-  // scan per warp, then one over the warps' totals; three barriers where a Hillis–Steele scan over shared memory took
-  // 20)
-  int v = tid < M ? (count[tid] + granule - 1) / granule * (granule / 8) : 0;
+  // 2. tiles per matrix, exclusive scan: tile_off[m + 1] = Σ_{m' ≤ m} ⌈count / 8⌉ (M ≤ 544 threads: a shuffle scan
+  // per warp, then one over the warps' totals; three barriers where a Hillis–Steele scan over shared memory took 20)
+  int v = tid < M ? (count[tid] + 7) / 8 : 0;
 #pragma unroll
   for (int o = 1; o < 32; o <<= 1) {
     const int u = __shfl_up_sync(0xffffffffu, v, o);
@@ -216,12 +214,11 @@ __global__ void combine_kernel(const float* __restrict__ y, const int* __restric
 }  // namespace
 
 void moe_route(const float* logits, int64_t ld, int64_t T, int64_t E, int64_t k, int64_t S, const MoePlan& plan,
-               int64_t max_tiles, cudaStream_t st, int64_t granule) {
-  HLWQ_CHECK(granule == 8 || granule == 16, "moe_route: granules of {} slots (8 or 16)", granule);
+               int64_t max_tiles, cudaStream_t st) {
   HLWQ_CHECK(E > 0 && E <= kMaxExperts && k > 0 && k <= E, "moe_route: {} experts top-{} (at most {} experts)", E, k,
              kMaxExperts);
   HLWQ_CHECK(S >= 0 && S <= 32, "moe_route: {} shared-expert parts (at most 32)", S);
-  HLWQ_CHECK(max_tiles >= moe_max_tiles(T, k, E, S, granule), "moe_route: {} tiles for {} tokens", max_tiles, T);
+  HLWQ_CHECK(max_tiles >= moe_max_tiles(T, k, E, S), "moe_route: {} tiles for {} tokens", max_tiles, T);
   if (T == 0) return;
   const int M = int(E + S);
   const size_t smem = size_t(3 * M + 1 + 32) * sizeof(int);
@@ -233,11 +230,9 @@ void moe_route(const float* logits, int64_t ld, int64_t T, int64_t E, int64_t k,
     HLWQ_CUDA_LAUNCH_CHECK("moe_route: top-k of {} tokens, {} experts top-{}", T, E, k);
   }
   if (E <= 256)
-    route_kernel<8><<<1, kThreads, smem, st>>>(logits, ld, int(T), int(E), int(k), int(S), plan, int(max_tiles), split,
-                                               int(granule));
+    route_kernel<8><<<1, kThreads, smem, st>>>(logits, ld, int(T), int(E), int(k), int(S), plan, int(max_tiles), split);
   else
-    route_kernel<16><<<1, kThreads, smem, st>>>(logits, ld, int(T), int(E), int(k), int(S), plan, int(max_tiles), split,
-                                                int(granule));
+    route_kernel<16><<<1, kThreads, smem, st>>>(logits, ld, int(T), int(E), int(k), int(S), plan, int(max_tiles), split);
   HLWQ_CUDA_LAUNCH_CHECK("moe_route {} tokens, {} experts top-{}", T, E, k);
 }
 

@@ -5,8 +5,7 @@
 // Matrices: 0..E-1 the routed experts, E..E+S-1 the S parts of the shared expert (every token, each part weighted
 // sigmoid(shared-gate logit)): a shared expert S times as wide as a routed one runs as S expert-width slices of its
 // intermediate features, whose down projections sum to the whole (SwiGLU is per feature). S = 0: no shared expert.
-// Each matrix's assignments fill whole 8-slot tiles (or pairs of them: granule 16, for the grouped kernels' 16-token
-// tiles); slots are grouped by matrix. With MoePlan::route_ids (a
+// Each matrix's assignments fill whole 8-slot tiles; slots are grouped by matrix. With MoePlan::route_ids (a
 // benchmark's routing trace) the ids are replaced after the top-k, so the expert cache and the slot plan see the
 // trace's experts while the weights and every kernel stay as they were.
 // Dimension legend: T tokens, E experts, k active experts, S shared parts, M = E + S matrices, A = k + S slots per
@@ -18,13 +17,12 @@
 
 namespace hlwq::cuda {
 
-// Upper bound on the tiles of a plan whose matrices' slots fill whole granules of g = 8 or 16 slots (moe_route): with n_m
-// slots in each of the j ≤ min(M, T·A) matrices used, Σ_m ⌈n_m / g⌉ · g / 8 ≤ Σ_m (n_m + g − 1) / 8 =
-// (T·A + (g − 1) j) / 8, and the sum is an integer. Exact at one token (T·A granules of one slot each); the decode
-// launches size their grids by it, so a looser bound launches blocks that only exit.
-inline int64_t moe_max_tiles(int64_t T, int64_t k, int64_t E, int64_t S, int64_t granule = 8) {
+// Upper bound on the tiles of a plan: with n_m slots in each of the j ≤ min(M, T·A) matrices used,
+// Σ_m ⌈n_m / 8⌉ ≤ Σ_m (n_m + 7) / 8 = (T·A + 7j) / 8, and the sum is an integer. Exact at one token (T·A tiles of one
+// slot each); the decode launches size their grids by it, so a looser bound launches blocks that only exit.
+inline int64_t moe_max_tiles(int64_t T, int64_t k, int64_t E, int64_t S) {
   const int64_t A = k + S, M = E + S, j = M < T * A ? M : T * A;
-  return (T * A + (granule - 1) * j) / 8;
+  return (T * A + 7 * j) / 8;
 }
 
 struct MoePlan {          // device pointers, sized for max_tiles = moe_max_tiles(T, ...)
@@ -43,9 +41,8 @@ struct MoePlan {          // device pointers, sized for max_tiles = moe_max_tile
 };
 
 // logits fp32 [T, ld]: columns [0, E) the router, column E the shared gate (when S > 0). E ≤ 512, k ≤ E, S ≤ 32.
-// granule: 8, or 16 (each matrix's tiles come in pairs, starting at an even tile); max_tiles ≥ moe_max_tiles(…, granule).
 void moe_route(const float* logits, int64_t ld, int64_t T, int64_t E, int64_t k, int64_t S, const MoePlan& plan,
-               int64_t max_tiles, cudaStream_t st, int64_t granule = 8);
+               int64_t max_tiles, cudaStream_t st);
 
 // out [T, H] (+)= Σ_j y [tok_slot[t, j], 0..H) over the A slots of each token (accumulate: add to out, which is
 // then the residual stream). y fp32 [slots, H].
