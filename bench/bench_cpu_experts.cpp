@@ -12,8 +12,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <cstring>
-#include <memory>
 #include <numeric>
 #include <vector>
 
@@ -23,6 +21,7 @@
 #include "backend/cpu/expert_jobs.h"
 #include "core/error.h"
 #include "model/model.h"
+#include "perf/cpu_ceilings.h"
 
 using namespace hlwq;
 
@@ -33,32 +32,6 @@ using Clock = std::chrono::steady_clock;
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
-}
-
-// GB/s of a read-only sum over `bytes` (16-byte loads, four independent sums), median of `repeats`.
-double read_ceiling(int64_t bytes, int threads, int repeats) {
-  const int64_t n = bytes / 8;
-  std::unique_ptr<uint64_t[]> a(new uint64_t[size_t(n)]);  // [n]
-#pragma omp parallel for num_threads(threads) schedule(static)
-  for (int64_t i = 0; i < n; ++i) a[size_t(i)] = uint64_t(i);  // first touch spread like the timed loop
-  using u64x2 = uint64_t __attribute__((vector_size(16)));
-  std::vector<double> s;
-  for (int r = 0; r <= repeats; ++r) {
-    const auto t0 = Clock::now();
-    uint64_t total = 0;
-#pragma omp parallel for num_threads(threads) schedule(static) reduction(+ : total)
-    for (int64_t i = 0; i < n; i += 8) {
-      u64x2 v0, v1, v2, v3;
-      std::memcpy(&v0, &a[size_t(i)], 16), std::memcpy(&v1, &a[size_t(i + 2)], 16);
-      std::memcpy(&v2, &a[size_t(i + 4)], 16), std::memcpy(&v3, &a[size_t(i + 6)], 16);
-      const u64x2 v = v0 + v1 + v2 + v3;
-      total += v[0] + v[1];
-    }
-    const double dt = std::chrono::duration<double>(Clock::now() - t0).count();
-    if (total == 42) std::puts("");  // keeps the sum
-    if (r > 0) s.push_back(double(bytes) / dt / 1e9);  // the first pass warms up
-  }
-  return median(s);
 }
 
 }  // namespace
@@ -87,7 +60,7 @@ int main(int argc, char** argv) {
     const int64_t H = cfg.hidden_size, I = cfg.moe_intermediate, E = int64_t(w.experts.size());
     const int64_t expert_b = expert_weight_bytes(w.experts[0]);
     const std::vector<int> Js = {1, 2, 4, 8, 16};
-    const double ceil = read_ceiling(int64_t(1) << 30, threads, repeats);
+    const double ceil = measure_cpu_ceilings(uint64_t(1) << 30, repeats).read_gbs;  // the threads set above
     fmt::print("{} layer {}: {} experts of {:.3f} MB (H {}, I {}); {} threads; read ceiling {:.1f} GB/s (1 GiB, "
                "median of {})\n", model, L, E, double(expert_b) / 1e6, H, I, threads, ceil, repeats);
     CpuExpertJobs jobs(H, I, 16);

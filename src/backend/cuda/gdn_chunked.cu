@@ -8,6 +8,7 @@
 #include <cuda_pipeline.h>
 
 #include <climits>
+#include <cstdint>
 #include <cmath>
 
 #include "backend/cuda/block_reduce.cuh"
@@ -333,6 +334,8 @@ void gdn_chunked(const float* act, const float* ba, int64_t ldba, const float* A
                  const GdnSeq* seqs, int n_seq, int min_n, int max_n, float* S, const GdnDimsDev& d, float* ws,
                  int64_t T, float* out, cudaStream_t st) {
   HLWQ_CHECK(d.Hv % d.Hk == 0 && min_n >= 1, "gdn_chunked: Hk {} Hv {} min_n {}", d.Hk, d.Hv, min_n);
+  HLWQ_CHECK(reinterpret_cast<uintptr_t>(act) % 16 == 0 && reinterpret_cast<uintptr_t>(ws) % 16 == 0,
+             "gdn_chunked: act and the workspace must be 16-byte aligned (the chunks are staged by 16-byte copies)");
   if (n_seq == 0 || max_n < min_n) return;
   const ChunkWs w{ws, ws + T * d.Hv * (d.dv + d.dk), ws + T * d.Hv * (d.dv + d.dk + kL)};
   const size_t ps = prep_smem(d), ss = scan_smem(d);
