@@ -315,6 +315,44 @@ TEST(CudaAttention, LayerMatchesCpuOverPagedCache) {
   check_attention(16, 2, 256, 64, 40, kOneSequence);  // Qwen3.5/3.6: 8 query heads per kv head, 16-byte K/V loads
 }
 
+// The plan's host part (no device needed): blocks inside one long sequence each, covering it once, at most
+// block_tokens long, most keys first; the other sequences' tokens in batch order for the CUDA-core kernel.
+TEST(AttendPlan, BlocksCoverLongSequencesAndListTheRest) {
+  const std::vector<cuda::AttendSeq> seqs{{0, 40, 0}, {40, 1, 30}, {41, 17, 5}, {58, 3, 0}, {61, 100, 20}};
+  const cuda::AttendPlanHost p = cuda::attend_plan_blocks(seqs, 8);
+  ASSERT_EQ(p.n_tiles, 5 + 3 + 13);
+  ASSERT_EQ(p.n_core, 4);
+  ASSERT_EQ(int64_t(p.words.size()), 2 * p.n_tiles + p.n_core);
+  EXPECT_LE(int64_t(p.words.size()), cuda::attend_plan_capacity(161));
+  std::vector<int> covered(161, 0);
+  int prev_keys = 1 << 30;
+  for (int64_t i = 0; i < p.n_tiles; ++i) {
+    const int first = p.words[size_t(2 * i)], end = p.words[size_t(2 * i + 1)];
+    ASSERT_LT(first, end);
+    EXPECT_LE(end - first, 8);
+    const auto q = std::find_if(seqs.begin(), seqs.end(), [&](const cuda::AttendSeq& s) {
+      return first >= s.t0 && first < s.t0 + s.n;
+    });
+    ASSERT_NE(q, seqs.end());
+    EXPECT_GE(q->n, cuda::kAttendPrefillMinTokens) << "block at " << first;
+    EXPECT_LE(end, q->t0 + q->n) << "block [" << first << ", " << end << ") leaves its sequence";
+    const int keys = int(q->pos0 + (end - q->t0));
+    EXPECT_LE(keys, prev_keys) << "block at " << first << " after one with fewer keys";
+    prev_keys = keys;
+    for (int t = first; t < end; ++t) ++covered[size_t(t)];
+  }
+  const std::vector<int> core(p.words.begin() + 2 * p.n_tiles, p.words.end());
+  EXPECT_EQ(core, (std::vector<int>{40, 58, 59, 60}));
+  for (int t : core) ++covered[size_t(t)];
+  for (int t = 0; t < 161; ++t) EXPECT_EQ(covered[size_t(t)], 1) << "token " << t;
+  // no long sequence, or no tensor-core kernel: no words (every token on the CUDA cores in batch order)
+  EXPECT_TRUE(cuda::attend_plan_blocks({{0, 15, 0}, {15, 1, 9}}, 8).words.empty());
+  EXPECT_TRUE(cuda::attend_plan_blocks(seqs, 0).words.empty());
+  // sequences that leave a gap or overlap are refused
+  EXPECT_THROW(cuda::attend_plan_blocks({{0, 20, 0}, {21, 5, 0}}, 8), Error);
+  EXPECT_THROW(cuda::attend_plan_blocks({{0, 20, 0}, {19, 5, 0}}, 8), Error);
+}
+
 // Batches of several sequences, as the server schedules them: prefills side by side (tensor-core blocks of different
 // sequences in one launch, their key counts out of batch order), prefill chunks beside decode steps and short
 // chunks (both kernels in one batch, the CUDA-core one on a token list), and a batch of decode steps alone.

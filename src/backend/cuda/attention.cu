@@ -245,9 +245,12 @@ int64_t attend_workspace_floats(int64_t T, const AttnDimsDev& d, int sms) {
 }
 
 AttendPlanHost attend_plan(const std::vector<AttendSeq>& seqs, const AttnDimsDev& d) {
+  return attend_plan_blocks(seqs, attend_prefill_supported(d) ? attend_prefill_block_tokens(d) : 0);
+}
+
+AttendPlanHost attend_plan_blocks(const std::vector<AttendSeq>& seqs, int64_t block_tokens) {
   AttendPlanHost p;
-  const bool tc = attend_prefill_supported(d);
-  const int64_t tpb = tc ? attend_prefill_block_tokens(d) : 0;
+  const bool tc = block_tokens > 0;
   struct Tile {
     int first, end, keys;
   };
@@ -259,8 +262,8 @@ AttendPlanHost attend_plan(const std::vector<AttendSeq>& seqs, const AttnDimsDev
                q.t0, T);
     T += q.n;
     if (tc && q.n >= kAttendPrefillMinTokens) {
-      for (int64_t a = q.t0; a < q.t0 + q.n; a += tpb) {
-        const int64_t e = std::min(a + tpb, q.t0 + q.n);
+      for (int64_t a = q.t0; a < q.t0 + q.n; a += block_tokens) {
+        const int64_t e = std::min(a + block_tokens, q.t0 + q.n);
         tiles.push_back({int(a), int(e), int(q.pos0 + (e - q.t0))});
       }
     } else {

@@ -41,8 +41,10 @@ struct AttendPlanHost {
   int64_t n_tiles = 0, n_core = 0;
 };
 // Built on the host from the batch's sequences (t0 increasing, tokens [0, T) covered once); at most
-// attend_plan_capacity(T) words.
+// attend_plan_capacity(T) words. attend_plan asks the device whether the tensor-core kernel serves d;
+// attend_plan_blocks is its device-free part, for blocks of block_tokens tokens (0: no tensor-core kernel, no words).
 AttendPlanHost attend_plan(const std::vector<AttendSeq>& seqs, const AttnDimsDev& d);
+AttendPlanHost attend_plan_blocks(const std::vector<AttendSeq>& seqs, int64_t block_tokens);
 inline int64_t attend_plan_capacity(int64_t T) { return 2 * T; }
 // The plan's words uploaded to the device (words null: no plan, as above).
 struct AttendPlan {
