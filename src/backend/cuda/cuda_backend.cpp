@@ -27,6 +27,7 @@
 
 #include "backend/cpu/expert_jobs.h"
 #include "backend/cuda/attention.cuh"
+#include "backend/cuda/attention_prefill.cuh"
 #include "backend/cuda/cpu_experts.cuh"
 #include "backend/cuda/cuda_weights.h"
 #include "backend/cuda/device_buffer.h"
@@ -149,6 +150,7 @@ class CudaBackend final : public Backend {
   int64_t T_ = 0;
   int n_seq_ = 0, max_n_ = 0;  // sequences of the batch, the most tokens of one
   cuda::AttendPlan attn_plan_;  // the batch's attention plan, inside batch_
+  int64_t attn_block_tokens_ = 0;  // the tensor-core attention's block on this device (0: it does not run here)
 
   // workspace
   DeviceBuffer<float> h_, xn_, y_, proj_, ba_, gact_, o_, attn_ws_, logits_, lm_x_;
@@ -199,6 +201,8 @@ CudaBackend::CudaBackend(const ModelConfig& cfg, const ModelWeights& w, const Ba
   gd_ = {int(cfg.linear_n_key_heads), int(cfg.linear_n_value_heads), int(cfg.linear_key_head_dim),
          int(cfg.linear_value_head_dim), int(cfg.linear_conv_kernel), eps_};
   ad_ = {int(cfg.n_heads), int(cfg.n_kv_heads), int(cfg.head_dim), int(cfg.rotary_dim()), eps_};
+  // asked of the device once, not every batch (attend_plan would ask per decode step)
+  attn_block_tokens_ = cuda::attend_prefill_supported(ad_) ? cuda::attend_prefill_block_tokens(ad_) : 0;
   HLWQ_CHECK(opt.expert_slots >= 0 && opt.gpu_memory >= 0, "expert slots {} and GPU memory {} must not be negative",
              opt.expert_slots, opt.gpu_memory);
   HLWQ_CHECK(opt.n_cpu_moe >= 0 && opt.n_cpu_moe <= cfg.n_layers, "--n-cpu-moe {}: the model has {} MoE layers "
@@ -515,7 +519,7 @@ void CudaBackend::begin_batch(const Batch& b) {
   // which attention kernel serves which tokens (attention.cuh), its words right after the block tables
   std::vector<cuda::AttendSeq> aseqs;
   for (const BatchSeq& s : b.seqs) aseqs.push_back({s.t0, s.n, s.pos0});
-  const cuda::AttendPlanHost plan = cuda::attend_plan(aseqs, ad_);
+  const cuda::AttendPlanHost plan = cuda::attend_plan_blocks(aseqs, attn_block_tokens_);
   std::copy(plan.words.begin(), plan.words.end(), bt + nbt);
   attn_plan_ = {plan.words.empty() ? nullptr : batch_.get() + 3 * Tm_ + nbt, plan.n_tiles, plan.n_core};
   // one copy of the used prefix of [ids | pos | bt_off | bt | plan] (ids..bt_off at capacity offsets)

@@ -7,7 +7,6 @@
 // kernels stage q and k by 16-byte copies into rows of dk + 4 floats.
 #include <cuda_pipeline.h>
 
-#include <climits>
 #include <cstdint>
 #include <cmath>
 
