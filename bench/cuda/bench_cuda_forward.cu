@@ -481,6 +481,11 @@ int main() {
                                             : std::vector<const PackedLinear*>{&L.qkvz, &L.ba, &L.out})
           cuda::gemm(*w, s.xf.get(), P, s.proj.get(), w->out, st);
       });
+      part("  dense GEMMs, fragment kernel", [&](Layer& L) {  // the same without gemm_tiled.cuh's kernel
+        for (const PackedLinear* w : L.attn ? std::vector<const PackedLinear*>{&L.qkv, &L.o}
+                                            : std::vector<const PackedLinear*>{&L.qkvz, &L.ba, &L.out})
+          cuda::gemm_fragment(*w, s.xf.get(), P, s.proj.get(), w->out, st);
+      });
       part("  attention (attend)", [&](Layer& L) {
         if (L.attn)
           cuda::attend(s.proj.get(), L.qkv.out, s.pos.get(), s.bt_off.get(), m.bt.get(), L.kp.get(), L.vp.get(), P,

@@ -4,9 +4,9 @@
 // them from DRAM; each timing is the median over 15 replays of a CUDA graph of many launches (so launch gaps
 // are the in-graph ones, ≈ 0.5 µs), after 3 warm-up replays. Bytes counted: packed weights (+ scales) read,
 // activations read and outputs written, once each. Prints one line per measurement: "row kernel | shape | T | µs |
-// GB/s | % of copy"; the decode GEMMs also with their weights in the L2. Argument `gemm`: the GEMMs only; `moe`: the
-// MoE layer only (for a profiler: its first runs are plain launches, 7 per
-// layer and 16 layers per batch size, before any graph).
+// GB/s | % of copy"; the decode GEMMs also with their weights in the L2; then the mixers' prefill GEMMs on both kernels
+// (TFLOP/s against the mma.sync ceiling). Argument `gemm`, `prefill` or `moe`: that part only (for a profiler, `moe`:
+// its first runs are plain launches, 7 per layer and 16 layers per batch size, before any graph).
 #include <cuda_runtime.h>
 
 #include <cstdio>
@@ -15,7 +15,9 @@
 #include <vector>
 
 #include "backend/cuda/gemm.cuh"
+#include "backend/cuda/gemm_tiled.cuh"
 #include "backend/cuda/moe.cuh"
+#include "backend/cuda_ceilings.h"
 #include "bench_util.cuh"
 
 namespace hlwq {
@@ -77,6 +79,32 @@ void bench_gemm(PackedFormat f, int64_t out, int64_t in, const std::string& name
     const double us = bench::time_graph(st, n, [&](int) { cuda::gemm(ws[0], xf.get(), 1, y.get(), out, st); });
     row(std::string(f == PackedFormat::int4 ? "int4 gemm, L2" : "bf16 gemm, L2"), name, 1, us,
         double(ws[0].bytes()) + double(in) * 2 + double(out) * 4);
+  }
+}
+
+// Prefill GEMMs of the mixers (INT4, Qwen3.6 shapes) on both kernels, gemm.cu's fragment kernel and the large-tile
+// one (gemm_tiled.cuh), and which of them gemm() takes: TFLOP/s beside the mma.sync ceiling
+// measured in the same run. One matrix, from the L2 after the first tile: the prefill GEMMs are compute-bound.
+void bench_prefill_gemm(int64_t out, int64_t in, const std::string& name, cudaStream_t st, double tc_tflops) {
+  const PackedLinear w = random_packed(PackedFormat::int4, out, in, 300);
+  const int64_t Tmax = 4096;
+  DeviceBuffer<float> x(size_t(Tmax * in), "bench x"), y(size_t(Tmax * out), "bench y");
+  bench::fill_random(x.get(), int64_t(x.size()), 7, 0x803FFFFFu, 0x3F000000u);
+  DeviceBuffer<uint32_t> xf(size_t(cuda::xfrag_words(Tmax, w.in_pad)), "bench xfrag");
+  cuda::pack_activations(x.get(), in, Tmax, in, nullptr, Tmax, w.in_pad, xf.get(), st);
+  for (int T : {128, 512, 4096}) {
+    const double flop = 2.0 * double(T) * double(out) * double(in);
+    for (bool tiled : {false, true}) {
+      const double us = bench::time_graph(st, 4, [&](int) {
+        if (tiled) cuda::gemm_tiled_int4(w, xf.get(), T, y.get(), out, st);
+        else cuda::gemm_fragment(w, xf.get(), T, y.get(), out, st);
+      });
+      const double tf = flop / (us * 1e-6) / 1e12;
+      std::printf("row %-26s | %-22s | %4d | %9.2f us | %6.1f TFLOP/s | %5.1f %% of mma.sync%s\n",
+                  tiled ? "prefill gemm, tiled" : "prefill gemm, fragment", name.c_str(), T, us, tf,
+                  100.0 * tf / tc_tflops, tiled == cuda::gemm_tiled_pays(w, T) ? " | gemm() takes it" : "");
+      std::fflush(stdout);
+    }
   }
 }
 
@@ -158,7 +186,19 @@ void bench_moe(cudaStream_t st) {
       cuda::gemm_grouped(m.dn, cuda::GroupedEpilogue::weighted, w.h.get(), w.tile_mat.get(), tiles, nullptr, 0,
                          w.y.get(), H, w.slot_w.get(), st);
     });
-    row("moe grouped gate_up+down", "256x(2048->512) top-8+1", int(T), grouped, expert_bytes / L);
+    row(cuda::gemm_grouped_tiled_pays(layers[0].gu, tiles) ? "moe grouped (tiled kernel)" : "moe grouped gate_up+down",
+        "256x(2048->512) top-8+1", int(T), grouped, expert_bytes / L);
+    if (cuda::gemm_grouped_tiled_pays(layers[0].gu, tiles)) {  // the same on the fragment kernel (gemm.cu)
+      const double frag = bench::time_graph(st, int(L), [&](int l) {
+        auto& m = layers[size_t(l)];
+        auto& w = wss[size_t(l)];
+        cuda::gemm_grouped_fragment(m.gu, cuda::GroupedEpilogue::swiglu, w.x_tok.get(), w.tile_mat.get(), tiles,
+                                    w.h.get(), m.dn.in_pad, nullptr, 0, nullptr, st, 0, w.slot_tok.get());
+        cuda::gemm_grouped_fragment(m.dn, cuda::GroupedEpilogue::weighted, w.h.get(), w.tile_mat.get(), tiles, nullptr,
+                                    0, w.y.get(), H, w.slot_w.get(), st);
+      });
+      row("moe grouped (fragment kernel)", "256x(2048->512) top-8+1", int(T), frag, expert_bytes / L);
+    }
     const cuda::FusedMlp& fm = wss[0].fused;
     for (int i = 0; i < cuda::kFusedSizes; ++i) {  // every cluster size; moe_forward runs the one marked "used"
       const int C = cuda::kFusedClusters[i];
@@ -198,7 +238,7 @@ int main(int argc, char** argv) {
                 "of copy");
     const size_t l2 = size_t(p.l2CacheSize);
     const std::string only = argc > 1 ? argv[1] : "";
-    if (only != "moe") {
+    if (only == "" || only == "gemm") {
       bench_gemm(cuda::PackedFormat::int4, 512, 2048, "2048->512 (expert)", st, l2);
       bench_gemm(cuda::PackedFormat::int4, 2048, 512, "512->2048 (down)", st, l2);
       bench_gemm(cuda::PackedFormat::int4, 8192, 2048, "2048->8192", st, l2);
@@ -208,7 +248,15 @@ int main(int argc, char** argv) {
       bench_gemm(cuda::PackedFormat::bf16, 8192, 2048, "2048->8192", st, l2);
       bench_gemm(cuda::PackedFormat::bf16, 248320, 2048, "2048->248320 (lm_head)", st, l2);
     }
-    if (only != "gemm") bench_moe(st);
+    if (only == "" || only == "prefill") {
+      const double tc = measure_cuda_ceilings(0).tc_bf16_tflops;
+      std::printf("mma.sync bf16 ceiling %.0f TFLOP/s\n", tc);
+      bench_prefill_gemm(12288, 2048, "2048->12288 (gdn qkvz)", st, tc);
+      bench_prefill_gemm(9216, 2048, "2048->9216 (attn qkv)", st, tc);
+      bench_prefill_gemm(2048, 4096, "4096->2048 (out, o)", st, tc);
+      bench_prefill_gemm(64, 2048, "2048->64 (gdn ba)", st, tc);
+    }
+    if (only == "" || only == "moe") bench_moe(st);
     std::printf("ceiling used for %%: copy kernel %.0f GB/s\n", g_copy);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "hlwq_bench_cuda_kernels: %s\n", e.what());

@@ -1,9 +1,11 @@
 // Fragment-order weight packing (CPU-only checks, run everywhere) and the tensor-core GEMM against the CPU
 // linear_forward on Qwen3.6 shapes: INT4 (2048→512 experts, 512→2048 down, 2048→8192, 4096→2048) and bf16
-// (router 2048→256 + 1, 2048→4096 and a 1-row matrix padded to 32), at decode batches 1–16 and a prefill tile count.
+// (router 2048→256 + 1, 2048→4096 and a 1-row matrix padded to 32), at decode batches 1–16 and a prefill tile count;
+// the large-tile prefill kernel against both.
 #include <gtest/gtest.h>
 
 #include "backend/cuda/gemm.cuh"
+#include "backend/cuda/gemm_tiled.cuh"
 #include "core/dtype.h"
 #include "cuda_test_util.h"
 #include "error_budgets.h"
@@ -145,6 +147,42 @@ TEST(CudaGemm, Bf16MatchesCpu) {
       std::vector<float> ref(size_t(T * s.out));
       test::ref_linear(w->w, xe.data(), T, ref.data());
       EXPECT_REL(gpu_linear(dw, xe, T), ref, test::kExactInputGemmRel);
+    }
+  }
+}
+
+// The large-tile prefill kernel (gemm_tiled.cuh) that gemm() runs for INT4 prefill batches where it pays, called
+// directly: against the CPU, and against the fragment kernel, which sums in another order only. Shapes with partial
+// row blocks (300 rows: 20 row tiles, 8 a block), fewer k-units than pipeline stages (128 columns), a long k loop
+// (4096), token counts around the 64- and 128-token tiles, and a grid large enough for 128-token blocks on an H200.
+TEST(CudaGemm, TiledInt4MatchesCpuAndTheFragmentKernel) {
+  HLWQ_REQUIRE_CUDA();
+  std::mt19937_64 rng(13);
+  struct Case {
+    Shape s;
+    std::vector<int64_t> Ts;
+  };
+  for (const Case& cs : {Case{{300, 2048}, {63, 64, 65, 128, 200}}, Case{{64, 128}, {64, 77}},
+                         Case{{2048, 4096}, {130}}, Case{{2048, 512}, {1100}}}) {
+    const Shape s = cs.s;
+    auto w = test::random_int4("w", s.out, s.in, 0.05f, rng);
+    const auto dw = cuda::upload_packed(cuda::pack_linear(cuda::PackedFormat::int4, w->w), "w");
+    for (int64_t T : cs.Ts) {
+      SCOPED_TRACE(testing::Message() << s.out << "x" << s.in << " T=" << T);
+      const auto xe = test::random_bf16_exact(size_t(T * s.in), 1.f, rng);
+      std::vector<float> ref(size_t(T * s.out));
+      test::ref_linear(w->w, xe.data(), T, ref.data());
+      cuda::DeviceBuffer<float> dx(xe, "x");
+      cuda::DeviceBuffer<uint32_t> xf(size_t(cuda::xfrag_words(T, dw.in_pad)), "xfrag");
+      cuda::DeviceBuffer<float> y(size_t(T * s.out), "y");
+      cuda::pack_activations(dx.get(), s.in, T, s.in, nullptr, T, dw.in_pad, xf.get(), nullptr);
+      cuda::gemm_tiled_int4(dw, xf.get(), T, y.get(), s.out, nullptr);
+      HLWQ_CUDA_CHECK(cudaDeviceSynchronize(), "tiled gemm");
+      const auto got = y.download();
+      EXPECT_REL(got, ref, test::kExactInputGemmRel);
+      cuda::gemm_fragment(dw, xf.get(), T, y.get(), s.out, nullptr);
+      HLWQ_CUDA_CHECK(cudaDeviceSynchronize(), "fragment gemm");
+      EXPECT_REL(got, y.download(), test::kExactInputGemmRel);
     }
   }
 }

@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "backend/cuda/gemm_tiled.cuh"
 #include "backend/cuda/moe.cuh"
 #include "cuda_test_util.h"
 #include "error_budgets.h"
@@ -42,6 +43,15 @@ OwnedMoe random_moe(int64_t H, int64_t E, int64_t I, bool int4, std::mt19937_64&
   m.w.shared = {lin("sgate", Is, H), lin("sup", Is, H), lin("sdown", H, Is)};
   m.w.shared_gate = keep(test::random_bf16("shared_gate", 1, H, 0.05f, rng));
   return m;
+}
+
+// The first `words` words of an xfrag buffer of bf16 pairs as floats (in storage order: two buffers of one plan compare
+// element for element).
+std::vector<float> widen(const std::vector<uint32_t>& xfrag, size_t words) {
+  std::vector<float> f;
+  for (size_t i = 0; i < words; ++i)
+    for (const uint32_t b : {xfrag[i] << 16, xfrag[i] & 0xFFFF0000u}) f.push_back(std::bit_cast<float>(b));
+  return f;
 }
 
 void check_moe(const OwnedMoe& m, int64_t k, const std::vector<int64_t>& batches, std::mt19937_64& rng) {
@@ -170,13 +180,7 @@ TEST(CudaMoe, FusedMlpMatchesTwoLaunches) {
                          y2.get(), sh.H, ws.slot_w.get(), nullptr);
       HLWQ_CUDA_CHECK(cudaDeviceSynchronize(), "two launches");
       EXPECT_REL(y1.download(), y2.download(), test::kMoeRel);
-      auto widen = [&](const std::vector<uint32_t>& words) {  // bf16 pairs → floats (order is the same in both)
-        std::vector<float> f;
-        for (size_t i = 0; i < hw; ++i)
-          for (const uint32_t b : {words[i] << 16, words[i] & 0xFFFF0000u}) f.push_back(std::bit_cast<float>(b));
-        return f;
-      };
-      EXPECT_REL(widen(h1.download()), widen(h2.download()), test::kMoeRel);
+      EXPECT_REL(widen(h1.download(), hw), widen(h2.download(), hw), test::kMoeRel);
       // every cluster size sums each output in the same order: the same bits as the size the policy chose
       const auto y_chosen = y1.download();
       const auto h_chosen = h1.download();
@@ -197,6 +201,55 @@ TEST(CudaMoe, FusedMlpMatchesTwoLaunches) {
   if (major >= 9) {
     EXPECT_EQ(ran, 12);
     EXPECT_GE(sizes, 12 * 2) << "fewer than two cluster sizes ran on this device";
+  }
+}
+
+// The large-tile grouped kernel (gemm_tiled.cuh) that a long prefill's experts run, launched directly: against the
+// fragment kernel on the same plans (another summation order, so within a budget), gate_up reading the tokens' rows
+// and down reading h. Plans of 100 tokens (runs of one to a few tiles: most windows hold several matrices) and 700
+// (the size where gemm_grouped takes it for Qwen3.6); and the plan in two launches (as the whole-layer stream runs
+// it, launch_tiles the whole plan's count) gives the bits of one launch.
+TEST(CudaMoe, TiledGroupedMatchesTheFragmentKernel) {
+  HLWQ_REQUIRE_CUDA();
+  std::mt19937_64 rng(27);
+  const int64_t H = 2048, E = 256, k = 8;
+  const auto m = random_moe(H, E, 512, true, rng);
+  const auto L = cuda::upload_moe(m.w, k);
+  auto ws = cuda::make_moe_workspace(L, 700);
+  for (const int64_t T : {100, 700}) {
+    SCOPED_TRACE(testing::Message() << "T=" << T);
+    const int64_t tiles = cuda::moe_max_tiles(T, k, E, 1);
+    if (T == 700) EXPECT_TRUE(cuda::gemm_grouped_tiled_pays(L.gu, tiles) && cuda::gemm_grouped_tiled_pays(L.dn, tiles));
+    const auto x = test::random_bf16_exact(size_t(T * H), 1.f, rng);
+    cuda::DeviceBuffer<float> dx(x, "x"), out(size_t(T * H), "out");
+    cuda::moe_forward(L, ws, dx.get(), T, out.get(), false, nullptr);  // the plan and x_tok
+    const size_t rows = size_t(tiles * 8 * H), hw = size_t(cuda::xfrag_words(tiles * 8, L.dn.in_pad));
+    const std::vector<uint32_t> zeros(ws.h.size(), 0u);
+    const std::vector<float> y0(rows, 0.f);
+    cuda::DeviceBuffer<uint32_t> h1(zeros, "h"), h2(zeros, "h");
+    cuda::DeviceBuffer<float> y1(y0, "y"), y2(y0, "y"), y3(y0, "y");
+    cuda::gemm_grouped_tiled_int4(L.gu, cuda::GroupedEpilogue::swiglu, ws.x_tok.get(), ws.tile_mat.get(), tiles,
+                                  h1.get(), L.dn.in_pad, nullptr, 0, nullptr, nullptr, tiles, ws.slot_tok.get());
+    cuda::gemm_grouped_fragment(L.gu, cuda::GroupedEpilogue::swiglu, ws.x_tok.get(), ws.tile_mat.get(), tiles, h2.get(),
+                                L.dn.in_pad, nullptr, 0, nullptr, nullptr, 0, ws.slot_tok.get());
+    // both downs read the tiled kernel's h, so only the down kernels differ
+    cuda::gemm_grouped_tiled_int4(L.dn, cuda::GroupedEpilogue::weighted, h1.get(), ws.tile_mat.get(), tiles, nullptr,
+                                  0, y1.get(), H, ws.slot_w.get(), nullptr, tiles, nullptr);
+    cuda::gemm_grouped_fragment(L.dn, cuda::GroupedEpilogue::weighted, h1.get(), ws.tile_mat.get(), tiles, nullptr, 0,
+                                y2.get(), H, ws.slot_w.get(), nullptr);
+    // the same down as two launches over halves of the plan
+    const int64_t t0 = tiles / 2;
+    cuda::gemm_grouped_tiled_int4(L.dn, cuda::GroupedEpilogue::weighted, h1.get(), ws.tile_mat.get(), t0, nullptr, 0,
+                                  y3.get(), H, ws.slot_w.get(), nullptr, tiles, nullptr);
+    cuda::gemm_grouped_tiled_int4(L.dn, cuda::GroupedEpilogue::weighted,
+                                  h1.get() + t0 * cuda::xfrag_tile_words(L.dn.in_pad), ws.tile_mat.get() + t0,
+                                  tiles - t0, nullptr, 0, y3.get() + t0 * 8 * H, H, ws.slot_w.get() + t0 * 8, nullptr,
+                                  tiles, nullptr);
+    HLWQ_CUDA_CHECK(cudaDeviceSynchronize(), "tiled and fragment kernels");
+    EXPECT_REL(widen(h1.download(), hw), widen(h2.download(), hw), test::kMoeRel);
+    const auto y_tiled = y1.download();
+    EXPECT_REL(y_tiled, y2.download(), test::kExactInputGemmRel);
+    EXPECT_TRUE(y3.download() == y_tiled);
   }
 }
 

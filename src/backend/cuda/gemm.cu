@@ -8,6 +8,7 @@
 
 #include "backend/cuda/gemm.cuh"
 #include "backend/cuda/gemm_launch.h"
+#include "backend/cuda/gemm_tiled.cuh"
 #include "backend/cuda/hlwq_gemm.cuh"
 #include "backend/cuda/mma.cuh"
 #include "backend/cuda/pdl.cuh"
@@ -311,6 +312,13 @@ void pack_activations(const float* x, int64_t ldx, int64_t n_rows, int64_t in, c
 void gemm(const PackedLinear& w, const uint32_t* xfrag, int64_t T, float* y, int64_t ldy, cudaStream_t st) {
   if (T == 0) return;
   if (w.format == PackedFormat::hlwq) return hlwq_gemm(w, xfrag, T, y, ldy, st);
+  if (gemm_tiled_pays(w, T)) return gemm_tiled_int4(w, xfrag, T, y, ldy, st);
+  gemm_fragment(w, xfrag, T, y, ldy, st);
+}
+
+void gemm_fragment(const PackedLinear& w, const uint32_t* xfrag, int64_t T, float* y, int64_t ldy, cudaStream_t st) {
+  if (T == 0) return;
+  HLWQ_CHECK(w.format != PackedFormat::hlwq, "gemm_fragment: HLWQ matrices run hlwq_gemm");
   KParams kp{};
   kp.q0 = w.q.get();
   kp.s0 = w.scale.get();
@@ -378,6 +386,19 @@ void gemm_grouped(const GroupedLinear& w, GroupedEpilogue epi, const uint32_t* x
              "gemm_grouped: activations by row are for INT4 or BF16 gate_up matrices");
   if (w.format == PackedFormat::hlwq)
     return hlwq_gemm_grouped(w, epi, xfrag, tile_mat, max_tiles, y, ldy, slot_w, st, launch_tiles);
+  const int64_t cfg = launch_tiles > 0 ? launch_tiles : max_tiles;
+  if (epi != GroupedEpilogue::swiglu_f32 && gemm_grouped_tiled_pays(w, cfg))
+    return gemm_grouped_tiled_int4(w, epi, xfrag, tile_mat, max_tiles, h_xfrag, h_in_pad, y, ldy, slot_w, st, cfg,
+                                   x_rows);
+  gemm_grouped_fragment(w, epi, xfrag, tile_mat, max_tiles, h_xfrag, h_in_pad, y, ldy, slot_w, st, launch_tiles,
+                        x_rows);
+}
+
+void gemm_grouped_fragment(const GroupedLinear& w, GroupedEpilogue epi, const uint32_t* xfrag, const int* tile_mat,
+                           int64_t max_tiles, uint32_t* h_xfrag, int64_t h_in_pad, float* y, int64_t ldy,
+                           const float* slot_w, cudaStream_t st, int64_t launch_tiles, const int* x_rows) {
+  if (max_tiles == 0) return;
+  HLWQ_CHECK(w.format != PackedFormat::hlwq, "gemm_grouped_fragment: HLWQ matrices run hlwq_gemm_grouped");
   const int64_t cfg = launch_tiles > 0 ? launch_tiles : max_tiles;
   KParams kp{};
   kp.qarr = w.q.get();

@@ -44,7 +44,10 @@ void pack_activations(const float* x, int64_t ldx, int64_t n_rows, int64_t in, c
                       int64_t in_pad, uint32_t* xfrag, cudaStream_t st);
 
 // y [t, 0..out) = x [t] · Wᵀ for t < T, fp32, row stride ldy. xfrag holds ≥ T slots of w.in_pad columns.
+// INT4 matrices of prefill batches run the large-tile kernel of gemm_tiled.cuh where gemm_tiled_pays.
 void gemm(const PackedLinear& w, const uint32_t* xfrag, int64_t T, float* y, int64_t ldy, cudaStream_t st);
+// The same on this file's kernel at every T (INT4 or BF16): for benchmarks and tests that compare the two.
+void gemm_fragment(const PackedLinear& w, const uint32_t* xfrag, int64_t T, float* y, int64_t ldy, cudaStream_t st);
 
 // Several matrices of one format and shape on the device (the experts of a layer, in gate_up or down form).
 struct GroupedLinear {
@@ -79,8 +82,13 @@ enum class GroupedEpilogue : uint8_t {
 // output sums in the same order as in one launch over the whole plan.
 // x_rows (INT4, BF16 gate_up): xfrag holds rows (the tokens) and slot s reads row x_rows[s] of it, −1 a zero row, instead of
 // xfrag holding the slots' own rows (no gather of the activations by slot before the launch).
+// INT4 matrices of a large plan run the large-tile kernel of gemm_tiled.cuh where gemm_grouped_tiled_pays.
 void gemm_grouped(const GroupedLinear& w, GroupedEpilogue epi, const uint32_t* xfrag, const int* tile_mat,
                   int64_t max_tiles, uint32_t* h_xfrag, int64_t h_in_pad, float* y, int64_t ldy, const float* slot_w,
                   cudaStream_t st, int64_t launch_tiles = 0, const int* x_rows = nullptr);
+// The same on this file's kernel at every size (INT4 or BF16): for benchmarks and tests that compare the two.
+void gemm_grouped_fragment(const GroupedLinear& w, GroupedEpilogue epi, const uint32_t* xfrag, const int* tile_mat,
+                           int64_t max_tiles, uint32_t* h_xfrag, int64_t h_in_pad, float* y, int64_t ldy,
+                           const float* slot_w, cudaStream_t st, int64_t launch_tiles = 0, const int* x_rows = nullptr);
 
 }  // namespace hlwq::cuda
