@@ -186,19 +186,23 @@ void bench_moe(cudaStream_t st) {
       cuda::gemm_grouped(m.dn, cuda::GroupedEpilogue::weighted, w.h.get(), w.tile_mat.get(), tiles, nullptr, 0,
                          w.y.get(), H, w.slot_w.get(), st);
     });
-    row(cuda::gemm_grouped_tiled_pays(layers[0].gu, tiles) ? "moe grouped (tiled kernel)" : "moe grouped gate_up+down",
-        "256x(2048->512) top-8+1", int(T), grouped, expert_bytes / L);
-    if (cuda::gemm_grouped_tiled_pays(layers[0].gu, tiles)) {  // the same on the fragment kernel (gemm.cu)
-      const double frag = bench::time_graph(st, int(L), [&](int l) {
-        auto& m = layers[size_t(l)];
-        auto& w = wss[size_t(l)];
-        cuda::gemm_grouped_fragment(m.gu, cuda::GroupedEpilogue::swiglu, w.x_tok.get(), w.tile_mat.get(), tiles,
-                                    w.h.get(), m.dn.in_pad, nullptr, 0, nullptr, st, 0, w.slot_tok.get());
-        cuda::gemm_grouped_fragment(m.dn, cuda::GroupedEpilogue::weighted, w.h.get(), w.tile_mat.get(), tiles, nullptr,
-                                    0, w.y.get(), H, w.slot_w.get(), st);
-      });
-      row("moe grouped (fragment kernel)", "256x(2048->512) top-8+1", int(T), frag, expert_bytes / L);
-    }
+    const bool tiled = cuda::gemm_grouped_tiled_pays(layers[0].gu, tiles);
+    row(tiled ? "moe grouped (tiled)" : "moe grouped gate_up+down", "256x(2048->512) top-8+1", int(T), grouped,
+        expert_bytes / L);
+    if (T >= 128)  // both kernels alone, whichever gemm_grouped takes: where the dispatch rule comes from
+      for (const bool t : {false, true}) {
+        const double us = bench::time_graph(st, int(L), [&](int l) {
+          auto& m = layers[size_t(l)];
+          auto& w = wss[size_t(l)];
+          auto f = t ? cuda::gemm_grouped_tiled_int4 : cuda::gemm_grouped_fragment;
+          f(m.gu, cuda::GroupedEpilogue::swiglu, w.x_tok.get(), w.tile_mat.get(), tiles, w.h.get(), m.dn.in_pad,
+            nullptr, 0, nullptr, st, tiles, w.slot_tok.get());
+          f(m.dn, cuda::GroupedEpilogue::weighted, w.h.get(), w.tile_mat.get(), tiles, nullptr, 0, w.y.get(), H,
+            w.slot_w.get(), st, tiles, nullptr);
+        });
+        row(t ? "  tiled kernel alone" : "  fragment kernel alone", "256x(2048->512) top-8+1", int(T), us,
+            expert_bytes / L);
+      }
     const cuda::FusedMlp& fm = wss[0].fused;
     for (int i = 0; i < cuda::kFusedSizes; ++i) {  // every cluster size; moe_forward runs the one marked "used"
       const int C = cuda::kFusedClusters[i];

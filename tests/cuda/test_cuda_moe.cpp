@@ -206,20 +206,21 @@ TEST(CudaMoe, FusedMlpMatchesTwoLaunches) {
 
 // The large-tile grouped kernel (gemm_tiled.cuh) that a long prefill's experts run, launched directly: against the
 // fragment kernel on the same plans (another summation order, so within a budget), gate_up reading the tokens' rows
-// and down reading h. Plans of 100 tokens (runs of one to a few tiles: most windows hold several matrices) and 700
-// (the size where gemm_grouped takes it for Qwen3.6); and the plan in two launches (as the whole-layer stream runs
-// it, launch_tiles the whole plan's count) gives the bits of one launch.
-TEST(CudaMoe, TiledGroupedMatchesTheFragmentKernel) {
-  HLWQ_REQUIRE_CUDA();
-  std::mt19937_64 rng(27);
+// and down reading h. Plans of 100 tokens (runs of one to a few tiles: items of one tile, several a window), 700
+// and, in a test of its own (quick enough for racecheck without it), 4,096 (runs of ~18 tiles: several items a
+// run, 16-tile windows on an H200), the last two where gemm_grouped takes it for Qwen3.6; and the plan in two
+// launches (as the whole-layer stream runs it, launch_tiles the whole plan's count, the split inside a run) gives the
+// bits of one launch.
+void check_tiled_grouped(const std::vector<int64_t>& batches, uint64_t seed) {
+  std::mt19937_64 rng(seed);
   const int64_t H = 2048, E = 256, k = 8;
   const auto m = random_moe(H, E, 512, true, rng);
   const auto L = cuda::upload_moe(m.w, k);
-  auto ws = cuda::make_moe_workspace(L, 700);
-  for (const int64_t T : {100, 700}) {
+  auto ws = cuda::make_moe_workspace(L, *std::max_element(batches.begin(), batches.end()));
+  for (const int64_t T : batches) {
     SCOPED_TRACE(testing::Message() << "T=" << T);
     const int64_t tiles = cuda::moe_max_tiles(T, k, E, 1);
-    if (T == 700) EXPECT_TRUE(cuda::gemm_grouped_tiled_pays(L.gu, tiles) && cuda::gemm_grouped_tiled_pays(L.dn, tiles));
+    if (T > 100) EXPECT_TRUE(cuda::gemm_grouped_tiled_pays(L.gu, tiles) && cuda::gemm_grouped_tiled_pays(L.dn, tiles));
     const auto x = test::random_bf16_exact(size_t(T * H), 1.f, rng);
     cuda::DeviceBuffer<float> dx(x, "x"), out(size_t(T * H), "out");
     cuda::moe_forward(L, ws, dx.get(), T, out.get(), false, nullptr);  // the plan and x_tok
@@ -251,6 +252,16 @@ TEST(CudaMoe, TiledGroupedMatchesTheFragmentKernel) {
     EXPECT_REL(y_tiled, y2.download(), test::kExactInputGemmRel);
     EXPECT_TRUE(y3.download() == y_tiled);
   }
+}
+
+TEST(CudaMoe, TiledGroupedMatchesTheFragmentKernel) {
+  HLWQ_REQUIRE_CUDA();
+  check_tiled_grouped({100, 700}, 27);
+}
+
+TEST(CudaMoe, TiledGroupedLongRuns) {
+  HLWQ_REQUIRE_CUDA();
+  check_tiled_grouped({4096}, 28);
 }
 
 // The cluster-size policy on the host (no GPU needed), with the H200's clusters a wave (14, 30, 62): the sizes the

@@ -3,12 +3,15 @@
 //   (rows g, g + 8), activations xfrag [tiles][ku][4][32] uint4 (8-slot tile, k-unit, 32-column chunk, lane).
 // Block: 8 warps = 4 along the rows (2 row tiles, 32 rows each) × 2 along the slots (WN 8-slot tiles each), so
 // 128 rows × a window of 2·WN tiles. A stage holds one k-unit of the block's weights, scales and activations.
-// Grouped launches (MoE experts): the window's tiles name their matrices; the plan groups slots by matrix, so a
-// window holds a few runs of one matrix each, and the block runs its k loop once per run, on that run's tiles only.
+// Grouped launches (MoE experts): the plan groups slots by matrix, so each matrix has one run of tiles, cut into
+// items of up to 2·WN tiles from its first tile on; a block computes the items that start in its window, one k loop
+// each (an item may reach into the next window). Warps of tiles past an item's end only copy and wait.
 #include "backend/cuda/gemm_tiled.cuh"
 
 #include <cuda_bf16.h>
 #include <cuda_pipeline.h>
+
+#include <climits>
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/gemm.cuh"
@@ -56,35 +59,54 @@ __global__ void __launch_bounds__(kThreads, WN == 8 ? 1 : 2) gemm_tiled_kernel(T
   HLWQ_PDL_PREAMBLE();
   constexpr int kXt = 2 * WN, kB = kXt * 128, kA = kRowTiles * 64, kStage = stage_units<WN>();
   extern __shared__ uint4 sm[];
+  __shared__ int s_before;  // grouped: the last tile before the window that is not of its first tile's matrix
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, c = lane & 3;
   const int wm = warp & 3, wn = warp >> 2;
-  const int rt0 = blockIdx.x * kRowTiles, xt0 = blockIdx.y * kXt, ku = p.ku;
-  // matrix of window tile t: −1 past the plan or unused; every tile of a dense launch is matrix 0
+  const int xt0 = blockIdx.x * kXt, rt0 = blockIdx.y * kRowTiles, ku = p.ku;  // the window: tiles [xt0, xt0 + kXt)
+  // matrix of tile xt0 + t: −1 past the plan or unused; every tile of a dense launch is matrix 0
   auto mat = [&](int t) { return xt0 + t >= p.n_tiles ? -1 : p.tile_mat ? __ldg(p.tile_mat + xt0 + t) : 0; };
 
-  float acc[2][WN][4] = {};  // [row tile][8-slot tile][C fragment]
-  for (int a = 0; a < kXt;) {  // the window's runs [a, b) of one matrix (block-uniform)
-    const int m = mat(a);
-    int b = a + 1;
-    while (b < kXt && mat(b) == m) ++b;
-    const int run_a = a, run_b = b;
-    a = b;
-    if (m < 0) continue;
+  // Items: each run of one matrix (slots are grouped by matrix) cut into kXt tiles from its first tile on; the block
+  // computes the items that start in its window, one after another (an item may end in the next window). pos: the
+  // position of tile xt0 + t in its run; for the first, the tiles before the window are scanned kThreads at a time.
+  int pos = 0, prev = mat(0);
+  if (p.tile_mat && prev >= 0 && xt0 > 0) {
+    if (tid == 0) s_before = INT_MIN;
+    __syncthreads();
+    for (int base = xt0 - 1;; base -= kThreads) {
+      const int t = base - tid;
+      if (t < 0 || __ldg(p.tile_mat + t) != prev) atomicMax(&s_before, t < 0 ? -1 : t);
+      __syncthreads();
+      const bool found = s_before != INT_MIN;
+      __syncthreads();  // everyone has read it before the next round's atomics
+      if (found) break;
+    }
+    pos = xt0 - s_before - 1;
+  }
+  for (int t = 0; t < kXt; ++t) {  // block-uniform
+    const int m = mat(t);
+    if (t > 0) pos = m == prev ? pos + 1 : 0;
+    prev = m;
+    if (m < 0 || pos % kXt != 0) continue;
+    int run_b = 1;  // the item's tiles: [it0, it0 + run_b), one matrix, at most kXt
+    while (run_b < kXt && mat(t + run_b) == m) ++run_b;
+    const int it0 = xt0 + t;
     const uint4* W = p.tile_mat ? reinterpret_cast<const uint4*>(p.qarr[m]) : p.w;
     const uint4* Sc = p.tile_mat ? reinterpret_cast<const uint4*>(p.sarr[m]) : p.s;
+    float acc[2][WN][4] = {};  // [row tile][8-slot tile][C fragment]
     // this thread's activation copies: unit i = tid + 256·j is (tile i / 128, chunk (i / 32) % 4, lane i % 32); src
-    // its offset in x at k-unit 0 (−1: zero-fill), −2: a tile outside the run (not copied, not computed)
+    // its offset in x at k-unit 0 (−1: zero-fill), −2: a tile past the block's (not copied, not computed)
     int src[WN];
 #pragma unroll
     for (int j = 0; j < WN; ++j) {
-      const int i = tid + j * kThreads, t = i >> 7, l = i & 31;
-      if (t < run_a || t >= run_b) {
+      const int i = tid + j * kThreads, tt = i >> 7, l = i & 31;
+      if (tt >= run_b) {
         src[j] = -2;
       } else if (p.x_rows) {
-        const int r = __ldg(p.x_rows + (xt0 + t) * 8 + (l >> 2));
+        const int r = __ldg(p.x_rows + (it0 + tt) * 8 + (l >> 2));
         src[j] = r < 0 ? -1 : (r >> 3) * ku * 128 + (i & 96) + (r & 7) * 4 + (l & 3);
       } else {
-        src[j] = (xt0 + t) * ku * 128 + (i & 127);
+        src[j] = (it0 + tt) * ku * 128 + (i & 127);
       }
     }
     // Copies k-unit u into stage stg. Row tiles past the matrix are zero-filled (nothing read): they compute 0.
@@ -112,9 +134,9 @@ __global__ void __launch_bounds__(kThreads, WN == 8 ? 1 : 2) gemm_tiled_kernel(T
     };
     bool live[WN];  // this warp's tiles in the run (warp-uniform)
 #pragma unroll
-    for (int n = 0; n < WN; ++n) live[n] = wn * WN + n >= run_a && wn * WN + n < run_b;
+    for (int n = 0; n < WN; ++n) live[n] = wn * WN + n < run_b;
 
-    __syncthreads();  // the previous run's last stage is read by everyone before it is refilled
+    __syncthreads();  // the previous item's stages are read by everyone before they are refilled
 #pragma unroll
     for (int s = 0; s < ST - 1; ++s) {
       if (s < ku) issue(s, s);
@@ -166,28 +188,28 @@ __global__ void __launch_bounds__(kThreads, WN == 8 ? 1 : 2) gemm_tiled_kernel(T
           }
       }
     }
-  }
 
-  // C fragment: acc[r][n][i] is row g + 8·(i/2) of row tile rt0 + 2·wm + r, slot 2c + i%2 of window tile wn·WN + n
+    // C fragment: acc[r][n][i] is row g + 8·(i/2) of row tile rt0 + 2·wm + r, slot 2c + i%2 of item tile wn·WN + n
 #pragma unroll
-  for (int n = 0; n < WN; ++n) {
-    if (mat(wn * WN + n) < 0) continue;  // unused tiles are not written, as in gemm.cu
+    for (int n = 0; n < WN; ++n) {
+      if (wn * WN + n >= run_b) continue;  // not the item's (unused tiles are not written, as in gemm.cu)
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const int slot = (xt0 + wn * WN + n) * 8 + 2 * c + (i & 1);
-      if constexpr (kEpi == kSwiglu) {  // row tiles 2f', 2f' + 1 are the gate and up tiles of features 16f' …
-        if (rt0 + wm * 2 >= p.n_rt) continue;
-        const int f = (rt0 / 2 + wm) * 16 + g + 8 * (i >> 1);
-        p.h[xfrag_elem(slot, f, p.h_in_pad)] = __float2bfloat16_rn(silu_f(acc[0][n][i]) * acc[1][n][i]);
-      } else {
-        if (slot >= p.n_slots) continue;
+      for (int i = 0; i < 4; ++i) {
+        const int slot = (it0 + wn * WN + n) * 8 + 2 * c + (i & 1);
+        if constexpr (kEpi == kSwiglu) {  // row tiles 2f', 2f' + 1 are the gate and up tiles of features 16f' …
+          if (rt0 + wm * 2 >= p.n_rt) continue;
+          const int f = (rt0 / 2 + wm) * 16 + g + 8 * (i >> 1);
+          p.h[xfrag_elem(slot, f, p.h_in_pad)] = __float2bfloat16_rn(silu_f(acc[0][n][i]) * acc[1][n][i]);
+        } else {
+          if (slot >= p.n_slots) continue;
 #pragma unroll
-        for (int r = 0; r < 2; ++r) {
-          const int row = (rt0 + wm * 2 + r) * 16 + g + 8 * (i >> 1);
-          if (row >= p.out) continue;
-          float v = acc[r][n][i];
-          if constexpr (kEpi == kWeighted) v *= p.slot_w[slot];
-          p.y[int64_t(slot) * p.ldy + row] = v;
+          for (int r = 0; r < 2; ++r) {
+            const int row = (rt0 + wm * 2 + r) * 16 + g + 8 * (i >> 1);
+            if (row >= p.out) continue;
+            float v = acc[r][n][i];
+            if constexpr (kEpi == kWeighted) v *= p.slot_w[slot];
+            p.y[int64_t(slot) * p.ldy + row] = v;
+          }
         }
       }
     }
@@ -222,19 +244,22 @@ void launch_ws(const TParams& p, cudaStream_t st) {
   constexpr size_t smem = smem_bytes<WN, ST>();
   HLWQ_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)),
                   "tiled gemm: {} bytes of shared memory", smem);
-  const dim3 grid(unsigned((p.n_rt + kRowTiles - 1) / kRowTiles), unsigned((p.n_tiles + 2 * WN - 1) / (2 * WN)));
+  const dim3 grid(unsigned((p.n_tiles + 2 * WN - 1) / (2 * WN)), unsigned((p.n_rt + kRowTiles - 1) / kRowTiles));
   kern<<<grid, kThreads, smem, st>>>(p);
   HLWQ_CUDA_LAUNCH_CHECK("tiled gemm {}x{} {} tiles grid {}x{}", p.out, p.ku * 128, p.n_tiles, grid.x, grid.y);
 }
 
-// Windows of 16 tiles where the grid over the shape's `cfg_tiles` still covers every SM and the three stages fit
-// (Hopper's 227 KB; consumer Ampere/Ada/Blackwell cards opt in to 99 KB), else 8 (two blocks an SM). Either sums
-// every output in the same order, so a launch over part of a plan matches the whole.
+// Windows of 16 tiles where the grid over the shape's `cfg_tiles` still covers every SM, the runs of one matrix
+// average ≥ 16 tiles (`avg_run`: grouped launches; a shorter item leaves the warps of the window's second half
+// idle) and the three stages fit (Hopper's 227 KB; consumer Ampere/Ada/Blackwell cards opt in to 99 KB), else 8 (two
+// blocks an SM). Either sums every output in the same order, so a launch over part of a plan matches the whole.
 template <int kEpi>
-void launch(const TParams& p, int64_t out_pad, int64_t cfg_tiles, cudaStream_t st) {
+void launch(const TParams& p, int64_t out_pad, int64_t cfg_tiles, int64_t avg_run, cudaStream_t st) {
   const DeviceShape d = device_shape();
-  if (size_t(d.optin) >= smem_bytes<8, 3>() && blocks(out_pad, cfg_tiles, 16) >= d.sms) launch_ws<8, 3, kEpi>(p, st);
-  else launch_ws<4, 3, kEpi>(p, st);
+  if (size_t(d.optin) >= smem_bytes<8, 3>() && blocks(out_pad, cfg_tiles, 16) >= d.sms && avg_run >= 16)
+    launch_ws<8, 3, kEpi>(p, st);
+  else
+    launch_ws<4, 3, kEpi>(p, st);
 }
 
 }  // namespace
@@ -244,7 +269,7 @@ bool gemm_tiled_pays(const PackedLinear& w, int64_t T) {
 }
 
 bool gemm_grouped_tiled_pays(const GroupedLinear& w, int64_t plan_tiles) {
-  return w.format == PackedFormat::int4 && plan_tiles * 8 >= kTiledGemmMinTokens && plan_tiles >= 8 * w.n &&
+  return w.format == PackedFormat::int4 && plan_tiles * 8 >= kTiledGemmMinTokens && plan_tiles >= 3 * w.n &&
          pays(w.out_pad, plan_tiles);
 }
 
@@ -264,7 +289,7 @@ void gemm_tiled_int4(const PackedLinear& w, const uint32_t* xfrag, int64_t T, fl
   p.out = int(w.out);
   p.y = y;
   p.ldy = ldy;
-  launch<kStore>(p, w.out_pad, p.n_tiles, st);
+  launch<kStore>(p, w.out_pad, p.n_tiles, p.n_tiles, st);
 }
 
 void gemm_grouped_tiled_int4(const GroupedLinear& w, GroupedEpilogue epi, const uint32_t* xfrag, const int* tile_mat,
@@ -299,10 +324,10 @@ void gemm_grouped_tiled_int4(const GroupedLinear& w, GroupedEpilogue epi, const 
     case GroupedEpilogue::swiglu:
       HLWQ_CHECK(h_xfrag && w.out % 2 == 0 && (w.out / 2 + 15) / 16 * 16 <= h_in_pad,
                  "tiled grouped gemm swiglu: {} gate_up rows, h columns {}", w.out, h_in_pad);
-      return launch<kSwiglu>(p, w.out_pad, cfg, st);
+      return launch<kSwiglu>(p, w.out_pad, cfg, cfg / w.n, st);
     case GroupedEpilogue::weighted:
       HLWQ_CHECK(y && slot_w && !x_rows, "tiled grouped gemm weighted: output, weights, activations by slot");
-      return launch<kWeighted>(p, w.out_pad, cfg, st);
+      return launch<kWeighted>(p, w.out_pad, cfg, cfg / w.n, st);
     case GroupedEpilogue::swiglu_f32:
       break;
   }

@@ -26,16 +26,18 @@ constexpr int64_t kTiledGemmMinTokens = 64;
 // spreads the rows over the SMs, is faster).
 bool gemm_tiled_pays(const PackedLinear& w, int64_t T);
 // The same for gemm_grouped() over a plan of plan_tiles 8-slot tiles (the whole plan's count, so that a launch over
-// part of a plan runs the kernel the whole would), which must also average ≥ 8 tiles a matrix: with shorter runs a
-// block stages a matrix's weights for a few tiles only, and the fragment kernel was faster (at 1,024 tokens of
-// Qwen3.6, 4.5 tiles an expert: 1,032 against 745 µs a layer).
+// part of a plan runs the kernel the whole would), which must also average ≥ 3 tiles a matrix: with shorter runs a
+// block stages a matrix's weights for a tile or two, and the fragment kernel was faster (H200, Qwen3.6's experts: at
+// 256 tokens, 2 tiles an expert, 478 against 264 µs a layer; at 512, 3.1, 463 against 455; at 1,024, 5.4, 518
+// against 744).
 bool gemm_grouped_tiled_pays(const GroupedLinear& w, int64_t plan_tiles);
 
 // y [t, 0..out) = x [t] · Wᵀ for t < T (T ≥ 1) on this kernel, for an INT4 matrix.
 void gemm_tiled_int4(const PackedLinear& w, const uint32_t* xfrag, int64_t T, float* y, int64_t ldy, cudaStream_t st);
 
 // gemm_grouped() on this kernel, for INT4 matrices and the swiglu and weighted epilogues (same arguments). A block
-// takes a window of 8 or 16 tiles and runs its k loop once per run of one matrix in it (slots are grouped by matrix).
+// computes the items (up to 8 or 16 tiles of one matrix: slots are grouped by matrix, so each matrix's tiles are one
+// run, cut from its first tile on) that start in its window of as many tiles.
 void gemm_grouped_tiled_int4(const GroupedLinear& w, GroupedEpilogue epi, const uint32_t* xfrag, const int* tile_mat,
                              int64_t max_tiles, uint32_t* h_xfrag, int64_t h_in_pad, float* y, int64_t ldy,
                              const float* slot_w, cudaStream_t st, int64_t launch_tiles, const int* x_rows);
