@@ -60,11 +60,15 @@ __global__ void __launch_bounds__(kThreads, WN == 8 ? 1 : 2) gemm_tiled_kernel(T
   constexpr int kXt = 2 * WN, kB = kXt * 128, kA = kRowTiles * 64, kStage = stage_units<WN>();
   extern __shared__ uint4 sm[];
   __shared__ int s_before;  // grouped: the last tile before the window that is not of its first tile's matrix
+  __shared__ int s_mat[2 * kXt];  // the matrices of the window's tiles and of the next kXt (an item's end)
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, c = lane & 3;
   const int wm = warp & 3, wn = warp >> 2;
   const int xt0 = blockIdx.x * kXt, rt0 = blockIdx.y * kRowTiles, ku = p.ku;  // the window: tiles [xt0, xt0 + kXt)
-  // matrix of tile xt0 + t: −1 past the plan or unused; every tile of a dense launch is matrix 0
-  auto mat = [&](int t) { return xt0 + t >= p.n_tiles ? -1 : p.tile_mat ? __ldg(p.tile_mat + xt0 + t) : 0; };
+  // matrix of tile xt0 + t (t < 2·kXt): −1 past the plan or unused; every tile of a dense launch is matrix 0. Read
+  // once into shared memory: the loops below would otherwise wait for one L2 load after another.
+  if (tid < 2 * kXt) s_mat[tid] = xt0 + tid >= p.n_tiles ? -1 : p.tile_mat ? __ldg(p.tile_mat + xt0 + tid) : 0;
+  __syncthreads();
+  auto mat = [&](int t) { return s_mat[t]; };
 
   // Items: each run of one matrix (slots are grouped by matrix) cut into kXt tiles from its first tile on; the block
   // computes the items that start in its window, one after another (an item may end in the next window). pos: the
