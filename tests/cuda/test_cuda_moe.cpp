@@ -264,6 +264,57 @@ TEST(CudaMoe, TiledGroupedLongRuns) {
   check_tiled_grouped({4096}, 28);
 }
 
+// Plans that concentrate on a few matrices (runs longer than the window's backward scan of 256 tiles: the run is cut
+// at the window's edge, and the window before reaches into it): the tiled grouped kernel against the fragment kernel
+// on a plan built here, runs of 300, 3, 290 and 1 tiles, padding slots, unused tiles at the end; and in two launches.
+TEST(CudaMoe, TiledGroupedLongRunsOfFewMatrices) {
+  HLWQ_REQUIRE_CUDA();
+  std::mt19937_64 rng(29);
+  const int64_t H = 2048, T = 1200;
+  const auto m = random_moe(H, 8, 512, true, rng);
+  const auto L = cuda::upload_moe(m.w, 2);
+  std::vector<int> tile_mat;
+  for (const auto& [mat, n] : {std::pair<int, int>{0, 300}, {1, 3}, {2, 290}, {5, 1}, {-1, 6}})
+    tile_mat.insert(tile_mat.end(), size_t(n), mat);
+  const int64_t tiles = int64_t(tile_mat.size());
+  std::vector<int> slot_tok(size_t(tiles * 8));
+  std::vector<float> slot_w(slot_tok.size());
+  std::uniform_int_distribution<int> tok(-1, int(T) - 1);  // −1: a padding slot (reads zeros)
+  for (size_t i = 0; i < slot_tok.size(); ++i) {
+    slot_tok[i] = tile_mat[i / 8] < 0 ? -1 : tok(rng);
+    slot_w[i] = slot_tok[i] < 0 ? 0.f : std::uniform_real_distribution<float>(0.1f, 1.f)(rng);
+  }
+  const auto x = test::random_bf16_exact(size_t(T * H), 1.f, rng);
+  cuda::DeviceBuffer<float> dx(x, "x"), dw(slot_w, "slot weights");
+  cuda::DeviceBuffer<int> dtm(tile_mat, "tile matrices"), dst(slot_tok, "slot tokens");
+  cuda::DeviceBuffer<uint32_t> xt(size_t(cuda::xfrag_words(T, L.gu.in_pad)), "x_tok");
+  cuda::pack_activations(dx.get(), H, T, H, nullptr, T, L.gu.in_pad, xt.get(), nullptr);
+  const size_t hw = size_t(cuda::xfrag_words(tiles * 8, L.dn.in_pad));
+  const std::vector<uint32_t> zeros(hw, 0u);
+  const std::vector<float> y0(size_t(tiles * 8 * H), 0.f);
+  cuda::DeviceBuffer<uint32_t> h1(zeros, "h"), h2(zeros, "h");
+  cuda::DeviceBuffer<float> y1(y0, "y"), y2(y0, "y"), y3(y0, "y");
+  cuda::gemm_grouped_tiled_int4(L.gu, cuda::GroupedEpilogue::swiglu, xt.get(), dtm.get(), tiles, h1.get(),
+                                L.dn.in_pad, nullptr, 0, nullptr, nullptr, tiles, dst.get());
+  cuda::gemm_grouped_fragment(L.gu, cuda::GroupedEpilogue::swiglu, xt.get(), dtm.get(), tiles, h2.get(), L.dn.in_pad,
+                              nullptr, 0, nullptr, nullptr, 0, dst.get());
+  cuda::gemm_grouped_tiled_int4(L.dn, cuda::GroupedEpilogue::weighted, h1.get(), dtm.get(), tiles, nullptr, 0,
+                                y1.get(), H, dw.get(), nullptr, tiles, nullptr);
+  cuda::gemm_grouped_fragment(L.dn, cuda::GroupedEpilogue::weighted, h1.get(), dtm.get(), tiles, nullptr, 0, y2.get(),
+                              H, dw.get(), nullptr);
+  const int64_t t0 = 451;  // inside the second long run
+  cuda::gemm_grouped_tiled_int4(L.dn, cuda::GroupedEpilogue::weighted, h1.get(), dtm.get(), t0, nullptr, 0, y3.get(),
+                                H, dw.get(), nullptr, tiles, nullptr);
+  cuda::gemm_grouped_tiled_int4(L.dn, cuda::GroupedEpilogue::weighted,
+                                h1.get() + t0 * cuda::xfrag_tile_words(L.dn.in_pad), dtm.get() + t0, tiles - t0,
+                                nullptr, 0, y3.get() + t0 * 8 * H, H, dw.get() + t0 * 8, nullptr, tiles, nullptr);
+  HLWQ_CUDA_CHECK(cudaDeviceSynchronize(), "long runs");
+  EXPECT_REL(widen(h1.download(), hw), widen(h2.download(), hw), test::kMoeRel);
+  const auto y_tiled = y1.download();
+  EXPECT_REL(y_tiled, y2.download(), test::kExactInputGemmRel);
+  EXPECT_TRUE(y3.download() == y_tiled);
+}
+
 // The cluster-size policy on the host (no GPU needed), with the H200's clusters a wave (14, 30, 62): the sizes the
 // table in moe_fused.cuh was measured to favour, the caps, and a device without 16-block clusters or without any.
 TEST(CudaMoe, FusedClusterPolicy) {

@@ -72,20 +72,19 @@ __global__ void __launch_bounds__(kThreads, WN == 8 ? 1 : 2) gemm_tiled_kernel(T
 
   // Items: each run of one matrix (slots are grouped by matrix) cut into kXt tiles from its first tile on; the block
   // computes the items that start in its window, one after another (an item may end in the next window). pos: the
-  // position of tile xt0 + t in its run; for the first, the tiles before the window are scanned kThreads at a time.
+  // position of tile xt0 + t in its run; for the first, the kThreads tiles before the window are scanned at once.
+  // A run that began further back (a matrix with > kThreads tiles: routing that concentrates on a few experts) is cut
+  // at this window's edge instead, as if it began here: the items of the window before may then reach into this one,
+  // and those tiles are computed twice, with the same bits (every output sums in one order wherever its item starts).
+  // Scanning back to the start would cost a round per kThreads tiles in every window of such a run.
   int pos = 0, prev = mat(0);
   if (p.tile_mat && prev >= 0 && xt0 > 0) {
     if (tid == 0) s_before = INT_MIN;
     __syncthreads();
-    for (int base = xt0 - 1;; base -= kThreads) {
-      const int t = base - tid;
-      if (t < 0 || __ldg(p.tile_mat + t) != prev) atomicMax(&s_before, t < 0 ? -1 : t);
-      __syncthreads();
-      const bool found = s_before != INT_MIN;
-      __syncthreads();  // everyone has read it before the next round's atomics
-      if (found) break;
-    }
-    pos = xt0 - s_before - 1;
+    const int t = xt0 - 1 - tid;
+    if (t < 0 || __ldg(p.tile_mat + t) != prev) atomicMax(&s_before, t < 0 ? -1 : t);
+    __syncthreads();
+    if (s_before != INT_MIN) pos = xt0 - s_before - 1;
   }
   for (int t = 0; t < kXt; ++t) {  // block-uniform
     const int m = mat(t);
