@@ -204,6 +204,38 @@ TEST(CudaMoe, FusedMlpMatchesTwoLaunches) {
   }
 }
 
+// A plan's experts on both kernels: gate_up (reading x_tok's rows through slot_tok) and the weighted down on the tiled
+// kernel and on the fragment kernel (both downs read the tiled kernel's h, so only the down kernels differ), and the
+// tiled down again as two launches split at tile t0 (launch_tiles the whole plan's count): h and y within their
+// budgets, the split launches bit for bit.
+void expect_tiled_grouped_matches_fragment(const cuda::MoeLayerDev& L, const uint32_t* x_tok, const int* tile_mat,
+                                           const int* slot_tok, const float* slot_w, int64_t tiles, int64_t t0) {
+  const int64_t H = L.H;
+  const size_t hw = size_t(cuda::xfrag_words(tiles * 8, L.dn.in_pad));
+  const std::vector<uint32_t> zeros(hw, 0u);
+  const std::vector<float> y0(size_t(tiles * 8 * H), 0.f);
+  cuda::DeviceBuffer<uint32_t> h1(zeros, "h"), h2(zeros, "h");
+  cuda::DeviceBuffer<float> y1(y0, "y"), y2(y0, "y"), y3(y0, "y");
+  cuda::gemm_grouped_tiled_int4(L.gu, cuda::GroupedEpilogue::swiglu, x_tok, tile_mat, tiles, h1.get(), L.dn.in_pad,
+                                nullptr, 0, nullptr, nullptr, tiles, slot_tok);
+  cuda::gemm_grouped_fragment(L.gu, cuda::GroupedEpilogue::swiglu, x_tok, tile_mat, tiles, h2.get(), L.dn.in_pad,
+                              nullptr, 0, nullptr, nullptr, 0, slot_tok);
+  cuda::gemm_grouped_tiled_int4(L.dn, cuda::GroupedEpilogue::weighted, h1.get(), tile_mat, tiles, nullptr, 0, y1.get(),
+                                H, slot_w, nullptr, tiles, nullptr);
+  cuda::gemm_grouped_fragment(L.dn, cuda::GroupedEpilogue::weighted, h1.get(), tile_mat, tiles, nullptr, 0, y2.get(), H,
+                              slot_w, nullptr);
+  cuda::gemm_grouped_tiled_int4(L.dn, cuda::GroupedEpilogue::weighted, h1.get(), tile_mat, t0, nullptr, 0, y3.get(), H,
+                                slot_w, nullptr, tiles, nullptr);
+  cuda::gemm_grouped_tiled_int4(L.dn, cuda::GroupedEpilogue::weighted,
+                                h1.get() + t0 * cuda::xfrag_tile_words(L.dn.in_pad), tile_mat + t0, tiles - t0, nullptr,
+                                0, y3.get() + t0 * 8 * H, H, slot_w + t0 * 8, nullptr, tiles, nullptr);
+  HLWQ_CUDA_CHECK(cudaDeviceSynchronize(), "tiled and fragment kernels");
+  EXPECT_REL(widen(h1.download(), hw), widen(h2.download(), hw), test::kMoeRel);
+  const auto y_tiled = y1.download();
+  EXPECT_REL(y_tiled, y2.download(), test::kExactInputGemmRel);
+  EXPECT_TRUE(y3.download() == y_tiled);
+}
+
 // The large-tile grouped kernel (gemm_tiled.cuh) that a long prefill's experts run, launched directly: against the
 // fragment kernel on the same plans (another summation order, so within a budget), gate_up reading the tokens' rows
 // and down reading h. Plans of 100 tokens (runs of one to a few tiles: items of one tile, several a window), 700
@@ -224,33 +256,8 @@ void check_tiled_grouped(const std::vector<int64_t>& batches, uint64_t seed) {
     const auto x = test::random_bf16_exact(size_t(T * H), 1.f, rng);
     cuda::DeviceBuffer<float> dx(x, "x"), out(size_t(T * H), "out");
     cuda::moe_forward(L, ws, dx.get(), T, out.get(), false, nullptr);  // the plan and x_tok
-    const size_t rows = size_t(tiles * 8 * H), hw = size_t(cuda::xfrag_words(tiles * 8, L.dn.in_pad));
-    const std::vector<uint32_t> zeros(ws.h.size(), 0u);
-    const std::vector<float> y0(rows, 0.f);
-    cuda::DeviceBuffer<uint32_t> h1(zeros, "h"), h2(zeros, "h");
-    cuda::DeviceBuffer<float> y1(y0, "y"), y2(y0, "y"), y3(y0, "y");
-    cuda::gemm_grouped_tiled_int4(L.gu, cuda::GroupedEpilogue::swiglu, ws.x_tok.get(), ws.tile_mat.get(), tiles,
-                                  h1.get(), L.dn.in_pad, nullptr, 0, nullptr, nullptr, tiles, ws.slot_tok.get());
-    cuda::gemm_grouped_fragment(L.gu, cuda::GroupedEpilogue::swiglu, ws.x_tok.get(), ws.tile_mat.get(), tiles, h2.get(),
-                                L.dn.in_pad, nullptr, 0, nullptr, nullptr, 0, ws.slot_tok.get());
-    // both downs read the tiled kernel's h, so only the down kernels differ
-    cuda::gemm_grouped_tiled_int4(L.dn, cuda::GroupedEpilogue::weighted, h1.get(), ws.tile_mat.get(), tiles, nullptr,
-                                  0, y1.get(), H, ws.slot_w.get(), nullptr, tiles, nullptr);
-    cuda::gemm_grouped_fragment(L.dn, cuda::GroupedEpilogue::weighted, h1.get(), ws.tile_mat.get(), tiles, nullptr, 0,
-                                y2.get(), H, ws.slot_w.get(), nullptr);
-    // the same down as two launches over halves of the plan
-    const int64_t t0 = tiles / 2;
-    cuda::gemm_grouped_tiled_int4(L.dn, cuda::GroupedEpilogue::weighted, h1.get(), ws.tile_mat.get(), t0, nullptr, 0,
-                                  y3.get(), H, ws.slot_w.get(), nullptr, tiles, nullptr);
-    cuda::gemm_grouped_tiled_int4(L.dn, cuda::GroupedEpilogue::weighted,
-                                  h1.get() + t0 * cuda::xfrag_tile_words(L.dn.in_pad), ws.tile_mat.get() + t0,
-                                  tiles - t0, nullptr, 0, y3.get() + t0 * 8 * H, H, ws.slot_w.get() + t0 * 8, nullptr,
-                                  tiles, nullptr);
-    HLWQ_CUDA_CHECK(cudaDeviceSynchronize(), "tiled and fragment kernels");
-    EXPECT_REL(widen(h1.download(), hw), widen(h2.download(), hw), test::kMoeRel);
-    const auto y_tiled = y1.download();
-    EXPECT_REL(y_tiled, y2.download(), test::kExactInputGemmRel);
-    EXPECT_TRUE(y3.download() == y_tiled);
+    expect_tiled_grouped_matches_fragment(L, ws.x_tok.get(), ws.tile_mat.get(), ws.slot_tok.get(), ws.slot_w.get(),
+                                          tiles, tiles / 2);
   }
 }
 
@@ -289,30 +296,8 @@ TEST(CudaMoe, TiledGroupedLongRunsOfFewMatrices) {
   cuda::DeviceBuffer<int> dtm(tile_mat, "tile matrices"), dst(slot_tok, "slot tokens");
   cuda::DeviceBuffer<uint32_t> xt(size_t(cuda::xfrag_words(T, L.gu.in_pad)), "x_tok");
   cuda::pack_activations(dx.get(), H, T, H, nullptr, T, L.gu.in_pad, xt.get(), nullptr);
-  const size_t hw = size_t(cuda::xfrag_words(tiles * 8, L.dn.in_pad));
-  const std::vector<uint32_t> zeros(hw, 0u);
-  const std::vector<float> y0(size_t(tiles * 8 * H), 0.f);
-  cuda::DeviceBuffer<uint32_t> h1(zeros, "h"), h2(zeros, "h");
-  cuda::DeviceBuffer<float> y1(y0, "y"), y2(y0, "y"), y3(y0, "y");
-  cuda::gemm_grouped_tiled_int4(L.gu, cuda::GroupedEpilogue::swiglu, xt.get(), dtm.get(), tiles, h1.get(),
-                                L.dn.in_pad, nullptr, 0, nullptr, nullptr, tiles, dst.get());
-  cuda::gemm_grouped_fragment(L.gu, cuda::GroupedEpilogue::swiglu, xt.get(), dtm.get(), tiles, h2.get(), L.dn.in_pad,
-                              nullptr, 0, nullptr, nullptr, 0, dst.get());
-  cuda::gemm_grouped_tiled_int4(L.dn, cuda::GroupedEpilogue::weighted, h1.get(), dtm.get(), tiles, nullptr, 0,
-                                y1.get(), H, dw.get(), nullptr, tiles, nullptr);
-  cuda::gemm_grouped_fragment(L.dn, cuda::GroupedEpilogue::weighted, h1.get(), dtm.get(), tiles, nullptr, 0, y2.get(),
-                              H, dw.get(), nullptr);
-  const int64_t t0 = 451;  // inside the second long run
-  cuda::gemm_grouped_tiled_int4(L.dn, cuda::GroupedEpilogue::weighted, h1.get(), dtm.get(), t0, nullptr, 0, y3.get(),
-                                H, dw.get(), nullptr, tiles, nullptr);
-  cuda::gemm_grouped_tiled_int4(L.dn, cuda::GroupedEpilogue::weighted,
-                                h1.get() + t0 * cuda::xfrag_tile_words(L.dn.in_pad), dtm.get() + t0, tiles - t0,
-                                nullptr, 0, y3.get() + t0 * 8 * H, H, dw.get() + t0 * 8, nullptr, tiles, nullptr);
-  HLWQ_CUDA_CHECK(cudaDeviceSynchronize(), "long runs");
-  EXPECT_REL(widen(h1.download(), hw), widen(h2.download(), hw), test::kMoeRel);
-  const auto y_tiled = y1.download();
-  EXPECT_REL(y_tiled, y2.download(), test::kExactInputGemmRel);
-  EXPECT_TRUE(y3.download() == y_tiled);
+  expect_tiled_grouped_matches_fragment(L, xt.get(), dtm.get(), dst.get(), dw.get(), tiles,
+                                        451);  // the split inside the second long run
 }
 
 // The cluster-size policy on the host (no GPU needed), with the H200's clusters a wave (14, 30, 62): the sizes the
