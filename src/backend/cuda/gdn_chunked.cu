@@ -90,6 +90,12 @@ __global__ void __launch_bounds__(kThreads) prep_kernel(const float* __restrict_
   float* G = A + kL * (kL + 1);    // [L]
   float* B = G + kL;               // [L] β
   copy_qk(act, tb, L, h, d, Qs, Ks, ld);
+  // the chunk's v rows into UW's first dv columns, in flight with q and k (a load-then-use loop over them waited a
+  // full memory latency for each of its 32 rows)
+  for (int e = tid; e < L * (dv / 4); e += blockDim.x) {
+    const int i = e / (dv / 4), a = 4 * (e - i * (dv / 4));
+    __pipeline_memcpy_async(UW + i * R + a, act + (tb + i) * C + 2 * d.Hk * dk + h * dv + a, 16);
+  }
   __pipeline_commit();
   __pipeline_wait_prior(0);
   __syncthreads();
@@ -152,22 +158,19 @@ __global__ void __launch_bounds__(kThreads) prep_kernel(const float* __restrict_
   // [β v | β e^G k]
   for (int e = tid; e < L * R; e += blockDim.x) {
     const int i = e / R, col = e % R;
-    UW[e] = col < dv ? B[i] * act[(tb + i) * C + 2 * d.Hk * dk + h * dv + col]
-                     : B[i] * expf(G[i]) * Ks[i * ld + col - dv];
+    UW[e] = col < dv ? B[i] * UW[e] : B[i] * expf(G[i]) * Ks[i * ld + col - dv];
   }
   __syncthreads();
-  // forward substitution: row i −= Σ_{j<i} A[i][j] row j (rows j < i final)
-  for (int i = 1; i < L; ++i) {
-    for (int col = tid; col < R; col += blockDim.x) {
+  // forward substitution, row i −= Σ_{j<i} A[i][j] row j, column by column: a column is one thread's alone (its rows
+  // j < i are final when row i reads them), so the rows need no barrier between them (31 did); A's entries are
+  // broadcast reads. (The rows in registers instead took 188 registers a thread: one block an SM, not three.)
+  for (int col = tid; col < R; col += blockDim.x) {
+    for (int i = 1; i < L; ++i) {
       float acc = 0.f;
       for (int j = 0; j < i; ++j) acc += A[i * (kL + 1) + j] * UW[j * R + col];
       UW[i * R + col] -= acc;
     }
-    __syncthreads();
-  }
-  for (int e = tid; e < L * R; e += blockDim.x) {
-    const int i = e / R, col = e % R;
-    ws.uw[((tb + i) * d.Hv + h) * R + col] = UW[e];
+    for (int i = 0; i < L; ++i) ws.uw[((tb + i) * d.Hv + h) * R + col] = UW[i * R + col];
   }
   for (int i = tid; i < L; i += blockDim.x) ws.G[(tb + i) * d.Hv + h] = G[i];
 }
