@@ -7,6 +7,7 @@
 #include <bit>
 #include <cmath>
 #include <iterator>
+#include <memory>
 #include <numeric>
 #include <utility>
 #include <vector>
@@ -252,7 +253,9 @@ void check_tiled_grouped(const std::vector<int64_t>& batches, uint64_t seed) {
   for (const int64_t T : batches) {
     SCOPED_TRACE(testing::Message() << "T=" << T);
     const int64_t tiles = cuda::moe_max_tiles(T, k, E, 1);
-    if (T > 100) EXPECT_TRUE(cuda::gemm_grouped_tiled_pays(L.gu, tiles) && cuda::gemm_grouped_tiled_pays(L.dn, tiles));
+    if (T > 100) {
+      EXPECT_TRUE(cuda::gemm_grouped_tiled_pays(L.gu, tiles) && cuda::gemm_grouped_tiled_pays(L.dn, tiles));
+    }
     const auto x = test::random_bf16_exact(size_t(T * H), 1.f, rng);
     cuda::DeviceBuffer<float> dx(x, "x"), out(size_t(T * H), "out");
     cuda::moe_forward(L, ws, dx.get(), T, out.get(), false, nullptr);  // the plan and x_tok
@@ -376,73 +379,144 @@ void route_ref(const float* l, int64_t E, int64_t k, std::vector<int>& ids, std:
   for (int e : ids) w.push_back(v[size_t(e)] / sel);
 }
 
-// E = 200 leaves lanes of the kernel's per-lane lists past the end (its keys there are −inf, which its reduction
-// takes as 0): token 4's row has every probability but one underflow to 0, so the 0s tie with them. Past 64 tokens
-// the top-k runs in its own launch before the plan's (T = 300: the cases, then random rows); E = 512 takes the
-// 16-per-lane lists.
-void check_router_cases(int64_t E, int64_t T) {
-  SCOPED_TRACE(testing::Message() << E << " experts, " << T << " tokens");
-  const int64_t k = 8, ld = E + 1;
-  std::mt19937_64 rng(23);
-  auto logits = test::random_f32(size_t(T * ld), -3.f, 3.f, rng);
-  // token 0: ten-way tie at the top; token 1: NaNs among the largest; token 2: all NaN; token 3: ±inf mix;
-  // token 4: one expert so far ahead that every other e = exp(x − max) is 0
-  for (int e = 100; e < 110; ++e) logits[size_t(e)] = 5.f;
-  logits[size_t(4 * ld + 42)] = 200.f;
-  for (int e : {3, 50, 200}) logits[size_t(ld + e)] = NAN;
-  logits[size_t(ld + 7)] = 9.f;
-  for (int64_t e = 0; e < E; ++e) logits[size_t(2 * ld + e)] = NAN;
-  logits[size_t(3 * ld + 9)] = INFINITY;
-  logits[size_t(3 * ld + 10)] = -INFINITY;
-  const int64_t tiles = cuda::moe_max_tiles(T, k, E, 1);
+// A plan from moe_route for logits [T, E + 1] (column E the shared gate), k = 8, one shared part; route_ids: a
+// trace's ids [T, k] or empty.
+struct RouteResult {
+  std::vector<int> ids, slot_tok, tile_mat, tok_slot;
+  std::vector<float> w, slot_w;
+};
+RouteResult run_route(const std::vector<float>& logits, int64_t E, int64_t T, const std::vector<int>& route_ids) {
+  const int64_t k = 8, ld = E + 1, tiles = cuda::moe_max_tiles(T, k, E, 1);
   cuda::DeviceBuffer<float> dl(logits, "logits"), tw(size_t(T * k), "w"), sw(size_t(tiles * 8), "sw");
   cuda::DeviceBuffer<int> ti(size_t(T * k), "ids"), st(size_t(tiles * 8), "st"), tm(size_t(tiles), "tm"),
       ts(size_t(T * (k + 1)), "ts");
+  std::unique_ptr<cuda::DeviceBuffer<int>> ri;
   cuda::MoePlan plan{ti.get(), tw.get(), st.get(), sw.get(), tm.get(), ts.get()};
+  if (!route_ids.empty()) {
+    ri = std::make_unique<cuda::DeviceBuffer<int>>(route_ids, "route ids");
+    plan.route_ids = ri->get();
+  }
   cuda::moe_route(dl.get(), ld, T, E, k, 1, plan, tiles, nullptr);
   HLWQ_CUDA_CHECK(cudaDeviceSynchronize(), "route test");
-  const auto ids = ti.download();
-  const auto w = tw.download();
-  const auto slot_tok = st.download();
-  const auto slot_w = sw.download();
-  const auto tile_mat = tm.download();
-  const auto tok_slot = ts.download();
+  return {ti.download(), st.download(), tm.download(), ts.download(), tw.download(), sw.download()};
+}
+
+// The plan against the ids it was built from: every (token, j) slot holds the token and its weight and lies in a
+// tile of its matrix; every other slot is padding (token −1, weight 0); no slot is two (token, j)s'; each matrix's
+// tiles are one run in matrix order, the unused tiles (−1) after them.
+void expect_plan_consistent(const RouteResult& r, const std::vector<float>& logits, int64_t E, int64_t T) {
+  const int64_t k = 8, ld = E + 1, tiles = int64_t(r.tile_mat.size());
+  std::vector<int> claimed(r.slot_tok.size(), 0);
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t j = 0; j <= k; ++j) {
+      SCOPED_TRACE(testing::Message() << "token " << t << " choice " << j);
+      const int s = r.tok_slot[size_t(t * (k + 1) + j)];
+      ASSERT_GE(s, 0);
+      ASSERT_LT(s, tiles * 8);
+      ++claimed[size_t(s)];
+      EXPECT_EQ(r.slot_tok[size_t(s)], t);
+      const int m = j < k ? r.ids[size_t(t * k + j)] : int(E);
+      EXPECT_EQ(r.tile_mat[size_t(s / 8)], m);
+      const float want = j < k ? r.w[size_t(t * k + j)] : 1.f / (1.f + std::exp(-logits[size_t(t * ld + E)]));
+      if (!std::isnan(want)) {
+        EXPECT_FLOAT_EQ(r.slot_w[size_t(s)], want);
+      }
+    }
+  int64_t used_tiles = 0;
+  while (used_tiles < tiles && r.tile_mat[size_t(used_tiles)] >= 0) ++used_tiles;
+  for (int64_t i = 0; i < tiles; ++i) {
+    if (i >= used_tiles) {
+      EXPECT_EQ(r.tile_mat[size_t(i)], -1) << "tile " << i;
+    } else if (i > 0) {
+      EXPECT_LE(r.tile_mat[size_t(i - 1)], r.tile_mat[size_t(i)]) << "tile " << i;
+    }
+  }
+  for (size_t s = 0; s < r.slot_tok.size(); ++s) {
+    EXPECT_LE(claimed[s], 1) << "slot " << s;
+    if (claimed[s] == 0) {
+      EXPECT_EQ(r.slot_tok[s], -1) << "slot " << s;
+      EXPECT_EQ(r.slot_w[s], 0.f) << "slot " << s;
+    }
+  }
+}
+
+// E = 200 leaves lanes of the kernel's per-lane lists past the end (its keys there are −inf, which its reduction
+// takes as 0): token 4's row has every probability but one underflow to 0, so the 0s tie with them. One token takes
+// the one-warp kernel (token 0's case only); past 64 tokens the top-k runs in its own launch before the plan's
+// (T = 300: the cases, then random rows); E = 512 takes the 16-per-lane lists. concentrated: every token past the
+// cases prefers experts 10..17 (many of a plan's slots in one matrix).
+void check_router_cases(int64_t E, int64_t T, bool concentrated = false) {
+  SCOPED_TRACE(testing::Message() << E << " experts, " << T << " tokens" << (concentrated ? ", concentrated" : ""));
+  const int64_t k = 8, ld = E + 1;
+  std::mt19937_64 rng(23);
+  auto logits = test::random_f32(size_t(T * ld), -3.f, 3.f, rng);
+  if (concentrated)
+    for (int64_t t = 5; t < T; ++t)
+      for (int64_t e = 10; e < 18; ++e) logits[size_t(t * ld + e)] += 8.f;
+  // token 0: ten-way tie at the top; token 1: NaNs among the largest; token 2: all NaN; token 3: ±inf mix;
+  // token 4: one expert so far ahead that every other e = exp(x − max) is 0
+  for (int e = 100; e < 110; ++e) logits[size_t(e)] = 5.f;
+  const bool cases = T >= 5;
+  if (cases) {
+    logits[size_t(4 * ld + 42)] = 200.f;
+    for (int e : {3, 50, 200}) logits[size_t(ld + e)] = NAN;
+    logits[size_t(ld + 7)] = 9.f;
+    for (int64_t e = 0; e < E; ++e) logits[size_t(2 * ld + e)] = NAN;
+    logits[size_t(3 * ld + 9)] = INFINITY;
+    logits[size_t(3 * ld + 10)] = -INFINITY;
+  }
+  const RouteResult r = run_route(logits, E, T, {});
   for (int64_t t = 0; t < T; ++t) {
     std::vector<int> rid;
     std::vector<float> rw;
     route_ref(logits.data() + t * ld, E, k, rid, rw);
     for (int64_t j = 0; j < k; ++j) {
-      EXPECT_EQ(ids[size_t(t * k + j)], rid[size_t(j)]) << "token " << t << " rank " << j;
+      EXPECT_EQ(r.ids[size_t(t * k + j)], rid[size_t(j)]) << "token " << t << " rank " << j;
       if (t != 2 && t != 3) {
-        EXPECT_NEAR(w[size_t(t * k + j)], rw[size_t(j)], 1e-6);
-      }
-    }
-    // the plan: every (token, j) slot holds the token, its weight, and lies in a tile of its expert
-    for (int64_t j = 0; j <= k; ++j) {
-      const int s = tok_slot[size_t(t * (k + 1) + j)];
-      ASSERT_GE(s, 0);
-      EXPECT_EQ(slot_tok[size_t(s)], t);
-      const int m = j < k ? ids[size_t(t * k + j)] : int(E);
-      EXPECT_EQ(tile_mat[size_t(s / 8)], m);
-      const float want = j < k ? w[size_t(t * k + j)] : 1.f / (1.f + std::exp(-logits[size_t(t * ld + E)]));
-      if (!std::isnan(want)) {
-        EXPECT_FLOAT_EQ(slot_w[size_t(s)], want);
+        EXPECT_NEAR(r.w[size_t(t * k + j)], rw[size_t(j)], 1e-6);
       }
     }
   }
-  EXPECT_EQ(ids[0], 100);  // the tie resolves to the lowest indices, in order
-  EXPECT_EQ(ids[7], 107);
-  EXPECT_EQ(ids[size_t(k)], 7);  // token 1: NaN never outranks a number
-  EXPECT_EQ(ids[size_t(2 * k)], 0);  // all NaN: lowest indices
-  EXPECT_EQ(ids[size_t(4 * k)], 42);  // then the zeros, lowest indices first
-  EXPECT_EQ(ids[size_t(4 * k + 1)], 0);
-  EXPECT_EQ(ids[size_t(4 * k + 7)], 6);
+  expect_plan_consistent(r, logits, E, T);
+  EXPECT_EQ(r.ids[0], 100);  // the tie resolves to the lowest indices, in order
+  EXPECT_EQ(r.ids[7], 107);
+  if (!cases) return;
+  EXPECT_EQ(r.ids[size_t(k)], 7);  // token 1: NaN never outranks a number
+  EXPECT_EQ(r.ids[size_t(2 * k)], 0);  // all NaN: lowest indices
+  EXPECT_EQ(r.ids[size_t(4 * k)], 42);  // then the zeros, lowest indices first
+  EXPECT_EQ(r.ids[size_t(4 * k + 1)], 0);
+  EXPECT_EQ(r.ids[size_t(4 * k + 7)], 6);
 }
 
 TEST(CudaMoe, RouterTiesNanAndRenormalization) {
   HLWQ_REQUIRE_CUDA();
   for (int64_t E : {256, 200, 512})
-    for (int64_t T : {5, 300}) check_router_cases(E, T);
+    for (int64_t T : {1, 5, 300}) check_router_cases(E, T);
+  check_router_cases(256, 40, true);  // the plan in the one block
+  check_router_cases(256, 700, true);
+}
+
+// A routing trace may name one expert several times for a token: its choices share the expert's tiles (one tile
+// while they fit), in the one-warp plan of one token and in the one-block plan alike.
+TEST(CudaMoe, RouterPlanOfATraceThatRepeatsExperts) {
+  HLWQ_REQUIRE_CUDA();
+  const int64_t E = 256;
+  const std::vector<int> row = {5, 5, 3, 9, 5, 255, 3, 0};  // k = 8 choices
+  for (int64_t T : {1, 3}) {
+    SCOPED_TRACE(testing::Message() << T << " tokens");
+    std::mt19937_64 rng(29);
+    const auto logits = test::random_f32(size_t(T * (E + 1)), -3.f, 3.f, rng);
+    std::vector<int> route_ids;
+    for (int64_t t = 0; t < T; ++t) route_ids.insert(route_ids.end(), row.begin(), row.end());
+    const RouteResult r = run_route(logits, E, T, route_ids);
+    EXPECT_EQ(r.ids, route_ids);
+    expect_plan_consistent(r, logits, E, T);
+    // matrices 0, 3, 5, 9, 255 and the shared part: one tile each at one token (expert 5's three choices in one)
+    if (T == 1) {
+      EXPECT_EQ(std::vector<int>(r.tile_mat.begin(), r.tile_mat.begin() + 7), (std::vector<int>{0, 3, 5, 9, 255, 256, -1}));
+      EXPECT_EQ(r.tok_slot[0] / 8, r.tok_slot[4] / 8);
+    }
+  }
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 // T / 32 blocks and the one block only counts, scans and fills. Slots within a matrix are taken with atomics, so
 // their order varies between runs; no result depends on it (each slot is a separate GEMM column, and a token's
 // slots are summed in its own top-k order).
+#include <climits>
 #include <cmath>
 
 #include "backend/cuda/cuda_check.h"
@@ -124,6 +125,46 @@ __global__ void __launch_bounds__(kThreads) topk_kernel(const float* __restrict_
   if (t < T) route_token<kMaxPerLane>(logits, ld, t, E, k, S, p, nullptr);
 }
 
+// One token (a decode step of one sequence), A = k + S ≤ 32, in one warp: lane j holds the token's j-th matrix, and
+// the plan follows from comparisons among the A lanes, with no shared memory and no block barrier (the one-block
+// kernel's three barriers over 32 warps and its loops over every matrix were most of its ~6 us a layer). The plan is
+// the one-block kernel's: a matrix's tiles in matrix order; a matrix that several choices name (only a routing
+// trace repeats an expert) gets its slots in choice order, where the one-block kernel's atomics take any order.
+template <int kMaxPerLane>
+__global__ void __launch_bounds__(32) route_one_kernel(const float* __restrict__ logits, int64_t ld, int E, int k,
+                                                       int S, MoePlan p, int max_tiles) {
+  HLWQ_PDL_PREAMBLE();
+  const int lane = threadIdx.x, A = k + S;
+  for (int i = lane; i < max_tiles * 8; i += 32) p.slot_tok[i] = -1, p.slot_w[i] = 0.f;
+  for (int i = lane; i < max_tiles; i += 32) p.tile_mat[i] = -1;
+  route_token<kMaxPerLane>(logits, ld, 0, E, k, S, p, nullptr);
+  __syncwarp();  // the choices (written by lanes < k) and the clears, before they are read and overwritten
+  const bool live = lane < A;
+  const int m = lane < k ? p.topk_ids[lane] : live ? E + (lane - k) : INT_MAX;
+  const float w = lane < k ? p.topk_w[lane] : live ? 1.f / (1.f + expf(-logits[E])) : 0.f;
+  int cnt = 0, pos = 0;  // choices naming m; those before this lane
+  for (int l = 0; l < A; ++l) {
+    const int ml = __shfl_sync(0xffffffffu, m, l);
+    cnt += ml == m;
+    pos += ml == m && l < lane;
+  }
+  const int own = live && pos == 0 ? (cnt + 7) / 8 : 0;  // the tiles of m, counted by its first lane
+  int tile = 0;  // Σ of the tiles of the matrices before m
+  for (int l = 0; l < A; ++l) {
+    const int ml = __shfl_sync(0xffffffffu, m, l), tl = __shfl_sync(0xffffffffu, own, l);
+    tile += ml < m ? tl : 0;
+  }
+  if (live) {
+    for (int i = 0; i < own; ++i) p.tile_mat[tile + i] = m;
+    const int slot = tile * 8 + pos;
+    p.slot_tok[slot] = 0;
+    p.slot_w[slot] = w;
+    p.tok_slot[lane] = slot;
+  }
+  __syncwarp();
+  if (p.done_at && lane == 0) *p.done_at = device_ns();
+}
+
 // The plan in one block: the top-k here unless `chosen` (topk_kernel ran), the tile scan, the slots.
 template <int kMaxPerLane>
 __global__ void __launch_bounds__(kThreads) route_kernel(const float* __restrict__ logits, int64_t ld, int T, int E,
@@ -222,6 +263,12 @@ void moe_route(const float* logits, int64_t ld, int64_t T, int64_t E, int64_t k,
   if (T == 0) return;
   const int M = int(E + S);
   const size_t smem = size_t(3 * M + 1 + 32) * sizeof(int);
+  if (T == 1 && k + S <= 32) {
+    if (E <= 256) route_one_kernel<8><<<1, 32, 0, st>>>(logits, ld, int(E), int(k), int(S), plan, int(max_tiles));
+    else route_one_kernel<16><<<1, 32, 0, st>>>(logits, ld, int(E), int(k), int(S), plan, int(max_tiles));
+    HLWQ_CUDA_LAUNCH_CHECK("moe_route: one token, {} experts top-{}", E, k);
+    return;
+  }
   const bool split = T > kOneBlockTokens;
   const unsigned blocks = unsigned((T + kThreads / 32 - 1) / (kThreads / 32));
   if (split) {
