@@ -241,9 +241,8 @@ void expect_tiled_grouped_matches_fragment(const cuda::MoeLayerDev& L, const uin
 // fragment kernel on the same plans (another summation order, so within a budget), gate_up reading the tokens' rows
 // and down reading h. Plans of 100 tokens (runs of one to a few tiles: items of one tile, several a window), 700
 // and, in a test of its own (quick enough for racecheck without it), 4,096 (runs of ~18 tiles: several items a
-// run, 16-tile windows on an H200), the last two where gemm_grouped takes it for Qwen3.6; and the plan in two
-// launches (as the whole-layer stream runs it, launch_tiles the whole plan's count, the split inside a run) gives the
-// bits of one launch.
+// run), the last two where gemm_grouped takes it for Qwen3.6; and the plan in two launches (as the whole-layer
+// stream runs it, the split inside a run) gives the bits of one launch.
 void check_tiled_grouped(const std::vector<int64_t>& batches, uint64_t seed) {
   std::mt19937_64 rng(seed);
   const int64_t H = 2048, E = 256, k = 8;

@@ -252,17 +252,19 @@ void launch_ws(const TParams& p, cudaStream_t st) {
   HLWQ_CUDA_LAUNCH_CHECK("tiled gemm {}x{} {} tiles grid {}x{}", p.out, p.ku * 128, p.n_tiles, grid.x, grid.y);
 }
 
-// Windows of 16 tiles where the grid over the shape's `cfg_tiles` still covers every SM, the runs of one matrix
-// average ≥ 16 tiles (`avg_run`: grouped launches; a shorter item leaves the warps of the window's second half
-// idle) and the three stages fit (Hopper's 227 KB; consumer Ampere/Ada/Blackwell cards opt in to 99 KB), else 8 (two
-// blocks an SM). Either sums every output in the same order, so a launch over part of a plan matches the whole.
-template <int kEpi>
-void launch(const TParams& p, int64_t out_pad, int64_t cfg_tiles, int64_t avg_run, cudaStream_t st) {
+// Dense launches take windows of 16 tiles where the grid over the activations' tiles still covers every SM and the
+// three stages fit (Hopper's 227 KB; consumer Ampere/Ada/Blackwell cards opt in to 99 KB), else 8 (two blocks an
+// SM). Grouped launches always take 8: at 4,096 tokens (~19 tiles an expert) 16 made the experts' layer 1,861 us
+// against 1,418 (gate_up 1,086 against 853, down with its 4 k-units 774 against 567) and a 4,096-token prefill's MoE
+// blocks 92.7 against 69.5 ms (H200, bench/cuda/NOTES.md seventeenth session): one block an SM waits out each item's
+// pipeline fill alone, where two overlap one's fill with the other's MMAs. Either size sums every output in the same
+// order, so the choice changes no result.
+void launch_dense(const TParams& p, int64_t out_pad, cudaStream_t st) {
   const DeviceShape d = device_shape();
-  if (size_t(d.optin) >= smem_bytes<8, 3>() && blocks(out_pad, cfg_tiles, 16) >= d.sms && avg_run >= 16)
-    launch_ws<8, 3, kEpi>(p, st);
+  if (size_t(d.optin) >= smem_bytes<8, 3>() && blocks(out_pad, p.n_tiles, 16) >= d.sms)
+    launch_ws<8, 3, kStore>(p, st);
   else
-    launch_ws<4, 3, kEpi>(p, st);
+    launch_ws<4, 3, kStore>(p, st);
 }
 
 }  // namespace
@@ -292,12 +294,12 @@ void gemm_tiled_int4(const PackedLinear& w, const uint32_t* xfrag, int64_t T, fl
   p.out = int(w.out);
   p.y = y;
   p.ldy = ldy;
-  launch<kStore>(p, w.out_pad, p.n_tiles, p.n_tiles, st);
+  launch_dense(p, w.out_pad, st);
 }
 
 void gemm_grouped_tiled_int4(const GroupedLinear& w, GroupedEpilogue epi, const uint32_t* xfrag, const int* tile_mat,
                              int64_t max_tiles, uint32_t* h_xfrag, int64_t h_in_pad, float* y, int64_t ldy,
-                             const float* slot_w, cudaStream_t st, int64_t launch_tiles, const int* x_rows) {
+                             const float* slot_w, cudaStream_t st, int64_t /*launch_tiles*/, const int* x_rows) {
   HLWQ_CHECK(w.format == PackedFormat::int4 && w.out_pad % 32 == 0 && w.in_pad % 128 == 0 && tile_mat,
              "tiled grouped gemm: INT4 matrices [{}, {}] padded to [{}, {}] and a plan", w.out, w.in, w.out_pad,
              w.in_pad);
@@ -322,15 +324,14 @@ void gemm_grouped_tiled_int4(const GroupedLinear& w, GroupedEpilogue epi, const 
   p.slot_w = slot_w;
   p.h = reinterpret_cast<__nv_bfloat16*>(h_xfrag);
   p.h_in_pad = int(h_in_pad);
-  const int64_t cfg = launch_tiles > 0 ? launch_tiles : max_tiles;
   switch (epi) {
     case GroupedEpilogue::swiglu:
       HLWQ_CHECK(h_xfrag && w.out % 2 == 0 && (w.out / 2 + 15) / 16 * 16 <= h_in_pad,
                  "tiled grouped gemm swiglu: {} gate_up rows, h columns {}", w.out, h_in_pad);
-      return launch<kSwiglu>(p, w.out_pad, cfg, cfg / w.n, st);
+      return launch_ws<4, 3, kSwiglu>(p, st);
     case GroupedEpilogue::weighted:
       HLWQ_CHECK(y && slot_w && !x_rows, "tiled grouped gemm weighted: output, weights, activations by slot");
-      return launch<kWeighted>(p, w.out_pad, cfg, cfg / w.n, st);
+      return launch_ws<4, 3, kWeighted>(p, st);
     case GroupedEpilogue::swiglu_f32:
       break;
   }

@@ -35,9 +35,10 @@ bool gemm_grouped_tiled_pays(const GroupedLinear& w, int64_t plan_tiles);
 // y [t, 0..out) = x [t] · Wᵀ for t < T (T ≥ 1) on this kernel, for an INT4 matrix.
 void gemm_tiled_int4(const PackedLinear& w, const uint32_t* xfrag, int64_t T, float* y, int64_t ldy, cudaStream_t st);
 
-// gemm_grouped() on this kernel, for INT4 matrices and the swiglu and weighted epilogues (same arguments). A block
-// computes the items (up to 8 or 16 tiles of one matrix: slots are grouped by matrix, so each matrix's tiles are one
-// run, cut from its first tile on) that start in its window of as many tiles.
+// gemm_grouped() on this kernel, for INT4 matrices and the swiglu and weighted epilogues (same arguments; launch_tiles
+// only shapes the fragment kernel's launch). A block computes the items (up to 8 tiles of one matrix: slots are
+// grouped by matrix, so each matrix's tiles are one run, cut from its first tile on) that start in its window of as
+// many tiles.
 void gemm_grouped_tiled_int4(const GroupedLinear& w, GroupedEpilogue epi, const uint32_t* xfrag, const int* tile_mat,
                              int64_t max_tiles, uint32_t* h_xfrag, int64_t h_in_pad, float* y, int64_t ldy,
                              const float* slot_w, cudaStream_t st, int64_t launch_tiles, const int* x_rows);
