@@ -1,6 +1,6 @@
 // Tensor-core GEMM over fragment-ordered weights (see gemm.cuh, weight_pack.h).
 // Block: 8 warps over one token tile (8·NT slots) and a grid-stride sequence of row groups (below). INT4 weights
-// are widened exactly (dq2, mma.cuh); the group's scale multiplies the fp32 partial sum of its 128 columns, so the
+// are widened exactly (dq8, mma.cuh); the group's scale multiplies the fp32 partial sum of its 128 columns, so the
 // only rounding besides fp32 accumulation is bf16 activations.
 #include <cuda_bf16.h>
 
@@ -142,13 +142,14 @@ __global__ void __launch_bounds__(kWarps * 32, kMinB) gemm_kernel(KParams p) {
 #pragma unroll
                 for (int jj = 0; jj < 4; ++jj) {
                   const uint32_t w = (&wa[j][r][hh].x)[jj];
-                  const uint32_t a0 = dq2(w), a1 = dq2(w >> 4), a2 = dq2(w >> 8), a3 = dq2(w >> 12);
+                  uint32_t a[4];
+                  dq8(w, a);
                   const int st = hh * 4 + jj;
 #pragma unroll
                   for (int nt = 0; nt < NT; ++nt) {
                     const uint4& b = xa[nt][st >> 1];
-                    if (st & 1) mma_bf16(part[nt], a0, a1, a2, a3, b.z, b.w);
-                    else mma_bf16(part[nt], a0, a1, a2, a3, b.x, b.y);
+                    if (st & 1) mma_bf16(part[nt], a[0], a[1], a[2], a[3], b.z, b.w);
+                    else mma_bf16(part[nt], a[0], a[1], a[2], a[3], b.x, b.y);
                   }
                 }
 #pragma unroll

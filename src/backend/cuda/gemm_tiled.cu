@@ -170,10 +170,11 @@ __global__ void __launch_bounds__(kThreads, WN == 8 ? 1 : 2) gemm_tiled_kernel(T
 #pragma unroll
             for (int r = 0; r < 2; ++r) {
               const uint32_t w = (&wa[r].x)[jp * 2 + h2];
-              const uint32_t a0 = dq2(w), a1 = dq2(w >> 4), a2 = dq2(w >> 8), a3 = dq2(w >> 12);
+              uint32_t a[4];
+              dq8(w, a);
 #pragma unroll
               for (int n = 0; n < WN; ++n)
-                if (live[n]) mma_bf16(part[r][n], a0, a1, a2, a3, h2 ? xb[n].z : xb[n].x, h2 ? xb[n].w : xb[n].y);
+                if (live[n]) mma_bf16(part[r][n], a[0], a[1], a[2], a[3], h2 ? xb[n].z : xb[n].x, h2 ? xb[n].w : xb[n].y);
             }
           }
         }

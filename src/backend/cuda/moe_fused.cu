@@ -86,10 +86,11 @@ __device__ __forceinline__ void int4_unit(float (&acc)[4], const uint4 (&w)[2], 
   for (int hh = 0; hh < 2; ++hh)
 #pragma unroll
     for (int jj = 0; jj < 4; ++jj) {
-      const uint32_t v = (&w[hh].x)[jj];
+      uint32_t a[4];
+      dq8((&w[hh].x)[jj], a);
       const int st = hh * 4 + jj;
       const uint4& b = x[st >> 1];
-      mma_bf16(part, dq2(v), dq2(v >> 4), dq2(v >> 8), dq2(v >> 12), st & 1 ? b.z : b.x, st & 1 ? b.w : b.y);
+      mma_bf16(part, a[0], a[1], a[2], a[3], st & 1 ? b.z : b.x, st & 1 ? b.w : b.y);
     }
   acc[0] += part[0] * sc.x;
   acc[1] += part[1] * sc.x;
