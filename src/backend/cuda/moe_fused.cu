@@ -76,6 +76,11 @@ __device__ ExpertSource expert_source(const FusedParams& p, int m) {
 }
 
 __device__ __forceinline__ void cluster_arrive() { asm volatile("barrier.cluster.arrive.release;" ::: "memory"); }
+// Orders no memory access (a release arrive is a GPU-scope MEMBAR in SASS): for the first barrier, which only
+// makes sure every block of the cluster runs before any block writes into its shared memory.
+__device__ __forceinline__ void cluster_arrive_relaxed() {
+  asm volatile("barrier.cluster.arrive.relaxed;" ::: "memory");
+}
 __device__ __forceinline__ void cluster_wait() { asm volatile("barrier.cluster.wait.acquire;" ::: "memory"); }
 
 // acc += the k-unit's 16 × 128 INT4 tile (w: its two uint4, sc: its row scales) times 128 columns of 8 slots (x:
@@ -105,6 +110,8 @@ __global__ void __launch_bounds__(kWarps * 32, 2) fused_mlp_kernel(FusedParams p
   __shared__ float red[kWarps][8][32];
   const int m = p.tile_mat[blockIdx.y];
   if (m < 0) return;  // the whole cluster leaves (its blocks share the tile), so no barrier waits for it
+  // Lane (g, c) reads row x_rows[slot g] of x in phase 1: loaded with the tile's matrix, not after it
+  const int r = p.x_rows[blockIdx.y * 8 + (threadIdx.x & 31) / 4];
   namespace cg = cooperative_groups;
   cg::cluster_group cluster = cg::this_cluster();
   const int C = int(cluster.num_blocks()), rank = int(cluster.block_rank());
@@ -114,13 +121,17 @@ __global__ void __launch_bounds__(kWarps * 32, 2) fused_mlp_kernel(FusedParams p
   const bool copies = src.gq_to != nullptr;  // every weight this block loads is also stored into the slot
   if (copies && threadIdx.x == 0) copy_span_begin(p.ct.timing);
 
-  // h's columns past the gate_up rows stay zero. Every block zeroes its copy before any block may push into it.
-  for (int i = threadIdx.x; i < n_chunks * 32; i += blockDim.x) hs[i] = make_uint4(0, 0, 0, 0);
-  cluster_arrive();
+  // h's columns past the gate_up rows must read as zero. A chunk some block owns is written whole by its owner (its
+  // second group's half, past the last group, as zeros); the chunks past the owned ones each block zeroes itself.
+  // So no block writes into a chunk another block pushes into, and the first barrier orders no memory (the zeros of
+  // this block's own chunks precede its writes into them by phase 1's barrier).
+  const int owned = (p.n_groups + 1) / 2;
+  for (int i = threadIdx.x; i < n_chunks * 32; i += blockDim.x)
+    if (i >= owned * 32 || (i >> 5) % C == rank) hs[i] = make_uint4(0, 0, 0, 0);
+  cluster_arrive_relaxed();
 
   // Phase 1: the chunks of h this block owns. Lane (g, c) reads row x_rows[slot g] of x: that row's fragment words
   // sit where lane (r % 8, c) of x's tile r / 8 holds them.
-  const int r = p.x_rows[blockIdx.y * 8 + g];
   const int xo = r >= 0 ? (r >> 3) * p.ku_g * 128 + (r & 7) * 4 + c : -1;
   const uint4* X = reinterpret_cast<const uint4*>(p.x);
   const uint4* Wg = src.gq;
@@ -168,19 +179,20 @@ __global__ void __launch_bounds__(kWarps * 32, 2) fused_mlp_kernel(FusedParams p
         }
       }
     }
-    // split-k: the kSplit warps of a group hand their sums to its first, which adds them in warp order
+    // split-k: the kSplit warps of a group sum the partials of one C-fragment element each (warp ks: element ks of
+    // the gate and of the up tile), adding them in warp order as one warp adding all would
+    static_assert(kSplit == 4, "a warp of the group for each of the fragment's four elements");
 #pragma unroll
     for (int i = 0; i < 8; ++i) red[warp][i][lane] = acc[i >> 2][i & 3];
     __syncthreads();
-    if (live && ks == 0) {
+    if (live) {
+      const int w0 = warp - ks;  // the group's first warp
+      float gs = red[w0][ks][lane], us = red[w0][4 + ks][lane];
 #pragma unroll
-      for (int i = 0; i < 8; ++i)
-        for (int w = 1; w < kSplit; ++w) acc[i >> 2][i & 3] += red[warp + w][i][lane];
-      // C fragment: acc[t][i] is feature 16·grp + g + 8·(i / 2) of slot 2c + i % 2
-#pragma unroll
-      for (int i = 0; i < 4; ++i)
-        hb[xfrag_elem(2 * c + (i & 1), 16 * grp + g + 8 * (i >> 1), p.h_in_pad)] =
-            __float2bfloat16_rn(silu_f(acc[0][i]) * acc[1][i]);
+      for (int w = 1; w < kSplit; ++w) gs += red[w0 + w][ks][lane], us += red[w0 + w][4 + ks][lane];
+      // C fragment: element i is feature 16·grp + g + 8·(i / 2) of slot 2c + i % 2
+      hb[xfrag_elem(2 * c + (ks & 1), 16 * grp + g + 8 * (ks >> 1), p.h_in_pad)] =
+          __float2bfloat16_rn(silu_f(gs) * us);
     }
     __syncthreads();  // red is written again by the next pass; this chunk of hs is complete
   }
@@ -202,19 +214,26 @@ __global__ void __launch_bounds__(kWarps * 32, 2) fused_mlp_kernel(FusedParams p
     }
   };
   if (rt < p.n_rt) load_down(0);
+  float sw[2];  // the weights of this lane's two output slots, for phase 2's epilogue
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const int slot = blockIdx.y * 8 + 2 * c + i;
+    sw[i] = slot < p.n_slots ? p.slot_w[slot] : 0.f;
+  }
 
-  // Exchange: push this block's chunks into the other blocks' copies (and global h), then the cluster barrier.
-  cluster_wait();  // every block has zeroed its copy
-  uint4* H = reinterpret_cast<uint4*>(p.h) + int64_t(blockIdx.y) * n_chunks * 32;
-  for (int q = rank; 2 * q < p.n_groups; q += C)
-    for (int i = threadIdx.x; i < (C + 1) * 32; i += blockDim.x) {
+  // Exchange: push this block's chunks into the other blocks' copies, then the cluster barrier, whose release waits
+  // for every store this thread has in flight; so global h (which the calibration statistics read) after it.
+  cluster_wait();  // every block runs
+  for (int q = rank; q < owned; q += C)
+    for (int i = threadIdx.x; i < C * 32; i += blockDim.x) {
       const int dst = i >> 5, l = i & 31;
-      const uint4 v = hs[q * 32 + l];
-      if (dst == C) H[q * 32 + l] = v;
-      else if (dst != rank) cluster.map_shared_rank(hs, dst)[q * 32 + l] = v;
+      if (dst != rank) cluster.map_shared_rank(hs, dst)[q * 32 + l] = hs[q * 32 + l];
     }
   cluster_arrive();
   cluster_wait();  // every chunk of h is in every block
+  uint4* H = reinterpret_cast<uint4*>(p.h) + int64_t(blockIdx.y) * n_chunks * 32;
+  for (int q = rank; q < owned; q += C)
+    if (threadIdx.x < 32) H[q * 32 + threadIdx.x] = hs[q * 32 + threadIdx.x];
 
   // Phase 2: y rows of down tile rt, its k-units in order.
   bool loaded = true;
@@ -241,7 +260,7 @@ __global__ void __launch_bounds__(kWarps * 32, 2) fused_mlp_kernel(FusedParams p
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
       const int slot = blockIdx.y * 8 + 2 * c + (i & 1), row = rt * 16 + g + 8 * (i >> 1);
-      if (slot < p.n_slots && row < p.out) p.y[int64_t(slot) * p.ldy + row] = p.slot_w[slot] * acc[i];
+      if (slot < p.n_slots && row < p.out) p.y[int64_t(slot) * p.ldy + row] = sw[i & 1] * acc[i];
     }
   }
   if (copies) {  // every admitted expert has one copying tile of C blocks (the caller's condition)
