@@ -255,7 +255,10 @@ void launch_grouped(const KParams& kp, int64_t out_pad, int64_t tiles, int64_t c
 }
 
 // Dense matrices: RT = 2 for tall ones at ≤ 8 tokens (the lm_head: two row tiles share each activation load, halving
-// the activation traffic); 1 otherwise (more blocks for short ones; NT = 2 with RT = 2 would spill registers).
+// the activation traffic); 1 otherwise (more blocks for short ones; NT = 2 with RT = 2 would spill registers). INT4
+// at ≤ 8 tokens takes the light kernel where it runs in one wave, as the experts do: three blocks an SM of half the
+// loads each spread a mixer's projection evenly (qkvz: 384 blocks for 396 places, where the standard kernel's 192
+// blocks put two on 60 SMs and one on the rest).
 template <bool kInt4, int NT>
 void launch_dense(const KParams& kp, int64_t out_pad, int64_t tiles, cudaStream_t st, const char* what) {
   if constexpr (NT == 1) {
@@ -263,6 +266,9 @@ void launch_dense(const KParams& kp, int64_t out_pad, int64_t tiles, cudaStream_
       launch_rt<kInt4, NT, 2, kStore>(kp, out_pad, tiles, tiles, st, what);
       return;
     }
+    if constexpr (kInt4)
+      if (launch_rt<kInt4, NT, 1, kStore, kLightInFlight, kLightMinBlocks>(kp, out_pad, tiles, tiles, st, what, true))
+        return;
   }
   launch_rt<kInt4, NT, 1, kStore>(kp, out_pad, tiles, tiles, st, what);
 }
