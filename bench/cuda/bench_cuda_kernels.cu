@@ -167,6 +167,16 @@ void bench_moe(cudaStream_t st) {
                          w.tok_slot.get()};
       cuda::moe_route(w.logits.get(), m.router.out, T, E, k, 1, plan, tiles, st);
     });
+    if (T == 1 && wss[0].router_one.available())  // both of the above in one launch, at each cluster size
+      for (const int C : cuda::kRouterOneClusters) {
+        const std::string name = "router + plan, cluster " + std::to_string(C) +
+                                 (C == wss[0].router_one.cluster ? " (used)" : "");
+        part(name.c_str(), router_bytes / L, [&](auto& m, auto& w, int) {
+          cuda::MoePlan plan{w.topk_ids.get(), w.topk_w.get(), w.slot_tok.get(), w.slot_w.get(), w.tile_mat.get(),
+                             w.tok_slot.get()};
+          cuda::router_one(w.router_one, m.router, w.x_tok.get(), w.logits.get(), E, k, 1, plan, tiles, st, C);
+        });
+      }
     part("grouped gate_up+silu", expert_bytes / L * 2 / 3, [&](auto& m, auto& w, int) {  // reads x_tok by slot
       cuda::gemm_grouped(m.gu, cuda::GroupedEpilogue::swiglu, w.x_tok.get(), w.tile_mat.get(), tiles, w.h.get(),
                          m.dn.in_pad, nullptr, 0, nullptr, st, 0, w.slot_tok.get());

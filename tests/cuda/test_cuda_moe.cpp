@@ -149,6 +149,9 @@ TEST(CudaMoe, FusedMlpMatchesTwoLaunches) {
     int64_t H, E, I;
   };
   int ran = 0, sizes = 0;
+  // No INT4 shape reaches the fused kernel's zeroing of a half-owned chunk or of chunks past the owned ones: the
+  // down projection's I columns are whole 128-column groups (pack: in % 128 == 0), so gate_up has I / 16 row groups,
+  // an even count, and h's I / 32 chunks are all owned (an I of 144 is refused when packed)
   for (const Shape sh : {Shape{2048, 64, 512}, Shape{256, 16, 128}, Shape{384, 8, 1152}}) {
     const auto m = random_moe(sh.H, sh.E, sh.I, true, rng);
     const auto L = cuda::upload_moe(m.w, 4);
@@ -515,6 +518,85 @@ TEST(CudaMoe, RouterPlanOfATraceThatRepeatsExperts) {
       EXPECT_EQ(std::vector<int>(r.tile_mat.begin(), r.tile_mat.begin() + 7), (std::vector<int>{0, 3, 5, 9, 255, 256, -1}));
       EXPECT_EQ(r.tok_slot[0] / 8, r.tok_slot[4] / 8);
     }
+  }
+}
+
+// The router and plan of a one-token step in one launch (moe_router_one.cuh), against the router GEMM: logits within
+// the budget of exact inputs (another summation order), the plan route_ref and the plan checks give for its own
+// logits, a trace's ids, and the same bits at every cluster size. Shapes: Qwen3.6's router (256 experts and the
+// shared gate over 2,048 columns: 17 row tiles, one block with two), 200 experts over 384 columns (3 k-units: warps
+// with none) and 512 experts (16 a lane in the top-k, 33 row tiles).
+TEST(CudaMoe, RouterOfOneTokenInOneLaunch) {
+  HLWQ_REQUIRE_CUDA();
+  struct Shape {
+    int64_t E, H;
+  };
+  int ran = 0;
+  for (const Shape sh : {Shape{256, 2048}, Shape{200, 384}, Shape{512, 1024}}) {
+    SCOPED_TRACE(testing::Message() << sh.E << " experts, " << sh.H << " columns");
+    std::mt19937_64 rng(31);
+    const int64_t E = sh.E, H = sh.H, k = 8, ld = E + 1, tiles = cuda::moe_max_tiles(1, k, E, 1);
+    const auto w = test::random_bf16("router", ld, H, 0.05f, rng);
+    const cuda::PackedLinear router =
+        cuda::upload_packed(cuda::pack_rows(cuda::PackedFormat::bf16, {{&w->w, 0, ld}}, "router"), "router");
+    const cuda::RouterOne one = cuda::plan_router_one(router, E, k, 1);
+    int dev = 0, major = 0;
+    HLWQ_CUDA_CHECK(cudaGetDevice(&dev), "device");
+    HLWQ_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev), "arch");
+    if (major >= 9) {
+      EXPECT_TRUE(one.available());
+    }
+    if (!one.available()) continue;
+    const auto x = test::random_bf16_exact(size_t(H), 1.f, rng);
+    cuda::DeviceBuffer<float> dx(x, "x"), gl(size_t(ld), "gemm logits");
+    cuda::DeviceBuffer<uint32_t> xf(size_t(cuda::xfrag_words(1, router.in_pad)), "x fragments");
+    cuda::pack_activations(dx.get(), H, 1, H, nullptr, 1, router.in_pad, xf.get(), nullptr);
+    cuda::gemm(router, xf.get(), 1, gl.get(), ld, nullptr);
+    HLWQ_CUDA_CHECK(cudaDeviceSynchronize(), "router gemm");
+    const auto gemm_logits = gl.download();
+    for (const bool trace : {false, true}) {
+      SCOPED_TRACE(trace ? "a trace's ids" : "the router's ids");
+      const std::vector<int> route_ids = {5, 5, 3, 9, 5, int(E - 1), 3, 0};
+      RouteResult chosen;
+      std::vector<float> chosen_logits;
+      for (const int C : cuda::kRouterOneClusters) {
+        SCOPED_TRACE(testing::Message() << "cluster " << C);
+        cuda::DeviceBuffer<float> dl(size_t(ld), "logits"), tw(size_t(k), "w"), sw(size_t(tiles * 8), "sw");
+        cuda::DeviceBuffer<int> ti(size_t(k), "ids"), st(size_t(tiles * 8), "st"), tm(size_t(tiles), "tm"),
+            ts(size_t(k + 1), "ts"), ri(route_ids, "route ids");
+        cuda::MoePlan plan{ti.get(), tw.get(), st.get(), sw.get(), tm.get(), ts.get(), trace ? ri.get() : nullptr};
+        try {
+          cuda::router_one(one, router, xf.get(), dl.get(), E, k, 1, plan, tiles, nullptr, C);
+        } catch (const Error&) {
+          EXPECT_NE(C, one.cluster) << "the planned size must run";
+          continue;  // a size this device does not co-schedule
+        }
+        HLWQ_CUDA_CHECK(cudaDeviceSynchronize(), "router of one token");
+        const RouteResult r{ti.download(), st.download(), tm.download(), ts.download(), tw.download(), sw.download()};
+        const auto logits = dl.download();
+        EXPECT_REL(logits, gemm_logits, test::kExactInputGemmRel);
+        std::vector<int> rid;
+        std::vector<float> rw;
+        route_ref(logits.data(), E, k, rid, rw);
+        for (int64_t j = 0; j < k; ++j) {
+          EXPECT_EQ(r.ids[size_t(j)], trace ? route_ids[size_t(j)] : rid[size_t(j)]) << "rank " << j;
+          EXPECT_NEAR(r.w[size_t(j)], rw[size_t(j)], 1e-6) << "rank " << j;
+        }
+        expect_plan_consistent(r, logits, E, 1);
+        if (chosen_logits.empty()) {
+          chosen = r;
+          chosen_logits = logits;
+          ++ran;
+        } else {  // every size sums each logit in the same order
+          EXPECT_TRUE(logits == chosen_logits);
+          EXPECT_TRUE(r.ids == chosen.ids && r.tile_mat == chosen.tile_mat && r.slot_tok == chosen.slot_tok &&
+                      r.tok_slot == chosen.tok_slot && r.w == chosen.w && r.slot_w == chosen.slot_w);
+        }
+      }
+    }
+  }
+  if (ran > 0) {
+    EXPECT_EQ(ran, 6);
   }
 }
 

@@ -180,6 +180,7 @@ MoeWorkspace make_moe_workspace(const MoeLayerDev& L, int64_t max_T) {
     ws.h32 = DeviceBuffer<float>(size_t(slots * L.I), "MoE h (fp32, HLWQ experts)");
   }
   ws.fused = plan_fused_mlp(L.gu, L.dn);
+  ws.router_one = plan_router_one(L.router, L.E, L.k, L.n_shared);
   return ws;
 }
 
@@ -229,13 +230,17 @@ void moe_forward(const MoeLayerDev& L, MoeWorkspace& ws, const float* xn, int64_
   if (T == 0) return;
   const int64_t tiles = moe_max_tiles(T, L.k, L.E, L.n_shared), A = L.k + L.n_shared;
   if (!norms.x_packed) pack_activations(xn, L.H, T, L.H, nullptr, T, L.router.in_pad, ws.x_tok.get(), st);
-  gemm(L.router, ws.x_tok.get(), T, ws.logits.get(), L.router.out, st);
   // a prefetch into this layer is joined right after the routing, which stamps when it got there (the copy time
   // the join then waits for is counted as exposed: expert_cache_dev.cuh)
   const bool joins = L.cache && hooks.prefetch && hooks.prefetch->pending(hooks.layer);
   MoePlan plan{ws.topk_ids.get(), ws.topk_w.get(), ws.slot_tok.get(), ws.slot_w.get(), ws.tile_mat.get(),
                ws.tok_slot.get(), hooks.route_ids, joins ? L.cache->timing.get() + kTimeRouteDone : nullptr};
-  moe_route(ws.logits.get(), L.router.out, T, L.E, L.k, L.n_shared, plan, tiles, st);
+  if (T == 1 && ws.router_one.available()) {  // every one-token step, with or without a cache: the same bits
+    router_one(ws.router_one, L.router, ws.x_tok.get(), ws.logits.get(), L.E, L.k, L.n_shared, plan, tiles, st);
+  } else {
+    gemm(L.router, ws.x_tok.get(), T, ws.logits.get(), L.router.out, st);
+    moe_route(ws.logits.get(), L.router.out, T, L.E, L.k, L.n_shared, plan, tiles, st);
+  }
   // the plan marks misses for the CPU only where the mode applies to a step of this size (cpu_split.h)
   const bool marks = L.cache && cpu && cpu->cpu && !cpu->all_routed && cpu->mode != CpuExperts::off &&
                      (cpu->mode == CpuExperts::all || T <= kCpuSplitMaxTokens);

@@ -2,7 +2,8 @@
 // (one bf16 matrix [E + 1, H]) → route (moe_route.cuh) → grouped gate_up with SiLU·up (all selected experts and the
 // shared expert in one launch; each slot reads its token's row of the packed xn through the plan) → grouped down,
 // scaled by the routing weight → combine per token (optionally added onto the residual stream). INT4 experts at a
-// few tokens (Hopper and later) run gate_up and down as one launch (moe_fused.cuh).
+// few tokens (Hopper and later) run gate_up and down as one launch (moe_fused.cuh), and a one-token step's router
+// GEMM and routing are one launch too (moe_router_one.cuh).
 // Expert weights are INT4 (u4b8_g128 checkpoints), HLWQ (native or seed Q5 checkpoints; then xn is packed rotated
 // and h rotated in place before down: hlwq_gemm.cuh; HLWQ experts gather the rotated xn by slot, one launch more) or bf16 (dense checkpoints), all resident; a shared expert of
 // width S·I runs as S slices of the routed experts' width I (moe_route.cuh; Qwen3.5/3.6: S = 1, the demo model 2).
@@ -22,6 +23,7 @@
 #include "backend/cuda/gemm.cuh"
 #include "backend/cuda/moe_fused.cuh"
 #include "backend/cuda/moe_route.cuh"
+#include "backend/cuda/moe_router_one.cuh"
 #include "backend/cuda/norm.cuh"
 #include "model/weights.h"
 
@@ -58,6 +60,7 @@ struct MoeWorkspace {
   DeviceBuffer<int> topk_ids, slot_tok, tile_mat, tok_slot;
   DeviceBuffer<uint8_t> cpu_mark;  // [E] experts the slot plan hands to the CPU this step
   FusedMlp fused;                  // gate_up and down in one launch where a plan fits it (moe_fused.cuh)
+  RouterOne router_one;            // a one-token step's router and plan in one launch (moe_router_one.cuh)
 };
 MoeWorkspace make_moe_workspace(const MoeLayerDev& L, int64_t max_T);
 

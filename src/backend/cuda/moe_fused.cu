@@ -5,6 +5,7 @@
 #include <cooperative_groups.h>
 #include <cuda_bf16.h>
 
+#include "backend/cuda/cluster_barrier.cuh"
 #include "backend/cuda/copy_span.cuh"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/mma.cuh"
@@ -74,14 +75,6 @@ __device__ ExpertSource expert_source(const FusedParams& p, int m) {
   s.ds_to = reinterpret_cast<float2*>(dst + L.dn_s);
   return s;
 }
-
-__device__ __forceinline__ void cluster_arrive() { asm volatile("barrier.cluster.arrive.release;" ::: "memory"); }
-// Orders no memory access (a release arrive is a GPU-scope MEMBAR in SASS): for the first barrier, which only
-// makes sure every block of the cluster runs before any block writes into its shared memory.
-__device__ __forceinline__ void cluster_arrive_relaxed() {
-  asm volatile("barrier.cluster.arrive.relaxed;" ::: "memory");
-}
-__device__ __forceinline__ void cluster_wait() { asm volatile("barrier.cluster.wait.acquire;" ::: "memory"); }
 
 // acc += the k-unit's 16 × 128 INT4 tile (w: its two uint4, sc: its row scales) times 128 columns of 8 slots (x:
 // the unit's four uint4 of B fragments).
