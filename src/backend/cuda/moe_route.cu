@@ -18,7 +18,6 @@ namespace hlwq::cuda {
 namespace {
 
 constexpr int kThreads = 1024;
-constexpr int kMaxExperts = 512;  // 16 per lane (Qwen3-Next has 512)
 constexpr int64_t kOneBlockTokens = 64;  // two tokens a warp of the one block
 
 // The top-k alone, one warp per token (T > kOneBlockTokens): route_kernel then counts from the ids.
@@ -129,8 +128,8 @@ __global__ void combine_kernel(const float* __restrict__ y, const int* __restric
 
 void moe_route(const float* logits, int64_t ld, int64_t T, int64_t E, int64_t k, int64_t S, const MoePlan& plan,
                int64_t max_tiles, cudaStream_t st) {
-  HLWQ_CHECK(E > 0 && E <= kMaxExperts && k > 0 && k <= E, "moe_route: {} experts top-{} (at most {} experts)", E, k,
-             kMaxExperts);
+  HLWQ_CHECK(E > 0 && E <= kRouteMaxExperts && k > 0 && k <= E, "moe_route: {} experts top-{} (at most {} experts)",
+             E, k, kRouteMaxExperts);
   HLWQ_CHECK(S >= 0 && S <= 32, "moe_route: {} shared-expert parts (at most 32)", S);
   HLWQ_CHECK(max_tiles >= moe_max_tiles(T, k, E, S), "moe_route: {} tiles for {} tokens", max_tiles, T);
   if (T == 0) return;

@@ -15,7 +15,6 @@ namespace {
 
 constexpr int kWarps = 8;
 constexpr int kFlight = 4;  // (row tile, k-unit) pairs a warp holds in flight: 32 uint4 a lane
-constexpr int kMaxExperts = 512;
 
 struct RouterParams {
   const uint4* w;  // [out_pad/16][in_pad/16][32] uint4
@@ -148,7 +147,7 @@ bool cluster_runs(Kernel kern, int C, size_t smem) {
 
 RouterOne plan_router_one(const PackedLinear& router, int64_t E, int64_t k, int64_t S) {
   RouterOne r;
-  if (router.format != PackedFormat::bf16 || E < 1 || E > kMaxExperts || k < 1 || k > E || S < 0 || k + S > 32 ||
+  if (router.format != PackedFormat::bf16 || E < 1 || E > kRouteMaxExperts || k < 1 || k > E || S < 0 || k + S > 32 ||
       router.out != E + (S > 0 ? 1 : 0))
     return r;
   int dev = 0, major = 0;

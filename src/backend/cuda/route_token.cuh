@@ -9,6 +9,9 @@
 
 namespace hlwq::cuda {
 
+// The most experts route_token ranks: 16 a lane (Qwen3-Next has 512).
+inline constexpr int kRouteMaxExperts = 512;
+
 // Softmax + top-k of token t by one warp: its ids and renormalized weights into the plan, and its matrices counted
 // into `count` where that is not null. Lane holds experts lane, lane + 32, ... The choice ranks e = exp(x − max),
 // the probability before its division by the row's sum s (descending, then the lower index). Division by s is
