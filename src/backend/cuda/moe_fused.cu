@@ -6,6 +6,7 @@
 #include <cuda_bf16.h>
 
 #include "backend/cuda/cluster_barrier.cuh"
+#include "backend/cuda/cluster_launch.h"
 #include "backend/cuda/copy_span.cuh"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/mma.cuh"
@@ -305,26 +306,8 @@ FusedMlp plan_fused_mlp(const GroupedLinear& gu, const GroupedLinear& dn) {
   if (fa.binaryVersion < 90) return f;
   HLWQ_CUDA_CHECK(cudaFuncSetAttribute(fused_mlp_kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1),
                   "fused expert MLP: cluster size {}", kFusedClusters[0]);
-  for (int i = 0; i < kFusedSizes; ++i) {
-    const int C = kFusedClusters[i];
-    cudaLaunchConfig_t cfg{};
-    cudaLaunchAttribute attr{};
-    attr.id = cudaLaunchAttributeClusterDimension;
-    attr.val.clusterDim.x = unsigned(C);
-    attr.val.clusterDim.y = 1;
-    attr.val.clusterDim.z = 1;
-    cfg.gridDim = dim3(unsigned(C), 1);
-    cfg.blockDim = dim3(kWarps * 32);
-    cfg.dynamicSmemBytes = smem;
-    cfg.attrs = &attr;
-    cfg.numAttrs = 1;
-    int n = 0;
-    if (cudaOccupancyMaxActiveClusters(&n, fused_mlp_kernel, &cfg) != cudaSuccess) {
-      (void)cudaGetLastError();  // a size this device cannot co-schedule: try the next
-      continue;
-    }
-    f.wave_tiles[i] = n;
-  }
+  for (int i = 0; i < kFusedSizes; ++i)
+    f.wave_tiles[i] = co_scheduled_clusters(fused_mlp_kernel, kFusedClusters[i], kWarps * 32, smem);
   return f;
 }
 
@@ -357,19 +340,9 @@ void fused_mlp(const FusedMlp& f, const GroupedLinear& gu, const GroupedLinear& 
   p.ldy = ldy;
   p.slot_w = slot_w;
   p.ct = ct;
-  cudaLaunchConfig_t cfg{};
-  cudaLaunchAttribute attr{};
-  attr.id = cudaLaunchAttributeClusterDimension;
-  attr.val.clusterDim.x = unsigned(cluster);
-  attr.val.clusterDim.y = 1;
-  attr.val.clusterDim.z = 1;
-  cfg.gridDim = dim3(unsigned(cluster), unsigned(tiles));
-  cfg.blockDim = dim3(kWarps * 32);
-  cfg.dynamicSmemBytes = size_t(dn.in_pad) * 8 * sizeof(__nv_bfloat16);
-  cfg.stream = st;
-  cfg.attrs = &attr;
-  cfg.numAttrs = 1;
-  HLWQ_CUDA_CHECK(cudaLaunchKernelEx(&cfg, fused_mlp_kernel, p), "fused expert MLP: {} tiles, cluster {}", tiles,
+  const ClusterLaunch l(cluster, dim3(unsigned(cluster), unsigned(tiles)), kWarps * 32,
+                       size_t(dn.in_pad) * 8 * sizeof(__nv_bfloat16), st);
+  HLWQ_CUDA_CHECK(cudaLaunchKernelEx(&l.cfg, fused_mlp_kernel, p), "fused expert MLP: {} tiles, cluster {}", tiles,
                   cluster);
 }
 

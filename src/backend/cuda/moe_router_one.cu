@@ -5,6 +5,7 @@
 #include <cooperative_groups.h>
 
 #include "backend/cuda/cluster_barrier.cuh"
+#include "backend/cuda/cluster_launch.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/mma.cuh"
 #include "backend/cuda/pdl.cuh"
@@ -117,32 +118,6 @@ __global__ void __launch_bounds__(kWarps * 32, 1) router_one_kernel(RouterParams
 using Kernel = void (*)(RouterParams);
 Kernel kernel_for(int64_t E) { return E <= 256 ? router_one_kernel<8> : router_one_kernel<16>; }
 
-cudaLaunchConfig_t config(cudaLaunchAttribute& attr, int C, size_t smem, cudaStream_t st) {
-  attr.id = cudaLaunchAttributeClusterDimension;
-  attr.val.clusterDim.x = unsigned(C);
-  attr.val.clusterDim.y = 1;
-  attr.val.clusterDim.z = 1;
-  cudaLaunchConfig_t cfg{};
-  cfg.gridDim = dim3(unsigned(C));
-  cfg.blockDim = dim3(kWarps * 32);
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = st;
-  cfg.attrs = &attr;
-  cfg.numAttrs = 1;
-  return cfg;
-}
-
-bool cluster_runs(Kernel kern, int C, size_t smem) {
-  cudaLaunchAttribute attr{};
-  const cudaLaunchConfig_t cfg = config(attr, C, smem, nullptr);
-  int n = 0;
-  if (cudaOccupancyMaxActiveClusters(&n, kern, &cfg) != cudaSuccess) {
-    (void)cudaGetLastError();  // a size this device cannot co-schedule
-    return false;
-  }
-  return n > 0;
-}
-
 }  // namespace
 
 RouterOne plan_router_one(const PackedLinear& router, int64_t E, int64_t k, int64_t S) {
@@ -162,7 +137,7 @@ RouterOne plan_router_one(const PackedLinear& router, int64_t E, int64_t k, int6
                   "router of one token: cluster size {}", kRouterOneClusters[0]);
   const int n_rt = int((router.out + 15) / 16);
   for (const int C : kRouterOneClusters)
-    if (cluster_runs(kern, C, smem_bytes(n_rt, C))) {
+    if (co_scheduled_clusters(kern, C, kWarps * 32, smem_bytes(n_rt, C)) > 0) {
       r.cluster = C;
       break;
     }
@@ -189,10 +164,9 @@ void router_one(const RouterOne& r, const PackedLinear& router, const uint32_t* 
   const Kernel kern = kernel_for(E);
   const size_t smem = smem_bytes(p.n_rt, cluster);
   if (cluster != r.cluster)  // a test's size: the planned one was checked once
-    HLWQ_CHECK(cluster_runs(kern, cluster, smem), "router of one token: clusters of {} blocks do not run here", cluster);
-  cudaLaunchAttribute attr{};
-  const cudaLaunchConfig_t cfg = config(attr, cluster, smem, st);
-  HLWQ_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kern, p), "router of one token: {} experts, cluster {}", E, cluster);
+    HLWQ_CHECK(co_scheduled_clusters(kern, cluster, kWarps * 32, smem) > 0, "router of one token: clusters of {} blocks do not run here", cluster);
+  const ClusterLaunch l(cluster, dim3(unsigned(cluster)), kWarps * 32, smem, st);
+  HLWQ_CUDA_CHECK(cudaLaunchKernelEx(&l.cfg, kern, p), "router of one token: {} experts, cluster {}", E, cluster);
 }
 
 }  // namespace hlwq::cuda
