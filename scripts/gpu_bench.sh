@@ -68,8 +68,11 @@ run_matrix() {  # the offload matrix (see the header); the trace first: it is th
   run m_trace_gb8_cpuauto 75 --gpu-memory 8GB "${common[@]}" --route-trace "$TR" --moe-prefetch off --cpu-experts auto
   run m_trace_n8_cpuauto 75 --moe-expert-cache-size 8 "${common[@]}" --route-trace "$TR" --moe-prefetch off \
     --cpu-experts auto
-  # prefetch A/B at the 12 GB budget: its gain under the model's routing, its cost under the trace
-  run m_model_gb12_noprefetch 75 --gpu-memory 12GB "${common[@]}" --moe-prefetch off
+  # prefetch A/B: its gain under the model's routing at every budget and cache size, its cost under the trace
+  for cell in gb12 gb8 gb16 n32 n64 n16 n8; do
+    cell_cfg "$cell"
+    run "m_model_${cell}_noprefetch" 75 "${cfg[@]}" "${common[@]}" --moe-prefetch off
+  done
   run m_trace_gb12_prefetch 75 --gpu-memory 12GB "${common[@]}" --route-trace "$TR" --moe-prefetch on
   # whole-layer streaming of prefill (moe_stream.cuh) A/B: off at 8 slots and at 8 GB; and where it starts to pay,
   # for the default threshold: prefill of 64..1024 tokens at 8 slots, every batch streamed against none
@@ -143,10 +146,10 @@ if matrix:
             p["speed_of_light_tok_s"], p["fraction_of_speed_of_light"]
     for name, j in matrix:
         d = j["decode"]
-        m = re.search(r"expert cache: (\d+) of", j.get("memory_plan", ""))
+        m = re.search(r"expert cache: (\d+) of|holds every routed expert: all (\d+)", j.get("memory_plan", ""))
         routing = "trace" if j.get("routing", "model").startswith("trace") else "model"
         dt, dh, dmb, dh2d, dsol, dfr = ph(d, d["steps"] * d["batch"])
-        line = (f"{name:<26} {routing:<6} {m.group(1) if m else '-':>5} | {dt:7.1f} {100*dh:5.1f}% {dmb:7.1f} {dh2d:6.1f} "
+        line = (f"{name:<26} {routing:<6} {(m.group(1) or m.group(2)) if m else '-':>5} | {dt:7.1f} {100*dh:5.1f}% {dmb:7.1f} {dh2d:6.1f} "
                 f"{dsol:7.1f} {100*dfr:4.0f}%" + copies(d, d["steps"] * d["batch"]))
         for p in [j["prefill"]] + j.get("prefill_more", []):
             t, h, mb, _, _, fr = ph(p, p["tokens"])

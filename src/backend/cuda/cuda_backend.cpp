@@ -106,6 +106,7 @@ class CudaBackend final : public Backend {
   // router through the workspace's x_tok, each only where that GEMM reads plain (not rotated) activations. The
   // consumers skip their pack exactly where this names a buffer.
   cuda::NormFusion norm_frags(int layer, NormKind which) const;
+  void release_moe_input(NormKind which);  // before a norm that may write the MoE's x_tok
   // The MoE block of `layer` (moe.cuh), with the norm after it fused where norms.h is set; x_packed is set here.
   void run_moe(int layer, Act in, Act out, cuda::MoeNorms norms);
   void use_device() const { HLWQ_CUDA_CHECK(cudaSetDevice(opt_.device), "selecting CUDA device {}", opt_.device); }
@@ -280,11 +281,10 @@ CudaBackend::CudaBackend(const ModelConfig& cfg, const ModelWeights& w, const Ba
   size_t free1 = 0;
   HLWQ_CUDA_CHECK(cudaMemGetInfo(&free1, &total), "device memory");
   const int64_t used = int64_t(free0) - int64_t(free1);
-  plan_ = fmt::format("cuda: {} ({:.2f} GiB of device memory in all)\n  weights {:.2f} GiB, KV pool {} blocks of {} "
-                      "positions, {} sequence slots, batches of up to {} tokens",
-                      experts_ ? "routed experts in pinned host memory behind an expert cache" : "every weight on the GPU",
-                      double(used) / double(1 << 30), double(m_.bytes) / double(1 << 30), lim.kv_blocks,
-                      lim.kv_block_tokens, lim.max_seqs, lim.max_batch_tokens);
+  const std::string head = fmt::format(
+      "({:.2f} GiB of device memory before the routed experts)\n  weights {:.2f} GiB, KV pool {} blocks of {} positions, "
+      "{} sequence slots, batches of up to {} tokens", double(used) / double(1 << 30), double(m_.bytes) / double(1 << 30),
+      lim.kv_blocks, lim.kv_block_tokens, lim.max_seqs, lim.max_batch_tokens);
   if (opt.n_cpu_moe > 0) {
     int64_t bytes = 0;
     for (int64_t l = 0; l < opt.n_cpu_moe; ++l)
@@ -293,8 +293,12 @@ CudaBackend::CudaBackend(const ModelConfig& cfg, const ModelWeights& w, const Ba
                          "host memory) are computed on the CPU, none of them on the GPU", opt.n_cpu_moe,
                          opt.n_cpu_moe - 1, double(bytes) / double(1 << 30));
   }
-  if (experts_) plan_expert_cache(used);
-  if (experts_ && opt.moe_prefetch) prefetch_ = std::make_unique<cuda::MoePrefetcher>(int(m_.layers.size()));
+  if (experts_) plan_expert_cache(used);  // may copy every routed expert to the GPU and drop the store
+  plan_ = fmt::format("cuda: {} {}", experts_ ? "routed experts in pinned host memory behind an expert cache"
+                                              : "every weight on the GPU", head) + plan_;
+  if (!experts_ && opt.n_cpu_moe == 0) cpu_.reset();  // no miss is left for --cpu-experts
+  if (experts_ && opt.moe_prefetch)
+    prefetch_ = std::make_unique<cuda::MoePrefetcher>(int(m_.layers.size()), m_.layers.back().moe.router.out);
   if (experts_ && opt.cpu_experts != CpuExperts::off) {
     const CpuSplitCosts& c = opt.split_costs;
     if (c.pcie_ns > 0 || c.cpu_ns > 0 || c.cpu_fixed_ns > 0) {
@@ -337,6 +341,22 @@ void CudaBackend::plan_expert_cache(int64_t used) {
                double(opt_.gpu_memory) / double(1 << 30), double(used) / double(1 << 30), double(B) / double(1 << 20),
                NL);
     slots = std::min(slots, fit);
+  }
+  if (slots >= E) {
+    // a cache of every expert would plan, copy and prefetch each step for nothing: the layers run resident (the
+    // same kernels on the same bytes, so the same bits), and the pinned host copies are released
+    for (size_t l = size_t(opt_.n_cpu_moe); l < m_.layers.size(); ++l)
+      cuda::make_routed_resident(m_.layers[l].moe, experts_->device_view(l), experts_->layout());
+    plan_ += fmt::format("\n  {} holds every routed expert: all {} of each of {} layers copied to the GPU ({:.2f} GiB), "
+                         "no expert cache, no prefetch{}; their pinned host copies released",
+                         opt_.gpu_memory > 0 ? fmt::format("the budget of {:.2f} GiB", double(opt_.gpu_memory) / double(1 << 30))
+                                             : fmt::format("--moe-expert-cache-size {}", opt_.expert_slots),
+                         E, NL, double(E * NL * B) / double(1 << 30),
+                         opt_.cpu_experts != CpuExperts::off
+                             ? fmt::format(", no miss for --cpu-experts {}", cpu_experts_name(opt_.cpu_experts)) : "");
+    stream_.reset();
+    experts_.reset();
+    return;
   }
   for (size_t l = size_t(opt_.n_cpu_moe); l < m_.layers.size(); ++l)
     cuda::attach_expert_cache(m_.layers[l].moe, experts_->device_view(l), experts_->layout(), slots);
@@ -593,12 +613,19 @@ cuda::NormFusion CudaBackend::norm_frags(int layer, NormKind which) const {
   return f;
 }
 
+void CudaBackend::release_moe_input(NormKind which) {
+  // the post-attention norm writes x_tok (norm_frags), which the last MoE layer's prefetch may still read
+  if (which == NormKind::post_attention && prefetch_) prefetch_->release_input(st_);
+}
+
 void CudaBackend::rmsnorm(int layer, NormKind which, Act in, Act out) {
+  release_moe_input(which);
   cuda::rmsnorm_zero_centred(act(in), nullptr, norm_weight(layer, which), T_, H_, eps_, act(out), st_,
                              norm_frags(layer, which));
 }
 
 void CudaBackend::add_rmsnorm(Act h, Act y, int layer, NormKind which, Act out) {
+  release_moe_input(which);
   cuda::rmsnorm_zero_centred(act(h), act(y), norm_weight(layer, which), T_, H_, eps_, act(out), st_,
                              norm_frags(layer, which));
 }
@@ -661,6 +688,8 @@ void CudaBackend::moe_experts(int layer, Act in, Act out) { run_moe(layer, in, o
 
 void CudaBackend::moe_experts_add_rmsnorm(int layer, Act in, Act h, Act y, int norm_layer, NormKind which, Act out) {
   if (stats_) return Backend::moe_experts_add_rmsnorm(layer, in, h, y, norm_layer, which, out);  // they read xn after
+  // the fused norm runs after this layer's prefetch is issued, so it must not be the one that writes x_tok
+  HLWQ_CHECK(which != NormKind::post_attention, "the norm after a MoE block is the next layer's input norm");
   cuda::MoeNorms norms;
   norms.h = act(h);
   norms.w = norm_weight(norm_layer, which);

@@ -13,6 +13,7 @@ namespace hlwq::cuda {
 
 int64_t MoeLayerDev::expert_bytes() const {
   if (cache) return cache->layout.bytes;
+  if (routed.size() > 0) return int64_t(routed.size()) / E;
   return gate_up.empty() ? 0 : gate_up[0].bytes() + down[0].bytes();
 }
 
@@ -75,6 +76,23 @@ void check_one_hlwq_width(const MoeWeights& w) {
     for (const LinearWeight* m : {&w.shared.gate_proj, &w.shared.up_proj, &w.shared.down_proj}) check(*m);
 }
 
+// The four arrays of each of E experts packed back to back as `lay` from `base` (host copies or device storage).
+struct ExpertPointers {
+  std::vector<const uint32_t*> gq, dq;
+  std::vector<const float*> gs, ds;  // null for bf16 experts (no scales)
+};
+ExpertPointers expert_pointers(const uint8_t* base, const ExpertLayout& lay, int64_t E) {
+  ExpertPointers t;
+  for (int64_t e = 0; e < E; ++e) {
+    const uint8_t* x = base + e * lay.bytes;
+    t.gq.push_back(reinterpret_cast<const uint32_t*>(x + lay.gu_q));
+    t.dq.push_back(reinterpret_cast<const uint32_t*>(x + lay.dn_q));
+    t.gs.push_back(lay.int4 ? reinterpret_cast<const float*>(x + lay.gu_s) : nullptr);
+    t.ds.push_back(lay.int4 ? reinterpret_cast<const float*>(x + lay.dn_s) : nullptr);
+  }
+  return t;
+}
+
 }  // namespace
 
 MoeLayerDev upload_moe(const MoeWeights& w, int64_t n_active) {
@@ -108,22 +126,15 @@ MoeLayerDev upload_moe_host(const MoeWeights& w, int64_t n_active, const uint8_t
     L.gate_up.push_back(upload_packed(pack_gate_up(f, e.gate_proj, e.up_proj), e.gate_proj.name.c_str()));
     L.down.push_back(upload_packed(pack_linear(f, e.down_proj), e.down_proj.name.c_str()));
   });
-  std::vector<const uint32_t*> gq, dq;
-  std::vector<const float*> gs, ds;
-  for (int64_t e = 0; e < L.E; ++e) {  // every routed expert starts in host memory (the cache fills on use)
-    const uint8_t* x = host_experts + e * lay.bytes;
-    gq.push_back(reinterpret_cast<const uint32_t*>(x + lay.gu_q));
-    dq.push_back(reinterpret_cast<const uint32_t*>(x + lay.dn_q));
-    gs.push_back(lay.int4 ? reinterpret_cast<const float*>(x + lay.gu_s) : nullptr);
-    ds.push_back(lay.int4 ? reinterpret_cast<const float*>(x + lay.dn_s) : nullptr);
-  }
+  // every routed expert starts in host memory (the cache fills on use)
+  ExpertPointers t = expert_pointers(host_experts, lay, L.E);
   for (size_t i = 0; i < L.gate_up.size(); ++i) {
-    gq.push_back(L.gate_up[i].q.get()), gs.push_back(L.gate_up[i].scale.get());
-    dq.push_back(L.down[i].q.get()), ds.push_back(L.down[i].scale.get());
+    t.gq.push_back(L.gate_up[i].q.get()), t.gs.push_back(L.gate_up[i].scale.get());
+    t.dq.push_back(L.down[i].q.get()), t.ds.push_back(L.down[i].scale.get());
   }
   const std::vector<float> cb = bits ? std::vector<float>(hv.codebook, hv.codebook + (1 << bits)) : std::vector<float>{};
-  L.gu = make_grouped_ptrs(f, lay.gu_out, lay.gu_in, lay.gu_out_pad, lay.gu_in_pad, gq, gs, "MoE gate_up", bits, cb);
-  L.dn = make_grouped_ptrs(f, lay.dn_out, lay.dn_in, lay.dn_out_pad, lay.dn_in_pad, dq, ds, "MoE down", bits, cb);
+  L.gu = make_grouped_ptrs(f, lay.gu_out, lay.gu_in, lay.gu_out_pad, lay.gu_in_pad, t.gq, t.gs, "MoE gate_up", bits, cb);
+  L.dn = make_grouped_ptrs(f, lay.dn_out, lay.dn_in, lay.dn_out_pad, lay.dn_in_pad, t.dq, t.ds, "MoE down", bits, cb);
   return L;
 }
 
@@ -151,6 +162,24 @@ MoeLayerDev upload_moe_cpu(const MoeWeights& w, int64_t n_active) {
 
 void attach_expert_cache(MoeLayerDev& L, const uint8_t* host_experts, const ExpertLayout& layout, int64_t n_slots) {
   L.cache = std::make_unique<ExpertCacheDev>(make_expert_cache(L.E, std::min(n_slots, L.E), layout, host_experts));
+}
+
+void make_routed_resident(MoeLayerDev& L, const uint8_t* host_experts, const ExpertLayout& layout) {
+  HLWQ_CHECK(!L.cache && L.routed.size() == 0, "MoE: the routed experts of a layer with a cache or already resident");
+  const size_t bytes = size_t(L.E) * size_t(layout.bytes);
+  L.routed = DeviceBuffer<uint8_t>(bytes, "MoE routed experts");
+  HLWQ_CUDA_CHECK(cudaMemcpy(L.routed.get(), host_experts, bytes, cudaMemcpyDefault),
+                  "copying {} routed experts ({:.1f} MiB) to the device", L.E, double(bytes) / double(1 << 20));
+  // entries [0, E) of the tables; the shared parts after them keep theirs
+  const ExpertPointers t = expert_pointers(L.routed.get(), layout, L.E);
+  auto put = [&](auto* table, const auto& v, const char* what) {
+    HLWQ_CUDA_CHECK(cudaMemcpy(table, v.data(), v.size() * sizeof(v[0]), cudaMemcpyHostToDevice),
+                    "MoE {} table of {} routed experts", what, v.size());
+  };
+  put(L.gu.q.get(), t.gq, "gate_up");
+  put(L.gu.scale.get(), t.gs, "gate_up scale");
+  put(L.dn.q.get(), t.dq, "down");
+  put(L.dn.scale.get(), t.ds, "down scale");
 }
 
 MoeWorkspace make_moe_workspace(const MoeLayerDev& L, int64_t max_T) {
@@ -229,7 +258,10 @@ void moe_forward(const MoeLayerDev& L, MoeWorkspace& ws, const float* xn, int64_
   HLWQ_CHECK(T <= ws.max_T, "moe_forward: {} tokens, workspace for {}", T, ws.max_T);
   if (T == 0) return;
   const int64_t tiles = moe_max_tiles(T, L.k, L.E, L.n_shared), A = L.k + L.n_shared;
-  if (!norms.x_packed) pack_activations(xn, L.H, T, L.H, nullptr, T, L.router.in_pad, ws.x_tok.get(), st);
+  if (!norms.x_packed) {
+    if (hooks.prefetch) hooks.prefetch->release_input(st);  // an earlier layer's prefetch may still read x_tok
+    pack_activations(xn, L.H, T, L.H, nullptr, T, L.router.in_pad, ws.x_tok.get(), st);
+  }
   // a prefetch into this layer is joined right after the routing, which stamps when it got there (the copy time
   // the join then waits for is counted as exposed: expert_cache_dev.cuh)
   const bool joins = L.cache && hooks.prefetch && hooks.prefetch->pending(hooks.layer);
@@ -262,7 +294,7 @@ void moe_forward(const MoeLayerDev& L, MoeWorkspace& ws, const float* xn, int64_
     cpu->cpu->fork(cpu->layer, xn, T, ws.tile_mat.get(), ws.slot_tok.get(), ws.slot_w.get(), tiles, L.E,
                    cpu->all_routed ? nullptr : ws.cpu_mark.get(), st);
   if (hooks.prefetch && hooks.next && hooks.next->cache)  // overlaps this layer's experts (moe_prefetch.cuh)
-    hooks.prefetch->issue(hooks.layer + 1, *hooks.next, ws.x_tok.get(), T, ws.logits.get(), st);
+    hooks.prefetch->issue(hooks.layer + 1, *hooks.next, ws.x_tok.get(), T, st);
   // HLWQ experts read rotated activations (hlwq_gemm.cuh): xn rotated while gathered by slot; the others read
   // x_tok through the plan (expert_mlp)
   HLWQ_CHECK(reads_tokens(L) || ws.x_slot.size() > 0, "moe_forward: HLWQ experts with a workspace made for plain ones");

@@ -37,6 +37,7 @@ struct MoeLayerDev {
                                             // cache only the S shared parts
   GroupedLinear gu, dn;                     // pointer tables over all M matrices
   std::unique_ptr<ExpertCacheDev> cache;    // routed experts in host memory behind a slot cache (or null)
+  DeviceBuffer<uint8_t> routed;             // [E][B] the routed experts of make_routed_resident (else empty)
   int64_t expert_bytes() const;             // bytes of one routed expert (gate_up + down, packed)
 };
 // Every expert resident on the device.
@@ -50,6 +51,11 @@ MoeLayerDev upload_moe_host(const MoeWeights& w, int64_t n_active, const uint8_t
 MoeLayerDev upload_moe_cpu(const MoeWeights& w, int64_t n_active);
 // n_slots device slots (1 ≤ n_slots; more than E is clamped) caching the routed experts of upload_moe_host.
 void attach_expert_cache(MoeLayerDev& L, const uint8_t* host_experts, const ExpertLayout& layout, int64_t n_slots);
+// Where a cache would hold every routed expert (a cache size or budget of E slots): the routed experts of an
+// upload_moe_host layer copied whole from host_experts to the device, the tables pointed at the copies, and no
+// cache — the layer then runs as an upload_moe one does (the same kernels on the same bytes: the same bits), with
+// no per-step plan, copies or prefetch.
+void make_routed_resident(MoeLayerDev& L, const uint8_t* host_experts, const ExpertLayout& layout);
 
 // Scratch for up to max_T tokens.
 struct MoeWorkspace {
