@@ -446,7 +446,9 @@ int main() {
         });
       }
     }
-    for (const auto& [P, n_seq] : {std::pair<int64_t, int>{512, 1}, {4096, 1}, {4096, 4}}) {
+    for (const auto& shape : {std::pair<int64_t, int>{512, 1}, {4096, 1}, {4096, 4}}) {
+      const int64_t P = shape.first;  // named, not structured bindings: the part lambdas below capture them
+      const int n_seq = shape.second;
       Scratch s = make_scratch(m, P, n_seq);
       const std::string label = "P=" + (n_seq == 1 ? std::to_string(P) : std::to_string(n_seq) + "x" + std::to_string(P / n_seq));
       s.br = &br;
