@@ -282,9 +282,9 @@ CudaBackend::CudaBackend(const ModelConfig& cfg, const ModelWeights& w, const Ba
   HLWQ_CUDA_CHECK(cudaMemGetInfo(&free1, &total), "device memory");
   const int64_t used = int64_t(free0) - int64_t(free1);
   const std::string head = fmt::format(
-      "({:.2f} GiB of device memory before the routed experts)\n  weights {:.2f} GiB, KV pool {} blocks of {} positions, "
-      "{} sequence slots, batches of up to {} tokens", double(used) / double(1 << 30), double(m_.bytes) / double(1 << 30),
-      lim.kv_blocks, lim.kv_block_tokens, lim.max_seqs, lim.max_batch_tokens);
+      "({:.2f} GiB of device memory before the routed experts)\n  weights {:.2f} GiB, KV pool {} blocks of {} "
+      "positions, {} sequence slots, batches of up to {} tokens", double(used) / double(1 << 30),
+      double(m_.bytes) / double(1 << 30), lim.kv_blocks, lim.kv_block_tokens, lim.max_seqs, lim.max_batch_tokens);
   if (opt.n_cpu_moe > 0) {
     int64_t bytes = 0;
     for (int64_t l = 0; l < opt.n_cpu_moe; ++l)
@@ -347,10 +347,11 @@ void CudaBackend::plan_expert_cache(int64_t used) {
     // same kernels on the same bytes, so the same bits), and the pinned host copies are released
     for (size_t l = size_t(opt_.n_cpu_moe); l < m_.layers.size(); ++l)
       cuda::make_routed_resident(m_.layers[l].moe, experts_->device_view(l), experts_->layout());
-    plan_ += fmt::format("\n  {} holds every routed expert: all {} of each of {} layers copied to the GPU ({:.2f} GiB), "
-                         "no expert cache, no prefetch{}; their pinned host copies released",
-                         opt_.gpu_memory > 0 ? fmt::format("the budget of {:.2f} GiB", double(opt_.gpu_memory) / double(1 << 30))
-                                             : fmt::format("--moe-expert-cache-size {}", opt_.expert_slots),
+    const std::string who = opt_.gpu_memory > 0
+                                ? fmt::format("the budget of {:.2f} GiB", double(opt_.gpu_memory) / double(1 << 30))
+                                : fmt::format("--moe-expert-cache-size {}", opt_.expert_slots);
+    plan_ += fmt::format("\n  {} holds every routed expert: all {} of each of {} layers copied to the GPU ({:.2f} "
+                         "GiB), no expert cache, no prefetch{}; their pinned host copies released", who,
                          E, NL, double(E * NL * B) / double(1 << 30),
                          opt_.cpu_experts != CpuExperts::off
                              ? fmt::format(", no miss for --cpu-experts {}", cpu_experts_name(opt_.cpu_experts)) : "");

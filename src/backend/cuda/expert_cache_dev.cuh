@@ -18,13 +18,13 @@
 // "Request order" is the order of first appearance in the step's top-k ids, row-major [T, k].
 //
 // Prefetch (issue 8 item 2; moe_prefetch.cuh orchestrates it): while layer l computes, expert_cache_prefetch runs
-// on the compute stream right after layer l's own plan: it takes layer l+1's router logits on layer l's hidden
-// state, their top-k per token, and places the distinct predicted experts (ascending id, the order the CPU
+// on the prefetch's copy stream, forked right after layer l's own plan: it takes layer l+1's router logits on layer
+// l's hidden state, their top-k per token, and places the distinct predicted experts (ascending id, the order the CPU
 // provider gives ExpertCache::prefetch) that are not resident into layer l+1's least recently used slots —
 // exactly ExpertCache::prefetch under kLru: no slot placed earlier in the same call or holding a predicted expert
 // is reused, and none is pinned,
 // since layer l+1 has no open step before its own plan. It rewrites l+1's tables and bookkeeping at once; the
-// bytes follow on a copy stream (expert_cache_prefetch_copy), joined back before layer l+1's plan, which is the
+// bytes follow on the same stream (expert_cache_prefetch_copy), joined back before layer l+1's plan, which is the
 // first thing that reads l+1's slots or tables. Recency is a per-layer clock that both the plan and the prefetch
 // advance, so a prefetched slot is more recent than anything older and less recent than the step that follows,
 // as under the CPU policy's global clock. Counters: a hit on a prefetched slot before any other use is a
