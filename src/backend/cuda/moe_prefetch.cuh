@@ -47,7 +47,7 @@ class MoePrefetcher {
   DeviceBuffer<float> logits_;                   // [kMaxPrefetchTokens, router_rows]
   std::vector<cudaEvent_t> fork_, read_, done_;  // [n_layers]
   int reading_ = -1;                             // the layer whose prefetch may still read x_tok (−1: none)
-  std::vector<uint8_t> pending_;          // [n_layers]
+  std::vector<uint8_t> pending_;                 // [n_layers]
 };
 
 }  // namespace hlwq::cuda

@@ -164,7 +164,8 @@ void router_one(const RouterOne& r, const PackedLinear& router, const uint32_t* 
   const Kernel kern = kernel_for(E);
   const size_t smem = smem_bytes(p.n_rt, cluster);
   if (cluster != r.cluster)  // a test's size: the planned one was checked once
-    HLWQ_CHECK(co_scheduled_clusters(kern, cluster, kWarps * 32, smem) > 0, "router of one token: clusters of {} blocks do not run here", cluster);
+    HLWQ_CHECK(co_scheduled_clusters(kern, cluster, kWarps * 32, smem) > 0,
+               "router of one token: clusters of {} blocks do not run here", cluster);
   const ClusterLaunch l(cluster, dim3(unsigned(cluster)), kWarps * 32, smem, st);
   HLWQ_CUDA_CHECK(cudaLaunchKernelEx(&l.cfg, kern, p), "router of one token: {} experts, cluster {}", E, cluster);
 }
