@@ -27,7 +27,7 @@ void check_policy(int64_t E, int64_t N, int64_t T, int64_t k, uint64_t seed, boo
   for (auto& b : host) b = uint8_t(rng());
   cuda::DeviceBuffer<uint8_t> dhost(host, "host experts");
   auto c = cuda::make_expert_cache(E, N, lay, dhost.get());
-  // the tables start where upload_moe_host points them: every expert at its host copy
+  // the tables start where attach_expert_cache points them: every expert at its host copy
   std::vector<const uint32_t*> hq, hdq;
   std::vector<const float*> hs, hds;
   for (int64_t e = 0; e < E; ++e) {

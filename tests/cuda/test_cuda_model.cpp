@@ -252,7 +252,7 @@ TEST(CudaModel, GraphReplayAndBatchedDecodeMatch) {
 // The expert cache: for every cache size (one slot, fewer than top-k, top-k), prefill and greedy decode give
 // logits bit-identical to all experts resident — the same kernels read the same bytes, from a slot or in place
 // from host memory — and the counters add up. A memory budget places the rest first and sizes the slots. A cache
-// size or budget that holds every expert copies them all to the GPU and keeps no cache (no counters), same bits.
+// size or budget that holds every expert packs them all onto the GPU and keeps no cache (no counters), same bits.
 TEST(CudaModel, ExpertCacheGivesBitIdenticalLogits) {
   HLWQ_REQUIRE_CUDA();
   for (const fs::path& dir : {testdata("tiny-random-small-ct-int4"), demo()}) {
@@ -282,6 +282,7 @@ TEST(CudaModel, ExpertCacheGivesBitIdenticalLogits) {
       if (all_fit) {
         const std::string plan = m.backend().memory_plan();
         EXPECT_NE(plan.find("holds every routed expert"), std::string::npos) << plan;
+        EXPECT_NE(plan.find("no pinned host copy"), std::string::npos) << plan;  // decided before packing
       }
       if (st) {
         const int64_t L = m.config().n_layers, k = m.config().n_experts_active;

@@ -21,6 +21,7 @@
 
 #include <algorithm>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include <fmt/format.h>
@@ -42,6 +43,7 @@
 #include "backend/cuda/pdl_graph.h"
 #include "backend/cuda/sampling.cuh"
 #include "core/error.h"
+#include "core/progress.h"
 
 namespace hlwq {
 namespace {
@@ -122,6 +124,9 @@ class CudaBackend final : public Backend {
   const ModelWeights& w_;
   BackendLimits lim_;
   CudaBackendOptions opt_;
+  // with a cache size or budget, the routed experts are placed after everything else (plan_expert_cache): packed as
+  // routed_layout_, either straight onto the device (all fit) or into the pinned store experts_ behind a cache
+  std::optional<cuda::ExpertLayout> routed_layout_;
   std::unique_ptr<cuda::HostExpertStore> experts_;  // with an expert cache: every routed expert, pinned
   std::unique_ptr<cuda::CpuExpertsDev> cpu_;        // with --n-cpu-moe or --cpu-experts: routed experts on the CPU
   CpuSplitCosts split_costs_;                        // --cpu-experts auto
@@ -221,9 +226,10 @@ CudaBackend::CudaBackend(const ModelConfig& cfg, const ModelWeights& w, const Ba
   HLWQ_CUDA_CHECK(cudaEventCreateWithFlags(&join_, cudaEventDisableTiming), "CUDA backend event");
 
   // with every layer's routed experts on the CPU no layer has a cache
-  if (cache_asked && opt.n_cpu_moe < cfg.n_layers) experts_ = std::make_unique<cuda::HostExpertStore>(w, opt.n_cpu_moe);
-  m_ = cuda::upload_model(cfg, w, experts_.get(), opt.n_cpu_moe);
-  if (opt.n_cpu_moe > 0 || (experts_ && opt.cpu_experts != CpuExperts::off))
+  if (cache_asked && opt.n_cpu_moe < cfg.n_layers)
+    routed_layout_ = cuda::expert_layout(w.layers[size_t(opt.n_cpu_moe)].moe);
+  m_ = cuda::upload_model(cfg, w, routed_layout_ ? &*routed_layout_ : nullptr, opt.n_cpu_moe);
+  if (opt.n_cpu_moe > 0 || (routed_layout_ && opt.cpu_experts != CpuExperts::off))
     cpu_ = std::make_unique<cuda::CpuExpertsDev>(w, lim.max_batch_tokens, cfg.n_experts_active, opt.n_cpu_moe);
 
   const int64_t C = gd_.C(), Hvdv = int64_t(gd_.Hv) * gd_.dv, D = ad_.D, Hq = ad_.Hq, Hkv = ad_.Hkv;
@@ -272,10 +278,9 @@ CudaBackend::CudaBackend(const ModelConfig& cfg, const ModelWeights& w, const Ba
   argmax_ws_ = DeviceBuffer<uint64_t>(size_t(cuda::argmax_workspace_words(logits_rows_, V_)), "argmax workspace");
   graphs_.assign(size_t(S + 1), nullptr);
   // staging of the whole-layer stream: part of what a budget places before the expert slots
-  if (experts_ && opt.moe_stream_min_tokens > 0)
-    stream_ = std::make_unique<cuda::MoeLayerStreamer>(experts_->layout(), experts_->experts_per_layer(),
-                                                       moe_ws_.max_tiles, opt.moe_stream_min_tokens,
-                                                       stream_slots(experts_->experts_per_layer()));
+  if (routed_layout_ && opt.moe_stream_min_tokens > 0)
+    stream_ = std::make_unique<cuda::MoeLayerStreamer>(*routed_layout_, m_.layers.back().moe.E, moe_ws_.max_tiles,
+                                                       opt.moe_stream_min_tokens, stream_slots(m_.layers.back().moe.E));
   for (int32_t s = 0; s < S; ++s) reset_slot(s);
   sync("CUDA backend set-up");
   size_t free1 = 0;
@@ -293,7 +298,7 @@ CudaBackend::CudaBackend(const ModelConfig& cfg, const ModelWeights& w, const Ba
                          "host memory) are computed on the CPU, none of them on the GPU", opt.n_cpu_moe,
                          opt.n_cpu_moe - 1, double(bytes) / double(1 << 30));
   }
-  if (experts_) plan_expert_cache(used);  // may copy every routed expert to the GPU and drop the store
+  if (routed_layout_) plan_expert_cache(used);  // every routed expert on the GPU, or the pinned store and a cache
   plan_ = fmt::format("cuda: {} {}", experts_ ? "routed experts in pinned host memory behind an expert cache"
                                               : "every weight on the GPU", head) + plan_;
   if (!experts_ && opt.n_cpu_moe == 0) cpu_.reset();  // no miss is left for --cpu-experts
@@ -326,8 +331,9 @@ CudaBackend::CudaBackend(const ModelConfig& cfg, const ModelWeights& w, const Ba
 
 void CudaBackend::plan_expert_cache(int64_t used) {
   // layers below --n-cpu-moe have no cache: their share of the budget goes to the other layers' slots
-  const int64_t B = experts_->layout().bytes, NL = int64_t(m_.layers.size()) - opt_.n_cpu_moe,
-                E = experts_->experts_per_layer();
+  const cuda::ExpertLayout& lay = *routed_layout_;
+  const size_t first = size_t(opt_.n_cpu_moe);
+  const int64_t B = lay.bytes, NL = int64_t(m_.layers.size()) - opt_.n_cpu_moe, E = m_.layers.back().moe.E;
   int64_t slots = opt_.expert_slots > 0 ? std::min(opt_.expert_slots, E) : E;
   if (opt_.gpu_memory > 0) {
     // slot copies + the per-layer bookkeeping (a few ints per expert and slot) must fit what is left, with room
@@ -344,23 +350,33 @@ void CudaBackend::plan_expert_cache(int64_t used) {
   }
   if (slots >= E) {
     // a cache of every expert would plan, copy and prefetch each step for nothing: the layers run resident (the
-    // same kernels on the same bytes, so the same bits), and the pinned host copies are released
-    for (size_t l = size_t(opt_.n_cpu_moe); l < m_.layers.size(); ++l)
-      cuda::make_routed_resident(m_.layers[l].moe, experts_->device_view(l), experts_->layout());
+    // same kernels on the same bytes, so the same bits). Decided before any pinned copy exists: each layer is
+    // packed into one host buffer and copied to the GPU, so no pinned store of every expert is built and freed.
+    std::vector<uint8_t> packed(size_t(E * B));
+    Progress progress("pack experts onto the GPU", "layers", NL, NL * E * B);
+    for (size_t l = first; l < m_.layers.size(); ++l) {
+      HLWQ_CHECK(int64_t(w_.layers[l].moe.experts.size()) == E, "layer {}: {} experts, layer {} has {}", l,
+                 w_.layers[l].moe.experts.size(), first, E);
+      cuda::pack_layer_experts(w_.layers[l].moe, lay, packed.data(), fmt::format("layer {} expert 0", first).c_str());
+      cuda::make_routed_resident(m_.layers[l].moe, packed.data(), lay);
+      progress.add(1, E * B);
+    }
+    progress.finish();
     const std::string who = opt_.gpu_memory > 0
                                 ? fmt::format("the budget of {:.2f} GiB", double(opt_.gpu_memory) / double(1 << 30))
                                 : fmt::format("--moe-expert-cache-size {}", opt_.expert_slots);
-    plan_ += fmt::format("\n  {} holds every routed expert: all {} of each of {} layers copied to the GPU ({:.2f} "
-                         "GiB), no expert cache, no prefetch{}; their pinned host copies released", who,
-                         E, NL, double(E * NL * B) / double(1 << 30),
+    plan_ += fmt::format("\n  {} holds every routed expert: all {} of each of {} layers packed onto the GPU ({:.2f} "
+                         "GiB), no expert cache, no prefetch{}, no pinned host copy", who, E, NL,
+                         double(E * NL * B) / double(1 << 30),
                          opt_.cpu_experts != CpuExperts::off
                              ? fmt::format(", no miss for --cpu-experts {}", cpu_experts_name(opt_.cpu_experts)) : "");
     stream_.reset();
-    experts_.reset();
+    routed_layout_.reset();
     return;
   }
-  for (size_t l = size_t(opt_.n_cpu_moe); l < m_.layers.size(); ++l)
-    cuda::attach_expert_cache(m_.layers[l].moe, experts_->device_view(l), experts_->layout(), slots);
+  experts_ = std::make_unique<cuda::HostExpertStore>(w_, opt_.n_cpu_moe);
+  for (size_t l = first; l < m_.layers.size(); ++l)
+    cuda::attach_expert_cache(m_.layers[l].moe, experts_->device_view(l), lay, slots);
   plan_ += fmt::format("\n  expert cache: {} of {} routed experts per layer on the GPU in {} layers ({:.2f} GiB of "
                        "slots); all {} of each of these layers ({:.2f} GiB) in pinned host memory, misses read in "
                        "place over PCIe; prefetch of the next layer's predicted experts {}",

@@ -74,7 +74,7 @@ void fused_forward(const FusedLinearDev& w, const float* x, int64_t ldx, int64_t
   fused_forward_rows({{&w, y, ldy}}, x, ldx, T, nullptr, T, xfrag, st, plain_packed);
 }
 
-ModelDev upload_model(const ModelConfig& cfg, const ModelWeights& w, const HostExpertStore* experts,
+ModelDev upload_model(const ModelConfig& cfg, const ModelWeights& w, const ExpertLayout* deferred,
                       int64_t n_cpu_moe) {
   ModelDev m;
   const int64_t V = cfg.vocab_size, H = cfg.hidden_size;
@@ -127,7 +127,7 @@ ModelDev upload_model(const ModelConfig& cfg, const ModelWeights& w, const HostE
            vec_bytes(d.gdn.A_log) + vec_bytes(d.gdn.dt_bias) + vec_bytes(d.gdn.norm);
     }
     d.moe = int64_t(l) < n_cpu_moe ? upload_moe_cpu(lw.moe, cfg.n_experts_active)
-            : experts ? upload_moe_host(lw.moe, cfg.n_experts_active, experts->device_view(size_t(l)), experts->layout())
+            : deferred ? upload_moe_deferred(lw.moe, cfg.n_experts_active, *deferred)
                     : upload_moe(lw.moe, cfg.n_experts_active);
     b += d.moe.router.bytes();
     for (size_t i = 0; i < d.moe.gate_up.size(); ++i) b += d.moe.gate_up[i].bytes() + d.moe.down[i].bytes();

@@ -76,11 +76,11 @@ struct ModelDev {
   int64_t bytes = 0;  // device bytes of all weights
 };
 
-// experts: null uploads every expert; else routed experts stay in that host store (upload_moe_host) and bytes
-// counts what is on the device. The routed experts of the first n_cpu_moe layers are not uploaded at all (the CPU
-// computes them: upload_moe_cpu).
-class HostExpertStore;
-ModelDev upload_model(const ModelConfig& cfg, const ModelWeights& w, const HostExpertStore* experts,
+// deferred: null uploads every expert; else the routed experts are placed later, packed as *deferred
+// (upload_moe_deferred: the backend's plan puts them all on the device or behind a cache), and bytes counts what is
+// on the device. The routed experts of the first n_cpu_moe layers are not uploaded at all (the CPU computes them:
+// upload_moe_cpu).
+ModelDev upload_model(const ModelConfig& cfg, const ModelWeights& w, const ExpertLayout* deferred,
                       int64_t n_cpu_moe = 0);
 
 }  // namespace hlwq::cuda

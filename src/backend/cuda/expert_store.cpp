@@ -6,6 +6,8 @@
 
 #include <cstring>
 
+#include <fmt/format.h>
+
 #include "backend/cuda/weight_pack.h"
 #include "core/error.h"
 #include "core/parallel_errors.h"
@@ -44,6 +46,28 @@ ExpertLayout expert_layout(const MoeWeights& w) {
   return l;
 }
 
+void pack_layer_experts(const MoeWeights& m, const ExpertLayout& lay, uint8_t* dst, const char* what) {
+  ParallelErrors errors;
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t e = 0; e < int64_t(m.experts.size()); ++e) {
+    errors.run([&] {
+      const PackedExpert p = pack_expert(m.experts[size_t(e)]);
+      HLWQ_CHECK(p.gu.out == lay.gu_out && p.gu.in == lay.gu_in && p.dn.out == lay.dn_out && p.dn.in == lay.dn_in &&
+                     (p.gu.format != PackedFormat::bf16) == lay.int4 && p.gu.bits == lay.hlwq_bits &&
+                     p.dn.bits == lay.hlwq_bits,
+                 "{}: expert shape or format differs from {} (HLWQ: gate_up {}-bit, down {}-bit, the layout {}-bit: "
+                 "the routed experts need one width)", m.experts[size_t(e)].gate_proj.name, what, p.gu.bits,
+                 p.dn.bits, lay.hlwq_bits);
+      uint8_t* x = dst + e * lay.bytes;
+      std::memcpy(x + lay.gu_q, p.gu.q.data(), p.gu.q.size() * 4);
+      std::memcpy(x + lay.gu_s, p.gu.scale.data(), p.gu.scale.size() * 4);
+      std::memcpy(x + lay.dn_q, p.dn.q.data(), p.dn.q.size() * 4);
+      std::memcpy(x + lay.dn_s, p.dn.scale.data(), p.dn.scale.size() * 4);
+    });
+  }
+  errors.rethrow();
+}
+
 HostExpertStore::HostExpertStore(const ModelWeights& w, int64_t first_layer) : first_(first_layer) {
   HLWQ_CHECK(first_layer >= 0 && first_layer < int64_t(w.layers.size()), "expert store: first layer {} of {}",
              first_layer, w.layers.size());
@@ -67,26 +91,7 @@ HostExpertStore::HostExpertStore(const ModelWeights& w, int64_t first_layer) : f
     void* d = nullptr;
     HLWQ_CUDA_CHECK(cudaHostGetDevicePointer(&d, h, 0), "device view of the experts of layer {}", l);
     device_.push_back(static_cast<const uint8_t*>(d));
-    auto* dst = static_cast<uint8_t*>(h);
-    ParallelErrors errors;
-#pragma omp parallel for schedule(dynamic, 1)
-    for (int64_t e = 0; e < E_; ++e) {
-      errors.run([&] {
-        const PackedExpert p = pack_expert(m.experts[size_t(e)]);
-        HLWQ_CHECK(p.gu.out == layout_.gu_out && p.gu.in == layout_.gu_in && p.dn.out == layout_.dn_out &&
-                       p.dn.in == layout_.dn_in && (p.gu.format != PackedFormat::bf16) == layout_.int4 &&
-                       p.gu.bits == layout_.hlwq_bits && p.dn.bits == layout_.hlwq_bits,
-                   "{}: expert shape or format differs from layer {} expert 0 (HLWQ: gate_up {}-bit, down {}-bit, "
-                   "the store's layout {}-bit: the host expert store needs one width for every routed expert)",
-                   m.experts[size_t(e)].gate_proj.name, first, p.gu.bits, p.dn.bits, layout_.hlwq_bits);
-        uint8_t* x = dst + e * layout_.bytes;
-        std::memcpy(x + layout_.gu_q, p.gu.q.data(), p.gu.q.size() * 4);
-        std::memcpy(x + layout_.gu_s, p.gu.scale.data(), p.gu.scale.size() * 4);
-        std::memcpy(x + layout_.dn_q, p.dn.q.data(), p.dn.q.size() * 4);
-        std::memcpy(x + layout_.dn_s, p.dn.scale.data(), p.dn.scale.size() * 4);
-      });
-    }
-    errors.rethrow();
+    pack_layer_experts(m, layout_, static_cast<uint8_t*>(h), fmt::format("layer {} expert 0", first).c_str());
     progress.add(1, int64_t(layer_bytes));
   }
   progress.finish();

@@ -38,4 +38,8 @@ class HostExpertStore {
 // The layout one expert of w (layer 0) packs to, without packing anything.
 ExpertLayout expert_layout(const MoeWeights& w);
 
+// Packs every routed expert of one layer into dst [E][B] as `layout` (in parallel), refusing an expert whose shape
+// or format differs from it. `what` names the layout's origin in that error (e.g. "layer 0 expert 0").
+void pack_layer_experts(const MoeWeights& w, const ExpertLayout& layout, uint8_t* dst, const char* what);
+
 }  // namespace hlwq::cuda

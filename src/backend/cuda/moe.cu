@@ -113,8 +113,7 @@ MoeLayerDev upload_moe(const MoeWeights& w, int64_t n_active) {
   return L;
 }
 
-MoeLayerDev upload_moe_host(const MoeWeights& w, int64_t n_active, const uint8_t* host_experts,
-                            const ExpertLayout& lay) {
+MoeLayerDev upload_moe_deferred(const MoeWeights& w, int64_t n_active, const ExpertLayout& lay) {
   check_one_hlwq_width(w);
   MoeLayerDev L = upload_router(w, n_active);
   const PackedFormat f = expert_format(w);
@@ -126,15 +125,16 @@ MoeLayerDev upload_moe_host(const MoeWeights& w, int64_t n_active, const uint8_t
     L.gate_up.push_back(upload_packed(pack_gate_up(f, e.gate_proj, e.up_proj), e.gate_proj.name.c_str()));
     L.down.push_back(upload_packed(pack_linear(f, e.down_proj), e.down_proj.name.c_str()));
   });
-  // every routed expert starts in host memory (the cache fills on use)
-  ExpertPointers t = expert_pointers(host_experts, lay, L.E);
+  // the routed entries [0, E) stay null until placed (make_routed_resident, attach_expert_cache)
+  std::vector<const uint32_t*> gq(size_t(L.E), nullptr), dq(size_t(L.E), nullptr);
+  std::vector<const float*> gs(size_t(L.E), nullptr), ds(size_t(L.E), nullptr);
   for (size_t i = 0; i < L.gate_up.size(); ++i) {
-    t.gq.push_back(L.gate_up[i].q.get()), t.gs.push_back(L.gate_up[i].scale.get());
-    t.dq.push_back(L.down[i].q.get()), t.ds.push_back(L.down[i].scale.get());
+    gq.push_back(L.gate_up[i].q.get()), gs.push_back(L.gate_up[i].scale.get());
+    dq.push_back(L.down[i].q.get()), ds.push_back(L.down[i].scale.get());
   }
   const std::vector<float> cb = bits ? std::vector<float>(hv.codebook, hv.codebook + (1 << bits)) : std::vector<float>{};
-  L.gu = make_grouped_ptrs(f, lay.gu_out, lay.gu_in, lay.gu_out_pad, lay.gu_in_pad, t.gq, t.gs, "MoE gate_up", bits, cb);
-  L.dn = make_grouped_ptrs(f, lay.dn_out, lay.dn_in, lay.dn_out_pad, lay.dn_in_pad, t.dq, t.ds, "MoE down", bits, cb);
+  L.gu = make_grouped_ptrs(f, lay.gu_out, lay.gu_in, lay.gu_out_pad, lay.gu_in_pad, gq, gs, "MoE gate_up", bits, cb);
+  L.dn = make_grouped_ptrs(f, lay.dn_out, lay.dn_in, lay.dn_out_pad, lay.dn_in_pad, dq, ds, "MoE down", bits, cb);
   return L;
 }
 
@@ -160,18 +160,11 @@ MoeLayerDev upload_moe_cpu(const MoeWeights& w, int64_t n_active) {
   return L;
 }
 
-void attach_expert_cache(MoeLayerDev& L, const uint8_t* host_experts, const ExpertLayout& layout, int64_t n_slots) {
-  L.cache = std::make_unique<ExpertCacheDev>(make_expert_cache(L.E, std::min(n_slots, L.E), layout, host_experts));
-}
-
-void make_routed_resident(MoeLayerDev& L, const uint8_t* host_experts, const ExpertLayout& layout) {
-  HLWQ_CHECK(!L.cache && L.routed.size() == 0, "MoE: the routed experts of a layer with a cache or already resident");
-  const size_t bytes = size_t(L.E) * size_t(layout.bytes);
-  L.routed = DeviceBuffer<uint8_t>(bytes, "MoE routed experts");
-  HLWQ_CUDA_CHECK(cudaMemcpy(L.routed.get(), host_experts, bytes, cudaMemcpyDefault),
-                  "copying {} routed experts ({:.1f} MiB) to the device", L.E, double(bytes) / double(1 << 20));
-  // entries [0, E) of the tables; the shared parts after them keep theirs
-  const ExpertPointers t = expert_pointers(L.routed.get(), layout, L.E);
+namespace {
+// Entries [0, E) of the layer's tables pointed at the E experts packed as `lay` from `base` (host or device); the
+// shared parts after them keep theirs.
+void point_routed(MoeLayerDev& L, const uint8_t* base, const ExpertLayout& lay) {
+  const ExpertPointers t = expert_pointers(base, lay, L.E);
   auto put = [&](auto* table, const auto& v, const char* what) {
     HLWQ_CUDA_CHECK(cudaMemcpy(table, v.data(), v.size() * sizeof(v[0]), cudaMemcpyHostToDevice),
                     "MoE {} table of {} routed experts", what, v.size());
@@ -180,6 +173,26 @@ void make_routed_resident(MoeLayerDev& L, const uint8_t* host_experts, const Exp
   put(L.gu.scale.get(), t.gs, "gate_up scale");
   put(L.dn.q.get(), t.dq, "down");
   put(L.dn.scale.get(), t.ds, "down scale");
+}
+
+void check_unplaced(const MoeLayerDev& L) {
+  HLWQ_CHECK(!L.cache && L.routed.size() == 0, "MoE: the routed experts of a layer placed twice (a cache or resident)");
+}
+}  // namespace
+
+void attach_expert_cache(MoeLayerDev& L, const uint8_t* host_experts, const ExpertLayout& layout, int64_t n_slots) {
+  check_unplaced(L);
+  point_routed(L, host_experts, layout);  // every expert starts in host memory (the cache fills on use)
+  L.cache = std::make_unique<ExpertCacheDev>(make_expert_cache(L.E, std::min(n_slots, L.E), layout, host_experts));
+}
+
+void make_routed_resident(MoeLayerDev& L, const uint8_t* host_experts, const ExpertLayout& layout) {
+  check_unplaced(L);
+  const size_t bytes = size_t(L.E) * size_t(layout.bytes);
+  L.routed = DeviceBuffer<uint8_t>(bytes, "MoE routed experts");
+  HLWQ_CUDA_CHECK(cudaMemcpy(L.routed.get(), host_experts, bytes, cudaMemcpyDefault),
+                  "copying {} routed experts ({:.1f} MiB) to the device", L.E, double(bytes) / double(1 << 20));
+  point_routed(L, L.routed.get(), layout);
 }
 
 MoeWorkspace make_moe_workspace(const MoeLayerDev& L, int64_t max_T) {

@@ -42,19 +42,21 @@ struct MoeLayerDev {
 };
 // Every expert resident on the device.
 MoeLayerDev upload_moe(const MoeWeights& w, int64_t n_active);
-// Routed experts left in host memory (host_experts: the device's view of this layer's [E][B] packed copies, laid
-// out as `layout`), read in place until attach_expert_cache gives the layer its slots; shared expert resident.
-MoeLayerDev upload_moe_host(const MoeWeights& w, int64_t n_active, const uint8_t* host_experts,
-                            const ExpertLayout& layout);
+// Routed experts placed later (their table entries null until then): router and shared expert resident; the
+// routed experts then either all go to the device (make_routed_resident) or stay in host memory behind a slot cache
+// (attach_expert_cache). `layout` is how the routed experts are packed (expert_store.h).
+MoeLayerDev upload_moe_deferred(const MoeWeights& w, int64_t n_active, const ExpertLayout& layout);
 // Routed experts computed on the CPU only (--n-cpu-moe): router and shared expert resident, no routed expert on the
 // device (their table entries are null; every routed tile goes to the CPU, MoeCpuPart::all_routed).
 MoeLayerDev upload_moe_cpu(const MoeWeights& w, int64_t n_active);
-// n_slots device slots (1 ≤ n_slots; more than E is clamped) caching the routed experts of upload_moe_host.
+// The routed experts of an upload_moe_deferred layer left in host memory (host_experts: the device's view of the
+// layer's [E][B] pinned copies, laid out as `layout`), read in place over PCIe until copied into one of n_slots
+// device slots (1 ≤ n_slots; more than E is clamped) of the layer's cache.
 void attach_expert_cache(MoeLayerDev& L, const uint8_t* host_experts, const ExpertLayout& layout, int64_t n_slots);
 // Where a cache would hold every routed expert (a cache size or budget of E slots): the routed experts of an
-// upload_moe_host layer copied whole from host_experts to the device, the tables pointed at the copies, and no
-// cache — the layer then runs as an upload_moe one does (the same kernels on the same bytes: the same bits), with
-// no per-step plan, copies or prefetch.
+// upload_moe_deferred layer copied whole from host_experts (any host memory, [E][B] as `layout`) to the device, the
+// tables pointed at the copies, and no cache — the layer then runs as an upload_moe one does (the same kernels on
+// the same bytes: the same bits), with no per-step plan, copies or prefetch.
 void make_routed_resident(MoeLayerDev& L, const uint8_t* host_experts, const ExpertLayout& layout);
 
 // Scratch for up to max_T tokens.
