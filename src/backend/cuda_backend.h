@@ -11,6 +11,7 @@
 #include "model/weights.h"
 #include "moe/cpu_split.h"
 #include "moe/layer_stream.h"
+#include "moe/prefetch_arbiter.h"
 
 namespace hlwq {
 
@@ -25,8 +26,9 @@ struct CudaBackendOptions {
   // Device memory budget in bytes (0: none). With it, everything but the routed experts is placed first and the
   // rest becomes expert slots (expert_slots, when also given, is then an upper bound).
   int64_t gpu_memory = 0;
-  // With an expert cache: prefetch the next layer's predicted experts on a copy stream (moe_prefetch.cuh).
-  bool moe_prefetch = true;
+  // With an expert cache: prefetch the next layer's predicted experts on a copy stream (moe_prefetch.cuh); auto
+  // times decode steps with and without it and keeps the faster (moe/prefetch_arbiter.h).
+  PrefetchMode moe_prefetch = PrefetchMode::automatic;
   // With an expert cache: batches of at least this many tokens stream each MoE layer's missing experts through
   // two staging buffers (moe_stream.cuh) instead of reading them in place per tile; 0 never streams.
   int64_t moe_stream_min_tokens = kDefaultStreamMinTokens;

@@ -1,4 +1,4 @@
-// `hlwq bench MODEL [--device cpu|cuda] [--moe-expert-cache-size N] [--gpu-memory SIZE] [--moe-prefetch on|off]
+// `hlwq bench MODEL [--device cpu|cuda] [--moe-expert-cache-size N] [--gpu-memory SIZE] [--moe-prefetch on|off|auto]
 // [--moe-stream-min-tokens N] [--max-num-batched-tokens N]
 // [--route-trace FILE] [--batch B] [--prompt-len P] [--gen-len G] [--json] [-t N]`: prefill and decode tok/s,
 // weight GB/s and the fraction of the speed of light against ceilings measured in the same run (perf/model_bench.h

@@ -29,8 +29,9 @@ void add_device_options(CLI::App* sub, DeviceArgs& a) {
                   "routed experts of the first K MoE layers computed on the CPU, none of them on the GPU (cuda)")
       ->check(whole_in(0, 1 << 20));
   sub->add_option("--moe-prefetch", a.prefetch,
-                  "with an expert cache: copy the next layer's predicted experts while this layer computes")
-      ->check(CLI::IsMember({"on", "off"}))
+                  "with an expert cache: copy the next layer's predicted experts while this layer computes: on, off, "
+                  "or auto (cuda: decode steps timed both ways, the faster kept and re-timed every 512 steps)")
+      ->check(CLI::IsMember({"on", "off", "auto"}))
       ->capture_default_str();
 }
 
@@ -45,7 +46,7 @@ void apply_device_args(const DeviceArgs& a, LoadOptions& lo) {
   lo.cpu_experts = a.cpu_experts == "all" ? CpuExperts::all : a.cpu_experts == "auto" ? CpuExperts::automatic
                                                                                        : CpuExperts::off;
   lo.n_cpu_moe = a.n_cpu_moe;
-  lo.moe_prefetch = a.prefetch == "on";
+  lo.moe_prefetch = *parse_prefetch_mode(a.prefetch);  // checked by the option
   if ((lo.cpu_experts != CpuExperts::off || lo.n_cpu_moe > 0) && lo.device != Device::cuda)
     usage_fail("--cpu-experts {} / --n-cpu-moe {} move routed experts from the GPU to the CPU: they need --device "
                "cuda (on --device cpu every expert already runs on the CPU)", a.cpu_experts, a.n_cpu_moe);

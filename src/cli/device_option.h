@@ -8,9 +8,10 @@
 // K MoE layers computed on the CPU, none of them on the GPU) and --cpu-experts off|auto|all (with a cache: which
 // misses the CPU computes instead of PCIe carrying them; src/moe/cpu_split.h). "auto" and "all" rather than a
 // boolean: auto decides per step from the bandwidths measured at load, all forces every miss to the CPU.
-// --moe-prefetch on|off: with a cache, the next layer's router applied to this layer's hidden state predicts its
-// experts, which are copied while this layer computes (on by default: BENCHMARKS.md, "prefetch", has the evidence
-// for and against).
+// --moe-prefetch on|off|auto: with a cache, the next layer's router applied to this layer's hidden state predicts
+// its experts, which are copied while this layer computes. Whether that pays depends on the model and the machine
+// (BENCHMARKS.md, "prefetch"), so the default, auto, times decode steps both ways on the GPU and keeps the faster
+// (moe/prefetch_arbiter.h); on the CPU auto is on.
 #pragma once
 #include <string>
 
@@ -27,7 +28,7 @@ struct DeviceArgs {
   bool gpu_memory_given = false;  // also when its value is empty (then refused, not ignored)
   std::string cpu_experts = "off";  // --cpu-experts off|auto|all
   int64_t n_cpu_moe = 0;            // --n-cpu-moe K
-  std::string prefetch = "on";      // --moe-prefetch on|off
+  std::string prefetch = "auto";    // --moe-prefetch on|off|auto
 };
 
 void add_device_option(CLI::App* sub, std::string& device);

@@ -83,7 +83,8 @@ Model Model::load(const std::string& dir, const LoadOptions& opt) {
     ec.bytes_per_expert = CachedExpertProvider::expert_bytes(c.w);
     c.expert_arena = std::make_unique<HostExpertArena>(ec.n_layers, ec.n_slots, ec.n_stream_buffers,
                                                        ec.bytes_per_expert);
-    c.expert_cache = std::make_unique<CachedExpertProvider>(c.w, ec, *c.expert_arena, opt.moe_prefetch);
+    c.expert_cache = std::make_unique<CachedExpertProvider>(c.w, ec, *c.expert_arena,
+                                                              opt.moe_prefetch != PrefetchMode::off);
     experts = c.expert_cache.get();
   }
   HLWQ_CHECK(opt.gpu_memory == 0 || opt.device == Device::cuda, "a GPU memory budget needs --device cuda");

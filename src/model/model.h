@@ -29,6 +29,7 @@
 #include "moe/cached_expert_provider.h"
 #include "moe/expert_provider.h"
 #include "moe/layer_stream.h"
+#include "moe/prefetch_arbiter.h"
 
 namespace hlwq {
 
@@ -73,7 +74,9 @@ struct LoadOptions {
   CpuExperts cpu_experts = CpuExperts::off;
   int64_t n_cpu_moe = 0;
   CpuSplitCosts cpu_split_costs{};  // --cpu-experts auto: all zero = measured at load; tests pin them to force a split
-  bool moe_prefetch = true;  // with a cache: prefetch the next layer's predicted experts
+  // with a cache: prefetch the next layer's predicted experts (CUDA auto: timed both ways, moe/prefetch_arbiter.h;
+  // the CPU provider's hints run under on and auto)
+  PrefetchMode moe_prefetch = PrefetchMode::automatic;
   // CUDA, with a cache: batches of at least this many tokens stream each layer's missing experts (0: never)
   int64_t moe_stream_min_tokens = kDefaultStreamMinTokens;
   bool cuda_graphs = true;   // CUDA: record each decode batch size's layer schedule once and replay it

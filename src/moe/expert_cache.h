@@ -85,6 +85,9 @@ struct ExpertCacheStats {
   // moe_stream.cuh say how each kind is timed). Misses read in place by the GPU kernels are not copies.
   int64_t copy_ns = 0, copy_exposed_ns = 0;
   int64_t steps = 0;         // begin_step calls
+  // CUDA: forwards of ≤ 64 tokens (decode) that ran with the next layer's prefetch and without it (--moe-prefetch
+  // auto switches between the two by timing them: moe/prefetch_arbiter.h; on: all with, off: all without)
+  int64_t steps_prefetching = 0, steps_not_prefetching = 0;
   // Routed experts computed on the CPU (CUDA backend: --cpu-experts, --n-cpu-moe; cpu_split.h). cpu_only: needed
   // experts of a cache that the CPU computed instead of copying (a miss that crossed no PCIe); cpu_experts: every
   // (layer, step, expert) the CPU computed, for any reason; cpu_bytes: their weight bytes read from host memory;

@@ -76,6 +76,9 @@ void set_cache_delta(PhaseResult& p, const ExpertCacheStats& a, const ExpertCach
   p.prefetched = double(b.prefetched - a.prefetched) / runs;
   p.prefetch_hits = double(b.prefetch_hits - a.prefetch_hits) / runs;
   p.prefetch_wasted = double(b.prefetch_wasted - a.prefetch_wasted) / runs;
+  const int64_t with = b.steps_prefetching - a.steps_prefetching;
+  const int64_t without = b.steps_not_prefetching - a.steps_not_prefetching;
+  if (with + without > 0) p.prefetching_share = double(with) / double(with + without);
   p.copy_ms = double(b.copy_ns - a.copy_ns) / 1e6 / runs;
   p.copy_exposed_ms = double(b.copy_exposed_ns - a.copy_exposed_ns) / 1e6 / runs;
 }
@@ -87,6 +90,8 @@ ExpertCacheStats stats_delta(const ExpertCacheStats& a, const ExpertCacheStats& 
   d.prefetched = b.prefetched - a.prefetched, d.prefetch_hits = b.prefetch_hits - a.prefetch_hits;
   d.prefetch_wasted = b.prefetch_wasted - a.prefetch_wasted, d.bytes_copied = b.bytes_copied - a.bytes_copied;
   d.staged = b.staged - a.staged, d.cpu_only = b.cpu_only - a.cpu_only, d.steps = b.steps - a.steps;
+  d.steps_prefetching = b.steps_prefetching - a.steps_prefetching;
+  d.steps_not_prefetching = b.steps_not_prefetching - a.steps_not_prefetching;
   d.copy_ns = b.copy_ns - a.copy_ns, d.copy_exposed_ns = b.copy_exposed_ns - a.copy_exposed_ns;
   return d;
 }
@@ -95,6 +100,7 @@ void add_stats(ExpertCacheStats& to, const ExpertCacheStats& d) {
   to.hits += d.hits, to.misses += d.misses, to.streamed += d.streamed, to.prefetched += d.prefetched;
   to.prefetch_hits += d.prefetch_hits, to.prefetch_wasted += d.prefetch_wasted, to.bytes_copied += d.bytes_copied;
   to.staged += d.staged, to.cpu_only += d.cpu_only, to.steps += d.steps;
+  to.steps_prefetching += d.steps_prefetching, to.steps_not_prefetching += d.steps_not_prefetching;
   to.copy_ns += d.copy_ns, to.copy_exposed_ns += d.copy_exposed_ns;
 }
 
@@ -289,7 +295,8 @@ nlohmann::json bench_result_json(const BenchResult& r) {
       j["expert_cache"] = {{"pcie_bytes", p.pcie_bytes},       {"hit_rate", p.hit_rate},
                            {"h2d_gbs", p.h2d_gbs},             {"prefetched", p.prefetched},
                            {"prefetch_hits", p.prefetch_hits}, {"prefetch_wasted", p.prefetch_wasted},
-                           {"copy_ms", p.copy_ms},             {"copy_exposed_ms", p.copy_exposed_ms}};
+                           {"copy_ms", p.copy_ms},             {"copy_exposed_ms", p.copy_exposed_ms},
+                           {"prefetching_share", p.prefetching_share}};
     if (p.cpu_share >= 0)
       j["cpu_experts"] = {{"share", p.cpu_share}, {"host_bytes", p.cpu_bytes}, {"cpu_ms", p.cpu_ms}};
     return j;
@@ -338,7 +345,7 @@ nlohmann::json bench_result_json(const BenchResult& r) {
           {"memory_plan", r.memory_plan},
           {"moe_expert_cache_size", r.opt.moe_expert_cache_size},
           {"gpu_memory", r.opt.gpu_memory},
-          {"moe_prefetch", r.opt.moe_prefetch},
+          {"moe_prefetch", prefetch_mode_name(r.opt.moe_prefetch)},
           {"moe_stream_min_tokens", r.opt.moe_stream_min_tokens},
           {"max_num_batched_tokens", r.opt.max_batch_tokens},
           {"routing", r.routing},
@@ -383,10 +390,14 @@ std::string format_bench_result(const BenchResult& r) {
   for (const auto& [name, p, tokens] : phases)
     if (p->hit_rate >= 0)
       s += fmt::format("{:<8} expert cache: {:.1f} % hits, {} per token over PCIe ({:.1f} GB/s achieved, pinned "
-                       "ceiling {:.1f} GB/s); prefetched {:.0f} per run, {:.0f} used, {:.0f} wasted; copies {:.3f} ms "
-                       "per token, {:.3f} ms of it not hidden by compute\n", name, 100 * p->hit_rate,
+                       "ceiling {:.1f} GB/s); prefetched {:.0f} per run, {:.0f} used, {:.0f} wasted{}; copies "
+                       "{:.3f} ms per token, {:.3f} ms of it not hidden by compute\n", name, 100 * p->hit_rate,
                        format_bytes(p->pcie_bytes / tokens), p->h2d_gbs, r.h2d_pinned_gbs, p->prefetched,
-                       p->prefetch_hits, p->prefetch_wasted, p->copy_ms / tokens, p->copy_exposed_ms / tokens);
+                       p->prefetch_hits, p->prefetch_wasted,
+                       p->prefetching_share >= 0
+                           ? fmt::format(" (prefetch on in {:.0f} % of steps)", 100 * p->prefetching_share)
+                           : std::string(),
+                       p->copy_ms / tokens, p->copy_exposed_ms / tokens);
   for (const auto& [name, p, tokens] : {std::tuple{"prefill", &r.prefill, double(r.opt.prompt_len)},
                                         std::tuple{"decode", &r.decode, double(r.opt.batch * r.opt.gen_len)}})
     if (p->cpu_share >= 0)

@@ -35,7 +35,7 @@ struct BenchOptions {
   int warmup = 1, repeats = 3;
   int moe_expert_cache_size = 0;  // expert cache slots per layer (0: none); see LoadOptions
   int64_t gpu_memory = 0;         // CUDA device memory budget in bytes (0: none)
-  bool moe_prefetch = true;       // with a cache: prefetch the next layer's predicted experts
+  PrefetchMode moe_prefetch = PrefetchMode::automatic;  // with a cache: prefetch the next layer's predicted experts
   int64_t moe_stream_min_tokens = kDefaultStreamMinTokens;  // CUDA, with a cache: whole-layer streaming from here
   int64_t max_batch_tokens = kDefaultMaxBatchTokens;  // the largest forward batch: prefill runs in chunks of it
   std::string route_trace;        // a routing trace file to replay ("" : the model's own routing)
@@ -58,6 +58,7 @@ struct PhaseResult {
   double pcie_bytes = 0, hit_rate = -1;
   double h2d_gbs = 0;  // pcie_bytes / seconds: the achieved host→device rate
   double prefetched = 0, prefetch_hits = 0, prefetch_wasted = 0;  // per run
+  double prefetching_share = -1;  // of the phase's steps, those that prefetched (−1: no step counted)
   double copy_ms = 0, copy_exposed_ms = 0;  // per run: expert copies' time, and the part not hidden by compute
   // With routed experts on the CPU (--cpu-experts, --n-cpu-moe): their share of the routed expert computations,
   // the weight bytes the CPU read from host memory and the CPU's time, per run (cpu_share −1: none).

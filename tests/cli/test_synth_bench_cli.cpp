@@ -83,13 +83,13 @@ TEST(BenchCli, RouteTraceGenAndReplay) {
   EXPECT_GT(j["prefill_more"][0]["tok_s"].get<double>(), 0);
   // one token per step: the trace's 4 distinct experts in each of the 6 layers, counted through the provider
   EXPECT_EQ(j["decode"]["routed_experts"].get<double>(), 6 * 2 * 4);
-  // with a cache, the counters come per phase (prefetch on by default)
+  // with a cache, the counters come per phase (prefetch auto by default: on, on the CPU)
   auto c = run_hlwq("bench " + demo() + common + " --route-trace " + trace + " --moe-expert-cache-size 4 "
                     "--max-num-batched-tokens 16");
   ASSERT_EQ(c.exit_code, 0) << c.out;
   const auto jc = nlohmann::json::parse(c.out);
   EXPECT_TRUE(jc["decode"]["expert_cache"].contains("prefetch_wasted")) << c.out;
-  EXPECT_TRUE(jc["moe_prefetch"].get<bool>());
+  EXPECT_EQ(jc["moe_prefetch"].get<std::string>(), "auto");
   EXPECT_EQ(jc["max_num_batched_tokens"], 16);
   // copy time: the CPU cache's copies are synchronous, all of them exposed
   const auto& dc = jc["decode"]["expert_cache"];

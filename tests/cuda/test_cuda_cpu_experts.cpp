@@ -174,7 +174,7 @@ void check_model(const fs::path& dir, const std::vector<int32_t>& prompt, double
       const Outcome np = go([&](LoadOptions& lo) {
         lo.moe_expert_cache_size = int(N);
         lo.cpu_experts = CpuExperts::all;
-        lo.moe_prefetch = false;
+        lo.moe_prefetch = PrefetchMode::off;
       }, forced);
       expect_close(np, ref, tol, fmt::format("--cpu-experts all, {} slots, no prefetch", N));
     }

@@ -1,6 +1,7 @@
 // Issue 8 items 2 and 5 on the CUDA backend, whole model: (1) prefetch of the next layer's predicted experts
 // leaves logits bit-identical to all experts resident, for cache sizes from one slot to all experts, with decode
-// graphs recorded and replayed (the fork/join lives in the graph), and its counters are consistent; (2) a replayed
+// graphs recorded and replayed (the fork/join lives in the graph), and its counters are consistent; so does
+// --moe-prefetch auto, which switches between two recorded graphs mid-run; (2) a replayed
 // routing trace drives the expert cache exactly as the CPU ExpertCache policy predicts from the trace's rows alone
 // (so the device used the trace's ids, in graph replay too, before its slot plan), and the CPU backend replaying
 // the same trace gives the same logits within the CUDA-vs-CPU tolerance (the weights follow the same rank rule).
@@ -48,7 +49,8 @@ std::vector<float> run_fixed(Model& m) {
   return all;
 }
 
-Model load_cuda(const fs::path& dir, int slots, bool prefetch, int64_t stream_min_tokens = kDefaultStreamMinTokens,
+Model load_cuda(const fs::path& dir, int slots, PrefetchMode prefetch,
+               int64_t stream_min_tokens = kDefaultStreamMinTokens,
                bool graphs = true) {
   LoadOptions lo;
   lo.device = Device::cuda;
@@ -74,32 +76,45 @@ TEST(CudaOffloadTrace, PrefetchKeepsLogitsBitIdentical) {
   HLWQ_REQUIRE_CUDA();
   for (const fs::path& dir : {small_int4(), demo()}) {
     SCOPED_TRACE(dir.filename().string());
-    Model plain = load_cuda(dir, 0, false);
+    Model plain = load_cuda(dir, 0, PrefetchMode::off);
     const auto ref = run_fixed(plain);
     const int k = int(plain.config().n_experts_active), E = int(plain.config().n_experts);
     for (int n : cache_sizes(plain.config()))
-      for (bool prefetch : {false, true}) {
-        Model m = load_cuda(dir, n, prefetch);
-        EXPECT_TRUE(run_fixed(m) == ref) << n << " slots, prefetch " << prefetch << ": logits differ";
+      for (PrefetchMode mode : {PrefetchMode::off, PrefetchMode::on, PrefetchMode::automatic}) {
+        const char* name = prefetch_mode_name(mode);
+        Model m = load_cuda(dir, n, mode);
+        EXPECT_TRUE(run_fixed(m) == ref) << n << " slots, prefetch " << name << ": logits differ";
         const auto st = m.expert_cache_stats();
         ASSERT_EQ(st.has_value(), n < E) << n << " slots";
         if (!st) continue;
-        std::printf("[ prefetch ] %s, %d slots, prefetch %d: %lld hits, %lld loads, %lld in place, %lld prefetched "
-                    "(%lld used, %lld wasted)\n", dir.filename().c_str(), n, int(prefetch), (long long)st->hits,
-                    (long long)st->misses, (long long)st->streamed, (long long)st->prefetched,
-                    (long long)st->prefetch_hits, (long long)st->prefetch_wasted);
-        std::printf("[ copies   ] %s, %d slots, prefetch %d: %.3f ms copying, %.3f ms of it exposed\n",
-                    dir.filename().c_str(), n, int(prefetch), st->copy_ns / 1e6, st->copy_exposed_ns / 1e6);
+        std::printf("[ prefetch ] %s, %d slots, prefetch %s: %lld hits, %lld loads, %lld in place, %lld prefetched "
+                    "(%lld used, %lld wasted); %lld steps with it, %lld without\n", dir.filename().c_str(), n, name,
+                    (long long)st->hits, (long long)st->misses, (long long)st->streamed, (long long)st->prefetched,
+                    (long long)st->prefetch_hits, (long long)st->prefetch_wasted, (long long)st->steps_prefetching,
+                    (long long)st->steps_not_prefetching);
+        std::printf("[ copies   ] %s, %d slots, prefetch %s: %.3f ms copying, %.3f ms of it exposed\n",
+                    dir.filename().c_str(), n, name, st->copy_ns / 1e6, st->copy_exposed_ns / 1e6);
         // copy time: every copy is timed, exposure never exceeds it; without a prefetch every copy is an admission
         // on the compute stream, all of it exposed
         EXPECT_EQ(st->copy_ns > 0, st->misses + st->prefetched > 0);
         EXPECT_LE(st->copy_exposed_ns, st->copy_ns);
-        if (!prefetch) {
+        // the steps each way: the prefill (24 tokens) and the kSteps decode steps, all ≤ 64 tokens
+        EXPECT_EQ(st->steps_prefetching + st->steps_not_prefetching, mode == PrefetchMode::off ? 0 : 1 + kSteps);
+        if (mode == PrefetchMode::off) {
           EXPECT_EQ(st->prefetched, 0);
           EXPECT_EQ(st->copy_exposed_ns, st->copy_ns);
         }
-        if (prefetch && n == k) {
-          EXPECT_GT(st->prefetched, 0);
+        if (mode == PrefetchMode::on) {
+          EXPECT_EQ(st->steps_not_prefetching, 0);
+          if (n == k) {
+            EXPECT_GT(st->prefetched, 0);
+          }
+        }
+        if (mode == PrefetchMode::automatic) {
+          // the prefill and the step that records the graph with the prefetch, then kProbe timed steps with it;
+          // the step after them runs without it (and records that graph), and so on
+          EXPECT_EQ(st->steps_prefetching, std::min<int64_t>(1 + kSteps, 2 + PrefetchArbiter::kProbe));
+          EXPECT_GT(st->steps_not_prefetching, 0);
         }
         EXPECT_LE(st->prefetch_hits + st->prefetch_wasted, st->prefetched);
       }
@@ -110,17 +125,17 @@ TEST(CudaOffloadTrace, LayerStreamingKeepsLogitsBitIdentical) {
   HLWQ_REQUIRE_CUDA();
   for (const fs::path& dir : {small_int4(), demo()}) {
     SCOPED_TRACE(dir.filename().string());
-    Model plain = load_cuda(dir, 0, false);
+    Model plain = load_cuda(dir, 0, PrefetchMode::off);
     const auto ref = run_fixed(plain);
     {  // negative control: a 24-token prefill is below the default threshold, nothing streams
-      Model m = load_cuda(dir, 2, false);
+      Model m = load_cuda(dir, 2, PrefetchMode::off);
       EXPECT_TRUE(run_fixed(m) == ref);
       EXPECT_EQ(m.expert_cache_stats()->staged, 0);
     }
     const int E = int(plain.config().n_experts);
     for (int n : cache_sizes(plain.config()))
       for (bool graphs : {true, false}) {
-        Model m = load_cuda(dir, n, false, 1, graphs);
+        Model m = load_cuda(dir, n, PrefetchMode::off, 1, graphs);
         EXPECT_TRUE(run_fixed(m) == ref) << n << " slots, graphs " << graphs << ": logits differ";
         const auto st = m.expert_cache_stats();
         ASSERT_EQ(st.has_value(), n < E) << n << " slots";
@@ -177,7 +192,7 @@ TEST(CudaOffloadTrace, TraceReplayDrivesTheCacheAsThePolicyPredicts) {
     cpu.backend().set_route_trace(trace);
     const auto cpu_logits = run_fixed(cpu);
     for (int n : {3, p.top_k, p.n_experts - 1, p.n_experts}) {
-      Model m = load_cuda(dir, n, false);
+      Model m = load_cuda(dir, n, PrefetchMode::off);
       const auto own = run_fixed(m);
       m.backend().set_route_trace(trace);
       const std::optional<ExpertCacheStats> before = m.expert_cache_stats();
@@ -192,7 +207,7 @@ TEST(CudaOffloadTrace, TraceReplayDrivesTheCacheAsThePolicyPredicts) {
       if (!before) continue;
       const ExpertCacheStats after = *m.expert_cache_stats();
       // the cache kept its state from the first run: compare a fresh model for the exact counters
-      Model f = load_cuda(dir, n, false);
+      Model f = load_cuda(dir, n, PrefetchMode::off);
       f.backend().set_route_trace(trace);
       run_fixed(f);
       const ExpertCacheStats st = *f.expert_cache_stats(), want = simulate(*trace, n);

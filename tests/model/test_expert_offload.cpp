@@ -43,7 +43,7 @@ TEST(ExpertOffload, EveryCacheSizeGivesBitIdenticalLogits) {
     for (bool prefetch : {false, true}) {
       LoadOptions lo;
       lo.moe_expert_cache_size = n;
-      lo.moe_prefetch = prefetch;
+      lo.moe_prefetch = prefetch ? PrefetchMode::on : PrefetchMode::off;
       Model m = Model::load(tiny_moe_dev().string(), lo);
       const RunOut got = run_greedy(m, 12);
       EXPECT_EQ(got.tokens, ref.tokens) << "cache " << n << " prefetch " << prefetch;

@@ -174,14 +174,22 @@ class CudaBackend final : public Backend {
   // offload-trace: prefetch of the next layer's experts (with a cache), a replayed routing trace — its rows for
   // the batch go up with the batch description: pinned [n_layers, T, k] → trace_ids_
   std::unique_ptr<cuda::MoePrefetcher> prefetch_;
+  // --moe-prefetch auto: which way each decode step runs (prefetch_now_), chosen by timing replayed steps of a probe
+  // between step_t0_ and step_t1_ (the last one still to be read when timed_); steps of ≤ kMaxPrefetchTokens
+  // counted each way
+  std::optional<PrefetchArbiter> arbiter_;
+  bool prefetch_now_ = false, timed_ = false, timed_with_ = false;
+  int64_t timed_T_ = 0, steps_with_ = 0, steps_without_ = 0;
+  cudaEvent_t step_t0_ = nullptr, step_t1_ = nullptr;
   std::unique_ptr<cuda::MoeLayerStreamer> stream_;  // with a cache: whole-layer streaming of large batches
   std::unique_ptr<RouteTraceCursor> trace_;
   std::unique_ptr<PinnedBuffer> stage_trace_;
   DeviceBuffer<int> trace_ids_;
   std::unique_ptr<cuda::InputStatsDev> stats_;  // while calibration statistics are collected
 
-  // decode graphs by batch size T (index T), recorded on first use
+  // decode graphs by batch size T, recorded on first use: index T with the prefetch, S + 1 + T without
   std::vector<cudaGraphExec_t> graphs_;
+  cudaGraphExec_t& graph_of_step() { return graphs_[size_t((prefetch_now_ ? 0 : lim_.max_seqs + 1) + T_)]; }
   void drop_graphs();
   bool capturing_ = false, replayed_ = false;
 };
@@ -276,7 +284,7 @@ CudaBackend::CudaBackend(const ModelConfig& cfg, const ModelWeights& w, const Ba
   logits_ = DeviceBuffer<float>(size_t(logits_rows_ * V_), "logits");
   lm_x_ = DeviceBuffer<float>(size_t(logits_rows_ * H_), "lm_head input");
   argmax_ws_ = DeviceBuffer<uint64_t>(size_t(cuda::argmax_workspace_words(logits_rows_, V_)), "argmax workspace");
-  graphs_.assign(size_t(S + 1), nullptr);
+  graphs_.assign(size_t(2 * (S + 1)), nullptr);
   // staging of the whole-layer stream: part of what a budget places before the expert slots
   if (routed_layout_ && opt.moe_stream_min_tokens > 0)
     stream_ = std::make_unique<cuda::MoeLayerStreamer>(*routed_layout_, m_.layers.back().moe.E, moe_ws_.max_tiles,
@@ -302,8 +310,13 @@ CudaBackend::CudaBackend(const ModelConfig& cfg, const ModelWeights& w, const Ba
   plan_ = fmt::format("cuda: {} {}", experts_ ? "routed experts in pinned host memory behind an expert cache"
                                               : "every weight on the GPU", head) + plan_;
   if (!experts_ && opt.n_cpu_moe == 0) cpu_.reset();  // no miss is left for --cpu-experts
-  if (experts_ && opt.moe_prefetch)
+  if (experts_ && opt.moe_prefetch != PrefetchMode::off)
     prefetch_ = std::make_unique<cuda::MoePrefetcher>(int(m_.layers.size()), m_.layers.back().moe.router.out);
+  if (prefetch_ && opt.moe_prefetch == PrefetchMode::automatic) {
+    arbiter_.emplace();
+    HLWQ_CUDA_CHECK(cudaEventCreate(&step_t0_), "decode step timing event");
+    HLWQ_CUDA_CHECK(cudaEventCreate(&step_t1_), "decode step timing event");
+  }
   if (experts_ && opt.cpu_experts != CpuExperts::off) {
     const CpuSplitCosts& c = opt.split_costs;
     if (c.pcie_ns > 0 || c.cpu_ns > 0 || c.cpu_fixed_ns > 0) {
@@ -381,7 +394,12 @@ void CudaBackend::plan_expert_cache(int64_t used) {
                        "slots); all {} of each of these layers ({:.2f} GiB) in pinned host memory, misses read in "
                        "place over PCIe; prefetch of the next layer's predicted experts {}",
                        slots, E, NL, double(slots * NL * B) / double(1 << 30), E,
-                       double(experts_->bytes()) / double(1 << 30), opt_.moe_prefetch ? "on" : "off");
+                       double(experts_->bytes()) / double(1 << 30),
+                       opt_.moe_prefetch == PrefetchMode::automatic
+                           ? fmt::format("auto (each decode batch size timed {} steps with it and {} without, the "
+                                         "faster kept for {} steps, then timed again)", PrefetchArbiter::kProbe,
+                                         PrefetchArbiter::kProbe, PrefetchArbiter::kHold)
+                           : prefetch_mode_name(opt_.moe_prefetch));
   if (stream_)
     plan_ += fmt::format("\n  batches of {}+ tokens stream each layer's missing experts once, {} at a time through "
                          "two staging buffers ({:.1f} MiB)", stream_->min_tokens(), stream_->slots_per_buffer(),
@@ -453,6 +471,8 @@ bool CudaBackend::expert_cache_stats(ExpertCacheStats& out) const {
     out.cpu_ns = c.ns;
   }
   out.steps = 0;
+  out.steps_prefetching = steps_with_;
+  out.steps_not_prefetching = steps_without_;
   return true;
 }
 
@@ -485,6 +505,8 @@ CudaBackend::~CudaBackend() {
   if (capturing_) abandon_capture();
   drop_graphs();
   cudaEventDestroy(staged_);
+  if (step_t0_) cudaEventDestroy(step_t0_);
+  if (step_t1_) cudaEventDestroy(step_t1_);
   cudaEventDestroy(fork_);
   cudaEventDestroy(join_);
   cudaStreamDestroy(side_);
@@ -573,13 +595,24 @@ void CudaBackend::begin_batch(const Batch& b) {
   }
   HLWQ_CUDA_CHECK(cudaEventRecord(staged_, st_), "batch upload event");
   if (prefetch_) prefetch_->begin_batch();
+  if (timed_) {  // the last replayed step's device time (the engine has synchronized since: it read its logits)
+    timed_ = false;
+    float ms = 0;
+    HLWQ_CUDA_CHECK(cudaEventSynchronize(step_t1_), "timing the decode step");
+    HLWQ_CUDA_CHECK(cudaEventElapsedTime(&ms, step_t0_, step_t1_), "timing the decode step");
+    arbiter_->record(timed_T_, timed_with_, double(ms) * 1e3);
+  }
   T_ = T;
   n_seq_ = int(b.seqs.size());
   max_n_ = 0;
   for (const BatchSeq& s : b.seqs) max_n_ = std::max(max_n_, int(s.n));
   replayed_ = false;
   const bool record = opt_.graphs && b.recordable && decode && !stats_;  // statistics need every layer's launches
-  if (record && !graphs_[size_t(T)]) {
+  // with the prefetch or not: --moe-prefetch auto times replayed steps (an untimed one follows the choice in force)
+  const bool prefetching = prefetch_ && T <= cuda::kMaxPrefetchTokens;
+  prefetch_now_ = prefetching && (!arbiter_ || (record ? arbiter_->choose(T) : arbiter_->held(T)));
+  if (prefetching) ++(prefetch_now_ ? steps_with_ : steps_without_);
+  if (record && !graph_of_step()) {
     HLWQ_CUDA_CHECK(cudaStreamBeginCapture(st_, cudaStreamCaptureModeThreadLocal), "recording the decode step of {} "
                     "sequences", T);
     capturing_ = true;
@@ -590,7 +623,15 @@ void CudaBackend::begin_batch(const Batch& b) {
 
 bool CudaBackend::replay_layers() {
   if (!replayed_) return false;
-  HLWQ_CUDA_CHECK(cudaGraphLaunch(graphs_[size_t(T_)], st_), "replaying the decode step of {} sequences", T_);
+  const bool time = arbiter_ && arbiter_->probing(T_);  // a held step only counts (record takes no time for it)
+  if (time) HLWQ_CUDA_CHECK(cudaEventRecord(step_t0_, st_), "decode step timing");
+  HLWQ_CUDA_CHECK(cudaGraphLaunch(graph_of_step(), st_), "replaying the decode step of {} sequences", T_);
+  if (time) {
+    HLWQ_CUDA_CHECK(cudaEventRecord(step_t1_, st_), "decode step timing");
+    timed_ = true, timed_T_ = T_, timed_with_ = prefetch_now_;
+  } else if (arbiter_) {
+    arbiter_->record(T_, prefetch_now_, 0.0);
+  }
   return true;
 }
 
@@ -610,7 +651,7 @@ void CudaBackend::end_layers() {
   e = cudaGraphInstantiate(&ge, g, 0);
   cudaGraphDestroy(g);
   HLWQ_CUDA_CHECK(e, "instantiating the decode step of {} sequences", T_);
-  graphs_[size_t(T_)] = ge;
+  graph_of_step() = ge;
   HLWQ_CUDA_CHECK(cudaGraphLaunch(ge, st_), "running the decode step of {} sequences", T_);
 }
 
@@ -632,7 +673,7 @@ cuda::NormFusion CudaBackend::norm_frags(int layer, NormKind which) const {
 
 void CudaBackend::release_moe_input(NormKind which) {
   // the post-attention norm writes x_tok (norm_frags), which the last MoE layer's prefetch may still read
-  if (which == NormKind::post_attention && prefetch_) prefetch_->release_input(st_);
+  if (which == NormKind::post_attention && prefetch_now_) prefetch_->release_input(st_);
 }
 
 void CudaBackend::rmsnorm(int layer, NormKind which, Act in, Act out) {
@@ -722,7 +763,7 @@ void CudaBackend::run_moe(int layer, Act in, Act out, cuda::MoeNorms norms) {
   norms.x_packed = norm_frags(layer, NormKind::post_attention).xfrag != nullptr;
   cuda::MoeStepHooks h;
   if (trace_) h.route_ids = trace_ids_.get() + int64_t(layer) * T_ * cfg_.n_experts_active;  // [T, k] of this layer
-  h.prefetch = prefetch_.get();
+  h.prefetch = prefetch_now_ ? prefetch_.get() : nullptr;
   h.stream = capturing_ ? nullptr : stream_.get();  // it synchronizes the stream, which a recording cannot
   h.layer = layer;
   if (size_t(layer) + 1 < m_.layers.size()) h.next = &m_.layers[size_t(layer) + 1].moe;
