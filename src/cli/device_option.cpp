@@ -69,6 +69,11 @@ std::string expert_cache_summary(const Model& m) {
                     s->staged ? fmt::format(", {} streamed with their layer", s->staged) : std::string(),
                     s->cpu_only ? fmt::format(", {} computed on the CPU instead", s->cpu_only) : std::string(),
                     double(s->bytes_copied) / 1e9, double(s->copy_ns) / 1e6, double(s->copy_exposed_ns) / 1e6);
+  const int64_t steps = s->steps_prefetching + s->steps_not_prefetching;  // counted by the CUDA backend only
+  if (s->prefetched > 0 || steps > 0)
+    r += fmt::format("{}prefetch: {} experts ({} used, {} wasted){}", r.empty() ? "" : "; ", s->prefetched,
+                     s->prefetch_hits, s->prefetch_wasted,
+                     steps > 0 ? fmt::format(", on in {} of {} decode steps", s->steps_prefetching, steps) : "");
   if (s->cpu_experts > 0)
     r += fmt::format("{}CPU experts: {} computed on the CPU, {:.2f} GB read from host memory, {:.1f} ms",
                      r.empty() ? "" : "; ", s->cpu_experts, double(s->cpu_bytes) / 1e9, double(s->cpu_ns) / 1e6);

@@ -208,6 +208,18 @@ std::string RequestQueue::render_metrics() const {
             e.streamed);
     counter("hlwq_expert_cache_staged_total",
             "Routed experts of large batches copied once through the whole-layer stream's staging buffers.", e.staged);
+    counter("hlwq_expert_cache_prefetched_total", "Routed experts copied ahead by the next layer's prefetch.",
+            e.prefetched);
+    counter("hlwq_expert_cache_prefetch_hits_total", "Prefetched experts that the step then used.", e.prefetch_hits);
+    counter("hlwq_expert_cache_prefetch_wasted_total", "Prefetched experts evicted before any use.",
+            e.prefetch_wasted);
+    counter("hlwq_expert_cache_steps_prefetching_total",
+            "Decode steps that ran with the prefetch (--moe-prefetch auto times both ways and keeps the faster).",
+            e.steps_prefetching);
+    counter("hlwq_expert_cache_steps_not_prefetching_total", "Decode steps that ran without the prefetch.",
+            e.steps_not_prefetching);
+    counter("hlwq_expert_cache_cpu_experts_total",
+            "Routed experts computed on the CPU (--cpu-experts, --n-cpu-moe), per layer and step.", e.cpu_experts);
     counter("hlwq_expert_cache_bytes_total", "Expert bytes that crossed PCIe (loads, in-place reads, prefetches and "
             "staged copies).", e.bytes_copied);
     auto seconds = [](int64_t ns) { return fmt::format("{:.6f}", double(ns) / 1e9); };

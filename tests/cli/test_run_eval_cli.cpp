@@ -124,6 +124,21 @@ TEST(RunCli, GreedyGenerationIsDeterministicAndReportsSpeed) {
   EXPECT_NE(a.out.find("tok/s"), std::string::npos);
 }
 
+// With an expert cache, run ends with the cache's counters, the prefetch's among them (auto runs it on the CPU); with
+// the prefetch off there is no prefetch to report.
+TEST(RunCli, ExpertCacheCountersAtTheEnd) {
+  const std::string cmd = "run " + demo() + " -p 'The Python interpreter' -n 16 --temp 0 --device cpu "
+                          "--moe-expert-cache-size 4";
+  auto r = run_hlwq(cmd);
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("expert cache: "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("; prefetch: "), std::string::npos) << r.out;
+  auto off = run_hlwq(cmd + " --moe-prefetch off");
+  ASSERT_EQ(off.exit_code, 0) << off.out;
+  EXPECT_NE(off.out.find("expert cache: "), std::string::npos) << off.out;
+  EXPECT_EQ(off.out.find("prefetch: "), std::string::npos) << off.out;
+}
+
 TEST(RunCli, ChatTemplateAndStopOnImEnd) {
   auto r = run_hlwq("run " + demo() + " --chat -p 'What is a list?' -n 64 --temp 0");
   ASSERT_EQ(r.exit_code, 0) << r.out;
