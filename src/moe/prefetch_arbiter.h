@@ -8,7 +8,8 @@
 // faster by the median (the prefetch on a tie within kMargin: it saves PCIe bytes), holds that for kHold timed
 // steps, and probes again (a conversation drifts, and the cache's contents with it). Both ways give the same
 // logits bit for bit (a prefetch only moves copies earlier), so switching has no numerical effect.
-// Pure host logic, no CUDA: the CUDA backend asks choose() per decode step and reports each timed step.
+// Pure host logic, no CUDA: the CUDA backend asks choose() per decode step and reports each step it replays (timed
+// while probing). Without decode graphs (a debugging switch) no step is timed and auto stays with the prefetch.
 #pragma once
 #include <cstdint>
 #include <map>
