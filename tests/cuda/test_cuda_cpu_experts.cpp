@@ -16,6 +16,7 @@
 #include "../model/model_test_util.h"
 #include "backend/cuda/expert_store.h"
 #include "cuda_test_util.h"
+#include "demo_checkpoints.h"
 #include "model/model.h"
 #include "runtime/tokenizer.h"
 #include "test_paths.h"
@@ -213,6 +214,16 @@ TEST(CudaCpuExperts, DemoModel) {
       "The interpreter reads the source file, compiles each function to bytecode and runs it in a loop that");
   ASSERT_GE(prompt.size(), 16u);  // a prefill of several tokens per expert
   check_model(demo(), prompt, kCpuExpertsTrainedLogitsRelTol);
+}
+
+// A native HLWQ checkpoint (the demo model at 4 bits): the CPU computes its routed experts from the HLWQ codes,
+// the GPU its shared expert and the rest; --n-cpu-moe once refused it (the shared expert's tables had no codebook).
+TEST(CudaCpuExperts, HlwqCheckpoint) {
+  HLWQ_REQUIRE_CUDA();
+  const Tokenizer tok = Tokenizer::from_file(demo() / "tokenizer.json");
+  const std::vector<int32_t> prompt = tok.encode(
+      "The interpreter reads the source file, compiles each function to bytecode and runs it in a loop that");
+  check_model(test::demo_hlwq4(), prompt, kCpuExpertsTrainedLogitsRelTol);
 }
 
 TEST(CudaCpuExperts, BundledInt4AndBf16Fixtures) {

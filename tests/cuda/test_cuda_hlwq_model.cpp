@@ -10,6 +10,7 @@
 
 #include "../model/model_test_util.h"
 #include "cuda_test_util.h"
+#include "demo_checkpoints.h"
 #include "model/model.h"
 #include "quant/quantize_model.h"
 #include "runtime/tokenizer.h"
@@ -25,29 +26,9 @@ namespace fs = std::filesystem;
 constexpr double kHlwqCudaLogitsRelTol = 1.2e-1;
 constexpr int kGreedySteps = 48;
 
-fs::path demo() { return test::source_dir() / "models" / "tiny-moe-dev"; }
-
-// The demo model quantized into scratch directory `name` with the options `set` chooses.
-fs::path quantize_demo(const char* name, const std::function<void(QuantizeOptions&)>& set) {
-  const fs::path d = test::scratch_dir(name) / "ckpt";
-  QuantizeOptions o;
-  o.src = demo().string();
-  o.dst = d.string();
-  o.progress = false;
-  o.force = true;
-  set(o);
-  quantize_model(o);
-  return d;
-}
-
-// The demo model at 4 bits, quantized once per process.
-const fs::path& hlwq4() {
-  static const fs::path dir = quantize_demo("cuda-hlwq4", [](QuantizeOptions& o) {
-    o.format = QuantFormat::hlwq;
-    o.hlwq_bits = 4;
-  });
-  return dir;
-}
+fs::path demo() { return test::demo_model(); }
+using test::quantize_demo;
+const fs::path& hlwq4() { return test::demo_hlwq4(); }
 
 Model load(const fs::path& dir, Device d, int slots = 0, int64_t stream_min_tokens = kDefaultStreamMinTokens) {
   LoadOptions lo;

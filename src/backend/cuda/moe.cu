@@ -155,8 +155,14 @@ MoeLayerDev upload_moe_cpu(const MoeWeights& w, int64_t n_active) {
     gq.push_back(L.gate_up[i].q.get()), gs.push_back(L.gate_up[i].scale.get());
     dq.push_back(L.down[i].q.get()), ds.push_back(L.down[i].scale.get());
   }
-  L.gu = make_grouped_ptrs(f, gu0.out, gu0.in, gu0.out_pad, gu0.in_pad, gq, gs, "MoE gate_up");
-  L.dn = make_grouped_ptrs(f, dn0.out, dn0.in, dn0.out_pad, dn0.in_pad, dq, ds, "MoE down");
+  // HLWQ: the tables' width and codebook are the shared expert's, the only matrices the GPU runs here (else the
+  // routed experts', whose entries stay null)
+  const LinearWeight& ref = w.has_shared ? w.shared.gate_proj : w.experts[0].gate_proj;
+  const int bits = f == PackedFormat::hlwq ? ref.hlwq.bits : 0;
+  const std::vector<float> cb =
+      bits ? std::vector<float>(ref.hlwq.codebook, ref.hlwq.codebook + (1 << bits)) : std::vector<float>{};
+  L.gu = make_grouped_ptrs(f, gu0.out, gu0.in, gu0.out_pad, gu0.in_pad, gq, gs, "MoE gate_up", bits, cb);
+  L.dn = make_grouped_ptrs(f, dn0.out, dn0.in, dn0.out_pad, dn0.in_pad, dq, ds, "MoE down", bits, cb);
   return L;
 }
 
