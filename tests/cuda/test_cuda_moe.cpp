@@ -6,14 +6,17 @@
 #include <algorithm>
 #include <bit>
 #include <cmath>
+#include <cstring>
 #include <iterator>
 #include <memory>
 #include <numeric>
 #include <utility>
 #include <vector>
 
+#include "backend/cuda/expert_store.h"
 #include "backend/cuda/gemm_tiled.cuh"
 #include "backend/cuda/moe.cuh"
+#include "backend/cuda/weight_pack.h"
 #include "cuda_test_util.h"
 #include "error_budgets.h"
 #include "cpu_reference.h"
@@ -74,6 +77,33 @@ void check_moe(const OwnedMoe& m, int64_t k, const std::vector<int64_t>& batches
     for (size_t i = 0; i < got.size(); ++i) got[i] -= res[i];
     EXPECT_REL(got, ref, test::kMoeRel);
   }
+}
+
+// The packing of a layer's routed experts for the host store and the all-resident placement (CPU only, runs
+// everywhere): each expert's four arrays land at its layout offsets with the bytes pack_gate_up / pack_linear give;
+// a layer of another expert count than the buffer holds, or of another shape than the layout, is refused.
+TEST(CudaMoe, LayerPackingFollowsTheLayout) {
+  std::mt19937_64 rng(11);
+  const int64_t E = 6;
+  const auto m = random_moe(256, E, 128, true, rng);
+  const cuda::ExpertLayout lay = cuda::expert_layout(m.w);
+  std::vector<uint8_t> dst(size_t(E * lay.bytes));
+  cuda::pack_layer_experts(m.w, lay, E, dst.data(), "layer 0");
+  for (int64_t e = 0; e < E; ++e) {
+    const ExpertWeights& x = m.w.experts[size_t(e)];
+    const auto gu = cuda::pack_gate_up(cuda::PackedFormat::int4, x.gate_proj, x.up_proj);
+    const auto dn = cuda::pack_linear(cuda::PackedFormat::int4, x.down_proj);
+    const uint8_t* at = dst.data() + e * lay.bytes;
+    EXPECT_EQ(0, std::memcmp(at + lay.gu_q, gu.q.data(), gu.q.size() * 4)) << "expert " << e;
+    EXPECT_EQ(0, std::memcmp(at + lay.gu_s, gu.scale.data(), gu.scale.size() * 4)) << "expert " << e;
+    EXPECT_EQ(0, std::memcmp(at + lay.dn_q, dn.q.data(), dn.q.size() * 4)) << "expert " << e;
+    EXPECT_EQ(0, std::memcmp(at + lay.dn_s, dn.scale.data(), dn.scale.size() * 4)) << "expert " << e;
+  }
+  std::vector<uint8_t> small(size_t((E - 1) * lay.bytes));
+  EXPECT_THROW(cuda::pack_layer_experts(m.w, lay, E - 1, small.data(), "layer 0"), Error);
+  const auto wide = random_moe(256, E, 256, true, rng);
+  std::vector<uint8_t> big(size_t(E * cuda::expert_layout(wide.w).bytes));
+  EXPECT_THROW(cuda::pack_layer_experts(wide.w, lay, E, big.data(), "layer 0"), Error);
 }
 
 TEST(CudaMoe, Int4MatchesCpuOnQwen36Shapes) {

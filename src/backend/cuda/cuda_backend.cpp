@@ -368,9 +368,7 @@ void CudaBackend::plan_expert_cache(int64_t used) {
     std::vector<uint8_t> packed(size_t(E * B));
     Progress progress("pack experts onto the GPU", "layers", NL, NL * E * B);
     for (size_t l = first; l < m_.layers.size(); ++l) {
-      HLWQ_CHECK(int64_t(w_.layers[l].moe.experts.size()) == E, "layer {}: {} experts, layer {} has {}", l,
-                 w_.layers[l].moe.experts.size(), first, E);
-      cuda::pack_layer_experts(w_.layers[l].moe, lay, packed.data(), fmt::format("layer {} expert 0", first).c_str());
+      cuda::pack_layer_experts(w_.layers[l].moe, lay, E, packed.data(), fmt::format("layer {}", first).c_str());
       cuda::make_routed_resident(m_.layers[l].moe, packed.data(), lay);
       progress.add(1, E * B);
     }

@@ -46,7 +46,9 @@ ExpertLayout expert_layout(const MoeWeights& w) {
   return l;
 }
 
-void pack_layer_experts(const MoeWeights& m, const ExpertLayout& lay, uint8_t* dst, const char* what) {
+void pack_layer_experts(const MoeWeights& m, const ExpertLayout& lay, int64_t E, uint8_t* dst, const char* what) {
+  HLWQ_CHECK(int64_t(m.experts.size()) == E, "{}: {} routed experts, {} has {}", m.router.name, m.experts.size(),
+             what, E);
   ParallelErrors errors;
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t e = 0; e < int64_t(m.experts.size()); ++e) {
@@ -55,8 +57,8 @@ void pack_layer_experts(const MoeWeights& m, const ExpertLayout& lay, uint8_t* d
       HLWQ_CHECK(p.gu.out == lay.gu_out && p.gu.in == lay.gu_in && p.dn.out == lay.dn_out && p.dn.in == lay.dn_in &&
                      (p.gu.format != PackedFormat::bf16) == lay.int4 && p.gu.bits == lay.hlwq_bits &&
                      p.dn.bits == lay.hlwq_bits,
-                 "{}: expert shape or format differs from {} (HLWQ: gate_up {}-bit, down {}-bit, the layout {}-bit: "
-                 "the routed experts need one width)", m.experts[size_t(e)].gate_proj.name, what, p.gu.bits,
+                 "{}: expert shape or format differs from {} expert 0 (HLWQ: gate_up {}-bit, down {}-bit, the layout "
+                 "{}-bit: the routed experts need one width)", m.experts[size_t(e)].gate_proj.name, what, p.gu.bits,
                  p.dn.bits, lay.hlwq_bits);
       uint8_t* x = dst + e * lay.bytes;
       std::memcpy(x + lay.gu_q, p.gu.q.data(), p.gu.q.size() * 4);
@@ -80,9 +82,6 @@ HostExpertStore::HostExpertStore(const ModelWeights& w, int64_t first_layer) : f
   Progress progress("pack experts into pinned host memory", "layers", int64_t(NL - first),
                     int64_t((NL - first) * layer_bytes));
   for (size_t l = first; l < NL; ++l) {
-    const MoeWeights& m = w.layers[l].moe;
-    HLWQ_CHECK(int64_t(m.experts.size()) == E_, "layer {}: {} experts, layer {} has {}", l, m.experts.size(), first,
-               E_);
     void* h = nullptr;
     HLWQ_CUDA_CHECK(cudaHostAlloc(&h, layer_bytes, cudaHostAllocMapped | cudaHostAllocPortable),
                     "pinned host memory for the experts of layer {} ({} bytes; lower --moe-expert-cache-size does not "
@@ -91,7 +90,7 @@ HostExpertStore::HostExpertStore(const ModelWeights& w, int64_t first_layer) : f
     void* d = nullptr;
     HLWQ_CUDA_CHECK(cudaHostGetDevicePointer(&d, h, 0), "device view of the experts of layer {}", l);
     device_.push_back(static_cast<const uint8_t*>(d));
-    pack_layer_experts(m, layout_, static_cast<uint8_t*>(h), fmt::format("layer {} expert 0", first).c_str());
+    pack_layer_experts(w.layers[l].moe, layout_, E_, static_cast<uint8_t*>(h), fmt::format("layer {}", first).c_str());
     progress.add(1, int64_t(layer_bytes));
   }
   progress.finish();

@@ -38,8 +38,9 @@ class HostExpertStore {
 // The layout one expert of w (layer 0) packs to, without packing anything.
 ExpertLayout expert_layout(const MoeWeights& w);
 
-// Packs every routed expert of one layer into dst [E][B] as `layout` (in parallel), refusing an expert whose shape
-// or format differs from it. `what` names the layout's origin in that error (e.g. "layer 0 expert 0").
-void pack_layer_experts(const MoeWeights& w, const ExpertLayout& layout, uint8_t* dst, const char* what);
+// Packs the E routed experts of one layer into dst [E][B] as `layout` (in parallel), refusing a layer of another
+// expert count and an expert whose shape or format differs from the layout. `what` names the layout's origin in
+// those errors (e.g. "layer 0").
+void pack_layer_experts(const MoeWeights& w, const ExpertLayout& layout, int64_t E, uint8_t* dst, const char* what);
 
 }  // namespace hlwq::cuda
