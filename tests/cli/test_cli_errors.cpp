@@ -78,6 +78,9 @@ TEST(CliErrors, CpuExpertOptionsAreChecked) {
   expect_usage_error(run + "--device cpu --cpu-experts auto", "they need --device cuda");
   expect_usage_error(run + "--cpu-experts sometimes", "--cpu-experts");
   expect_usage_error(run + "--n-cpu-moe -1", "--n-cpu-moe: got -1");
+  expect_usage_error(run + "--moe-prefetch sometimes", "--moe-prefetch");
+  expect_usage_error(run + "--moe-prefetch ''", "--moe-prefetch");
+  expect_usage_error(run + "--moe-prefetch AUTO", "--moe-prefetch");
 }
 
 // --gpu-memory and quantize's --calib-gpu-memory share one parse: a bad size is a usage error naming the option and
