@@ -8,10 +8,10 @@
 # The offload matrix (issue 8, runs named m_<routing>_<config>): decode B=1 (G=32) and prefill 512 and 4096 in one
 # process per cell, for budgets 8/12/16/24 GB and N = 8/16/32/64 slots, under the model's own routing and under a
 # routing trace (bench --route-trace-gen: fitted to llama.cpp PR #27861's LRU hit rates, see src/moe/route_trace.h;
-# trace cells run without prefetch — the router's predictions say nothing about a trace's experts — and two A/B
-# cells at 12 GB show prefetch's gain under the model's routing and its pure cost under the trace; two cells with
-# --cpu-experts auto at 8 GB and 8 slots against the cache alone; streaming A/B cells and a prefill-length sweep,
-# every batch streamed against none, place the streaming threshold).
+# trace cells run without prefetch — the router's predictions say nothing about a trace's experts — model cells run
+# the default, --moe-prefetch auto, beside A/B cells with it forced off and on, and one trace cell at 12 GB with it
+# on shows its pure cost there; two cells with --cpu-experts auto at 8 GB and 8 slots against the cache alone;
+# streaming A/B cells and a prefill-length sweep, every batch streamed against none, place the streaming threshold).
 # To fit ~8 minutes of device time each cell runs --warmup 1 --repeats 1 (one timed run after a warm-up that also
 # records the decode graph and warms the cache): a model load is most of a cell's time (estimated 15–25 s of ~30 s,
 # not yet measured), so the 18 cells' loads are the floor. MATRIX_ONLY=1 skips the resident and older cache runs.
@@ -61,17 +61,19 @@ run_matrix() {  # the offload matrix (see the header); the trace first: it is th
     cell_cfg "$cell"
     # a trace's experts are not what the model's router predicts, so prefetch would only add copies: off
     run "m_trace_$cell" 75 "${cfg[@]}" "${common[@]}" --route-trace "$TR" --moe-prefetch off
-    run "m_model_$cell" 75 "${cfg[@]}" "${common[@]}"
+    run "m_model_$cell" 75 "${cfg[@]}" "${common[@]}"  # --moe-prefetch auto: the faster of the two below
   done
   # --cpu-experts auto against the cache alone (m_trace_gb8, m_trace_n8): misses split between PCIe and the CPU by
   # the costs measured at load, which the plan prints (cpu_split.h)
   run m_trace_gb8_cpuauto 75 --gpu-memory 8GB "${common[@]}" --route-trace "$TR" --moe-prefetch off --cpu-experts auto
   run m_trace_n8_cpuauto 75 --moe-expert-cache-size 8 "${common[@]}" --route-trace "$TR" --moe-prefetch off \
     --cpu-experts auto
-  # prefetch A/B: its gain under the model's routing at every budget and cache size, its cost under the trace
+  # prefetch A/B: forced off and on under the model's routing at every budget and cache size (auto, the model
+  # cells above, should match the faster), its cost under the trace
   for cell in gb12 gb8 gb16 n32 n64 n16 n8; do
     cell_cfg "$cell"
     run "m_model_${cell}_noprefetch" 75 "${cfg[@]}" "${common[@]}" --moe-prefetch off
+    run "m_model_${cell}_prefetch" 75 "${cfg[@]}" "${common[@]}" --moe-prefetch on
   done
   run m_trace_gb12_prefetch 75 --gpu-memory 12GB "${common[@]}" --route-trace "$TR" --moe-prefetch on
   # whole-layer streaming of prefill (moe_stream.cuh) A/B: off at 8 slots and at 8 GB; and where it starts to pay,
