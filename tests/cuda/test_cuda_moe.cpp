@@ -13,9 +13,11 @@
 #include <utility>
 #include <vector>
 
+#include "backend/cuda/expert_cache_dev.cuh"
 #include "backend/cuda/expert_store.h"
 #include "backend/cuda/gemm_tiled.cuh"
 #include "backend/cuda/moe.cuh"
+#include "backend/cuda/moe_router_one.cuh"
 #include "backend/cuda/weight_pack.h"
 #include "cuda_test_util.h"
 #include "error_budgets.h"
@@ -551,6 +553,12 @@ TEST(CudaMoe, RouterPlanOfATraceThatRepeatsExperts) {
   }
 }
 
+// A bf16 router of `rows` rows (E experts and the shared gate) over H columns, packed on the device.
+cuda::PackedLinear random_router(int64_t rows, int64_t H, std::mt19937_64& rng) {
+  const auto w = test::random_bf16("router", rows, H, 0.05f, rng);
+  return cuda::upload_packed(cuda::pack_rows(cuda::PackedFormat::bf16, {{&w->w, 0, rows}}, "router"), "router");
+}
+
 // The router and plan of a one-token step in one launch (moe_router_one.cuh), against the router GEMM: logits within
 // the budget of exact inputs (another summation order), the plan route_ref and the plan checks give for its own
 // logits, a trace's ids, and the same bits at every cluster size. Shapes: Qwen3.6's router (256 experts and the
@@ -566,9 +574,7 @@ TEST(CudaMoe, RouterOfOneTokenInOneLaunch) {
     SCOPED_TRACE(testing::Message() << sh.E << " experts, " << sh.H << " columns");
     std::mt19937_64 rng(31);
     const int64_t E = sh.E, H = sh.H, k = 8, ld = E + 1, tiles = cuda::moe_max_tiles(1, k, E, 1);
-    const auto w = test::random_bf16("router", ld, H, 0.05f, rng);
-    const cuda::PackedLinear router =
-        cuda::upload_packed(cuda::pack_rows(cuda::PackedFormat::bf16, {{&w->w, 0, ld}}, "router"), "router");
+    const cuda::PackedLinear router = random_router(ld, H, rng);
     const cuda::RouterOne one = cuda::plan_router_one(router, E, k, 1);
     int dev = 0, major = 0;
     HLWQ_CUDA_CHECK(cudaGetDevice(&dev), "device");
@@ -628,6 +634,142 @@ TEST(CudaMoe, RouterOfOneTokenInOneLaunch) {
   if (ran > 0) {
     EXPECT_EQ(ran, 6);
   }
+}
+
+// The expert cache's plan inside the one-token router launch (moe_router_one.cuh: the routing warp plans the cache
+// too) against the plan kernel after a router launch without it, on twin caches over the same host copies: after
+// every step the same slot map, expert map, recency, clock, admissions, counters, CPU marks and tables (an entry as
+// host copy or slot plus offset). Random tokens route with little reuse, so slots are evicted most steps; every
+// fifth step a prefetch (the same on both) sets slots the walk then finds prefetched; cache sizes from one slot (all
+// but one of the step's experts streamed) to half the experts; no CPU, `auto` with costs that send about half of
+// the misses to the CPU, and `all`. Shapes: 64 experts over 256 columns (the home block has no row tile) and
+// Qwen3.6's router.
+TEST(CudaMoe, CachePlanInsideTheOneTokenRouter) {
+  HLWQ_REQUIRE_CUDA();
+  struct Shape {
+    int64_t E, H;
+  };
+  for (const Shape sh : {Shape{64, 256}, Shape{256, 2048}}) {
+    std::mt19937_64 rng(37);
+    const int64_t E = sh.E, H = sh.H, k = 8, ld = E + 1, tiles = cuda::moe_max_tiles(1, k, E, 1);
+    const cuda::PackedLinear router = random_router(ld, H, rng);
+    const cuda::RouterOne one = cuda::plan_router_one(router, E, k, 1);
+    if (!one.available()) {
+      GTEST_SKIP() << "the one-token router needs sm_90";
+    }
+    cuda::ExpertLayout lay;
+    lay.int4 = true;
+    lay.gu_q = 0, lay.gu_s = 64, lay.dn_q = 96, lay.dn_s = 160, lay.bytes = 192;
+    const cuda::DeviceBuffer<uint8_t> host(size_t(E * lay.bytes), "host experts");
+    const CpuSplitCosts halves{10.f, 12.f, 5.f};  // pcie, cpu per expert, cpu fixed: n of m misses to the CPU ≈ m / 2
+    for (const int64_t N : {int64_t(1), k - 1, k, int64_t(20), E / 2})
+      for (const CpuExperts mode : {CpuExperts::off, CpuExperts::automatic, CpuExperts::all}) {
+        SCOPED_TRACE(testing::Message() << "E=" << E << " N=" << N << " mode " << cpu_experts_name(mode));
+        struct Twin {
+          cuda::ExpertCacheDev c;
+          cuda::DeviceBuffer<const uint32_t*> gq, dq;
+          cuda::DeviceBuffer<const float*> gs, ds;
+          cuda::DeviceBuffer<uint8_t> mark;
+          cuda::DeviceBuffer<float> logits, tw, sw;
+          cuda::DeviceBuffer<int> ti, st, tm, ts;
+          cuda::ExpertTables tables() { return {gq.get(), gs.get(), dq.get(), ds.get()}; }
+          cuda::MoePlan plan() { return {ti.get(), tw.get(), st.get(), sw.get(), tm.get(), ts.get()}; }
+        };
+        auto make = [&] {
+          std::vector<const uint32_t*> q, dqv;
+          std::vector<const float*> s, dsv;
+          for (int64_t e = 0; e < E; ++e) {
+            const uint8_t* x = host.get() + e * lay.bytes;
+            q.push_back(reinterpret_cast<const uint32_t*>(x + lay.gu_q));
+            dqv.push_back(reinterpret_cast<const uint32_t*>(x + lay.dn_q));
+            s.push_back(reinterpret_cast<const float*>(x + lay.gu_s));
+            dsv.push_back(reinterpret_cast<const float*>(x + lay.dn_s));
+          }
+          return Twin{cuda::make_expert_cache(E, N, lay, host.get()),
+                      cuda::DeviceBuffer<const uint32_t*>(q, "gq"), cuda::DeviceBuffer<const uint32_t*>(dqv, "dq"),
+                      cuda::DeviceBuffer<const float*>(s, "gs"), cuda::DeviceBuffer<const float*>(dsv, "ds"),
+                      cuda::DeviceBuffer<uint8_t>(std::vector<uint8_t>(size_t(E), 0), "marks"),
+                      cuda::DeviceBuffer<float>(size_t(ld), "logits"), cuda::DeviceBuffer<float>(size_t(k), "tw"),
+                      cuda::DeviceBuffer<float>(size_t(tiles * 8), "sw"), cuda::DeviceBuffer<int>(size_t(k), "ti"),
+                      cuda::DeviceBuffer<int>(size_t(tiles * 8), "st"), cuda::DeviceBuffer<int>(size_t(tiles), "tm"),
+                      cuda::DeviceBuffer<int>(size_t(k + 1), "ts")};
+        };
+        Twin a = make(), b = make();  // a: the plan in the router launch; b: the plan kernel after it
+        cuda::DeviceBuffer<uint32_t> xf(size_t(cuda::xfrag_words(1, router.in_pad)), "x fragments");
+        cuda::DeviceBuffer<float> dx(size_t(H), "x");
+        // a table entry as (0, offset in the host copies) or (1 + twin's slot base distance)
+        auto where = [&](const Twin& t, const void* p) {
+          const auto* u = static_cast<const uint8_t*>(p);
+          const uint8_t* h0 = host.get();
+          if (u >= h0 && u < h0 + E * lay.bytes) return std::pair<int, int64_t>{0, u - h0};
+          return std::pair<int, int64_t>{1, u - t.c.slots.get()};
+        };
+        for (int step = 0; step < 24; ++step) {
+          SCOPED_TRACE(testing::Message() << "step " << step);
+          const auto x = test::random_bf16_exact(size_t(H), 1.f, rng);
+          dx.upload(x.data(), x.size());
+          cuda::pack_activations(dx.get(), H, 1, H, nullptr, 1, router.in_pad, xf.get(), nullptr);
+          const auto cpu = [&](Twin& t) {
+            return mode == CpuExperts::off ? cuda::CpuSplitArgs{} : cuda::CpuSplitArgs{mode, halves, t.mark.get()};
+          };
+          const cuda::ExpertCachePlan pa = cuda::expert_cache_plan_of(a.c, a.ti.get(), 1, k, a.tables(), cpu(a));
+          cuda::router_one(one, router, xf.get(), a.logits.get(), E, k, 1, a.plan(), tiles, nullptr, 0, &pa);
+          cuda::router_one(one, router, xf.get(), b.logits.get(), E, k, 1, b.plan(), tiles, nullptr);
+          cuda::expert_cache_plan(cuda::expert_cache_plan_of(b.c, b.ti.get(), 1, k, b.tables(), cpu(b)), nullptr);
+          HLWQ_CUDA_CHECK(cudaDeviceSynchronize(), "router and cache plan");
+          ASSERT_EQ(a.ti.download(), b.ti.download());
+          ASSERT_EQ(a.c.slot_expert.download(), b.c.slot_expert.download());
+          ASSERT_EQ(a.c.expert_slot.download(), b.c.expert_slot.download());
+          ASSERT_EQ(a.c.slot_used.download(), b.c.slot_used.download());
+          ASSERT_EQ(a.c.step.download(), b.c.step.download());
+          ASSERT_EQ(a.c.slot_prefetched.download(), b.c.slot_prefetched.download());
+          const int n_copies = a.c.n_copies.download()[0];
+          ASSERT_EQ(n_copies, b.c.n_copies.download()[0]);
+          const auto ca = a.c.copies.download(), cb = b.c.copies.download();
+          ASSERT_TRUE(std::equal(ca.begin(), ca.begin() + 2 * n_copies, cb.begin()));
+          ASSERT_EQ(a.c.counters.download(), b.c.counters.download());
+          if (mode != CpuExperts::off) {
+            ASSERT_EQ(a.mark.download(), b.mark.download());
+          }
+          auto same_tables = [&](const auto& ta, const auto& tb) {
+            for (int64_t e = 0; e < E; ++e) ASSERT_EQ(where(a, ta[size_t(e)]), where(b, tb[size_t(e)])) << "expert " << e;
+          };
+          same_tables(a.gq.download(), b.gq.download());
+          same_tables(a.gs.download(), b.gs.download());
+          same_tables(a.dq.download(), b.dq.download());
+          same_tables(a.ds.download(), b.ds.download());
+          if (step % 5 == 4) {  // the same prefetch into both: slots the next walks find prefetched
+            const auto hint = test::random_f32(size_t(ld), 0.f, 1.f, rng);
+            const cuda::DeviceBuffer<float> dh(hint, "hint logits");
+            for (Twin* t : {&a, &b}) cuda::expert_cache_prefetch(t->c, dh.get(), ld, 1, k, t->tables(), nullptr);
+          }
+        }
+        const auto cnt = cuda::expert_cache_counters(a.c);
+        EXPECT_GT(cnt.loads, 0u);
+        if (N >= 20 && mode != CpuExperts::all) {
+          EXPECT_GT(cnt.hits + cnt.prefetch_hits, 0u);
+        }
+        if (mode == CpuExperts::automatic) {
+          EXPECT_GT(cnt.cpu_only, 0u);
+        }
+        if (N == 1 && mode == CpuExperts::off) {
+          EXPECT_GT(cnt.streamed, 0u);
+        }
+      }
+  }
+  // the launch refuses a plan of other ids
+  std::mt19937_64 rng(41);
+  const int64_t E = 64, k = 8, tiles = cuda::moe_max_tiles(1, k, E, 1);
+  const cuda::PackedLinear router = random_router(E + 1, 256, rng);
+  const cuda::RouterOne one = cuda::plan_router_one(router, E, k, 1);
+  cuda::ExpertLayout lay;
+  lay.bytes = 64;
+  const cuda::DeviceBuffer<uint8_t> host(size_t(E * lay.bytes), "host experts");
+  auto c = cuda::make_expert_cache(E, 4, lay, host.get());
+  cuda::DeviceBuffer<int> ids(size_t(k), "ids"), other(size_t(k), "other ids");
+  cuda::MoePlan plan{ids.get(), nullptr, nullptr, nullptr, nullptr, nullptr};
+  const cuda::ExpertCachePlan p = cuda::expert_cache_plan_of(c, other.get(), 1, k, {});
+  EXPECT_THROW(cuda::router_one(one, router, nullptr, nullptr, E, k, 1, plan, tiles, nullptr, 0, &p), Error);
 }
 
 }  // namespace

@@ -1,8 +1,10 @@
-// The GPU expert cache (see expert_cache_dev.cuh). The plan is one warp: lane 0 walks the requests in order (the
-// policy is sequential by definition: each miss sees the slots earlier misses took), the warp scans for victims.
-// Slot state is staged in shared memory for the walk and written back at the end. The prefetch plan is the same
-// walk over the predicted experts, after a warp-per-token top-k of the next layer's router logits.
+// The GPU expert cache (see expert_cache_dev.cuh). The plan is one warp (expert_cache_plan.cuh, shared with the
+// one-token router launch): lane 0 walks the requests in order (the policy is sequential by definition: each miss
+// sees the slots earlier misses took), the warp scans for victims. Slot state is staged in shared memory for the
+// walk and written back at the end. The prefetch plan is the same walk over the predicted experts, after a
+// warp-per-token top-k of the next layer's router logits.
 #include "backend/cuda/expert_cache_dev.cuh"
+#include "backend/cuda/expert_cache_plan.cuh"
 #include "backend/cuda/pdl.cuh"
 
 #include <cuda_runtime.h>
@@ -17,35 +19,8 @@
 namespace hlwq::cuda {
 namespace {
 
-constexpr int kMaxE = 512;
-
-struct PlanParams {
-  const int* ids;
-  int n_ids, E, N;
-  int* slot_expert;
-  int* expert_slot;
-  long long* slot_used;
-  long long* step;
-  int* copies;
-  int* n_copies;
-  unsigned char* slot_prefetched;
-  unsigned long long* counters;
-  ExpertTables t;
-  ExpertLayout lay;
-  const uint8_t* host;
-  uint8_t* slots;
-  CpuSplitArgs cpu;
-  unsigned long long* timing = nullptr;  // ExpertCacheTiming words
-  bool joined_prefetch = false;          // the plan runs right after a prefetch join (expert_cache_step)
-};
-
-__device__ void point_at(const ExpertTables& t, const ExpertLayout& lay, int e, const uint8_t* base) {
-  t.gu_q[e] = reinterpret_cast<const uint32_t*>(base + lay.gu_q);
-  t.dn_q[e] = reinterpret_cast<const uint32_t*>(base + lay.dn_q);
-  t.gu_s[e] = lay.int4 ? reinterpret_cast<const float*>(base + lay.gu_s) : nullptr;
-  t.dn_s[e] = lay.int4 ? reinterpret_cast<const float*>(base + lay.dn_s) : nullptr;
-}
-__device__ void point_at(const PlanParams& p, int e, const uint8_t* base) { point_at(p.t, p.lay, e, base); }
+constexpr int kMaxE = kExpertCacheMaxE;
+using PlanParams = ExpertCachePlan;
 
 __global__ void point_kernel(ExpertTables t, ExpertLayout lay, PointedExperts e, const uint8_t* base) {
   HLWQ_PDL_PREAMBLE();
@@ -53,140 +28,14 @@ __global__ void point_kernel(ExpertTables t, ExpertLayout lay, PointedExperts e,
   if (j < e.n) point_at(t, lay, e.id[j], base + int64_t(e.pos[j]) * lay.bytes);
 }
 
-// The victim among the unpinned slots, the same for every lane: an empty one first (lowest index), else the least
-// recently used (lowest index on ties); −1 when every slot is pinned. The ExpertCache policy's pick_victim.
-__device__ int warp_victim(const int* s_slot_expert, const long long* s_used, const unsigned char* s_pinned, int N,
-                           int lane) {
-  int best = -1;
-  long long best_used = 0;
-  bool best_empty = false;
-  for (int s = lane; s < N; s += 32) {
-    if (s_pinned[s]) continue;
-    const bool empty = s_slot_expert[s] < 0;
-    const bool better = best < 0 || (empty && !best_empty) || (empty == best_empty && !empty && s_used[s] < best_used);
-    if (better) best = s, best_used = s_used[s], best_empty = empty;
-  }
-  for (int o = 16; o > 0; o >>= 1) {
-    const int ob = __shfl_xor_sync(0xffffffffu, best, o);
-    const long long ou = __shfl_xor_sync(0xffffffffu, best_used, o);
-    const bool oe = __shfl_xor_sync(0xffffffffu, int(best_empty), o) != 0;
-    bool take;
-    if (ob < 0) take = false;
-    else if (best < 0) take = true;
-    else if (oe != best_empty) take = oe;
-    else if (!oe && ou != best_used) take = ou < best_used;
-    else take = ob < best;
-    if (take) best = ob, best_used = ou, best_empty = oe;
-  }
-  __syncwarp();  // every lane's reads of the slot state above come before the caller's lane-0 writes
-  return best;
-}
-
+// One warp: the slot state staged, then the walk (expert_cache_plan.cuh).
 __global__ void plan_kernel(PlanParams p) {
   HLWQ_PDL_PREAMBLE();
-  __shared__ int s_slot_expert[kMaxE];
-  __shared__ long long s_used[kMaxE];
-  __shared__ unsigned char s_pinned[kMaxE];
-  __shared__ unsigned char s_seen[kMaxE];
-  __shared__ int s_order[kMaxE];
-  __shared__ unsigned char s_hit[kMaxE];  // s_order[j] was resident when the step began
-  const int lane = threadIdx.x;
-  for (int i = lane; i < p.N; i += 32) s_slot_expert[i] = p.slot_expert[i], s_used[i] = p.slot_used[i], s_pinned[i] = 0;
-  for (int i = lane; i < p.E; i += 32) s_seen[i] = 0;
-  if (p.cpu.mark)
-    for (int i = lane; i < p.E; i += 32) p.cpu.mark[i] = 0;
+  __shared__ ExpertCachePlanSmem s;
+  const int lane = int(threadIdx.x);
+  expert_cache_plan_stage(p, s, lane, 32);
   __syncwarp();
-  const long long now = *p.step + 1;
-  unsigned long long hits = 0, loads = 0, streamed = 0, pf_hits = 0, pf_wasted = 0, cpu_only = 0;
-  int nc = 0;
-  // Hits first, in request order, pinning every resident expert before a miss picks a victim. The warp takes 32
-  // requests at a time: a request is new when no earlier lane of the batch holds its id (__match_any_sync) and no
-  // earlier batch saw it; new ones get their order positions by a ballot prefix, and their residency is looked up
-  // by all lanes at once (the lookups were one dependent global load after another when lane 0 walked alone).
-  // Every value below that decides control flow is warp-uniform (ballots and shared memory after __syncwarp).
-  int n = 0;
-  for (int b = 0; b < p.n_ids; b += 32) {
-    const int i = b + lane;
-    const int e = i < p.n_ids ? p.ids[i] : -1;
-    const bool valid = e >= 0 && e < p.E;
-    const unsigned same = __match_any_sync(0xffffffffu, valid ? e : -1 - lane);  // invalid lanes match nobody
-    const bool fresh = valid && (__ffs(same) - 1) == lane && !s_seen[e];
-    const unsigned ballot = __ballot_sync(0xffffffffu, fresh);
-    __syncwarp();  // every lane read s_seen before any lane marks it
-    bool hit = false;
-    if (fresh) {
-      const int j = n + __popc(ballot & ((1u << lane) - 1));
-      s_seen[e] = 1;
-      s_order[j] = e;
-      const int sl = p.expert_slot[e];
-      hit = sl >= 0;
-      s_hit[j] = hit;
-      if (hit) {  // distinct experts hold distinct slots: no two lanes write one slot
-        s_pinned[sl] = 1;
-        s_used[sl] = now;
-        if (p.slot_prefetched[sl]) ++pf_hits, p.slot_prefetched[sl] = 0;
-      }
-    }
-    hits += __popc(__ballot_sync(0xffffffffu, hit));
-    n += __popc(ballot);
-    __syncwarp();  // this round's marks in s_seen come before the next round's reads (ballots order no memory)
-  }
-  for (int o = 16; o > 0; o >>= 1) pf_hits += __shfl_xor_sync(0xffffffffu, pf_hits, o);  // lanes counted their own
-  __syncwarp();
-  const int misses = n - int(hits);  // the CPU takes the last cpu_split_count of them (cpu_split.h)
-  const int first_cpu = p.cpu.mark ? misses - cpu_split_count(p.cpu.mode, misses, p.cpu.costs) : misses;
-  int miss = 0;  // misses so far (the same in every lane)
-  for (int j = 0; j < n; ++j) {
-    if (s_hit[j]) continue;  // fixed for the step: a hit is pinned, so no miss of the walk evicts it
-    const int e = s_order[j];
-    const bool on_cpu = miss++ >= first_cpu;
-    if (on_cpu && lane == 0) p.cpu.mark[e] = 1;
-    if (on_cpu && p.cpu.mode != CpuExperts::all) {  // auto: computed on the CPU, never copied, no slot
-      if (lane == 0) ++cpu_only;
-      __syncwarp();
-      continue;
-    }
-    const int best = warp_victim(s_slot_expert, s_used, s_pinned, p.N, lane);
-    if (lane == 0) {
-      if (best < 0) {
-        if (!on_cpu) ++streamed;  // every slot is pinned by this step: read in place from host memory
-      } else {
-        const int old = s_slot_expert[best];
-        if (old >= 0) {
-          p.expert_slot[old] = -1;
-          point_at(p, old, p.host + int64_t(old) * p.lay.bytes);
-        }
-        s_slot_expert[best] = e;
-        p.expert_slot[e] = best;
-        s_pinned[best] = 1;
-        s_used[best] = now;
-        if (p.slot_prefetched[best]) ++pf_wasted, p.slot_prefetched[best] = 0;
-        point_at(p, e, p.slots + int64_t(best) * p.lay.bytes);
-        p.copies[2 * nc] = e;
-        p.copies[2 * nc + 1] = best;
-        ++nc;
-        ++loads;
-      }
-    }
-    __syncwarp();
-  }
-  for (int i = lane; i < p.N; i += 32) p.slot_expert[i] = s_slot_expert[i], p.slot_used[i] = s_used[i];
-  if (lane == 0) {
-    *p.step = now;
-    *p.n_copies = nc;
-    p.counters[0] += hits;
-    p.counters[1] += loads;
-    p.counters[2] += streamed;
-    p.counters[4] += pf_hits;
-    p.counters[5] += pf_wasted;
-    p.counters[6] += cpu_only;
-    if (p.joined_prefetch) {  // the prefetch copy's part after the compute stream reached the join was waited for
-      const unsigned long long reach = p.timing[kTimeRouteDone], start = p.timing[kTimePrefetchStart],
-                               end = p.timing[kTimePrefetchEnd], from = reach > start ? reach : start;
-      if (end > from) p.counters[8] += end - from;
-      p.timing[kTimePrefetchEnd] = 0;  // a prefetch with nothing to copy stamps nothing
-    }
-  }
+  expert_cache_plan_walk(p, s, lane);
 }
 
 struct PrefetchParams {
@@ -252,21 +101,10 @@ __global__ void __launch_bounds__(kPrefetchThreads) prefetch_kernel(PrefetchPara
       continue;
     }
     if (lane == 0) {
-      const int old = s_slot_expert[best];
-      if (old >= 0) {
-        p.expert_slot[old] = -1;
-        point_at(p, old, p.host + int64_t(old) * p.lay.bytes);
-      }
       if (p.slot_prefetched[best]) ++wasted;  // an earlier prefetch there was never used
       p.slot_prefetched[best] = 1;
-      s_slot_expert[best] = e;
-      p.expert_slot[e] = best;
-      s_used[best] = now;
+      take_slot(p, s_slot_expert, s_used, best, e, now, nc);
       s_reserved[best] = 1;
-      point_at(p, e, p.slots + int64_t(best) * p.lay.bytes);
-      p.copies[2 * nc] = e;
-      p.copies[2 * nc + 1] = best;
-      ++nc;
       ++placed;
     }
     __syncwarp();
@@ -340,22 +178,33 @@ ExpertCacheDev make_expert_cache(int64_t E, int64_t n_slots, const ExpertLayout&
   return c;
 }
 
-void expert_cache_step(ExpertCacheDev& c, const int* topk_ids, int64_t T, int64_t k, const ExpertTables& t,
-                       cudaStream_t st, const CpuSplitArgs& cpu, bool joined_prefetch, bool copy_through) {
-  if (T == 0) return;
-  const PlanParams p{topk_ids, int(T * k), int(c.E), int(c.n_slots), c.slot_expert.get(), c.expert_slot.get(),
-                     c.slot_used.get(), c.step.get(), c.copies.get(), c.n_copies.get(), c.slot_prefetched.get(),
-                     c.counters.get(), t, c.layout, c.host, c.slots.get(),
-                     cpu.mode == CpuExperts::off ? CpuSplitArgs{} : cpu, c.timing.get(), joined_prefetch};
+ExpertCachePlan expert_cache_plan_of(ExpertCacheDev& c, const int* topk_ids, int64_t T, int64_t k,
+                                     const ExpertTables& t, const CpuSplitArgs& cpu, bool joined_prefetch) {
+  return ExpertCachePlan{topk_ids, int(T * k), int(c.E), int(c.n_slots), c.slot_expert.get(), c.expert_slot.get(),
+                         c.slot_used.get(), c.step.get(), c.copies.get(), c.n_copies.get(), c.slot_prefetched.get(),
+                         c.counters.get(), t, c.layout, c.host, c.slots.get(),
+                         cpu.mode == CpuExperts::off ? CpuSplitArgs{} : cpu, c.timing.get(), joined_prefetch};
+}
+
+void expert_cache_plan(const ExpertCachePlan& p, cudaStream_t st) {
   plan_kernel<<<1, 32, 0, st>>>(p);
-  HLWQ_CUDA_LAUNCH_CHECK("expert cache plan ({} ids, {} slots)", T * k, c.n_slots);
-  if (copy_through) return;  // the step's expert kernel copies them (expert_cache_copy_through)
+  HLWQ_CUDA_LAUNCH_CHECK("expert cache plan ({} ids, {} slots)", p.n_ids, p.N);
+}
+
+void expert_cache_admit(ExpertCacheDev& c, int64_t T, int64_t k, cudaStream_t st) {
   const int64_t max_copies = std::min<int64_t>(c.n_slots, T * k);
   const dim3 grid(unsigned((c.layout.bytes + kCopyChunk - 1) / kCopyChunk), unsigned(max_copies));
   copy_kernel<<<grid, 256, 0, st>>>(c.copies.get(), c.n_copies.get(), c.host, c.slots.get(), c.layout.bytes,
                                     kCopyChunk, CopyTiming{c.timing.get() + kSpanAdmit, c.counters.get(), true,
                                                            nullptr});
   HLWQ_CUDA_LAUNCH_CHECK("expert cache copies (up to {} experts of {} bytes)", max_copies, c.layout.bytes);
+}
+
+void expert_cache_step(ExpertCacheDev& c, const int* topk_ids, int64_t T, int64_t k, const ExpertTables& t,
+                       cudaStream_t st, const CpuSplitArgs& cpu, bool joined_prefetch, bool copy_through) {
+  if (T == 0) return;
+  expert_cache_plan(expert_cache_plan_of(c, topk_ids, T, k, t, cpu, joined_prefetch), st);
+  if (!copy_through) expert_cache_admit(c, T, k, st);  // else the step's expert kernel copies them
 }
 
 void expert_cache_prefetch(ExpertCacheDev& c, const float* logits, int64_t ld, int64_t T, int64_t k,

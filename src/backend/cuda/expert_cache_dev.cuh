@@ -5,13 +5,14 @@
 // expert's slot when it is resident, else at its host copy, which the kernels then read over PCIe in place (the
 // policy's "streamed" experts: no staging buffer, no extra copy).
 //
-// Per step, after routing: expert_cache_step plans with the policy of src/moe/expert_cache (kLru) — hits first,
-// each pinned for the step; then misses in request order take the least recently used unpinned slot (empty
-// slots first, ties to the lower index); a miss with no unpinned slot left is streamed — and rewrites the pointer
-// table; then one launch copies the admitted experts host → slot — or, where the fused expert kernel runs the step
-// (INT4, sm_90+, ≤ 8 tokens, no CPU split: moe_fused.cuh), that kernel copies them itself, each admitted expert's
-// tile reading its host copy while it computes and writing the slot (copy-through: the copy overlaps that tile's
-// compute instead of preceding the launch). Everything is on the compute stream in order:
+// Per step, after routing: expert_cache_step (at one token the router's own launch, moe_router_one.cuh) plans with
+// the policy of src/moe/expert_cache (kLru) — hits first, each pinned for the step; then misses in request order
+// take the least recently used unpinned slot (empty slots first, ties to the lower index); a miss with no unpinned
+// slot left is streamed — and rewrites the pointer table; then one launch copies the admitted experts host → slot
+// — or, where the fused expert kernel runs the step (INT4, sm_90+, ≤ 8 tokens, no CPU split: moe_fused.cuh), that
+// kernel copies them itself, each admitted expert's tile reading its host copy while it computes and writing the
+// slot (copy-through: the copy overlaps that tile's compute instead of preceding the launch). Everything is on the
+// compute stream in order:
 // a slot is overwritten only after every earlier kernel that read it finished, and the GEMMs of the step read it
 // only after its copy (the seed's eviction bug cannot happen). The copy costs the same PCIe bytes as reading that
 // expert in place once; later steps then read it from device memory.
@@ -114,8 +115,40 @@ struct CpuSplitArgs {
   uint8_t* mark = nullptr;
 };
 
+inline constexpr int kExpertCacheMaxE = 512;
+
+// What one step's plan reads and writes (device pointers into an ExpertCacheDev, the tables, the CPU split): the
+// arguments of the plan kernel, and of the one-token router launch that runs the same plan (moe_router_one.cuh).
+struct ExpertCachePlan {
+  const int* ids;  // [n_ids] the step's routed ids, row-major [T, k]
+  int n_ids, E, N;
+  int* slot_expert;
+  int* expert_slot;
+  long long* slot_used;
+  long long* step;
+  int* copies;
+  int* n_copies;
+  unsigned char* slot_prefetched;
+  unsigned long long* counters;
+  ExpertTables t;
+  ExpertLayout lay;
+  const uint8_t* host;
+  uint8_t* slots;
+  CpuSplitArgs cpu;
+  unsigned long long* timing = nullptr;  // ExpertCacheTiming words
+  bool joined_prefetch = false;          // the plan runs right after a prefetch join (expert_cache_step)
+};
+
+// The plan of a step for the routed ids [T, k] (device). joined_prefetch: the stream has just joined a prefetch
+// copy into this layer, and the routing stamped kTimeRouteDone.
+ExpertCachePlan expert_cache_plan_of(ExpertCacheDev& c, const int* topk_ids, int64_t T, int64_t k,
+                                     const ExpertTables& t, const CpuSplitArgs& cpu = {}, bool joined_prefetch = false);
+// Runs the plan (one warp): rewrites the tables and lists the admissions.
+void expert_cache_plan(const ExpertCachePlan& p, cudaStream_t st);
+// Copies the last plan's admissions host → slot (up to min(N, T·k) of them).
+void expert_cache_admit(ExpertCacheDev& c, int64_t T, int64_t k, cudaStream_t st);
+
 // Plans the step for the routed ids [T, k] (device), rewrites the tables and copies the admitted experts.
-// joined_prefetch: st has just joined a prefetch copy into this layer, and the routing stamped kTimeRouteDone.
 // copy_through: no copy launch; the step's expert kernel copies the admitted experts itself while it computes
 // (expert_cache_copy_through). Only where that kernel has a tile for every admitted expert: no CPU split.
 void expert_cache_step(ExpertCacheDev& c, const int* topk_ids, int64_t T, int64_t k, const ExpertTables& t,

@@ -286,12 +286,6 @@ void moe_forward(const MoeLayerDev& L, MoeWorkspace& ws, const float* xn, int64_
   const bool joins = L.cache && hooks.prefetch && hooks.prefetch->pending(hooks.layer);
   MoePlan plan{ws.topk_ids.get(), ws.topk_w.get(), ws.slot_tok.get(), ws.slot_w.get(), ws.tile_mat.get(),
                ws.tok_slot.get(), hooks.route_ids, joins ? L.cache->timing.get() + kTimeRouteDone : nullptr};
-  if (T == 1 && ws.router_one.available()) {  // every one-token step, with or without a cache: the same bits
-    router_one(ws.router_one, L.router, ws.x_tok.get(), ws.logits.get(), L.E, L.k, L.n_shared, plan, tiles, st);
-  } else {
-    gemm(L.router, ws.x_tok.get(), T, ws.logits.get(), L.router.out, st);
-    moe_route(ws.logits.get(), L.router.out, T, L.E, L.k, L.n_shared, plan, tiles, st);
-  }
   // the plan marks misses for the CPU only where the mode applies to a step of this size (cpu_split.h)
   const bool marks = L.cache && cpu && cpu->cpu && !cpu->all_routed && cpu->mode != CpuExperts::off &&
                      (cpu->mode == CpuExperts::all || T <= kCpuSplitMaxTokens);
@@ -302,12 +296,26 @@ void moe_forward(const MoeLayerDev& L, MoeWorkspace& ws, const float* xn, int64_
   // tile for every admitted expert: no CPU split, at most 8 tokens (one tile an expert)
   const bool copy_through =
       L.cache && !stream && !to_cpu && reads_tokens(L) && ws.fused.runs(tiles) && T <= 8;
+  const bool one_launch = T == 1 && ws.router_one.available();  // every one-token step, cache or not: same bits
+  const bool planned = L.cache && !stream;
+  const ExpertCachePlan cache_plan =
+      planned ? expert_cache_plan_of(*L.cache, ws.topk_ids.get(), T, L.k, tables_of(L),
+                                     marks ? CpuSplitArgs{cpu->mode, cpu->costs, ws.cpu_mark.get()} : CpuSplitArgs{},
+                                     joins)
+              : ExpertCachePlan{};
+  // the routing's own launch plans the cache too, unless a prefetch join must come between them
+  const bool plan_in_router = one_launch && planned && !joins;
+  if (one_launch) {
+    router_one(ws.router_one, L.router, ws.x_tok.get(), ws.logits.get(), L.E, L.k, L.n_shared, plan, tiles, st, 0,
+               plan_in_router ? &cache_plan : nullptr);
+  } else {
+    gemm(L.router, ws.x_tok.get(), T, ws.logits.get(), L.router.out, st);
+    moe_route(ws.logits.get(), L.router.out, T, L.E, L.k, L.n_shared, plan, tiles, st);
+  }
   if (L.cache) {
     if (hooks.prefetch) hooks.prefetch->join(hooks.layer, st);  // before anything touches this layer's slots
-    if (!stream)
-      expert_cache_step(*L.cache, ws.topk_ids.get(), T, L.k, tables_of(L), st,
-                        marks ? CpuSplitArgs{cpu->mode, cpu->costs, ws.cpu_mark.get()} : CpuSplitArgs{}, joins,
-                        copy_through);
+    if (planned && !plan_in_router) expert_cache_plan(cache_plan, st);
+    if (planned && !copy_through) expert_cache_admit(*L.cache, T, L.k, st);  // else the expert kernel copies
   }
   if (to_cpu)
     cpu->cpu->fork(cpu->layer, xn, T, ws.tile_mat.get(), ws.slot_tok.get(), ws.slot_w.get(), tiles, L.E,

@@ -7,6 +7,7 @@
 #include "backend/cuda/cluster_barrier.cuh"
 #include "backend/cuda/cluster_launch.h"
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/expert_cache_plan.cuh"
 #include "backend/cuda/mma.cuh"
 #include "backend/cuda/pdl.cuh"
 #include "backend/cuda/route_token.cuh"
@@ -26,14 +27,23 @@ struct RouterParams {
   float* logits;
   int E, k, S, max_tiles;
   MoePlan plan;
+  ExpertCachePlan cache;  // valid when has_cache: the step's expert cache plan, run after the routing
+  bool has_cache;
+  int cache_at;  // byte offset of the cache plan's shared memory
 };
 
-// Shared memory of a block of a cluster of C: the logits (n_rt · 16 floats, used in the first block), then the
-// warps' partial sums of the block's row tiles ([tiles][kWarps][16]).
-size_t smem_bytes(int n_rt, int C) { return size_t(n_rt * 16 + (n_rt + C - 1) / C * kWarps * 16) * sizeof(float); }
+// Shared memory of a block of a cluster of C: the logits (n_rt · 16 floats, used in the home block), then the
+// warps' partial sums of the block's row tiles ([tiles][kWarps][16]), then (16-byte aligned, with a cache) the
+// cache plan's slot state.
+size_t cache_offset(int n_rt, int C) {
+  return (size_t(n_rt * 16 + (n_rt + C - 1) / C * kWarps * 16) * sizeof(float) + 15) / 16 * 16;
+}
+size_t smem_bytes(int n_rt, int C) { return cache_offset(n_rt, C) + sizeof(ExpertCachePlanSmem); }
 
 // Block r of the cluster computes the row tiles r, r + C, …; warp w of it the k-units w, w + 8, … of each, in order
-// (pairs of tile and unit, kFlight of them in flight: all of them at Qwen3.6's shape, H 2048 and 257 rows).
+// (pairs of tile and unit, kFlight of them in flight: all of them at Qwen3.6's shape, H 2048 and 257 rows). The
+// last block (home: it has no more row tiles than any other) gathers the logits and its first warp plans; with a
+// cache, home stages the slot state while the others still multiply, and that warp plans the cache too.
 template <int kMaxPerLane>
 __global__ void __launch_bounds__(kWarps * 32, 1) router_one_kernel(RouterParams p) {
   HLWQ_PDL_EARLY_READS("the router's weights, which no kernel writes; the token's fragments (written by the norm "
@@ -61,6 +71,9 @@ __global__ void __launch_bounds__(kWarps * 32, 1) router_one_kernel(RouterParams
   load(0);
   HLWQ_PDL_PREAMBLE();
   cluster_arrive_relaxed();  // the first phase only says every block runs (before any writes into another's memory)
+  const int home = C - 1;
+  ExpertCachePlanSmem* cs = reinterpret_cast<ExpertCachePlanSmem*>(reinterpret_cast<char*>(sm) + p.cache_at);
+  if (p.has_cache && rank == home) expert_cache_plan_stage(p.cache, *cs, threadIdx.x, blockDim.x);  // see below
 
   float* part = sm + p.n_rt * 16;  // [nt][kWarps][16]
   float acc[4] = {};
@@ -91,10 +104,10 @@ __global__ void __launch_bounds__(kWarps * 32, 1) router_one_kernel(RouterParams
       }
     }
   }
-  __syncthreads();  // the partials
+  __syncthreads();  // the partials, and home's staged slot state
 
-  // each logit: the warps' partials in warp order, into the first block's logits (and global memory)
-  float* lg0 = cluster.map_shared_rank(sm, 0);
+  // each logit: the warps' partials in warp order, into the home block's logits (and global memory)
+  float* lg0 = cluster.map_shared_rank(sm, home);
   const int nw = p.ku < kWarps ? p.ku : kWarps;
   cluster_wait();  // every block runs
   for (int i = threadIdx.x; i < nt * 16; i += blockDim.x) {
@@ -108,8 +121,11 @@ __global__ void __launch_bounds__(kWarps * 32, 1) router_one_kernel(RouterParams
     }
   }
   cluster_arrive();
-  cluster_wait();  // every logit is in the first block
-  if (rank == 0 && warp == 0) route_one_plan<kMaxPerLane>(sm, p.E, p.k, p.S, p.plan, p.max_tiles);
+  cluster_wait();  // every logit is in the home block
+  if (rank == home && warp == 0) {
+    route_one_plan<kMaxPerLane>(sm, p.E, p.k, p.S, p.plan, p.max_tiles);  // ends with __syncwarp: ids visible
+    if (p.has_cache) expert_cache_plan_walk(p.cache, *cs, lane);
+  }
 #else
   __trap();  // plan_router_one takes this kernel only where it was compiled for sm_90 or later
 #endif
@@ -145,7 +161,8 @@ RouterOne plan_router_one(const PackedLinear& router, int64_t E, int64_t k, int6
 }
 
 void router_one(const RouterOne& r, const PackedLinear& router, const uint32_t* x_tok, float* logits, int64_t E,
-                int64_t k, int64_t S, const MoePlan& plan, int64_t max_tiles, cudaStream_t st, int cluster) {
+                int64_t k, int64_t S, const MoePlan& plan, int64_t max_tiles, cudaStream_t st, int cluster,
+                const ExpertCachePlan* cache) {
   HLWQ_CHECK(r.available(), "router of one token: not available for this router or device");
   if (cluster == 0) cluster = r.cluster;
   HLWQ_CHECK(max_tiles >= moe_max_tiles(1, k, E, S), "router of one token: {} tiles", max_tiles);
@@ -161,8 +178,17 @@ void router_one(const RouterOne& r, const PackedLinear& router, const uint32_t* 
   p.S = int(S);
   p.max_tiles = int(max_tiles);
   p.plan = plan;
+  if (cache) {
+    HLWQ_CHECK(cache->E == E && cache->n_ids == k && cache->ids == plan.topk_ids && !cache->joined_prefetch,
+               "router of one token: a cache plan of {} experts and {} ids{}{} for {} experts, top-{}", cache->E,
+               cache->n_ids, cache->ids == plan.topk_ids ? "" : " not the plan's",
+               cache->joined_prefetch ? " after a prefetch join" : "", E, k);
+    p.cache = *cache;
+    p.has_cache = true;
+  }
+  p.cache_at = int(cache_offset(p.n_rt, cluster));
   const Kernel kern = kernel_for(E);
-  const size_t smem = smem_bytes(p.n_rt, cluster);
+  const size_t smem = cache ? smem_bytes(p.n_rt, cluster) : cache_offset(p.n_rt, cluster);
   if (cluster != r.cluster)  // a test's size: the planned one was checked once
     HLWQ_CHECK(co_scheduled_clusters(kern, cluster, kWarps * 32, smem) > 0,
                "router of one token: clusters of {} blocks do not run here", cluster);
