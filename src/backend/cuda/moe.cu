@@ -5,6 +5,7 @@
 
 #include <algorithm>
 
+#include "backend/cuda/expert_store.h"
 #include "backend/cuda/hlwq_gemm.cuh"
 #include "backend/cuda/moe_prefetch.cuh"
 #include "backend/cuda/moe_stream.cuh"
@@ -113,57 +114,48 @@ MoeLayerDev upload_moe(const MoeWeights& w, int64_t n_active) {
   return L;
 }
 
-MoeLayerDev upload_moe_deferred(const MoeWeights& w, int64_t n_active, const ExpertLayout& lay) {
-  check_one_hlwq_width(w);
+namespace {
+// Router and shared parts resident; the tables' routed entries [0, E) null (placed later, or never: CPU experts),
+// shaped as one routed expert packed as `lay`. HLWQ: the tables' width and codebook are those of `codes`.
+MoeLayerDev upload_without_routed(const MoeWeights& w, int64_t n_active, const ExpertLayout& lay,
+                                  const LinearWeight& codes) {
   MoeLayerDev L = upload_router(w, n_active);
   const PackedFormat f = expert_format(w);
-  const HlwqMatrixView& hv = w.experts[0].gate_proj.hlwq;
-  const int bits = f == PackedFormat::hlwq ? hv.bits : 0;
-  HLWQ_CHECK((f != PackedFormat::bf16) == lay.int4 && bits == lay.hlwq_bits && lay.gu_in == L.H && lay.dn_in == L.I,
-             "MoE {}: the expert store's layout does not match this layer", w.router.name);
   for_shared_parts(w, L, [&](const ExpertWeights& e) {
     L.gate_up.push_back(upload_packed(pack_gate_up(f, e.gate_proj, e.up_proj), e.gate_proj.name.c_str()));
     L.down.push_back(upload_packed(pack_linear(f, e.down_proj), e.down_proj.name.c_str()));
   });
-  // the routed entries [0, E) stay null until placed (make_routed_resident, attach_expert_cache)
   std::vector<const uint32_t*> gq(size_t(L.E), nullptr), dq(size_t(L.E), nullptr);
   std::vector<const float*> gs(size_t(L.E), nullptr), ds(size_t(L.E), nullptr);
   for (size_t i = 0; i < L.gate_up.size(); ++i) {
     gq.push_back(L.gate_up[i].q.get()), gs.push_back(L.gate_up[i].scale.get());
     dq.push_back(L.down[i].q.get()), ds.push_back(L.down[i].scale.get());
   }
-  const std::vector<float> cb = bits ? std::vector<float>(hv.codebook, hv.codebook + (1 << bits)) : std::vector<float>{};
+  const int bits = f == PackedFormat::hlwq ? codes.hlwq.bits : 0;
+  const std::vector<float> cb =
+      bits ? std::vector<float>(codes.hlwq.codebook, codes.hlwq.codebook + (1 << bits)) : std::vector<float>{};
   L.gu = make_grouped_ptrs(f, lay.gu_out, lay.gu_in, lay.gu_out_pad, lay.gu_in_pad, gq, gs, "MoE gate_up", bits, cb);
   L.dn = make_grouped_ptrs(f, lay.dn_out, lay.dn_in, lay.dn_out_pad, lay.dn_in_pad, dq, ds, "MoE down", bits, cb);
   return L;
 }
+}  // namespace
+
+MoeLayerDev upload_moe_deferred(const MoeWeights& w, int64_t n_active, const ExpertLayout& lay) {
+  check_one_hlwq_width(w);  // so the routed experts' codebook is the shared expert's too
+  const LinearWeight& codes = w.experts[0].gate_proj;
+  MoeLayerDev L = upload_without_routed(w, n_active, lay, codes);
+  const PackedFormat f = expert_format(w);
+  const int bits = f == PackedFormat::hlwq ? codes.hlwq.bits : 0;
+  HLWQ_CHECK((f != PackedFormat::bf16) == lay.int4 && bits == lay.hlwq_bits && lay.gu_in == L.H && lay.dn_in == L.I,
+             "MoE {}: the expert store's layout does not match this layer", w.router.name);
+  return L;
+}
 
 MoeLayerDev upload_moe_cpu(const MoeWeights& w, int64_t n_active) {
-  MoeLayerDev L = upload_router(w, n_active);
-  const PackedFormat f = expert_format(w);
-  for_shared_parts(w, L, [&](const ExpertWeights& e) {
-    L.gate_up.push_back(upload_packed(pack_gate_up(f, e.gate_proj, e.up_proj), e.gate_proj.name.c_str()));
-    L.down.push_back(upload_packed(pack_linear(f, e.down_proj), e.down_proj.name.c_str()));
-  });
-  // the routed entries are never read (their tiles go to the CPU); the shape is the shared parts' or, without a
-  // shared expert, that of the routed experts as packed (weight_pack.h)
-  const PackedLinearHost gu0 = pack_gate_up(f, w.experts[0].gate_proj, w.experts[0].up_proj);
-  const PackedLinearHost dn0 = pack_linear(f, w.experts[0].down_proj);
-  std::vector<const uint32_t*> gq(size_t(L.E), nullptr), dq(size_t(L.E), nullptr);
-  std::vector<const float*> gs(size_t(L.E), nullptr), ds(size_t(L.E), nullptr);
-  for (size_t i = 0; i < L.gate_up.size(); ++i) {
-    gq.push_back(L.gate_up[i].q.get()), gs.push_back(L.gate_up[i].scale.get());
-    dq.push_back(L.down[i].q.get()), ds.push_back(L.down[i].scale.get());
-  }
-  // HLWQ: the tables' width and codebook are the shared expert's, the only matrices the GPU runs here (else the
-  // routed experts', whose entries stay null)
-  const LinearWeight& ref = w.has_shared ? w.shared.gate_proj : w.experts[0].gate_proj;
-  const int bits = f == PackedFormat::hlwq ? ref.hlwq.bits : 0;
-  const std::vector<float> cb =
-      bits ? std::vector<float>(ref.hlwq.codebook, ref.hlwq.codebook + (1 << bits)) : std::vector<float>{};
-  L.gu = make_grouped_ptrs(f, gu0.out, gu0.in, gu0.out_pad, gu0.in_pad, gq, gs, "MoE gate_up", bits, cb);
-  L.dn = make_grouped_ptrs(f, dn0.out, dn0.in, dn0.out_pad, dn0.in_pad, dq, ds, "MoE down", bits, cb);
-  return L;
+  // the routed entries are never read (their tiles go to the CPU); HLWQ: the tables carry the shared expert's width
+  // and codebook, the only matrices the GPU runs here (without one, the routed experts', whose entries stay null)
+  const LinearWeight& codes = w.has_shared ? w.shared.gate_proj : w.experts[0].gate_proj;
+  return upload_without_routed(w, n_active, expert_layout(w), codes);
 }
 
 namespace {
