@@ -1,6 +1,6 @@
 // The expert cache's plan of one step (expert_cache_dev.cuh) as device code, for the kernels that run it: the plan
-// kernel (one warp) and the one-token router launch (moe_router_one.cu), whose last warp plans the cache right after
-// the routing, so a one-token step with a cache has no kernel boundary between routing and cache plan. The walk is
+// kernel (one warp) and the one-token router launch (moe_router_one.cu), whose routing warp plans the cache right
+// after the routing, so a one-token step with a cache has no kernel boundary between routing and cache plan. The walk is
 // sequential by definition (each miss sees the slots earlier misses took): one warp, lane 0 writing; the stage may
 // be spread over a block and must be ordered before the walk by a barrier.
 #pragma once
