@@ -9,6 +9,31 @@
 
 namespace hlwq {
 
+namespace {
+// Every counter of ExpertCacheStats, for += and −.
+using Counter = int64_t ExpertCacheStats::*;
+constexpr Counter kCounters[] = {
+    &ExpertCacheStats::hits,          &ExpertCacheStats::misses,          &ExpertCacheStats::streamed,
+    &ExpertCacheStats::prefetched,    &ExpertCacheStats::prefetch_hits,   &ExpertCacheStats::prefetch_wasted,
+    &ExpertCacheStats::staged,        &ExpertCacheStats::bytes_copied,    &ExpertCacheStats::copy_ns,
+    &ExpertCacheStats::copy_exposed_ns, &ExpertCacheStats::steps,         &ExpertCacheStats::steps_prefetching,
+    &ExpertCacheStats::steps_not_prefetching, &ExpertCacheStats::cpu_only, &ExpertCacheStats::cpu_experts,
+    &ExpertCacheStats::cpu_static,    &ExpertCacheStats::cpu_bytes,       &ExpertCacheStats::cpu_ns};
+static_assert(sizeof(kCounters) / sizeof(kCounters[0]) * sizeof(int64_t) == sizeof(ExpertCacheStats),
+              "a member of ExpertCacheStats is missing from kCounters");
+}  // namespace
+
+ExpertCacheStats& ExpertCacheStats::operator+=(const ExpertCacheStats& d) {
+  for (const Counter c : kCounters) this->*c += d.*c;
+  return *this;
+}
+
+ExpertCacheStats ExpertCacheStats::operator-(const ExpertCacheStats& a) const {
+  ExpertCacheStats d = *this;
+  for (const Counter c : kCounters) d.*c -= a.*c;
+  return d;
+}
+
 const char* expert_eviction_policy_name(ExpertEvictionPolicy p) {
   switch (p) {
     case ExpertEvictionPolicy::kLru: return "lru";

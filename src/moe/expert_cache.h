@@ -96,6 +96,11 @@ struct ExpertCacheStats {
   int64_t cpu_only = 0;
   int64_t cpu_experts = 0, cpu_static = 0, cpu_bytes = 0, cpu_ns = 0;
 
+  // Counter by counter, every member (a phase's counters are the difference of two readings; a benchmark sums its
+  // runs'). expert_cache.cpp lists the members once, and checks that the list covers the struct.
+  ExpertCacheStats& operator+=(const ExpertCacheStats& d);
+  ExpertCacheStats operator-(const ExpertCacheStats& a) const;
+
   int64_t lookups() const { return hits + misses + streamed + cpu_only + staged; }
   double hit_rate() const { return lookups() ? double(hits) / double(lookups()) : 0.0; }
   // Share of the routed expert computations (cache lookups and --n-cpu-moe layers' experts) done on the CPU.

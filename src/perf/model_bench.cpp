@@ -61,47 +61,26 @@ void add_pcie(PhaseResult& p, double tokens, double read_gbs, double h2d_gbs) {
 // Expert-cache counters now (zeros without a cache).
 ExpertCacheStats cache_now(const Model& m) { return m.expert_cache_stats().value_or(ExpertCacheStats{}); }
 
-// pcie_bytes, hit rate and prefetch counts of `runs` runs between two counter readings (after finish_phase).
-void set_cache_delta(PhaseResult& p, const ExpertCacheStats& a, const ExpertCacheStats& b, int runs) {
-  const int64_t look = b.lookups() - a.lookups(), all = look + b.cpu_static - a.cpu_static;
-  if (b.cpu_experts > 0 && all > 0) {
-    p.cpu_share = double(b.cpu_experts - a.cpu_experts) / double(all);
-    p.cpu_bytes = double(b.cpu_bytes - a.cpu_bytes) / runs;
-    p.cpu_ms = double(b.cpu_ns - a.cpu_ns) / 1e6 / runs;
+// pcie_bytes, hit rate, prefetch counts and CPU experts of `runs` runs from the counters' change d over them (after
+// finish_phase).
+void set_cache_delta(PhaseResult& p, const ExpertCacheStats& d, int runs) {
+  const int64_t look = d.lookups(), all = look + d.cpu_static;
+  if (d.cpu_experts > 0 && all > 0) {
+    p.cpu_share = double(d.cpu_experts) / double(all);
+    p.cpu_bytes = double(d.cpu_bytes) / runs;
+    p.cpu_ms = double(d.cpu_ns) / 1e6 / runs;
   }
   if (look <= 0) return;
-  p.pcie_bytes = double(b.bytes_copied - a.bytes_copied) / runs;
-  p.hit_rate = double(b.hits - a.hits) / double(look);
+  p.pcie_bytes = double(d.bytes_copied) / runs;
+  p.hit_rate = double(d.hits) / double(look);
   p.h2d_gbs = p.seconds > 0 ? p.pcie_bytes / p.seconds / 1e9 : 0;
-  p.prefetched = double(b.prefetched - a.prefetched) / runs;
-  p.prefetch_hits = double(b.prefetch_hits - a.prefetch_hits) / runs;
-  p.prefetch_wasted = double(b.prefetch_wasted - a.prefetch_wasted) / runs;
-  const int64_t with = b.steps_prefetching - a.steps_prefetching;
-  const int64_t without = b.steps_not_prefetching - a.steps_not_prefetching;
-  if (with + without > 0) p.prefetching_share = double(with) / double(with + without);
-  p.copy_ms = double(b.copy_ns - a.copy_ns) / 1e6 / runs;
-  p.copy_exposed_ms = double(b.copy_exposed_ns - a.copy_exposed_ns) / 1e6 / runs;
-}
-
-// b − a, counter by counter.
-ExpertCacheStats stats_delta(const ExpertCacheStats& a, const ExpertCacheStats& b) {
-  ExpertCacheStats d;
-  d.hits = b.hits - a.hits, d.misses = b.misses - a.misses, d.streamed = b.streamed - a.streamed;
-  d.prefetched = b.prefetched - a.prefetched, d.prefetch_hits = b.prefetch_hits - a.prefetch_hits;
-  d.prefetch_wasted = b.prefetch_wasted - a.prefetch_wasted, d.bytes_copied = b.bytes_copied - a.bytes_copied;
-  d.staged = b.staged - a.staged, d.cpu_only = b.cpu_only - a.cpu_only, d.steps = b.steps - a.steps;
-  d.steps_prefetching = b.steps_prefetching - a.steps_prefetching;
-  d.steps_not_prefetching = b.steps_not_prefetching - a.steps_not_prefetching;
-  d.copy_ns = b.copy_ns - a.copy_ns, d.copy_exposed_ns = b.copy_exposed_ns - a.copy_exposed_ns;
-  return d;
-}
-
-void add_stats(ExpertCacheStats& to, const ExpertCacheStats& d) {
-  to.hits += d.hits, to.misses += d.misses, to.streamed += d.streamed, to.prefetched += d.prefetched;
-  to.prefetch_hits += d.prefetch_hits, to.prefetch_wasted += d.prefetch_wasted, to.bytes_copied += d.bytes_copied;
-  to.staged += d.staged, to.cpu_only += d.cpu_only, to.steps += d.steps;
-  to.steps_prefetching += d.steps_prefetching, to.steps_not_prefetching += d.steps_not_prefetching;
-  to.copy_ns += d.copy_ns, to.copy_exposed_ns += d.copy_exposed_ns;
+  p.prefetched = double(d.prefetched) / runs;
+  p.prefetch_hits = double(d.prefetch_hits) / runs;
+  p.prefetch_wasted = double(d.prefetch_wasted) / runs;
+  const int64_t steps = d.steps_prefetching + d.steps_not_prefetching;
+  if (steps > 0) p.prefetching_share = double(d.steps_prefetching) / double(steps);
+  p.copy_ms = double(d.copy_ns) / 1e6 / runs;
+  p.copy_exposed_ms = double(d.copy_exposed_ns) / 1e6 / runs;
 }
 
 }  // namespace
@@ -213,7 +192,7 @@ BenchResult run_model_bench(const std::string& model_dir, const BenchOptions& op
     p.weight_bytes = double(n_chunks) * wt.dense_step_bytes + double(P) * wt.embed_row_bytes +
                      p.routed_experts * wt.expert_bytes;
     finish_phase(p, secs, double(P), r.read_ceiling_gbs);
-    set_cache_delta(p, c0, cache_now(m), opt.repeats);
+    set_cache_delta(p, cache_now(m) - c0, opt.repeats);
     add_pcie(p, double(P), r.read_ceiling_gbs, r.h2d_pinned_gbs);
     p.flops = 2 * (double(P) * (wt.token_macs + double(cfg.n_experts_active) * wt.expert_macs) + wt.lm_head_macs +
                    wt.attn_macs_per_position * double(P) * double(P + 1) / 2);
@@ -241,7 +220,7 @@ BenchResult run_model_bench(const std::string& model_dir, const BenchOptions& op
     choose.ids = chosen.data();
     std::vector<double> secs;
     double experts = 0;
-    ExpertCacheStats c0, c1;
+    ExpertCacheStats timed;  // the counters of the timed runs' decode steps
     if (trace) m.backend().set_route_trace(trace);  // rewind (decode rows stay aligned to B: prompts take B·Pd)
     for (int i = 0; i < opt.warmup + opt.repeats; ++i) {
       for (int64_t b = 0; b < B; ++b) {
@@ -263,7 +242,7 @@ BenchResult run_model_bench(const std::string& model_dir, const BenchOptions& op
       const double dt = seconds_since(t0);
       if (i >= opt.warmup) {
         secs.push_back(dt), experts += double(counter.acquired());
-        add_stats(c1, stats_delta(before, cache_now(m)));
+        timed += cache_now(m) - before;
       }
     }
     PhaseResult& d = r.decode;
@@ -272,7 +251,7 @@ BenchResult run_model_bench(const std::string& model_dir, const BenchOptions& op
     d.weight_bytes = double(G) * (wt.dense_step_bytes + double(B) * wt.embed_row_bytes) +
                      d.routed_experts * wt.expert_bytes;
     finish_phase(d, secs, double(G * B), r.read_ceiling_gbs);
-    set_cache_delta(d, c0, c1, opt.repeats);
+    set_cache_delta(d, timed, opt.repeats);
     add_pcie(d, double(G * B), r.read_ceiling_gbs, r.h2d_pinned_gbs);
     r.decode_weight_bytes_per_token = d.weight_bytes / double(G * B);
   }

@@ -4,6 +4,8 @@
 // control) lives in test_expert_cache_property.cpp.
 #include <gtest/gtest.h>
 
+#include <cstring>
+
 #include <vector>
 
 #include "core/error.h"
@@ -262,4 +264,24 @@ TEST(ExpertCache, EmptyStepIsANoOp) {
   EXPECT_TRUE(p.placements.empty());
   EXPECT_TRUE(p.copies.empty());
   EXPECT_EQ(c.stats().lookups(), 0);
+}
+
+// += and − go through every counter: readings with a distinct value in each member (written as the struct's
+// int64_t words, so no member is named here and none can be left out) come back word for word.
+TEST(ExpertCache, StatsArithmeticCoversEveryCounter) {
+  constexpr size_t kWords = sizeof(ExpertCacheStats) / sizeof(int64_t);
+  int64_t wa[kWords], wb[kWords], back[kWords], sum[kWords];
+  for (size_t i = 0; i < kWords; ++i) wa[i] = int64_t(1000 + 7 * i), wb[i] = int64_t(5000 + 13 * i * i);
+  ExpertCacheStats a, b;
+  std::memcpy(&a, wa, sizeof a);
+  std::memcpy(&b, wb, sizeof b);
+  const ExpertCacheStats d = b - a;
+  ExpertCacheStats s = a;
+  s += d;
+  std::memcpy(back, &d, sizeof d);
+  std::memcpy(sum, &s, sizeof s);
+  for (size_t i = 0; i < kWords; ++i) {
+    EXPECT_EQ(back[i], wb[i] - wa[i]) << "word " << i;
+    EXPECT_EQ(sum[i], wb[i]) << "word " << i;
+  }
 }
