@@ -26,7 +26,7 @@ std::optional<PrefetchMode> parse_prefetch_mode(std::string_view s);  // "off" |
 class PrefetchArbiter {
  public:
   static constexpr int kProbe = 8;           // timed steps of each way per probe
-  static constexpr int kHold = 512;          // timed steps the choice holds before the next probe
+  static constexpr int kHold = 512;          // steps the choice holds before the next probe (not timed)
   static constexpr double kMargin = 0.02;    // without the prefetch must be this much faster to turn it off
 
   // Whether the next decode step of T tokens prefetches. The schedule advances only on record(), so a step that

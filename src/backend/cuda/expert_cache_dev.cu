@@ -19,9 +19,6 @@
 namespace hlwq::cuda {
 namespace {
 
-constexpr int kMaxE = kExpertCacheMaxE;
-using PlanParams = ExpertCachePlan;
-
 __global__ void point_kernel(ExpertTables t, ExpertLayout lay, PointedExperts e, const uint8_t* base) {
   HLWQ_PDL_PREAMBLE();
   const int j = int(threadIdx.x);
@@ -29,7 +26,7 @@ __global__ void point_kernel(ExpertTables t, ExpertLayout lay, PointedExperts e,
 }
 
 // One warp: the slot state staged, then the walk (expert_cache_plan.cuh).
-__global__ void plan_kernel(PlanParams p) {
+__global__ void plan_kernel(ExpertCachePlan p) {
   HLWQ_PDL_PREAMBLE();
   __shared__ ExpertCachePlanSmem s;
   const int lane = int(threadIdx.x);
@@ -41,20 +38,20 @@ __global__ void plan_kernel(PlanParams p) {
 struct PrefetchParams {
   const float* logits;
   int ld, T, k;
-  PlanParams c;  // the cache (ids, n_ids unused; copies/n_copies are the prefetch's own lists)
+  ExpertCachePlan c;  // the cache (ids, n_ids unused; copies/n_copies are the prefetch's own lists)
 };
 
 constexpr int kPrefetchThreads = 256;
-constexpr int kMaxPerLane = kMaxE / 32;
+constexpr int kMaxPerLane = kExpertCacheMaxE / 32;
 
 // One block: warps take tokens (top-k of the logits row, marking the predictions), then warp 0 places them.
 __global__ void __launch_bounds__(kPrefetchThreads) prefetch_kernel(PrefetchParams q) {
   HLWQ_PDL_PREAMBLE();
-  const PlanParams& p = q.c;
-  __shared__ int s_hint[kMaxE];  // int for atomicExch: warps of several tokens may mark one expert
-  __shared__ int s_slot_expert[kMaxE];
-  __shared__ long long s_used[kMaxE];
-  __shared__ unsigned char s_reserved[kMaxE];
+  const ExpertCachePlan& p = q.c;
+  __shared__ int s_hint[kExpertCacheMaxE];  // int for atomicExch: warps of several tokens may mark one expert
+  __shared__ int s_slot_expert[kExpertCacheMaxE];
+  __shared__ long long s_used[kExpertCacheMaxE];
+  __shared__ unsigned char s_reserved[kExpertCacheMaxE];
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, nw = blockDim.x >> 5;
   for (int i = tid; i < p.E; i += blockDim.x) s_hint[i] = 0;
   for (int i = tid; i < p.N; i += blockDim.x)
@@ -152,8 +149,8 @@ constexpr int64_t kCopyChunk = 64 << 10;
 }  // namespace
 
 ExpertCacheDev make_expert_cache(int64_t E, int64_t n_slots, const ExpertLayout& layout, const uint8_t* host) {
-  HLWQ_CHECK(E >= 1 && E <= kMaxE && n_slots >= 1 && n_slots <= E, "expert cache: {} slots for {} experts (1..E, E ≤ {})",
-             n_slots, E, kMaxE);
+  HLWQ_CHECK(E >= 1 && E <= kExpertCacheMaxE && n_slots >= 1 && n_slots <= E,
+             "expert cache: {} slots for {} experts (1..E, E ≤ {})", n_slots, E, kExpertCacheMaxE);
   HLWQ_CHECK(layout.bytes % 16 == 0, "expert cache: expert size {} is not 16-byte aligned", layout.bytes);
   ExpertCacheDev c;
   c.E = E;
@@ -212,10 +209,9 @@ void expert_cache_prefetch(ExpertCacheDev& c, const float* logits, int64_t ld, i
   HLWQ_CHECK(T >= 1 && T <= kMaxPrefetchTokens && k >= 1 && k <= c.E && ld >= c.E,
              "expert cache prefetch: {} tokens (1..{}), top-{} of {} experts, row stride {}", T, kMaxPrefetchTokens, k,
              c.E, ld);
-  const PrefetchParams q{logits, int(ld), int(T), int(k),
-                         PlanParams{nullptr, 0, int(c.E), int(c.n_slots), c.slot_expert.get(), c.expert_slot.get(),
-                                    c.slot_used.get(), c.step.get(), c.pf_copies.get(), c.pf_n.get(),
-                                    c.slot_prefetched.get(), c.counters.get(), t, c.layout, c.host, c.slots.get()}};
+  ExpertCachePlan cache = expert_cache_plan_of(c, nullptr, 0, k, t);  // no step ids: the predictions are its own
+  cache.copies = c.pf_copies.get(), cache.n_copies = c.pf_n.get();     // the prefetch's own admissions
+  const PrefetchParams q{logits, int(ld), int(T), int(k), cache};
   prefetch_kernel<<<1, kPrefetchThreads, 0, st>>>(q);
   HLWQ_CUDA_LAUNCH_CHECK("expert cache prefetch plan ({} tokens, top-{}, {} slots)", T, k, c.n_slots);
 }
