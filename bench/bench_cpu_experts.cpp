@@ -6,13 +6,16 @@
 // charges. Every expert is run once before the timing (first reads of the mapped checkpoint fault its pages in); then
 // each repetition takes experts the last ones did not, so the weights come from memory, not from the cache (the
 // layer's experts are far larger than a last-level cache).
-// usage: hlwq_bench_cpu_experts MODEL [--layer L] [--repeats N] [-t THREADS]
+// --gap-us G sleeps G µs before every timed call, as the GPU's work between two MoE layers (~50 µs in decode) or two
+// tokens (ms) separates the host nodes of a step: the team's threads then go idle between calls, as they do there.
+// usage: hlwq_bench_cpu_experts MODEL [--layer L] [--repeats N] [-t THREADS] [--gap-us G]
 #include <omp.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <numeric>
+#include <thread>
 #include <vector>
 
 #include <CLI/CLI.hpp>
@@ -39,13 +42,16 @@ double median(std::vector<double> v) {
 int main(int argc, char** argv) {
   CLI::App app{"CPU experts (the --cpu-experts host node) on a model's own experts, against the read ceiling"};
   std::string model;
-  int layer = -1, repeats = 5, threads = omp_get_max_threads();
+  int layer = -1, repeats = 5, threads = omp_get_max_threads(), gap_us = 0;
   app.add_option("MODEL", model, "model directory (CT INT4, bf16 or HLWQ)")->required();
   app.add_option("--layer", layer, "MoE layer (default: the first)");
   app.add_option("--repeats", repeats, "timed calls per point (after one warm-up)")
       ->capture_default_str()
       ->check(CLI::Range(1, 1000));
   app.add_option("-t,--threads", threads, "threads")->capture_default_str()->check(CLI::Range(1, 4096));
+  app.add_option("--gap-us", gap_us, "µs the calling thread sleeps before each timed call")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1000000));
   CLI11_PARSE(app, argc, argv);
   try {
     omp_set_num_threads(threads);  // CpuExpertJobs takes the caller's thread count
@@ -62,7 +68,8 @@ int main(int argc, char** argv) {
     const std::vector<int> Js = {1, 2, 4, 8, 16};
     const double ceil = measure_cpu_ceilings(uint64_t(1) << 30, repeats).read_gbs;  // the threads set above
     fmt::print("{} layer {}: {} experts of {:.3f} MB (H {}, I {}); {} threads; read ceiling {:.1f} GB/s (1 GiB, "
-               "median of {})\n", model, L, E, double(expert_b) / 1e6, H, I, threads, ceil, repeats);
+               "median of {}); {} µs idle before each call\n", model, L, E, double(expert_b) / 1e6, H, I, threads, ceil,
+               repeats, gap_us);
     CpuExpertJobs jobs(H, I, 16);
     std::vector<float> xn(size_t(H), 0.01f), out(size_t(16 * H));
     // every expert once first: the checkpoint is mapped, and a page's first read is a page fault (≈ 2 ms an expert
@@ -80,6 +87,7 @@ int main(int argc, char** argv) {
       for (int r = 0; r <= repeats; ++r) {
         std::vector<CpuExpertJob> js;
         for (int j = 0; j < J; ++j) js.push_back({j, 0, int32_t(next++ % E), 1.f});
+        if (gap_us > 0) std::this_thread::sleep_for(std::chrono::microseconds(gap_us));
         const auto t0 = Clock::now();
         jobs.run(w, js.data(), J, xn.data(), 1, out.data());
         if (r > 0) t.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());

@@ -320,27 +320,6 @@ void step(Model& m, Scratch& s, cudaStream_t st) {
   head(m, s, st);
 }
 
-double time_eager(cudaStream_t st, const std::function<void()>& f, int reps) {
-  cudaEvent_t a, b;
-  HLWQ_CUDA_CHECK(cudaEventCreate(&a), "event");
-  HLWQ_CUDA_CHECK(cudaEventCreate(&b), "event");
-  f();
-  HLWQ_CUDA_CHECK(cudaStreamSynchronize(st), "warm-up");
-  std::vector<double> us;
-  for (int i = 0; i < reps; ++i) {
-    HLWQ_CUDA_CHECK(cudaEventRecord(a, st), "record");
-    f();
-    HLWQ_CUDA_CHECK(cudaEventRecord(b, st), "record");
-    HLWQ_CUDA_CHECK(cudaEventSynchronize(b), "sync");
-    float ms = 0;
-    HLWQ_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b), "elapsed");
-    us.push_back(double(ms) * 1e3);
-  }
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
-  return bench::median(us);
-}
-
 }  // namespace
 }  // namespace hlwq
 
@@ -382,7 +361,7 @@ int main() {
       const double sol_us = bytes / (ceil.read * 1e3);
       const double us = bench::time_graph(st, 1, [&](int) { step(m, s, st); }, 3, 20, /*pdl=*/true);
       const double no_pdl = bench::time_graph(st, 1, [&](int) { step(m, s, st); }, 3, 20, /*pdl=*/false);
-      const double eager = time_eager(st, [&] { step(m, s, st); }, 5);
+      const double eager = bench::time_eager(st, [&] { step(m, s, st); }, 5);
       const double mix = bench::time_graph(st, 1, [&](int) { for (auto& L : m.layers) mixer(m, L, s, st); }, 2, 10, true);
       const double moe = bench::time_graph(st, 1, [&](int) {
         for (size_t l = 0; l < m.layers.size(); ++l) moe_block(m, l, s, st);
@@ -453,14 +432,14 @@ int main() {
       const std::string label = "P=" + (n_seq == 1 ? std::to_string(P) : std::to_string(n_seq) + "x" + std::to_string(P / n_seq));
       s.br = &br;
       const cuda::GdnDimsDev gd{int(Hk), int(Hv), int(DK), int(DV), int(KC), 1e-6f};
-      const double loop = time_eager(st, [&] { step(m, s, st); }, 3);
+      const double loop = bench::time_eager(st, [&] { step(m, s, st); }, 3);
       s.gdn_ws = DeviceBuffer<float>(size_t(cuda::gdn_chunked_workspace_floats(P, gd)), "chunked GDN workspace");
-      const double chunked = time_eager(st, [&] { step(m, s, st); }, 3);
+      const double chunked = bench::time_eager(st, [&] { step(m, s, st); }, 3);
       std::printf("row prefill %-7s | %10.1f us | %8.1f tok/s (eager; GDN chunked) | GDN as a token loop %10.1f us\n",
                   label.c_str(), chunked, double(P) / (chunked * 1e-6), loop);
       // where a prefill goes: each part over the 40 layers, eager, same inputs
       auto part = [&](const char* name, const std::function<void(Layer&)>& f) {
-        const double t = time_eager(st, [&] { for (auto& L : m.layers) f(L); }, 2);
+        const double t = bench::time_eager(st, [&] { for (auto& L : m.layers) f(L); }, 2);
         std::printf("row   prefill op %-7s %-32s %10.1f us\n", label.c_str(), name, t);
       };
       part("mixers (GDN chunked, attention)", [&](Layer& L) { mixer(m, L, s, st); });

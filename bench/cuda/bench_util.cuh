@@ -1,6 +1,6 @@
 // Shared pieces of the CUDA kernel benchmarks: a device-side random fill (inputs are generated on the GPU, not
-// uploaded), the device memory ceilings, and graph-replay timing (N launches captured once, the median
-// over replays of the per-launch time, after warm-up).
+// uploaded), the device memory ceilings, graph-replay timing (N launches captured once, the median over replays of
+// the per-launch time, after warm-up) and eager timing.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -74,6 +74,29 @@ inline double time_graph(cudaStream_t st, int n, const std::function<void(int)>&
   cudaEventDestroy(b);
   cudaGraphExecDestroy(ge);
   cudaGraphDestroy(g);
+  return median(us);
+}
+
+// Microseconds of `f` launched without a graph (each launch's own overhead included): one warm-up call, then the
+// median of `reps` calls timed with events on st.
+inline double time_eager(cudaStream_t st, const std::function<void()>& f, int reps) {
+  cudaEvent_t a, b;
+  HLWQ_CUDA_CHECK(cudaEventCreate(&a), "event");
+  HLWQ_CUDA_CHECK(cudaEventCreate(&b), "event");
+  f();
+  HLWQ_CUDA_CHECK(cudaStreamSynchronize(st), "warm-up");
+  std::vector<double> us;
+  for (int i = 0; i < reps; ++i) {
+    HLWQ_CUDA_CHECK(cudaEventRecord(a, st), "record");
+    f();
+    HLWQ_CUDA_CHECK(cudaEventRecord(b, st), "record");
+    HLWQ_CUDA_CHECK(cudaEventSynchronize(b), "sync");
+    float ms = 0;
+    HLWQ_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b), "elapsed");
+    us.push_back(double(ms) * 1e3);
+  }
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
   return median(us);
 }
 
